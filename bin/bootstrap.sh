@@ -1,0 +1,31 @@
+# Sourced by bin/run and bin/test: installs what the project needs and activates .venv.
+# Safe to run again: each step checks before it acts.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+apt_install() {  # apt_install PROGRAM PACKAGE...: install Debian packages when PROGRAM is missing
+  local probe="$1"; shift
+  if ! command -v "$probe" >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/"$probe" >/dev/null 2>&1; then
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "[ccp] installing Debian packages: $*"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  fi
+}
+apt_install initdb postgresql
+apt_install redis-server redis-server
+
+PY="${CCP_PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[ccp] creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.requirements.sha256"
+want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[ccp] installing Python packages (requirements.txt)"
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
+  echo "$want" > "$stamp"
+fi
+export PATH="$REPO/.venv/bin:$PATH"

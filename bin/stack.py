@@ -1,0 +1,239 @@
+"""Local services for ccp: a throw-away PostgreSQL cluster and a Redis server.
+
+Used by ``bin/run`` (the whole system) and ``bin/test`` (the test suite). Standard library
+only, so it runs before and outside the virtualenv. PostgreSQL and Redis come from Debian's
+packages (``bin/bootstrap.sh`` installs them); nothing here talks to a system-wide server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def log(msg: str) -> None:
+    print(f"[ccp] {msg}", flush=True)
+
+
+def pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return found[-1]
+    on_path = shutil.which(name)
+    if on_path:
+        return on_path
+    sys.exit(f"[ccp] PostgreSQL's {name} not found: run bin/bootstrap.sh (installs Debian's postgresql)")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_port(port: int, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while port_free(port):
+        if time.monotonic() > deadline:
+            sys.exit(f"[ccp] {what} did not open port {port} within {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+@dataclass
+class Postgres:
+    """A private cluster: trust auth on 127.0.0.1 only, superuser ``ccp``."""
+
+    data_dir: Path
+    port: int
+    fast: bool = False  # fsync off: for throw-away test clusters only
+    owner: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        # initdb refuses to run as root; run the server as the postgres system user then.
+        if os.geteuid() == 0:
+            self.owner = "postgres"
+
+    def _as_owner(self, argv: list[str]) -> list[str]:
+        return ["runuser", "-u", self.owner, "--", *argv] if self.owner else argv
+
+    def _chown(self, path: Path) -> None:
+        if self.owner:
+            pw = pwd.getpwnam(self.owner)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def start(self) -> None:
+        if not port_free(self.port):
+            sys.exit(f"[ccp] port {self.port} is taken: set another with the PG port variable")
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._chown(self.data_dir.parent)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._chown(self.data_dir)
+            subprocess.run(
+                self._as_owner([pg_bin("initdb"), "-D", str(self.data_dir), "-U", "ccp",
+                                "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]),
+                check=True, stdout=subprocess.DEVNULL,
+            )
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data_dir}"
+        if self.fast:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options += " -c max_connections=200"
+        subprocess.run(
+            self._as_owner([pg_bin("pg_ctl"), "-D", str(self.data_dir), "-o", options,
+                            "-l", str(self.data_dir / "server.log"), "-w", "-t", "60", "start"]),
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        wait_port(self.port, "PostgreSQL")
+
+    def ensure_database(self, name: str) -> None:
+        exists = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "ccp", "-d", "postgres", "-tAc",
+             f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        if not exists:
+            subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "ccp", "-d", "postgres",
+                            "-qc", f'CREATE DATABASE "{name}"'], check=True)
+
+    def stop(self) -> None:
+        subprocess.run(self._as_owner([pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def url(self, name: str) -> str:
+        return f"postgres://ccp@127.0.0.1:{self.port}/{name}"
+
+
+@dataclass
+class Redis:
+    port: int
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or sys.exit("[ccp] redis-server not found: run bin/bootstrap.sh")
+        if not port_free(self.port):
+            sys.exit(f"[ccp] port {self.port} is taken: set another with the Redis port variable")
+        self.proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, start_new_session=True,
+        )
+        wait_port(self.port, "Redis")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+def state_dir(kind: str) -> Path:
+    # Outside the checkout so the postgres user can reach it even when the checkout is private.
+    tag = f"{os.geteuid()}-{abs(hash(str(REPO))) % 10**8:08d}" if kind == "test" else f"{os.geteuid()}-run"
+    return Path(os.environ.get("CCP_STATE_DIR", f"/var/tmp/ccp-{tag}")) / kind
+
+
+@contextlib.contextmanager
+def services(kind: str, pg_port: int, redis_port: int, fresh: bool):
+    """Start PostgreSQL and Redis; yield the environment that points Django at them; stop both."""
+    pg = Postgres(state_dir(kind) / "pg", pg_port, fast=fresh)
+    if fresh and pg.data_dir.exists():
+        shutil.rmtree(pg.data_dir)
+    redis = Redis(redis_port)
+    started: list = []
+    try:
+        pg.start()
+        started.append(pg)
+        pg.ensure_database("ccp")
+        redis.start()
+        started.append(redis)
+        yield {"DATABASE_URL": pg.url("ccp"), "REDIS_URL": redis.url()}
+    finally:
+        for svc in reversed(started):
+            svc.stop()
+
+
+def run_children(commands: dict[str, list[str]], env: dict[str, str]) -> int:
+    """Start each command, stop all of them when one ends or on Ctrl-C / SIGTERM."""
+    procs = {name: subprocess.Popen(argv, env=env, cwd=REPO, start_new_session=True)
+             for name, argv in commands.items()}
+    stopping = False
+
+    def stop_all(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    code = 0
+    try:
+        while not stopping:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    log(f"{name} exited with {proc.returncode}; stopping everything")
+                    code = proc.returncode or 1
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        log("stopping")
+        for proc in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return code
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def cmd_run() -> int:
+    py = sys.executable
+    host, port = os.environ.get("CCP_HOST", "127.0.0.1"), env_int("CCP_PORT", 8000)
+    with services("run", env_int("CCP_PG_PORT", 54329), env_int("CCP_REDIS_PORT", 63799), fresh=False) as svc_env:
+        env = {**os.environ, **svc_env, "PYTHONUNBUFFERED": "1"}
+        env.setdefault("CCP_SIGNIN_DOMAIN", f"{'localhost' if host == '127.0.0.1' else host}:{port}")
+        env.setdefault("CCP_DEMO", "1")
+        manage = [py, "manage.py"]
+        for step in (["migrate", "--noinput"], ["collectstatic", "--noinput", "-v", "0"], ["ccp_demo"]):
+            subprocess.run(manage + step, env=env, cwd=REPO, check=True)
+        log(f"API       http://localhost:{port}/api/v1/health")
+        log(f"API docs  http://localhost:{port}/api/v1/docs/")
+        log(f"admin     http://localhost:{port}/admin/  (user: operator, password: {env.get('CCP_DEMO_PASSWORD', 'operator')})")
+        log(f"WebSocket ws://localhost:{port}/ws/v1/system")
+        log("Ctrl-C stops everything")
+        return run_children({
+            "daphne": [py, "-m", "daphne", "-b", host, "-p", str(port), "ccp.asgi:application"],
+            "worker": [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel", "INFO", "--concurrency", "2"],
+            "beat": [py, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO",
+                     "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
+        }, env)
+
+
+def cmd_test(pytest_args: list[str]) -> int:
+    with services("test", env_int("CCP_TEST_PG_PORT", 55439), env_int("CCP_TEST_REDIS_PORT", 56379), fresh=True) as svc_env:
+        env = {**os.environ, **svc_env, "PYTHONUNBUFFERED": "1"}
+        return subprocess.run([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=REPO).returncode
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test"}:
+        sys.exit("usage: stack.py run | test [pytest args]")
+    sys.exit(cmd_run() if sys.argv[1] == "run" else cmd_test(sys.argv[2:]))

@@ -1,0 +1,76 @@
+from django.contrib import admin
+
+from ccp.accounts.models import ApiToken, Client, FundLock, SignInChallenge
+from ccp.accounts.services import api_token_revoke
+from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline
+from ccp.clock import utcnow
+from ccp.risk.models import Lockup, Position
+
+
+class FundLockInline(ReadOnlyInline):
+    model = FundLock
+    fields = ["currency", "fundlock", "settle_value", "order_value", "lockup_value", "available", "updated_at"]
+    readonly_fields = fields
+
+
+class PositionInline(ReadOnlyInline):
+    model = Position
+    fields = ["contract", "quantity", "updated_at"]
+    readonly_fields = fields
+
+
+class LockupInline(ReadOnlyInline):
+    model = Lockup
+    fields = ["pair", "expiry_date", "currency", "amount", "updated_at"]
+    readonly_fields = fields
+
+
+@admin.register(Client)
+class ClientAdmin(ReadOnlyAdmin):
+    """Clients register themselves by depositing on chain; the webconsole shows them."""
+
+    list_display = ["checksum_address", "registered_at"]
+    search_fields = ["address"]
+    inlines = [FundLockInline, PositionInline, LockupInline]
+
+    def get_search_results(self, request, queryset, search_term):
+        # Addresses are stored lower-case; operators paste them checksummed.
+        return super().get_search_results(request, queryset, search_term.lower())
+
+
+@admin.register(FundLock)
+class FundLockAdmin(ReadOnlyAdmin):
+    list_display = ["client", "currency", "fundlock", "settle_value", "order_value", "lockup_value", "available",
+                    "updated_at"]
+    list_filter = ["currency"]
+    list_select_related = ["client", "currency"]
+    search_fields = ["client__address"]
+
+
+@admin.register(SignInChallenge)
+class SignInChallengeAdmin(ReadOnlyAdmin):
+    list_display = ["nonce", "address", "issued_at", "expires_at", "used_at"]
+    search_fields = ["address", "nonce"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    list_display = ["prefix", "client", "created_at", "expires_at", "revoked_at"]
+    list_select_related = ["client"]
+    search_fields = ["client__address", "prefix"]
+    actions = ["revoke"]
+    exclude = ["key_hash"]
+
+    @admin.action(description="Revoke the selected tokens (sign those sessions out)")
+    def revoke(self, request, queryset):
+        now = utcnow()
+        for api_token in queryset:
+            api_token_revoke(api_token=api_token, now=now)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).")
+
+    def has_change_permission(self, request, obj=None):
+        # The revoke action needs change permission; the form itself shows no editable field.
+        return request.user.has_perm("accounts.change_apitoken")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields if f.name != "key_hash"]

@@ -1,0 +1,73 @@
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ccp.accounts.services import api_token_revoke, signin_challenge_create, signin_token_issue
+from ccp.clock import utcnow
+
+
+class NonceApi(APIView):
+    """Step 1 of wallet sign-in: get a nonce and the EIP-4361 message to sign with your key."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        address = serializers.CharField(max_length=64)
+
+    class OutputSerializer(serializers.Serializer):
+        nonce = serializers.CharField()
+        message = serializers.CharField()
+        expires_at = serializers.DateTimeField()
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        challenge = signin_challenge_create(address=data.validated_data["address"], now=utcnow())
+        return Response(self.OutputSerializer(challenge).data, status=status.HTTP_201_CREATED)
+
+
+class TokenApi(APIView):
+    """Step 2 of wallet sign-in: exchange the signed message for an API token (Bearer)."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        message = serializers.CharField(max_length=2000, trim_whitespace=False)
+        signature = serializers.CharField(max_length=200)
+
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+        expires_at = serializers.DateTimeField()
+        address = serializers.CharField()
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        issued = signin_token_issue(**data.validated_data, now=utcnow())
+        body = {"token": issued.token, "expires_at": issued.api_token.expires_at,
+                "address": issued.api_token.client.checksum_address}
+        return Response(self.OutputSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+class MeApi(APIView):
+    """Who the token belongs to."""
+
+    @extend_schema(responses=inline_serializer("Me", {"address": serializers.CharField(),
+                                                      "registered_at": serializers.DateTimeField()}))
+    def get(self, request):
+        return Response({"address": request.user.checksum_address, "registered_at": request.user.registered_at})
+
+
+class SignOutApi(APIView):
+    """Revoke the token used for this request."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request):
+        api_token_revoke(api_token=request.auth, now=utcnow())
+        return Response(status=status.HTTP_204_NO_CONTENT)

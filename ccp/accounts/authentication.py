@@ -1,0 +1,29 @@
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+
+from ccp.accounts.services import api_token_authenticate
+from ccp.clock import utcnow
+from ccp.errors import Unauthorized
+
+
+def bearer_token(header: bytes) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None when there is no header."""
+    if not header:
+        return None
+    scheme, _, token = header.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Use 'Authorization: Bearer <token>'.", code="token_invalid")
+    return token.strip()
+
+
+class ApiTokenAuthentication(BaseAuthentication):
+    """``Authorization: Bearer <token>`` from wallet sign-in; request.user is the Client."""
+
+    def authenticate(self, request):
+        token = bearer_token(get_authorization_header(request))
+        if token is None:
+            return None
+        api_token = api_token_authenticate(token=token, now=utcnow())
+        return api_token.client, api_token
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="api"'

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from eth_utils import is_address, to_checksum_address
+
+from ccp.accounts.models import ApiToken, Client, SignInChallenge
+from ccp.accounts.siwe import SignInMessage, signer_recover
+from ccp.clock import require_aware
+from ccp.errors import ApplicationError, Unauthorized
+
+
+class SignInError(Unauthorized):
+    """Sign-in refused; the code says why. Nothing changes (the nonce stays usable until it expires)."""
+
+
+def address_normalize(address: str) -> str:
+    """Lower-case 0x address; ApplicationError ``invalid_address`` otherwise."""
+    # is_address also refuses a mixed-case address whose EIP-55 checksum is wrong.
+    if not isinstance(address, str) or not address.startswith("0x") or not is_address(address):
+        raise ApplicationError("Not an Ethereum address (0x and 40 hex digits, EIP-55 checksum if mixed case).",
+                               code="invalid_address")
+    return address.lower()
+
+
+def client_register(*, address: str, now: datetime) -> Client:
+    """The client with this address, created on first sight. Idempotent."""
+    client, _ = Client.objects.get_or_create(address=address_normalize(address),
+                                             defaults={"registered_at": require_aware(now)})
+    return client
+
+
+def _signin_demo_allowed(address: str) -> bool:
+    return settings.CCP_SIGNIN_ALLOW_ANY or address in settings.CCP_SIGNIN_ALLOWED_ADDRESSES
+
+
+def _signin_refuse_unregistered(address: str) -> None:
+    if not _signin_demo_allowed(address) and not Client.objects.filter(address=address).exists():
+        raise SignInError("This address has no deposit with the clearing house yet.",
+                          code="signin_address_not_registered", http_status=403)
+
+
+def signin_challenge_create(*, address: str, now: datetime) -> SignInChallenge:
+    """Issue a nonce and the exact EIP-4361 message the wallet must sign. Refuses unknown addresses."""
+    now = require_aware(now)
+    address = address_normalize(address)
+    _signin_refuse_unregistered(address)
+    nonce = secrets.token_hex(16)
+    message = SignInMessage(
+        domain=settings.CCP_SIGNIN_DOMAIN, address=to_checksum_address(address), uri=settings.CCP_SIGNIN_URI,
+        chain_id=settings.CCP_CHAIN_ID, nonce=nonce, issued_at=now, expiration_time=now + settings.CCP_SIGNIN_NONCE_TTL,
+    )
+    return SignInChallenge.objects.create(nonce=nonce, address=address, message=message.text(), issued_at=now,
+                                          expires_at=message.expiration_time)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str  # shown once; only its hash is stored
+    api_token: ApiToken
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def signin_token_issue(*, message: str, signature: str, now: datetime) -> IssuedToken:
+    """Exchange a signed sign-in message for an API token.
+
+    Locks the challenge row, so two requests with one nonce cannot both succeed; the nonce is
+    spent only on success. Checks, in order: layout, nonce known / unused / unexpired, domain,
+    message unaltered, signer.
+    """
+    now = require_aware(now)
+    try:
+        parsed = SignInMessage.parse(message)
+    except ValueError as exc:
+        raise SignInError(str(exc), code="signin_message_malformed", http_status=400) from exc
+    challenge = SignInChallenge.objects.select_for_update().filter(nonce=parsed.nonce).first()
+    if challenge is None:
+        raise SignInError("Unknown nonce: ask for a new one.", code="signin_nonce_unknown")
+    if challenge.used_at is not None:
+        raise SignInError("This nonce was already used: ask for a new one.", code="signin_nonce_used")
+    if now >= challenge.expires_at:
+        raise SignInError("This nonce has expired: ask for a new one.", code="signin_nonce_expired")
+    if parsed.domain != settings.CCP_SIGNIN_DOMAIN:
+        raise SignInError(f"The message is for {parsed.domain}, not {settings.CCP_SIGNIN_DOMAIN}.",
+                          code="signin_wrong_domain")
+    if message != challenge.message:
+        raise SignInError("The message differs from the one issued with this nonce.", code="signin_message_altered")
+    try:
+        signer = signer_recover(message, signature)
+    except ValueError as exc:
+        raise SignInError(str(exc), code="signin_signature_invalid", http_status=400) from exc
+    if signer != challenge.address:
+        raise SignInError("The signature was not made by the address in the message.", code="signin_wrong_signer")
+    _signin_refuse_unregistered(challenge.address)
+    client = client_register(address=challenge.address, now=now)
+    challenge.used_at = now
+    challenge.save(update_fields=["used_at"])
+    token = secrets.token_urlsafe(32)
+    api_token = ApiToken.objects.create(key_hash=token_hash(token), prefix=token[:8], client=client, created_at=now,
+                                        expires_at=now + settings.CCP_API_TOKEN_TTL)
+    return IssuedToken(token=token, api_token=api_token)
+
+
+def api_token_authenticate(*, token: str, now: datetime) -> ApiToken:
+    """The live token for this bearer string; Unauthorized ``token_invalid`` / ``token_expired`` otherwise."""
+    api_token = ApiToken.objects.select_related("client").filter(key_hash=token_hash(token)).first()
+    if api_token is None or api_token.revoked_at is not None:
+        raise Unauthorized("Unknown or revoked API token.", code="token_invalid")
+    if require_aware(now) >= api_token.expires_at:
+        raise Unauthorized("This API token has expired: sign in again.", code="token_expired")
+    return api_token
+
+
+@transaction.atomic
+def api_token_revoke(*, api_token: ApiToken, now: datetime) -> None:
+    """Sign out: the token stops working. Idempotent."""
+    ApiToken.objects.filter(pk=api_token.pk, revoked_at__isnull=True).update(revoked_at=require_aware(now))

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from ccp.accounts.apis import MeApi, NonceApi, SignOutApi, TokenApi
+
+urlpatterns = [
+    path("auth/nonce", NonceApi.as_view(), name="auth-nonce"),
+    path("auth/token", TokenApi.as_view(), name="auth-token"),
+    path("auth/me", MeApi.as_view(), name="auth-me"),
+    path("auth/signout", SignOutApi.as_view(), name="auth-signout"),
+]

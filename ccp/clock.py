@@ -1,0 +1,20 @@
+"""Time helpers: everything is timezone-aware UTC, and services take ``now`` from their caller."""
+
+from datetime import UTC, date, datetime, time
+
+EXPIRY_TIME = time(12, 0, tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def require_aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("naive datetime: ccp works in aware UTC only")
+    return value.astimezone(UTC)
+
+
+def expiry_at(expiry_date: date) -> datetime:
+    """Every contract expires at 12:00 UTC on its expiry date."""
+    return datetime.combine(expiry_date, EXPIRY_TIME)

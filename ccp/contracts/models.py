@@ -1,0 +1,121 @@
+from datetime import date, datetime
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import F, Q
+
+from ccp.clock import expiry_at
+from ccp.contracts.payoffs import ContractKind, Terms
+from ccp.money import MoneyField
+
+
+class Currency(models.Model):
+    """A token the CCP knows: collateral, or one side of an underlying pair."""
+
+    symbol = models.CharField(max_length=12, unique=True, help_text="e.g. BTC, USDC")
+    name = models.CharField(max_length=64, blank=True)
+    decimals = models.PositiveSmallIntegerField(default=18, help_text="token decimals on chain")
+    token_address = models.CharField(max_length=42, null=True, blank=True, unique=True,
+                                     help_text="ERC-20 address for collateral tokens")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "currencies"
+        ordering = ["symbol"]
+        constraints = [
+            models.CheckConstraint(condition=Q(symbol__regex=r"^[A-Z0-9]{2,12}$"), name="currency_symbol_format"),
+            models.CheckConstraint(condition=Q(decimals__lte=36), name="currency_decimals_range"),
+            models.CheckConstraint(
+                condition=Q(token_address__isnull=True) | Q(token_address__regex=r"^0x[0-9a-f]{40}$"),
+                name="currency_token_address_format",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+
+class Pair(models.Model):
+    """An underlying: base priced in quote, e.g. BTC/USDC. Payoffs are in quote units."""
+
+    base = models.ForeignKey(Currency, on_delete=models.PROTECT, related_name="+")
+    quote = models.ForeignKey(Currency, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["base__symbol", "quote__symbol"]
+        constraints = [
+            models.UniqueConstraint(fields=["base", "quote"], name="pair_unique"),
+            models.CheckConstraint(condition=~Q(base=F("quote")), name="pair_distinct_currencies"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.base.symbol}/{self.quote.symbol}"
+
+
+class ContractState(models.TextChoices):
+    LISTED = "listed", "listed (trading)"
+    HALTED = "halted", "halted (expiry day)"
+    EXPIRED = "expired", "expired"
+    SETTLED = "settled", "settled"
+
+
+class Contract(models.Model):
+    """A dated call, put or future on a pair, expiring at 12:00 UTC on ``expiry_date``.
+
+    The settlement price is clamped to [floor_px, cap_px], so every payoff is bounded and every
+    position can be fully collateralised.
+    """
+
+    Kind = models.TextChoices("Kind", [(k.name, k.value) for k in ContractKind])
+
+    symbol = models.CharField(max_length=64, unique=True)
+    pair = models.ForeignKey(Pair, on_delete=models.PROTECT, related_name="contracts")
+    collateral = models.ForeignKey(Currency, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    strike_px = MoneyField(null=True, blank=True, help_text="empty for futures")
+    expiry_date = models.DateField(help_text="expires at 12:00 UTC on this day")
+    floor_px = MoneyField(help_text="lowest settlement price")
+    cap_px = MoneyField(help_text="highest settlement price")
+    tick_size = MoneyField(help_text="price grid")
+    lot_size = MoneyField(help_text="quantity grid")
+    state = models.CharField(max_length=8, choices=ContractState.choices, default=ContractState.LISTED)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["expiry_date", "pair_id", "kind", "strike_px"]
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "expiry_date", "kind", "strike_px"], nulls_distinct=False,
+                                    name="contract_unique_terms"),
+            models.CheckConstraint(condition=Q(kind__in=[k.value for k in ContractKind]), name="contract_kind_valid"),
+            models.CheckConstraint(condition=Q(state__in=ContractState.values), name="contract_state_valid"),
+            models.CheckConstraint(condition=Q(floor_px__gte=0), name="contract_floor_non_negative"),
+            models.CheckConstraint(condition=Q(cap_px__gt=F("floor_px")), name="contract_cap_above_floor"),
+            models.CheckConstraint(condition=Q(tick_size__gt=0), name="contract_tick_positive"),
+            models.CheckConstraint(condition=Q(lot_size__gt=0), name="contract_lot_positive"),
+            models.CheckConstraint(
+                condition=(Q(kind=ContractKind.FUTURE.value, strike_px__isnull=True))
+                | (~Q(kind=ContractKind.FUTURE.value) & Q(strike_px__gte=F("floor_px"), strike_px__lte=F("cap_px"))),
+                name="contract_strike_within_bounds",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "expiry_date"])]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+    @property
+    def expires_at(self) -> datetime:
+        return expiry_at(self.expiry_date)
+
+    @property
+    def terms(self) -> Terms:
+        return Terms(kind=ContractKind(self.kind), floor=self.floor_px, cap=self.cap_px, strike=self.strike_px)
+
+    @staticmethod
+    def symbol_for(*, pair: Pair, expiry_date: date, kind: str, strike_px: Decimal | None) -> str:
+        """BTC-USDC-20261225-50000-C; futures end in -F without a strike."""
+        parts = [pair.base.symbol, pair.quote.symbol, expiry_date.strftime("%Y%m%d")]
+        if strike_px is not None:
+            parts.append(format(strike_px.normalize(), "f"))
+        parts.append({"call": "C", "put": "P", "future": "F"}[kind])
+        return "-".join(parts)

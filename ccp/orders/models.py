@@ -1,0 +1,83 @@
+from django.db import models
+from django.db.models import F, Q
+
+from ccp.money import ZERO, MoneyField
+from ccp.orders.states import OrderState, TERMINAL_STATES
+
+
+class Side(models.TextChoices):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderKind(models.TextChoices):
+    LIMIT = "limit"
+
+
+class Order(models.Model):
+    """A client's limit order. Open ones form the book; every state change is kept in the history."""
+
+    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="orders")
+    contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="orders")
+    client_order_id = models.CharField(max_length=64)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    kind = models.CharField(max_length=8, choices=OrderKind.choices, default=OrderKind.LIMIT)
+    price = MoneyField()
+    quantity = MoneyField()
+    filled_quantity = MoneyField(default=ZERO)
+    state = models.CharField(max_length=16, choices=OrderState.choices, default=OrderState.RECEIVED)
+    reject_reason = models.CharField(max_length=64, blank=True)
+    order_value = MoneyField(default=ZERO, help_text="collateral held while the order is open")
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["client", "client_order_id"], name="order_unique_client_order_id"),
+            models.CheckConstraint(condition=Q(side__in=Side.values), name="order_side_valid"),
+            models.CheckConstraint(condition=Q(kind__in=OrderKind.values), name="order_kind_valid"),
+            models.CheckConstraint(condition=Q(state__in=OrderState.values), name="order_state_valid"),
+            models.CheckConstraint(condition=Q(price__gte=0), name="order_price_non_negative"),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="order_quantity_positive"),
+            models.CheckConstraint(condition=Q(filled_quantity__gte=0, filled_quantity__lte=F("quantity")),
+                                   name="order_filled_within_quantity"),
+            models.CheckConstraint(condition=Q(order_value__gte=0), name="order_value_non_negative"),
+            models.CheckConstraint(
+                condition=Q(state=OrderState.FILLED, filled_quantity=F("quantity"))
+                | (~Q(state=OrderState.FILLED) & Q(filled_quantity__lt=F("quantity"))),
+                name="order_filled_state_matches_quantity",
+            ),
+            models.CheckConstraint(condition=~Q(state__in=TERMINAL_STATES) | Q(order_value=0),
+                                   name="order_terminal_holds_no_value"),
+            models.CheckConstraint(condition=~Q(state=OrderState.REJECTED) | ~Q(reject_reason=""),
+                                   name="order_rejected_has_reason"),
+        ]
+        indexes = [models.Index(fields=["contract", "state"]), models.Index(fields=["client", "state"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.side} {self.quantity} {self.contract} @ {self.price} ({self.state})"
+
+
+class OrderStateHistory(models.Model):
+    """Append-only: one row per state change of an order."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="history")
+    from_state = models.CharField(max_length=16, choices=OrderState.choices, null=True, blank=True)
+    to_state = models.CharField(max_length=16, choices=OrderState.choices)
+    reason = models.CharField(max_length=64, blank=True)
+    filled_quantity = MoneyField(default=ZERO)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["order_id", "id"]
+        verbose_name_plural = "order state history"
+        constraints = [
+            models.CheckConstraint(condition=Q(to_state__in=OrderState.values), name="history_to_state_valid"),
+            models.CheckConstraint(condition=Q(from_state__isnull=True) | Q(from_state__in=OrderState.values),
+                                   name="history_from_state_valid"),
+            models.CheckConstraint(condition=Q(filled_quantity__gte=0), name="history_filled_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.order_id}: {self.from_state or '-'} -> {self.to_state}"

@@ -1,0 +1,86 @@
+from django.db import models
+from django.db.models import Q
+
+from ccp.money import ZERO, MoneyField
+
+
+class CashMovementOrigin(models.TextChoices):
+    AUCTION = "auction", "auction fill (premium)"
+    EXPIRY = "expiry", "expiry payoff"
+    WITHDRAWAL = "withdrawal", "withdrawal"
+    ADJUSTMENT = "adjustment", "operator adjustment"
+
+
+class CashMovement(models.Model):
+    """Collateral to move for a client, with the position change it pays for (if any).
+
+    Movements of one auction or one expiry sum to zero. The unique origin key makes producing
+    them twice impossible: a retried auction or expiry finds its rows already there.
+    """
+
+    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="cash_movements")
+    currency = models.ForeignKey("contracts.Currency", on_delete=models.PROTECT, related_name="+")
+    amount = MoneyField(help_text="signed: positive credits the client")
+    contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, null=True, blank=True,
+                                 related_name="cash_movements")
+    position_delta = MoneyField(default=ZERO, help_text="signed: positive bought, negative sold")
+    origin = models.CharField(max_length=16, choices=CashMovementOrigin.choices)
+    origin_ref = models.CharField(max_length=64, help_text="auction id, expiry key or withdrawal id")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["origin", "origin_ref", "client", "contract"], nulls_distinct=False,
+                                    name="cash_movement_unique_origin"),
+            models.CheckConstraint(condition=Q(origin__in=CashMovementOrigin.values), name="cash_movement_origin_valid"),
+            models.CheckConstraint(condition=~Q(amount=0) | ~Q(position_delta=0), name="cash_movement_not_empty"),
+            models.CheckConstraint(condition=Q(position_delta=0) | Q(contract__isnull=False),
+                                   name="cash_movement_position_needs_contract"),
+        ]
+        indexes = [models.Index(fields=["origin", "origin_ref"])]
+
+    def __str__(self) -> str:
+        return f"{self.client} {self.amount:+} {self.currency} ({self.origin} {self.origin_ref})"
+
+
+class TrackingState(models.TextChoices):
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    REPLACED = "replaced"
+
+
+LIVE_TRACKING_STATES = [TrackingState.PENDING, TrackingState.SUBMITTED, TrackingState.CONFIRMED]
+
+
+class CashMovementTracking(models.Model):
+    """One attempt to perform a cash movement on chain, in a batch transaction."""
+
+    cash_movement = models.ForeignKey(CashMovement, on_delete=models.PROTECT, related_name="trackings")
+    state = models.CharField(max_length=10, choices=TrackingState.choices, default=TrackingState.PENDING)
+    batch_id = models.CharField(max_length=66, help_text="id the FundLock contract applies once")
+    tx_hash = models.CharField(max_length=66, null=True, blank=True)
+    block_number = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["cash_movement"], condition=Q(state__in=LIVE_TRACKING_STATES),
+                                    name="tracking_one_live_per_movement"),
+            models.CheckConstraint(condition=Q(state__in=TrackingState.values), name="tracking_state_valid"),
+            models.CheckConstraint(condition=Q(tx_hash__isnull=True) | Q(tx_hash__regex=r"^0x[0-9a-f]{64}$"),
+                                   name="tracking_tx_hash_format"),
+            models.CheckConstraint(
+                condition=~Q(state__in=[TrackingState.SUBMITTED, TrackingState.CONFIRMED]) | Q(tx_hash__isnull=False),
+                name="tracking_sent_has_tx_hash",
+            ),
+            models.CheckConstraint(condition=~Q(state=TrackingState.CONFIRMED) | Q(block_number__isnull=False),
+                                   name="tracking_confirmed_has_block"),
+        ]
+
+    def __str__(self) -> str:
+        return f"movement {self.cash_movement_id}: {self.state} {self.tx_hash or ''}"

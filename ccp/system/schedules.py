@@ -1,0 +1,25 @@
+"""Default beat schedules, created once in the database (django-celery-beat).
+
+Created when missing and never overwritten, so an operator's change in the admin survives
+restarts and migrations.
+"""
+
+from django.conf import settings
+
+
+def default_schedules() -> list[dict]:
+    return [
+        {"name": "heartbeat", "task": "system.heartbeat", "every_seconds": settings.CCP_HEARTBEAT_SECONDS},
+    ]
+
+
+def schedules_ensure(*args, using: str = "default", **kwargs) -> None:
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    for spec in default_schedules():
+        if PeriodicTask.objects.using(using).filter(name=spec["name"]).exists():
+            continue
+        interval, _ = IntervalSchedule.objects.using(using).get_or_create(
+            every=spec["every_seconds"], period=IntervalSchedule.SECONDS
+        )
+        PeriodicTask.objects.using(using).create(name=spec["name"], task=spec["task"], interval=interval)

@@ -1,0 +1,41 @@
+from datetime import datetime
+
+from django.db import transaction
+
+from ccp.clock import require_aware
+from ccp.system.models import Edge
+
+HEARTBEAT_EDGE = "heartbeat"
+
+
+@transaction.atomic
+def edge_advance(*, name: str, now: datetime, at: datetime | None = None, block_number: int | None = None) -> Edge:
+    """Move an edge forward to ``at`` and/or ``block_number``; never backwards.
+
+    Locks the edge row. Idempotent: advancing to a position already reached changes nothing.
+    """
+    now = require_aware(now)
+    edge, created = Edge.objects.select_for_update().get_or_create(
+        name=name, defaults={"at": at, "block_number": block_number, "updated_at": now}
+    )
+    if created:
+        return edge
+    changed = []
+    if at is not None and (edge.at is None or require_aware(at) > edge.at):
+        edge.at, changed = at, [*changed, "at"]
+    if block_number is not None and (edge.block_number is None or block_number > edge.block_number):
+        edge.block_number, changed = block_number, [*changed, "block_number"]
+    if changed:
+        edge.updated_at = now
+        edge.save(update_fields=[*changed, "updated_at"])
+    return edge
+
+
+def heartbeat_beat(*, now: datetime) -> Edge:
+    """Record that the worker ran at ``now`` and tell WebSocket listeners, after the commit."""
+    from ccp.system.streams import system_event_publish
+
+    with transaction.atomic():
+        edge = edge_advance(name=HEARTBEAT_EDGE, now=now, at=now)
+        transaction.on_commit(lambda: system_event_publish({"type": "heartbeat", "at": edge.at.isoformat()}))
+    return edge

@@ -1,0 +1,21 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from ccp.system.apis import HealthApi
+
+api_v1 = [
+    path("health", HealthApi.as_view(), name="health"),
+    path("", include("ccp.accounts.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+]
+
+admin.site.site_header = "ccp clearing house"
+admin.site.site_title = "ccp webconsole"
+admin.site.index_title = "Operations"
