@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from ccp.accounts.models import ApiToken, Client, SignInChallenge
 from ccp.accounts.siwe import SignInMessage, signer_recover
@@ -21,10 +21,12 @@ class SignInError(Unauthorized):
 
 def address_normalize(address: str) -> str:
     """Lower-case 0x address; ApplicationError ``invalid_address`` otherwise."""
-    # is_address also refuses a mixed-case address whose EIP-55 checksum is wrong.
     if not isinstance(address, str) or not address.startswith("0x") or not is_address(address):
-        raise ApplicationError("Not an Ethereum address (0x and 40 hex digits, EIP-55 checksum if mixed case).",
-                               code="invalid_address")
+        raise ApplicationError("Not an Ethereum address (0x and 40 hex digits).", code="invalid_address")
+    body = address[2:]
+    if body != body.lower() and body != body.upper() and not is_checksum_address(address):
+        # A mixed-case address carries an EIP-55 checksum: a wrong one means a mistyped address.
+        raise ApplicationError("Mixed-case address with a wrong EIP-55 checksum.", code="invalid_address")
     return address.lower()
 
 

@@ -1,0 +1,512 @@
+"""Every database constraint of the ccp apps rejects the rows it is there to reject.
+
+Each bad row breaks exactly one rule: the test first saves a valid row (the baseline), then
+inserts the bad variant and expects PostgreSQL to name the violated constraint. A completeness
+test fails when a constraint (or a ``unique=True`` field) is added without a row here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal as D
+
+import factory
+import pytest
+from django.apps import apps
+from django.db import IntegrityError, connection, transaction
+from eth_account import Account
+
+from ccp.accounts.models import ApiToken, SignInChallenge
+from ccp.orders.models import Order, OrderStateHistory
+from ccp.orders.states import OrderState, TERMINAL_STATES
+from ccp.prices.models import ReferencePrice, SpotPrice
+from ccp.risk.models import Lockup, Position
+from ccp.settlement.models import CashMovement, CashMovementTracking
+from ccp.system.models import Edge
+from tests.conftest import NOW
+from tests.factories import ClientFactory, ContractFactory, CurrencyFactory, FundLockFactory, PairFactory
+
+S = OrderState
+UPPER_CASE_ADDRESS = "0x" + "AB" * 20  # well-formed but not lower-case
+UPPER_CASE_TX_HASH = "0x" + "CD" * 32
+
+
+# --- Factories that always insert, with fresh dependencies, so no row collides by accident ---
+
+
+class NewCurrencyFactory(CurrencyFactory):
+    class Meta:
+        django_get_or_create = ()
+
+
+class NewPairFactory(PairFactory):
+    class Meta:
+        django_get_or_create = ()
+
+    base = factory.SubFactory(NewCurrencyFactory)
+    quote = factory.SubFactory(NewCurrencyFactory)
+
+
+class NewContractFactory(ContractFactory):
+    """A BASE/QUOTE call struck at 100000 in [50000, 150000], on a pair of its own."""
+
+    pair = factory.SubFactory(NewPairFactory)
+
+
+class OrderFactory(factory.django.DjangoModelFactory):
+    """An accepted buy of 1 at 1200, holding its 1200 of collateral."""
+
+    class Meta:
+        model = Order
+
+    client = factory.SubFactory(ClientFactory)
+    contract = factory.SubFactory(NewContractFactory)
+    client_order_id = factory.Sequence(lambda n: f"order-{n}")
+    side = "buy"
+    price = D("1200")
+    quantity = D("1")
+    state = S.ACCEPTED
+    order_value = D("1200")
+    created_at = NOW
+    updated_at = NOW
+
+
+class OrderStateHistoryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = OrderStateHistory
+
+    order = factory.SubFactory(OrderFactory)
+    from_state = S.RECEIVED
+    to_state = S.ACCEPTED
+    at = NOW
+
+
+class PositionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Position
+
+    client = factory.SubFactory(ClientFactory)
+    contract = factory.SubFactory(NewContractFactory)
+    quantity = D("-2")
+    updated_at = NOW
+
+
+class LockupFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Lockup
+
+    client = factory.SubFactory(ClientFactory)
+    pair = factory.SubFactory(NewPairFactory)
+    expiry_date = date(2026, 12, 25)
+    currency = factory.SelfAttribute("pair.quote")
+    amount = D("500")
+    updated_at = NOW
+
+
+class CashMovementFactory(factory.django.DjangoModelFactory):
+    """The buyer's side of an auction fill: pays 1200 premium for 1 contract."""
+
+    class Meta:
+        model = CashMovement
+
+    client = factory.SubFactory(ClientFactory)
+    contract = factory.SubFactory(NewContractFactory)
+    currency = factory.Maybe(
+        "contract",
+        yes_declaration=factory.SelfAttribute("contract.collateral"),
+        no_declaration=factory.SubFactory(CurrencyFactory, symbol="USDC", decimals=6),
+    )
+    amount = D("-1200")
+    position_delta = D("1")
+    origin = "auction"
+    origin_ref = factory.Sequence(lambda n: f"auction-{n}")
+    created_at = NOW
+
+
+class CashMovementTrackingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CashMovementTracking
+
+    cash_movement = factory.SubFactory(CashMovementFactory)
+    state = "pending"
+    batch_id = factory.Sequence(lambda n: f"0x{n:064x}")
+    created_at = NOW
+    updated_at = NOW
+
+
+class SpotPriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SpotPrice
+
+    pair = factory.SubFactory(NewPairFactory)
+    source = "binance"
+    price = D("97000")
+    observed_at = NOW
+    fetched_at = NOW
+
+
+class ReferencePriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ReferencePrice
+
+    contract = factory.SubFactory(NewContractFactory)
+    kind = "clearing"
+    price = D("1500")
+    at = NOW
+    auction_ref = factory.Sequence(lambda n: f"auction-{n}")
+
+
+class EdgeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Edge
+
+    name = factory.Sequence(lambda n: f"loop-{n}")
+    block_number = 100
+    updated_at = NOW
+
+
+class SignInChallengeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SignInChallenge
+
+    nonce = factory.Sequence(lambda n: f"nonce{n:012d}")
+    address = factory.LazyFunction(lambda: Account.create().address.lower())
+    message = "Sign in to ccp"
+    issued_at = NOW
+    expires_at = NOW + timedelta(minutes=5)
+
+
+class ApiTokenFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ApiToken
+
+    key_hash = factory.Sequence(lambda n: hashlib.sha256(f"token-{n}".encode()).hexdigest())
+    prefix = "ccp_tok"
+    client = factory.SubFactory(ClientFactory)
+    created_at = NOW
+    expires_at = NOW + timedelta(days=30)
+
+
+# --- The table: constraint name -> a bad row ---
+
+
+@dataclass(frozen=True)
+class Case:
+    """A row built by ``factory(**given)`` saves; a second one with ``changes`` does not.
+
+    ``same`` lists fields the second row copies from the first (for unique rules), and
+    ``shadowed_by`` names a constraint that would fire first and is dropped for the test.
+    """
+
+    rule: str
+    factory: type[factory.django.DjangoModelFactory]
+    given: dict = field(default_factory=dict)
+    changes: dict = field(default_factory=dict)
+    same: tuple[str, ...] = ()
+    shadowed_by: str | None = None
+
+    @property
+    def model(self):
+        return self.factory._meta.model
+
+    def second_row_fields(self, first) -> dict:
+        changes = {name: getattr(first, v.name) if isinstance(v, From) else v for name, v in self.changes.items()}
+        return {**self.given, **{name: getattr(first, name) for name in self.same}, **changes}
+
+
+@dataclass(frozen=True)
+class From:
+    """In ``changes``: the value of this field of the first row."""
+
+    name: str
+
+
+def case(rule, factory_class, label="", *, given=None, same=(), shadowed_by=None, **changes):
+    return pytest.param(
+        Case(rule, factory_class, given or {}, changes, same, shadowed_by), id=f"{rule}-{label}" if label else rule
+    )
+
+
+# Consistent (state -> fields) rows of the 1-lot OrderFactory order, one per state.
+ORDER_IN_STATE = {
+    S.RECEIVED: {"state": S.RECEIVED},
+    S.ACCEPTED: {"state": S.ACCEPTED},
+    S.PARTIALLY_FILLED: {"state": S.PARTIALLY_FILLED, "filled_quantity": D("0.4"), "order_value": D("720")},
+    S.FILLED: {"state": S.FILLED, "filled_quantity": D("1"), "order_value": D("0")},
+    S.CANCELLED: {"state": S.CANCELLED, "filled_quantity": D("0.4"), "order_value": D("0")},
+    S.EXPIRED: {"state": S.EXPIRED, "order_value": D("0")},
+    S.REJECTED: {"state": S.REJECTED, "reject_reason": "insufficient_collateral", "order_value": D("0")},
+}
+
+CONSTRAINT_CASES = [
+    # system
+    case("edge_has_position", EdgeFactory, at=None, block_number=None),
+    case("edge_block_non_negative", EdgeFactory, block_number=-1),
+    # accounts
+    case("client_address_format", ClientFactory, "checksummed", address=UPPER_CASE_ADDRESS),
+    case("client_address_format", ClientFactory, "no-0x", address="ab" * 21),
+    case("fundlock_unique_client_currency", FundLockFactory, same=("client", "currency")),
+    case("fundlock_non_negative", FundLockFactory, fundlock=D("-1"), settle_value=D("1")),
+    case("fundlock_order_value_non_negative", FundLockFactory, order_value=D("-1")),
+    case("fundlock_lockup_value_non_negative", FundLockFactory, lockup_value=D("-1")),
+    case("fundlock_available_non_negative", FundLockFactory, "orders-and-lockups",
+         order_value=D("600"), lockup_value=D("400.000000000000000001")),
+    case("fundlock_available_non_negative", FundLockFactory, "owes-settlement", settle_value=D("-1000.5")),
+    case("challenge_address_format", SignInChallengeFactory, address=UPPER_CASE_ADDRESS),
+    case("challenge_nonce_format", SignInChallengeFactory, "too-short", nonce="abc123"),
+    case("challenge_nonce_format", SignInChallengeFactory, "punctuation", nonce="nonce-0000000000001"),
+    case("challenge_expiry_after_issue", SignInChallengeFactory, expires_at=NOW),
+    case("challenge_used_after_issue", SignInChallengeFactory, used_at=NOW - timedelta(seconds=1)),
+    case("token_hash_format", ApiTokenFactory, "upper-case", key_hash="AB" * 32),
+    case("token_hash_format", ApiTokenFactory, "too-short", key_hash="ab" * 31),
+    case("token_expiry_after_creation", ApiTokenFactory, expires_at=NOW),
+    # contracts
+    case("currency_symbol_format", NewCurrencyFactory, "lower-case", symbol="btc"),
+    case("currency_symbol_format", NewCurrencyFactory, "one-letter", symbol="B"),
+    case("currency_decimals_range", NewCurrencyFactory, decimals=37),
+    case("currency_token_address_format", NewCurrencyFactory, token_address=UPPER_CASE_ADDRESS),
+    case("pair_unique", NewPairFactory, same=("base", "quote")),
+    case("pair_distinct_currencies", NewPairFactory, quote=factory.SelfAttribute("base")),
+    case("contract_unique_terms", NewContractFactory, "option",
+         same=("pair", "expiry_date", "kind", "strike_px"), symbol="SAME-TERMS-C"),
+    case("contract_unique_terms", NewContractFactory, "future-null-strike", given={"kind": "future", "strike_px": None},
+         same=("pair", "expiry_date"), symbol="SAME-TERMS-F"),
+    case("contract_kind_valid", NewContractFactory, kind="swap"),
+    case("contract_state_valid", NewContractFactory, state="paused"),
+    case("contract_floor_non_negative", NewContractFactory, floor_px=D("-1")),
+    case("contract_cap_above_floor", NewContractFactory,
+         floor_px=D("100000"), cap_px=D("100000"), strike_px=D("100000")),
+    case("contract_tick_positive", NewContractFactory, tick_size=D("0")),
+    case("contract_lot_positive", NewContractFactory, lot_size=D("0")),
+    case("contract_strike_within_bounds", NewContractFactory, "below-floor", strike_px=D("49999.99")),
+    case("contract_strike_within_bounds", NewContractFactory, "above-cap", kind="put", strike_px=D("150000.01")),
+    case("contract_strike_within_bounds", NewContractFactory, "future-with-strike", kind="future"),
+    # orders
+    case("order_unique_client_order_id", OrderFactory, same=("client", "client_order_id")),
+    case("order_side_valid", OrderFactory, side="hold"),
+    case("order_kind_valid", OrderFactory, kind="market"),
+    case("order_state_valid", OrderFactory, state="open"),
+    case("order_price_non_negative", OrderFactory, price=D("-0.01")),
+    # a zero quantity can only be consistent with the other rules when 'filled'
+    case("order_quantity_positive", OrderFactory, quantity=D("0"), **ORDER_IN_STATE[S.FILLED] | {"filled_quantity": D("0")}),
+    case("order_filled_within_quantity", OrderFactory, filled_quantity=D("-0.01")),
+    case("order_value_non_negative", OrderFactory, order_value=D("-1")),
+    case("order_filled_state_matches_quantity", OrderFactory, "filled-short",
+         **ORDER_IN_STATE[S.FILLED] | {"filled_quantity": D("0.99")}),
+    case("order_filled_state_matches_quantity", OrderFactory, "partially-but-complete",
+         **ORDER_IN_STATE[S.PARTIALLY_FILLED] | {"filled_quantity": D("1")}),
+    case("order_filled_state_matches_quantity", OrderFactory, "cancelled-but-complete",
+         **ORDER_IN_STATE[S.CANCELLED] | {"filled_quantity": D("1")}),
+    *[
+        case("order_terminal_holds_no_value", OrderFactory, state, **ORDER_IN_STATE[state] | {"order_value": D("1")})
+        for state in sorted(TERMINAL_STATES)
+    ],
+    case("order_rejected_has_reason", OrderFactory, **ORDER_IN_STATE[S.REJECTED] | {"reject_reason": ""}),
+    case("history_to_state_valid", OrderStateHistoryFactory, to_state="open"),
+    case("history_from_state_valid", OrderStateHistoryFactory, from_state="open"),
+    case("history_filled_non_negative", OrderStateHistoryFactory, filled_quantity=D("-1")),
+    # risk
+    case("position_unique_client_contract", PositionFactory, same=("client", "contract")),
+    case("lockup_unique_portfolio", LockupFactory, same=("client", "pair", "expiry_date")),
+    case("lockup_non_negative", LockupFactory, amount=D("-0.000000000000000001")),
+    # settlement
+    case("cash_movement_unique_origin", CashMovementFactory, "auction",
+         same=("origin", "origin_ref", "client", "contract")),
+    case("cash_movement_unique_origin", CashMovementFactory, "withdrawal-null-contract",
+         given={"origin": "withdrawal", "contract": None, "position_delta": D("0"), "amount": D("-10")},
+         same=("origin_ref", "client")),
+    case("cash_movement_origin_valid", CashMovementFactory, origin="gift"),
+    case("cash_movement_not_empty", CashMovementFactory, amount=D("0"), position_delta=D("0")),
+    case("cash_movement_position_needs_contract", CashMovementFactory, contract=None),
+    case("tracking_one_live_per_movement", CashMovementTrackingFactory, same=("cash_movement",)),
+    case("tracking_state_valid", CashMovementTrackingFactory, state="lost"),
+    case("tracking_tx_hash_format", CashMovementTrackingFactory, tx_hash=UPPER_CASE_TX_HASH),
+    case("tracking_sent_has_tx_hash", CashMovementTrackingFactory, state="submitted"),
+    case("tracking_confirmed_has_block", CashMovementTrackingFactory, state="confirmed", tx_hash="0x" + "cd" * 32),
+    # prices
+    case("spot_unique_source_time", SpotPriceFactory, same=("pair", "source", "observed_at")),
+    # Any second settlement row also repeats source 'settlement' (spot_settlement_source), so the
+    # wider unique rule fires first; drop it to see this one hold on its own.
+    case("spot_one_settlement_per_time", SpotPriceFactory, given={"is_settlement": True, "source": "settlement"},
+         same=("pair", "observed_at"), shadowed_by="spot_unique_source_time"),
+    case("spot_price_positive", SpotPriceFactory, price=D("0")),
+    case("spot_settlement_source", SpotPriceFactory, is_settlement=True),
+    case("reference_one_initial", ReferencePriceFactory, given={"kind": "initial", "auction_ref": ""}, same=("contract",)),
+    case("reference_one_per_auction", ReferencePriceFactory, same=("contract", "auction_ref")),
+    case("reference_kind_valid", ReferencePriceFactory, kind="final"),
+    case("reference_price_non_negative", ReferencePriceFactory, price=D("-1")),
+    case("reference_clearing_has_auction", ReferencePriceFactory, auction_ref=""),
+]
+
+# unique=True fields: Django names their constraints itself, so these assert on the column.
+UNIQUE_FIELD_CASES = [
+    case("Client.address", ClientFactory, same=("address",)),
+    case("Currency.symbol", NewCurrencyFactory, same=("symbol",)),
+    case("Currency.token_address", NewCurrencyFactory, given={"token_address": "0x" + "12" * 20},
+         same=("token_address",)),
+    case("Contract.symbol", NewContractFactory, same=("symbol",)),
+    case("Edge.name", EdgeFactory, same=("name",)),
+    case("SignInChallenge.nonce", SignInChallengeFactory, same=("nonce",)),
+    case("ApiToken.key_hash", ApiTokenFactory, same=("key_hash",)),
+]
+
+
+def ccp_models():
+    return [model for config in apps.get_app_configs() if config.name.startswith("ccp.") for model in config.get_models()]
+
+
+def covered(cases) -> set[str]:
+    return {param.values[0].rule for param in cases}
+
+
+def drop_constraint(model, name: str) -> None:
+    """Drop a constraint inside the test's transaction; the rollback at the end restores it."""
+    constraint = next(c for c in model._meta.constraints if c.name == name)
+    with connection.schema_editor() as editor:
+        editor.remove_constraint(model, constraint)
+
+
+def insert_rejected(case: Case, first) -> IntegrityError:
+    """Insert the bad row; assert the database refused it and kept nothing. Returns the error."""
+    rows_before = case.model.objects.count()
+    with transaction.atomic():
+        with pytest.raises(IntegrityError) as err:
+            case.factory(**case.second_row_fields(first))
+    assert case.model.objects.count() == rows_before
+    return err.value
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", CONSTRAINT_CASES)
+def test_constraint_rejects_bad_row(case):
+    # given a valid row that saves
+    first = case.factory(**case.given)
+    if case.shadowed_by:
+        drop_constraint(case.model, case.shadowed_by)
+
+    # when a row breaking only this rule is inserted
+    error = insert_rejected(case, first)
+
+    # then PostgreSQL names the rule
+    assert case.rule in str(error)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", UNIQUE_FIELD_CASES)
+def test_unique_field_rejects_duplicate(case):
+    # given a valid row that saves
+    first = case.factory(**case.given)
+
+    # when a second row repeats its unique field, then it is refused
+    insert_rejected(case, first)
+
+
+def test_every_constraint_has_a_bad_row():
+    declared = {constraint.name for model in ccp_models() for constraint in model._meta.constraints}
+
+    assert declared == covered(CONSTRAINT_CASES)
+
+
+def test_every_unique_field_has_a_duplicate_row():
+    declared = {
+        f"{model.__name__}.{f.name}"
+        for model in ccp_models()
+        for f in model._meta.concrete_fields
+        if f.unique and not f.primary_key
+    }
+
+    assert declared == covered(UNIQUE_FIELD_CASES)
+
+
+# --- Good rows at the edges of the rules ---
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("factory_class", "fields"),
+    [
+        pytest.param(EdgeFactory, {"block_number": 0}, id="edge-at-block-zero"),
+        pytest.param(EdgeFactory, {"block_number": None, "at": NOW}, id="edge-with-time-only"),
+        pytest.param(FundLockFactory, {"order_value": D("600"), "lockup_value": D("400")}, id="fundlock-available-zero"),
+        pytest.param(FundLockFactory, {"settle_value": D("-300"), "order_value": D("700")},
+                     id="fundlock-negative-settle-covered"),
+        pytest.param(FundLockFactory, {"fundlock": D("0"), "settle_value": D("50"), "order_value": D("50")},
+                     id="fundlock-empty-but-credited"),
+        pytest.param(SignInChallengeFactory, {"nonce": "A" * 16, "used_at": NOW}, id="challenge-used-at-issue"),
+        pytest.param(SignInChallengeFactory, {"nonce": "z9" * 16}, id="challenge-nonce-32-chars"),
+        pytest.param(ApiTokenFactory, {"expires_at": NOW + timedelta(microseconds=1)}, id="token-expires-just-after"),
+        pytest.param(NewCurrencyFactory, {"symbol": "USDC2", "decimals": 36, "token_address": "0x" + "ab" * 20},
+                     id="currency-36-decimals-with-token"),
+        pytest.param(NewContractFactory, {"strike_px": D("50000")}, id="strike-at-floor"),
+        pytest.param(NewContractFactory, {"kind": "put", "strike_px": D("150000")}, id="strike-at-cap"),
+        pytest.param(NewContractFactory, {"kind": "future", "strike_px": None}, id="future-without-strike"),
+        pytest.param(NewContractFactory, {"floor_px": D("0"), "strike_px": D("0"), "cap_px": D("0.000000000000000001")},
+                     id="floor-zero-cap-one-unit-above"),
+        pytest.param(OrderFactory, {"price": D("0")}, id="order-price-zero"),
+        pytest.param(OrderStateHistoryFactory, {"from_state": None, "to_state": S.RECEIVED}, id="history-first-state"),
+        pytest.param(LockupFactory, {"amount": D("0")}, id="lockup-zero"),
+        pytest.param(CashMovementFactory, {"amount": D("0")}, id="movement-position-only"),
+        pytest.param(CashMovementFactory, {"contract": None, "position_delta": D("0"), "origin": "withdrawal"},
+                     id="movement-withdrawal-without-contract"),
+        pytest.param(CashMovementTrackingFactory, {"state": "confirmed", "tx_hash": "0x" + "cd" * 32, "block_number": 7},
+                     id="tracking-confirmed"),
+        pytest.param(CashMovementTrackingFactory, {"state": "failed"}, id="tracking-failed-before-sending"),
+        pytest.param(SpotPriceFactory, {"is_settlement": True, "source": "settlement", "venues": ["a", "b"]},
+                     id="spot-settlement"),
+        pytest.param(ReferencePriceFactory, {"kind": "initial", "auction_ref": "", "price": D("0")},
+                     id="reference-initial-at-zero"),
+    ],
+)
+def test_valid_row_at_the_edge_saves(factory_class, fields):
+    row = factory_class(**fields)
+
+    row.refresh_from_db()
+    assert {name: getattr(row, name) for name in fields} == fields
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("state", S.values)
+def test_order_saves_in_every_state_when_consistent(state):
+    order = OrderFactory(**ORDER_IN_STATE[state])
+
+    order.refresh_from_db()
+    assert order.state == state
+
+
+# Pairs of rows that a unique rule must NOT confuse: the second differs only where allowed.
+NEIGHBOUR_CASES = [
+    case("fundlock_unique_client_currency", FundLockFactory, "other-currency", same=("client",),
+         currency=factory.SubFactory(NewCurrencyFactory)),
+    case("pair_unique", NewPairFactory, "reversed", base=From("quote"), quote=From("base")),
+    case("contract_unique_terms", NewContractFactory, "other-strike", same=("pair", "expiry_date", "kind"),
+         strike_px=D("100001")),
+    case("order_unique_client_order_id", OrderFactory, "other-client", same=("client_order_id",)),
+    case("lockup_unique_portfolio", LockupFactory, "other-expiry", same=("client", "pair"),
+         expiry_date=date(2027, 3, 26)),
+    case("cash_movement_unique_origin", CashMovementFactory, "other-contract", same=("origin", "origin_ref", "client")),
+    case("tracking_one_live_per_movement", CashMovementTrackingFactory, "after-failed", given={"state": "failed"},
+         same=("cash_movement",), state="pending"),
+    case("tracking_one_live_per_movement", CashMovementTrackingFactory, "after-replaced", given={"state": "replaced"},
+         same=("cash_movement",), state="submitted", tx_hash="0x" + "ef" * 32),
+    case("spot_one_settlement_per_time", SpotPriceFactory, "venue-beside-settlement",
+         given={"is_settlement": True, "source": "settlement"}, same=("pair", "observed_at"),
+         is_settlement=False, source="kraken"),
+    case("reference_one_initial", ReferencePriceFactory, "then-clearing", given={"kind": "initial", "auction_ref": ""},
+         same=("contract",), kind="clearing", auction_ref="auction-x"),
+    case("reference_one_per_auction", ReferencePriceFactory, "same-auction-other-contract", same=("auction_ref",)),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", NEIGHBOUR_CASES)
+def test_unique_rule_allows_neighbour_row(case):
+    # given a valid row
+    first = case.factory(**case.given)
+
+    # when a second row differs from it only where the rule allows
+    second = case.factory(**case.second_row_fields(first))
+
+    # then both are kept
+    assert case.model.objects.filter(pk__in=[first.pk, second.pk]).count() == 2
