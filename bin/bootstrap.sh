@@ -9,8 +9,8 @@ apt_install() {  # apt_install PROGRAM PACKAGE...: install Debian packages when 
   if ! command -v "$probe" >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/"$probe" >/dev/null 2>&1; then
     local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "[ccp] installing Debian packages: $*"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" >/dev/null
   fi
 }
 apt_install initdb postgresql

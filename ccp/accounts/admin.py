@@ -2,14 +2,19 @@ from django.contrib import admin
 
 from ccp.accounts.models import ApiToken, Client, FundLock, SignInChallenge
 from ccp.accounts.services import api_token_revoke
-from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline
+from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline, money_plain
 from ccp.clock import utcnow
 from ccp.risk.models import Lockup, Position
 
 
+@admin.display(description="available")
+def available(fund_lock: FundLock) -> str:
+    return money_plain(fund_lock.available)
+
+
 class FundLockInline(ReadOnlyInline):
     model = FundLock
-    fields = ["currency", "fundlock", "settle_value", "order_value", "lockup_value", "available", "updated_at"]
+    fields = ["currency", "fundlock", "settle_value", "order_value", "lockup_value", available, "updated_at"]
     readonly_fields = fields
 
 
@@ -40,7 +45,7 @@ class ClientAdmin(ReadOnlyAdmin):
 
 @admin.register(FundLock)
 class FundLockAdmin(ReadOnlyAdmin):
-    list_display = ["client", "currency", "fundlock", "settle_value", "order_value", "lockup_value", "available",
+    list_display = ["client", "currency", "fundlock", "settle_value", "order_value", "lockup_value", available,
                     "updated_at"]
     list_filter = ["currency"]
     list_select_related = ["client", "currency"]
