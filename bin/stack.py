@@ -216,7 +216,8 @@ def cmd_run() -> int:
             subprocess.run(manage + step, env=env, cwd=REPO, check=True)
         log(f"API       http://localhost:{port}/api/v1/health")
         log(f"API docs  http://localhost:{port}/api/v1/docs/")
-        log(f"admin     http://localhost:{port}/admin/  (user: operator, password: {env.get('CCP_DEMO_PASSWORD', 'operator')})")
+        password = env.get("CCP_DEMO_PASSWORD", "operator")
+        log(f"admin     http://localhost:{port}/admin/  (user: operator, password: {password})")
         log(f"WebSocket ws://localhost:{port}/ws/v1/system")
         log("Ctrl-C stops everything")
         return run_children({
@@ -228,7 +229,8 @@ def cmd_run() -> int:
 
 
 def cmd_test(pytest_args: list[str]) -> int:
-    with services("test", env_int("CCP_TEST_PG_PORT", 55439), env_int("CCP_TEST_REDIS_PORT", 56379), fresh=True) as svc_env:
+    ports = env_int("CCP_TEST_PG_PORT", 55439), env_int("CCP_TEST_REDIS_PORT", 56379)
+    with services("test", *ports, fresh=True) as svc_env:
         env = {**os.environ, **svc_env, "PYTHONUNBUFFERED": "1"}
         return subprocess.run([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=REPO).returncode
 

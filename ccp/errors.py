@@ -10,7 +10,8 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
-from rest_framework import exceptions as drf, status
+from rest_framework import exceptions as drf
+from rest_framework import status
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)

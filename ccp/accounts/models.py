@@ -108,6 +108,8 @@ class ApiToken(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(key_hash__regex=r"^[0-9a-f]{64}$"), name="token_hash_format"),
             models.CheckConstraint(condition=Q(expires_at__gt=F("created_at")), name="token_expiry_after_creation"),
+            models.CheckConstraint(condition=Q(revoked_at__isnull=True) | Q(revoked_at__gte=F("created_at")),
+                                   name="token_revoked_after_creation"),
         ]
 
     def __str__(self) -> str:

@@ -94,7 +94,8 @@ class Contract(models.Model):
             models.CheckConstraint(condition=Q(lot_size__gt=0), name="contract_lot_positive"),
             models.CheckConstraint(
                 condition=(Q(kind=ContractKind.FUTURE.value, strike_px__isnull=True))
-                | (~Q(kind=ContractKind.FUTURE.value) & Q(strike_px__gte=F("floor_px"), strike_px__lte=F("cap_px"))),
+                | (~Q(kind=ContractKind.FUTURE.value)
+                   & Q(strike_px__isnull=False, strike_px__gte=F("floor_px"), strike_px__lte=F("cap_px"))),
                 name="contract_strike_within_bounds",
             ),
         ]

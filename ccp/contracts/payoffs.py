@@ -63,7 +63,7 @@ def _require_decimal(name: str, value: object) -> Decimal:
     return value
 
 
-class ContractKind(str, enum.Enum):
+class ContractKind(enum.StrEnum):
     CALL = "call"
     PUT = "put"
     FUTURE = "future"

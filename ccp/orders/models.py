@@ -2,7 +2,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from ccp.money import ZERO, MoneyField
-from ccp.orders.states import OrderState, TERMINAL_STATES
+from ccp.orders.states import TERMINAL_STATES, OrderState
 
 
 class Side(models.TextChoices):
@@ -47,6 +47,10 @@ class Order(models.Model):
                 condition=Q(state=OrderState.FILLED, filled_quantity=F("quantity"))
                 | (~Q(state=OrderState.FILLED) & Q(filled_quantity__lt=F("quantity"))),
                 name="order_filled_state_matches_quantity",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state__in=[OrderState.RECEIVED, OrderState.REJECTED]) | Q(filled_quantity=0),
+                name="order_unfilled_before_acceptance",
             ),
             models.CheckConstraint(condition=~Q(state__in=TERMINAL_STATES) | Q(order_value=0),
                                    name="order_terminal_holds_no_value"),

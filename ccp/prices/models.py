@@ -21,8 +21,6 @@ class SpotPrice(models.Model):
         ordering = ["-observed_at"]
         constraints = [
             models.UniqueConstraint(fields=["pair", "source", "observed_at"], name="spot_unique_source_time"),
-            models.UniqueConstraint(fields=["pair", "observed_at"], condition=Q(is_settlement=True),
-                                    name="spot_one_settlement_per_time"),
             models.CheckConstraint(condition=Q(price__gt=0), name="spot_price_positive"),
             models.CheckConstraint(condition=Q(is_settlement=False) | Q(source="settlement"),
                                    name="spot_settlement_source"),
@@ -55,7 +53,8 @@ class ReferencePrice(models.Model):
                                     name="reference_one_per_auction"),
             models.CheckConstraint(condition=Q(kind__in=ReferencePriceKind.values), name="reference_kind_valid"),
             models.CheckConstraint(condition=Q(price__gte=0), name="reference_price_non_negative"),
-            models.CheckConstraint(condition=Q(kind="initial") | ~Q(auction_ref=""), name="reference_clearing_has_auction"),
+            models.CheckConstraint(condition=Q(kind="initial") | ~Q(auction_ref=""),
+                                   name="reference_clearing_has_auction"),
         ]
         indexes = [models.Index(fields=["contract", "-at"])]
 

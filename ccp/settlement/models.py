@@ -33,7 +33,9 @@ class CashMovement(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["origin", "origin_ref", "client", "contract"], nulls_distinct=False,
                                     name="cash_movement_unique_origin"),
-            models.CheckConstraint(condition=Q(origin__in=CashMovementOrigin.values), name="cash_movement_origin_valid"),
+            models.CheckConstraint(condition=Q(origin__in=CashMovementOrigin.values),
+                                   name="cash_movement_origin_valid"),
+            models.CheckConstraint(condition=~Q(origin_ref=""), name="cash_movement_origin_ref_present"),
             models.CheckConstraint(condition=~Q(amount=0) | ~Q(position_delta=0), name="cash_movement_not_empty"),
             models.CheckConstraint(condition=Q(position_delta=0) | Q(contract__isnull=False),
                                    name="cash_movement_position_needs_contract"),
@@ -60,7 +62,7 @@ class CashMovementTracking(models.Model):
 
     cash_movement = models.ForeignKey(CashMovement, on_delete=models.PROTECT, related_name="trackings")
     state = models.CharField(max_length=10, choices=TrackingState.choices, default=TrackingState.PENDING)
-    batch_id = models.CharField(max_length=66, help_text="id the FundLock contract applies once")
+    batch_id = models.CharField(max_length=66, help_text="0x + 32 bytes: the id the FundLock contract applies once")
     tx_hash = models.CharField(max_length=66, null=True, blank=True)
     block_number = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField()
@@ -80,6 +82,9 @@ class CashMovementTracking(models.Model):
             ),
             models.CheckConstraint(condition=~Q(state=TrackingState.CONFIRMED) | Q(block_number__isnull=False),
                                    name="tracking_confirmed_has_block"),
+            models.CheckConstraint(condition=Q(block_number__isnull=True) | Q(block_number__gte=0),
+                                   name="tracking_block_non_negative"),
+            models.CheckConstraint(condition=Q(batch_id__regex=r"^0x[0-9a-f]{64}$"), name="tracking_batch_id_format"),
         ]
 
     def __str__(self) -> str:

@@ -3,10 +3,10 @@
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.test import override_settings
 from eth_account import Account
 from eth_account.messages import encode_defunct
-import time_machine
 from rest_framework.test import APIClient
 
 from ccp.accounts.models import ApiToken, Client, SignInChallenge
