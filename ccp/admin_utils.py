@@ -5,15 +5,12 @@ from decimal import Decimal
 from django.contrib import admin
 from django.core.exceptions import FieldDoesNotExist
 
-from ccp.money import MoneyField
+from ccp.money import MoneyField, money_str
 
 
 def money_plain(value: Decimal | None) -> str:
     """100000.000000000000000000 -> 100000; 0.010000000000000000 -> 0.01."""
-    if value is None:
-        return "-"
-    text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    return "-" if value is None else money_str(value)
 
 
 def _money_column(model, name: str):

@@ -1,8 +1,10 @@
 """Time helpers: everything is timezone-aware UTC, and services take ``now`` from their caller."""
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 EXPIRY_TIME = time(12, 0, tzinfo=UTC)
+# Contracts stop trading 12 hours before expiry: at 00:00 UTC on the expiry day.
+TRADING_HALT_BEFORE_EXPIRY = timedelta(hours=12)
 
 
 def utcnow() -> datetime:
@@ -18,3 +20,7 @@ def require_aware(value: datetime) -> datetime:
 def expiry_at(expiry_date: date) -> datetime:
     """Every contract expires at 12:00 UTC on its expiry date."""
     return datetime.combine(expiry_date, EXPIRY_TIME)
+
+
+def trading_ends_at(expiry_date: date) -> datetime:
+    return expiry_at(expiry_date) - TRADING_HALT_BEFORE_EXPIRY

@@ -21,6 +21,12 @@ def to_decimal(value: str | int | Decimal) -> Decimal:
     return Decimal(value)
 
 
+def money_str(value: Decimal) -> str:
+    """Plain decimal text without trailing zeros: 100000.000000000000000000 -> "100000"."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def quantize(value: Decimal, rounding: str = ROUND_DOWN) -> Decimal:
     """Round to storage precision; the default rounds towards zero so the CCP never pays out more."""
     return value.quantize(QUANTUM, rounding=rounding)

@@ -7,6 +7,9 @@ from ccp.system.apis import HealthApi
 api_v1 = [
     path("health", HealthApi.as_view(), name="health"),
     path("", include("ccp.accounts.urls")),
+    path("", include("ccp.contracts.urls")),
+    path("", include("ccp.orders.urls")),
+    path("", include("ccp.risk.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

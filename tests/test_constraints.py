@@ -283,6 +283,7 @@ CONSTRAINT_CASES = [
          floor_px=D("100000"), cap_px=D("100000"), strike_px=D("100000")),
     case("contract_tick_positive", NewContractFactory, tick_size=D("0")),
     case("contract_lot_positive", NewContractFactory, lot_size=D("0")),
+    case("contract_book_sequence_non_negative", NewContractFactory, book_sequence=-1),
     case("contract_strike_within_bounds", NewContractFactory, "below-floor", strike_px=D("49999.99")),
     case("contract_strike_within_bounds", NewContractFactory, "above-cap", kind="put", strike_px=D("150000.01")),
     case("contract_strike_within_bounds", NewContractFactory, "future-with-strike", kind="future"),

@@ -1,9 +1,11 @@
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ccp.accounts.models import FundLock
+from ccp.accounts.serializers import BalanceSerializer
 from ccp.accounts.services import api_token_revoke, signin_challenge_create, signin_token_issue
 from ccp.clock import utcnow
 
@@ -62,6 +64,16 @@ class MeApi(APIView):
                                                       "registered_at": serializers.DateTimeField()}))
     def get(self, request):
         return Response({"address": request.user.checksum_address, "registered_at": request.user.registered_at})
+
+
+class BalancesApi(generics.ListAPIView):
+    """Your collateral per currency: fundlock, settle value, order value, lockups and available."""
+
+    serializer_class = BalanceSerializer
+    pagination_class = None
+
+    def get_queryset(self):
+        return FundLock.objects.filter(client=self.request.user).select_related("currency").order_by("currency__symbol")
 
 
 class SignOutApi(APIView):

@@ -1,10 +1,11 @@
 from django.urls import path
 
-from ccp.accounts.apis import MeApi, NonceApi, SignOutApi, TokenApi
+from ccp.accounts.apis import BalancesApi, MeApi, NonceApi, SignOutApi, TokenApi
 
 urlpatterns = [
     path("auth/nonce", NonceApi.as_view(), name="auth-nonce"),
     path("auth/token", TokenApi.as_view(), name="auth-token"),
     path("auth/me", MeApi.as_view(), name="auth-me"),
     path("auth/signout", SignOutApi.as_view(), name="auth-signout"),
+    path("balances", BalancesApi.as_view(), name="balances"),
 ]

@@ -4,7 +4,7 @@ from decimal import Decimal
 from django.db import models
 from django.db.models import F, Q
 
-from ccp.clock import expiry_at
+from ccp.clock import expiry_at, trading_ends_at
 from ccp.contracts.payoffs import ContractKind, Terms
 from ccp.money import MoneyField
 
@@ -79,6 +79,7 @@ class Contract(models.Model):
     tick_size = MoneyField(help_text="price grid")
     lot_size = MoneyField(help_text="quantity grid")
     state = models.CharField(max_length=8, choices=ContractState.choices, default=ContractState.LISTED)
+    book_sequence = models.BigIntegerField(default=0, help_text="bumped by every change of the public book")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -92,6 +93,7 @@ class Contract(models.Model):
             models.CheckConstraint(condition=Q(cap_px__gt=F("floor_px")), name="contract_cap_above_floor"),
             models.CheckConstraint(condition=Q(tick_size__gt=0), name="contract_tick_positive"),
             models.CheckConstraint(condition=Q(lot_size__gt=0), name="contract_lot_positive"),
+            models.CheckConstraint(condition=Q(book_sequence__gte=0), name="contract_book_sequence_non_negative"),
             models.CheckConstraint(
                 condition=(Q(kind=ContractKind.FUTURE.value, strike_px__isnull=True))
                 | (~Q(kind=ContractKind.FUTURE.value)
@@ -107,6 +109,10 @@ class Contract(models.Model):
     @property
     def expires_at(self) -> datetime:
         return expiry_at(self.expiry_date)
+
+    @property
+    def trading_ends_at(self) -> datetime:
+        return trading_ends_at(self.expiry_date)
 
     @property
     def terms(self) -> Terms:

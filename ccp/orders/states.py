@@ -24,6 +24,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     S.EXPIRED: frozenset(),
 }
 OPEN_STATES = frozenset({S.RECEIVED, S.ACCEPTED, S.PARTIALLY_FILLED})
+# Validated orders waiting to trade: the public book.
+BOOK_STATES = frozenset({S.ACCEPTED, S.PARTIALLY_FILLED})
 TERMINAL_STATES = frozenset(state for state, nexts in TRANSITIONS.items() if not nexts)
 
 

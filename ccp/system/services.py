@@ -3,6 +3,7 @@ from datetime import datetime
 from django.db import transaction
 
 from ccp.clock import require_aware
+from ccp.streams import SYSTEM_GROUP, stream_publish
 from ccp.system.models import Edge
 
 HEARTBEAT_EDGE = "heartbeat"
@@ -33,9 +34,8 @@ def edge_advance(*, name: str, now: datetime, at: datetime | None = None, block_
 
 def heartbeat_beat(*, now: datetime) -> Edge:
     """Record that the worker ran at ``now`` and tell WebSocket listeners, after the commit."""
-    from ccp.system.streams import system_event_publish
-
     with transaction.atomic():
         edge = edge_advance(name=HEARTBEAT_EDGE, now=now, at=now)
-        transaction.on_commit(lambda: system_event_publish({"type": "heartbeat", "at": edge.at.isoformat()}))
+        event = {"type": "heartbeat", "at": edge.at.isoformat()}
+        transaction.on_commit(lambda: stream_publish(SYSTEM_GROUP, event))
     return edge

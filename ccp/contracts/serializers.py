@@ -1,0 +1,21 @@
+from rest_framework import serializers
+
+from ccp.contracts.models import Contract
+from ccp.serializers import MoneyField
+
+
+class ContractSerializer(serializers.ModelSerializer):
+    underlying = serializers.CharField(source="pair.__str__", read_only=True)
+    collateral = serializers.CharField(source="collateral.symbol", read_only=True)
+    strike_px = MoneyField(read_only=True, allow_null=True)
+    floor_px = MoneyField(read_only=True)
+    cap_px = MoneyField(read_only=True)
+    tick_size = MoneyField(read_only=True)
+    lot_size = MoneyField(read_only=True)
+    expires_at = serializers.DateTimeField(read_only=True)
+    trading_ends_at = serializers.DateTimeField(read_only=True)
+
+    class Meta:
+        model = Contract
+        fields = ["symbol", "underlying", "collateral", "kind", "strike_px", "expiry_date", "expires_at",
+                  "trading_ends_at", "floor_px", "cap_px", "tick_size", "lot_size", "state"]

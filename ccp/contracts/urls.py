@@ -1,0 +1,9 @@
+from django.urls import path
+
+from ccp.contracts.apis import BookApi, ContractDetailApi, ContractListApi
+
+urlpatterns = [
+    path("contracts", ContractListApi.as_view(), name="contract-list"),
+    path("contracts/<str:symbol>", ContractDetailApi.as_view(), name="contract-detail"),
+    path("contracts/<str:symbol>/book", BookApi.as_view(), name="contract-book"),
+]

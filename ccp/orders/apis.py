@@ -1,0 +1,80 @@
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ccp.clock import utcnow
+from ccp.contracts.models import Contract
+from ccp.errors import ApplicationError, NotFound
+from ccp.orders.models import OrderKind, Side
+from ccp.orders.selectors import order_get, order_list
+from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer
+from ccp.orders.services import OrderRequest, order_cancel, order_submit
+from ccp.orders.states import OrderState
+from ccp.serializers import MoneyField
+
+
+class OrderListSubmitApi(generics.ListAPIView):
+    """Your orders (GET, newest first) and order entry (POST).
+
+    A new order is stored as 'received' (202) and validated against your collateral in the
+    background; follow it on the private WebSocket stream or here. Sending the same
+    client_order_id again returns the original order (200); with a different body it is refused.
+    """
+
+    serializer_class = OrderSerializer
+
+    class FilterSerializer(serializers.Serializer):
+        state = serializers.ChoiceField(choices=OrderState.values, required=False)
+        contract = serializers.CharField(required=False)
+
+    class InputSerializer(serializers.Serializer):
+        client_order_id = serializers.RegexField(r"^[A-Za-z0-9_.:\-]{1,64}$", max_length=64,
+                                                 help_text="your idempotency key: 1-64 of A-Z a-z 0-9 _ . : -")
+        contract = serializers.CharField(max_length=64, help_text="contract symbol")
+        side = serializers.ChoiceField(choices=Side.values)
+        kind = serializers.ChoiceField(choices=OrderKind.values, default=OrderKind.LIMIT)
+        price = MoneyField(help_text="limit price, a decimal string on the contract's tick grid")
+        quantity = MoneyField(help_text="a decimal string, whole lots")
+
+    @extend_schema(parameters=[FilterSerializer])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        filters = self.FilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return order_list(client=self.request.user, state=filters.validated_data.get("state"),
+                          contract_symbol=filters.validated_data.get("contract"))
+
+    @extend_schema(request=InputSerializer, responses={202: OrderSerializer, 200: OrderSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        contract = Contract.objects.filter(symbol=fields.pop("contract")).first()
+        if contract is None:
+            raise ApplicationError("No contract with this symbol.", code="unknown_contract")
+        order, created = order_submit(client=request.user, request=OrderRequest(contract=contract, **fields),
+                                      now=utcnow())
+        return Response(OrderSerializer(order).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+
+
+class OrderDetailApi(APIView):
+    """One of your orders with its state history."""
+
+    @extend_schema(responses=OrderDetailSerializer)
+    def get(self, request, order_id: int):
+        order = order_get(client=request.user, order_id=order_id)
+        if order is None:
+            raise NotFound("No such order.", code="order_not_found")
+        return Response(OrderDetailSerializer(order).data)
+
+
+class OrderCancelApi(APIView):
+    """Cancel one of your open orders; its order value is released at once."""
+
+    @extend_schema(request=None, responses={200: OrderSerializer,
+                                            409: OpenApiResponse(description="the order is no longer open")})
+    def post(self, request, order_id: int):
+        return Response(OrderSerializer(order_cancel(client=request.user, order_id=order_id, now=utcnow())).data)

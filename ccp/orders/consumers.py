@@ -1,0 +1,76 @@
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+
+from ccp.accounts.authentication import bearer_token
+from ccp.accounts.services import api_token_authenticate
+from ccp.clock import utcnow
+from ccp.consumers import StreamConsumer
+from ccp.contracts.models import Contract
+from ccp.errors import ApplicationError
+from ccp.orders.selectors import book_levels
+from ccp.orders.serializers import BookSerializer
+from ccp.streams import book_group, client_group
+
+CLOSE_NOT_FOUND = 4404
+CLOSE_UNAUTHORIZED = 4401
+
+
+class BookConsumer(StreamConsumer):
+    """Public book of one contract: a snapshot, then level changes, each with the next sequence number.
+
+    A client that sees a sequence jump (the channel layer delivers at most once) re-syncs from
+    GET /api/v1/contracts/<symbol>/book.
+    """
+
+    snapshot_sequence = 0
+
+    async def connect(self) -> None:
+        symbol = self.scope["url_route"]["kwargs"]["symbol"]
+        contract_id = await database_sync_to_async(self._contract_id)(symbol)
+        if contract_id is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        # Join before reading, so no change after the snapshot is missed; older ones are dropped below.
+        await self.join(book_group(contract_id))
+        snapshot = await database_sync_to_async(self._snapshot)(contract_id, symbol)
+        self.snapshot_sequence = snapshot["sequence"]
+        await self.accept()
+        await self.send_json({"type": "book.snapshot", **snapshot})
+
+    @staticmethod
+    def _contract_id(symbol: str) -> int | None:
+        return Contract.objects.filter(symbol=symbol).values_list("id", flat=True).first()
+
+    @staticmethod
+    def _snapshot(contract_id: int, symbol: str) -> dict:
+        return BookSerializer({"contract": symbol, **book_levels(contract_id=contract_id)}).data
+
+    async def stream_event(self, message: dict) -> None:
+        if message["event"].get("sequence", 0) > self.snapshot_sequence:
+            await self.send_json(message["event"])
+
+
+class PrivateConsumer(StreamConsumer):
+    """A client's own order states, fills and balance changes. Needs the API token, as
+    ``Authorization: Bearer <token>`` or ``?token=<token>`` (browsers cannot set headers)."""
+
+    async def connect(self) -> None:
+        client = await database_sync_to_async(self._client)()
+        if client is None:
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        await self.join(client_group(client.pk))
+        await self.accept()
+        await self.send_json({"type": "hello", "address": client.checksum_address})
+
+    def _client(self):
+        headers = dict(self.scope.get("headers", []))
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        try:
+            token = bearer_token(headers.get(b"authorization", b"")) or (query.get("token") or [None])[0]
+            if not token:
+                return None
+            return api_token_authenticate(token=token, now=utcnow()).client
+        except ApplicationError:
+            return None

@@ -1,0 +1,40 @@
+from django.db import connection, transaction
+from django.db.models import Count, F, QuerySet, Sum
+
+from ccp.accounts.models import Client
+from ccp.orders.models import Order, Side
+from ccp.orders.states import BOOK_STATES
+
+
+def book_levels(*, contract_id: int) -> dict:
+    """The public book of a contract, aggregated by price, with the sequence number it is consistent with.
+
+    Takes a share lock on the contract row: no book change (which updates that row) can commit
+    between reading the sequence and reading the levels.
+    """
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT book_sequence FROM contracts_contract WHERE id = %s FOR SHARE", [contract_id])
+            (sequence,) = cursor.fetchone()
+        rows = (Order.objects.filter(contract_id=contract_id, state__in=BOOK_STATES)
+                .values("side", "price")
+                .annotate(quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id")))
+        levels = list(rows)
+    bids = sorted((lv for lv in levels if lv["side"] == Side.BUY), key=lambda lv: -lv["price"])
+    asks = sorted((lv for lv in levels if lv["side"] == Side.SELL), key=lambda lv: lv["price"])
+    return {"sequence": sequence, "bids": bids, "asks": asks}
+
+
+def order_list(*, client: Client, state: str | None = None, contract_symbol: str | None = None) -> QuerySet[Order]:
+    """The client's own orders, newest first. Nobody else's are ever in this queryset."""
+    orders = Order.objects.filter(client=client).select_related("contract")
+    if state:
+        orders = orders.filter(state=state)
+    if contract_symbol:
+        orders = orders.filter(contract__symbol=contract_symbol)
+    return orders.order_by("-id")
+
+
+def order_get(*, client: Client, order_id: int) -> Order | None:
+    return (Order.objects.filter(client=client, pk=order_id).select_related("contract")
+            .prefetch_related("history").first())

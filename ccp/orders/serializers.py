@@ -1,0 +1,47 @@
+"""Order representations shared by the REST API and the private WebSocket stream."""
+
+from rest_framework import serializers
+
+from ccp.orders.models import Order, OrderStateHistory
+from ccp.serializers import MoneyField
+
+
+class OrderStateHistorySerializer(serializers.ModelSerializer):
+    filled_quantity = MoneyField(read_only=True)
+
+    class Meta:
+        model = OrderStateHistory
+        fields = ["from_state", "to_state", "reason", "filled_quantity", "at"]
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    contract = serializers.CharField(source="contract.symbol", read_only=True)
+    price = MoneyField(read_only=True)
+    quantity = MoneyField(read_only=True)
+    filled_quantity = MoneyField(read_only=True)
+    order_value = MoneyField(read_only=True)
+
+    class Meta:
+        model = Order
+        fields = ["id", "client_order_id", "contract", "side", "kind", "price", "quantity", "filled_quantity",
+                  "state", "reject_reason", "order_value", "created_at", "updated_at"]
+
+
+class OrderDetailSerializer(OrderSerializer):
+    history = OrderStateHistorySerializer(many=True, read_only=True)
+
+    class Meta(OrderSerializer.Meta):
+        fields = [*OrderSerializer.Meta.fields, "history"]
+
+
+class BookLevelSerializer(serializers.Serializer):
+    price = MoneyField()
+    quantity = MoneyField()
+    orders = serializers.IntegerField()
+
+
+class BookSerializer(serializers.Serializer):
+    contract = serializers.CharField()
+    sequence = serializers.IntegerField(help_text="the WebSocket book stream's sequence this snapshot matches")
+    bids = BookLevelSerializer(many=True, help_text="best (highest) first")
+    asks = BookLevelSerializer(many=True, help_text="best (lowest) first")

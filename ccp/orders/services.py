@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_UP, Decimal
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, F, Sum
+
+from ccp.accounts.models import Client, FundLock
+from ccp.accounts.serializers import BalanceSerializer
+from ccp.clock import require_aware
+from ccp.contracts.models import Contract
+from ccp.contracts.payoffs import order_worst_cost
+from ccp.errors import ApplicationError, Conflict, NotFound
+from ccp.money import ZERO, money_str, quantize
+from ccp.orders.models import Order, OrderStateHistory
+from ccp.orders.rules import REASONS, order_rule_violation
+from ccp.orders.serializers import OrderSerializer
+from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
+from ccp.streams import book_group, client_group, stream_publish
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """What a client asks for; two requests with one client_order_id must be the same request."""
+
+    client_order_id: str
+    contract: Contract
+    side: str
+    kind: str
+    price: Decimal
+    quantity: Decimal
+
+    def matches(self, order: Order) -> bool:
+        return (order.contract_id, order.side, order.kind, order.price, order.quantity) == (
+            self.contract.pk, self.side, self.kind, self.price, self.quantity)
+
+
+def _order_event(order: Order) -> dict:
+    return {"type": "order", "order": OrderSerializer(order).data}
+
+
+def _publish_after_commit(group: str, event: dict) -> None:
+    transaction.on_commit(lambda: stream_publish(group, event))
+
+
+def order_transition(*, order: Order, new_state: str, now: datetime, reason: str = "") -> None:
+    """Move a locked order to ``new_state`` through the transition table, with a history row and
+    a private-stream event after commit. ValueError on a transition the table does not allow."""
+    if not transition_allowed(order.state, new_state):
+        raise ValueError(f"order {order.pk}: {order.state} -> {new_state} is not a valid transition")
+    OrderStateHistory.objects.create(order=order, from_state=order.state, to_state=new_state, reason=reason,
+                                     filled_quantity=order.filled_quantity, at=now)
+    order.state, order.updated_at = new_state, now
+    if new_state == OrderState.REJECTED:
+        order.reject_reason = reason
+    order.save()
+    _publish_after_commit(client_group(order.client_id), _order_event(order))
+
+
+def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
+    """Bump the contract's book sequence (row lock: book changes of one contract are serial) and
+    publish the level's new total after commit."""
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE contracts_contract SET book_sequence = book_sequence + 1 WHERE id = %s "
+                       "RETURNING book_sequence", [contract_id])
+        (sequence,) = cursor.fetchone()
+    level = Order.objects.filter(contract_id=contract_id, side=side, price=price, state__in=BOOK_STATES).aggregate(
+        quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id"))
+    event = {"type": "book.level", "sequence": sequence, "side": side, "price": money_str(price),
+             "quantity": money_str(level["quantity"] or ZERO), "orders": level["orders"]}
+    _publish_after_commit(book_group(contract_id), event)
+
+
+def _balance_changed(fund_lock: FundLock) -> None:
+    event = {"type": "balance", "balance": BalanceSerializer(fund_lock).data}
+    _publish_after_commit(client_group(fund_lock.client_id), event)
+
+
+def _locked_fund_lock(order: Order) -> FundLock | None:
+    return (FundLock.objects.select_for_update().select_related("currency")
+            .filter(client_id=order.client_id, currency_id=order.contract.collateral_id).first())
+
+
+def order_submit(*, client: Client, request: OrderRequest, now: datetime) -> tuple[Order, bool]:
+    """Store an order as received and queue its validation after commit. Returns (order, created).
+
+    Idempotent on (client, client_order_id): the same request again returns the stored order;
+    a different request under the same id is refused with ``client_order_id_reused``.
+    """
+    now = require_aware(now)
+    violation = order_rule_violation(contract=request.contract, side=request.side, kind=request.kind,
+                                     price=request.price, quantity=request.quantity, now=now)
+    if violation:
+        raise ApplicationError(REASONS[violation], code=violation)
+    try:
+        with transaction.atomic():
+            order = Order.objects.create(
+                client=client, contract=request.contract, client_order_id=request.client_order_id,
+                side=request.side, kind=request.kind, price=request.price, quantity=request.quantity,
+                state=OrderState.RECEIVED, created_at=now, updated_at=now,
+            )
+            OrderStateHistory.objects.create(order=order, from_state=None, to_state=OrderState.RECEIVED, at=now)
+            _publish_after_commit(client_group(client.pk), _order_event(order))
+            transaction.on_commit(lambda: _validate_later(order.pk))
+        return order, True
+    except IntegrityError:
+        existing = Order.objects.filter(client=client, client_order_id=request.client_order_id).first()
+        if existing is None:
+            raise
+    if not request.matches(existing):
+        raise Conflict("This client_order_id was used for a different order.", code="client_order_id_reused",
+                       extra={"order_id": existing.pk})
+    return existing, False
+
+
+def _validate_later(order_id: int) -> None:
+    from ccp.orders.tasks import order_validate_task
+
+    order_validate_task.delay(order_id)
+
+
+@transaction.atomic
+def order_validate(*, order_id: int, now: datetime) -> Order:
+    """Accept a received order and lock its worst-case cost as order value, or reject it with a reason.
+
+    Locks the order, then the client's fund lock of the collateral currency, then the contract's
+    book sequence: concurrent orders of one client are serialised on the fund lock, so collateral
+    is never over-committed. Idempotent: an order no longer 'received' is returned unchanged.
+    """
+    now = require_aware(now)
+    order = Order.objects.select_for_update().select_related("contract").get(pk=order_id)
+    if order.state != OrderState.RECEIVED:
+        return order
+    contract = order.contract
+    violation = order_rule_violation(contract=contract, side=order.side, kind=order.kind, price=order.price,
+                                     quantity=order.quantity, now=now)
+    if violation:
+        order_transition(order=order, new_state=OrderState.REJECTED, now=now, reason=violation)
+        return order
+    # The lock must cover the exact worst case: round the stored amount up, never down.
+    cost = quantize(order_worst_cost(contract.terms, order.side, order.price, order.quantity), ROUND_UP)
+    fund_lock = _locked_fund_lock(order)
+    if fund_lock is None or fund_lock.available < cost:
+        order_transition(order=order, new_state=OrderState.REJECTED, now=now, reason="insufficient_collateral")
+        return order
+    fund_lock.order_value += cost
+    fund_lock.updated_at = now
+    fund_lock.save(update_fields=["order_value", "updated_at"])
+    order.order_value = cost
+    order_transition(order=order, new_state=OrderState.ACCEPTED, now=now)
+    _balance_changed(fund_lock)
+    book_level_changed(contract_id=contract.pk, side=order.side, price=order.price)
+    return order
+
+
+@transaction.atomic
+def order_cancel(*, client: Client, order_id: int, now: datetime) -> Order:
+    """Cancel one of the client's open orders and release its order value.
+
+    Locks the order, then the fund lock. Another client's order is 'not found'. Cancelling an
+    already cancelled order returns it unchanged; a filled, rejected or expired one is refused.
+    """
+    now = require_aware(now)
+    order = Order.objects.select_for_update().select_related("contract").filter(pk=order_id, client=client).first()
+    if order is None:
+        raise NotFound("No such order.", code="order_not_found")
+    if order.state == OrderState.CANCELLED:
+        return order
+    if order.state not in OPEN_STATES:
+        raise Conflict(f"The order is {order.state} and cannot be cancelled.", code="order_not_open")
+    was_on_book = order.state in BOOK_STATES
+    if order.order_value:
+        fund_lock = _locked_fund_lock(order)
+        fund_lock.order_value -= order.order_value
+        fund_lock.updated_at = now
+        fund_lock.save(update_fields=["order_value", "updated_at"])
+        order.order_value = ZERO
+        _balance_changed(fund_lock)
+    order_transition(order=order, new_state=OrderState.CANCELLED, now=now)
+    if was_on_book:
+        book_level_changed(contract_id=order.contract_id, side=order.side, price=order.price)
+    return order

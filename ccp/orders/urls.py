@@ -1,0 +1,9 @@
+from django.urls import path
+
+from ccp.orders.apis import OrderCancelApi, OrderDetailApi, OrderListSubmitApi
+
+urlpatterns = [
+    path("orders", OrderListSubmitApi.as_view(), name="order-list"),
+    path("orders/<int:order_id>", OrderDetailApi.as_view(), name="order-detail"),
+    path("orders/<int:order_id>/cancel", OrderCancelApi.as_view(), name="order-cancel"),
+]
