@@ -2,10 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from ccp.system.apis import HealthApi
+from ccp.system.apis import HealthApi, ping
 
 api_v1 = [
     path("health", HealthApi.as_view(), name="health"),
+    path("ping", ping, name="ping"),
     path("", include("ccp.accounts.urls")),
     path("", include("ccp.contracts.urls")),
     path("", include("ccp.orders.urls")),

@@ -1,4 +1,5 @@
 from django.db import connection
+from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -27,3 +28,8 @@ class HealthApi(APIView):
             cursor.execute("SELECT 1")
         edge = Edge.objects.filter(name=HEARTBEAT_EDGE).first()
         return Response({"status": "ok", "database": "ok", "heartbeat_at": edge.at if edge else None})
+
+
+def ping(request):
+    """Bare Django JSON view: liveness without the database, and the intake benchmark's baseline."""
+    return JsonResponse({"status": "ok"})
