@@ -8,6 +8,7 @@ from eth_account import Account
 
 from ccp.accounts.models import Client, FundLock
 from ccp.contracts.models import Contract, Currency, Pair
+from ccp.orders.models import Order
 from tests.conftest import NOW
 
 
@@ -63,4 +64,21 @@ class FundLockFactory(factory.django.DjangoModelFactory):
     client = factory.SubFactory(ClientFactory)
     currency = factory.SubFactory(CurrencyFactory, symbol="USDC", decimals=6)
     fundlock = Decimal("1000")
+    updated_at = NOW
+
+
+class ReceivedOrderFactory(factory.django.DjangoModelFactory):
+    """An order as the endpoint stores it: received, nothing locked yet. A buy of 1 call at 100."""
+
+    class Meta:
+        model = Order
+
+    client = factory.SubFactory(ClientFactory)
+    contract = factory.SubFactory(ContractFactory)
+    client_order_id = factory.Sequence(lambda n: f"received-{n}")
+    side = "buy"
+    price = Decimal("100")
+    quantity = Decimal("1")
+    state = "received"
+    created_at = NOW
     updated_at = NOW
