@@ -1,4 +1,16 @@
-"""OpenAPI: every operation documents the one error shape, ``{"code", "message", "extra"}``."""
+"""OpenAPI: bearer tokens, and the one error shape ``{"code", "message", "extra"}`` on every operation."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "ccp.accounts.authentication.ApiTokenAuthentication"
+    name = "walletToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer",
+                "description": "API token from wallet sign-in: POST /api/v1/auth/nonce, then /api/v1/auth/token."}
+
 
 ERROR_SCHEMA = {
     "type": "object",

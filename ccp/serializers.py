@@ -2,11 +2,14 @@
 
 from decimal import Decimal, InvalidOperation
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ccp.money import DECIMAL_PLACES, MAX_DIGITS, money_str
 
 
+@extend_schema_field({"type": "string", "format": "decimal", "example": "12.5",
+                      "description": "decimal as a string, up to 18 places"})
 class MoneyField(serializers.Field):
     """A decimal amount, price or quantity. JSON numbers are refused: floats cannot carry money exactly."""
 

@@ -146,6 +146,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ContractKindEnum": "ccp.contracts.payoffs.ContractKind",
+        "ContractStateEnum": "ccp.contracts.models.ContractState",
+        "OrderStateEnum": "ccp.orders.states.OrderState",
+        "SideEnum": "ccp.orders.models.Side",
+        "OrderKindEnum": "ccp.orders.models.OrderKind",
+    },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "ccp.schema.error_responses"],
 }
 

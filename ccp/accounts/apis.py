@@ -16,20 +16,20 @@ class NonceApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    class InputSerializer(serializers.Serializer):
+    class NonceRequestSerializer(serializers.Serializer):
         address = serializers.CharField(max_length=64)
 
-    class OutputSerializer(serializers.Serializer):
+    class NonceResponseSerializer(serializers.Serializer):
         nonce = serializers.CharField()
         message = serializers.CharField()
         expires_at = serializers.DateTimeField()
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(request=NonceRequestSerializer, responses={201: NonceResponseSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
+        data = self.NonceRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         challenge = signin_challenge_create(address=data.validated_data["address"], now=utcnow())
-        return Response(self.OutputSerializer(challenge).data, status=status.HTTP_201_CREATED)
+        return Response(self.NonceResponseSerializer(challenge).data, status=status.HTTP_201_CREATED)
 
 
 class TokenApi(APIView):
@@ -38,23 +38,23 @@ class TokenApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    class InputSerializer(serializers.Serializer):
+    class TokenRequestSerializer(serializers.Serializer):
         message = serializers.CharField(max_length=2000, trim_whitespace=False)
         signature = serializers.CharField(max_length=200)
 
-    class OutputSerializer(serializers.Serializer):
+    class TokenResponseSerializer(serializers.Serializer):
         token = serializers.CharField()
         expires_at = serializers.DateTimeField()
         address = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(request=TokenRequestSerializer, responses={201: TokenResponseSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
+        data = self.TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         issued = signin_token_issue(**data.validated_data, now=utcnow())
         body = {"token": issued.token, "expires_at": issued.api_token.expires_at,
                 "address": issued.api_token.client.checksum_address}
-        return Response(self.OutputSerializer(body).data, status=status.HTTP_201_CREATED)
+        return Response(self.TokenResponseSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
 class MeApi(APIView):

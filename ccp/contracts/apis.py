@@ -20,18 +20,18 @@ class ContractListApi(generics.ListAPIView):
     permission_classes = [AllowAny]
     serializer_class = ContractSerializer
 
-    class FilterSerializer(serializers.Serializer):
+    class ContractFilterSerializer(serializers.Serializer):
         underlying = serializers.CharField(required=False, help_text="BTC/USDC, BTC-USDC or BTC")
         expiry = serializers.DateField(required=False)
         kind = serializers.ChoiceField(choices=[k.value for k in ContractKind], required=False)
         state = serializers.ChoiceField(choices=ContractState.values, required=False)
 
-    @extend_schema(parameters=[FilterSerializer])
+    @extend_schema(parameters=[ContractFilterSerializer])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        filters = self.FilterSerializer(data=self.request.query_params)
+        filters = self.ContractFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         data = filters.validated_data
         return contract_list(underlying=data.get("underlying"), expiry_date=data.get("expiry"),

@@ -24,11 +24,11 @@ class OrderListSubmitApi(generics.ListAPIView):
 
     serializer_class = OrderSerializer
 
-    class FilterSerializer(serializers.Serializer):
+    class OrderFilterSerializer(serializers.Serializer):
         state = serializers.ChoiceField(choices=OrderState.values, required=False)
         contract = serializers.CharField(required=False)
 
-    class InputSerializer(serializers.Serializer):
+    class OrderRequestSerializer(serializers.Serializer):
         client_order_id = serializers.RegexField(r"^[A-Za-z0-9_.:\-]{1,64}$", max_length=64,
                                                  help_text="your idempotency key: 1-64 of A-Z a-z 0-9 _ . : -")
         contract = serializers.CharField(max_length=64, help_text="contract symbol")
@@ -37,19 +37,21 @@ class OrderListSubmitApi(generics.ListAPIView):
         price = MoneyField(help_text="limit price, a decimal string on the contract's tick grid")
         quantity = MoneyField(help_text="a decimal string, whole lots")
 
-    @extend_schema(parameters=[FilterSerializer])
+    @extend_schema(parameters=[OrderFilterSerializer])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        filters = self.FilterSerializer(data=self.request.query_params)
+        filters = self.OrderFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         return order_list(client=self.request.user, state=filters.validated_data.get("state"),
                           contract_symbol=filters.validated_data.get("contract"))
 
-    @extend_schema(request=InputSerializer, responses={202: OrderSerializer, 200: OrderSerializer})
+    @extend_schema(request=OrderRequestSerializer, responses={
+        202: OrderSerializer, 200: OpenApiResponse(OrderSerializer, description="the same order sent again"),
+        409: OpenApiResponse(description="client_order_id_reused: the id was used for a different order")})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
+        data = self.OrderRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         contract = Contract.objects.filter(symbol=fields.pop("contract")).first()

@@ -8,6 +8,7 @@ class SystemConfig(AppConfig):
     verbose_name = "System"
 
     def ready(self) -> None:
+        import ccp.schema  # noqa: F401  (registers the OpenAPI authentication extension)
         from ccp.system.schedules import schedules_ensure
 
         post_migrate.connect(schedules_ensure, sender=self)

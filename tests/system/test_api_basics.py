@@ -18,9 +18,19 @@ def test_unknown_api_route_and_wrong_method_use_the_error_shape():
     assert response.status_code == 415 and response.json()["code"] == "unsupported_media_type"
 
 
-def test_openapi_schema_documents_sign_in():
+def test_openapi_schema_is_valid_and_documents_the_error_shape(tmp_path):
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
     schema = APIClient().get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
-    assert {"/api/v1/auth/nonce", "/api/v1/auth/token", "/api/v1/health"} <= set(schema["paths"])
+    assert {"/api/v1/auth/nonce", "/api/v1/auth/token", "/api/v1/orders", "/api/v1/balances"} <= set(schema["paths"])
+    assert schema["components"]["schemas"]["Error"]["required"] == ["code", "message", "extra"]
+    submit = schema["paths"]["/api/v1/orders"]["post"]["responses"]
+    assert {"202", "400", "401", "409"} <= set(submit)
+    assert submit["400"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
+
+
+def test_swagger_ui_is_served_without_a_cdn():
+    page = APIClient().get("/api/v1/docs/")
+    assert page.status_code == 200 and b"/static/drf_spectacular_sidecar/" in page.content
 
 
 def test_models_and_migrations_agree():
