@@ -23,3 +23,9 @@ def client_group(client_id: int) -> str:
 
 def stream_publish(group: str, event: dict[str, Any]) -> None:
     async_to_sync(get_channel_layer().group_send)(group, {"type": "stream.event", "event": event})
+
+
+def token_revoked_publish(client_id: int, token_id: int) -> None:
+    """Tell the client's open private streams that one of its tokens stopped working (not forwarded)."""
+    async_to_sync(get_channel_layer().group_send)(client_group(client_id),
+                                                  {"type": "token.revoked", "token_id": token_id})

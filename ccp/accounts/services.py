@@ -13,6 +13,7 @@ from ccp.accounts.models import ApiToken, Client, SignInChallenge
 from ccp.accounts.siwe import SignInMessage, signer_recover
 from ccp.clock import require_aware
 from ccp.errors import ApplicationError, Unauthorized
+from ccp.streams import token_revoked_publish
 
 
 class SignInError(Unauthorized):
@@ -124,5 +125,6 @@ def api_token_authenticate(*, token: str, now: datetime) -> ApiToken:
 
 @transaction.atomic
 def api_token_revoke(*, api_token: ApiToken, now: datetime) -> None:
-    """Sign out: the token stops working. Idempotent."""
+    """Sign out: the token stops working, and private streams opened with it close after commit. Idempotent."""
     ApiToken.objects.filter(pk=api_token.pk, revoked_at__isnull=True).update(revoked_at=require_aware(now))
+    transaction.on_commit(lambda: token_revoked_publish(api_token.client_id, api_token.pk))

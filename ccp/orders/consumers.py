@@ -3,6 +3,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 
 from ccp.accounts.authentication import bearer_token
+from ccp.accounts.models import ApiToken
 from ccp.accounts.services import api_token_authenticate
 from ccp.clock import utcnow
 from ccp.consumers import StreamConsumer
@@ -53,24 +54,38 @@ class BookConsumer(StreamConsumer):
 
 class PrivateConsumer(StreamConsumer):
     """A client's own order states, fills and balance changes. Needs the API token, as
-    ``Authorization: Bearer <token>`` or ``?token=<token>`` (browsers cannot set headers)."""
+    ``Authorization: Bearer <token>`` or ``?token=<token>`` (browsers cannot set headers).
+    Closes with 4401 when that token is revoked (sign-out) or expires."""
+
+    api_token: ApiToken
 
     async def connect(self) -> None:
-        client = await database_sync_to_async(self._client)()
-        if client is None:
+        api_token = await database_sync_to_async(self._api_token)()
+        if api_token is None:
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        await self.join(client_group(client.pk))
+        self.api_token = api_token
+        await self.join(client_group(api_token.client_id))
         await self.accept()
-        await self.send_json({"type": "hello", "address": client.checksum_address})
+        await self.send_json({"type": "hello", "address": api_token.client.checksum_address})
 
-    def _client(self):
+    def _api_token(self) -> ApiToken | None:
         headers = dict(self.scope.get("headers", []))
         query = parse_qs(self.scope.get("query_string", b"").decode())
         try:
             token = bearer_token(headers.get(b"authorization", b"")) or (query.get("token") or [None])[0]
             if not token:
                 return None
-            return api_token_authenticate(token=token, now=utcnow()).client
+            return api_token_authenticate(token=token, now=utcnow())
         except ApplicationError:
             return None
+
+    async def stream_event(self, message: dict) -> None:
+        if utcnow() >= self.api_token.expires_at:
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        await super().stream_event(message)
+
+    async def token_revoked(self, message: dict) -> None:
+        if message["token_id"] == self.api_token.pk:
+            await self.close(code=CLOSE_UNAUTHORIZED)
