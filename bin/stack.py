@@ -207,7 +207,7 @@ def env_int(name: str, default: int) -> int:
 def cmd_run() -> int:
     py = sys.executable
     host, port = os.environ.get("CCP_HOST", "127.0.0.1"), env_int("CCP_PORT", 8000)
-    with services("run", env_int("CCP_PG_PORT", 54329), env_int("CCP_REDIS_PORT", 63799), fresh=False) as svc_env:
+    with services("run", env_int("CCP_PG_PORT", 15439), env_int("CCP_REDIS_PORT", 16399), fresh=False) as svc_env:
         env = {**os.environ, **svc_env, "PYTHONUNBUFFERED": "1"}
         env.setdefault("CCP_SIGNIN_DOMAIN", f"{'localhost' if host == '127.0.0.1' else host}:{port}")
         env.setdefault("CCP_DEMO", "1")
@@ -229,7 +229,8 @@ def cmd_run() -> int:
 
 
 def cmd_test(pytest_args: list[str]) -> int:
-    ports = env_int("CCP_TEST_PG_PORT", 55439), env_int("CCP_TEST_REDIS_PORT", 56379)
+    # Ports below Linux's ephemeral range (32768-60999), so no outgoing connection holds them.
+    ports = env_int("CCP_TEST_PG_PORT", 25439), env_int("CCP_TEST_REDIS_PORT", 26399)
     with services("test", *ports, fresh=True) as svc_env:
         env = {**os.environ, **svc_env, "PYTHONUNBUFFERED": "1"}
         return subprocess.run([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=REPO).returncode

@@ -1,7 +1,7 @@
 """Settings, each from an environment variable with a working default for a local run.
 
-The defaults match what ``bin/run`` starts: PostgreSQL on 127.0.0.1:54329 and Redis on
-127.0.0.1:63799. Production sets DATABASE_URL, REDIS_URL, CCP_SECRET_KEY, CCP_ALLOWED_HOSTS.
+The defaults match what ``bin/run`` starts: PostgreSQL on 127.0.0.1:15439 and Redis on
+127.0.0.1:16399. Production sets DATABASE_URL, REDIS_URL, CCP_SECRET_KEY, CCP_ALLOWED_HOSTS.
 """
 
 import os
@@ -79,11 +79,12 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.config(
-        default="postgres://ccp@127.0.0.1:54329/ccp", conn_max_age=60, conn_health_checks=True
-    )
-}
+DATABASES = {"default": dj_database_url.config(default="postgres://ccp@127.0.0.1:15439/ccp")}
+# A connection pool per process: under ASGI every request runs in a new thread, so persistent
+# connections (CONN_MAX_AGE) would open a PostgreSQL session per request.
+if env_bool("CCP_DB_POOL", True):
+    pool_size = int(os.environ.get("CCP_DB_POOL_SIZE", "20"))
+    DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": pool_size, "timeout": 30}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -103,7 +104,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:63799/0")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:16399/0")
 
 # Celery: JSON only, late acks (every task is idempotent), beat schedules in the database.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
@@ -117,6 +118,8 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CCP_CELERY_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Keep a worker's database connection across tasks instead of reconnecting for each one.
+CELERY_DB_REUSE_MAX = 1000
 
 CHANNEL_LAYERS = {
     "default": {
@@ -169,6 +172,8 @@ CCP_SIGNIN_ALLOWED_ADDRESSES = [a.lower() for a in env_list("CCP_SIGNIN_ALLOWED_
 CCP_CHAIN_ID = int(os.environ.get("CCP_CHAIN_ID", "31337"))
 
 CCP_HEARTBEAT_SECONDS = int(os.environ.get("CCP_HEARTBEAT_SECONDS", "10"))
+# Orders still 'received' this long after arrival are queued for validation again.
+CCP_ORDER_REQUEUE_AFTER = timedelta(seconds=int(os.environ.get("CCP_ORDER_REQUEUE_AFTER_SECONDS", "15")))
 
 LOGGING = {
     "version": 1,

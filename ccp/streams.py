@@ -1,15 +1,19 @@
-"""WebSocket pushes through the channel layer. Call only after the database commit
-(``transaction.on_commit``): a subscriber must never see what a rollback undid.
+"""WebSocket pushes through the channel layer, only after the database commit: a subscriber must
+never see what a rollback undid.
 
-The channel layer delivers at most once; every stream carries what a client needs to notice a
-gap (book sequence numbers) and re-sync over REST.
+Events of one transaction go out together in one channel-layer round trip. The channel layer
+delivers at most once; every stream carries what a client needs to notice a gap (book sequence
+numbers) and re-sync over REST.
 """
 
+import logging
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import transaction
 
+logger = logging.getLogger(__name__)
 SYSTEM_GROUP = "system"
 
 
@@ -21,11 +25,47 @@ def client_group(client_id: int) -> str:
     return f"client.{client_id}"
 
 
+async def _send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    layer = get_channel_layer()
+    for group, message in messages:
+        await layer.group_send(group, message)
+
+
+def _send(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    if messages:
+        async_to_sync(_send_all)(messages)
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+
+    def flush(self) -> None:
+        messages, self.messages = self.messages, []
+        _send(messages)
+
+
+def _publish_on_commit(group: str, message: dict[str, Any]) -> None:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        try:
+            _send([(group, message)])
+        except Exception:  # a stream is best effort: never fail the caller's committed work
+            logger.exception("stream publish failed")
+        return
+    batch = getattr(connection, "_ccp_stream_batch", None)
+    # A new batch when none is pending in this transaction (the last one ran or was rolled back).
+    if batch is None or all(callback is not batch.flush for _, callback, _ in connection.run_on_commit):
+        batch = connection._ccp_stream_batch = _Batch()
+        transaction.on_commit(batch.flush, robust=True)
+    batch.messages.append((group, message))
+
+
 def stream_publish(group: str, event: dict[str, Any]) -> None:
-    async_to_sync(get_channel_layer().group_send)(group, {"type": "stream.event", "event": event})
+    """Send ``event`` to the group's subscribers once the current transaction commits."""
+    _publish_on_commit(group, {"type": "stream.event", "event": event})
 
 
 def token_revoked_publish(client_id: int, token_id: int) -> None:
-    """Tell the client's open private streams that one of its tokens stopped working (not forwarded)."""
-    async_to_sync(get_channel_layer().group_send)(client_group(client_id),
-                                                  {"type": "token.revoked", "token_id": token_id})
+    """After commit, tell the client's open private streams that one of its tokens stopped working."""
+    _publish_on_commit(client_group(client_id), {"type": "token.revoked", "token_id": token_id})

@@ -127,4 +127,4 @@ def api_token_authenticate(*, token: str, now: datetime) -> ApiToken:
 def api_token_revoke(*, api_token: ApiToken, now: datetime) -> None:
     """Sign out: the token stops working, and private streams opened with it close after commit. Idempotent."""
     ApiToken.objects.filter(pk=api_token.pk, revoked_at__isnull=True).update(revoked_at=require_aware(now))
-    transaction.on_commit(lambda: token_revoked_publish(api_token.client_id, api_token.pk))
+    token_revoked_publish(api_token.client_id, api_token.pk)

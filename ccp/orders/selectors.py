@@ -1,9 +1,11 @@
+from datetime import datetime, timedelta
+
 from django.db import connection, transaction
 from django.db.models import Count, F, QuerySet, Sum
 
 from ccp.accounts.models import Client
 from ccp.orders.models import Order, Side
-from ccp.orders.states import BOOK_STATES
+from ccp.orders.states import BOOK_STATES, OrderState
 
 
 def book_levels(*, contract_id: int) -> dict:
@@ -38,3 +40,9 @@ def order_list(*, client: Client, state: str | None = None, contract_symbol: str
 def order_get(*, client: Client, order_id: int) -> Order | None:
     return (Order.objects.filter(client=client, pk=order_id).select_related("contract")
             .prefetch_related("history").first())
+
+
+def stale_received_order_ids(*, now: datetime, older_than: timedelta, limit: int = 1000) -> list[int]:
+    """Orders waiting for validation longer than ``older_than``, oldest first, at most ``limit``."""
+    return list(Order.objects.filter(state=OrderState.RECEIVED, updated_at__lt=now - older_than)
+                .order_by("id").values_list("id", flat=True)[:limit])

@@ -41,10 +41,6 @@ def _order_event(order: Order) -> dict:
     return {"type": "order", "order": OrderSerializer(order).data}
 
 
-def _publish_after_commit(group: str, event: dict) -> None:
-    transaction.on_commit(lambda: stream_publish(group, event))
-
-
 def order_transition(*, order: Order, new_state: str, now: datetime, reason: str = "") -> None:
     """Move a locked order to ``new_state`` through the transition table, with a history row and
     a private-stream event after commit. ValueError on a transition the table does not allow."""
@@ -56,7 +52,7 @@ def order_transition(*, order: Order, new_state: str, now: datetime, reason: str
     if new_state == OrderState.REJECTED:
         order.reject_reason = reason
     order.save()
-    _publish_after_commit(client_group(order.client_id), _order_event(order))
+    stream_publish(client_group(order.client_id), _order_event(order))
 
 
 def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
@@ -70,12 +66,12 @@ def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
         quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id"))
     event = {"type": "book.level", "sequence": sequence, "side": side, "price": money_str(price),
              "quantity": money_str(level["quantity"] or ZERO), "orders": level["orders"]}
-    _publish_after_commit(book_group(contract_id), event)
+    stream_publish(book_group(contract_id), event)
 
 
 def _balance_changed(fund_lock: FundLock) -> None:
     event = {"type": "balance", "balance": BalanceSerializer(fund_lock).data}
-    _publish_after_commit(client_group(fund_lock.client_id), event)
+    stream_publish(client_group(fund_lock.client_id), event)
 
 
 def _locked_fund_lock(order: Order) -> FundLock | None:
@@ -102,8 +98,9 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime) -> tup
                 state=OrderState.RECEIVED, created_at=now, updated_at=now,
             )
             OrderStateHistory.objects.create(order=order, from_state=None, to_state=OrderState.RECEIVED, at=now)
-            _publish_after_commit(client_group(client.pk), _order_event(order))
-            transaction.on_commit(lambda: _validate_later(order.pk))
+            stream_publish(client_group(client.pk), _order_event(order))
+            # robust: the order is stored either way; the stale-order sweep re-queues it if the broker failed.
+            transaction.on_commit(lambda: _validate_later(order.pk), robust=True)
         return order, True
     except IntegrityError:
         existing = Order.objects.filter(client=client, client_order_id=request.client_order_id).first()

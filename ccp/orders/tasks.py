@@ -1,6 +1,8 @@
 from celery import shared_task
+from django.conf import settings
 
 from ccp.clock import utcnow
+from ccp.orders.selectors import stale_received_order_ids
 from ccp.orders.services import order_validate
 
 
@@ -8,3 +10,13 @@ from ccp.orders.services import order_validate
 def order_validate_task(order_id: int) -> str:
     """Validate one received order against its contract and the client's collateral. Safe to run twice."""
     return order_validate(order_id=order_id, now=utcnow()).state
+
+
+@shared_task(name="orders.requeue_stale")
+def orders_requeue_stale_task() -> int:
+    """Re-queue validation of orders still 'received' after a while (the broker was down when they
+    arrived, or a worker died mid-task). Validation is idempotent, so a duplicate is harmless."""
+    order_ids = stale_received_order_ids(now=utcnow(), older_than=settings.CCP_ORDER_REQUEUE_AFTER)
+    for order_id in order_ids:
+        order_validate_task.delay(order_id)
+    return len(order_ids)

@@ -10,6 +10,7 @@ from django.conf import settings
 def default_schedules() -> list[dict]:
     return [
         {"name": "heartbeat", "task": "system.heartbeat", "every_seconds": settings.CCP_HEARTBEAT_SECONDS},
+        {"name": "requeue stale orders", "task": "orders.requeue_stale", "every_seconds": 15},
     ]
 
 

@@ -36,6 +36,5 @@ def heartbeat_beat(*, now: datetime) -> Edge:
     """Record that the worker ran at ``now`` and tell WebSocket listeners, after the commit."""
     with transaction.atomic():
         edge = edge_advance(name=HEARTBEAT_EDGE, now=now, at=now)
-        event = {"type": "heartbeat", "at": edge.at.isoformat()}
-        transaction.on_commit(lambda: stream_publish(SYSTEM_GROUP, event))
+        stream_publish(SYSTEM_GROUP, {"type": "heartbeat", "at": edge.at.isoformat()})
     return edge

@@ -160,3 +160,19 @@ def test_accepting_and_cancelling_advances_the_book_sequence(funded, now):
     contract.refresh_from_db()
     assert contract.book_sequence == 2
     assert FundLock.objects.get(pk=fund_lock.pk).order_value == 0
+
+
+def test_orders_left_received_are_requeued_and_validated_once(funded, now, eager_tasks):
+    from ccp.orders.tasks import orders_requeue_stale_task
+
+    contract, fund_lock = funded
+    stale = ReceivedOrderFactory(client=fund_lock.client, contract=contract,
+                                 updated_at=datetime(2026, 11, 21, 9, 0, tzinfo=UTC))
+    fresh = ReceivedOrderFactory(client=fund_lock.client, contract=contract, updated_at=datetime.now(UTC))
+    with eager_tasks():
+        assert orders_requeue_stale_task.apply().get() == 1
+        assert orders_requeue_stale_task.apply().get() == 0
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (stale.state, fresh.state) == ("accepted", "received")
+    assert order_value_of(fund_lock) == D("100")
