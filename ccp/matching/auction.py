@@ -1,0 +1,211 @@
+"""An auction's input and result, and their JSON documents. Pure: no ORM.
+
+Input document (``format: "ccp-auction-input/1"``), every number a decimal string:
+
+    {"format": "ccp-auction-input/1",
+     "auction": "BTC/USDC 2026-11-21T10:00:00Z",          # any label
+     "settings": {"time_limit_s": "10", "mip_rel_gap": "0"},
+     "contracts": [{"symbol": "BTC-USDC-20261225-100000-C", "kind": "call", "strike": "100000",
+                    "floor": "50000", "cap": "150000", "tick": "1", "lot": "0.01",
+                    "portfolio": "BTC/USDC 2026-12-25", "reference_price": "2100"}],
+     "clients": [{"id": "0xabc…", "budget": "25000",
+                  "positions": {"BTC-USDC-20261225-100000-C": "-0.5"}}],
+     "orders": [{"id": "17", "client": "0xabc…", "contract": "BTC-USDC-20261225-100000-C",
+                 "side": "buy", "price": "2100", "quantity": "0.3", "priority": 17}]}
+
+- ``budget``: the collateral the auction may use for the client: its available collateral plus the
+  order value of its orders in this auction plus its lockups of the portfolios it trades here.
+- ``positions``: the client's current positions in those portfolios (every contract named there is
+  listed in ``contracts``). ``quantity`` of an order is what is still open; ``priority`` orders time
+  (lower is earlier). Premiums in the collateral check are taken at the limit price (the clearing
+  price is never worse for the client), lockups at the kink points of each portfolio.
+
+Result document (``format: "ccp-auction-result/1"``): ``prices`` (symbol -> clearing price, for
+contracts that traded), ``fills`` ([{order, quantity, price}] by order id), ``welfare`` (sum of filled
+quantity x limit price, buys minus sells), ``upper_bound`` (the LP relaxation's welfare: no solution
+can beat it), ``status`` (``optimal``: proven; ``feasible``: best found within the time limit;
+``fallback``: the simple clearing), ``gap`` (1 - welfare / upper_bound), ``method``, ``solver``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from ccp.contracts.payoffs import ContractKind, Terms
+from ccp.money import money_str
+
+INPUT_FORMAT = "ccp-auction-input/1"
+RESULT_FORMAT = "ccp-auction-result/1"
+
+
+@dataclass(frozen=True)
+class AuctionSettings:
+    time_limit_s: Decimal = Decimal("10")
+    mip_rel_gap: Decimal = Decimal("0")
+
+
+@dataclass(frozen=True)
+class ContractSpec:
+    symbol: str
+    terms: Terms
+    tick: Decimal
+    lot: Decimal
+    portfolio: str
+    reference_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    id: str
+    budget: Decimal
+    positions: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    id: str
+    client: str
+    contract: str
+    side: str  # "buy" | "sell"
+    price: Decimal
+    quantity: Decimal
+    priority: int
+
+
+@dataclass(frozen=True)
+class AuctionInput:
+    contracts: tuple[ContractSpec, ...]
+    clients: tuple[ClientSpec, ...]
+    orders: tuple[OrderSpec, ...]
+    settings: AuctionSettings = AuctionSettings()
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Fill:
+    order: str
+    quantity: Decimal
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class AuctionResult:
+    prices: dict[str, Decimal]
+    fills: tuple[Fill, ...]
+    welfare: Decimal
+    upper_bound: Decimal
+    status: str  # optimal | feasible | fallback
+    method: str
+    solver: str
+    binding_clients: tuple[str, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def gap(self) -> Decimal:
+        if self.upper_bound <= 0:
+            return Decimal(0)
+        return max(Decimal(0), 1 - self.welfare / self.upper_bound)
+
+
+def _dec(value: Any, what: str) -> Decimal:
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: numbers are decimal strings, got {value!r}")
+    try:
+        number = Decimal(value)
+    except ArithmeticError as exc:
+        raise ValueError(f"{what}: not a decimal: {value!r}") from exc
+    if not number.is_finite():
+        raise ValueError(f"{what}: not finite: {value!r}")
+    return number
+
+
+def input_from_document(doc: dict) -> AuctionInput:
+    """Parse and check an input document; ValueError with the first problem found."""
+    if doc.get("format") != INPUT_FORMAT:
+        raise ValueError(f"format must be {INPUT_FORMAT!r}")
+    settings = doc.get("settings", {})
+    contracts = []
+    for c in doc["contracts"]:
+        strike = _dec(c["strike"], f"{c['symbol']}.strike") if c.get("strike") is not None else None
+        terms = Terms(kind=ContractKind(c["kind"]), floor=_dec(c["floor"], "floor"), cap=_dec(c["cap"], "cap"),
+                      strike=strike)
+        reference = c.get("reference_price")
+        contracts.append(ContractSpec(
+            symbol=c["symbol"], terms=terms, tick=_dec(c["tick"], "tick"), lot=_dec(c["lot"], "lot"),
+            portfolio=c["portfolio"], reference_price=_dec(reference, "reference_price") if reference else None))
+    symbols = {c.symbol for c in contracts}
+    clients = []
+    for c in doc["clients"]:
+        positions = {s: _dec(q, f"{c['id']}.positions") for s, q in c.get("positions", {}).items()}
+        if unknown := set(positions) - symbols:
+            raise ValueError(f"client {c['id']}: positions in unlisted contracts {sorted(unknown)}")
+        clients.append(ClientSpec(id=str(c["id"]), budget=_dec(c["budget"], f"{c['id']}.budget"),
+                                  positions=positions))
+    client_ids = {c.id for c in clients}
+    orders = []
+    for o in doc["orders"]:
+        order = OrderSpec(id=str(o["id"]), client=str(o["client"]), contract=o["contract"], side=o["side"],
+                          price=_dec(o["price"], f"order {o['id']}.price"),
+                          quantity=_dec(o["quantity"], f"order {o['id']}.quantity"), priority=int(o["priority"]))
+        if order.side not in ("buy", "sell"):
+            raise ValueError(f"order {order.id}: side must be buy or sell")
+        if order.contract not in symbols or order.client not in client_ids:
+            raise ValueError(f"order {order.id}: unknown contract or client")
+        if order.quantity <= 0:
+            raise ValueError(f"order {order.id}: quantity must be positive")
+        orders.append(order)
+    if len({o.id for o in orders}) != len(orders):
+        raise ValueError("order ids must be unique")
+    return AuctionInput(
+        contracts=tuple(contracts), clients=tuple(clients), orders=tuple(orders), label=str(doc.get("auction", "")),
+        settings=AuctionSettings(
+            time_limit_s=_dec(settings.get("time_limit_s", "10"), "settings.time_limit_s"),
+            mip_rel_gap=_dec(settings.get("mip_rel_gap", "0"), "settings.mip_rel_gap")),
+    )
+
+
+def input_to_document(auction: AuctionInput) -> dict:
+    def opt(value: Decimal | None) -> str | None:
+        return None if value is None else money_str(value)
+
+    return {
+        "format": INPUT_FORMAT,
+        "auction": auction.label,
+        "settings": {"time_limit_s": money_str(auction.settings.time_limit_s),
+                     "mip_rel_gap": money_str(auction.settings.mip_rel_gap)},
+        "contracts": [{"symbol": c.symbol, "kind": c.terms.kind.value, "strike": opt(c.terms.strike),
+                       "floor": money_str(c.terms.floor), "cap": money_str(c.terms.cap), "tick": money_str(c.tick),
+                       "lot": money_str(c.lot), "portfolio": c.portfolio, "reference_price": opt(c.reference_price)}
+                      for c in auction.contracts],
+        "clients": [{"id": c.id, "budget": money_str(c.budget),
+                     "positions": {s: money_str(q) for s, q in sorted(c.positions.items())}}
+                    for c in auction.clients],
+        "orders": [{"id": o.id, "client": o.client, "contract": o.contract, "side": o.side,
+                    "price": money_str(o.price), "quantity": money_str(o.quantity), "priority": o.priority}
+                   for o in auction.orders],
+    }
+
+
+def document_hash(doc: dict) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no spaces): the auction's identity."""
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def result_to_document(result: AuctionResult) -> dict:
+    return {
+        "format": RESULT_FORMAT,
+        "status": result.status,
+        "method": result.method,
+        "solver": result.solver,
+        "welfare": money_str(result.welfare),
+        "upper_bound": money_str(result.upper_bound),
+        "gap": format(result.gap.quantize(Decimal("1e-9")), "f"),
+        "prices": {s: money_str(p) for s, p in sorted(result.prices.items())},
+        "fills": [{"order": f.order, "quantity": money_str(f.quantity), "price": money_str(f.price)}
+                  for f in result.fills],
+        "binding_clients": list(result.binding_clients),
+    }
