@@ -277,7 +277,7 @@ def clear(auction: AuctionInput) -> AuctionResult:
 
 
 def _solve_coupled(book: _Book, symbols: list[str], timings: dict[str, float]):
-    started = time.perf_counter()
+    begun = started = time.perf_counter()
     columns, clients, _ = _columns(book, symbols)
     settings = book.auction.settings
     model = AuctionModel(columns, len(symbols), clients, float(settings.time_limit_s), float(settings.mip_rel_gap))
@@ -299,6 +299,17 @@ def _solve_coupled(book: _Book, symbols: list[str], timings: dict[str, float]):
     timings["mip_s"] = time.perf_counter() - started
     if solved.lots is None:
         return None
+    if solved.objective < relaxed.bound - float(_OPTIMALITY_TOLERANCE) * max(1.0, abs(relaxed.bound)):
+        # Below the bound: search all price choices, starting from this solution.
+        left = float(settings.time_limit_s) - (time.perf_counter() - begun)
+        if left > 0:
+            started = time.perf_counter()
+            exact = model.solve_price_consistent(solved.lots, left)
+            timings["exact_s"] = time.perf_counter() - started
+            if exact.bound is not None:  # the MIP's own bound is at least as tight as the LP's
+                bound = min(bound, Decimal(repr(exact.bound)))
+            if exact.lots is not None and exact.objective >= solved.objective:
+                solved = exact
     return _fills_from_columns(book, columns, solved.lots), bound
 
 

@@ -121,3 +121,55 @@ class AuctionModel:
         return Solved(lots, results.best_feasible_objective, results.best_objective_bound,
                       results.termination_condition == TerminationCondition.optimal,
                       termination=str(results.termination_condition))
+
+    def solve_price_consistent(self, start: list[float], time_limit_s: float) -> Solved:
+        """The exact problem: one price per contract chosen among its limit prices, and only orders in
+        the money at that price may fill. Starts from ``start`` (a feasible, consistent fill).
+
+        Per contract with limit prices P_0 < ... < P_m-1, binary g[k] = [price index >= k] (a
+        staircase); a buy at P_a may fill only if g[a+1] = 0, a sell at P_b only if g[b] = 1.
+        """
+        m, columns = self.m, self.columns
+        levels: dict[int, list] = {}
+        for column in columns:
+            levels.setdefault(column.contract, set()).add(column.price)
+        levels = {j: sorted(prices) for j, prices in levels.items()}
+        keys = [(j, k) for j in sorted(levels) for k in range(1, len(levels[j]))]
+        m.G = pyo.Set(initialize=keys, dimen=2)
+        m.g = pyo.Var(m.G, domain=pyo.Binary)
+        m.stairs = pyo.Constraint([(j, k) for j, k in keys if k + 1 < len(levels[j])],
+                                  rule=lambda _, j, k: m.g[j, k] >= m.g[j, k + 1])
+
+        def eligible(_, i):
+            column = columns[i]
+            index = levels[column.contract].index(column.price)
+            if column.side > 0:  # a buy fills only if the price index <= its own
+                if index + 1 >= len(levels[column.contract]):
+                    return pyo.Constraint.Skip
+                return m.x[i] <= column.lots * (1 - m.g[column.contract, index + 1])
+            if index == 0:  # a sell fills only if the price index >= its own
+                return pyo.Constraint.Skip
+            return m.x[i] <= column.lots * m.g[column.contract, index]
+
+        m.eligible = pyo.Constraint(m.C, rule=eligible)
+        # The start: its fills as they are, its price at the highest filled sell limit.
+        for i in m.C:
+            m.x[i].unfix()
+            m.x[i].domain = pyo.NonNegativeIntegers
+            m.x[i].set_value(round(start[i]))
+        for j, prices in levels.items():
+            sold = [columns[i].price for i in m.C if columns[i].contract == j and columns[i].side < 0 and start[i] > 0.5]
+            index = prices.index(max(sold)) if sold else 0
+            for k in range(1, len(prices)):
+                m.g[j, k].set_value(1 if index >= k else 0)
+        self.solver.config.warmstart = True
+        self.solver.config.time_limit = time_limit_s
+        results = self.solver.solve(m)
+        if results.best_feasible_objective is None:
+            return Solved(None, None, results.best_objective_bound, False,
+                          termination=str(results.termination_condition))
+        results.solution_loader.load_vars()
+        lots = [pyo.value(m.x[i]) for i in m.C]
+        return Solved(lots, results.best_feasible_objective, results.best_objective_bound,
+                      results.termination_condition == TerminationCondition.optimal,
+                      termination=str(results.termination_condition))
