@@ -25,7 +25,7 @@ from decimal import Decimal
 from importlib.metadata import version
 
 from ccp.contracts.payoffs import Leg, kink_points, lockup_amount, order_worst_cost, payoff_per_unit, premium_per_unit
-from ccp.matching.auction import AuctionInput, AuctionResult, ContractSpec, Fill, OrderSpec
+from ccp.matching.auction import AuctionInput, AuctionResult, ClientSpec, ContractSpec, Fill, OrderSpec
 from ccp.matching.model import AuctionModel, BindingClient, Column
 from ccp.matching.uncross import LotOrder, allocate_by_priority, clearing_price, uncross
 
@@ -42,6 +42,7 @@ class AuctionInputError(ValueError):
 class _Book:
     auction: AuctionInput
     contracts: dict[str, ContractSpec]
+    clients: dict[str, ClientSpec]
     orders: dict[str, OrderSpec]
     lot_orders: dict[str, LotOrder]
     by_contract: dict[str, list[str]]
@@ -59,7 +60,7 @@ def _lots(order: OrderSpec, contract: ContractSpec) -> int:
 
 
 def _portfolio_legs(book: _Book, client_id: str, extra: dict[str, Decimal] | None = None) -> dict[str, list[Leg]]:
-    client = next(c for c in book.auction.clients if c.id == client_id)
+    client = book.clients[client_id]
     quantities: dict[str, Decimal] = defaultdict(Decimal)
     for symbol, qty in client.positions.items():
         quantities[symbol] += qty
@@ -74,7 +75,7 @@ def _portfolio_legs(book: _Book, client_id: str, extra: dict[str, Decimal] | Non
 
 
 def client_cost(book: _Book, client_id: str, fills: dict[str, Decimal]) -> Decimal:
-    """Premiums at the limit price plus the lockups after ``fills`` (order id -> quantity)."""
+    """Premiums at the limit price plus the lockups after ``fills`` (order id -> quantity) of this client."""
     premiums = Decimal(0)
     deltas: dict[str, Decimal] = defaultdict(Decimal)
     for order_id, qty in fills.items():
@@ -98,7 +99,7 @@ def _prepare(auction: AuctionInput) -> _Book:
     for order in sorted(auction.orders, key=lambda o: (o.priority, o.id)):
         by_contract[order.contract].append(order.id)
         by_client[order.client].append(order)
-    book = _Book(auction, contracts, orders, lot_orders, by_contract, set(), set())
+    book = _Book(auction, contracts, {c.id: c for c in auction.clients}, orders, lot_orders, by_contract, set(), set())
     for client in auction.clients:
         current = sum((lockup_amount(p) for p in _portfolio_legs(book, client.id).values()), Decimal(0))
         if current > client.budget:
@@ -159,7 +160,7 @@ def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[Bindin
     clients = []
     for client_id in binding_ids:
         mine = [i for i, c in enumerate(columns) if c.client == client_index[client_id]]
-        budget = next(c.budget for c in book.auction.clients if c.id == client_id)
+        budget = book.clients[client_id].budget
         premium = {i: float(columns[i].side * premium_per_unit(book.contracts[symbols[columns[i].contract]].terms,
                                                                columns[i].price) * columns[i].lot) for i in mine}
         positions = _portfolio_legs(book, client_id)
@@ -234,15 +235,15 @@ def verify(book: _Book, result: AuctionResult) -> str | None:
         quantities[order.id] = fill.quantity
     if unbalanced := [s for s, v in volume.items() if v]:
         return f"bought != sold in {unbalanced}"
-    for client in book.auction.clients:
-        if client.id in book.underwater:
-            if any(book.orders[i].client == client.id for i in quantities):
-                return f"client {client.id} is under water and must not trade"
-            continue
-        if any(book.orders[i].client == client.id for i in quantities):
-            cost = client_cost(book, client.id, quantities)
-            if cost > client.budget:
-                return f"client {client.id}: collateral {cost} over budget {client.budget}"
+    by_client: dict[str, dict[str, Decimal]] = defaultdict(dict)
+    for order_id, qty in quantities.items():
+        by_client[book.orders[order_id].client][order_id] = qty
+    for client_id, fills in sorted(by_client.items()):
+        if client_id in book.underwater:
+            return f"client {client_id} is under water and must not trade"
+        budget = book.clients[client_id].budget
+        if (cost := client_cost(book, client_id, fills)) > budget:
+            return f"client {client_id}: collateral {cost} over budget {budget}"
     return None
 
 

@@ -107,11 +107,9 @@ class AuctionModel:
     def solve_integer(self, eligible: list[bool]) -> Solved:
         """Whole lots, only on eligible columns (the others stay at zero)."""
         for i in self.m.C:
+            # Bounds, not fixing: appsi rebuilds every row of a fixed variable.
             self.m.x[i].domain = pyo.NonNegativeIntegers
-            if eligible[i]:
-                self.m.x[i].unfix()
-            else:
-                self.m.x[i].fix(0)
+            self.m.x[i].setub(self.columns[i].lots if eligible[i] else 0)
         results = self.solver.solve(self.m)
         if results.best_feasible_objective is None:
             return Solved(None, None, results.best_objective_bound, False,
@@ -154,11 +152,11 @@ class AuctionModel:
         m.eligible = pyo.Constraint(m.C, rule=eligible)
         # The start: its fills as they are, its price at the highest filled sell limit.
         for i in m.C:
-            m.x[i].unfix()
-            m.x[i].domain = pyo.NonNegativeIntegers
+            m.x[i].setub(columns[i].lots)
             m.x[i].set_value(round(start[i]))
         for j, prices in levels.items():
-            sold = [columns[i].price for i in m.C if columns[i].contract == j and columns[i].side < 0 and start[i] > 0.5]
+            sold = [columns[i].price for i in m.C
+                    if columns[i].contract == j and columns[i].side < 0 and start[i] > 0.5]
             index = prices.index(max(sold)) if sold else 0
             for k in range(1, len(prices)):
                 m.g[j, k].set_value(1 if index >= k else 0)
