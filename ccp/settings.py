@@ -172,6 +172,12 @@ CCP_SIGNIN_ALLOWED_ADDRESSES = [a.lower() for a in env_list("CCP_SIGNIN_ALLOWED_
 CCP_CHAIN_ID = int(os.environ.get("CCP_CHAIN_ID", "31337"))
 
 CCP_HEARTBEAT_SECONDS = int(os.environ.get("CCP_HEARTBEAT_SECONDS", "10"))
+# Batch auctions: one per pair every interval; the solver's time limit and relative MIP gap.
+CCP_AUCTION_INTERVAL = timedelta(seconds=int(os.environ.get("CCP_AUCTION_INTERVAL_SECONDS", "10")))
+CCP_AUCTION_TIME_LIMIT_SECONDS = os.environ.get("CCP_AUCTION_TIME_LIMIT_SECONDS", "10")
+CCP_AUCTION_MIP_GAP = os.environ.get("CCP_AUCTION_MIP_GAP", "0")
+# An auction not applied this long after its last stage is dispatched again (its stages are idempotent).
+CCP_AUCTION_RESUME_AFTER = timedelta(seconds=int(os.environ.get("CCP_AUCTION_RESUME_AFTER_SECONDS", "120")))
 # Orders still 'received' this long after arrival are queued for validation again.
 CCP_ORDER_REQUEUE_AFTER = timedelta(seconds=int(os.environ.get("CCP_ORDER_REQUEUE_AFTER_SECONDS", "15")))
 

@@ -24,7 +24,7 @@ class OrderSerializer(serializers.ModelSerializer):
     class Meta:
         model = Order
         fields = ["id", "client_order_id", "contract", "side", "kind", "price", "quantity", "filled_quantity",
-                  "state", "reject_reason", "order_value", "created_at", "updated_at"]
+                  "state", "reject_reason", "order_value", "cancel_requested_at", "created_at", "updated_at"]
 
 
 class OrderDetailSerializer(OrderSerializer):

@@ -55,18 +55,29 @@ def order_transition(*, order: Order, new_state: str, now: datetime, reason: str
     stream_publish(client_group(order.client_id), _order_event(order))
 
 
-def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
-    """Bump the contract's book sequence (row lock: book changes of one contract are serial) and
-    publish the level's new total after commit."""
+def book_levels_changed(*, contract_id: int, levels: list[tuple[str, Decimal]]) -> None:
+    """Give each changed (side, price) level of a contract the next book sequence number (the UPDATE
+    locks the contract row: book changes of one contract are serial) and publish the levels' new
+    totals after commit, in sequence order."""
+    levels = sorted(set(levels))
+    if not levels:
+        return
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE contracts_contract SET book_sequence = book_sequence + 1 WHERE id = %s "
-                       "RETURNING book_sequence", [contract_id])
-        (sequence,) = cursor.fetchone()
-    level = Order.objects.filter(contract_id=contract_id, side=side, price=price, state__in=BOOK_STATES).aggregate(
-        quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id"))
-    event = {"type": "book.level", "sequence": sequence, "side": side, "price": money_str(price),
-             "quantity": money_str(level["quantity"] or ZERO), "orders": level["orders"]}
-    stream_publish(book_group(contract_id), event)
+        cursor.execute("UPDATE contracts_contract SET book_sequence = book_sequence + %s WHERE id = %s "
+                       "RETURNING book_sequence", [len(levels), contract_id])
+        (last,) = cursor.fetchone()
+    totals = {(row["side"], row["price"]): row for row in Order.objects.filter(
+        contract_id=contract_id, state__in=BOOK_STATES, price__in={price for _, price in levels}).values(
+        "side", "price").annotate(quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id"))}
+    for sequence, (side, price) in enumerate(levels, start=last - len(levels) + 1):
+        level = totals.get((side, price), {})
+        stream_publish(book_group(contract_id), {
+            "type": "book.level", "sequence": sequence, "side": side, "price": money_str(price),
+            "quantity": money_str(level.get("quantity") or ZERO), "orders": level.get("orders", 0)})
+
+
+def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
+    book_levels_changed(contract_id=contract_id, levels=[(side, price)])
 
 
 def _balance_changed(fund_lock: FundLock) -> None:
@@ -158,6 +169,8 @@ def order_cancel(*, client: Client, order_id: int, now: datetime) -> Order:
 
     Locks the order, then the fund lock. Another client's order is 'not found'. Cancelling an
     already cancelled order returns it unchanged; a filled, rejected or expired one is refused.
+    An order held by a running auction is marked (``cancel_requested_at``) and cancelled when the
+    auction is applied, for whatever quantity it leaves open.
     """
     now = require_aware(now)
     order = Order.objects.select_for_update().select_related("contract").filter(pk=order_id, client=client).first()
@@ -167,6 +180,13 @@ def order_cancel(*, client: Client, order_id: int, now: datetime) -> Order:
         return order
     if order.state not in OPEN_STATES:
         raise Conflict(f"The order is {order.state} and cannot be cancelled.", code="order_not_open")
+    if order.auction_id is not None:
+        # A running auction holds the order: the cancel takes effect on what it leaves open.
+        if order.cancel_requested_at is None:
+            order.cancel_requested_at = order.updated_at = now
+            order.save(update_fields=["cancel_requested_at", "updated_at"])
+            stream_publish(client_group(order.client_id), _order_event(order))
+        return order
     was_on_book = order.state in BOOK_STATES
     if order.order_value:
         fund_lock = _locked_fund_lock(order)

@@ -1,0 +1,58 @@
+from django.db import models
+from django.db.models import Q
+
+from ccp.money import MoneyField
+
+
+class AuctionState(models.TextChoices):
+    OPEN = "open", "open (waiting for its snapshot)"
+    CLOSED = "closed", "closed (book snapshot taken)"
+    SOLVED = "solved", "solved"
+    APPLIED = "applied", "applied (fills booked)"
+
+
+class Auction(models.Model):
+    """One batch auction of a group of contracts (a pair), with its exact input and result.
+
+    ``input_document`` is replayable with ``manage.py auction_replay``; ``input_hash`` identifies it.
+    One auction per group and time slot: a duplicated start finds the existing row.
+    """
+
+    group = models.CharField(max_length=32, help_text="the pair whose contracts it clears, e.g. BTC/USDC")
+    slot = models.DateTimeField(help_text="the beat slot that opened it")
+    state = models.CharField(max_length=8, choices=AuctionState.choices, default=AuctionState.OPEN)
+    input_document = models.JSONField(null=True, blank=True)
+    input_hash = models.CharField(max_length=64, blank=True)
+    result_document = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=10, blank=True, help_text="optimal, feasible or fallback")
+    solver = models.CharField(max_length=80, blank=True)
+    welfare = MoneyField(null=True, blank=True)
+    upper_bound = MoneyField(null=True, blank=True)
+    orders_count = models.PositiveIntegerField(default=0)
+    fills_count = models.PositiveIntegerField(default=0)
+    timings = models.JSONField(default=dict, blank=True)
+    opened_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+    solved_at = models.DateTimeField(null=True, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "slot"], name="auction_unique_group_slot"),
+            models.CheckConstraint(condition=Q(state__in=AuctionState.values), name="auction_state_valid"),
+            models.CheckConstraint(condition=Q(state=AuctionState.OPEN) | Q(input_document__isnull=False),
+                                   name="auction_closed_has_input"),
+            models.CheckConstraint(
+                condition=Q(state__in=[AuctionState.OPEN, AuctionState.CLOSED]) | Q(result_document__isnull=False),
+                name="auction_solved_has_result"),
+        ]
+        indexes = [models.Index(fields=["group", "state"])]
+
+    def __str__(self) -> str:
+        return f"auction {self.pk} {self.group} {self.slot:%Y-%m-%d %H:%M:%S} ({self.state})"
+
+    @property
+    def ref(self) -> str:
+        """The origin reference of its cash movements and reference prices."""
+        return f"auction-{self.pk}"

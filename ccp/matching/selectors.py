@@ -1,0 +1,22 @@
+from datetime import datetime, timedelta
+
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Coalesce, Greatest
+
+from ccp.contracts.models import ContractState, Pair
+from ccp.matching.models import Auction, AuctionState
+from ccp.orders.states import BOOK_STATES
+
+
+def pairs_with_open_orders() -> QuerySet[Pair]:
+    """Pairs with validated open orders not held by an auction, on listed contracts."""
+    return (Pair.objects.filter(contracts__state=ContractState.LISTED, contracts__orders__state__in=BOOK_STATES,
+                                contracts__orders__auction__isnull=True)
+            .select_related("base", "quote").distinct().order_by("id"))
+
+
+def auctions_to_resume(*, now: datetime, older_than: timedelta) -> list[int]:
+    """Auctions not applied whose last stage is older than ``older_than`` (a worker died mid-chain)."""
+    last = Greatest("opened_at", Coalesce("closed_at", "opened_at"), Coalesce("solved_at", "opened_at"))
+    return list(Auction.objects.exclude(state=AuctionState.APPLIED).annotate(last=last)
+                .filter(Q(last__lt=now - older_than)).order_by("id").values_list("id", flat=True))

@@ -1,0 +1,317 @@
+"""Batch auctions in the database: open -> close (snapshot) -> solve -> apply. Each stage is one
+transaction, checks the auction's state first and does nothing when it already ran (safe twice).
+
+Budget of a client in an auction: the order value of its orders in the auction plus its lockups of
+the portfolios (expiry, pair) those orders trade. Free collateral is never used by an auction, so
+order entry goes on during one without racing it; since each accepted order holds its own worst
+case and lockups are subadditive, that budget covers any fills of those orders.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from decimal import ROUND_UP, Decimal
+
+from django.db import transaction
+from django.db.models import Q
+
+from ccp.accounts.models import FundLock
+from ccp.accounts.serializers import BalanceSerializer
+from ccp.clock import require_aware
+from ccp.contracts.models import Contract, ContractState, Pair
+from ccp.contracts.payoffs import Leg, lockup_amount, order_worst_cost, premium_per_unit
+from ccp.matching.auction import (
+    AuctionInput,
+    AuctionSettings,
+    ClientSpec,
+    ContractSpec,
+    OrderSpec,
+    document_hash,
+    input_from_document,
+    input_to_document,
+    result_to_document,
+)
+from ccp.matching.engine import clear
+from ccp.matching.models import Auction, AuctionState
+from ccp.money import ZERO, money_str, quantize
+from ccp.orders.models import Order, OrderStateHistory
+from ccp.orders.serializers import OrderSerializer
+from ccp.orders.services import book_levels_changed
+from ccp.orders.states import BOOK_STATES, OrderState
+from ccp.prices.models import ReferencePrice, ReferencePriceKind
+from ccp.risk.models import Lockup, Position
+from ccp.settlement.models import CashMovement, CashMovementOrigin
+from ccp.streams import book_group, client_group, stream_publish
+
+
+def _slot(now: datetime, interval: timedelta) -> datetime:
+    step = int(interval.total_seconds())
+    return datetime.fromtimestamp(int(now.timestamp()) // step * step, tz=now.tzinfo)
+
+
+@transaction.atomic
+def auction_open(*, pair: Pair, now: datetime, interval: timedelta) -> Auction | None:
+    """Open the pair's auction for the current time slot; None when one already exists for the slot
+    or an earlier one of the pair is not applied yet (auctions of a pair run one after another).
+
+    Locks the pair row, so two openers cannot both start one."""
+    now = require_aware(now)
+    Pair.objects.select_for_update().get(pk=pair.pk)
+    group = str(pair)
+    if Auction.objects.filter(group=group).exclude(state=AuctionState.APPLIED).exists():
+        return None
+    auction, created = Auction.objects.get_or_create(group=group, slot=_slot(now, interval),
+                                                     defaults={"opened_at": now})
+    return auction if created else None
+
+
+def _reference_prices(contract_ids: list[int]) -> dict[int, Decimal]:
+    latest: dict[int, Decimal] = {}
+    for ref in ReferencePrice.objects.filter(contract_id__in=contract_ids).order_by("contract_id", "-at", "-id"):
+        latest.setdefault(ref.contract_id, ref.price)
+    return latest
+
+
+def _portfolio(contract: Contract) -> str:
+    return f"{contract.pair} {contract.expiry_date.isoformat()}"
+
+
+@transaction.atomic
+def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) -> Auction:
+    """Snapshot the book: the pair's open, validated orders not held by another auction, on contracts
+    still trading, with their clients' budgets and positions. Marks those orders as held."""
+    now = require_aware(now)
+    auction = Auction.objects.select_for_update().get(pk=auction_id)
+    if auction.state != AuctionState.OPEN:
+        return auction
+    base, _, quote = auction.group.partition("/")
+    orders = list(Order.objects.select_for_update(of=("self",)).select_related("contract", "client").filter(
+        contract__pair__base__symbol=base, contract__pair__quote__symbol=quote, state__in=BOOK_STATES,
+        auction__isnull=True, cancel_requested_at__isnull=True, contract__state=ContractState.LISTED,
+        contract__expiry_date__gt=now.date()).order_by("id"))
+    Order.objects.filter(pk__in=[o.pk for o in orders]).update(auction=auction)
+    traded = {(o.client_id, o.contract.expiry_date) for o in orders}
+    pair_id = orders[0].contract.pair_id if orders else None
+    contracts = {o.contract_id: o.contract for o in orders}
+    positions = list(Position.objects.select_related("contract").filter(
+        client_id__in={c for c, _ in traded}, contract__pair_id=pair_id).exclude(quantity=0))
+    positions = [p for p in positions if (p.client_id, p.contract.expiry_date) in traded]
+    contracts.update({p.contract_id: p.contract for p in positions})
+    lockups = Lockup.objects.filter(client_id__in={c for c, _ in traded}, pair_id=pair_id)
+    budgets: dict[int, Decimal] = defaultdict(Decimal)
+    for lockup in lockups:
+        if (lockup.client_id, lockup.expiry_date) in traded:
+            budgets[lockup.client_id] += lockup.amount
+    for order in orders:
+        budgets[order.client_id] += order.order_value
+    addresses = {o.client_id: o.client.address for o in orders}
+    held: dict[int, dict[str, Decimal]] = defaultdict(dict)
+    for position in positions:
+        held[position.client_id][position.contract.symbol] = position.quantity
+    references = _reference_prices(list(contracts))
+    document = input_to_document(AuctionInput(
+        contracts=tuple(ContractSpec(c.symbol, c.terms, c.tick_size, c.lot_size, _portfolio(c), references.get(c.pk))
+                        for c in sorted(contracts.values(), key=lambda c: c.pk)),
+        clients=tuple(ClientSpec(addresses[k], budgets[k], held[k]) for k in sorted(addresses)),
+        orders=tuple(OrderSpec(str(o.pk), o.client.address, o.contract.symbol, o.side, o.price,
+                               o.quantity - o.filled_quantity, o.pk) for o in orders),
+        settings=settings, label=f"{auction.group} {auction.slot.isoformat()}",
+    ))
+    auction.input_document, auction.input_hash = document, document_hash(document)
+    auction.orders_count, auction.state, auction.closed_at = len(orders), AuctionState.CLOSED, now
+    auction.save()
+    return auction
+
+
+def auction_solve(*, auction_id: int, now: datetime) -> Auction:
+    """Clear the snapshot (outside any transaction: the solver may take seconds) and store the result."""
+    auction = Auction.objects.get(pk=auction_id)
+    if auction.state != AuctionState.CLOSED:
+        return auction
+    result = clear(input_from_document(auction.input_document))
+    with transaction.atomic():
+        auction = Auction.objects.select_for_update().get(pk=auction_id)
+        if auction.state != AuctionState.CLOSED:
+            return auction  # a duplicate solved it meanwhile: same input, same result
+        auction.result_document = result_to_document(result)
+        auction.status, auction.solver = result.status, result.solver
+        auction.welfare, auction.upper_bound = result.welfare, result.upper_bound
+        auction.fills_count, auction.timings = len(result.fills), {k: round(v, 6) for k, v in result.timings.items()}
+        auction.state, auction.solved_at = AuctionState.SOLVED, require_aware(now)
+        auction.save()
+    return auction
+
+
+def _remaining_value(order: Order) -> Decimal:
+    remaining = order.quantity - order.filled_quantity
+    if remaining <= 0 or order.state not in BOOK_STATES:
+        return ZERO
+    return quantize(order_worst_cost(order.contract.terms, order.side, order.price, remaining), ROUND_UP)
+
+
+@transaction.atomic
+def auction_apply(*, auction_id: int, now: datetime) -> Auction:
+    """Book the result in one transaction: order fills and states, cash movements (premiums at the
+    clearing price), positions, lockups recomputed with netting, fund locks, reference prices;
+    then cancels asked for during the auction. Pushes order states, fills, balances, book changes
+    and trade reports after commit.
+
+    Locks the auction, its orders (by id), then the fund locks and positions involved (by id)."""
+    now = require_aware(now)
+    auction = Auction.objects.select_for_update().get(pk=auction_id)
+    if auction.state != AuctionState.SOLVED:
+        return auction
+    result = auction.result_document
+    fills = {int(f["order"]): Decimal(f["quantity"]) for f in result["fills"]}
+    prices = {symbol: Decimal(p) for symbol, p in result["prices"].items()}
+    orders = list(Order.objects.select_for_update(of=("self",)).select_related("contract__pair").filter(
+        auction=auction).order_by("id"))
+    contracts = {o.contract_id: o.contract for o in orders}
+    histories, events, levels = [], defaultdict(list), defaultdict(set)
+    cash: dict[tuple[int, int], list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])  # (client, contract) -> amount, qty
+    released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)  # (client, currency) -> order value freed
+    for order in orders:
+        quantity = fills.get(order.pk)
+        order.auction = None
+        if quantity:
+            price = prices[order.contract.symbol]
+            sign = 1 if order.side == "buy" else -1
+            entry = cash[(order.client_id, order.contract_id)]
+            entry[0] -= sign * premium_per_unit(order.contract.terms, price) * quantity
+            entry[1] += sign * quantity
+            before = order.state
+            order.filled_quantity += quantity
+            order.state = OrderState.FILLED if order.filled_quantity == order.quantity else OrderState.PARTIALLY_FILLED
+            histories.append(OrderStateHistory(order=order, from_state=before, to_state=order.state, reason="auction",
+                                               filled_quantity=order.filled_quantity, at=now))
+            events[order.client_id].append({"type": "fill", "order_id": order.pk, "auction": auction.pk,
+                                            "contract": order.contract.symbol, "side": order.side,
+                                            "price": money_str(price), "quantity": money_str(quantity)})
+            levels[order.contract_id].add((order.side, order.price))
+        if order.cancel_requested_at and order.state in BOOK_STATES:
+            histories.append(OrderStateHistory(order=order, from_state=order.state, to_state=OrderState.CANCELLED,
+                                               reason="cancel_requested", filled_quantity=order.filled_quantity,
+                                               at=now))
+            order.state = OrderState.CANCELLED
+            levels[order.contract_id].add((order.side, order.price))
+        if quantity or order.state == OrderState.CANCELLED:
+            value = _remaining_value(order)
+            released[(order.client_id, order.contract.collateral_id)] += order.order_value - value
+            order.order_value, order.updated_at = value, now
+    Order.objects.bulk_update(orders, ["filled_quantity", "state", "order_value", "updated_at", "auction"],
+                              batch_size=2000)
+    OrderStateHistory.objects.bulk_create(histories, batch_size=5000)
+    for order in orders:
+        if order.pk in fills or order.state == OrderState.CANCELLED:
+            events[order.client_id].append({"type": "order", "order": OrderSerializer(order).data})
+    settle = _book_cash(auction, cash, contracts, now)
+    lockup_delta = _book_positions(cash, contracts, now)
+    balances = _book_fund_locks(settle, released, lockup_delta, now)
+    ReferencePrice.objects.bulk_create([
+        ReferencePrice(contract=contract, kind=ReferencePriceKind.CLEARING, price=prices[contract.symbol], at=now,
+                       auction_ref=auction.ref)
+        for contract in sorted(contracts.values(), key=lambda c: c.pk) if contract.symbol in prices])
+    for client_id, fund_lock in balances.items():
+        events[client_id].append({"type": "balance", "balance": BalanceSerializer(fund_lock).data})
+    for client_id in sorted(events):
+        stream_publish(client_group(client_id), {"type": "auction", "auction": auction.pk,
+                                                 "events": events[client_id]})
+    for contract_id in sorted(levels):
+        book_levels_changed(contract_id=contract_id, levels=list(levels[contract_id]))
+    _trade_reports(auction, fills, orders, prices)
+    auction.state, auction.applied_at = AuctionState.APPLIED, now
+    auction.save(update_fields=["state", "applied_at"])
+    return auction
+
+
+def _book_cash(auction, cash, contracts, now) -> dict[tuple[int, int], Decimal]:
+    movements, settle = [], defaultdict(Decimal)
+    for (client_id, contract_id), (amount, quantity) in sorted(cash.items()):
+        if not amount and not quantity:
+            continue  # the client's own buy and sell crossed: nothing moves
+        contract = contracts[contract_id]
+        if amount != quantize(amount):
+            raise ValueError(f"premium {amount} of {contract} needs more than 18 decimal places")
+        movements.append(CashMovement(client_id=client_id, currency_id=contract.collateral_id, amount=amount,
+                                      contract_id=contract_id, position_delta=quantity,
+                                      origin=CashMovementOrigin.AUCTION, origin_ref=auction.ref, created_at=now))
+        settle[(client_id, contract.collateral_id)] += amount
+    CashMovement.objects.bulk_create(movements, batch_size=5000)
+    return settle
+
+
+def _book_positions(cash, contracts, now) -> dict[tuple[int, int], Decimal]:
+    """Apply position changes and recompute each touched (client, expiry) portfolio's lockup.
+    Returns the lockup change per (client, currency)."""
+    clients = {client_id for client_id, _ in cash}
+    existing = {(p.client_id, p.contract_id): p for p in Position.objects.select_for_update().filter(
+        client_id__in=clients, contract_id__in=contracts).order_by("id")}
+    new_positions = []
+    for (client_id, contract_id), (_, quantity) in cash.items():
+        position = existing.get((client_id, contract_id))
+        if position is None:
+            position = Position(client_id=client_id, contract_id=contract_id, quantity=ZERO, updated_at=now)
+            existing[(client_id, contract_id)] = position
+            new_positions.append(position)
+        position.quantity += quantity
+        position.updated_at = now
+    Position.objects.bulk_update([p for p in existing.values() if p.pk], ["quantity", "updated_at"], batch_size=5000)
+    Position.objects.bulk_create(new_positions, batch_size=5000)
+    touched = {(client_id, contracts[contract_id].pair_id, contracts[contract_id].expiry_date)
+               for client_id, contract_id in cash}
+    held = Position.objects.select_related("contract").filter(
+        client_id__in=clients, contract__pair_id__in={p for _, p, _ in touched}).exclude(quantity=0)
+    legs: dict[tuple, list[Leg]] = defaultdict(list)
+    for position in held:
+        key = (position.client_id, position.contract.pair_id, position.contract.expiry_date)
+        if key in touched:
+            legs[key].append(Leg(position.contract.terms, position.quantity))
+    current = {(lk.client_id, lk.pair_id, lk.expiry_date): lk for lk in Lockup.objects.select_for_update().filter(
+        Q(client_id__in=clients), Q(pair_id__in={p for _, p, _ in touched})).order_by("id")}
+    currency = {(c.pair_id, c.expiry_date): c.collateral_id for c in contracts.values()}
+    delta: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    changed, created = [], []
+    for key in sorted(touched):
+        amount = quantize(lockup_amount(legs.get(key, [])), ROUND_UP)
+        lockup = current.get(key)
+        if lockup is None:
+            lockup = Lockup(client_id=key[0], pair_id=key[1], expiry_date=key[2], currency_id=currency[key[1:]],
+                            amount=ZERO, updated_at=now)
+            created.append(lockup)
+        elif lockup.amount != amount:
+            changed.append(lockup)
+        delta[(key[0], lockup.currency_id)] += amount - lockup.amount
+        lockup.amount, lockup.updated_at = amount, now
+    Lockup.objects.bulk_update(changed, ["amount", "updated_at"], batch_size=5000)
+    Lockup.objects.bulk_create(created, batch_size=5000)
+    return delta
+
+
+def _book_fund_locks(settle, released, lockup_delta, now) -> dict[int, FundLock]:
+    keys = set(settle) | set(released) | set(lockup_delta)
+    fund_locks = {(f.client_id, f.currency_id): f for f in FundLock.objects.select_for_update().select_related(
+        "currency").filter(client_id__in={c for c, _ in keys}).order_by("id")}
+    for key in sorted(keys):
+        fund_lock = fund_locks[key]
+        fund_lock.settle_value += settle.get(key, ZERO)
+        fund_lock.order_value -= released.get(key, ZERO)
+        fund_lock.lockup_value += lockup_delta.get(key, ZERO)
+        fund_lock.updated_at = now
+    # The database refuses any fund lock whose available would drop below zero.
+    FundLock.objects.bulk_update([fund_locks[k] for k in sorted(keys)],
+                                 ["settle_value", "order_value", "lockup_value", "updated_at"], batch_size=5000)
+    return {client_id: fund_locks[(client_id, currency)] for client_id, currency in sorted(keys)}
+
+
+def _trade_reports(auction, fills, orders, prices) -> None:
+    volume: dict[int, Decimal] = defaultdict(Decimal)
+    symbols = {}
+    for order in orders:
+        if order.side == "buy" and order.pk in fills:
+            volume[order.contract_id] += fills[order.pk]
+            symbols[order.contract_id] = order.contract.symbol
+    for contract_id in sorted(volume):
+        stream_publish(book_group(contract_id), {
+            "type": "trade", "auction": auction.pk, "contract": symbols[contract_id],
+            "price": money_str(prices[symbols[contract_id]]), "quantity": money_str(volume[contract_id])})
