@@ -155,3 +155,20 @@ def test_replay_reproduces_a_stored_auction_exactly(market, tmp_path):
     out = StringIO()
     call_command("auction_replay", str(path), stdout=out)
     assert json.loads(out.getvalue())["fills"] == auction.result_document["fills"]
+
+
+def test_the_webconsole_shows_an_auction_with_its_charts_and_documents(market, admin_client):
+    contract, (alice, bob, _) = market
+    place(alice, contract, "buy", "2100", "0.5")
+    place(bob, contract, "sell", "2000", "0.3")
+    auction = run_auction(twice=False)
+    page = admin_client.get(f"/admin/matching/auction/{auction.pk}/change/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    price = auction.result_document["prices"][contract.symbol]
+    assert price == "2100"  # excess demand at the bid: the price goes to the top of the range
+    assert "<svg" in body and contract.symbol in body and "price 2100.000000000000000000" not in body
+    assert "price 2100, volume 0.3" in body
+    assert admin_client.get("/admin/matching/auction/").status_code == 200
+    document = admin_client.get(f"/admin/matching/auction/{auction.pk}/input.json")
+    assert document.status_code == 200 and document.json()["format"] == "ccp-auction-input/1"
