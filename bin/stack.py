@@ -220,12 +220,17 @@ def cmd_run() -> int:
         log(f"admin     http://localhost:{port}/admin/  (user: operator, password: {password})")
         log(f"WebSocket ws://localhost:{port}/ws/v1/system")
         log("Ctrl-C stops everything")
-        return run_children({
+        children = {
             "daphne": [py, "-m", "daphne", "-b", host, "-p", str(port), "ccp.asgi:application"],
             "worker": [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel", "INFO", "--concurrency", "2"],
             "beat": [py, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO",
                      "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
-        }, env)
+        }
+        if env.get("CCP_SIMULATOR", "1") != "0":
+            log("market simulator on (CCP_SIMULATOR=0 turns it off): auctions every "
+                f"{env.get('CCP_AUCTION_INTERVAL_SECONDS', '10')} s, see Auctions in the admin")
+            children["simulator"] = [py, "manage.py", "ccp_simulate", "--url", f"http://127.0.0.1:{port}"]
+        return run_children(children, env)
 
 
 def cmd_test(pytest_args: list[str]) -> int:

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from eth_account import Account
 
 from ccp.accounts.models import ApiToken, SignInChallenge
+from ccp.matching.models import Auction
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.states import TERMINAL_STATES, OrderState
 from ccp.prices.models import ReferencePrice, SpotPrice
@@ -169,6 +170,20 @@ class EdgeFactory(factory.django.DjangoModelFactory):
     updated_at = NOW
 
 
+class AuctionFactory(factory.django.DjangoModelFactory):
+    """A solved auction: it has its input and result documents."""
+
+    class Meta:
+        model = Auction
+
+    group = "BTC/USDC"
+    slot = factory.Sequence(lambda n: NOW + timedelta(seconds=10 * n))
+    state = "solved"
+    input_document = factory.LazyFunction(lambda: {"format": "ccp-auction-input/1"})
+    result_document = factory.LazyFunction(lambda: {"format": "ccp-auction-result/1"})
+    opened_at = NOW
+
+
 class SignInChallengeFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = SignInChallenge
@@ -243,6 +258,11 @@ ORDER_IN_STATE = {
 }
 
 CONSTRAINT_CASES = [
+    # matching
+    case("auction_unique_group_slot", AuctionFactory, same=("group", "slot")),
+    case("auction_state_valid", AuctionFactory, state="running"),
+    case("auction_closed_has_input", AuctionFactory, state="closed", input_document=None, result_document=None),
+    case("auction_solved_has_result", AuctionFactory, result_document=None),
     # system
     case("edge_has_position", EdgeFactory, at=None, block_number=None),
     case("edge_block_non_negative", EdgeFactory, block_number=-1),

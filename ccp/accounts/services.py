@@ -4,12 +4,13 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
 from eth_utils import is_address, is_checksum_address, to_checksum_address
 
-from ccp.accounts.models import ApiToken, Client, SignInChallenge
+from ccp.accounts.models import ApiToken, Client, FundLock, SignInChallenge
 from ccp.accounts.siwe import SignInMessage, signer_recover
 from ccp.clock import require_aware
 from ccp.errors import ApplicationError, Unauthorized
@@ -128,3 +129,20 @@ def api_token_revoke(*, api_token: ApiToken, now: datetime) -> None:
     """Sign out: the token stops working, and private streams opened with it close after commit. Idempotent."""
     ApiToken.objects.filter(pk=api_token.pk, revoked_at__isnull=True).update(revoked_at=require_aware(now))
     token_revoked_publish(api_token.client_id, api_token.pk)
+
+
+@transaction.atomic
+def fund_lock_credit(*, client: Client, currency, amount: Decimal, now: datetime) -> FundLock:
+    """Add ``amount`` to the client's fundlock (collateral seen on chain). Locks the fund lock row.
+
+    Not idempotent by itself: its caller owns the key (the chain monitor's deposit event, or the
+    demo simulator's top-up that only runs below a threshold)."""
+    if amount <= 0:
+        raise ApplicationError("A deposit must be positive.", code="deposit_not_positive")
+    now = require_aware(now)
+    fund_lock, _ = FundLock.objects.select_for_update().get_or_create(
+        client=client, currency=currency, defaults={"updated_at": now})
+    fund_lock.fundlock += amount
+    fund_lock.updated_at = now
+    fund_lock.save(update_fields=["fundlock", "updated_at"])
+    return fund_lock

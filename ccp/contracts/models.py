@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from ccp.clock import expiry_at, trading_ends_at
-from ccp.contracts.payoffs import ContractKind, Terms
+from ccp.contracts.payoffs import ContractKind, Terms, price_bounds
 from ccp.money import MoneyField
 
 
@@ -113,6 +113,14 @@ class Contract(models.Model):
     @property
     def trading_ends_at(self) -> datetime:
         return trading_ends_at(self.expiry_date)
+
+    @property
+    def price_min(self) -> Decimal:
+        return price_bounds(self.terms)[0]
+
+    @property
+    def price_max(self) -> Decimal:
+        return price_bounds(self.terms)[1]
 
     @property
     def terms(self) -> Terms:

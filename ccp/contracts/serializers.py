@@ -12,10 +12,12 @@ class ContractSerializer(serializers.ModelSerializer):
     cap_px = MoneyField(read_only=True)
     tick_size = MoneyField(read_only=True)
     lot_size = MoneyField(read_only=True)
+    price_min = MoneyField(read_only=True, help_text="lowest valid order price")
+    price_max = MoneyField(read_only=True, help_text="highest valid order price: what the contract can pay at most")
     expires_at = serializers.DateTimeField(read_only=True)
     trading_ends_at = serializers.DateTimeField(read_only=True)
 
     class Meta:
         model = Contract
         fields = ["symbol", "underlying", "collateral", "kind", "strike_px", "expiry_date", "expires_at",
-                  "trading_ends_at", "floor_px", "cap_px", "tick_size", "lot_size", "state"]
+                  "trading_ends_at", "floor_px", "cap_px", "tick_size", "lot_size", "price_min", "price_max", "state"]

@@ -1,3 +1,4 @@
+import logging
 from decimal import Decimal
 
 from celery import chain, shared_task
@@ -7,6 +8,8 @@ from ccp.clock import utcnow
 from ccp.matching.auction import AuctionSettings
 from ccp.matching.selectors import auctions_to_resume, pairs_with_open_orders
 from ccp.matching.services import auction_apply, auction_close, auction_open, auction_solve
+
+logger = logging.getLogger(__name__)
 
 
 def auction_settings() -> AuctionSettings:
@@ -47,4 +50,8 @@ def auction_solve_task(auction_id: int) -> str:
 
 @shared_task(name="matching.apply")
 def auction_apply_task(auction_id: int) -> str:
-    return auction_apply(auction_id=auction_id, now=utcnow()).state
+    auction = auction_apply(auction_id=auction_id, now=utcnow())
+    logger.info("auction %s %s: %s orders, %s fills, prices %s, welfare %s (%s, %s s)", auction.pk, auction.group,
+                auction.orders_count, auction.fills_count, (auction.result_document or {}).get("prices", {}),
+                auction.welfare, auction.status, (auction.timings or {}).get("total_s"))
+    return auction.state

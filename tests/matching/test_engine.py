@@ -7,8 +7,16 @@ import pytest
 
 from bench.auction_book import book
 from ccp.contracts.payoffs import ContractKind, Terms
-from ccp.matching.auction import (AuctionInput, AuctionSettings, ClientSpec, ContractSpec, OrderSpec,
-                                  input_from_document, input_to_document, result_to_document)
+from ccp.matching.auction import (
+    AuctionInput,
+    AuctionSettings,
+    ClientSpec,
+    ContractSpec,
+    OrderSpec,
+    input_from_document,
+    input_to_document,
+    result_to_document,
+)
 from ccp.matching.engine import AuctionInputError, _prepare, clear, verify
 
 CALL = ContractSpec("C100", Terms(ContractKind.CALL, D(50), D(150), D(100)), D(1), D(1), "P")

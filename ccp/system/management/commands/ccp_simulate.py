@@ -1,0 +1,127 @@
+"""A small market for the demo: simulated traders who deposit, sign in over the real API with their
+wallets and keep sending limit orders around a fair value, so auctions clear in the logs and the admin.
+
+    manage.py ccp_simulate --url http://127.0.0.1:8000 --traders 6 --interval 2
+
+Deposits credit the fund lock directly (the on-chain FundLock monitor replaces this once deployed).
+"""
+
+import hashlib
+import json
+import logging
+import random
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.core.management.base import BaseCommand
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from ccp.accounts.models import FundLock
+from ccp.accounts.services import client_register, fund_lock_credit
+from ccp.clock import utcnow
+from ccp.contracts.models import Currency
+
+logger = logging.getLogger("ccp.simulator")
+SPOT = {"BTC": Decimal(100000), "ETH": Decimal(3500)}  # notional spot for fair values until prices land
+TOP_UP_BELOW, TOP_UP = Decimal(200000), Decimal(1000000)
+
+
+def fair_value(contract: dict, spot: Decimal) -> Decimal:
+    days = max((datetime.fromisoformat(contract["expires_at"].replace("Z", "+00:00")) - datetime.now(UTC)).days, 1)
+    time_value = spot * Decimal("0.02") * (Decimal(days) / 365).sqrt()
+    if contract["kind"] == "future":
+        return spot - Decimal(contract["floor_px"])
+    strike = Decimal(contract["strike_px"])
+    intrinsic = max(spot - strike, 0) if contract["kind"] == "call" else max(strike - spot, 0)
+    return intrinsic + time_value
+
+
+class Trader:
+    def __init__(self, base_url: str, n: int) -> None:
+        self.base_url = base_url
+        # Deterministic demo wallets: the same traders on every run.
+        self.account = Account.from_key(hashlib.sha256(f"ccp-simulated-trader-{n}".encode()).digest())
+        self.token = ""
+        self.sent = 0
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(self.base_url + path, method=method,
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Content-Type": "application/json",
+                                                  **({"Authorization": f"Bearer {self.token}"} if self.token else {})})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    def sign_in(self) -> None:
+        _, challenge = self.call("POST", "/api/v1/auth/nonce", {"address": self.account.address})
+        signature = self.account.sign_message(encode_defunct(text=challenge["message"])).signature.to_0x_hex()
+        _, token = self.call("POST", "/api/v1/auth/token", {"message": challenge["message"], "signature": signature})
+        self.token = token["token"]
+
+
+class Command(BaseCommand):
+    help = "Run simulated traders against the served API (demo)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default="http://127.0.0.1:8000")
+        parser.add_argument("--traders", type=int, default=6)
+        parser.add_argument("--interval", type=float, default=2.0, help="seconds between rounds of orders")
+        parser.add_argument("--rounds", type=int, default=0, help="stop after this many rounds (0: run until killed)")
+        parser.add_argument("--seed", type=int, default=1)
+
+    def handle(self, *args, url, traders, interval, rounds, seed, **options):
+        rng = random.Random(seed)
+        self._wait_for(url)
+        usdc = Currency.objects.get(symbol="USDC")
+        crowd = [Trader(url, n) for n in range(traders)]
+        for trader in crowd:
+            client = client_register(address=trader.account.address, now=utcnow())
+            held = FundLock.objects.filter(client=client, currency=usdc).first()
+            if held is None or held.fundlock < TOP_UP_BELOW:
+                fund_lock_credit(client=client, currency=usdc, amount=TOP_UP, now=utcnow())
+                logger.info("simulated deposit: %s USDC for %s", TOP_UP, trader.account.address)
+            trader.sign_in()
+        logger.info("%d simulated traders signed in over the API", len(crowd))
+        done = 0
+        while rounds == 0 or done < rounds:
+            _, listing = crowd[0].call("GET", "/api/v1/contracts?state=listed&limit=200")
+            contracts = [c for c in listing.get("results", []) if
+                         datetime.fromisoformat(c["trading_ends_at"].replace("Z", "+00:00")) > datetime.now(UTC)]
+            for trader in crowd:
+                if contracts:
+                    self._send_order(trader, rng.choice(contracts), rng)
+            done += 1
+            time.sleep(interval)
+
+    def _send_order(self, trader: Trader, contract: dict, rng: random.Random) -> None:
+        spot = SPOT.get(contract["underlying"].split("/")[0], Decimal(100))
+        tick, lot = Decimal(contract["tick_size"]), Decimal(contract["lot_size"])
+        side = rng.choice(["buy", "sell"])
+        fair = fair_value(contract, spot)
+        skew = Decimal(rng.gauss(0, 0.03)) * fair + (fair * Decimal("-0.01") if side == "buy" else fair / 100)
+        low, high = Decimal(contract["price_min"]), Decimal(contract["price_max"])
+        price = min(max(((fair + skew) / tick).quantize(Decimal(1)) * tick, low + tick), high - tick)
+        quantity = lot * rng.randint(1, 10)
+        trader.sent += 1
+        status, order = trader.call("POST", "/api/v1/orders", {
+            "client_order_id": f"sim-{int(time.time() * 1000)}-{trader.sent}", "contract": contract["symbol"],
+            "side": side, "price": str(price), "quantity": str(quantity)})
+        logger.info("%s %s %s %s @ %s -> %s %s", trader.account.address[:10], side, quantity, contract["symbol"],
+                    price, status, order.get("state") or order.get("code"))
+
+    def _wait_for(self, url: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url + "/api/v1/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit(f"the API at {url} did not answer within {timeout_s:.0f} s")
