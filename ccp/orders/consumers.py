@@ -48,7 +48,9 @@ class BookConsumer(StreamConsumer):
         return BookSerializer({"contract": symbol, **book_levels(contract_id=contract_id)}).data
 
     async def stream_event(self, message: dict) -> None:
-        if message["event"].get("sequence", 0) > self.snapshot_sequence:
+        # Level changes already in the snapshot are dropped; trade reports carry no sequence.
+        sequence = message["event"].get("sequence")
+        if sequence is None or sequence > self.snapshot_sequence:
             await self.send_json(message["event"])
 
 
