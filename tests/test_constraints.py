@@ -23,10 +23,10 @@ from ccp.accounts.models import ApiToken, SignInChallenge
 from ccp.matching.models import Auction
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.states import TERMINAL_STATES, OrderState
-from ccp.prices.models import ReferencePrice, SpotPrice
+from ccp.prices.models import ReferencePrice, SpotPrice, VenueSymbol
 from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import CashMovement, CashMovementTracking
-from ccp.system.models import Edge
+from ccp.system.models import Edge, OperatorAlert
 from tests.conftest import NOW
 from tests.factories import ClientFactory, ContractFactory, CurrencyFactory, FundLockFactory, PairFactory
 
@@ -184,6 +184,26 @@ class AuctionFactory(factory.django.DjangoModelFactory):
     opened_at = NOW
 
 
+class OperatorAlertFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = OperatorAlert
+
+    key = factory.Sequence(lambda n: f"settlement:BTC/USDC:{n}")
+    kind = "settlement_price"
+    message = "too few venues"
+    raised_at = NOW
+    updated_at = NOW
+
+
+class VenueSymbolFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = VenueSymbol
+
+    pair = factory.SubFactory(NewPairFactory)
+    venue = "gemini"
+    symbol = "BTC/USD"
+
+
 class SignInChallengeFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = SignInChallenge
@@ -264,6 +284,8 @@ CONSTRAINT_CASES = [
     case("auction_closed_has_input", AuctionFactory, state="closed", input_document=None, result_document=None),
     case("auction_solved_has_result", AuctionFactory, result_document=None),
     # system
+    case("alert_one_open_per_key", OperatorAlertFactory, same=("key",)),
+    case("alert_kind_valid", OperatorAlertFactory, kind="panic"),
     case("edge_has_position", EdgeFactory, at=None, block_number=None),
     case("edge_block_non_negative", EdgeFactory, block_number=-1),
     # accounts
@@ -360,6 +382,9 @@ CONSTRAINT_CASES = [
     case("tracking_block_non_negative", CashMovementTrackingFactory, block_number=-1),
     case("tracking_batch_id_format", CashMovementTrackingFactory, batch_id="batch-1"),
     # prices
+    case("venue_symbol_unique_pair_venue", VenueSymbolFactory, same=("pair", "venue"), symbol="BTC/USDT"),
+    case("venue_symbol_venue_valid", VenueSymbolFactory, venue="kraken"),
+    case("venue_symbol_format", VenueSymbolFactory, symbol="btc-usd"),
     case("spot_unique_source_time", SpotPriceFactory, same=("pair", "source", "observed_at")),
     # one settlement price per pair and minute: settlement rows all have source 'settlement'
     case("spot_unique_source_time", SpotPriceFactory, "settlement",
@@ -547,6 +572,8 @@ def test_order_saves_in_every_state_when_consistent(state):
 
 # Pairs of rows that a unique rule must NOT confuse: the second differs only where allowed.
 NEIGHBOUR_CASES = [
+    case("alert_one_open_per_key", OperatorAlertFactory, "after-resolved", given={"resolved_at": NOW},
+         same=("key",)),
     case("fundlock_unique_client_currency", FundLockFactory, "other-currency", same=("client",),
          currency=factory.SubFactory(NewCurrencyFactory)),
     case("pair_unique", NewPairFactory, "reversed", base=From("quote"), quote=From("base")),

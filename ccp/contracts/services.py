@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -8,8 +9,12 @@ from django.db import IntegrityError, transaction
 
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Currency, Pair
-from ccp.contracts.payoffs import ContractKind, Terms
+from ccp.contracts.payoffs import ContractKind, Terms, payoff_per_unit
 from ccp.errors import ApplicationError, Conflict
+from ccp.money import money_str, quantize
+from ccp.orders.states import OPEN_STATES
+from ccp.settlement.models import CashMovement, CashMovementOrigin
+from ccp.streams import client_group, stream_publish
 
 
 @dataclass(frozen=True)
@@ -92,3 +97,91 @@ def contract_series_create(*, spec: SeriesSpec, now: datetime) -> list[Contract]
         created.append(contract)
     return created
 
+
+
+# Lifecycle: listed -> halted (00:00 UTC on the expiry day) -> expired (12:00) -> settled (payoffs booked).
+
+def contracts_halt(*, now: datetime) -> list[Contract]:
+    """Halt every listed contract whose trading has ended and cancel its open orders, releasing their
+    order value (an order held by a running auction is cancelled when that auction is applied).
+    Idempotent: a halted contract is not halted again."""
+    from ccp.orders.services import order_cancel
+
+    now = require_aware(now)
+    halted = []
+    for contract in Contract.objects.filter(state=ContractState.LISTED, expiry_date__lte=now.date()).order_by("id"):
+        with transaction.atomic():
+            contract = Contract.objects.select_for_update().get(pk=contract.pk)
+            if contract.state != ContractState.LISTED or now < contract.trading_ends_at:
+                continue
+            contract.state = ContractState.HALTED
+            contract.save(update_fields=["state"])
+            for order in contract.orders.filter(state__in=OPEN_STATES).select_related("client").order_by("id"):
+                order_cancel(client=order.client, order_id=order.pk, now=now, reason="contract_halted")
+            halted.append(contract)
+    return halted
+
+
+@transaction.atomic
+def contracts_expire(*, now: datetime) -> int:
+    """Halted contracts past 12:00 UTC of their expiry day become expired. Idempotent."""
+    now = require_aware(now)
+    due = [c.pk for c in Contract.objects.filter(state=ContractState.HALTED, expiry_date__lte=now.date())
+           if now >= c.expires_at]
+    return Contract.objects.filter(pk__in=due, state=ContractState.HALTED).update(state=ContractState.EXPIRED)
+
+
+def expiry_key(pair: Pair, expiry_date: date) -> str:
+    return f"expiry-{pair.base.symbol}-{pair.quote.symbol}-{expiry_date.isoformat()}"
+
+
+@transaction.atomic
+def expiry_settle(*, pair: Pair, expiry_date: date, settlement_px: Decimal, now: datetime) -> list[CashMovement]:
+    """Book the payoffs of every position in the pair's contracts of that expiry at the settlement
+    price: one cash movement per position (payoff, position closed to zero; they sum to zero across
+    clients), the (expiry, pair) lockups released, fund locks updated, contracts settled.
+
+    Locks the expired contracts, then positions, lockups and fund locks in id order. Idempotent:
+    contracts already settled are skipped, and the movements' origin key is unique."""
+    from ccp.accounts.serializers import BalanceSerializer
+    from ccp.accounts.services import fund_locks_adjust
+    from ccp.risk.models import Lockup, Position
+
+    now = require_aware(now)
+    contracts = {c.pk: c for c in Contract.objects.select_for_update().filter(
+        pair=pair, expiry_date=expiry_date, state=ContractState.EXPIRED).order_by("id")}
+    if not contracts:
+        return []
+    key = expiry_key(pair, expiry_date)
+    positions = list(Position.objects.select_for_update().filter(contract_id__in=contracts).exclude(quantity=0)
+                     .order_by("id"))
+    movements, settle = [], defaultdict(Decimal)
+    for position in positions:
+        contract = contracts[position.contract_id]
+        amount = position.quantity * payoff_per_unit(contract.terms, settlement_px)
+        if amount != quantize(amount):
+            raise ValueError(f"payoff {amount} of {contract} needs more than 18 decimal places")
+        movements.append(CashMovement(client_id=position.client_id, currency_id=contract.collateral_id,
+                                      amount=amount, contract=contract, position_delta=-position.quantity,
+                                      origin=CashMovementOrigin.EXPIRY, origin_ref=key, created_at=now))
+        settle[(position.client_id, contract.collateral_id)] += amount
+        position.quantity, position.updated_at = Decimal(0), now
+    if sum((m.amount for m in movements), Decimal(0)) != 0:
+        raise ValueError(f"payoffs of {key} do not sum to zero: positions are not balanced")
+    Position.objects.bulk_update(positions, ["quantity", "updated_at"], batch_size=5000)
+    CashMovement.objects.bulk_create([m for m in movements if m.amount or m.position_delta], batch_size=5000)
+    lockups = list(Lockup.objects.select_for_update().filter(pair=pair, expiry_date=expiry_date).order_by("id"))
+    released = defaultdict(Decimal)
+    for lockup in lockups:
+        released[(lockup.client_id, lockup.currency_id)] -= lockup.amount
+        lockup.amount, lockup.updated_at = Decimal(0), now
+    Lockup.objects.bulk_update(lockups, ["amount", "updated_at"], batch_size=5000)
+    fund_locks = fund_locks_adjust(settle_value=settle, order_value={}, lockup_value=released, now=now)
+    Contract.objects.filter(pk__in=contracts).update(state=ContractState.SETTLED)
+    for (client_id, _), fund_lock in fund_locks.items():
+        mine = [{"contract": contracts[m.contract_id].symbol, "amount": money_str(m.amount),
+                 "position_closed": money_str(-m.position_delta)} for m in movements if m.client_id == client_id]
+        stream_publish(client_group(client_id), {"type": "expiry", "expiry": key, "settlement_price":
+                                                 money_str(settlement_px), "payoffs": mine,
+                                                 "balance": BalanceSerializer(fund_lock).data})
+    return movements

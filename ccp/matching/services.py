@@ -16,8 +16,8 @@ from decimal import ROUND_UP, Decimal
 from django.db import transaction
 from django.db.models import Q
 
-from ccp.accounts.models import FundLock
 from ccp.accounts.serializers import BalanceSerializer
+from ccp.accounts.services import fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair
 from ccp.contracts.payoffs import Leg, lockup_amount, order_worst_cost, premium_per_unit
@@ -207,7 +207,9 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
             events[order.client_id].append({"type": "order", "order": OrderSerializer(order).data})
     settle = _book_cash(auction, cash, contracts, now)
     lockup_delta = _book_positions(cash, contracts, now)
-    balances = _book_fund_locks(settle, released, lockup_delta, now)
+    fund_locks = fund_locks_adjust(settle_value=settle, order_value={k: -v for k, v in released.items()},
+                                   lockup_value=lockup_delta, now=now)
+    balances = {client_id: fund_lock for (client_id, _), fund_lock in fund_locks.items()}
     ReferencePrice.objects.bulk_create([
         ReferencePrice(contract=contract, kind=ReferencePriceKind.CLEARING, price=prices[contract.symbol], at=now,
                        auction_ref=auction.ref)
@@ -286,22 +288,6 @@ def _book_positions(cash, contracts, now) -> dict[tuple[int, int], Decimal]:
     Lockup.objects.bulk_update(changed, ["amount", "updated_at"], batch_size=5000)
     Lockup.objects.bulk_create(created, batch_size=5000)
     return delta
-
-
-def _book_fund_locks(settle, released, lockup_delta, now) -> dict[int, FundLock]:
-    keys = set(settle) | set(released) | set(lockup_delta)
-    fund_locks = {(f.client_id, f.currency_id): f for f in FundLock.objects.select_for_update().select_related(
-        "currency").filter(client_id__in={c for c, _ in keys}).order_by("id")}
-    for key in sorted(keys):
-        fund_lock = fund_locks[key]
-        fund_lock.settle_value += settle.get(key, ZERO)
-        fund_lock.order_value -= released.get(key, ZERO)
-        fund_lock.lockup_value += lockup_delta.get(key, ZERO)
-        fund_lock.updated_at = now
-    # The database refuses any fund lock whose available would drop below zero.
-    FundLock.objects.bulk_update([fund_locks[k] for k in sorted(keys)],
-                                 ["settle_value", "order_value", "lockup_value", "updated_at"], batch_size=5000)
-    return {client_id: fund_locks[(client_id, currency)] for client_id, currency in sorted(keys)}
 
 
 def _trade_reports(auction, fills, orders, prices) -> None:

@@ -164,7 +164,7 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
 
 
 @transaction.atomic
-def order_cancel(*, client: Client, order_id: int, now: datetime) -> Order:
+def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = "") -> Order:
     """Cancel one of the client's open orders and release its order value.
 
     Locks the order, then the fund lock. Another client's order is 'not found'. Cancelling an
@@ -195,7 +195,7 @@ def order_cancel(*, client: Client, order_id: int, now: datetime) -> Order:
         fund_lock.save(update_fields=["order_value", "updated_at"])
         order.order_value = ZERO
         _balance_changed(fund_lock)
-    order_transition(order=order, new_state=OrderState.CANCELLED, now=now)
+    order_transition(order=order, new_state=OrderState.CANCELLED, now=now, reason=reason)
     if was_on_book:
         book_level_changed(contract_id=order.contract_id, side=order.side, price=order.price)
     return order

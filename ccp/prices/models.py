@@ -4,6 +4,33 @@ from django.db.models import Q
 from ccp.money import MoneyField
 
 
+class Venue(models.TextChoices):
+    GEMINI = "gemini", "Gemini"
+    COINBASE = "coinbase", "Coinbase"
+    BINANCE = "binance", "Binance"
+
+
+class VenueSymbol(models.Model):
+    """How a venue names a pair (its ccxt symbol), e.g. BTC/USDC is BTC/USD on Gemini and BTC/USDT on Binance."""
+
+    pair = models.ForeignKey("contracts.Pair", on_delete=models.CASCADE, related_name="venue_symbols")
+    venue = models.CharField(max_length=16, choices=Venue.choices)
+    symbol = models.CharField(max_length=32, help_text="the venue's market, as ccxt names it: BASE/QUOTE")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["pair_id", "venue"]
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "venue"], name="venue_symbol_unique_pair_venue"),
+            models.CheckConstraint(condition=Q(venue__in=Venue.values), name="venue_symbol_venue_valid"),
+            models.CheckConstraint(condition=Q(symbol__regex=r"^[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$"),
+                                   name="venue_symbol_format"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pair} on {self.venue}: {self.symbol}"
+
+
 class SpotPrice(models.Model):
     """A pair's price at a time, from one venue, or the settlement price fixed from several venues."""
 

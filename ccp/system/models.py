@@ -26,3 +26,32 @@ class Edge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.block_number if self.block_number is not None else self.at}"
+
+
+class AlertKind(models.TextChoices):
+    SETTLEMENT_PRICE = "settlement_price", "settlement price missing"
+    CHAIN_REORG = "chain_reorg", "chain reorganisation"
+    RECONCILIATION = "reconciliation", "fund locks differ from chain"
+
+
+class OperatorAlert(models.Model):
+    """Something an operator must look at. One open alert per key; raising it again updates it."""
+
+    key = models.CharField(max_length=128, help_text="what it is about, e.g. settlement:BTC/USDC:2026-12-25")
+    kind = models.CharField(max_length=32, choices=AlertKind.choices)
+    message = models.TextField()
+    raised_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    count = models.PositiveIntegerField(default=1, help_text="times raised while open")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["resolved_at", "-updated_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["key"], condition=Q(resolved_at__isnull=True),
+                                    name="alert_one_open_per_key"),
+            models.CheckConstraint(condition=Q(kind__in=AlertKind.values), name="alert_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.key}"

@@ -4,7 +4,7 @@ from django.db import transaction
 
 from ccp.clock import require_aware
 from ccp.streams import SYSTEM_GROUP, stream_publish
-from ccp.system.models import Edge
+from ccp.system.models import Edge, OperatorAlert
 
 HEARTBEAT_EDGE = "heartbeat"
 
@@ -38,3 +38,20 @@ def heartbeat_beat(*, now: datetime) -> Edge:
         edge = edge_advance(name=HEARTBEAT_EDGE, now=now, at=now)
         stream_publish(SYSTEM_GROUP, {"type": "heartbeat", "at": edge.at.isoformat()})
     return edge
+
+
+@transaction.atomic
+def alert_raise(*, key: str, kind: str, message: str, now: datetime) -> OperatorAlert:
+    """Open an alert for operators, or update the open one with this key. Idempotent per key."""
+    now = require_aware(now)
+    alert = OperatorAlert.objects.select_for_update().filter(key=key, resolved_at__isnull=True).first()
+    if alert is None:
+        return OperatorAlert.objects.create(key=key, kind=kind, message=message, raised_at=now, updated_at=now)
+    alert.message, alert.updated_at, alert.count = message, now, alert.count + 1
+    alert.save(update_fields=["message", "updated_at", "count"])
+    return alert
+
+
+def alert_resolve(*, key: str, now: datetime) -> int:
+    """Close the open alert with this key (the condition cleared). Returns how many were closed."""
+    return OperatorAlert.objects.filter(key=key, resolved_at__isnull=True).update(resolved_at=require_aware(now))
