@@ -6,6 +6,7 @@ The defaults match what ``bin/run`` starts: PostgreSQL on 127.0.0.1:15439 and Re
 
 import os
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
@@ -178,6 +179,14 @@ CCP_AUCTION_TIME_LIMIT_SECONDS = os.environ.get("CCP_AUCTION_TIME_LIMIT_SECONDS"
 CCP_AUCTION_MIP_GAP = os.environ.get("CCP_AUCTION_MIP_GAP", "0")
 # An auction not applied this long after its last stage is dispatched again (its stages are idempotent).
 CCP_AUCTION_RESUME_AFTER = timedelta(seconds=int(os.environ.get("CCP_AUCTION_RESUME_AFTER_SECONDS", "120")))
+# Prices and expiry.
+CCP_VENUE_TIMEOUT_SECONDS = float(os.environ.get("CCP_VENUE_TIMEOUT_SECONDS", "5"))
+CCP_SPOT_INTERVAL_SECONDS = int(os.environ.get("CCP_SPOT_INTERVAL_SECONDS", "30"))
+# A venue price older than this is stale: never used for anything that moves money.
+CCP_SPOT_STALE_AFTER = timedelta(seconds=int(os.environ.get("CCP_SPOT_STALE_AFTER_SECONDS", "120")))
+CCP_SETTLEMENT_DELAY = timedelta(minutes=int(os.environ.get("CCP_SETTLEMENT_DELAY_MINUTES", "10")))
+CCP_SETTLEMENT_MIN_VENUES = int(os.environ.get("CCP_SETTLEMENT_MIN_VENUES", "2"))
+CCP_SETTLEMENT_MAX_DEVIATION = Decimal(os.environ.get("CCP_SETTLEMENT_MAX_DEVIATION", "0.01"))
 # Orders still 'received' this long after arrival are queued for validation again.
 CCP_ORDER_REQUEUE_AFTER = timedelta(seconds=int(os.environ.get("CCP_ORDER_REQUEUE_AFTER_SECONDS", "15")))
 

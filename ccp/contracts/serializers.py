@@ -1,6 +1,8 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ccp.contracts.models import Contract
+from ccp.money import money_str
 from ccp.serializers import MoneyField
 
 
@@ -14,10 +16,18 @@ class ContractSerializer(serializers.ModelSerializer):
     lot_size = MoneyField(read_only=True)
     price_min = MoneyField(read_only=True, help_text="lowest valid order price")
     price_max = MoneyField(read_only=True, help_text="highest valid order price: what the contract can pay at most")
+    reference_price = serializers.SerializerMethodField(
+        help_text="the last clearing price, or the initial price before the first match; null if neither")
     expires_at = serializers.DateTimeField(read_only=True)
     trading_ends_at = serializers.DateTimeField(read_only=True)
 
     class Meta:
         model = Contract
         fields = ["symbol", "underlying", "collateral", "kind", "strike_px", "expiry_date", "expires_at",
-                  "trading_ends_at", "floor_px", "cap_px", "tick_size", "lot_size", "price_min", "price_max", "state"]
+                  "trading_ends_at", "floor_px", "cap_px", "tick_size", "lot_size", "price_min", "price_max", "reference_price",
+                  "state"]
+
+    @extend_schema_field({"type": "string", "format": "decimal", "nullable": True})
+    def get_reference_price(self, contract: Contract) -> str | None:
+        latest = contract.latest_reference_price
+        return None if latest is None else money_str(latest)

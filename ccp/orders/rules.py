@@ -31,10 +31,11 @@ def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Dec
         return "side_invalid"
     if kind not in OrderKind.values:
         return "kind_invalid"
+    if contract.state == ContractState.HALTED or (contract.state == ContractState.LISTED
+                                                  and now >= contract.trading_ends_at):
+        return "contract_halted"
     if contract.state != ContractState.LISTED:
         return "contract_not_tradeable"
-    if now >= contract.trading_ends_at:
-        return "contract_halted"
     if quantity <= 0:
         return "quantity_not_positive"
     if quantity % contract.lot_size != 0:

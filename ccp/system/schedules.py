@@ -11,6 +11,8 @@ def default_schedules() -> list[dict]:
     return [
         {"name": "heartbeat", "task": "system.heartbeat", "every_seconds": settings.CCP_HEARTBEAT_SECONDS},
         {"name": "requeue stale orders", "task": "orders.requeue_stale", "every_seconds": 15},
+        {"name": "contract lifecycle and expiry", "task": "contracts.lifecycle", "every_seconds": 60},
+        {"name": "spot prices", "task": "prices.load_spot", "every_seconds": settings.CCP_SPOT_INTERVAL_SECONDS},
         {"name": "batch auctions", "task": "matching.start_auctions",
          "every_seconds": int(settings.CCP_AUCTION_INTERVAL.total_seconds())},
     ]

@@ -62,7 +62,8 @@ def test_accepted_orders_lock_their_worst_case(now, kind, side, price, quantity,
 @pytest.mark.parametrize(
     ("change", "contract_change", "at", "code"),
     [
-        ({}, {"state": "halted"}, None, "contract_not_tradeable"),
+        ({}, {"state": "halted"}, None, "contract_halted"),
+        ({}, {"state": "expired"}, None, "contract_not_tradeable"),
         ({}, {}, datetime(2026, 12, 25, 0, 0, tzinfo=UTC), "contract_halted"),
         ({"price": D("100.5")}, {}, None, "price_off_tick"),
         ({"price": D("50001")}, {}, None, "price_out_of_bounds"),  # a call pays at most cap - strike = 50000

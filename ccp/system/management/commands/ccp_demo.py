@@ -15,6 +15,7 @@ from ccp.clock import utcnow
 from ccp.contracts.models import Currency, Pair
 from ccp.contracts.payoffs import ContractKind
 from ccp.contracts.services import SeriesSpec, contract_series_create
+from ccp.prices.models import VenueSymbol
 
 DEMO_PAIRS = {
     # base: (strikes, floor, cap, tick, lot)
@@ -41,6 +42,9 @@ class Command(BaseCommand):
         for base_symbol, (strikes, floor_px, cap_px, tick, lot) in DEMO_PAIRS.items():
             base, _ = Currency.objects.get_or_create(symbol=base_symbol, defaults={"name": base_symbol})
             pair, _ = Pair.objects.get_or_create(base=base, quote=usdc)
+            for venue, symbol in (("gemini", f"{base_symbol}/USD"), ("coinbase", f"{base_symbol}/USDC"),
+                                  ("binance", f"{base_symbol}/USDC")):
+                VenueSymbol.objects.get_or_create(pair=pair, venue=venue, defaults={"symbol": symbol})
             for days_ahead in (1, 2, 7):
                 spec = SeriesSpec(
                     pair=pair, collateral=usdc, expiry_date=(now + timedelta(days=days_ahead)).date(),

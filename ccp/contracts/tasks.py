@@ -1,0 +1,31 @@
+import logging
+
+from celery import shared_task
+
+from ccp.clock import utcnow
+from ccp.contracts.selectors import expiries_to_settle
+from ccp.contracts.services import contracts_expire, contracts_halt, expiry_settle
+from ccp.prices.services import settlement_price_fix
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="contracts.lifecycle")
+def contracts_lifecycle_task() -> dict:
+    """Beat: halt at 00:00 UTC of the expiry day, expire at 12:00, and from 12:10 fix the settlement
+    price and book the payoffs. Every step is idempotent; a missing price is retried on the next run."""
+    return contracts_lifecycle(now=utcnow())
+
+
+def contracts_lifecycle(*, now, venue_factory=None) -> dict:
+    halted = contracts_halt(now=now)
+    expired = contracts_expire(now=now)
+    settled = []
+    for pair, expiry_date, expires_at in expiries_to_settle(now=now):
+        kwargs = {"venue_factory": venue_factory} if venue_factory else {}
+        price = settlement_price_fix(pair=pair, at=expires_at, now=now, **kwargs)
+        if price is not None:
+            movements = expiry_settle(pair=pair, expiry_date=expiry_date, settlement_px=price.price, now=now)
+            logger.info("settled %s %s at %s: %d payoffs", pair, expiry_date, price.price, len(movements))
+            settled.append(f"{pair} {expiry_date}")
+    return {"halted": [c.symbol for c in halted], "expired": expired, "settled": settled}
