@@ -24,8 +24,8 @@ class ContractSerializer(serializers.ModelSerializer):
     class Meta:
         model = Contract
         fields = ["symbol", "underlying", "collateral", "kind", "strike_px", "expiry_date", "expires_at",
-                  "trading_ends_at", "floor_px", "cap_px", "tick_size", "lot_size", "price_min", "price_max", "reference_price",
-                  "state"]
+                  "trading_ends_at", "floor_px", "cap_px", "tick_size", "lot_size", "price_min", "price_max",
+                  "reference_price", "state"]
 
     @extend_schema_field({"type": "string", "format": "decimal", "nullable": True})
     def get_reference_price(self, contract: Contract) -> str | None:
