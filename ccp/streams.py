@@ -37,8 +37,11 @@ def _send(messages: list[tuple[str, dict[str, Any]]]) -> None:
 
 
 class _Batch:
-    def __init__(self) -> None:
+    def __init__(self, hooks: list) -> None:
         self.messages: list[tuple[str, dict[str, Any]]] = []
+        # Django replaces the connection's list of commit hooks when the transaction commits or
+        # rolls back (a savepoint rollback too): the batch is pending only while that list is current.
+        self.hooks = hooks
 
     def flush(self) -> None:
         messages, self.messages = self.messages, []
@@ -55,8 +58,8 @@ def _publish_on_commit(group: str, message: dict[str, Any]) -> None:
         return
     batch = getattr(connection, "_ccp_stream_batch", None)
     # A new batch when none is pending in this transaction (the last one ran or was rolled back).
-    if batch is None or all(callback is not batch.flush for _, callback, _ in connection.run_on_commit):
-        batch = connection._ccp_stream_batch = _Batch()
+    if batch is None or batch.hooks is not connection.run_on_commit:
+        batch = connection._ccp_stream_batch = _Batch(connection.run_on_commit)
         transaction.on_commit(batch.flush, robust=True)
     batch.messages.append((group, message))
 

@@ -93,8 +93,22 @@ class AuctionModel:
         self.solver.highs_options = {"threads": 1, "random_seed": 0, "mip_feasibility_tolerance": 1e-7}
         self.contracts = contracts
 
-    def solve_relaxation(self) -> Solved:
+    def _solve(self):
+        """Solve; on 'infeasible', solve again without presolve. Every model here is feasible (no fill
+        at all satisfies every row), and HiGHS 1.12-1.15 presolve was seen to call a small one
+        infeasible (tests/matching/test_engine.py::test_highs_presolve_false_infeasible)."""
         results = self.solver.solve(self.m)
+        if results.termination_condition == TerminationCondition.infeasible:
+            options = self.solver.highs_options
+            self.solver.highs_options = {**options, "presolve": "off"}
+            try:
+                results = self.solver.solve(self.m)
+            finally:
+                self.solver.highs_options = {**options, "presolve": "on"}
+        return results
+
+    def solve_relaxation(self) -> Solved:
+        results = self._solve()
         if results.termination_condition != TerminationCondition.optimal:
             return Solved(None, None, None, False, termination=str(results.termination_condition))
         results.solution_loader.load_vars()
@@ -110,7 +124,7 @@ class AuctionModel:
             # Bounds, not fixing: appsi rebuilds every row of a fixed variable.
             self.m.x[i].domain = pyo.NonNegativeIntegers
             self.m.x[i].setub(self.columns[i].lots if eligible[i] else 0)
-        results = self.solver.solve(self.m)
+        results = self._solve()
         if results.best_feasible_objective is None:
             return Solved(None, None, results.best_objective_bound, False,
                           termination=str(results.termination_condition))
@@ -162,7 +176,7 @@ class AuctionModel:
                 m.g[j, k].set_value(1 if index >= k else 0)
         self.solver.config.warmstart = True
         self.solver.config.time_limit = time_limit_s
-        results = self.solver.solve(m)
+        results = self._solve()
         if results.best_feasible_objective is None:
             return Solved(None, None, results.best_objective_bound, False,
                           termination=str(results.termination_condition))

@@ -13,14 +13,16 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import ROUND_UP, Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 
+from ccp.accounts.models import Client
 from ccp.accounts.serializers import BalanceSerializer
 from ccp.accounts.services import fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair
 from ccp.contracts.payoffs import Leg, lockup_amount, order_worst_cost, premium_per_unit
+from ccp.db import bulk_update_rows
 from ccp.matching.auction import (
     AuctionInput,
     AuctionSettings,
@@ -36,7 +38,7 @@ from ccp.matching.engine import clear
 from ccp.matching.models import Auction, AuctionState
 from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
-from ccp.orders.serializers import OrderSerializer
+from ccp.orders.serializers import order_payload
 from ccp.orders.services import book_levels_changed
 from ccp.orders.states import BOOK_STATES, OrderState
 from ccp.prices.models import ReferencePrice, ReferencePriceKind
@@ -77,35 +79,45 @@ def _portfolio(contract: Contract) -> str:
     return f"{contract.pair} {contract.expiry_date.isoformat()}"
 
 
+_SNAPSHOT = """
+    UPDATE orders_order AS o SET auction_id = %(auction)s
+    FROM contracts_contract AS c
+    WHERE o.contract_id = c.id AND c.pair_id = %(pair)s AND c.state = %(listed)s AND c.expiry_date > %(today)s
+      AND o.state = ANY(%(book)s) AND o.auction_id IS NULL AND o.cancel_requested_at IS NULL
+    RETURNING o.id, o.client_id, o.contract_id, o.side, o.price, o.quantity - o.filled_quantity, o.order_value
+"""
+
+
 @transaction.atomic
 def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) -> Auction:
     """Snapshot the book: the pair's open, validated orders not held by another auction, on contracts
-    still trading, with their clients' budgets and positions. Marks those orders as held."""
+    still trading, with their clients' budgets and positions. Marks those orders as held, in one
+    UPDATE that also locks them (a concurrent cancel either lands before and the order is left out,
+    or after and becomes a cancel request)."""
     now = require_aware(now)
     auction = Auction.objects.select_for_update().get(pk=auction_id)
     if auction.state != AuctionState.OPEN:
         return auction
     base, _, quote = auction.group.partition("/")
-    orders = list(Order.objects.select_for_update(of=("self",)).select_related("contract", "client").filter(
-        contract__pair__base__symbol=base, contract__pair__quote__symbol=quote, state__in=BOOK_STATES,
-        auction__isnull=True, cancel_requested_at__isnull=True, contract__state=ContractState.LISTED,
-        contract__expiry_date__gt=now.date()).order_by("id"))
-    Order.objects.filter(pk__in=[o.pk for o in orders]).update(auction=auction)
-    traded = {(o.client_id, o.contract.expiry_date) for o in orders}
-    pair_id = orders[0].contract.pair_id if orders else None
-    contracts = {o.contract_id: o.contract for o in orders}
-    positions = list(Position.objects.select_related("contract").filter(
-        client_id__in={c for c, _ in traded}, contract__pair_id=pair_id).exclude(quantity=0))
-    positions = [p for p in positions if (p.client_id, p.contract.expiry_date) in traded]
+    pair = Pair.objects.get(base__symbol=base, quote__symbol=quote)
+    with connection.cursor() as cursor:
+        cursor.execute(_SNAPSHOT, {"auction": auction.pk, "pair": pair.pk, "listed": ContractState.LISTED,
+                                   "today": now.date(), "book": list(BOOK_STATES)})
+        rows = sorted(cursor.fetchall())
+    contracts = Contract.objects.in_bulk({row[2] for row in rows})
+    traded = {(row[1], contracts[row[2]].expiry_date) for row in rows}
+    client_ids = {client_id for client_id, _ in traded}
+    positions = [p for p in Position.objects.select_related("contract").filter(
+        client_id__in=client_ids, contract__pair=pair).exclude(quantity=0)
+        if (p.client_id, p.contract.expiry_date) in traded]
     contracts.update({p.contract_id: p.contract for p in positions})
-    lockups = Lockup.objects.filter(client_id__in={c for c, _ in traded}, pair_id=pair_id)
     budgets: dict[int, Decimal] = defaultdict(Decimal)
-    for lockup in lockups:
+    for lockup in Lockup.objects.filter(client_id__in=client_ids, pair=pair):
         if (lockup.client_id, lockup.expiry_date) in traded:
             budgets[lockup.client_id] += lockup.amount
-    for order in orders:
-        budgets[order.client_id] += order.order_value
-    addresses = {o.client_id: o.client.address for o in orders}
+    for row in rows:
+        budgets[row[1]] += row[6]
+    addresses = dict(Client.objects.filter(pk__in=client_ids).values_list("id", "address"))
     held: dict[int, dict[str, Decimal]] = defaultdict(dict)
     for position in positions:
         held[position.client_id][position.contract.symbol] = position.quantity
@@ -114,12 +126,13 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
         contracts=tuple(ContractSpec(c.symbol, c.terms, c.tick_size, c.lot_size, _portfolio(c), references.get(c.pk))
                         for c in sorted(contracts.values(), key=lambda c: c.pk)),
         clients=tuple(ClientSpec(addresses[k], budgets[k], held[k]) for k in sorted(addresses)),
-        orders=tuple(OrderSpec(str(o.pk), o.client.address, o.contract.symbol, o.side, o.price,
-                               o.quantity - o.filled_quantity, o.pk) for o in orders),
+        orders=tuple(OrderSpec(str(order_id), addresses[client_id], contracts[contract_id].symbol, side, price,
+                               remaining, order_id)
+                     for order_id, client_id, contract_id, side, price, remaining, _ in rows),
         settings=settings, label=f"{auction.group} {auction.slot.isoformat()}",
     ))
     auction.input_document, auction.input_hash = document, document_hash(document)
-    auction.orders_count, auction.state, auction.closed_at = len(orders), AuctionState.CLOSED, now
+    auction.orders_count, auction.state, auction.closed_at = len(rows), AuctionState.CLOSED, now
     auction.save()
     return auction
 
@@ -165,15 +178,15 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     result = auction.result_document
     fills = {int(f["order"]): Decimal(f["quantity"]) for f in result["fills"]}
     prices = {symbol: Decimal(p) for symbol, p in result["prices"].items()}
+    # Only filled orders and cancel requests change; the others are just released below.
     orders = list(Order.objects.select_for_update(of=("self",)).select_related("contract__pair").filter(
-        auction=auction).order_by("id"))
+        Q(pk__in=list(fills)) | Q(cancel_requested_at__isnull=False), auction=auction).order_by("id"))
     contracts = {o.contract_id: o.contract for o in orders}
     histories, events, levels = [], defaultdict(list), defaultdict(set)
     cash: dict[tuple[int, int], list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])  # (client, contract) -> amount, qty
     released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)  # (client, currency) -> order value freed
     for order in orders:
         quantity = fills.get(order.pk)
-        order.auction = None
         if quantity:
             price = prices[order.contract.symbol]
             sign = 1 if order.side == "buy" else -1
@@ -199,12 +212,12 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
             value = _remaining_value(order)
             released[(order.client_id, order.contract.collateral_id)] += order.order_value - value
             order.order_value, order.updated_at = value, now
-    Order.objects.bulk_update(orders, ["filled_quantity", "state", "order_value", "updated_at", "auction"],
-                              batch_size=2000)
+    bulk_update_rows(Order, orders, ["filled_quantity", "state", "order_value", "updated_at"])
+    Order.objects.filter(auction=auction).update(auction=None)
     OrderStateHistory.objects.bulk_create(histories, batch_size=5000)
     for order in orders:
         if order.pk in fills or order.state == OrderState.CANCELLED:
-            events[order.client_id].append({"type": "order", "order": OrderSerializer(order).data})
+            events[order.client_id].append({"type": "order", "order": order_payload(order)})
     settle = _book_cash(auction, cash, contracts, now)
     lockup_delta = _book_positions(cash, contracts, now)
     fund_locks = fund_locks_adjust(settle_value=settle, order_value={k: -v for k, v in released.items()},

@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from ccp.money import money_str
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.serializers import MoneyField
 
@@ -45,3 +46,19 @@ class BookSerializer(serializers.Serializer):
     sequence = serializers.IntegerField(help_text="the WebSocket book stream's sequence this snapshot matches")
     bids = BookLevelSerializer(many=True, help_text="best (highest) first")
     asks = BookLevelSerializer(many=True, help_text="best (lowest) first")
+
+
+def order_payload(order: Order) -> dict:
+    """The same representation as OrderSerializer, built directly: auctions push tens of thousands."""
+    return {
+        "id": order.pk, "client_order_id": order.client_order_id, "contract": order.contract.symbol,
+        "side": order.side, "kind": order.kind, "price": money_str(order.price), "quantity": money_str(order.quantity),
+        "filled_quantity": money_str(order.filled_quantity), "state": order.state,
+        "reject_reason": order.reject_reason, "order_value": money_str(order.order_value),
+        "cancel_requested_at": _iso(order.cancel_requested_at), "created_at": _iso(order.created_at),
+        "updated_at": _iso(order.updated_at),
+    }
+
+
+def _iso(value):
+    return None if value is None else serializers.DateTimeField().to_representation(value)

@@ -16,7 +16,7 @@ from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.rules import REASONS, order_rule_violation
-from ccp.orders.serializers import OrderSerializer
+from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
 from ccp.streams import book_group, client_group, stream_publish
 
@@ -38,7 +38,7 @@ class OrderRequest:
 
 
 def _order_event(order: Order) -> dict:
-    return {"type": "order", "order": OrderSerializer(order).data}
+    return {"type": "order", "order": order_payload(order)}
 
 
 def order_transition(*, order: Order, new_state: str, now: datetime, reason: str = "") -> None:

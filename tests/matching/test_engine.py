@@ -101,3 +101,12 @@ def test_documents_round_trip_and_refuse_floats():
     document["orders"][0]["price"] = 12.5
     with pytest.raises(ValueError, match="decimal strings"):
         input_from_document(document)
+
+
+def test_highs_presolve_false_infeasible():
+    # HiGHS' presolve calls this feasible MIP infeasible (found by the brute-force property test):
+    # c1 may sell 1 call at 2 (lockup 50 - 2 of a 94 budget... twice would need 96), c0 buys one at 29.
+    clients = [ClientSpec("c0", D(53)), ClientSpec("c1", D(94))]
+    result = clear(auction(order(1, "c1", "sell", 3, 3), order(2, "c1", "sell", 2, 2), order(3, "c0", "buy", 29, 1),
+                           order(4, "c0", "buy", 29, 1), clients=clients))
+    assert result.status == "optimal" and result.welfare == 27

@@ -67,7 +67,8 @@ def brute_force_welfare(auction: AuctionInput) -> D:
     return best
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None,
+          derandomize=True)
 @given(books())
 def test_welfare_equals_the_brute_force_optimum(auction):
     result = clear(auction)

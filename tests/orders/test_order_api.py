@@ -153,3 +153,11 @@ def test_the_public_book_aggregates_open_orders_by_price(api_as, trader, contrac
     assert book["bids"] == [{"price": "100", "quantity": "2", "orders": 2}, {"price": "90", "quantity": "1",
                                                                                "orders": 1}]
     assert book["asks"] == [] and book["sequence"] == 3
+
+
+def test_the_stream_payload_of_an_order_equals_its_api_representation(trader, contract, now):
+    from ccp.orders.serializers import OrderSerializer, order_payload
+    from tests.factories import ReceivedOrderFactory
+
+    order = ReceivedOrderFactory(client=trader, contract=contract, cancel_requested_at=now)
+    assert order_payload(order) == OrderSerializer(order).data

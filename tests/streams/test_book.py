@@ -170,3 +170,4 @@ async def test_an_idle_subscriber_still_gets_the_next_change():
         # when an order is accepted, then the subscriber still gets the change
         await db(order_place_accepted)(client=alice, contract=contract, side="buy", price="100", quantity="1")
         assert (await ws.receive_json_from(timeout=TIMEOUT))["sequence"] == 1
+
