@@ -1,0 +1,1 @@
+"""On-chain settlement: the FundLock contract, its build artifacts and the code that compiles and loads them."""
