@@ -27,3 +27,27 @@ def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model],
                               for column in columns)
             cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM (VALUES {values}) '
                            f'AS v(id, {names}) WHERE t."{meta.pk.column}" = v.id', params)
+
+
+_BOOK_LOCK = 7001  # advisory lock namespace: a pair's book
+
+
+def book_lock(pair_id: int, *, exclusive: bool) -> None:
+    """Transaction-scoped lock on a pair's book: an auction's snapshot takes it exclusively, cancels
+    share it, so a cancel lands either before the snapshot or as a cancel request after it."""
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s, %s)", [_BOOK_LOCK, pair_id])
+
+
+def bulk_insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> None:
+    """INSERT many rows with COPY (several times faster than multi-row INSERT); ids are not returned,
+    so use it for rows nobody reads back in the same transaction (history, journal lines)."""
+    if not objects:
+        return
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    names = ", ".join(f'"{f.column}"' for f in fields)
+    with connection.cursor() as cursor, cursor.cursor.copy(f'COPY "{meta.db_table}" ({names}) FROM STDIN') as copy:
+        for obj in objects:
+            copy.write_row([f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields])

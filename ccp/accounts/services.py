@@ -13,6 +13,7 @@ from eth_utils import is_address, is_checksum_address, to_checksum_address
 from ccp.accounts.models import ApiToken, Client, FundLock, SignInChallenge
 from ccp.accounts.siwe import SignInMessage, signer_recover
 from ccp.clock import require_aware
+from ccp.db import bulk_update_rows
 from ccp.errors import ApplicationError, Unauthorized
 from ccp.streams import token_revoked_publish
 
@@ -164,6 +165,6 @@ def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value
         fund_lock.order_value += order_value.get(key, Decimal(0))
         fund_lock.lockup_value += lockup_value.get(key, Decimal(0))
         fund_lock.updated_at = now
-    FundLock.objects.bulk_update([fund_locks[k] for k in sorted(keys)],
-                                 ["settle_value", "order_value", "lockup_value", "updated_at"], batch_size=5000)
+    bulk_update_rows(FundLock, [fund_locks[k] for k in sorted(keys)],
+                     ["settle_value", "order_value", "lockup_value", "updated_at"])
     return {key: fund_locks[key] for key in sorted(keys)}

@@ -1,3 +1,4 @@
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
@@ -28,6 +29,8 @@ class Auction(models.Model):
     solver = models.CharField(max_length=80, blank=True)
     welfare = MoneyField(null=True, blank=True)
     upper_bound = MoneyField(null=True, blank=True)
+    order_ids = ArrayField(models.BigIntegerField(), default=list, blank=True,
+                           help_text="the orders in its snapshot: held until it is applied")
     orders_count = models.PositiveIntegerField(default=0)
     fills_count = models.PositiveIntegerField(default=0)
     timings = models.JSONField(default=dict, blank=True)

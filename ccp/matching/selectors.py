@@ -5,13 +5,13 @@ from django.db.models.functions import Coalesce, Greatest
 
 from ccp.contracts.models import ContractState, Pair
 from ccp.matching.models import Auction, AuctionState
+from ccp.orders.models import Order
 from ccp.orders.states import BOOK_STATES
 
 
 def pairs_with_open_orders() -> QuerySet[Pair]:
-    """Pairs with validated open orders not held by an auction, on listed contracts."""
-    return (Pair.objects.filter(contracts__state=ContractState.LISTED, contracts__orders__state__in=BOOK_STATES,
-                                contracts__orders__auction__isnull=True)
+    """Pairs with validated open orders on listed contracts."""
+    return (Pair.objects.filter(contracts__state=ContractState.LISTED, contracts__orders__state__in=BOOK_STATES)
             .select_related("base", "quote").distinct().order_by("id"))
 
 
@@ -20,3 +20,11 @@ def auctions_to_resume(*, now: datetime, older_than: timedelta) -> list[int]:
     last = Greatest("opened_at", Coalesce("closed_at", "opened_at"), Coalesce("solved_at", "opened_at"))
     return list(Auction.objects.exclude(state=AuctionState.APPLIED).annotate(last=last)
                 .filter(Q(last__lt=now - older_than)).order_by("id").values_list("id", flat=True))
+
+
+def auction_holding(order: Order) -> Auction | None:
+    """The closed, not yet applied auction whose snapshot holds this order, if any."""
+    pair = order.contract.pair
+    return Auction.objects.filter(group=f"{pair.base.symbol}/{pair.quote.symbol}",
+                                  state__in=[AuctionState.CLOSED, AuctionState.SOLVED],
+                                  order_ids__contains=[order.pk]).first()

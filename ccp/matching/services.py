@@ -22,7 +22,7 @@ from ccp.accounts.services import fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair
 from ccp.contracts.payoffs import Leg, lockup_amount, order_worst_cost, premium_per_unit
-from ccp.db import bulk_update_rows
+from ccp.db import book_lock, bulk_insert_rows, bulk_update_rows
 from ccp.matching.auction import (
     AuctionInput,
     AuctionSettings,
@@ -80,30 +80,31 @@ def _portfolio(contract: Contract) -> str:
 
 
 _SNAPSHOT = """
-    UPDATE orders_order AS o SET auction_id = %(auction)s
-    FROM contracts_contract AS c
-    WHERE o.contract_id = c.id AND c.pair_id = %(pair)s AND c.state = %(listed)s AND c.expiry_date > %(today)s
-      AND o.state = ANY(%(book)s) AND o.auction_id IS NULL AND o.cancel_requested_at IS NULL
-    RETURNING o.id, o.client_id, o.contract_id, o.side, o.price, o.quantity - o.filled_quantity, o.order_value
+    SELECT o.id, o.client_id, o.contract_id, o.side, o.price, o.quantity - o.filled_quantity, o.order_value
+    FROM orders_order AS o JOIN contracts_contract AS c ON o.contract_id = c.id
+    WHERE c.pair_id = %(pair)s AND c.state = %(listed)s AND c.expiry_date > %(today)s
+      AND o.state = ANY(%(book)s) AND o.cancel_requested_at IS NULL
+    ORDER BY o.id
 """
 
 
 @transaction.atomic
 def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) -> Auction:
     """Snapshot the book: the pair's open, validated orders not held by another auction, on contracts
-    still trading, with their clients' budgets and positions. Marks those orders as held, in one
-    UPDATE that also locks them (a concurrent cancel either lands before and the order is left out,
-    or after and becomes a cancel request)."""
+    still trading, with their clients' budgets and positions. Holds the book lock of the pair, so a
+    concurrent cancel lands either before the snapshot (the order is left out) or after it (a cancel
+    request, done when the auction is applied); the snapshot's order ids mark what the auction holds."""
     now = require_aware(now)
     auction = Auction.objects.select_for_update().get(pk=auction_id)
     if auction.state != AuctionState.OPEN:
         return auction
     base, _, quote = auction.group.partition("/")
     pair = Pair.objects.get(base__symbol=base, quote__symbol=quote)
+    book_lock(pair.pk, exclusive=True)
     with connection.cursor() as cursor:
-        cursor.execute(_SNAPSHOT, {"auction": auction.pk, "pair": pair.pk, "listed": ContractState.LISTED,
-                                   "today": now.date(), "book": list(BOOK_STATES)})
-        rows = sorted(cursor.fetchall())
+        cursor.execute(_SNAPSHOT, {"pair": pair.pk, "listed": ContractState.LISTED, "today": now.date(),
+                                   "book": list(BOOK_STATES)})
+        rows = cursor.fetchall()
     contracts = Contract.objects.in_bulk({row[2] for row in rows})
     traded = {(row[1], contracts[row[2]].expiry_date) for row in rows}
     client_ids = {client_id for client_id, _ in traded}
@@ -132,6 +133,7 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
         settings=settings, label=f"{auction.group} {auction.slot.isoformat()}",
     ))
     auction.input_document, auction.input_hash = document, document_hash(document)
+    auction.order_ids = [row[0] for row in rows]
     auction.orders_count, auction.state, auction.closed_at = len(rows), AuctionState.CLOSED, now
     auction.save()
     return auction
@@ -178,9 +180,12 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     result = auction.result_document
     fills = {int(f["order"]): Decimal(f["quantity"]) for f in result["fills"]}
     prices = {symbol: Decimal(p) for symbol, p in result["prices"].items()}
-    # Only filled orders and cancel requests change; the others are just released below.
+    # Only filled orders and cancel requests change; the others are released with the auction's state.
+    held = set(auction.order_ids)
+    requested = [pk for pk in Order.objects.filter(cancel_requested_at__isnull=False, state__in=BOOK_STATES)
+                 .values_list("id", flat=True) if pk in held]
     orders = list(Order.objects.select_for_update(of=("self",)).select_related("contract__pair").filter(
-        Q(pk__in=list(fills)) | Q(cancel_requested_at__isnull=False), auction=auction).order_by("id"))
+        pk__in=sorted(set(fills) | set(requested))).order_by("id"))
     contracts = {o.contract_id: o.contract for o in orders}
     histories, events, levels = [], defaultdict(list), defaultdict(set)
     cash: dict[tuple[int, int], list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])  # (client, contract) -> amount, qty
@@ -213,8 +218,7 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
             released[(order.client_id, order.contract.collateral_id)] += order.order_value - value
             order.order_value, order.updated_at = value, now
     bulk_update_rows(Order, orders, ["filled_quantity", "state", "order_value", "updated_at"])
-    Order.objects.filter(auction=auction).update(auction=None)
-    OrderStateHistory.objects.bulk_create(histories, batch_size=5000)
+    bulk_insert_rows(OrderStateHistory, histories)
     for order in orders:
         if order.pk in fills or order.state == OrderState.CANCELLED:
             events[order.client_id].append({"type": "order", "order": order_payload(order)})
@@ -252,7 +256,7 @@ def _book_cash(auction, cash, contracts, now) -> dict[tuple[int, int], Decimal]:
                                       contract_id=contract_id, position_delta=quantity,
                                       origin=CashMovementOrigin.AUCTION, origin_ref=auction.ref, created_at=now))
         settle[(client_id, contract.collateral_id)] += amount
-    CashMovement.objects.bulk_create(movements, batch_size=5000)
+    bulk_insert_rows(CashMovement, movements)
     return settle
 
 
@@ -271,7 +275,7 @@ def _book_positions(cash, contracts, now) -> dict[tuple[int, int], Decimal]:
             new_positions.append(position)
         position.quantity += quantity
         position.updated_at = now
-    Position.objects.bulk_update([p for p in existing.values() if p.pk], ["quantity", "updated_at"], batch_size=5000)
+    bulk_update_rows(Position, [p for p in existing.values() if p.pk], ["quantity", "updated_at"])
     Position.objects.bulk_create(new_positions, batch_size=5000)
     touched = {(client_id, contracts[contract_id].pair_id, contracts[contract_id].expiry_date)
                for client_id, contract_id in cash}
@@ -298,7 +302,7 @@ def _book_positions(cash, contracts, now) -> dict[tuple[int, int], Decimal]:
             changed.append(lockup)
         delta[(key[0], lockup.currency_id)] += amount - lockup.amount
         lockup.amount, lockup.updated_at = amount, now
-    Lockup.objects.bulk_update(changed, ["amount", "updated_at"], batch_size=5000)
+    bulk_update_rows(Lockup, changed, ["amount", "updated_at"])
     Lockup.objects.bulk_create(created, batch_size=5000)
     return delta
 

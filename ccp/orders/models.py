@@ -28,8 +28,6 @@ class Order(models.Model):
     state = models.CharField(max_length=16, choices=OrderState.choices, default=OrderState.RECEIVED)
     reject_reason = models.CharField(max_length=64, blank=True)
     order_value = MoneyField(default=ZERO, help_text="collateral held while the order is open")
-    auction = models.ForeignKey("matching.Auction", on_delete=models.SET_NULL, null=True, blank=True,
-                                related_name="+", help_text="the running auction holding this order")
     cancel_requested_at = models.DateTimeField(null=True, blank=True,
                                                help_text="cancel asked during an auction: done when it is applied")
     created_at = models.DateTimeField()

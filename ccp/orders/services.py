@@ -12,6 +12,7 @@ from ccp.accounts.serializers import BalanceSerializer
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract
 from ccp.contracts.payoffs import order_worst_cost
+from ccp.db import book_lock
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
@@ -172,15 +173,20 @@ def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = 
     An order held by a running auction is marked (``cancel_requested_at``) and cancelled when the
     auction is applied, for whatever quantity it leaves open.
     """
+    from ccp.matching.selectors import auction_holding
+
     now = require_aware(now)
-    order = Order.objects.select_for_update().select_related("contract").filter(pk=order_id, client=client).first()
-    if order is None:
+    pair_id = Order.objects.filter(pk=order_id, client=client).values_list("contract__pair_id", flat=True).first()
+    if pair_id is None:
         raise NotFound("No such order.", code="order_not_found")
+    book_lock(pair_id, exclusive=False)
+    order = (Order.objects.select_for_update(of=("self",))
+             .select_related("contract__pair__base", "contract__pair__quote").get(pk=order_id))
     if order.state == OrderState.CANCELLED:
         return order
     if order.state not in OPEN_STATES:
         raise Conflict(f"The order is {order.state} and cannot be cancelled.", code="order_not_open")
-    if order.auction_id is not None:
+    if auction_holding(order) is not None:
         # A running auction holds the order: the cancel takes effect on what it leaves open.
         if order.cancel_requested_at is None:
             order.cancel_requested_at = order.updated_at = now
