@@ -5,28 +5,31 @@ from collections.abc import Sequence
 from django.db import connection, models
 
 
-def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model], fields: Sequence[str],
-                     batch_size: int = 5000) -> None:
-    """UPDATE ... FROM (VALUES ...) by primary key: Django's bulk_update builds a CASE per field and
-    row, which grows with the batch and dominated auctions of many orders."""
+def _copy(cursor, table: str, columns: list[str], rows) -> None:
+    with cursor.cursor.copy(f'COPY "{table}" ({", ".join(columns)}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model], fields: Sequence[str]) -> None:
+    """Update many rows by primary key: COPY the new values into a temporary table, then one
+    UPDATE ... FROM it. Django's bulk_update builds a CASE per field and row, which grows with the
+    batch; a VALUES list with a parameter per value spends its time converting parameters. Plain
+    column types only (values go to PostgreSQL as they are)."""
     if not objects:
         return
     meta = model._meta
     columns = [meta.get_field(name) for name in fields]
-    casts = [f"%s::{column.db_type(connection)}" for column in columns]
-    assignments = ", ".join(f'"{c.column}" = v."{c.column}"' for c in columns)
-    names = ", ".join(f'"{c.column}"' for c in columns)
+    names = [f'"{c.column}"' for c in columns]
+    definition = ", ".join(f"{name} {c.db_type(connection)}" for name, c in zip(names, columns, strict=True))
     with connection.cursor() as cursor:
-        for start in range(0, len(objects), batch_size):
-            chunk = objects[start:start + batch_size]
-            values = ", ".join(f"(%s::bigint, {', '.join(casts)})" for _ in chunk)
-            params = []
-            for obj in chunk:
-                params.append(obj.pk)
-                params.extend(column.get_db_prep_save(getattr(obj, column.attname), connection)
-                              for column in columns)
-            cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM (VALUES {values}) '
-                           f'AS v(id, {names}) WHERE t."{meta.pk.column}" = v.id', params)
+        cursor.execute(f"CREATE TEMPORARY TABLE ccp_bulk_update (id bigint PRIMARY KEY, {definition}) ON COMMIT DROP")
+        _copy(cursor, "ccp_bulk_update", ["id", *names],
+              ([obj.pk, *(getattr(obj, c.attname) for c in columns)] for obj in objects))
+        assignments = ", ".join(f"{name} = v.{name}" for name in names)
+        cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM ccp_bulk_update AS v '
+                       f'WHERE t."{meta.pk.column}" = v.id')
+        cursor.execute("DROP TABLE ccp_bulk_update")
 
 
 _BOOK_LOCK = 7001  # advisory lock namespace: a pair's book
@@ -42,12 +45,12 @@ def book_lock(pair_id: int, *, exclusive: bool) -> None:
 
 def bulk_insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> None:
     """INSERT many rows with COPY (several times faster than multi-row INSERT); ids are not returned,
-    so use it for rows nobody reads back in the same transaction (history, journal lines)."""
+    so use it for rows nobody reads back in the same transaction (history, journal lines). Plain
+    column types only (values go to PostgreSQL as they are)."""
     if not objects:
         return
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
-    names = ", ".join(f'"{f.column}"' for f in fields)
-    with connection.cursor() as cursor, cursor.cursor.copy(f'COPY "{meta.db_table}" ({names}) FROM STDIN') as copy:
-        for obj in objects:
-            copy.write_row([f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields])
+    with connection.cursor() as cursor:
+        _copy(cursor, meta.db_table, [f'"{f.column}"' for f in fields],
+              ([getattr(obj, f.attname) for f in fields] for obj in objects))

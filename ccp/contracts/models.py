@@ -1,5 +1,6 @@
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cached_property
 
 from django.db import models
 from django.db.models import F, Q
@@ -122,7 +123,7 @@ class Contract(models.Model):
     def price_max(self) -> Decimal:
         return price_bounds(self.terms)[1]
 
-    @property
+    @cached_property
     def terms(self) -> Terms:
         return Terms(kind=ContractKind(self.kind), floor=self.floor_px, cap=self.cap_px, strike=self.strike_px)
 

@@ -172,7 +172,8 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     then cancels asked for during the auction. Pushes order states, fills, balances, book changes
     and trade reports after commit.
 
-    Locks the auction, its orders (by id), then the fund locks and positions involved (by id)."""
+    Locks the auction, the pair's book (cancels wait), then the positions, lockups and fund locks
+    involved (by id)."""
     now = require_aware(now)
     auction = Auction.objects.select_for_update().get(pk=auction_id)
     if auction.state != AuctionState.SOLVED:
@@ -180,13 +181,17 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     result = auction.result_document
     fills = {int(f["order"]): Decimal(f["quantity"]) for f in result["fills"]}
     prices = {symbol: Decimal(p) for symbol, p in result["prices"].items()}
+    # The book lock keeps cancels out until this commits (they become plain cancels after it).
+    base, _, quote = auction.group.partition("/")
+    book_lock(Pair.objects.get(base__symbol=base, quote__symbol=quote).pk, exclusive=True)
     # Only filled orders and cancel requests change; the others are released with the auction's state.
     held = set(auction.order_ids)
     requested = [pk for pk in Order.objects.filter(cancel_requested_at__isnull=False, state__in=BOOK_STATES)
                  .values_list("id", flat=True) if pk in held]
-    orders = list(Order.objects.select_for_update(of=("self",)).select_related("contract__pair").filter(
-        pk__in=sorted(set(fills) | set(requested))).order_by("id"))
-    contracts = {o.contract_id: o.contract for o in orders}
+    orders = list(Order.objects.filter(pk__in=sorted(set(fills) | set(requested))).order_by("id"))
+    contracts = Contract.objects.select_related("pair").in_bulk({o.contract_id for o in orders})
+    for order in orders:
+        order.contract = contracts[order.contract_id]  # one instance per contract: terms are built once
     histories, events, levels = [], defaultdict(list), defaultdict(set)
     cash: dict[tuple[int, int], list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])  # (client, contract) -> amount, qty
     released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)  # (client, currency) -> order value freed
