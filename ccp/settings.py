@@ -187,6 +187,14 @@ CCP_SPOT_STALE_AFTER = timedelta(seconds=int(os.environ.get("CCP_SPOT_STALE_AFTE
 CCP_SETTLEMENT_DELAY = timedelta(minutes=int(os.environ.get("CCP_SETTLEMENT_DELAY_MINUTES", "10")))
 CCP_SETTLEMENT_MIN_VENUES = int(os.environ.get("CCP_SETTLEMENT_MIN_VENUES", "2"))
 CCP_SETTLEMENT_MAX_DEVIATION = Decimal(os.environ.get("CCP_SETTLEMENT_MAX_DEVIATION", "0.01"))
+# The chain: the FundLock contract's node, confirmation depth, and batch sizes.
+CCP_CHAIN_URL = os.environ.get("CCP_CHAIN_URL", "")  # empty: the chain loops stay idle
+CCP_CHAIN_OPERATOR_KEY = os.environ.get("CCP_CHAIN_OPERATOR_KEY", "")
+CCP_CHAIN_HOUSE_ADDRESS = os.environ.get("CCP_CHAIN_HOUSE_ADDRESS", "")  # balances large batches; default operator
+CCP_CHAIN_CONFIRMATIONS = int(os.environ.get("CCP_CHAIN_CONFIRMATIONS", "3"))
+CCP_CHAIN_LOG_RANGE = int(os.environ.get("CCP_CHAIN_LOG_RANGE", "2000"))
+# 600 movements to fresh balances stay under 16.7M gas (EIP-7825's per-transaction cap).
+CCP_SETTLEMENT_BATCH_MAX = int(os.environ.get("CCP_SETTLEMENT_BATCH_MAX", "600"))
 # Orders still 'received' this long after arrival are queued for validation again.
 CCP_ORDER_REQUEUE_AFTER = timedelta(seconds=int(os.environ.get("CCP_ORDER_REQUEUE_AFTER_SECONDS", "15")))
 

@@ -25,7 +25,14 @@ from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.states import TERMINAL_STATES, OrderState
 from ccp.prices.models import ReferencePrice, SpotPrice, VenueSymbol
 from ccp.risk.models import Lockup, Position
-from ccp.settlement.models import CashMovement, CashMovementTracking
+from ccp.settlement.models import (
+    CashMovement,
+    CashMovementTracking,
+    ChainContract,
+    Deposit,
+    OperatorNonce,
+    SettlementBatch,
+)
 from ccp.system.models import Edge, OperatorAlert
 from tests.conftest import NOW
 from tests.factories import ClientFactory, ContractFactory, CurrencyFactory, FundLockFactory, PairFactory
@@ -202,6 +209,54 @@ class VenueSymbolFactory(factory.django.DjangoModelFactory):
     pair = factory.SubFactory(NewPairFactory)
     venue = "gemini"
     symbol = "BTC/USD"
+
+
+class ChainContractFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ChainContract
+
+    name = factory.Sequence(lambda n: f"Contract{n}")
+    address = "0x" + "12" * 20
+    chain_id = 31337
+    deployed_block = 1
+    created_at = NOW
+
+
+class DepositFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Deposit
+
+    client = factory.SubFactory(ClientFactory)
+    currency = factory.SubFactory(CurrencyFactory, symbol="USDC", decimals=6)
+    amount = D("10")
+    tx_hash = factory.Sequence(lambda n: f"0x{n:064x}")
+    log_index = 0
+    block_number = 5
+    block_hash = "0x" + "ab" * 32
+    recorded_at = NOW
+
+
+class SettlementBatchFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SettlementBatch
+
+    batch_id = factory.Sequence(lambda n: f"0x{n:064x}")
+    currency = factory.SubFactory(CurrencyFactory, symbol="USDC", decimals=6)
+    nonce = 0
+    gas_price = D("1000000000")
+    tx_hash = factory.Sequence(lambda n: f"0x{n + 10**6:064x}")
+    raw_tx = b"\x01"
+    movements_count = 2
+    created_at = NOW
+    updated_at = NOW
+
+
+class OperatorNonceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = OperatorNonce
+
+    address = factory.Sequence(lambda n: f"0x{n:040x}")
+    next_nonce = 0
 
 
 class SignInChallengeFactory(factory.django.DjangoModelFactory):
@@ -381,6 +436,14 @@ CONSTRAINT_CASES = [
     case("tracking_confirmed_has_block", CashMovementTrackingFactory, state="confirmed", tx_hash=TX_HASH),
     case("tracking_block_non_negative", CashMovementTrackingFactory, block_number=-1),
     case("tracking_batch_id_format", CashMovementTrackingFactory, batch_id="batch-1"),
+    # chain
+    case("chain_contract_address_format", ChainContractFactory, address="0xABC"),
+    case("deposit_unique_log", DepositFactory, same=("tx_hash", "log_index")),
+    case("deposit_amount_positive", DepositFactory, amount=D("0")),
+    case("batch_state_valid", SettlementBatchFactory, state="lost"),
+    case("batch_nonce_non_negative", SettlementBatchFactory, nonce=-1),
+    case("batch_one_live_transaction", SettlementBatchFactory, same=("batch_id",)),
+    case("nonce_non_negative", OperatorNonceFactory, next_nonce=-1),
     # prices
     case("venue_symbol_unique_pair_venue", VenueSymbolFactory, same=("pair", "venue"), symbol="BTC/USDT"),
     case("venue_symbol_venue_valid", VenueSymbolFactory, venue="kraken"),
@@ -407,6 +470,9 @@ UNIQUE_FIELD_CASES = [
          same=("token_address",)),
     case("Contract.symbol", NewContractFactory, same=("symbol",)),
     case("Edge.name", EdgeFactory, same=("name",)),
+    case("OperatorNonce.address", OperatorNonceFactory, same=("address",)),
+    case("ChainContract.name", ChainContractFactory, same=("name",)),
+    case("SettlementBatch.tx_hash", SettlementBatchFactory, same=("tx_hash",), batch_id="0x" + "ee" * 32),
     case("SignInChallenge.nonce", SignInChallengeFactory, same=("nonce",)),
     case("ApiToken.key_hash", ApiTokenFactory, same=("key_hash",)),
 ]

@@ -152,19 +152,21 @@ def fund_lock_credit(*, client: Client, currency, amount: Decimal, now: datetime
 Deltas = dict[tuple[int, int], Decimal]  # (client id, currency id) -> signed change
 
 
-def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value: Deltas,
-                      now: datetime) -> dict[tuple[int, int], FundLock]:
+def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value: Deltas, now: datetime,
+                      fundlock: Deltas | None = None) -> dict[tuple[int, int], FundLock]:
     """Apply signed changes to many fund locks at once, locking them in id order (call inside the
     caller's transaction). The database refuses any whose available would drop below zero."""
-    keys = set(settle_value) | set(order_value) | set(lockup_value)
+    fundlock = fundlock or {}
+    keys = set(settle_value) | set(order_value) | set(lockup_value) | set(fundlock)
     fund_locks = {(f.client_id, f.currency_id): f for f in FundLock.objects.select_for_update().select_related(
         "currency").filter(client_id__in={c for c, _ in keys}).order_by("id")}
     for key in sorted(keys):
         fund_lock = fund_locks[key]
+        fund_lock.fundlock += fundlock.get(key, Decimal(0))
         fund_lock.settle_value += settle_value.get(key, Decimal(0))
         fund_lock.order_value += order_value.get(key, Decimal(0))
         fund_lock.lockup_value += lockup_value.get(key, Decimal(0))
         fund_lock.updated_at = now
     bulk_update_rows(FundLock, [fund_locks[k] for k in sorted(keys)],
-                     ["settle_value", "order_value", "lockup_value", "updated_at"])
+                     ["fundlock", "settle_value", "order_value", "lockup_value", "updated_at"])
     return {key: fund_locks[key] for key in sorted(keys)}

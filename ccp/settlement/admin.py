@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline
-from ccp.settlement.models import CashMovement, CashMovementTracking
+from ccp.settlement.models import CashMovement, CashMovementTracking, ChainContract, Deposit, SettlementBatch
 
 
 class TrackingInline(ReadOnlyInline):
@@ -26,3 +26,24 @@ class CashMovementTrackingAdmin(ReadOnlyAdmin):
     list_display = ["cash_movement", "state", "batch_id", "tx_hash", "block_number", "updated_at"]
     list_filter = ["state"]
     search_fields = ["tx_hash", "batch_id"]
+
+
+@admin.register(ChainContract)
+class ChainContractAdmin(ReadOnlyAdmin):
+    list_display = ["name", "address", "chain_id", "deployed_block", "created_at"]
+
+
+@admin.register(Deposit)
+class DepositAdmin(ReadOnlyAdmin):
+    list_display = ["client", "currency", "amount", "block_number", "tx_hash", "log_index", "recorded_at"]
+    list_select_related = ["client", "currency"]
+    search_fields = ["client__address", "tx_hash"]
+
+
+@admin.register(SettlementBatch)
+class SettlementBatchAdmin(ReadOnlyAdmin):
+    list_display = ["batch_id", "currency", "nonce", "state", "movements_count", "tx_hash", "block_number",
+                    "updated_at"]
+    list_filter = ["state", "currency"]
+    search_fields = ["batch_id", "tx_hash"]
+    exclude = ["raw_tx"]

@@ -89,3 +89,89 @@ class CashMovementTracking(models.Model):
 
     def __str__(self) -> str:
         return f"movement {self.cash_movement_id}: {self.state} {self.tx_hash or ''}"
+
+
+class ChainContract(models.Model):
+    """A contract the backend talks to (FundLock, and the demo token), recorded by ``chain_deploy``."""
+
+    name = models.CharField(max_length=32, unique=True)
+    address = models.CharField(max_length=42)
+    chain_id = models.BigIntegerField()
+    deployed_block = models.BigIntegerField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(address__regex=r"^0x[0-9a-f]{40}$"),
+                                              name="chain_contract_address_format")]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.address} (chain {self.chain_id})"
+
+
+class Deposit(models.Model):
+    """A FundLock Deposit event credited to a client's fund lock, once (its log is the key)."""
+
+    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="deposits")
+    currency = models.ForeignKey("contracts.Currency", on_delete=models.PROTECT, related_name="+")
+    amount = MoneyField()
+    tx_hash = models.CharField(max_length=66)
+    log_index = models.PositiveIntegerField()
+    block_number = models.BigIntegerField()
+    block_hash = models.CharField(max_length=66)
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["block_number", "log_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["tx_hash", "log_index"], name="deposit_unique_log"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="deposit_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client} +{self.amount} {self.currency} (block {self.block_number})"
+
+
+class BatchState(models.TextChoices):
+    SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    REPLACED = "replaced"
+
+
+class SettlementBatch(models.Model):
+    """One transaction carrying many cash movements to the FundLock contract. Its ``batch_id`` is what
+    the contract applies once; a retry or a replacement reuses it, so it can never apply twice."""
+
+    batch_id = models.CharField(max_length=66)
+    currency = models.ForeignKey("contracts.Currency", on_delete=models.PROTECT, related_name="+")
+    nonce = models.BigIntegerField()
+    gas_price = models.DecimalField(max_digits=40, decimal_places=0)
+    tx_hash = models.CharField(max_length=66, unique=True)
+    raw_tx = models.BinaryField()
+    state = models.CharField(max_length=10, choices=BatchState.choices, default=BatchState.SUBMITTED)
+    block_number = models.BigIntegerField(null=True, blank=True)
+    movements_count = models.PositiveIntegerField()
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=BatchState.values), name="batch_state_valid"),
+            models.CheckConstraint(condition=Q(nonce__gte=0), name="batch_nonce_non_negative"),
+            models.UniqueConstraint(fields=["batch_id"], condition=Q(state__in=["submitted", "confirmed"]),
+                                    name="batch_one_live_transaction"),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.batch_id[:10]}… nonce {self.nonce} ({self.state})"
+
+
+class OperatorNonce(models.Model):
+    """The next nonce of the operator account: taken under a row lock, so two workers never collide."""
+
+    address = models.CharField(max_length=42, unique=True)
+    next_nonce = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(next_nonce__gte=0), name="nonce_non_negative")]

@@ -11,6 +11,7 @@ class Edge(models.Model):
     name = models.SlugField(max_length=64, unique=True)
     at = models.DateTimeField(null=True, blank=True, help_text="last processed time (UTC)")
     block_number = models.BigIntegerField(null=True, blank=True, help_text="last processed block")
+    block_hash = models.CharField(max_length=66, blank=True, help_text="hash of that block, to notice a reorg")
     updated_at = models.DateTimeField()
 
     class Meta:

@@ -13,6 +13,9 @@ def default_schedules() -> list[dict]:
         {"name": "requeue stale orders", "task": "orders.requeue_stale", "every_seconds": 15},
         {"name": "contract lifecycle and expiry", "task": "contracts.lifecycle", "every_seconds": 60},
         {"name": "spot prices", "task": "prices.load_spot", "every_seconds": settings.CCP_SPOT_INTERVAL_SECONDS},
+        {"name": "chain deposits", "task": "settlement.monitor_deposits", "every_seconds": 5},
+        {"name": "chain settlement: submit", "task": "settlement.submit", "every_seconds": 5},
+        {"name": "chain settlement: confirm", "task": "settlement.confirm", "every_seconds": 5},
         {"name": "batch auctions", "task": "matching.start_auctions",
          "every_seconds": int(settings.CCP_AUCTION_INTERVAL.total_seconds())},
     ]

@@ -10,14 +10,15 @@ HEARTBEAT_EDGE = "heartbeat"
 
 
 @transaction.atomic
-def edge_advance(*, name: str, now: datetime, at: datetime | None = None, block_number: int | None = None) -> Edge:
+def edge_advance(*, name: str, now: datetime, at: datetime | None = None, block_number: int | None = None,
+                 block_hash: str = "") -> Edge:
     """Move an edge forward to ``at`` and/or ``block_number``; never backwards.
 
     Locks the edge row. Idempotent: advancing to a position already reached changes nothing.
     """
     now = require_aware(now)
     edge, created = Edge.objects.select_for_update().get_or_create(
-        name=name, defaults={"at": at, "block_number": block_number, "updated_at": now}
+        name=name, defaults={"at": at, "block_number": block_number, "block_hash": block_hash, "updated_at": now}
     )
     if created:
         return edge
@@ -25,7 +26,8 @@ def edge_advance(*, name: str, now: datetime, at: datetime | None = None, block_
     if at is not None and (edge.at is None or require_aware(at) > edge.at):
         edge.at, changed = at, [*changed, "at"]
     if block_number is not None and (edge.block_number is None or block_number > edge.block_number):
-        edge.block_number, changed = block_number, [*changed, "block_number"]
+        edge.block_number, edge.block_hash, changed = block_number, block_hash, [*changed, "block_number",
+                                                                                  "block_hash"]
     if changed:
         edge.updated_at = now
         edge.save(update_fields=[*changed, "updated_at"])

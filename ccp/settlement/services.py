@@ -1,0 +1,215 @@
+"""The chain side of the clearing house: deposits in, cash movements out, each step idempotent.
+
+- The deposit monitor reads FundLock ``Deposit`` logs only up to (head - confirmations), registers new
+  clients, credits their fund locks and advances its edge in the same transaction. A reorg shallower
+  than the confirmation depth never reaches it; a deeper one changes the hash of the edge's block,
+  which stops the monitor and raises an operator alert instead of crediting anything twice.
+- Settlement packs pending cash movements (auctions, expiries: each origin sums to zero) into
+  ``settle`` transactions of at most ``batch_max`` movements. A larger origin is split into chunks,
+  each balanced by a movement on the house account, in an order that keeps the house balance
+  non-negative (its movements sum to zero over the origin). Trackings with the transaction hash are
+  written before the transaction is sent; a confirmed receipt (after the confirmation depth) moves
+  each amount from settle value into fundlock. A failed transaction is retried under the same batch
+  id, which the contract applies once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from ccp.accounts.services import client_register, fund_lock_credit, fund_locks_adjust
+from ccp.clock import require_aware
+from ccp.contracts.models import Currency
+from ccp.settlement.chain.client import FundLockClient, SignedTx
+from ccp.settlement.models import (
+    LIVE_TRACKING_STATES,
+    BatchState,
+    CashMovement,
+    CashMovementOrigin,
+    CashMovementTracking,
+    Deposit,
+    OperatorNonce,
+    SettlementBatch,
+    TrackingState,
+)
+from ccp.system.models import AlertKind, Edge
+from ccp.system.services import alert_raise, edge_advance
+
+logger = logging.getLogger(__name__)
+DEPOSITS_EDGE = "fundlock-deposits"
+ON_CHAIN_ORIGINS = [CashMovementOrigin.AUCTION, CashMovementOrigin.EXPIRY]
+
+
+def token_units(amount: Decimal, decimals: int) -> int:
+    """An amount in the token's base units; ValueError if it does not fit the token's precision."""
+    units = amount.scaleb(decimals)
+    if units != units.to_integral_value():
+        raise ValueError(f"{amount} has more than {decimals} decimal places")
+    return int(units)
+
+
+def deposits_monitor(*, chain: FundLockClient, now: datetime, start_block: int = 0) -> int:
+    """Credit confirmed Deposit events since the edge; returns how many were new. Safe to run twice."""
+    now = require_aware(now)
+    edge = Edge.objects.filter(name=DEPOSITS_EDGE).first()
+    if edge is not None and edge.block_hash and chain.block_hash(edge.block_number) != edge.block_hash:
+        alert_raise(key=f"reorg:{DEPOSITS_EDGE}", kind=AlertKind.CHAIN_REORG, now=now, message=(
+            f"Block {edge.block_number} changed after it was confirmed: a reorganisation deeper than "
+            f"{settings.CCP_CHAIN_CONFIRMATIONS} blocks. The deposit monitor stopped; check the deposits "
+            "credited since then, then move the edge back."))
+        return 0
+    safe = chain.head() - settings.CCP_CHAIN_CONFIRMATIONS
+    start = edge.block_number + 1 if edge is not None else start_block
+    tokens = {c.token_address: c for c in Currency.objects.exclude(token_address=None)}
+    credited = 0
+    while start <= safe:
+        end = min(start + settings.CCP_CHAIN_LOG_RANGE - 1, safe)
+        logs = chain.deposits(start, end)
+        with transaction.atomic():
+            for log in logs:
+                currency = tokens.get(log.token)
+                if currency is None:
+                    logger.warning("deposit of an unknown token %s in %s skipped", log.token, log.tx_hash)
+                    continue
+                client = client_register(address=log.client, now=now)
+                amount = Decimal(log.amount).scaleb(-currency.decimals)
+                _, created = Deposit.objects.get_or_create(tx_hash=log.tx_hash, log_index=log.log_index, defaults={
+                    "client": client, "currency": currency, "amount": amount, "block_number": log.block_number,
+                    "block_hash": log.block_hash, "recorded_at": now})
+                if created:
+                    fund_lock_credit(client=client, currency=currency, amount=amount, now=now)
+                    credited += 1
+            edge_advance(name=DEPOSITS_EDGE, now=now, block_number=end, block_hash=chain.block_hash(end))
+        start = end + 1
+    return credited
+
+
+def _batch_id(movement_ids: list[int]) -> bytes:
+    return Web3.keccak(text="ccp-settle:" + ",".join(map(str, sorted(movement_ids))))
+
+
+def _chunks(movements: list[CashMovement], size: int) -> list[list[CashMovement]]:
+    """Split one origin's movements into chunks of size - 1 (room for the house movement), ordered so
+    the house receives before it pays: its running balance never goes below zero."""
+    chunks = [movements[i:i + size - 1] for i in range(0, len(movements), size - 1)]
+    return sorted(chunks, key=lambda chunk: sum((m.amount for m in chunk), Decimal(0)))
+
+
+def _take_nonce(address: str, chain: FundLockClient) -> int:
+    row = OperatorNonce.objects.select_for_update().filter(address=address).first()
+    if row is None:
+        row = OperatorNonce.objects.create(address=address, next_nonce=chain.w3.eth.get_transaction_count(
+            Web3.to_checksum_address(address)))
+        row = OperatorNonce.objects.select_for_update().get(pk=row.pk)
+    nonce = row.next_nonce
+    row.next_nonce += 1
+    row.save(update_fields=["next_nonce"])
+    return nonce
+
+
+def settlement_submit(*, chain: FundLockClient, operator: LocalAccount, house: str, now: datetime,
+                      batch_max: int | None = None) -> list[SettlementBatch]:
+    """Send every pending on-chain cash movement in settle batches. Each batch's trackings and its
+    signed transaction are committed before it is sent; a send that fails is re-sent by
+    ``settlement_confirm``. Nonces come from a locked row, so two workers never share one."""
+    now = require_aware(now)
+    size = batch_max or settings.CCP_SETTLEMENT_BATCH_MAX
+    pending = (CashMovement.objects.filter(origin__in=ON_CHAIN_ORIGINS, currency__token_address__isnull=False)
+               .exclude(trackings__state__in=LIVE_TRACKING_STATES).select_related("client", "currency").order_by("id"))
+    by_origin: dict[tuple, list[CashMovement]] = defaultdict(list)
+    for movement in pending:
+        by_origin[(movement.currency_id, movement.origin, movement.origin_ref)].append(movement)
+    sent = []
+    for _, movements in sorted(by_origin.items()):
+        for chunk in _chunks(movements, size):
+            batch = _submit_chunk(chain, operator, house, chunk, now)
+            if batch is not None:
+                sent.append(batch)
+    return sent
+
+
+def _submit_chunk(chain, operator, house, chunk: list[CashMovement], now) -> SettlementBatch | None:
+    currency = chunk[0].currency
+    try:
+        amounts = [token_units(m.amount, currency.decimals) for m in chunk]
+    except ValueError as exc:
+        alert_raise(key=f"settlement:{chunk[0].origin_ref}", kind=AlertKind.RECONCILIATION, now=now,
+                    message=f"Cash movements of {chunk[0].origin_ref} cannot be settled exactly: {exc}")
+        return None
+    clients = [m.client.address for m in chunk]
+    if residual := -sum(amounts):
+        clients, amounts = [*clients, house.lower()], [*amounts, residual]
+    batch_id = _batch_id([m.pk for m in chunk])
+    with transaction.atomic():
+        nonce = _take_nonce(operator.address.lower(), chain)
+        gas_price = chain.w3.eth.gas_price
+        signed = chain.sign_settle(operator=operator, batch_id=batch_id, token=currency.token_address,
+                                   clients=clients, amounts=amounts, nonce=nonce, gas_price=gas_price)
+        batch = SettlementBatch.objects.create(
+            batch_id=batch_id.to_0x_hex(), currency=currency, nonce=nonce, gas_price=gas_price,
+            tx_hash=signed.tx_hash, raw_tx=signed.raw, movements_count=len(chunk), created_at=now, updated_at=now)
+        CashMovementTracking.objects.bulk_create([
+            CashMovementTracking(cash_movement=m, state=TrackingState.SUBMITTED, batch_id=batch.batch_id,
+                                 tx_hash=signed.tx_hash, created_at=now, updated_at=now) for m in chunk])
+        transaction.on_commit(lambda: _send(chain, signed), robust=True)
+    return batch
+
+
+def _send(chain: FundLockClient, signed: SignedTx) -> None:
+    try:
+        chain.send(signed)
+    except Exception as exc:  # the node is down, or already has it: settlement_confirm re-sends
+        logger.warning("sending %s failed (%s); it will be re-sent", signed.tx_hash, exc)
+
+
+def settlement_confirm(*, chain: FundLockClient, now: datetime) -> dict[str, int]:
+    """Follow every submitted batch: re-send it while the node does not know it, confirm it once its
+    receipt is ``CCP_CHAIN_CONFIRMATIONS`` deep (settle value -> fundlock, in one transaction), or mark
+    it failed so its movements are sent again under the same batch id. Safe to run twice."""
+    now = require_aware(now)
+    head = chain.head()
+    counts = {"confirmed": 0, "failed": 0, "resent": 0}
+    for batch in SettlementBatch.objects.filter(state=BatchState.SUBMITTED).order_by("nonce"):
+        receipt = chain.receipt(batch.tx_hash)
+        if receipt is None:
+            _send(chain, SignedTx(batch.tx_hash, bytes(batch.raw_tx), batch.nonce))
+            counts["resent"] += 1
+        elif receipt["blockNumber"] <= head - settings.CCP_CHAIN_CONFIRMATIONS:
+            counts["confirmed" if receipt["status"] == 1 else "failed"] += 1
+            _batch_settle(batch, receipt, now)
+    return counts
+
+
+@transaction.atomic
+def _batch_settle(batch: SettlementBatch, receipt: dict, now: datetime) -> None:
+    batch = SettlementBatch.objects.select_for_update().get(pk=batch.pk)
+    if batch.state != BatchState.SUBMITTED:
+        return
+    trackings = list(CashMovementTracking.objects.select_related("cash_movement").filter(
+        tx_hash=batch.tx_hash, state=TrackingState.SUBMITTED).order_by("id"))
+    if receipt["status"] != 1:
+        batch.state = BatchState.FAILED
+        CashMovementTracking.objects.filter(pk__in=[t.pk for t in trackings]).update(
+            state=TrackingState.FAILED, updated_at=now)
+    else:
+        batch.state, batch.block_number = BatchState.CONFIRMED, receipt["blockNumber"]
+        CashMovementTracking.objects.filter(pk__in=[t.pk for t in trackings]).update(
+            state=TrackingState.CONFIRMED, block_number=receipt["blockNumber"], updated_at=now)
+        moved: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+        for tracking in trackings:
+            movement = tracking.cash_movement
+            moved[(movement.client_id, movement.currency_id)] += movement.amount
+        # The chain now holds what was pending: fundlock gains it, settle value loses it.
+        fund_locks_adjust(settle_value={k: -v for k, v in moved.items()}, order_value={}, lockup_value={},
+                          fundlock=moved, now=now)
+    batch.updated_at = now
+    batch.save(update_fields=["state", "block_number", "updated_at"])
+

@@ -1,0 +1,143 @@
+"""Deposits and settlement against a real EVM (py-evm through eth-tester): the FundLock contract as
+deployed from its committed artifact, the backend's monitor and settlement services on top."""
+
+from decimal import Decimal as D
+
+import pytest
+from eth_account import Account
+from web3 import EthereumTesterProvider, Web3
+
+from ccp.accounts.models import FundLock
+from ccp.settlement.chain.artifacts import load_artifact
+from ccp.settlement.chain.client import FundLockClient
+from ccp.settlement.models import CashMovement, CashMovementTracking, Deposit, SettlementBatch
+from ccp.settlement.services import deposits_monitor, settlement_confirm, settlement_submit
+from ccp.system.models import OperatorAlert
+from tests.conftest import NOW
+from tests.factories import CurrencyFactory
+
+pytestmark = pytest.mark.django_db
+GAS = 5_000_000
+
+
+@pytest.fixture
+def chain(settings):
+    settings.CCP_CHAIN_CONFIRMATIONS = 3
+    w3 = Web3(EthereumTesterProvider())
+    funder, alice, bob = w3.eth.accounts[:3]
+    operator = Account.create()
+    w3.eth.send_transaction({"from": funder, "to": operator.address, "value": 10**20})
+
+    def deploy(name, *args):
+        art = load_artifact(name)
+        tx = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor(*args).transact(
+            {"from": funder, "gas": GAS})
+        return w3.eth.contract(address=w3.eth.wait_for_transaction_receipt(tx).contractAddress, abi=art["abi"])
+
+    token = deploy("TestToken", "USD Coin", "USDC", 6)
+    fund_lock = deploy("FundLock", operator.address)
+    usdc = CurrencyFactory(symbol="USDC", decimals=6, token_address=token.address.lower())
+    house = Account.create().address
+    return w3, token, fund_lock, FundLockClient(w3, fund_lock.address), operator, usdc, (alice, bob), house
+
+
+def deposit(w3, token, fund_lock, who, units):
+    token.functions.mint(who, units).transact({"from": w3.eth.accounts[0], "gas": GAS})
+    token.functions.approve(fund_lock.address, units).transact({"from": who, "gas": GAS})
+    fund_lock.functions.deposit(token.address, units).transact({"from": who, "gas": GAS})
+
+
+def test_confirmed_deposits_register_clients_once(chain):
+    w3, token, fund_lock, client, _, usdc, (alice, bob), _ = chain
+    deposit(w3, token, fund_lock, alice, 1_000_000_000)  # 1000 USDC
+    assert deposits_monitor(chain=client, now=NOW) == 0  # not yet 3 blocks deep
+    w3.testing.mine(3)
+    assert deposits_monitor(chain=client, now=NOW) == 1
+    assert deposits_monitor(chain=client, now=NOW) == 0
+    fund = FundLock.objects.get(client__address=alice.lower(), currency=usdc)
+    assert fund.fundlock == D("1000") and Deposit.objects.count() == 1
+
+
+def test_a_reorg_deeper_than_the_confirmations_stops_the_monitor_with_an_alert(chain):
+    w3, token, fund_lock, client, _, usdc, (alice, bob), _ = chain
+    before = w3.testing.snapshot()
+    deposit(w3, token, fund_lock, alice, 1_000_000)
+    w3.testing.mine(5)
+    deposits_monitor(chain=client, now=NOW)
+    w3.testing.revert(before)  # the chain forgets those blocks and grows another branch
+    deposit(w3, token, fund_lock, bob, 2_000_000)
+    w3.testing.mine(6)
+    assert deposits_monitor(chain=client, now=NOW) == 0
+    assert OperatorAlert.objects.get(resolved_at__isnull=True).kind == "chain_reorg"
+    assert list(Deposit.objects.values_list("client__address", flat=True)) == [alice.lower()]
+
+
+@pytest.fixture
+def settle_all(django_capture_on_commit_callbacks):
+    """Submit (sending after commit, as in production), mine past the confirmations, confirm."""
+
+    def run(w3, client, operator, house, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            batches = settlement_submit(chain=client, operator=operator, house=house, now=NOW, **kwargs)
+        w3.testing.mine(3)
+        settlement_confirm(chain=client, now=NOW)
+        return batches
+
+    return run
+
+
+def test_cash_movements_settle_once_and_balances_on_chain_equal_fund_locks(chain, settle_all):
+    w3, token, fund_lock, client, operator, usdc, (alice, bob), house = chain
+    for who in (alice, bob):
+        deposit(w3, token, fund_lock, who, 1_000_000_000)
+    w3.testing.mine(3)
+    deposits_monitor(chain=client, now=NOW)
+    locks = {f.client.address: f for f in FundLock.objects.select_related("client")}
+    for who, amount in ((alice, D("-125.5")), (bob, D("125.5"))):  # an auction's premiums
+        CashMovement.objects.create(client=locks[who.lower()].client, currency=usdc, amount=amount,
+                                    origin="auction", origin_ref="auction-1", created_at=NOW)
+        FundLock.objects.filter(pk=locks[who.lower()].pk).update(settle_value=amount)
+    assert len(settle_all(w3, client, operator, house)) == 1
+    assert settle_all(w3, client, operator, house) == []  # nothing left: the second run sends nothing
+    for fund in FundLock.objects.select_related("client"):
+        assert fund.settle_value == 0
+        assert client.balance(token.address, fund.client.address) == int(fund.fundlock * 10**6)
+    assert FundLock.objects.get(client__address=alice.lower()).fundlock == D("874.5")
+    assert set(CashMovementTracking.objects.values_list("state", flat=True)) == {"confirmed"}
+
+
+def test_a_large_origin_is_split_with_the_house_balancing_each_batch(chain, settle_all):
+    w3, token, fund_lock, client, operator, usdc, accounts, house = chain
+    traders = [w3.eth.accounts[k] for k in range(1, 6)]
+    for who in traders:
+        deposit(w3, token, fund_lock, who, 100_000_000)
+    w3.testing.mine(3)
+    deposits_monitor(chain=client, now=NOW)
+    amounts = [D("-40"), D("-30"), D("10"), D("25"), D("35")]
+    for who, amount in zip(traders, amounts, strict=True):
+        fund = FundLock.objects.get(client__address=who.lower())
+        CashMovement.objects.create(client=fund.client, currency=usdc, amount=amount, origin="expiry",
+                                    origin_ref="expiry-x", created_at=NOW)
+        FundLock.objects.filter(pk=fund.pk).update(settle_value=amount)
+    batches = settle_all(w3, client, operator, house, batch_max=3)
+    assert len(batches) == 3 and {b.state for b in SettlementBatch.objects.all()} == {"confirmed"}
+    assert client.balance(token.address, house) == 0
+    for fund in FundLock.objects.select_related("client"):
+        assert client.balance(token.address, fund.client.address) == int(fund.fundlock * 10**6)
+
+
+def test_a_failed_batch_is_sent_again_under_the_same_batch_id(chain, settle_all):
+    w3, token, fund_lock, client, operator, usdc, (alice, bob), house = chain
+    deposit(w3, token, fund_lock, alice, 1_000_000)
+    deposit(w3, token, fund_lock, bob, 1_000_000)
+    w3.testing.mine(3)
+    deposits_monitor(chain=client, now=NOW)
+    for who, amount in ((alice, D("-5")), (bob, D("5"))):  # alice holds only 1 USDC on chain: it reverts
+        fund = FundLock.objects.get(client__address=who.lower())
+        CashMovement.objects.create(client=fund.client, currency=usdc, amount=amount, origin="auction",
+                                    origin_ref="auction-9", created_at=NOW)
+    first = settle_all(w3, client, operator, house)
+    second = settle_all(w3, client, operator, house)
+    assert [b.state for b in SettlementBatch.objects.order_by("id")] == ["failed", "failed"]
+    assert first[0].batch_id == second[0].batch_id and first[0].nonce + 1 == second[0].nonce
+    assert FundLock.objects.get(client__address=alice.lower()).fundlock == D("1")
