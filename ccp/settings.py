@@ -180,7 +180,7 @@ CCP_AUCTION_MIP_GAP = os.environ.get("CCP_AUCTION_MIP_GAP", "0")
 # An auction not applied this long after its last stage is dispatched again (its stages are idempotent).
 CCP_AUCTION_RESUME_AFTER = timedelta(seconds=int(os.environ.get("CCP_AUCTION_RESUME_AFTER_SECONDS", "120")))
 # Prices and expiry.
-CCP_VENUE_TIMEOUT_SECONDS = float(os.environ.get("CCP_VENUE_TIMEOUT_SECONDS", "5"))
+CCP_VENUE_TIMEOUT_SECONDS = int(os.environ.get("CCP_VENUE_TIMEOUT_SECONDS", "5"))
 CCP_SPOT_INTERVAL_SECONDS = int(os.environ.get("CCP_SPOT_INTERVAL_SECONDS", "30"))
 # A venue price older than this is stale: never used for anything that moves money.
 CCP_SPOT_STALE_AFTER = timedelta(seconds=int(os.environ.get("CCP_SPOT_STALE_AFTER_SECONDS", "120")))
