@@ -32,6 +32,7 @@ from ccp.settlement.models import (
     Deposit,
     OperatorNonce,
     SettlementBatch,
+    Withdrawal,
 )
 from ccp.system.models import Edge, OperatorAlert
 from tests.conftest import NOW
@@ -251,6 +252,19 @@ class SettlementBatchFactory(factory.django.DjangoModelFactory):
     updated_at = NOW
 
 
+class WithdrawalFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Withdrawal
+
+    client = factory.SubFactory(ClientFactory)
+    currency = factory.SubFactory(CurrencyFactory, symbol="USDC", decimals=6)
+    amount = D("10")
+    cash_movement = factory.LazyAttribute(lambda o: CashMovement.objects.create(
+        client=o.client, currency=o.currency, amount=-o.amount if o.amount else D("-1"), origin="withdrawal",
+        origin_ref=f"withdrawal-{CashMovement.objects.count()}", created_at=NOW))
+    created_at = NOW
+
+
 class OperatorNonceFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = OperatorNonce
@@ -444,6 +458,8 @@ CONSTRAINT_CASES = [
     case("batch_nonce_non_negative", SettlementBatchFactory, nonce=-1),
     case("batch_one_live_transaction", SettlementBatchFactory, same=("batch_id",)),
     case("nonce_non_negative", OperatorNonceFactory, next_nonce=-1),
+    case("withdrawal_amount_positive", WithdrawalFactory, amount=D("0")),
+    case("withdrawal_state_valid", WithdrawalFactory, state="gone"),
     # prices
     case("venue_symbol_unique_pair_venue", VenueSymbolFactory, same=("pair", "venue"), symbol="BTC/USDT"),
     case("venue_symbol_venue_valid", VenueSymbolFactory, venue="kraken"),
@@ -471,6 +487,7 @@ UNIQUE_FIELD_CASES = [
     case("Contract.symbol", NewContractFactory, same=("symbol",)),
     case("Edge.name", EdgeFactory, same=("name",)),
     case("OperatorNonce.address", OperatorNonceFactory, same=("address",)),
+    case("Withdrawal.cash_movement", WithdrawalFactory, same=("cash_movement",)),
     case("ChainContract.name", ChainContractFactory, same=("name",)),
     case("SettlementBatch.tx_hash", SettlementBatchFactory, same=("tx_hash",), batch_id="0x" + "ee" * 32),
     case("SignInChallenge.nonce", SignInChallengeFactory, same=("nonce",)),

@@ -175,3 +175,31 @@ class OperatorNonce(models.Model):
 
     class Meta:
         constraints = [models.CheckConstraint(condition=Q(next_nonce__gte=0), name="nonce_non_negative")]
+
+
+class WithdrawalState(models.TextChoices):
+    PENDING = "pending", "approved, release on chain pending"
+    RELEASED = "released", "released: withdrawable from the contract"
+
+
+class Withdrawal(models.Model):
+    """A client's approved withdrawal: its cash movement reserves the amount at once (available drops),
+    settlement releases it on chain into the client's withdrawable balance."""
+
+    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="withdrawals")
+    currency = models.ForeignKey("contracts.Currency", on_delete=models.PROTECT, related_name="+")
+    amount = MoneyField()
+    cash_movement = models.OneToOneField(CashMovement, on_delete=models.PROTECT, related_name="withdrawal")
+    state = models.CharField(max_length=8, choices=WithdrawalState.choices, default=WithdrawalState.PENDING)
+    created_at = models.DateTimeField()
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="withdrawal_amount_positive"),
+            models.CheckConstraint(condition=Q(state__in=WithdrawalState.values), name="withdrawal_state_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client} -{self.amount} {self.currency} ({self.state})"

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
@@ -25,9 +26,12 @@ from django.db import transaction
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from ccp.accounts.models import Client, FundLock
 from ccp.accounts.services import client_register, fund_lock_credit, fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Currency
+from ccp.errors import ApplicationError
+from ccp.money import money_str
 from ccp.settlement.chain.client import FundLockClient, SignedTx
 from ccp.settlement.models import (
     LIVE_TRACKING_STATES,
@@ -39,13 +43,15 @@ from ccp.settlement.models import (
     OperatorNonce,
     SettlementBatch,
     TrackingState,
+    Withdrawal,
+    WithdrawalState,
 )
 from ccp.system.models import AlertKind, Edge
-from ccp.system.services import alert_raise, edge_advance
+from ccp.system.services import alert_raise, alert_resolve, edge_advance
 
 logger = logging.getLogger(__name__)
 DEPOSITS_EDGE = "fundlock-deposits"
-ON_CHAIN_ORIGINS = [CashMovementOrigin.AUCTION, CashMovementOrigin.EXPIRY]
+ON_CHAIN_ORIGINS = [CashMovementOrigin.AUCTION, CashMovementOrigin.EXPIRY, CashMovementOrigin.WITHDRAWAL]
 
 
 def token_units(amount: Decimal, decimals: int) -> int:
@@ -125,18 +131,24 @@ def settlement_submit(*, chain: FundLockClient, operator: LocalAccount, house: s
     pending = (CashMovement.objects.filter(origin__in=ON_CHAIN_ORIGINS, currency__token_address__isnull=False)
                .exclude(trackings__state__in=LIVE_TRACKING_STATES).select_related("client", "currency").order_by("id"))
     by_origin: dict[tuple, list[CashMovement]] = defaultdict(list)
+    releases: dict[int, list[CashMovement]] = defaultdict(list)
     for movement in pending:
-        by_origin[(movement.currency_id, movement.origin, movement.origin_ref)].append(movement)
+        if movement.origin == CashMovementOrigin.WITHDRAWAL:
+            releases[movement.currency_id].append(movement)
+        else:
+            by_origin[(movement.currency_id, movement.origin, movement.origin_ref)].append(movement)
     sent = []
     for _, movements in sorted(by_origin.items()):
         for chunk in _chunks(movements, size):
-            batch = _submit_chunk(chain, operator, house, chunk, now)
-            if batch is not None:
-                sent.append(batch)
-    return sent
+            sent.append(_submit_chunk(chain, operator, house, chunk, now))
+    for _, movements in sorted(releases.items()):
+        for start in range(0, len(movements), size):
+            sent.append(_submit_chunk(chain, operator, house, movements[start:start + size], now, release=True))
+    return [batch for batch in sent if batch is not None]
 
 
-def _submit_chunk(chain, operator, house, chunk: list[CashMovement], now) -> SettlementBatch | None:
+def _submit_chunk(chain, operator, house, chunk: list[CashMovement], now, release: bool = False
+                  ) -> SettlementBatch | None:
     currency = chunk[0].currency
     try:
         amounts = [token_units(m.amount, currency.decimals) for m in chunk]
@@ -145,14 +157,17 @@ def _submit_chunk(chain, operator, house, chunk: list[CashMovement], now) -> Set
                     message=f"Cash movements of {chunk[0].origin_ref} cannot be settled exactly: {exc}")
         return None
     clients = [m.client.address for m in chunk]
-    if residual := -sum(amounts):
+    if release:  # withdrawals: from balances into withdrawable, amounts as positive units
+        amounts = [-amount for amount in amounts]
+    elif residual := -sum(amounts):
         clients, amounts = [*clients, house.lower()], [*amounts, residual]
     batch_id = _batch_id([m.pk for m in chunk])
     with transaction.atomic():
         nonce = _take_nonce(operator.address.lower(), chain)
         gas_price = chain.w3.eth.gas_price
-        signed = chain.sign_settle(operator=operator, batch_id=batch_id, token=currency.token_address,
-                                   clients=clients, amounts=amounts, nonce=nonce, gas_price=gas_price)
+        sign = chain.sign_release if release else chain.sign_settle
+        signed = sign(operator=operator, batch_id=batch_id, token=currency.token_address, clients=clients,
+                      amounts=amounts, nonce=nonce, gas_price=gas_price)
         batch = SettlementBatch.objects.create(
             batch_id=batch_id.to_0x_hex(), currency=currency, nonce=nonce, gas_price=gas_price,
             tx_hash=signed.tx_hash, raw_tx=signed.raw, movements_count=len(chunk), created_at=now, updated_at=now)
@@ -210,6 +225,62 @@ def _batch_settle(batch: SettlementBatch, receipt: dict, now: datetime) -> None:
         # The chain now holds what was pending: fundlock gains it, settle value loses it.
         fund_locks_adjust(settle_value={k: -v for k, v in moved.items()}, order_value={}, lockup_value={},
                           fundlock=moved, now=now)
+        Withdrawal.objects.filter(cash_movement_id__in=[t.cash_movement_id for t in trackings]).update(
+            state=WithdrawalState.RELEASED, released_at=now)
     batch.updated_at = now
     batch.save(update_fields=["state", "block_number", "updated_at"])
 
+
+
+@transaction.atomic
+def withdrawal_request(*, client: Client, currency: Currency, amount: Decimal, now: datetime) -> Withdrawal:
+    """Approve a withdrawal of up to the client's available collateral: a cash movement reserves it at
+    once (settle value drops, so available does too) and settlement releases it on chain, where the
+    client withdraws it. Locks the client's fund lock: two requests cannot both spend one balance."""
+    now = require_aware(now)
+    if amount <= 0:
+        raise ApplicationError("A withdrawal must be positive.", code="withdrawal_not_positive")
+    if currency.token_address is None:
+        raise ApplicationError(f"{currency} is not held on chain.", code="currency_not_on_chain")
+    try:
+        token_units(amount, currency.decimals)
+    except ValueError as exc:
+        raise ApplicationError(str(exc), code="amount_too_precise") from exc
+    fund_lock = FundLock.objects.select_for_update().filter(client=client, currency=currency).first()
+    available = fund_lock.available if fund_lock else Decimal(0)
+    if amount > available:
+        raise ApplicationError("The amount exceeds your available collateral (collateral held by open orders "
+                               "and lockups cannot be withdrawn).", code="insufficient_collateral",
+                               extra={"available": money_str(available)}, http_status=409)
+    movement = CashMovement.objects.create(client=client, currency=currency, amount=-amount,
+                                           origin=CashMovementOrigin.WITHDRAWAL,
+                                           origin_ref=f"withdrawal-{uuid.uuid4().hex}", created_at=now)
+    fund_locks_adjust(settle_value={(client.pk, currency.pk): -amount}, order_value={}, lockup_value={}, now=now)
+    return Withdrawal.objects.create(client=client, currency=currency, amount=amount, cash_movement=movement,
+                                     created_at=now)
+
+
+def reconciliation_run(*, chain: FundLockClient, now: datetime) -> list[str]:
+    """Compare every on-chain fund lock with the contract's balance at the block the deposit monitor
+    has reached, and raise an operator alert for each drift (resolved once they agree again).
+    Clients with a settlement batch still in flight are checked on a later run."""
+    now = require_aware(now)
+    edge = Edge.objects.filter(name=DEPOSITS_EDGE).first()
+    if edge is None:
+        return []
+    in_flight = set(CashMovementTracking.objects.filter(state=TrackingState.SUBMITTED)
+                    .values_list("cash_movement__client_id", flat=True))
+    drifts = []
+    for fund in FundLock.objects.select_related("client", "currency").filter(
+            currency__token_address__isnull=False).exclude(client_id__in=in_flight).order_by("id"):
+        on_chain = Decimal(chain.balance(fund.currency.token_address, fund.client.address, edge.block_number))
+        on_chain = on_chain.scaleb(-fund.currency.decimals)
+        key = f"reconcile:{fund.client.address}:{fund.currency.symbol}"
+        if on_chain != fund.fundlock:
+            alert_raise(key=key, kind=AlertKind.RECONCILIATION, now=now, message=(
+                f"{fund.client} {fund.currency}: fundlock {money_str(fund.fundlock)} but the contract holds "
+                f"{money_str(on_chain)} at block {edge.block_number}."))
+            drifts.append(key)
+        else:
+            alert_resolve(key=key, now=now)
+    return drifts

@@ -6,7 +6,7 @@ from django.conf import settings
 from ccp.clock import utcnow
 from ccp.settlement.chain.connect import fund_lock_client, operator_account
 from ccp.settlement.models import ChainContract
-from ccp.settlement.services import deposits_monitor, settlement_confirm, settlement_submit
+from ccp.settlement.services import deposits_monitor, reconciliation_run, settlement_confirm, settlement_submit
 
 
 def _chain():
@@ -40,3 +40,11 @@ def settlement_confirm_task() -> dict | str:
     if chain is None:
         return "chain not configured"
     return settlement_confirm(chain=chain, now=utcnow())
+
+
+@shared_task(name="settlement.reconcile")
+def reconciliation_task() -> list[str] | str:
+    chain, _ = _chain()
+    if chain is None:
+        return "chain not configured"
+    return reconciliation_run(chain=chain, now=utcnow())

@@ -16,6 +16,7 @@ def default_schedules() -> list[dict]:
         {"name": "chain deposits", "task": "settlement.monitor_deposits", "every_seconds": 5},
         {"name": "chain settlement: submit", "task": "settlement.submit", "every_seconds": 5},
         {"name": "chain settlement: confirm", "task": "settlement.confirm", "every_seconds": 5},
+        {"name": "chain reconciliation", "task": "settlement.reconcile", "every_seconds": 300},
         {"name": "batch auctions", "task": "matching.start_auctions",
          "every_seconds": int(settings.CCP_AUCTION_INTERVAL.total_seconds())},
     ]

@@ -11,7 +11,7 @@ from ccp.accounts.models import FundLock
 from ccp.settlement.chain.artifacts import load_artifact
 from ccp.settlement.chain.client import FundLockClient
 from ccp.settlement.models import CashMovement, CashMovementTracking, Deposit, SettlementBatch
-from ccp.settlement.services import deposits_monitor, settlement_confirm, settlement_submit
+from ccp.settlement.services import deposits_monitor, reconciliation_run, settlement_confirm, settlement_submit
 from ccp.system.models import OperatorAlert
 from tests.conftest import NOW
 from tests.factories import CurrencyFactory
@@ -141,3 +141,50 @@ def test_a_failed_batch_is_sent_again_under_the_same_batch_id(chain, settle_all)
     assert [b.state for b in SettlementBatch.objects.order_by("id")] == ["failed", "failed"]
     assert first[0].batch_id == second[0].batch_id and first[0].nonce + 1 == second[0].nonce
     assert FundLock.objects.get(client__address=alice.lower()).fundlock == D("1")
+
+
+def test_withdrawals_take_only_available_collateral_and_release_it_on_chain(chain, settle_all, api_as):
+    w3, token, fund_lock, client, operator, usdc, (alice, bob), house = chain
+    deposit(w3, token, fund_lock, alice, 1_000_000_000)  # 1000 USDC
+    w3.testing.mine(3)
+    deposits_monitor(chain=client, now=NOW)
+    fund = FundLock.objects.get(client__address=alice.lower())
+    FundLock.objects.filter(pk=fund.pk).update(order_value=D("700"))  # open orders hold 700
+    api = api_as(fund.client)
+    refused = api.post("/api/v1/withdrawals", {"currency": "USDC", "amount": "300.000001"}, format="json")
+    assert refused.status_code == 409 and refused.json()["code"] == "insufficient_collateral"
+    assert not CashMovement.objects.exists()
+    for bad, code in (({"currency": "USDC", "amount": "0"}, "withdrawal_not_positive"),
+                      ({"currency": "USDC", "amount": "1.0000001"}, "amount_too_precise"),
+                      ({"currency": "XYZ", "amount": "1"}, "unknown_currency")):
+        assert api.post("/api/v1/withdrawals", bad, format="json").json()["code"] == code
+    accepted = api.post("/api/v1/withdrawals", {"currency": "USDC", "amount": "300"}, format="json")
+    assert accepted.status_code == 201 and accepted.json()["state"] == "pending"
+    assert FundLock.objects.get(pk=fund.pk).available == 0
+    settle_all(w3, client, operator, house)
+    assert api.get("/api/v1/withdrawals").json()["results"][0]["state"] == "released"
+    fund.refresh_from_db()
+    assert (fund.fundlock, fund.settle_value) == (D("700"), 0)
+    # on chain: 300 withdrawable, 700 still locked; the client can take the 300 and nothing more
+    assert fund_lock.functions.withdrawable(token.address, alice).call() == 300_000_000
+    before = token.functions.balanceOf(alice).call()
+    fund_lock.functions.withdraw(token.address, 300_000_000).transact({"from": alice, "gas": GAS})
+    assert token.functions.balanceOf(alice).call() == before + 300_000_000
+    # with an explicit gas limit a reverting transaction is mined with status 0
+    again = fund_lock.functions.withdraw(token.address, 1).transact({"from": alice, "gas": GAS})
+    assert w3.eth.wait_for_transaction_receipt(again).status == 0
+    assert client.balance(token.address, alice) == 700_000_000
+
+
+def test_reconciliation_shows_drift_between_fund_locks_and_the_contract(chain):
+    w3, token, fund_lock, client, _, usdc, (alice, bob), _ = chain
+    deposit(w3, token, fund_lock, alice, 5_000_000)
+    w3.testing.mine(3)
+    deposits_monitor(chain=client, now=NOW)
+    assert reconciliation_run(chain=client, now=NOW) == []
+    FundLock.objects.filter(client__address=alice.lower()).update(fundlock=D("6"))  # the books drift
+    assert len(reconciliation_run(chain=client, now=NOW)) == 1
+    assert OperatorAlert.objects.get(resolved_at__isnull=True).kind == "reconciliation"
+    FundLock.objects.filter(client__address=alice.lower()).update(fundlock=D("5"))
+    assert reconciliation_run(chain=client, now=NOW) == []
+    assert not OperatorAlert.objects.filter(resolved_at__isnull=True).exists()

@@ -18,6 +18,8 @@ from ccp.settlement.chain.artifacts import load_artifact
 
 SETTLE_GAS_PER_MOVEMENT = 26_000  # measured worst case (a fresh balance slot) is about 25,300
 SETTLE_GAS_BASE = 60_000
+RELEASE_GAS_PER_MOVEMENT = 50_000  # two slots per client (balance down, a fresh withdrawable up)
+RELEASE_GAS_BASE = 80_000
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,9 @@ class FundLockClient:
                            block_hash=log["blockHash"].to_0x_hex(), tx_hash=log["transactionHash"].to_0x_hex(),
                            log_index=log["logIndex"]) for log in logs]
 
-    def balance(self, token: str, client: str) -> int:
+    def balance(self, token: str, client: str, block: int | str = "latest") -> int:
         return self.contract.functions.balances(Web3.to_checksum_address(token),
-                                                Web3.to_checksum_address(client)).call()
+                                                Web3.to_checksum_address(client)).call(block_identifier=block)
 
     def applied(self, batch_id: bytes) -> bool:
         return self.contract.functions.applied(batch_id).call()
@@ -77,7 +79,7 @@ class FundLockClient:
                      amounts: list[int], nonce: int, gas_price: int) -> SignedTx:
         call = self.contract.functions.release(batch_id, Web3.to_checksum_address(token),
                                                [Web3.to_checksum_address(c) for c in clients], amounts)
-        return self._sign(operator, call, nonce, gas_price, SETTLE_GAS_BASE + SETTLE_GAS_PER_MOVEMENT * len(clients))
+        return self._sign(operator, call, nonce, gas_price, RELEASE_GAS_BASE + RELEASE_GAS_PER_MOVEMENT * len(clients))
 
     def _sign(self, operator: LocalAccount, call, nonce: int, gas_price: int, gas: int) -> SignedTx:
         tx = call.build_transaction({"from": operator.address, "nonce": nonce, "gas": gas, "gasPrice": gas_price,
