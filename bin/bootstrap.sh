@@ -16,6 +16,15 @@ apt_install() {  # apt_install PROGRAM PACKAGE...: install Debian packages when 
 apt_install initdb postgresql
 apt_install redis-server redis-server
 
+# anvil, a local Ethereum node, from the npm registry (its binary ships in the platform package).
+ANVIL_VERSION=1.7.1
+export CCP_ANVIL="$REPO/.tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+if [ ! -x "$CCP_ANVIL" ] || ! "$CCP_ANVIL" --version 2>/dev/null | grep -q "$ANVIL_VERSION"; then
+  command -v npm >/dev/null 2>&1 || apt_install npm npm
+  echo "[ccp] installing anvil $ANVIL_VERSION (npm)"
+  npm install --prefix "$REPO/.tools/anvil" --no-audit --no-fund --silent "@foundry-rs/anvil@$ANVIL_VERSION" >/dev/null
+fi
+
 PY="${CCP_PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "[ccp] creating .venv"

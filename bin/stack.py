@@ -140,6 +140,42 @@ class Redis:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
 
+@dataclass
+class Anvil:
+    """A local Ethereum node; with a state file it keeps the chain across runs (like the database)."""
+
+    port: int
+    state_file: Path | None = None
+    block_time: int | None = None
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = os.environ.get("CCP_ANVIL") or shutil.which("anvil")
+        if not binary or not os.path.exists(binary):
+            sys.exit("[ccp] anvil not found: run bin/bootstrap.sh (installs it from npm)")
+        argv = [binary, "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", "31337", "--silent"]
+        if self.block_time:
+            argv += ["--block-time", str(self.block_time)]
+        if self.state_file:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            argv += ["--state", str(self.state_file)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
+        wait_port(self.port, "anvil")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # anvil writes its --state file on SIGTERM
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(15)
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+# anvil's first default account: a well-known development key, never for real funds.
+ANVIL_OPERATOR_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
 def state_dir(kind: str) -> Path:
     # Outside the checkout so the postgres user can reach it even when the checkout is private.
     tag = f"{os.geteuid()}-{abs(hash(str(REPO))) % 10**8:08d}" if kind == "test" else f"{os.geteuid()}-run"
@@ -147,8 +183,8 @@ def state_dir(kind: str) -> Path:
 
 
 @contextlib.contextmanager
-def services(kind: str, pg_port: int, redis_port: int, fresh: bool):
-    """Start PostgreSQL and Redis; yield the environment that points Django at them; stop both."""
+def services(kind: str, pg_port: int, redis_port: int, fresh: bool, anvil_port: int | None = None):
+    """Start PostgreSQL, Redis (and anvil); yield the environment that points Django at them; stop all."""
     pg = Postgres(state_dir(kind) / "pg", pg_port, fast=fresh)
     if fresh and pg.data_dir.exists():
         shutil.rmtree(pg.data_dir)
@@ -160,7 +196,15 @@ def services(kind: str, pg_port: int, redis_port: int, fresh: bool):
         pg.ensure_database("ccp")
         redis.start()
         started.append(redis)
-        yield {"DATABASE_URL": pg.url("ccp"), "REDIS_URL": redis.url()}
+        env = {"DATABASE_URL": pg.url("ccp"), "REDIS_URL": redis.url()}
+        if anvil_port:
+            # The run keeps its chain (and its 1 s blocks) across restarts; tests get a fresh, automining one.
+            anvil = Anvil(anvil_port, None if fresh else state_dir(kind) / "anvil-state.json",
+                          None if fresh else 1)
+            anvil.start()
+            started.append(anvil)
+            env["ANVIL_URL"] = anvil.url()
+        yield env
     finally:
         for svc in reversed(started):
             svc.stop()
@@ -207,18 +251,24 @@ def env_int(name: str, default: int) -> int:
 def cmd_run() -> int:
     py = sys.executable
     host, port = os.environ.get("CCP_HOST", "127.0.0.1"), env_int("CCP_PORT", 8000)
-    with services("run", env_int("CCP_PG_PORT", 15439), env_int("CCP_REDIS_PORT", 16399), fresh=False) as svc_env:
+    with services("run", env_int("CCP_PG_PORT", 15439), env_int("CCP_REDIS_PORT", 16399), fresh=False,
+                  anvil_port=env_int("CCP_ANVIL_PORT", 18545)) as svc_env:
         env = {**os.environ, **svc_env, "PYTHONUNBUFFERED": "1"}
+        env.setdefault("CCP_CHAIN_URL", svc_env["ANVIL_URL"])
+        env.setdefault("CCP_CHAIN_OPERATOR_KEY", ANVIL_OPERATOR_KEY)
         env.setdefault("CCP_SIGNIN_DOMAIN", f"{'localhost' if host == '127.0.0.1' else host}:{port}")
         env.setdefault("CCP_DEMO", "1")
         manage = [py, "manage.py"]
-        for step in (["migrate", "--noinput"], ["collectstatic", "--noinput", "-v", "0"], ["ccp_demo"]):
+        deploy = ["chain_deploy", "--url", env["CCP_CHAIN_URL"], "--operator-key", env["CCP_CHAIN_OPERATOR_KEY"],
+                  "--demo-token", "USDC"]
+        for step in (["migrate", "--noinput"], ["collectstatic", "--noinput", "-v", "0"], ["ccp_demo"], deploy):
             subprocess.run(manage + step, env=env, cwd=REPO, check=True)
         log(f"API       http://localhost:{port}/api/v1/health")
         log(f"API docs  http://localhost:{port}/api/v1/docs/")
         password = env.get("CCP_DEMO_PASSWORD", "operator")
         log(f"admin     http://localhost:{port}/admin/  (user: operator, password: {password})")
         log(f"WebSocket ws://localhost:{port}/ws/v1/system")
+        log(f"chain     {env['CCP_CHAIN_URL']} (anvil, chain id 31337; FundLock address in the admin)")
         log("Ctrl-C stops everything")
         children = {
             "daphne": [py, "-m", "daphne", "-b", host, "-p", str(port), "ccp.asgi:application"],
@@ -236,7 +286,7 @@ def cmd_run() -> int:
 def cmd_test(pytest_args: list[str]) -> int:
     # Ports below Linux's ephemeral range (32768-60999), so no outgoing connection holds them.
     ports = env_int("CCP_TEST_PG_PORT", 25439), env_int("CCP_TEST_REDIS_PORT", 26399)
-    with services("test", *ports, fresh=True) as svc_env:
+    with services("test", *ports, fresh=True, anvil_port=env_int("CCP_TEST_ANVIL_PORT", 28545)) as svc_env:
         env = {**os.environ, **svc_env, "PYTHONUNBUFFERED": "1"}
         return subprocess.run([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=REPO).returncode
 

@@ -44,7 +44,10 @@ def settlement_confirm_task() -> dict | str:
 
 @shared_task(name="settlement.reconcile")
 def reconciliation_task() -> list[str] | str:
-    chain, _ = _chain()
+    """Bring the deposit edge up to the confirmed head first: the comparison is made at that block."""
+    chain, deployed = _chain()
     if chain is None:
         return "chain not configured"
-    return reconciliation_run(chain=chain, now=utcnow())
+    now = utcnow()
+    deposits_monitor(chain=chain, now=now, start_block=deployed.deployed_block)
+    return reconciliation_run(chain=chain, now=now)

@@ -13,6 +13,8 @@ from ccp.contracts.models import Currency
 from ccp.settlement.chain.artifacts import load_artifact
 from ccp.settlement.chain.connect import operator_account, web3_for
 from ccp.settlement.models import ChainContract
+from ccp.settlement.services import DEPOSITS_EDGE
+from ccp.system.models import Edge
 
 
 class Command(BaseCommand):
@@ -30,9 +32,12 @@ class Command(BaseCommand):
         operator = operator_account(operator_key)
         chain_id = w3.eth.chain_id
         existing = ChainContract.objects.filter(name="FundLock", chain_id=chain_id).first()
-        if existing:
-            self.stdout.write(f"FundLock already recorded at {existing.address}")
+        if existing and w3.eth.get_code(w3.to_checksum_address(existing.address)):
+            self.stdout.write(f"FundLock already deployed at {existing.address}")
             return
+        if existing:  # the node lost its state (a fresh dev chain): deploy again, read deposits from its start
+            existing.delete()
+            Edge.objects.filter(name=DEPOSITS_EDGE).delete()
         if demo_token:
             currency = Currency.objects.get(symbol=demo_token)
             token = self._deploy(w3, operator, "TestToken", f"ccp demo {demo_token}", demo_token, currency.decimals)

@@ -1,0 +1,131 @@
+"""End to end on a real local node (anvil, started by bin/test): deposit -> registration -> sign-in ->
+order -> auction -> settlement -> the contract's balances equal the fund locks."""
+
+import os
+from datetime import timedelta
+from decimal import Decimal as D
+
+import pytest
+from django.core.management import call_command
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from rest_framework.test import APIClient
+
+from ccp.accounts.models import FundLock
+from ccp.clock import utcnow
+from ccp.contracts.models import Currency
+from ccp.matching.services import auction_apply, auction_close, auction_open, auction_solve
+from ccp.matching.tasks import auction_settings
+from ccp.settlement.chain.artifacts import load_artifact
+from ccp.settlement.chain.connect import web3_for
+from ccp.settlement.models import ChainContract, Deposit, SettlementBatch
+from ccp.settlement.tasks import (
+    deposits_monitor_task,
+    reconciliation_task,
+    settlement_confirm_task,
+    settlement_submit_task,
+)
+from tests.factories import ContractFactory, CurrencyFactory
+
+ANVIL_URL = os.environ.get("ANVIL_URL", "")
+# anvil's well-known development keys (accounts 0, 1, 2): never for real funds
+OPERATOR = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+TRADERS = ["0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+           "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"]
+pytestmark = [pytest.mark.skipif(not ANVIL_URL, reason="needs anvil: run bin/test"),
+              pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def chain(settings):
+    settings.CCP_CHAIN_URL, settings.CCP_CHAIN_OPERATOR_KEY, settings.CCP_CHAIN_CONFIRMATIONS = ANVIL_URL, OPERATOR, 2
+    w3 = web3_for(ANVIL_URL)
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    CurrencyFactory(symbol="USDC", decimals=6)
+    call_command("chain_deploy", url=ANVIL_URL, operator_key=OPERATOR, demo_token="USDC", verbosity=0)
+    usdc = Currency.objects.get(symbol="USDC")
+    token = w3.eth.contract(address=w3.to_checksum_address(usdc.token_address), abi=load_artifact("TestToken")["abi"])
+    fund_lock = w3.eth.contract(address=w3.to_checksum_address(ChainContract.objects.get().address),
+                                abi=load_artifact("FundLock")["abi"])
+    yield w3, token, fund_lock, usdc
+    w3.provider.make_request("evm_revert", [snapshot])
+
+
+def mine(w3, blocks):
+    w3.provider.make_request("anvil_mine", [blocks])
+
+
+def deposit(w3, token, fund_lock, who, units):
+    operator = Account.from_key(OPERATOR).address
+    for call, sender in ((token.functions.mint(who, units), operator),
+                         (token.functions.approve(fund_lock.address, units), who),
+                         (fund_lock.functions.deposit(token.address, units), who)):
+        assert w3.eth.wait_for_transaction_receipt(call.transact({"from": sender})).status == 1
+
+
+def sign_in(account) -> APIClient:
+    api = APIClient()
+    message = api.post("/api/v1/auth/nonce", {"address": account.address}, format="json").json()["message"]
+    signature = account.sign_message(encode_defunct(text=message)).signature.to_0x_hex()
+    token = api.post("/api/v1/auth/token", {"message": message, "signature": signature}, format="json").json()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token['token']}")
+    return api
+
+
+def test_deposit_to_settlement_leaves_the_contract_equal_to_the_fund_locks(chain):
+    from celery_app import app
+
+    w3, token, fund_lock, usdc = chain
+    alice, bob = (Account.from_key(k) for k in TRADERS)
+    for trader in (alice, bob):
+        deposit(w3, token, fund_lock, trader.address, 100_000_000_000)  # 100,000 USDC
+    mine(w3, 2)
+    assert deposits_monitor_task() == 2 and deposits_monitor_task() == 0
+    contract = ContractFactory(pair__quote=usdc, collateral=usdc)
+    apis = {who: sign_in(who) for who in (alice, bob)}
+    app.conf.task_always_eager = True
+    try:
+        for who, side in ((alice, "buy"), (bob, "sell")):
+            body = {"client_order_id": f"{side}-1", "contract": contract.symbol, "side": side, "price": "2100",
+                    "quantity": "0.5"}
+            assert apis[who].post("/api/v1/orders", body, format="json").status_code == 202
+    finally:
+        app.conf.task_always_eager = False
+    now = utcnow()
+    auction = auction_open(pair=contract.pair, now=now, interval=timedelta(seconds=10))
+    auction_close(auction_id=auction.pk, now=now, settings=auction_settings())
+    auction_solve(auction_id=auction.pk, now=now)
+    assert auction_apply(auction_id=auction.pk, now=now).fills_count == 2
+    assert settlement_submit_task() == 1 and settlement_submit_task() == 0  # a duplicate run sends nothing
+    mine(w3, 3)
+    settlement_confirm_task()
+    settlement_confirm_task()
+    assert SettlementBatch.objects.get().state == "confirmed"
+    for fund in FundLock.objects.select_related("client"):
+        on_chain = fund_lock.functions.balances(token.address, w3.to_checksum_address(fund.client.address)).call()
+        assert (D(on_chain).scaleb(-6), fund.settle_value) == (fund.fundlock, 0)
+    assert FundLock.objects.get(client__address=alice.address.lower()).fundlock == D("100000") - D("1050")
+    assert reconciliation_task() == []
+    # bob's short call locks 25,000: he cannot withdraw it
+    refused = apis[bob].post("/api/v1/withdrawals", {"currency": "USDC", "amount": "80000"}, format="json")
+    assert refused.status_code == 409 and refused.json()["code"] == "insufficient_collateral"
+
+
+def test_a_reorg_shallower_than_the_confirmations_changes_nothing(chain):
+    w3, token, fund_lock, usdc = chain
+    alice = Account.from_key(TRADERS[0])
+    deposit(w3, token, fund_lock, alice.address, 5_000_000)
+    mine(w3, 1)
+    deposits_monitor_task()  # the deposit is 1 block deep of the 2 needed: not credited yet
+    assert not Deposit.objects.exists()
+    # the last 2 blocks are replaced by blocks without the deposit
+    w3.provider.make_request("anvil_reorg", [2, []])
+    mine(w3, 3)
+    deposits_monitor_task()
+    assert not Deposit.objects.exists() and not FundLock.objects.exists()
+    deposit(w3, token, fund_lock, alice.address, 7_000_000)
+    mine(w3, 2)
+    deposits_monitor_task()
+    deposits_monitor_task()
+    assert FundLock.objects.get().fundlock == D("7")
+    assert reconciliation_task() == []
