@@ -8,6 +8,7 @@ from ccp.clock import utcnow
 from ccp.matching.auction import AuctionSettings
 from ccp.matching.selectors import auctions_to_resume, pairs_with_open_orders
 from ccp.matching.services import auction_apply, auction_close, auction_open, auction_solve
+from ccp.money import money_str
 
 logger = logging.getLogger(__name__)
 
@@ -53,5 +54,5 @@ def auction_apply_task(auction_id: int) -> str:
     auction = auction_apply(auction_id=auction_id, now=utcnow())
     logger.info("auction %s %s: %s orders, %s fills, prices %s, welfare %s (%s, %s s)", auction.pk, auction.group,
                 auction.orders_count, auction.fills_count, (auction.result_document or {}).get("prices", {}),
-                auction.welfare, auction.status, (auction.timings or {}).get("total_s"))
+                money_str(auction.welfare or 0), auction.status, (auction.timings or {}).get("total_s"))
     return auction.state

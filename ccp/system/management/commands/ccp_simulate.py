@@ -3,7 +3,8 @@ wallets and keep sending limit orders around a fair value, so auctions clear in 
 
     manage.py ccp_simulate --url http://127.0.0.1:8000 --traders 6 --interval 2
 
-Deposits credit the fund lock directly (the on-chain FundLock monitor replaces this once deployed).
+With a chain configured (bin/run starts anvil and deploys FundLock) traders deposit on chain and the
+deposit monitor credits them; without one, deposits credit the fund lock directly.
 """
 
 import hashlib
@@ -16,6 +17,7 @@ import urllib.request
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -24,6 +26,10 @@ from ccp.accounts.models import FundLock
 from ccp.accounts.services import client_register, fund_lock_credit
 from ccp.clock import utcnow
 from ccp.contracts.models import Currency
+from ccp.settlement.chain.artifacts import load_artifact
+from ccp.settlement.chain.connect import operator_account, web3_for
+from ccp.settlement.models import ChainContract
+from ccp.settlement.services import token_units
 
 logger = logging.getLogger("ccp.simulator")
 SPOT = {"BTC": Decimal(100000), "ETH": Decimal(3500)}  # notional spot for fair values until prices land
@@ -81,12 +87,18 @@ class Command(BaseCommand):
         self._wait_for(url)
         usdc = Currency.objects.get(symbol="USDC")
         crowd = [Trader(url, n) for n in range(traders)]
+        fund_lock = ChainContract.objects.filter(name="FundLock").first()
         for trader in crowd:
-            client = client_register(address=trader.account.address, now=utcnow())
-            held = FundLock.objects.filter(client=client, currency=usdc).first()
+            held = FundLock.objects.filter(client__address=trader.account.address.lower(), currency=usdc).first()
             if held is None or held.fundlock < TOP_UP_BELOW:
-                fund_lock_credit(client=client, currency=usdc, amount=TOP_UP, now=utcnow())
-                logger.info("simulated deposit: %s USDC for %s", TOP_UP, trader.account.address)
+                if settings.CCP_CHAIN_URL and fund_lock and usdc.token_address:
+                    self._deposit_on_chain(trader, usdc, fund_lock.address)
+                else:
+                    client = client_register(address=trader.account.address, now=utcnow())
+                    fund_lock_credit(client=client, currency=usdc, amount=TOP_UP, now=utcnow())
+                    logger.info("simulated deposit (no chain): %s USDC for %s", TOP_UP, trader.account.address)
+        self._wait_for_clients(crowd, usdc)
+        for trader in crowd:
             trader.sign_in()
         logger.info("%d simulated traders signed in over the API", len(crowd))
         done = 0
@@ -99,6 +111,36 @@ class Command(BaseCommand):
                     self._send_order(trader, rng.choice(contracts), rng)
             done += 1
             time.sleep(interval)
+
+    def _deposit_on_chain(self, trader: Trader, usdc: Currency, fund_lock_address: str) -> None:
+        """Fund the wallet with gas (anvil), mint demo USDC to it and deposit it into FundLock."""
+        w3 = web3_for(settings.CCP_CHAIN_URL)
+        w3.provider.make_request("anvil_setBalance", [trader.account.address, hex(10**20)])
+        operator = operator_account(settings.CCP_CHAIN_OPERATOR_KEY)
+        token = w3.eth.contract(address=w3.to_checksum_address(usdc.token_address),
+                                abi=load_artifact("TestToken")["abi"])
+        fund_lock = w3.eth.contract(address=w3.to_checksum_address(fund_lock_address),
+                                    abi=load_artifact("FundLock")["abi"])
+        units = token_units(TOP_UP, usdc.decimals)
+        for signer, call in ((operator, token.functions.mint(trader.account.address, units)),
+                             (trader.account, token.functions.approve(fund_lock.address, units)),
+                             (trader.account, fund_lock.functions.deposit(token.address, units))):
+            tx = call.build_transaction({"from": signer.address, "nonce": w3.eth.get_transaction_count(
+                signer.address, "pending"), "gas": 200_000, "gasPrice": w3.eth.gas_price})
+            w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(
+                signer.sign_transaction(tx).raw_transaction), timeout=30)
+        logger.info("deposited %s USDC on chain for %s", TOP_UP, trader.account.address)
+
+    def _wait_for_clients(self, crowd: list[Trader], usdc: Currency, timeout_s: float = 120) -> None:
+        """Until the deposit monitor (beat) has credited every trader: sign-in needs a registered client."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            credited = FundLock.objects.filter(currency=usdc, fundlock__gte=TOP_UP_BELOW, client__address__in=[
+                t.account.address.lower() for t in crowd]).count()
+            if credited == len(crowd):
+                return
+            time.sleep(1)
+        raise SystemExit("the deposit monitor did not credit the simulated traders in time")
 
     def _send_order(self, trader: Trader, contract: dict, rng: random.Random) -> None:
         spot = SPOT.get(contract["underlying"].split("/")[0], Decimal(100))
