@@ -195,6 +195,8 @@ CCP_CHAIN_CONFIRMATIONS = int(os.environ.get("CCP_CHAIN_CONFIRMATIONS", "3"))
 CCP_CHAIN_LOG_RANGE = int(os.environ.get("CCP_CHAIN_LOG_RANGE", "2000"))
 # 600 movements to fresh balances stay under 16.7M gas (EIP-7825's per-transaction cap).
 CCP_SETTLEMENT_BATCH_MAX = int(os.environ.get("CCP_SETTLEMENT_BATCH_MAX", "600"))
+# A settlement transaction not mined this long is replaced (same nonce, 25% more gas price).
+CCP_SETTLEMENT_REPLACE_AFTER = timedelta(seconds=int(os.environ.get("CCP_SETTLEMENT_REPLACE_AFTER_SECONDS", "120")))
 # Orders still 'received' this long after arrival are queued for validation again.
 CCP_ORDER_REQUEUE_AFTER = timedelta(seconds=int(os.environ.get("CCP_ORDER_REQUEUE_AFTER_SECONDS", "15")))
 

@@ -143,39 +143,77 @@ def settlement_submit(*, chain: FundLockClient, operator: LocalAccount, house: s
             sent.append(_submit_chunk(chain, operator, house, chunk, now))
     for _, movements in sorted(releases.items()):
         for start in range(0, len(movements), size):
-            sent.append(_submit_chunk(chain, operator, house, movements[start:start + size], now, release=True))
+            sent.append(_submit_chunk(chain, operator, house, movements[start:start + size], now))
     return [batch for batch in sent if batch is not None]
 
 
-def _submit_chunk(chain, operator, house, chunk: list[CashMovement], now, release: bool = False
-                  ) -> SettlementBatch | None:
+def _batch_call(chunk: list[CashMovement], house: str) -> tuple[bool, list[str], list[int]]:
+    """(is a release, clients, amounts in token units) of a batch; ValueError if an amount is too precise."""
+    currency = chunk[0].currency
+    amounts = [token_units(m.amount, currency.decimals) for m in chunk]
+    clients = [m.client.address for m in chunk]
+    if chunk[0].origin == CashMovementOrigin.WITHDRAWAL:  # from balances into withdrawable, positive units
+        return True, clients, [-amount for amount in amounts]
+    if residual := -sum(amounts):
+        clients, amounts = [*clients, house.lower()], [*amounts, residual]
+    return False, clients, amounts
+
+
+def _sign(chain: FundLockClient, operator: LocalAccount, release: bool, batch_id: bytes, currency: Currency,
+          clients: list[str], amounts: list[int], nonce: int, gas_price: int) -> SignedTx:
+    sign = chain.sign_release if release else chain.sign_settle
+    return sign(operator=operator, batch_id=batch_id, token=currency.token_address, clients=clients, amounts=amounts,
+                nonce=nonce, gas_price=gas_price)
+
+
+def _record(batch_id: str, currency: Currency, signed: SignedTx, gas_price: int, chunk: list[CashMovement],
+            chain: FundLockClient, now: datetime) -> SettlementBatch:
+    """The batch and one tracking per movement, committed before the transaction is sent (after commit)."""
+    batch = SettlementBatch.objects.create(
+        batch_id=batch_id, currency=currency, nonce=signed.nonce, gas_price=gas_price, tx_hash=signed.tx_hash,
+        raw_tx=signed.raw, movements_count=len(chunk), created_at=now, updated_at=now)
+    CashMovementTracking.objects.bulk_create([
+        CashMovementTracking(cash_movement=m, state=TrackingState.SUBMITTED, batch_id=batch_id,
+                             tx_hash=signed.tx_hash, created_at=now, updated_at=now) for m in chunk])
+    transaction.on_commit(lambda: _send(chain, signed), robust=True)
+    return batch
+
+
+def _submit_chunk(chain, operator, house, chunk: list[CashMovement], now) -> SettlementBatch | None:
     currency = chunk[0].currency
     try:
-        amounts = [token_units(m.amount, currency.decimals) for m in chunk]
+        release, clients, amounts = _batch_call(chunk, house)
     except ValueError as exc:
         alert_raise(key=f"settlement:{chunk[0].origin_ref}", kind=AlertKind.RECONCILIATION, now=now,
                     message=f"Cash movements of {chunk[0].origin_ref} cannot be settled exactly: {exc}")
         return None
-    clients = [m.client.address for m in chunk]
-    if release:  # withdrawals: from balances into withdrawable, amounts as positive units
-        amounts = [-amount for amount in amounts]
-    elif residual := -sum(amounts):
-        clients, amounts = [*clients, house.lower()], [*amounts, residual]
     batch_id = _batch_id([m.pk for m in chunk])
     with transaction.atomic():
         nonce = _take_nonce(operator.address.lower(), chain)
         gas_price = chain.w3.eth.gas_price
-        sign = chain.sign_release if release else chain.sign_settle
-        signed = sign(operator=operator, batch_id=batch_id, token=currency.token_address, clients=clients,
-                      amounts=amounts, nonce=nonce, gas_price=gas_price)
-        batch = SettlementBatch.objects.create(
-            batch_id=batch_id.to_0x_hex(), currency=currency, nonce=nonce, gas_price=gas_price,
-            tx_hash=signed.tx_hash, raw_tx=signed.raw, movements_count=len(chunk), created_at=now, updated_at=now)
-        CashMovementTracking.objects.bulk_create([
-            CashMovementTracking(cash_movement=m, state=TrackingState.SUBMITTED, batch_id=batch.batch_id,
-                                 tx_hash=signed.tx_hash, created_at=now, updated_at=now) for m in chunk])
-        transaction.on_commit(lambda: _send(chain, signed), robust=True)
-    return batch
+        signed = _sign(chain, operator, release, batch_id, currency, clients, amounts, nonce, gas_price)
+        return _record(batch_id.to_0x_hex(), currency, signed, gas_price, chunk, chain, now)
+
+
+@transaction.atomic
+def _replace(chain: FundLockClient, operator: LocalAccount, house: str, batch: SettlementBatch,
+             now: datetime) -> None:
+    """Send a stuck batch again with the same nonce and a higher gas price; only one of the two can be
+    mined, and either applies the same batch id once."""
+    batch = SettlementBatch.objects.select_for_update().get(pk=batch.pk)
+    if batch.state != BatchState.SUBMITTED:
+        return
+    trackings = CashMovementTracking.objects.select_related("cash_movement__client", "cash_movement__currency").filter(
+        tx_hash=batch.tx_hash, state=TrackingState.SUBMITTED).order_by("cash_movement_id")
+    chunk = [t.cash_movement for t in trackings]
+    release, clients, amounts = _batch_call(chunk, house)
+    gas_price = max(int(batch.gas_price) * 5 // 4 + 1, chain.w3.eth.gas_price)
+    signed = _sign(chain, operator, release, bytes.fromhex(batch.batch_id[2:]), batch.currency, clients, amounts,
+                   batch.nonce, gas_price)
+    batch.state, batch.updated_at = BatchState.REPLACED, now
+    batch.save(update_fields=["state", "updated_at"])
+    trackings.update(state=TrackingState.REPLACED, updated_at=now)
+    _record(batch.batch_id, batch.currency, signed, gas_price, chunk, chain, now)
 
 
 def _send(chain: FundLockClient, signed: SignedTx) -> None:
@@ -185,18 +223,29 @@ def _send(chain: FundLockClient, signed: SignedTx) -> None:
         logger.warning("sending %s failed (%s); it will be re-sent", signed.tx_hash, exc)
 
 
-def settlement_confirm(*, chain: FundLockClient, now: datetime) -> dict[str, int]:
-    """Follow every submitted batch: re-send it while the node does not know it, confirm it once its
-    receipt is ``CCP_CHAIN_CONFIRMATIONS`` deep (settle value -> fundlock, in one transaction), or mark
-    it failed so its movements are sent again under the same batch id. Safe to run twice."""
+def settlement_confirm(*, chain: FundLockClient, now: datetime, operator: LocalAccount | None = None,
+                       house: str = "") -> dict[str, int]:
+    """Follow every submitted batch: re-send it while the node does not know it, replace it (same nonce,
+    higher gas price) when it is stuck longer than CCP_SETTLEMENT_REPLACE_AFTER, confirm it once its
+    receipt (or a replaced sibling's: same nonce, only one is mined) is CCP_CHAIN_CONFIRMATIONS deep
+    (settle value -> fundlock, in one transaction), or mark it failed so its movements are sent again
+    under the same batch id. Safe to run twice."""
     now = require_aware(now)
     head = chain.head()
-    counts = {"confirmed": 0, "failed": 0, "resent": 0}
+    counts = {"confirmed": 0, "failed": 0, "resent": 0, "replaced": 0}
     for batch in SettlementBatch.objects.filter(state=BatchState.SUBMITTED).order_by("nonce"):
-        receipt = chain.receipt(batch.tx_hash)
+        receipt = chain.receipt(batch.tx_hash) or next(filter(None, (
+            chain.receipt(tx) for tx in SettlementBatch.objects.filter(
+                batch_id=batch.batch_id, nonce=batch.nonce, state=BatchState.REPLACED).values_list("tx_hash", flat=True)
+        )), None)
         if receipt is None:
-            _send(chain, SignedTx(batch.tx_hash, bytes(batch.raw_tx), batch.nonce))
-            counts["resent"] += 1
+            stuck = now - batch.updated_at >= settings.CCP_SETTLEMENT_REPLACE_AFTER
+            if operator is not None and stuck and chain.pending(batch.tx_hash):
+                _replace(chain, operator, house or operator.address, batch, now)
+                counts["replaced"] += 1
+            else:
+                _send(chain, SignedTx(batch.tx_hash, bytes(batch.raw_tx), batch.nonce))
+                counts["resent"] += 1
         elif receipt["blockNumber"] <= head - settings.CCP_CHAIN_CONFIRMATIONS:
             counts["confirmed" if receipt["status"] == 1 else "failed"] += 1
             _batch_settle(batch, receipt, now)

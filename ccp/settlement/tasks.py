@@ -37,9 +37,11 @@ def settlement_submit_task() -> int | str:
 @shared_task(name="settlement.confirm")
 def settlement_confirm_task() -> dict | str:
     chain, _ = _chain()
-    if chain is None:
+    if chain is None or not settings.CCP_CHAIN_OPERATOR_KEY:
         return "chain not configured"
-    return settlement_confirm(chain=chain, now=utcnow())
+    operator = operator_account(settings.CCP_CHAIN_OPERATOR_KEY)
+    return settlement_confirm(chain=chain, now=utcnow(), operator=operator,
+                              house=settings.CCP_CHAIN_HOUSE_ADDRESS or operator.address)
 
 
 @shared_task(name="settlement.reconcile")

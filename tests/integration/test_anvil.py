@@ -129,3 +129,37 @@ def test_a_reorg_shallower_than_the_confirmations_changes_nothing(chain):
     deposits_monitor_task()
     assert FundLock.objects.get().fundlock == D("7")
     assert reconciliation_task() == []
+
+
+def test_a_stuck_settlement_is_replaced_and_applied_once(chain, settings):
+    from ccp.accounts.models import Client
+    from ccp.settlement.models import CashMovement
+
+    w3, token, fund_lock, usdc = chain
+    alice, bob = (Account.from_key(k) for k in TRADERS)
+    for trader in (alice, bob):
+        deposit(w3, token, fund_lock, trader.address, 10_000_000)
+    mine(w3, 2)
+    deposits_monitor_task()
+    for trader, amount in ((alice, D("-2")), (bob, D("2"))):
+        client = Client.objects.get(address=trader.address.lower())
+        CashMovement.objects.create(client=client, currency=usdc, amount=amount, origin="auction",
+                                    origin_ref="auction-stuck", created_at=utcnow())
+        FundLock.objects.filter(client=client).update(settle_value=amount)
+    w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        assert settlement_submit_task() == 1
+        settings.CCP_SETTLEMENT_REPLACE_AFTER = timedelta(0)
+        assert settlement_confirm_task()["replaced"] == 1  # pending in the mempool: replaced, higher gas price
+        first, second = SettlementBatch.objects.order_by("id")
+        assert (first.state, second.state, first.nonce) == ("replaced", "submitted", second.nonce)
+        assert second.gas_price > first.gas_price and first.batch_id == second.batch_id
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
+    mine(w3, 3)
+    settlement_confirm_task()
+    assert SettlementBatch.objects.get(state="confirmed") == second
+    for fund in FundLock.objects.select_related("client"):
+        on_chain = fund_lock.functions.balances(token.address, w3.to_checksum_address(fund.client.address)).call()
+        assert (D(on_chain).scaleb(-6), fund.settle_value) == (fund.fundlock, 0)
+    assert FundLock.objects.get(client__address=alice.address.lower()).fundlock == D("8")

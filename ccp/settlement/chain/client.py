@@ -90,6 +90,13 @@ class FundLockClient:
     def send(self, signed: SignedTx) -> str:
         return self.w3.eth.send_raw_transaction(HexBytes(signed.raw)).to_0x_hex()
 
+    def pending(self, tx_hash: str) -> bool:
+        """The node holds the transaction but has not mined it."""
+        try:
+            return self.w3.eth.get_transaction(tx_hash)["blockNumber"] is None
+        except TransactionNotFound:
+            return False
+
     def receipt(self, tx_hash: str) -> dict | None:
         try:
             return dict(self.w3.eth.get_transaction_receipt(tx_hash))
