@@ -146,7 +146,8 @@ def auction_solve(*, auction_id: int, now: datetime) -> Auction:
         return auction
     result = clear(input_from_document(auction.input_document))
     with transaction.atomic():
-        auction = Auction.objects.select_for_update().get(pk=auction_id)
+        # The documents are large: the lock and the update leave the input document alone.
+        auction = Auction.objects.select_for_update().defer("input_document", "order_ids").get(pk=auction_id)
         if auction.state != AuctionState.CLOSED:
             return auction  # a duplicate solved it meanwhile: same input, same result
         auction.result_document = result_to_document(result)
@@ -154,7 +155,8 @@ def auction_solve(*, auction_id: int, now: datetime) -> Auction:
         auction.welfare, auction.upper_bound = result.welfare, result.upper_bound
         auction.fills_count, auction.timings = len(result.fills), {k: round(v, 6) for k, v in result.timings.items()}
         auction.state, auction.solved_at = AuctionState.SOLVED, require_aware(now)
-        auction.save()
+        auction.save(update_fields=["result_document", "status", "solver", "welfare", "upper_bound", "fills_count",
+                                    "timings", "state", "solved_at"])
     return auction
 
 
@@ -175,7 +177,7 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     Locks the auction, the pair's book (cancels wait), then the positions, lockups and fund locks
     involved (by id)."""
     now = require_aware(now)
-    auction = Auction.objects.select_for_update().get(pk=auction_id)
+    auction = Auction.objects.select_for_update().defer("input_document").get(pk=auction_id)
     if auction.state != AuctionState.SOLVED:
         return auction
     result = auction.result_document
