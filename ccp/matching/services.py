@@ -190,7 +190,9 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     held = set(auction.order_ids)
     requested = [pk for pk in Order.objects.filter(cancel_requested_at__isnull=False, state__in=BOOK_STATES)
                  .values_list("id", flat=True) if pk in held]
-    orders = list(Order.objects.filter(pk__in=sorted(set(fills) | set(requested))).order_by("id"))
+    # One array parameter instead of tens of thousands of IN parameters.
+    orders = list(Order.objects.extra(where=["orders_order.id = ANY(%s)"], params=[sorted(set(fills) | set(requested))])
+                  .order_by("id"))
     contracts = Contract.objects.select_related("pair").in_bulk({o.contract_id for o in orders})
     for order in orders:
         order.contract = contracts[order.contract_id]  # one instance per contract: terms are built once
@@ -286,13 +288,16 @@ def _book_positions(cash, contracts, now) -> dict[tuple[int, int], Decimal]:
     Position.objects.bulk_create(new_positions, batch_size=5000)
     touched = {(client_id, contracts[contract_id].pair_id, contracts[contract_id].expiry_date)
                for client_id, contract_id in cash}
-    held = Position.objects.select_related("contract").filter(
-        client_id__in=clients, contract__pair_id__in={p for _, p, _ in touched}).exclude(quantity=0)
+    held = list(Position.objects.filter(client_id__in=clients, contract__pair_id__in={p for _, p, _ in touched})
+                .exclude(quantity=0).values_list("client_id", "contract_id", "quantity"))
+    # One instance per contract, so each contract's terms are built once.
+    every = {**Contract.objects.in_bulk({c for _, c, _ in held} - set(contracts)), **contracts}
     legs: dict[tuple, list[Leg]] = defaultdict(list)
-    for position in held:
-        key = (position.client_id, position.contract.pair_id, position.contract.expiry_date)
+    for client_id, contract_id, quantity in held:
+        contract = every[contract_id]
+        key = (client_id, contract.pair_id, contract.expiry_date)
         if key in touched:
-            legs[key].append(Leg(position.contract.terms, position.quantity))
+            legs[key].append(Leg(contract.terms, quantity))
     current = {(lk.client_id, lk.pair_id, lk.expiry_date): lk for lk in Lockup.objects.select_for_update().filter(
         Q(client_id__in=clients), Q(pair_id__in={p for _, p, _ in touched})).order_by("id")}
     currency = {(c.pair_id, c.expiry_date): c.collateral_id for c in contracts.values()}
