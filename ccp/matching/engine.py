@@ -18,6 +18,7 @@ deterministic. Pure: takes an AuctionInput, returns an AuctionResult; floats onl
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -100,13 +101,19 @@ def _prepare(auction: AuctionInput) -> _Book:
         by_contract[order.contract].append(order.id)
         by_client[order.client].append(order)
     book = _Book(auction, contracts, {c.id: c for c in auction.clients}, orders, lot_orders, by_contract, set(), set())
+
+    @functools.cache
+    def unit_worst(symbol: str, side: str, price: Decimal) -> Decimal:
+        # Orders share price levels: one Decimal computation per level, not per order.
+        return order_worst_cost(contracts[symbol].terms, side, price, Decimal(1))
+
     for client in auction.clients:
         current = sum((lockup_amount(p) for p in _portfolio_legs(book, client.id).values()), Decimal(0))
         if current > client.budget:
             book.underwater.add(client.id)
             continue
-        worst = sum((order_worst_cost(contracts[o.contract].terms, o.side, o.price, o.quantity)
-                     for o in by_client[client.id]), Decimal(0))
+        worst = sum((unit_worst(o.contract, o.side, o.price) * o.quantity for o in by_client[client.id]),
+                    Decimal(0))
         if current + worst > client.budget:
             book.binding.add(client.id)
     return book

@@ -197,6 +197,8 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     for order in orders:
         order.contract = contracts[order.contract_id]  # one instance per contract: terms are built once
     histories, events, levels = [], defaultdict(list), defaultdict(set)
+    # One premium per contract: every fill of a contract is at its uniform price.
+    premiums = {c.pk: premium_per_unit(c.terms, prices[c.symbol]) for c in contracts.values() if c.symbol in prices}
     cash: dict[tuple[int, int], list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])  # (client, contract) -> amount, qty
     released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)  # (client, currency) -> order value freed
     for order in orders:
@@ -205,21 +207,20 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
             price = prices[order.contract.symbol]
             sign = 1 if order.side == "buy" else -1
             entry = cash[(order.client_id, order.contract_id)]
-            entry[0] -= sign * premium_per_unit(order.contract.terms, price) * quantity
+            entry[0] -= sign * premiums[order.contract_id] * quantity
             entry[1] += sign * quantity
             before = order.state
             order.filled_quantity += quantity
             order.state = OrderState.FILLED if order.filled_quantity == order.quantity else OrderState.PARTIALLY_FILLED
-            histories.append(OrderStateHistory(order=order, from_state=before, to_state=order.state, reason="auction",
-                                               filled_quantity=order.filled_quantity, at=now))
+            histories.append({"order_id": order.pk, "from_state": before, "to_state": order.state,
+                              "reason": "auction", "filled_quantity": order.filled_quantity, "at": now})
             events[order.client_id].append({"type": "fill", "order_id": order.pk, "auction": auction.pk,
                                             "contract": order.contract.symbol, "side": order.side,
                                             "price": money_str(price), "quantity": money_str(quantity)})
             levels[order.contract_id].add((order.side, order.price))
         if order.cancel_requested_at and order.state in BOOK_STATES:
-            histories.append(OrderStateHistory(order=order, from_state=order.state, to_state=OrderState.CANCELLED,
-                                               reason="cancel_requested", filled_quantity=order.filled_quantity,
-                                               at=now))
+            histories.append({"order_id": order.pk, "from_state": order.state, "to_state": OrderState.CANCELLED,
+                              "reason": "cancel_requested", "filled_quantity": order.filled_quantity, "at": now})
             order.state = OrderState.CANCELLED
             levels[order.contract_id].add((order.side, order.price))
         if quantity or order.state == OrderState.CANCELLED:
@@ -261,9 +262,9 @@ def _book_cash(auction, cash, contracts, now) -> dict[tuple[int, int], Decimal]:
         contract = contracts[contract_id]
         if amount != quantize(amount):
             raise ValueError(f"premium {amount} of {contract} needs more than 18 decimal places")
-        movements.append(CashMovement(client_id=client_id, currency_id=contract.collateral_id, amount=amount,
-                                      contract_id=contract_id, position_delta=quantity,
-                                      origin=CashMovementOrigin.AUCTION, origin_ref=auction.ref, created_at=now))
+        movements.append({"client_id": client_id, "currency_id": contract.collateral_id, "amount": amount,
+                          "contract_id": contract_id, "position_delta": quantity, "origin": CashMovementOrigin.AUCTION,
+                          "origin_ref": auction.ref, "created_at": now})
         settle[(client_id, contract.collateral_id)] += amount
     bulk_insert_rows(CashMovement, movements)
     return settle
