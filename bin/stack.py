@@ -257,7 +257,6 @@ def cmd_run() -> int:
         env.setdefault("CCP_CHAIN_URL", svc_env["ANVIL_URL"])
         env.setdefault("CCP_CHAIN_OPERATOR_KEY", ANVIL_OPERATOR_KEY)
         env.setdefault("CCP_SIGNIN_DOMAIN", f"{'localhost' if host == '127.0.0.1' else host}:{port}")
-        env.setdefault("CCP_DEMO", "1")
         manage = [py, "manage.py"]
         deploy = ["chain_deploy", "--url", env["CCP_CHAIN_URL"], "--operator-key", env["CCP_CHAIN_OPERATOR_KEY"],
                   "--demo-token", "USDC"]
