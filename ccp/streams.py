@@ -6,6 +6,7 @@ delivers at most once; every stream carries what a client needs to notice a gap 
 numbers) and re-sync over REST.
 """
 
+import asyncio
 import logging
 from typing import Any
 
@@ -26,9 +27,19 @@ def client_group(client_id: int) -> str:
 
 
 async def _send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """Each group's messages in order; different groups side by side (an auction reaches thousands)."""
     layer = get_channel_layer()
+    by_group: dict[str, list[dict[str, Any]]] = {}
     for group, message in messages:
-        await layer.group_send(group, message)
+        by_group.setdefault(group, []).append(message)
+    limit = asyncio.Semaphore(16)
+
+    async def send_group(group: str, group_messages: list[dict[str, Any]]) -> None:
+        async with limit:
+            for message in group_messages:
+                await layer.group_send(group, message)
+
+    await asyncio.gather(*(send_group(group, group_messages) for group, group_messages in by_group.items()))
 
 
 def _send(messages: list[tuple[str, dict[str, Any]]]) -> None:
