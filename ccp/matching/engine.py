@@ -140,11 +140,11 @@ def _uncross_welfare(book: _Book, fills: dict[str, int]) -> Decimal:
     return total
 
 
-def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[BindingClient], list[str]]:
+def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[BindingClient]]:
     columns: list[Column] = []
     merged: dict[tuple[int, int, Decimal], int] = {}
-    binding_ids = sorted(c for c in book.binding if any(
-        book.orders[i].client == c for s in symbols for i in book.by_contract[s]))
+    trading = {book.orders[i].client for s in symbols for i in book.by_contract[s]}
+    binding_ids = sorted(book.binding & trading)
     client_index = {c: k for k, c in enumerate(binding_ids)}
     for j, symbol in enumerate(symbols):
         contract = book.contracts[symbol]
@@ -164,9 +164,13 @@ def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[Bindin
             column = columns[merged[key]]
             column.lots += lots
             column.order_ids.append(order_id)
+    by_client: dict[int, list[int]] = defaultdict(list)
+    for i, column in enumerate(columns):
+        if column.client is not None:
+            by_client[column.client].append(i)
     clients = []
     for client_id in binding_ids:
-        mine = [i for i, c in enumerate(columns) if c.client == client_index[client_id]]
+        mine = by_client[client_index[client_id]]
         budget = book.clients[client_id].budget
         premium = {i: float(columns[i].side * premium_per_unit(book.contracts[symbols[columns[i].contract]].terms,
                                                                columns[i].price) * columns[i].lot) for i in mine}
@@ -186,7 +190,7 @@ def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[Bindin
                          for i in cols}
                 rows[portfolio].append((float(-held), coefs))
         clients.append(BindingClient(float(budget), rows, premium))
-    return columns, clients, binding_ids
+    return columns, clients
 
 
 def _fills_from_columns(book: _Book, columns: list[Column], lots: list[float]) -> dict[str, int]:
@@ -289,7 +293,7 @@ def clear(auction: AuctionInput) -> AuctionResult:
 
 def _solve_coupled(book: _Book, symbols: list[str], timings: dict[str, float]):
     begun = started = time.perf_counter()
-    columns, clients, _ = _columns(book, symbols)
+    columns, clients = _columns(book, symbols)
     settings = book.auction.settings
     model = AuctionModel(columns, len(symbols), clients, float(settings.time_limit_s), float(settings.mip_rel_gap))
     timings["build_s"] = time.perf_counter() - started
