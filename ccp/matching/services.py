@@ -69,10 +69,9 @@ def auction_open(*, pair: Pair, now: datetime, interval: timedelta) -> Auction |
 
 
 def _reference_prices(contract_ids: list[int]) -> dict[int, Decimal]:
-    latest: dict[int, Decimal] = {}
-    for ref in ReferencePrice.objects.filter(contract_id__in=contract_ids).order_by("contract_id", "-at", "-id"):
-        latest.setdefault(ref.contract_id, ref.price)
-    return latest
+    # DISTINCT ON: one row per contract, however many auctions have written reference prices.
+    return dict(ReferencePrice.objects.filter(contract_id__in=contract_ids).order_by("contract_id", "-at", "-id")
+                .distinct("contract_id").values_list("contract_id", "price"))
 
 
 def _portfolio(contract: Contract) -> str:
