@@ -1,5 +1,6 @@
 """Order entry over REST: submit, idempotency, isolation between traders, and bad input."""
 
+from datetime import timedelta, timezone
 from decimal import Decimal as D
 
 import pytest
@@ -161,3 +162,7 @@ def test_the_stream_payload_of_an_order_equals_its_api_representation(trader, co
 
     order = ReceivedOrderFactory(client=trader, contract=contract, cancel_requested_at=now)
     assert order_payload(order) == OrderSerializer(order).data
+    # Another zone and microseconds: both come out as DRF writes them (UTC, "Z").
+    order.updated_at = now.astimezone(timezone(timedelta(hours=5))).replace(microsecond=120)
+    assert order_payload(order) == OrderSerializer(order).data
+    assert order_payload(order)["updated_at"].endswith(".000120Z")
