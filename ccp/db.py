@@ -32,6 +32,30 @@ def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model],
         cursor.execute("DROP TABLE ccp_bulk_update")
 
 
+def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Sequence[str],
+                     add: Sequence[str] = (), replace: Sequence[str] = ()) -> None:
+    """Insert rows (dicts by attribute name, every concrete column but the primary key), or where a
+    row with the same ``key`` (a unique constraint) exists, add to its ``add`` columns and overwrite
+    its ``replace`` columns. COPY into a temporary table, then one INSERT ... ON CONFLICT in key
+    order, so concurrent writers lock rows in the same order."""
+    if not rows:
+        return
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    columns = {f.attname: f'"{f.column}"' for f in fields}
+    names = ", ".join(columns.values())
+    definition = ", ".join(f"{columns[f.attname]} {f.db_type(connection)}" for f in fields)
+    keys = ", ".join(columns[name] for name in key)
+    updates = ", ".join([*(f"{columns[n]} = t.{columns[n]} + EXCLUDED.{columns[n]}" for n in add),
+                         *(f"{columns[n]} = EXCLUDED.{columns[n]}" for n in replace)])
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE ccp_bulk_upsert ({definition}) ON COMMIT DROP")
+        _copy(cursor, "ccp_bulk_upsert", list(columns.values()), ([row[f.attname] for f in fields] for row in rows))
+        cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM ccp_bulk_upsert '
+                       f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {updates}")
+        cursor.execute("DROP TABLE ccp_bulk_upsert")
+
+
 _BOOK_LOCK = 7001  # advisory lock namespace: a pair's book
 
 

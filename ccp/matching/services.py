@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from decimal import ROUND_UP, Decimal
 
 from django.db import connection, transaction
-from django.db.models import Q
 
 from ccp.accounts.models import Client
 from ccp.accounts.serializers import BalanceSerializer
@@ -24,7 +23,7 @@ from ccp.accounts.services import fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair
 from ccp.contracts.payoffs import Leg, lockup_amount, order_worst_cost, premium_per_unit
-from ccp.db import book_lock, bulk_insert_rows, bulk_update_rows
+from ccp.db import book_lock, bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
 from ccp.matching.auction import (
     AuctionInput,
     AuctionSettings,
@@ -277,13 +276,14 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     lockup_delta = _book_positions(cash, contracts, now)
     fund_locks = fund_locks_adjust(settle_value=settle, order_value={k: -v for k, v in released.items()},
                                    lockup_value=lockup_delta, now=now)
-    balances = {client_id: fund_lock for (client_id, _), fund_lock in fund_locks.items()}
     ReferencePrice.objects.bulk_create([
         ReferencePrice(contract=contract, kind=ReferencePriceKind.CLEARING, price=prices[contract.symbol], at=now,
                        auction_ref=auction.ref)
         for contract in sorted(contracts.values(), key=lambda c: c.pk) if contract.symbol in prices])
-    for client_id, fund_lock in balances.items():
-        events[client_id].append({"type": "balance", "balance": BalanceSerializer(fund_lock).data})
+    # One list serializer: a serializer per fund lock builds its fields each time.
+    for (client_id, _), balance in zip(fund_locks, BalanceSerializer(list(fund_locks.values()), many=True).data,
+                                       strict=True):
+        events[client_id].append({"type": "balance", "balance": balance})
     for client_id in sorted(events):
         stream_publish(client_group(client_id), {"type": "auction", "auction": auction.pk,
                                                  "events": events[client_id]})
@@ -314,20 +314,10 @@ def _book_cash(auction, cash, contracts, now) -> dict[tuple[int, int], Decimal]:
 def _book_positions(cash, contracts, now) -> dict[tuple[int, int], Decimal]:
     """Apply position changes and recompute each touched (client, expiry) portfolio's lockup.
     Returns the lockup change per (client, currency)."""
+    bulk_upsert_rows(Position, [{"client_id": client_id, "contract_id": contract_id, "quantity": quantity,
+                                 "updated_at": now} for (client_id, contract_id), (_, quantity) in cash.items()],
+                     key=["client_id", "contract_id"], add=["quantity"], replace=["updated_at"])
     clients = {client_id for client_id, _ in cash}
-    existing = {(p.client_id, p.contract_id): p for p in Position.objects.select_for_update().filter(
-        client_id__in=clients, contract_id__in=contracts).order_by("id")}
-    new_positions = []
-    for (client_id, contract_id), (_, quantity) in cash.items():
-        position = existing.get((client_id, contract_id))
-        if position is None:
-            position = Position(client_id=client_id, contract_id=contract_id, quantity=ZERO, updated_at=now)
-            existing[(client_id, contract_id)] = position
-            new_positions.append(position)
-        position.quantity += quantity
-        position.updated_at = now
-    bulk_update_rows(Position, [p for p in existing.values() if p.pk], ["quantity", "updated_at"])
-    bulk_insert_rows(Position, new_positions)
     touched = {(client_id, contracts[contract_id].pair_id, contracts[contract_id].expiry_date)
                for client_id, contract_id in cash}
     held = list(Position.objects.filter(client_id__in=clients, contract__pair_id__in={p for _, p, _ in touched})
@@ -340,24 +330,19 @@ def _book_positions(cash, contracts, now) -> dict[tuple[int, int], Decimal]:
         key = (client_id, contract.pair_id, contract.expiry_date)
         if key in touched:
             legs[key].append(Leg(contract.terms, quantity))
-    current = {(lk.client_id, lk.pair_id, lk.expiry_date): lk for lk in Lockup.objects.select_for_update().filter(
-        Q(client_id__in=clients), Q(pair_id__in={p for _, p, _ in touched})).order_by("id")}
+    current = {(c, p, e): amount for c, p, e, amount in Lockup.objects.select_for_update().filter(
+        client_id__in=clients, pair_id__in={p for _, p, _ in touched}).order_by("id")
+        .values_list("client_id", "pair_id", "expiry_date", "amount")}
     currency = {(c.pair_id, c.expiry_date): c.collateral_id for c in contracts.values()}
     delta: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
-    changed, created = [], []
+    rows = []
     for key in sorted(touched):
-        amount = quantize(lockup_amount(legs.get(key, [])), ROUND_UP)
-        lockup = current.get(key)
-        if lockup is None:
-            lockup = Lockup(client_id=key[0], pair_id=key[1], expiry_date=key[2], currency_id=currency[key[1:]],
-                            amount=ZERO, updated_at=now)
-            created.append(lockup)
-        elif lockup.amount != amount:
-            changed.append(lockup)
-        delta[(key[0], lockup.currency_id)] += amount - lockup.amount
-        lockup.amount, lockup.updated_at = amount, now
-    bulk_update_rows(Lockup, changed, ["amount", "updated_at"])
-    bulk_insert_rows(Lockup, created)
+        amount, before = quantize(lockup_amount(legs.get(key, [])), ROUND_UP), current.get(key)
+        if amount != before:
+            rows.append({"client_id": key[0], "pair_id": key[1], "expiry_date": key[2],
+                         "currency_id": currency[key[1:]], "amount": amount, "updated_at": now})
+            delta[(key[0], currency[key[1:]])] += amount - (before or ZERO)
+    bulk_upsert_rows(Lockup, rows, key=["client_id", "pair_id", "expiry_date"], replace=["amount", "updated_at"])
     return delta
 
 

@@ -1,0 +1,50 @@
+"""The bulk row helpers of the auction and expiry paths, on the real database."""
+
+from datetime import timedelta
+from decimal import Decimal as D
+
+import pytest
+
+from ccp.db import bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
+from ccp.risk.models import Position
+from tests.factories import ClientFactory, ContractFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_upsert_inserts_new_rows_adds_to_existing_ones_and_replaces_the_rest(now):
+    alice, bob = ClientFactory(), ClientFactory()
+    call = ContractFactory()
+    Position.objects.create(client=alice, contract=call, quantity=D("1.5"), updated_at=now)
+    later = now + timedelta(minutes=1)
+    bulk_upsert_rows(Position, [
+        {"client_id": bob.pk, "contract_id": call.pk, "quantity": D("-2"), "updated_at": later},
+        {"client_id": alice.pk, "contract_id": call.pk, "quantity": D("0.25"), "updated_at": later},
+    ], key=["client_id", "contract_id"], add=["quantity"], replace=["updated_at"])
+    rows = {p.client_id: (p.quantity, p.updated_at) for p in Position.objects.all()}
+    assert rows == {alice.pk: (D("1.75"), later), bob.pk: (D("-2"), later)}
+
+
+def test_upsert_replaces_without_adding(now):
+    alice, call = ClientFactory(), ContractFactory()
+    Position.objects.create(client=alice, contract=call, quantity=D("3"), updated_at=now)
+    bulk_upsert_rows(Position, [{"client_id": alice.pk, "contract_id": call.pk, "quantity": D("1"), "updated_at": now}],
+                     key=["client_id", "contract_id"], replace=["quantity"])
+    assert Position.objects.get().quantity == D("1")
+
+
+def test_insert_and_update_by_primary_key(now):
+    alice, bob, call = ClientFactory(), ClientFactory(), ContractFactory()
+    bulk_insert_rows(Position, [{"client_id": alice.pk, "contract_id": call.pk, "quantity": D("1"), "updated_at": now},
+                                Position(client=bob, contract=call, quantity=D("2"), updated_at=now)])
+    positions = list(Position.objects.order_by("client_id"))
+    positions[0].quantity, positions[1].quantity = D("5"), D("-5")
+    bulk_update_rows(Position, positions, ["quantity"])
+    assert list(Position.objects.order_by("client_id").values_list("quantity", flat=True)) == [D("5"), D("-5")]
+
+
+def test_nothing_to_write_runs_no_statement(django_assert_num_queries):
+    with django_assert_num_queries(0):
+        bulk_upsert_rows(Position, [], key=["client_id", "contract_id"], add=["quantity"])
+        bulk_insert_rows(Position, [])
+        bulk_update_rows(Position, [], ["quantity"])
