@@ -322,16 +322,16 @@ def db_child(n: int, seed: int, time_limit: str, profile: bool) -> None:
 
 def instrument_apply() -> dict[str, list]:
     """Timers around the parts of auction_apply (seconds, calls): wrappers around attributes in this
-    child process only (the order and fund lock bulk updates, the order serializers, the stream sends
-    after commit, the position/lockup and cash bookings). Parts the product code no longer has are
-    left out. A few thousand wrapped calls cost milliseconds."""
+    child process only (reading the held orders, their update and history rows, their payloads, the
+    position/lockup, cash and fund lock bookings, book levels, the commit and the stream sends after
+    it). Parts the product code no longer has are left out. A few thousand wrapped calls cost
+    milliseconds."""
     from collections import defaultdict
 
-    from django.db.models.query import QuerySet
+    from django.db import connections
 
     import ccp.matching.services as services
     import ccp.streams as streams
-    from ccp.orders.serializers import OrderSerializer
 
     parts: dict[str, list] = defaultdict(lambda: [0.0, 0])
 
@@ -351,8 +351,11 @@ def instrument_apply() -> dict[str, list]:
 
         setattr(owner, name, timed)
 
-    wrap(QuerySet, "bulk_update", lambda qs, *_: f"bulk_update {qs.model.__name__}")
-    wrap(OrderSerializer, "to_representation", "OrderSerializer")
+    wrap(services, "_held_orders", "_held_orders")
+    wrap(services, "bulk_update_rows", lambda model, *_: f"update {model.__name__}")
+    wrap(services, "bulk_insert_rows", lambda model, *_: f"insert {model.__name__}")
+    wrap(services, "order_payload", "order_payload")
+    wrap(type(connections["default"]), "commit", "commit")  # the database wrapper's, as atomic() calls it
     wrap(streams, "_send", "stream sends after commit")
     for name in ("_book_cash", "_book_positions", "fund_locks_adjust", "book_levels_changed"):
         wrap(services, name, name)
@@ -445,10 +448,11 @@ def report(engine: dict[int, dict], db: dict[int, dict]) -> list[str]:
                   f"{d['positions']:>10}")
             p = d["apply_parts"]
             if p:
-                shown = [("bulk_update Order", f"Order bulk_update ({d['snapshot']} rows)"),
-                         ("OrderSerializer", "order serializers"), ("stream sends after commit", "stream sends"),
-                         ("_book_positions", "positions+lockups"), ("fund_locks_adjust", "fund locks"),
-                         ("_book_cash", "cash movements"), ("book_levels_changed", "book levels")]
+                shown = [("_held_orders", "read orders"), ("update Order", "update orders"),
+                         ("insert OrderStateHistory", "history"), ("order_payload", "payloads"),
+                         ("_book_cash", "cash movements"), ("_book_positions", "positions+lockups"),
+                         ("fund_locks_adjust", "fund locks"), ("book_levels_changed", "book levels"),
+                         ("commit", "commit"), ("stream sends after commit", "stream sends")]
                 listed = [(label, p[k]) for k, label in shown if k in p]
                 other = s["apply"] - sum(v[0] for _, v in listed)
                 print("  apply: " + ", ".join(f"{label} {v[0]:.2f} s" + (f" ({v[1]}x)" if v[1] > 1 else "")

@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from ccp.admin_utils import ReadOnlyAdmin
+from ccp.matching.auction import auction_gap
 from ccp.matching.charts import supply_demand_svg
 from ccp.matching.models import Auction
 
@@ -26,9 +27,15 @@ class AuctionAdmin(ReadOnlyAdmin):
               "applied_at"]
     readonly_fields = fields
 
+    def get_queryset(self, request):
+        # Documents and the snapshot's ids run to megabytes: loaded only when the page shows them.
+        return super().get_queryset(request).defer("input_document", "result_document", "order_ids")
+
     @admin.display(description="gap")
     def gap(self, auction: Auction) -> str:
-        return (auction.result_document or {}).get("gap", "-")
+        if auction.welfare is None or auction.upper_bound is None:
+            return "-"
+        return format(auction_gap(auction.welfare, auction.upper_bound).quantize(Decimal("1e-9")), "f")
 
     @admin.display(description="seconds")
     def seconds(self, auction: Auction) -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -106,9 +107,14 @@ class AuctionResult:
 
     @property
     def gap(self) -> Decimal:
-        if self.upper_bound <= 0:
-            return Decimal(0)
-        return max(Decimal(0), 1 - self.welfare / self.upper_bound)
+        return auction_gap(self.welfare, self.upper_bound)
+
+
+def auction_gap(welfare: Decimal, upper_bound: Decimal) -> Decimal:
+    """1 - welfare / upper bound (0 when the bound is not positive)."""
+    if upper_bound <= 0:
+        return Decimal(0)
+    return max(Decimal(0), 1 - welfare / upper_bound)
 
 
 def _dec(value: Any, what: str) -> Decimal:
@@ -184,15 +190,34 @@ def input_to_document(auction: AuctionInput) -> dict:
         "clients": [{"id": c.id, "budget": money_str(c.budget),
                      "positions": {s: money_str(q) for s, q in sorted(c.positions.items())}}
                     for c in auction.clients],
-        "orders": [{"id": o.id, "client": o.client, "contract": o.contract, "side": o.side,
-                    "price": money_str(o.price), "quantity": money_str(o.quantity), "priority": o.priority}
-                   for o in auction.orders],
+        "orders": order_entries((o.id, o.client, o.contract, o.side, o.price, o.quantity, o.priority)
+                                for o in auction.orders),
     }
 
 
+def order_entries(rows: Iterable[tuple[str, str, str, str, Decimal, Decimal, int]]) -> list[dict]:
+    """The ``orders`` of an input document from (id, client, contract, side, price, quantity,
+    priority) rows; prices and quantities repeat, so each is formatted once."""
+    text: dict[Decimal, str] = {}
+
+    def number(value: Decimal) -> str:
+        if (formatted := text.get(value)) is None:
+            formatted = text[value] = money_str(value)
+        return formatted
+
+    return [{"id": order_id, "client": client, "contract": contract, "side": side, "price": number(price),
+             "quantity": number(quantity), "priority": priority}
+            for order_id, client, contract, side, price, quantity, priority in rows]
+
+
+def canonical_json(doc: Any) -> str:
+    """The canonical text of a document: sorted keys, no spaces, ASCII."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
 def document_hash(doc: dict) -> str:
-    """SHA-256 of the canonical JSON (sorted keys, no spaces): the auction's identity."""
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """SHA-256 of the canonical JSON: the auction's identity."""
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
 
 
 def result_to_document(result: AuctionResult) -> dict:

@@ -22,9 +22,10 @@ def auctions_to_resume(*, now: datetime, older_than: timedelta) -> list[int]:
                 .filter(Q(last__lt=now - older_than)).order_by("id").values_list("id", flat=True))
 
 
-def auction_holding(order: Order) -> Auction | None:
-    """The closed, not yet applied auction whose snapshot holds this order, if any."""
+def auction_holds(order: Order) -> bool:
+    """Whether a closed, not yet applied auction's snapshot holds this order (its documents and id
+    list are large: only existence is asked)."""
     pair = order.contract.pair
     return Auction.objects.filter(group=f"{pair.base.symbol}/{pair.quote.symbol}",
                                   state__in=[AuctionState.CLOSED, AuctionState.SOLVED],
-                                  order_ids__contains=[order.pk]).first()
+                                  order_ids__contains=[order.pk]).exists()

@@ -29,10 +29,9 @@ from ccp.matching.auction import (
     AuctionSettings,
     ClientSpec,
     ContractSpec,
-    OrderSpec,
-    document_hash,
     input_from_document,
     input_to_document,
+    order_entries,
     result_to_document,
 )
 from ccp.matching.engine import clear
@@ -80,11 +79,18 @@ def _portfolio(contract: Contract) -> str:
 
 
 _SNAPSHOT = """
-    SELECT o.id, o.client_id, o.contract_id, o.side, o.price, o.quantity - o.filled_quantity, o.order_value
+    CREATE TEMPORARY TABLE ccp_snapshot ON COMMIT DROP AS
+    SELECT o.id, o.client_id, o.contract_id, o.side, o.price, o.quantity - o.filled_quantity AS remaining,
+           o.order_value
     FROM orders_order AS o JOIN contracts_contract AS c ON o.contract_id = c.id
     WHERE c.pair_id = %(pair)s AND c.state = %(listed)s AND c.expiry_date > %(today)s
       AND o.state = ANY(%(book)s) AND o.cancel_requested_at IS NULL
-    ORDER BY o.id
+"""
+# The snapshot's order ids and the hash of the stored input's text, written on the server.
+_SNAPSHOT_HELD = """
+    UPDATE matching_auction SET order_ids = ARRAY(SELECT id FROM ccp_snapshot ORDER BY id),
+        input_hash = encode(sha256(convert_to(input_document::text, 'UTF8')), 'hex')
+    WHERE id = %s RETURNING input_hash
 """
 
 
@@ -104,6 +110,7 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
     with connection.cursor() as cursor:
         cursor.execute(_SNAPSHOT, {"pair": pair.pk, "listed": ContractState.LISTED, "today": now.date(),
                                    "book": list(BOOK_STATES)})
+        cursor.execute("SELECT * FROM ccp_snapshot ORDER BY id")
         rows = cursor.fetchall()
     contracts = Contract.objects.in_bulk({row[2] for row in rows})
     traded = {(row[1], contracts[row[2]].expiry_date) for row in rows}
@@ -127,21 +134,27 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
         contracts=tuple(ContractSpec(c.symbol, c.terms, c.tick_size, c.lot_size, _portfolio(c), references.get(c.pk))
                         for c in sorted(contracts.values(), key=lambda c: c.pk)),
         clients=tuple(ClientSpec(addresses[k], budgets[k], held[k]) for k in sorted(addresses)),
-        orders=tuple(OrderSpec(str(order_id), addresses[client_id], contracts[contract_id].symbol, side, price,
-                               remaining, order_id)
-                     for order_id, client_id, contract_id, side, price, remaining, _ in rows),
-        settings=settings, label=f"{auction.group} {auction.slot.isoformat()}",
+        orders=(), settings=settings, label=f"{auction.group} {auction.slot.isoformat()}",
     ))
-    auction.input_document, auction.input_hash = document, document_hash(document)
-    auction.order_ids = [row[0] for row in rows]
+    # Straight from the rows: a hundred thousand OrderSpecs would only be formatted again.
+    symbols = {pk: c.symbol for pk, c in contracts.items()}
+    document["orders"] = order_entries((str(order_id), addresses[client_id], symbols[contract_id], side, price,
+                                        remaining, order_id)
+                                       for order_id, client_id, contract_id, side, price, remaining, _ in rows)
+    auction.input_document = document
     auction.orders_count, auction.state, auction.closed_at = len(rows), AuctionState.CLOSED, now
-    auction.save()
+    auction.save(update_fields=["input_document", "orders_count", "state", "closed_at"])
+    with connection.cursor() as cursor:
+        cursor.execute(_SNAPSHOT_HELD, [auction.pk])
+        (auction.input_hash,) = cursor.fetchone()
+        cursor.execute("DROP TABLE ccp_snapshot")
+    auction.order_ids = [row[0] for row in rows]
     return auction
 
 
 def auction_solve(*, auction_id: int, now: datetime) -> Auction:
     """Clear the snapshot (outside any transaction: the solver may take seconds) and store the result."""
-    auction = Auction.objects.get(pk=auction_id)
+    auction = Auction.objects.defer("order_ids").get(pk=auction_id)
     if auction.state != AuctionState.CLOSED:
         return auction
     result = clear(input_from_document(auction.input_document))
@@ -192,8 +205,9 @@ def _held_orders(auction: Auction, filled: list[int]) -> list[HeldOrder]:
     """The auction's filled orders and those of its orders with a cancel request, by id."""
     with connection.cursor() as cursor:
         # Array parameters: one each, not tens of thousands of IN parameters.
-        cursor.execute("SELECT id FROM orders_order WHERE id = ANY(%s) AND cancel_requested_at IS NOT NULL "
-                       "AND state = ANY(%s)", [auction.order_ids, list(BOOK_STATES)])
+        cursor.execute("SELECT id FROM orders_order WHERE id IN (SELECT unnest(order_ids) FROM matching_auction "
+                       "WHERE id = %s) AND cancel_requested_at IS NOT NULL AND state = ANY(%s)",
+                       [auction.pk, list(BOOK_STATES)])
         requested = [pk for (pk,) in cursor.fetchall()]
         cursor.execute(f"SELECT {_HELD_COLUMNS} FROM orders_order WHERE id = ANY(%s) ORDER BY id",
                        [sorted(set(filled) | set(requested))])
@@ -210,7 +224,7 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     Locks the auction, the pair's book (cancels wait), then the positions, lockups and fund locks
     involved (by id)."""
     now = require_aware(now)
-    auction = Auction.objects.select_for_update().defer("input_document").get(pk=auction_id)
+    auction = Auction.objects.select_for_update().defer("input_document", "order_ids").get(pk=auction_id)
     if auction.state != AuctionState.SOLVED:
         return auction
     result = auction.result_document

@@ -173,7 +173,7 @@ def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = 
     An order held by a running auction is marked (``cancel_requested_at``) and cancelled when the
     auction is applied, for whatever quantity it leaves open.
     """
-    from ccp.matching.selectors import auction_holding
+    from ccp.matching.selectors import auction_holds
 
     now = require_aware(now)
     pair_id = Order.objects.filter(pk=order_id, client=client).values_list("contract__pair_id", flat=True).first()
@@ -186,7 +186,7 @@ def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = 
         return order
     if order.state not in OPEN_STATES:
         raise Conflict(f"The order is {order.state} and cannot be cancelled.", code="order_not_open")
-    if auction_holding(order) is not None:
+    if auction_holds(order):
         # A running auction holds the order: the cancel takes effect on what it leaves open.
         if order.cancel_requested_at is None:
             order.cancel_requested_at = order.updated_at = now

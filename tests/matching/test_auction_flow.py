@@ -7,9 +7,11 @@ from io import StringIO
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.db import connection
 
 from ccp.accounts.models import FundLock
 from ccp.clock import utcnow
+from ccp.matching.auction import canonical_json, document_hash
 from ccp.matching.models import Auction
 from ccp.matching.tasks import auction_apply_task, auction_close_task, auction_solve_task, auctions_start_task
 from ccp.orders.services import order_cancel, order_validate
@@ -146,7 +148,10 @@ def test_replay_reproduces_a_stored_auction_exactly(market, tmp_path):
     out = StringIO()
     call_command("auction_replay", auction=auction.pk, stdout=out)
     replayed = json.loads(out.getvalue())
-    assert replayed.pop("input_hash") == auction.input_hash
+    assert replayed.pop("input_hash") == auction.input_hash == document_hash(auction.input_document)
+    with connection.cursor() as cursor:  # the database keeps the very text that was hashed
+        cursor.execute("SELECT input_document::text FROM matching_auction WHERE id = %s", [auction.pk])
+        assert cursor.fetchone()[0] == canonical_json(auction.input_document)
     assert replayed == auction.result_document
     # the same from a file, as a third party would run it
     path = tmp_path / "input.json"
@@ -168,6 +173,7 @@ def test_the_webconsole_shows_an_auction_with_its_charts_and_documents(market, a
     assert price == "2100"  # excess demand at the bid: the price goes to the top of the range
     assert "<svg" in body and contract.symbol in body and "price 2100.000000000000000000" not in body
     assert "price 2100, volume 0.3" in body
-    assert admin_client.get("/admin/matching/auction/").status_code == 200
+    listing = admin_client.get("/admin/matching/auction/")
+    assert listing.status_code == 200 and auction.result_document["gap"] in listing.content.decode()
     document = admin_client.get(f"/admin/matching/auction/{auction.pk}/input.json")
     assert document.status_code == 200 and document.json()["format"] == "ccp-auction-input/1"
