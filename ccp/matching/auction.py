@@ -152,11 +152,19 @@ def input_from_document(doc: dict) -> AuctionInput:
         clients.append(ClientSpec(id=str(c["id"]), budget=_dec(c["budget"], f"{c['id']}.budget"),
                                   positions=positions))
     client_ids = {c.id for c in clients}
+    numbers: dict[str, Decimal] = {}  # prices and quantities repeat: each text is parsed once
+
+    def number(o: dict, name: str) -> Decimal:
+        value = o[name]
+        if isinstance(value, str) and (parsed := numbers.get(value)) is not None:
+            return parsed
+        parsed = numbers[value] = _dec(value, f"order {o.get('id')}.{name}")
+        return parsed
+
     orders = []
     for o in doc["orders"]:
         order = OrderSpec(id=str(o["id"]), client=str(o["client"]), contract=o["contract"], side=o["side"],
-                          price=_dec(o["price"], f"order {o['id']}.price"),
-                          quantity=_dec(o["quantity"], f"order {o['id']}.quantity"), priority=int(o["priority"]))
+                          price=number(o, "price"), quantity=number(o, "quantity"), priority=int(o["priority"]))
         if order.side not in ("buy", "sell"):
             raise ValueError(f"order {order.id}: side must be buy or sell")
         if order.contract not in symbols or order.client not in client_ids:

@@ -29,6 +29,7 @@ from ccp.contracts.payoffs import Leg, kink_points, lockup_amount, order_worst_c
 from ccp.matching.auction import AuctionInput, AuctionResult, ClientSpec, ContractSpec, Fill, OrderSpec
 from ccp.matching.model import AuctionModel, BindingClient, Column
 from ccp.matching.uncross import LotOrder, allocate_by_priority, clearing_price, uncross
+from ccp.memory import gc_paused
 
 SOLVER = f"HiGHS {version('highspy')} via Pyomo {version('pyomo')} (appsi)"
 _PRICE_TOLERANCE = 1e-9
@@ -261,6 +262,7 @@ def verify(book: _Book, result: AuctionResult, everyone: bool = True) -> str | N
     return None
 
 
+@gc_paused
 def clear(auction: AuctionInput) -> AuctionResult:
     """Clear an auction. Deterministic: the same input gives the same fills and prices."""
     timings: dict[str, float] = {}

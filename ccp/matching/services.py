@@ -36,6 +36,7 @@ from ccp.matching.auction import (
 )
 from ccp.matching.engine import clear
 from ccp.matching.models import Auction, AuctionState
+from ccp.memory import gc_paused
 from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.serializers import order_payload
@@ -94,6 +95,7 @@ _SNAPSHOT_HELD = """
 """
 
 
+@gc_paused
 @transaction.atomic
 def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) -> Auction:
     """Snapshot the book: the pair's open, validated orders not held by another auction, on contracts
@@ -152,6 +154,7 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
     return auction
 
 
+@gc_paused
 def auction_solve(*, auction_id: int, now: datetime) -> Auction:
     """Clear the snapshot (outside any transaction: the solver may take seconds) and store the result."""
     auction = Auction.objects.defer("order_ids").get(pk=auction_id)
@@ -214,6 +217,7 @@ def _held_orders(auction: Auction, filled: list[int]) -> list[HeldOrder]:
         return [HeldOrder(*row) for row in cursor.fetchall()]
 
 
+@gc_paused
 @transaction.atomic
 def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     """Book the result in one transaction: order fills and states, cash movements (premiums at the
