@@ -22,3 +22,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def stream_event(self, message: dict) -> None:
         await self.send_json(message["event"])
+
+    async def stream_events(self, message: dict) -> None:
+        """A bundle of events (``ccp.streams``): each goes through ``stream_event``, in order."""
+        for event in message["events"]:
+            await self.stream_event({"type": "stream.event", "event": event})

@@ -88,6 +88,13 @@ class PrivateConsumer(StreamConsumer):
             return
         await super().stream_event(message)
 
+    async def stream_events(self, message: dict) -> None:
+        if utcnow() >= self.api_token.expires_at:  # checked once: the bundle is not sent after closing
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        for event in message["events"]:
+            await super().stream_event({"type": "stream.event", "event": event})
+
     async def token_revoked(self, message: dict) -> None:
         if message["token_id"] == self.api_token.pk:
             await self.close(code=CLOSE_UNAUTHORIZED)

@@ -132,6 +132,20 @@ async def test_events_not_newer_than_the_snapshot_are_dropped():
         assert await ws.receive_nothing(timeout=QUIET)
 
 
+async def test_a_bundle_of_events_is_forwarded_one_by_one_without_the_stale_ones():
+    contract, alice, _ = await db(_market)()
+    await db(order_place_accepted)(client=alice, contract=contract, side="buy", price="100", quantity="1")
+    async with ws_connect(f"/ws/v1/book/{contract.symbol}") as ws:
+        assert (await ws.receive_json_from(timeout=TIMEOUT))["sequence"] == 1
+        stale = {"type": "book.level", "sequence": 1, "side": "buy", "price": "100", "quantity": "1", "orders": 1}
+        newer = [{**stale, "sequence": n, "quantity": str(n), "orders": n} for n in (2, 3)]
+        trade = {"type": "trade", "contract": contract.symbol, "price": "100", "quantity": "1"}
+        await get_channel_layer().group_send(book_group(contract.pk), {
+            "type": "stream.events", "events": [stale, *newer, trade]})
+        assert [await ws.receive_json_from(timeout=TIMEOUT) for _ in range(3)] == [*newer, trade]
+        assert await ws.receive_nothing(timeout=QUIET)
+
+
 async def test_only_the_subscribed_contracts_changes_arrive():
     # given subscribers to two contracts
     contract, alice, _ = await db(_market)()

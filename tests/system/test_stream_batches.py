@@ -1,7 +1,7 @@
 import pytest
 from django.db import transaction
 
-from ccp.streams import stream_publish
+from ccp.streams import _BUNDLE, _bundled, stream_publish
 
 pytestmark = pytest.mark.django_db
 
@@ -26,3 +26,12 @@ def test_a_rolled_back_savepoint_starts_a_new_batch(django_capture_on_commit_cal
             stream_publish("book.1", {"type": "kept"})
     assert len(hooks) == 1
     assert [m[1]["event"]["type"] for m in hooks[0].__self__.messages] == ["kept"]
+
+
+def test_runs_of_stream_events_go_out_bundled_in_order_around_other_messages():
+    events = [{"type": "stream.event", "event": {"n": n}} for n in range(_BUNDLE + 3)]
+    revoked = {"type": "token.revoked", "token_id": 7}
+    bundled = _bundled([*events[:2], revoked, *events[2:]])
+    assert [m["type"] for m in bundled] == ["stream.events", "token.revoked", "stream.events", "stream.events"]
+    assert [e["n"] for m in bundled if m["type"] == "stream.events" for e in m["events"]] == list(range(_BUNDLE + 3))
+    assert len(bundled[2]["events"]) == _BUNDLE
