@@ -13,8 +13,10 @@ Input document (``format: "ccp-auction-input/1"``), every number a decimal strin
      "orders": [{"id": "17", "client": "0xabc…", "contract": "BTC-USDC-20261225-100000-C",
                  "side": "buy", "price": "2100", "quantity": "0.3", "priority": 17}]}
 
-- ``budget``: the collateral the auction may use for the client: its available collateral plus the
-  order value of its orders in this auction plus its lockups of the portfolios it trades here.
+- ``budget``: the collateral the auction may use for the client. The live system writes the order
+  value of the client's orders in this auction plus its lockups of the portfolios it trades here
+  (its free collateral stays with order entry, ``ccp/matching/services.py``); a document written by
+  hand may give any amount.
 - ``positions``: the client's current positions in those portfolios (every contract named there is
   listed in ``contracts``). ``quantity`` of an order is what is still open; ``priority`` orders time
   (lower is earlier). Premiums in the collateral check are taken at the limit price (the clearing
