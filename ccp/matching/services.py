@@ -204,14 +204,14 @@ class HeldOrder:
     contract: Contract | None = None
 
 
-def _held_orders(auction: Auction, filled: list[int]) -> list[HeldOrder]:
-    """The auction's filled orders and those of its orders with a cancel request, by id."""
+def _held_orders(pair: Pair, filled: list[int]) -> list[HeldOrder]:
+    """The auction's filled orders and the pair's open orders with a cancel request, by id. Only an
+    order an auction holds gets a cancel request (``order_cancel``) and a pair has one auction at a
+    time, so those are all held by this one (the partial index ``order_cancel_requested`` finds them)."""
+    requested = list(Order.objects.filter(cancel_requested_at__isnull=False, state__in=sorted(BOOK_STATES),
+                                          contract__pair=pair).values_list("id", flat=True))
     with connection.cursor() as cursor:
-        # Array parameters: one each, not tens of thousands of IN parameters.
-        cursor.execute("SELECT id FROM orders_order WHERE id IN (SELECT unnest(order_ids) FROM matching_auction "
-                       "WHERE id = %s) AND cancel_requested_at IS NOT NULL AND state = ANY(%s)",
-                       [auction.pk, list(BOOK_STATES)])
-        requested = [pk for (pk,) in cursor.fetchall()]
+        # One array parameter, not tens of thousands of IN parameters.
         cursor.execute(f"SELECT {_HELD_COLUMNS} FROM orders_order WHERE id = ANY(%s) ORDER BY id",
                        [sorted(set(filled) | set(requested))])
         return [HeldOrder(*row) for row in cursor.fetchall()]
@@ -236,9 +236,10 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     prices = {symbol: Decimal(p) for symbol, p in result["prices"].items()}
     # The book lock keeps cancels out until this commits (they become plain cancels after it).
     base, _, quote = auction.group.partition("/")
-    book_lock(Pair.objects.get(base__symbol=base, quote__symbol=quote).pk, exclusive=True)
+    pair = Pair.objects.get(base__symbol=base, quote__symbol=quote)
+    book_lock(pair.pk, exclusive=True)
     # Only filled orders and cancel requests change; the others are released with the auction's state.
-    orders = _held_orders(auction, list(fills))
+    orders = _held_orders(pair, list(fills))
     contracts = Contract.objects.select_related("pair").in_bulk({o.contract_id for o in orders})
     for order in orders:
         order.contract = contracts[order.contract_id]  # one instance per contract: terms are built once

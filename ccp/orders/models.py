@@ -2,7 +2,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from ccp.money import ZERO, MoneyField
-from ccp.orders.states import TERMINAL_STATES, OrderState
+from ccp.orders.states import BOOK_STATES, TERMINAL_STATES, OrderState
 
 
 class Side(models.TextChoices):
@@ -59,7 +59,13 @@ class Order(models.Model):
             models.CheckConstraint(condition=~Q(state=OrderState.REJECTED) | ~Q(reject_reason=""),
                                    name="order_rejected_has_reason"),
         ]
-        indexes = [models.Index(fields=["contract", "state"]), models.Index(fields=["client", "state"])]
+        indexes = [
+            models.Index(fields=["contract", "state"]),
+            models.Index(fields=["client", "state"]),
+            # Cancels waiting for an auction: few at any time, read when it is applied.
+            models.Index(fields=["contract"], name="order_cancel_requested",
+                         condition=Q(cancel_requested_at__isnull=False, state__in=sorted(BOOK_STATES))),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.side} {self.quantity} {self.contract} @ {self.price} ({self.state})"
