@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import decimal
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 __all__ = [
     "ContractKind",
@@ -37,10 +38,12 @@ __all__ = [
     "portfolio_payoff",
     "portfolio_worst_case",
     "lockup_amount",
+    "lockup_amounts",
     "order_worst_cost",
 ]
 
 _ZERO = Decimal(0)
+K = TypeVar("K")
 # 60 significant digits hold sums of 18-decimal amounts of any realistic size exactly.
 _EXACT = decimal.Context(
     prec=60,
@@ -181,6 +184,26 @@ def lockup_amount(legs: Iterable[Leg]) -> Decimal:
     """Collateral to lock so the portfolio can always pay: max(0, -worst case)."""
     with _exact():
         return max(_ZERO, -portfolio_worst_case(legs))
+
+
+def lockup_amounts(portfolios: Mapping[K, Iterable[Leg]]) -> dict[K, Decimal]:
+    """``lockup_amount`` of many portfolios at once. Each per-unit payoff at a kink point is computed
+    once for all of them: an auction books thousands of portfolios over a few dozen contracts."""
+    units: dict[tuple[Terms, Decimal], Decimal] = {}
+
+    def unit(terms: Terms, point: Decimal) -> Decimal:
+        if (value := units.get((terms, point))) is None:
+            value = units[(terms, point)] = payoff_per_unit(terms, point)
+        return value
+
+    amounts: dict[K, Decimal] = {}
+    with _exact():
+        for key, legs in portfolios.items():
+            legs = list(legs)
+            worst = min((sum((leg.qty * unit(leg.terms, point) for leg in legs), _ZERO)
+                         for point in kink_points(legs)), default=_ZERO)
+            amounts[key] = max(_ZERO, -worst)
+    return amounts
 
 
 def order_worst_cost(terms: Terms, side: str, px: Decimal, qty: Decimal) -> Decimal:

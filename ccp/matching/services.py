@@ -22,7 +22,7 @@ from ccp.accounts.serializers import BalanceSerializer
 from ccp.accounts.services import fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair
-from ccp.contracts.payoffs import Leg, lockup_amount, order_worst_cost, premium_per_unit
+from ccp.contracts.payoffs import Leg, lockup_amounts, order_worst_cost, premium_per_unit
 from ccp.db import book_lock, bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
 from ccp.matching.auction import (
     AuctionInput,
@@ -355,8 +355,9 @@ def _book_positions(cash, contracts, now) -> dict[tuple[int, int], Decimal]:
     currency = {(c.pair_id, c.expiry_date): c.collateral_id for c in contracts.values()}
     delta: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
     rows = []
+    amounts = lockup_amounts({key: legs.get(key, []) for key in sorted(touched)})
     for key in sorted(touched):
-        amount, before = quantize(lockup_amount(legs.get(key, [])), ROUND_UP), current.get(key)
+        amount, before = quantize(amounts[key], ROUND_UP), current.get(key)
         if amount != before:
             rows.append({"client_id": key[0], "pair_id": key[1], "expiry_date": key[2],
                          "currency_id": currency[key[1:]], "amount": amount, "updated_at": now})

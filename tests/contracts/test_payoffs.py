@@ -16,6 +16,7 @@ from ccp.contracts.payoffs import (
     Terms,
     kink_points,
     lockup_amount,
+    lockup_amounts,
     max_payoff_per_unit,
     order_worst_cost,
     payoff_per_unit,
@@ -361,3 +362,11 @@ def test_payoff_is_additive_and_matches_reference(
     assert whole == portfolio_payoff(legs_a, spot) + portfolio_payoff(legs_b, spot)
     assert whole == sum(lg.qty * payoff_per_unit(lg.terms, spot) for lg in legs_a + legs_b)
     assert Fraction(whole) == reference_payoff(legs_a + legs_b, Fraction(spot))
+
+
+@PROPS
+@given(st.lists(legs_st, min_size=1, max_size=5))
+def test_lockups_of_many_portfolios_equal_each_ones_lockup(portfolios: list[list[Leg]]) -> None:
+    # Portfolios share contracts (the per-unit payoffs are computed once): same answers as one by one.
+    shared = {n: legs + portfolios[0][:1] for n, legs in enumerate(portfolios)} | {"empty": []}
+    assert lockup_amounts(shared) == {key: lockup_amount(legs) for key, legs in shared.items()}
