@@ -9,7 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from ccp.admin_utils import ReadOnlyAdmin
-from ccp.matching.auction import auction_gap
+from ccp.matching.auction import auction_gap, canonical_json
 from ccp.matching.charts import supply_demand_svg
 from ccp.matching.models import Auction
 
@@ -82,6 +82,8 @@ class AuctionAdmin(ReadOnlyAdmin):
         document = auction.input_document if name == "input" else auction.result_document
         if document is None:
             raise Http404
-        response = HttpResponse(json.dumps(document, indent=2), content_type="application/json")
+        # The input as its canonical text, the very bytes its hash covers; the result indented.
+        body = canonical_json(document) if name == "input" else json.dumps(document, indent=2)
+        response = HttpResponse(body, content_type="application/json")
         response["Content-Disposition"] = f'attachment; filename="auction-{pk}-{name}.json"'
         return response

@@ -1,5 +1,6 @@
 """Auctions in the database: snapshot, solve, apply; conservation, limits, collateral, idempotency, replay."""
 
+import hashlib
 import json
 from decimal import Decimal as D
 from io import StringIO
@@ -177,3 +178,4 @@ def test_the_webconsole_shows_an_auction_with_its_charts_and_documents(market, a
     assert listing.status_code == 200 and auction.result_document["gap"] in listing.content.decode()
     document = admin_client.get(f"/admin/matching/auction/{auction.pk}/input.json")
     assert document.status_code == 200 and document.json()["format"] == "ccp-auction-input/1"
+    assert hashlib.sha256(document.content).hexdigest() == auction.input_hash  # anyone can check the file
