@@ -225,8 +225,8 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     then cancels asked for during the auction. Pushes order states, fills, balances, book changes
     and trade reports after commit.
 
-    Locks the auction, the pair's book (cancels wait), then the positions, lockups and fund locks
-    involved (by id)."""
+    Locks the auction, the pair's book (cancels wait), then the positions and lockups involved (of
+    this pair's contracts only, in key order) and the fund locks (by id, as every writer does)."""
     now = require_aware(now)
     auction = Auction.objects.select_for_update().defer("input_document", "order_ids").get(pk=auction_id)
     if auction.state != AuctionState.SOLVED:
