@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Currency, Pair
 from ccp.contracts.payoffs import ContractKind, Terms, payoff_per_unit
+from ccp.db import bulk_update_rows
 from ccp.errors import ApplicationError, Conflict
 from ccp.money import money_str, quantize
 from ccp.orders.states import OPEN_STATES
@@ -168,20 +169,25 @@ def expiry_settle(*, pair: Pair, expiry_date: date, settlement_px: Decimal, now:
         position.quantity, position.updated_at = Decimal(0), now
     if sum((m.amount for m in movements), Decimal(0)) != 0:
         raise ValueError(f"payoffs of {key} do not sum to zero: positions are not balanced")
-    Position.objects.bulk_update(positions, ["quantity", "updated_at"], batch_size=5000)
+    # COPY-based: Django's bulk_update builds a CASE per row, slow for an expiry's thousands of rows.
+    bulk_update_rows(Position, positions, ["quantity", "updated_at"])
     CashMovement.objects.bulk_create([m for m in movements if m.amount or m.position_delta], batch_size=5000)
     lockups = list(Lockup.objects.select_for_update().filter(pair=pair, expiry_date=expiry_date).order_by("id"))
     released = defaultdict(Decimal)
     for lockup in lockups:
         released[(lockup.client_id, lockup.currency_id)] -= lockup.amount
         lockup.amount, lockup.updated_at = Decimal(0), now
-    Lockup.objects.bulk_update(lockups, ["amount", "updated_at"], batch_size=5000)
+    bulk_update_rows(Lockup, lockups, ["amount", "updated_at"])
     fund_locks = fund_locks_adjust(settle_value=settle, order_value={}, lockup_value=released, now=now)
     Contract.objects.filter(pk__in=contracts).update(state=ContractState.SETTLED)
-    for (client_id, _), fund_lock in fund_locks.items():
-        mine = [{"contract": contracts[m.contract_id].symbol, "amount": money_str(m.amount),
-                 "position_closed": money_str(-m.position_delta)} for m in movements if m.client_id == client_id]
+    payoffs = defaultdict(list)
+    for m in movements:
+        payoffs[m.client_id].append({"contract": contracts[m.contract_id].symbol, "amount": money_str(m.amount),
+                                     "position_closed": money_str(-m.position_delta)})
+    # One list serializer for every balance: a serializer per fund lock builds its fields each time.
+    balances = BalanceSerializer(list(fund_locks.values()), many=True).data
+    for (client_id, _), balance in zip(fund_locks, balances, strict=True):
         stream_publish(client_group(client_id), {"type": "expiry", "expiry": key, "settlement_price":
-                                                 money_str(settlement_px), "payoffs": mine,
-                                                 "balance": BalanceSerializer(fund_lock).data})
+                                                 money_str(settlement_px), "payoffs": payoffs[client_id],
+                                                 "balance": balance})
     return movements
