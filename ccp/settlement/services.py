@@ -112,9 +112,11 @@ def _chunks(movements: list[CashMovement], size: int) -> list[list[CashMovement]
 def _take_nonce(address: str, chain: FundLockClient) -> int:
     row = OperatorNonce.objects.select_for_update().filter(address=address).first()
     if row is None:
-        row = OperatorNonce.objects.create(address=address, next_nonce=chain.w3.eth.get_transaction_count(
-            Web3.to_checksum_address(address)))
-        row = OperatorNonce.objects.select_for_update().get(pk=row.pk)
+        # First use of the address: start from its count on chain. Two workers starting together
+        # both insert; ON CONFLICT keeps the first row and the second waits for it, then for its lock.
+        on_chain = chain.w3.eth.get_transaction_count(Web3.to_checksum_address(address))
+        OperatorNonce.objects.bulk_create([OperatorNonce(address=address, next_nonce=on_chain)], ignore_conflicts=True)
+        row = OperatorNonce.objects.select_for_update().get(address=address)
     nonce = row.next_nonce
     row.next_nonce += 1
     row.save(update_fields=["next_nonce"])
