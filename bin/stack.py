@@ -287,6 +287,9 @@ def cmd_test(pytest_args: list[str]) -> int:
     ports = env_int("CCP_TEST_PG_PORT", 25439), env_int("CCP_TEST_REDIS_PORT", 26399)
     with services("test", *ports, fresh=True, anvil_port=env_int("CCP_TEST_ANVIL_PORT", 28545)) as svc_env:
         env = {**os.environ, **svc_env, "PYTHONUNBUFFERED": "1"}
+        # The static files the served pages use (admin CSS in the browser tests), as bin/run has them.
+        subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"], env=env, cwd=REPO,
+                       check=True)
         return subprocess.run([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=REPO).returncode
 
 
