@@ -18,13 +18,15 @@ from ccp.matching.services import auction_apply, auction_close, auction_open, au
 from ccp.matching.tasks import auction_settings
 from ccp.settlement.chain.artifacts import load_artifact
 from ccp.settlement.chain.connect import web3_for
-from ccp.settlement.models import ChainContract, Deposit, SettlementBatch
+from ccp.settlement.models import ChainContract, Deposit, OperatorNonce, SettlementBatch
+from ccp.settlement.services import DEPOSITS_EDGE
 from ccp.settlement.tasks import (
     deposits_monitor_task,
     reconciliation_task,
     settlement_confirm_task,
     settlement_submit_task,
 )
+from ccp.system.models import Edge
 from tests.factories import ContractFactory, CurrencyFactory
 
 ANVIL_URL = os.environ.get("ANVIL_URL", "")
@@ -163,3 +165,31 @@ def test_a_stuck_settlement_is_replaced_and_applied_once(chain, settings):
         on_chain = fund_lock.functions.balances(token.address, w3.to_checksum_address(fund.client.address)).call()
         assert (D(on_chain).scaleb(-6), fund.settle_value) == (fund.fundlock, 0)
     assert FundLock.objects.get(client__address=alice.address.lower()).fundlock == D("8")
+
+
+def test_a_node_that_lost_its_state_gets_a_fresh_deployment(settings):
+    """bin/run keeps anvil's state; if it is lost, chain_deploy deploys again instead of trusting the
+    recorded address, reads deposits from the new start and takes nonces from the chain again."""
+    w3 = web3_for(ANVIL_URL)
+    clean = w3.provider.make_request("evm_snapshot", [])["result"]
+    try:
+        CurrencyFactory(symbol="USDC", decimals=6)
+        before = w3.provider.make_request("evm_snapshot", [])["result"]
+        call_command("chain_deploy", url=ANVIL_URL, operator_key=OPERATOR, demo_token="USDC", verbosity=0)
+        first = ChainContract.objects.get()
+        operator = Account.from_key(OPERATOR).address
+        Edge.objects.create(name=DEPOSITS_EDGE, block_number=first.deployed_block, updated_at=utcnow())
+        OperatorNonce.objects.create(address=operator.lower(), next_nonce=w3.eth.get_transaction_count(operator) + 7)
+        call_command("chain_deploy", url=ANVIL_URL, operator_key=OPERATOR, verbosity=0)  # state intact: kept
+        assert ChainContract.objects.get() == first
+        w3.provider.make_request("evm_revert", [before])  # the node forgets the deployment
+        assert not w3.eth.get_code(w3.to_checksum_address(first.address))
+        call_command("chain_deploy", url=ANVIL_URL, operator_key=OPERATOR, demo_token="USDC", verbosity=0)
+        again = ChainContract.objects.get()
+        assert w3.eth.get_code(w3.to_checksum_address(again.address))
+        assert not Edge.objects.filter(name=DEPOSITS_EDGE).exists()
+        assert not OperatorNonce.objects.filter(address=operator.lower()).exists()
+        usdc = Currency.objects.get(symbol="USDC")
+        assert w3.eth.get_code(w3.to_checksum_address(usdc.token_address))
+    finally:
+        w3.provider.make_request("evm_revert", [clean])

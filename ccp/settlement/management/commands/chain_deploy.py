@@ -12,7 +12,7 @@ from ccp.clock import utcnow
 from ccp.contracts.models import Currency
 from ccp.settlement.chain.artifacts import load_artifact
 from ccp.settlement.chain.connect import operator_account, web3_for
-from ccp.settlement.models import ChainContract
+from ccp.settlement.models import ChainContract, OperatorNonce
 from ccp.settlement.services import DEPOSITS_EDGE
 from ccp.system.models import Edge
 
@@ -35,9 +35,11 @@ class Command(BaseCommand):
         if existing and w3.eth.get_code(w3.to_checksum_address(existing.address)):
             self.stdout.write(f"FundLock already deployed at {existing.address}")
             return
-        if existing:  # the node lost its state (a fresh dev chain): deploy again, read deposits from its start
+        if existing:  # the node lost its state (a fresh dev chain): deploy again, read deposits from its start,
+            # and take the operator's nonces from the chain again (the stored one counts the lost transactions)
             existing.delete()
             Edge.objects.filter(name=DEPOSITS_EDGE).delete()
+            OperatorNonce.objects.filter(address=operator.address.lower()).delete()
         if demo_token:
             currency = Currency.objects.get(symbol=demo_token)
             token = self._deploy(w3, operator, "TestToken", f"ccp demo {demo_token}", demo_token, currency.decimals)
