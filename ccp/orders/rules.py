@@ -5,10 +5,11 @@ them again with the collateral check, because time passes between the two (a hal
 """
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 
 from ccp.contracts.models import Contract, ContractState
-from ccp.contracts.payoffs import price_bounds
+from ccp.contracts.payoffs import Terms, order_worst_cost, price_bounds
+from ccp.money import quantize
 from ccp.orders.models import OrderKind, Side
 
 REASONS = {
@@ -46,3 +47,9 @@ def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Dec
     if not low <= price <= high:
         return "price_out_of_bounds"
     return None
+
+
+def order_value(terms: Terms, side: str, price: Decimal, quantity: Decimal) -> Decimal:
+    """The collateral an open order holds for ``quantity``: its worst case, rounded up to storage
+    precision (the hold must cover it, never fall short)."""
+    return quantize(order_worst_cost(terms, side, price, quantity), ROUND_UP)

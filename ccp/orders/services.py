@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_UP, Decimal
+from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Sum
@@ -11,12 +11,11 @@ from ccp.accounts.models import Client, FundLock
 from ccp.accounts.serializers import BalanceSerializer
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract
-from ccp.contracts.payoffs import order_worst_cost
 from ccp.db import book_lock
 from ccp.errors import ApplicationError, Conflict, NotFound
-from ccp.money import ZERO, money_str, quantize
+from ccp.money import ZERO, money_str
 from ccp.orders.models import Order, OrderStateHistory
-from ccp.orders.rules import REASONS, order_rule_violation
+from ccp.orders.rules import REASONS, order_rule_violation, order_value
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
 from ccp.streams import book_group, client_group, stream_publish
@@ -148,8 +147,7 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
     if violation:
         order_transition(order=order, new_state=OrderState.REJECTED, now=now, reason=violation)
         return order
-    # The lock must cover the exact worst case: round the stored amount up, never down.
-    cost = quantize(order_worst_cost(contract.terms, order.side, order.price, order.quantity), ROUND_UP)
+    cost = order_value(contract.terms, order.side, order.price, order.quantity)
     fund_lock = _locked_fund_lock(order)
     if fund_lock is None or fund_lock.available < cost:
         order_transition(order=order, new_state=OrderState.REJECTED, now=now, reason="insufficient_collateral")
