@@ -5,30 +5,39 @@ from collections.abc import Sequence
 from django.db import connection, models
 
 
-def _copy(cursor, table: str, columns: list[str], rows) -> None:
-    with cursor.cursor.copy(f'COPY "{table}" ({", ".join(columns)}) FROM STDIN') as copy:
+def _copy(cursor, table: str, fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> None:
+    """COPY ``rows`` (model instances, or dicts by attribute name: cheaper to build in bulk) into
+    ``table``'s columns of ``fields``."""
+    columns = ", ".join(f'"{f.column}"' for f in fields)
+    with cursor.cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
         for row in rows:
-            copy.write_row(row)
+            copy.write_row([row[f.attname] if isinstance(row, dict) else getattr(row, f.attname) for f in fields])
 
 
-def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model], fields: Sequence[str]) -> None:
+def _stage(cursor, table: str, fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> None:
+    """A temporary ``table`` with the columns of ``fields`` (dropped at commit at the latest), filled
+    by COPY."""
+    definition = ", ".join(f'"{f.column}" {f.db_type(connection)}' for f in fields)
+    cursor.execute(f'CREATE TEMPORARY TABLE "{table}" ({definition}) ON COMMIT DROP')
+    _copy(cursor, table, fields, rows)
+
+
+def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model | dict],
+                     fields: Sequence[str]) -> None:
     """Update many rows by primary key: COPY the new values into a temporary table, then one
     UPDATE ... FROM it. Django's bulk_update builds a CASE per field and row, which grows with the
-    batch; a VALUES list with a parameter per value spends its time converting parameters. Plain
-    column types only (values go to PostgreSQL as they are)."""
+    batch; a VALUES list with a parameter per value spends its time converting parameters. Rows are
+    objects with the model's attributes or dicts by attribute name; plain column types only (values
+    go to PostgreSQL as they are)."""
     if not objects:
         return
     meta = model._meta
-    columns = [meta.get_field(name) for name in fields]
-    names = [f'"{c.column}"' for c in columns]
-    definition = ", ".join(f"{name} {c.db_type(connection)}" for name, c in zip(names, columns, strict=True))
+    columns = [meta.pk, *(meta.get_field(name) for name in fields)]
+    assignments = ", ".join(f'"{c.column}" = v."{c.column}"' for c in columns[1:])
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMPORARY TABLE ccp_bulk_update (id bigint PRIMARY KEY, {definition}) ON COMMIT DROP")
-        _copy(cursor, "ccp_bulk_update", ["id", *names],
-              ([obj.pk, *(getattr(obj, c.attname) for c in columns)] for obj in objects))
-        assignments = ", ".join(f"{name} = v.{name}" for name in names)
+        _stage(cursor, "ccp_bulk_update", columns, objects)
         cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM ccp_bulk_update AS v '
-                       f'WHERE t."{meta.pk.column}" = v.id')
+                       f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"')
         cursor.execute("DROP TABLE ccp_bulk_update")
 
 
@@ -42,15 +51,13 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
         return
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
-    columns = {f.attname: f'"{f.column}"' for f in fields}
-    names = ", ".join(columns.values())
-    definition = ", ".join(f"{columns[f.attname]} {f.db_type(connection)}" for f in fields)
-    keys = ", ".join(columns[name] for name in key)
-    updates = ", ".join([*(f"{columns[n]} = t.{columns[n]} + EXCLUDED.{columns[n]}" for n in add),
-                         *(f"{columns[n]} = EXCLUDED.{columns[n]}" for n in replace)])
+    column = {f.attname: f'"{f.column}"' for f in fields}
+    names = ", ".join(column.values())
+    keys = ", ".join(column[name] for name in key)
+    updates = ", ".join([*(f"{column[n]} = t.{column[n]} + EXCLUDED.{column[n]}" for n in add),
+                         *(f"{column[n]} = EXCLUDED.{column[n]}" for n in replace)])
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMPORARY TABLE ccp_bulk_upsert ({definition}) ON COMMIT DROP")
-        _copy(cursor, "ccp_bulk_upsert", list(columns.values()), ([row[f.attname] for f in fields] for row in rows))
+        _stage(cursor, "ccp_bulk_upsert", fields, rows)
         cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM ccp_bulk_upsert '
                        f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {updates}")
         cursor.execute("DROP TABLE ccp_bulk_upsert")
@@ -75,8 +82,5 @@ def bulk_insert_rows(model: type[models.Model], objects: Sequence[models.Model |
     if not objects:
         return
     meta = model._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
     with connection.cursor() as cursor:
-        _copy(cursor, meta.db_table, [f'"{f.column}"' for f in fields],
-              ([obj[f.attname] if isinstance(obj, dict) else getattr(obj, f.attname) for f in fields]
-               for obj in objects))
+        _copy(cursor, meta.db_table, [f for f in meta.concrete_fields if not f.primary_key], objects)
