@@ -7,9 +7,15 @@ import factory
 from eth_account import Account
 
 from ccp.accounts.models import Client, FundLock
+from ccp.clock import utcnow
 from ccp.contracts.models import Contract, Currency, Pair
 from ccp.orders.models import Order
 from tests.conftest import NOW
+
+# Contracts' expiry: 25 December of next year by the real clock, fixed for the whole run. Order
+# validation and the API check contracts against the real clock, so a fixed date would stop every
+# such test once it passed.
+EXPIRY = date(utcnow().year + 1, 12, 25)
 
 
 class CurrencyFactory(factory.django.DjangoModelFactory):
@@ -39,7 +45,7 @@ class ContractFactory(factory.django.DjangoModelFactory):
     collateral = factory.LazyAttribute(lambda o: o.pair.quote)
     kind = "call"
     strike_px = Decimal("100000")
-    expiry_date = date(2026, 12, 25)
+    expiry_date = EXPIRY
     floor_px = Decimal("50000")
     cap_px = Decimal("150000")
     tick_size = Decimal("1")

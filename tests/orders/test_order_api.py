@@ -7,7 +7,7 @@ import pytest
 
 from ccp.accounts.models import FundLock
 from ccp.orders.models import Order, OrderStateHistory
-from tests.factories import ClientFactory, ContractFactory, FundLockFactory
+from tests.factories import EXPIRY, ClientFactory, ContractFactory, FundLockFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -135,10 +135,11 @@ def test_contracts_are_listed_and_filtered_publicly():
     api = APIClient()
     everything = api.get("/api/v1/contracts").json()
     assert everything["count"] == 2
-    calls = api.get("/api/v1/contracts", {"underlying": "BTC/USDC", "kind": "call", "expiry": "2026-12-25"}).json()
+    calls = api.get("/api/v1/contracts", {"underlying": "BTC/USDC", "kind": "call",
+                                          "expiry": EXPIRY.isoformat()}).json()
     assert [c["symbol"] for c in calls["results"]] == [call.symbol]
     assert calls["results"][0]["strike_px"] == "100000" and calls["results"][0]["trading_ends_at"] == \
-        "2026-12-25T00:00:00Z"
+        f"{EXPIRY.isoformat()}T00:00:00Z"
     assert api.get("/api/v1/contracts", {"underlying": "ETH"}).json()["count"] == 0
     assert api.get("/api/v1/contracts", {"kind": "swap"}).json()["code"] == "invalid_input"
     assert api.get(f"/api/v1/contracts/{call.symbol}").json()["symbol"] == call.symbol

@@ -1,6 +1,6 @@
 """The validator: each rule accepts or rejects with its code; collateral is locked and released exactly."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from decimal import Decimal as D
 
 import pytest
@@ -10,7 +10,7 @@ from ccp.errors import ApplicationError
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.services import order_cancel, order_transition, order_validate
 from ccp.orders.tasks import order_validate_task
-from tests.factories import ContractFactory, FundLockFactory, ReceivedOrderFactory
+from tests.factories import EXPIRY, ContractFactory, FundLockFactory, ReceivedOrderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -64,7 +64,7 @@ def test_accepted_orders_lock_their_worst_case(now, kind, side, price, quantity,
     [
         ({}, {"state": "halted"}, None, "contract_halted"),
         ({}, {"state": "expired"}, None, "contract_not_tradeable"),
-        ({}, {}, datetime(2026, 12, 25, 0, 0, tzinfo=UTC), "contract_halted"),
+        ({}, {}, datetime.combine(EXPIRY, time(0), tzinfo=UTC), "contract_halted"),
         ({"price": D("100.5")}, {}, None, "price_off_tick"),
         ({"price": D("50001")}, {}, None, "price_out_of_bounds"),  # a call pays at most cap - strike = 50000
         ({"quantity": D("0.015")}, {}, None, "quantity_off_lot"),
