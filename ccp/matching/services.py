@@ -22,7 +22,7 @@ from ccp.accounts.serializers import BalanceSerializer
 from ccp.accounts.services import fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair
-from ccp.contracts.payoffs import Leg, lockup_amounts, order_worst_cost, premium_per_unit
+from ccp.contracts.payoffs import Leg, lockup_amounts, premium_per_unit
 from ccp.db import book_lock, bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
 from ccp.matching.auction import (
     AuctionInput,
@@ -39,6 +39,7 @@ from ccp.matching.models import Auction, AuctionState
 from ccp.memory import gc_paused
 from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
+from ccp.orders.rules import order_value
 from ccp.orders.serializers import order_payload
 from ccp.orders.services import book_levels_changed
 from ccp.orders.states import BOOK_STATES, OrderState
@@ -67,6 +68,12 @@ def auction_open(*, pair: Pair, now: datetime, interval: timedelta) -> Auction |
     auction, created = Auction.objects.get_or_create(group=group, slot=_slot(now, interval),
                                                      defaults={"opened_at": now})
     return auction if created else None
+
+
+def _pair(auction: Auction) -> Pair:
+    """The pair an auction clears (its group is the pair's name, BASE/QUOTE)."""
+    base, _, quote = auction.group.partition("/")
+    return Pair.objects.get(base__symbol=base, quote__symbol=quote)
 
 
 def _reference_prices(contract_ids: list[int]) -> dict[int, Decimal]:
@@ -106,8 +113,7 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
     auction = Auction.objects.select_for_update().get(pk=auction_id)
     if auction.state != AuctionState.OPEN:
         return auction
-    base, _, quote = auction.group.partition("/")
-    pair = Pair.objects.get(base__symbol=base, quote__symbol=quote)
+    pair = _pair(auction)
     book_lock(pair.pk, exclusive=True)
     with connection.cursor() as cursor:
         cursor.execute(_SNAPSHOT, {"pair": pair.pk, "listed": ContractState.LISTED, "today": now.date(),
@@ -186,7 +192,7 @@ class HeldOrder:
     more than the rest of the booking. It has the attributes ``order_payload`` and
     ``bulk_update_rows`` read."""
 
-    pk: int
+    id: int
     client_id: int
     contract_id: int
     client_order_id: str
@@ -202,6 +208,10 @@ class HeldOrder:
     created_at: datetime
     updated_at: datetime
     contract: Contract | None = None
+
+    @property
+    def pk(self) -> int:
+        return self.id
 
 
 def _held_orders(pair: Pair, filled: list[int]) -> list[HeldOrder]:
@@ -235,8 +245,7 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     fills = {int(f["order"]): Decimal(f["quantity"]) for f in result["fills"]}
     prices = {symbol: Decimal(p) for symbol, p in result["prices"].items()}
     # The book lock keeps cancels out until this commits (they become plain cancels after it).
-    base, _, quote = auction.group.partition("/")
-    pair = Pair.objects.get(base__symbol=base, quote__symbol=quote)
+    pair = _pair(auction)
     book_lock(pair.pk, exclusive=True)
     # Only filled orders and cancel requests change; the others are released with the auction's state.
     orders = _held_orders(pair, list(fills))
@@ -245,15 +254,15 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
         order.contract = contracts[order.contract_id]  # one instance per contract: terms are built once
 
     @functools.cache
-    def unit_worst(contract_id: int, side: str, price: Decimal) -> Decimal:
-        # Orders share price levels: one Decimal computation per level, not per order.
-        return order_worst_cost(contracts[contract_id].terms, side, price, Decimal(1))
+    def held_value(contract_id: int, side: str, price: Decimal, quantity: Decimal) -> Decimal:
+        # Orders share price levels and quantities: one Decimal computation each, not one per order.
+        return order_value(contracts[contract_id].terms, side, price, quantity)
 
     def remaining_value(order: HeldOrder) -> Decimal:
         remaining = order.quantity - order.filled_quantity
         if remaining <= 0 or order.state not in BOOK_STATES:
             return ZERO
-        return quantize(unit_worst(order.contract_id, order.side, order.price) * remaining, ROUND_UP)
+        return held_value(order.contract_id, order.side, order.price, remaining)
 
     histories, events, levels = [], defaultdict(list), defaultdict(set)
     # One premium per contract: every fill of a contract is at its uniform price.
