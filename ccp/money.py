@@ -4,6 +4,7 @@ Amounts, prices and quantities are stored as NUMERIC(38, 18): 18 places cover ev
 (wei precision) and 20 integer digits cover any realistic notional.
 """
 
+import decimal
 from decimal import ROUND_DOWN, Decimal
 
 from django.db import models
@@ -12,6 +13,13 @@ DECIMAL_PLACES = 18
 MAX_DIGITS = 38
 QUANTUM = Decimal(1).scaleb(-DECIMAL_PLACES)
 ZERO = Decimal(0)
+
+# Python's default context keeps 28 significant digits: a stored amount has up to 38, so sums of
+# large ones would round silently and quantizing them would raise. Every thread of the process
+# computes with 60 digits (this module is imported by every model, before any worker thread starts).
+PRECISION = 60
+decimal.DefaultContext.prec = PRECISION  # threads started from now on
+decimal.getcontext().prec = PRECISION  # this one
 
 
 def to_decimal(value: str | int | Decimal) -> Decimal:
