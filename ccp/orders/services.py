@@ -86,7 +86,8 @@ def _balance_changed(fund_lock: FundLock) -> None:
 
 
 def _locked_fund_lock(order: Order) -> FundLock | None:
-    return (FundLock.objects.select_for_update().select_related("currency")
+    # of=self: the currency row is shared by every client; it is read, not locked.
+    return (FundLock.objects.select_for_update(of=("self",)).select_related("currency")
             .filter(client_id=order.client_id, currency_id=order.contract.collateral_id).first())
 
 
@@ -100,23 +101,27 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime) -> tup
     violation = order_rule_violation(contract=request.contract, side=request.side, kind=request.kind,
                                      price=request.price, quantity=request.quantity, now=now)
     if violation:
-        raise ApplicationError(REASONS[violation], code=violation)
-    try:
-        with transaction.atomic():
-            order = Order.objects.create(
-                client=client, contract=request.contract, client_order_id=request.client_order_id,
-                side=request.side, kind=request.kind, price=request.price, quantity=request.quantity,
-                state=OrderState.RECEIVED, created_at=now, updated_at=now,
-            )
-            OrderStateHistory.objects.create(order=order, from_state=None, to_state=OrderState.RECEIVED, at=now)
-            stream_publish(client_group(client.pk), _order_event(order))
-            # robust: the order is stored either way; the stale-order sweep re-queues it if the broker failed.
-            transaction.on_commit(lambda: _validate_later(order.pk), robust=True)
-        return order, True
-    except IntegrityError:
+        # A retry of an order stored before the rule broke (say the contract halted since) gets that order.
         existing = Order.objects.filter(client=client, client_order_id=request.client_order_id).first()
-        if existing is None:
-            raise
+        if existing is None or not request.matches(existing):
+            raise ApplicationError(REASONS[violation], code=violation)
+    else:
+        try:
+            with transaction.atomic():
+                order = Order.objects.create(
+                    client=client, contract=request.contract, client_order_id=request.client_order_id,
+                    side=request.side, kind=request.kind, price=request.price, quantity=request.quantity,
+                    state=OrderState.RECEIVED, created_at=now, updated_at=now,
+                )
+                OrderStateHistory.objects.create(order=order, from_state=None, to_state=OrderState.RECEIVED, at=now)
+                stream_publish(client_group(client.pk), _order_event(order))
+                # robust: the order is stored either way; the stale-order sweep re-queues it if the broker failed.
+                transaction.on_commit(lambda: _validate_later(order.pk), robust=True)
+            return order, True
+        except IntegrityError:
+            existing = Order.objects.filter(client=client, client_order_id=request.client_order_id).first()
+            if existing is None:
+                raise
     if not request.matches(existing):
         raise Conflict("This client_order_id was used for a different order.", code="client_order_id_reused",
                        extra={"order_id": existing.pk})

@@ -50,6 +50,14 @@ def test_the_same_client_order_id_returns_the_original(api_as, trader, contract)
     different = api.post("/api/v1/orders", order_body(contract, price="101"), format="json")
     assert different.status_code == 409 and different.json()["code"] == "client_order_id_reused"
     assert Order.objects.count() == 1
+    # a retry after the contract halted still gets the original, a new order the rule's code
+    contract.state = "halted"
+    contract.save(update_fields=["state"])
+    retry = api.post("/api/v1/orders", order_body(contract), format="json")
+    assert (retry.status_code, retry.json()["id"]) == (200, first.json()["id"])
+    fresh = api.post("/api/v1/orders", order_body(contract, client_order_id="new-one"), format="json")
+    assert (fresh.status_code, fresh.json()["code"]) == (400, "contract_halted")
+    assert Order.objects.count() == 1
 
 
 def test_client_order_ids_are_per_client(api_as, trader, contract):
