@@ -158,8 +158,10 @@ def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value
     caller's transaction). The database refuses any whose available would drop below zero."""
     fundlock = fundlock or {}
     keys = set(settle_value) | set(order_value) | set(lockup_value) | set(fundlock)
-    fund_locks = {(f.client_id, f.currency_id): f for f in FundLock.objects.select_for_update().select_related(
-        "currency").filter(client_id__in={c for c, _ in keys}).order_by("id")}
+    # of=self: the currency rows are shared by every client; they are read, not locked.
+    fund_locks = {(f.client_id, f.currency_id): f for f in FundLock.objects.select_for_update(of=("self",))
+                  .select_related("currency").filter(client_id__in={c for c, _ in keys},
+                                                     currency_id__in={c for _, c in keys}).order_by("id")}
     for key in sorted(keys):
         fund_lock = fund_locks[key]
         fund_lock.fundlock += fundlock.get(key, Decimal(0))
