@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Currency, Pair
 from ccp.contracts.payoffs import ContractKind, Terms, payoff_per_unit
-from ccp.db import bulk_update_rows
+from ccp.db import book_lock, bulk_update_rows
 from ccp.errors import ApplicationError, Conflict
 from ccp.money import money_str, quantize
 from ccp.orders.states import OPEN_STATES
@@ -112,6 +112,9 @@ def contracts_halt(*, now: datetime) -> list[Contract]:
     halted = []
     for contract in Contract.objects.filter(state=ContractState.LISTED, expiry_date__lte=now.date()).order_by("id"):
         with transaction.atomic():
+            # The book lock before the contract row, in the order an auction's apply takes them
+            # (book, then the contract's book sequence): the other order could deadlock with it.
+            book_lock(contract.pair_id, exclusive=False)
             contract = Contract.objects.select_for_update().get(pk=contract.pk)
             if contract.state != ContractState.LISTED or now < contract.trading_ends_at:
                 continue
