@@ -130,8 +130,10 @@ def settlement_submit(*, chain: FundLockClient, operator: LocalAccount, house: s
     ``settlement_confirm``. Nonces come from a locked row, so two workers never share one."""
     now = require_aware(now)
     size = batch_max or settings.CCP_SETTLEMENT_BATCH_MAX
+    # Zero amounts (positions closed worthless at expiry) move nothing on chain.
     pending = (CashMovement.objects.filter(origin__in=ON_CHAIN_ORIGINS, currency__token_address__isnull=False)
-               .exclude(trackings__state__in=LIVE_TRACKING_STATES).select_related("client", "currency").order_by("id"))
+               .exclude(amount=0).exclude(trackings__state__in=LIVE_TRACKING_STATES)
+               .select_related("client", "currency").order_by("id"))
     by_origin: dict[tuple, list[CashMovement]] = defaultdict(list)
     releases: dict[int, list[CashMovement]] = defaultdict(list)
     for movement in pending:
@@ -140,7 +142,7 @@ def settlement_submit(*, chain: FundLockClient, operator: LocalAccount, house: s
         else:
             by_origin[(movement.currency_id, movement.origin, movement.origin_ref)].append(movement)
     sent = []
-    for _, movements in sorted(by_origin.items()):
+    for movements in by_origin.values():  # origins in the order they were booked (by id), not by name
         for chunk in _chunks(movements, size):
             sent.append(_submit_chunk(chain, operator, house, chunk, now))
     for _, movements in sorted(releases.items()):

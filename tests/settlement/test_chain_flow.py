@@ -14,7 +14,7 @@ from ccp.settlement.models import CashMovement, CashMovementTracking, Deposit, S
 from ccp.settlement.services import deposits_monitor, reconciliation_run, settlement_confirm, settlement_submit
 from ccp.system.models import OperatorAlert
 from tests.conftest import NOW
-from tests.factories import CurrencyFactory
+from tests.factories import ContractFactory, CurrencyFactory
 
 pytestmark = pytest.mark.django_db
 GAS = 5_000_000
@@ -188,3 +188,25 @@ def test_reconciliation_shows_drift_between_fund_locks_and_the_contract(chain):
     FundLock.objects.filter(client__address=alice.lower()).update(fundlock=D("5"))
     assert reconciliation_run(chain=client, now=NOW) == []
     assert not OperatorAlert.objects.filter(resolved_at__isnull=True).exists()
+
+
+def test_worthless_expiry_movements_are_not_sent_on_chain(chain, settle_all):
+    w3, token, fund_lock, client, operator, usdc, (alice, bob), house = chain
+    deposit(w3, token, fund_lock, alice, 1_000_000)
+    w3.testing.mine(3)
+    deposits_monitor(chain=client, now=NOW)
+    fund = FundLock.objects.get(client__address=alice.lower())
+    CashMovement.objects.create(client=fund.client, currency=usdc, amount=D(0), position_delta=D("-1"),
+                                contract=ContractFactory(collateral=usdc), origin="expiry",
+                                origin_ref="expiry-worthless", created_at=NOW)
+    assert settle_all(w3, client, operator, house) == []
+    assert not CashMovementTracking.objects.exists()
+
+
+def test_a_websocket_node_url_is_refused_with_a_clear_error():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from ccp.settlement.chain.connect import web3_for
+
+    with pytest.raises(ImproperlyConfigured, match="http"):
+        web3_for("ws://127.0.0.1:8546")
