@@ -62,6 +62,8 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["contract", "state"]),
             models.Index(fields=["client", "state"]),
+            # Orders waiting for validation (the stale-order sweep reads them every few seconds).
+            models.Index(fields=["id"], name="order_received", condition=Q(state=OrderState.RECEIVED)),
             # Cancels waiting for an auction: few at any time, read when it is applied.
             models.Index(fields=["contract"], name="order_cancel_requested",
                          condition=Q(cancel_requested_at__isnull=False, state__in=sorted(BOOK_STATES))),
