@@ -152,9 +152,12 @@ class Command(BaseCommand):
         price = min(max(((fair + skew) / tick).quantize(Decimal(1)) * tick, low + tick), high - tick)
         quantity = lot * rng.randint(1, 10)
         trader.sent += 1
-        status, order = trader.call("POST", "/api/v1/orders", {
-            "client_order_id": f"sim-{int(time.time() * 1000)}-{trader.sent}", "contract": contract["symbol"],
-            "side": side, "price": str(price), "quantity": str(quantity)})
+        body = {"client_order_id": f"sim-{int(time.time() * 1000)}-{trader.sent}", "contract": contract["symbol"],
+                "side": side, "price": str(price), "quantity": str(quantity)}
+        status, order = trader.call("POST", "/api/v1/orders", body)
+        if status == 401:  # the token expired (CCP_API_TOKEN_TTL): sign in again, send the same order once more
+            trader.sign_in()
+            status, order = trader.call("POST", "/api/v1/orders", body)
         logger.info("%s %s %s %s @ %s -> %s %s", trader.account.address[:10], side, quantity, contract["symbol"],
                     price, status, order.get("state") or order.get("code"))
 
