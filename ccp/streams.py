@@ -67,11 +67,15 @@ def _send(messages: list[tuple[str, dict[str, Any]]]) -> None:
 
 
 class _Batch:
-    def __init__(self, hooks: list) -> None:
+    def __init__(self, hooks: list, savepoints: tuple) -> None:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         # Django replaces the connection's list of commit hooks when the transaction commits or
         # rolls back (a savepoint rollback too): the batch is pending only while that list is current.
         self.hooks = hooks
+        # Its hook belongs to the innermost savepoint open when it was made (Django drops the hook if
+        # that savepoint rolls back): events published at another savepoint depth go in a new batch,
+        # so a rolled-back savepoint takes its events with it, and the batches keep their order.
+        self.savepoints = savepoints
 
     def flush(self) -> None:
         messages, self.messages = self.messages, []
@@ -87,9 +91,11 @@ def _publish_on_commit(group: str, message: dict[str, Any]) -> None:
             logger.exception("stream publish failed")
         return
     batch = getattr(connection, "_ccp_stream_batch", None)
-    # A new batch when none is pending in this transaction (the last one ran or was rolled back).
-    if batch is None or batch.hooks is not connection.run_on_commit:
-        batch = connection._ccp_stream_batch = _Batch(connection.run_on_commit)
+    # A new batch when none is pending in this transaction (the last one ran or was rolled back), or
+    # the savepoints open now are not the ones the pending batch was made under.
+    savepoints = tuple(connection.savepoint_ids)
+    if batch is None or batch.hooks is not connection.run_on_commit or batch.savepoints != savepoints:
+        batch = connection._ccp_stream_batch = _Batch(connection.run_on_commit, savepoints)
         transaction.on_commit(batch.flush, robust=True)
     batch.messages.append((group, message))
 

@@ -28,6 +28,20 @@ def test_a_rolled_back_savepoint_starts_a_new_batch(django_capture_on_commit_cal
     assert [m[1]["event"]["type"] for m in hooks[0].__self__.messages] == ["kept"]
 
 
+def test_events_of_a_rolled_back_savepoint_are_not_sent_with_the_outer_batch(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as hooks:
+        with transaction.atomic():
+            stream_publish("book.1", {"type": "before"})
+            try:
+                with transaction.atomic():
+                    stream_publish("book.1", {"type": "undone"})
+                    raise RuntimeError
+            except RuntimeError:
+                pass
+            stream_publish("book.1", {"type": "after"})
+    assert [m[1]["event"]["type"] for hook in hooks for m in hook.__self__.messages] == ["before", "after"]
+
+
 def test_runs_of_stream_events_go_out_bundled_in_order_around_other_messages():
     events = [{"type": "stream.event", "event": {"n": n}} for n in range(_BUNDLE + 3)]
     revoked = {"type": "token.revoked", "token_id": 7}
