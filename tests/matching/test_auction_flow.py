@@ -25,6 +25,24 @@ from tests.factories import ContractFactory, FundLockFactory, ReceivedOrderFacto
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def chains_started(monkeypatch) -> list[int]:
+    """Stand-in for the broker: the auction chains beat starts are recorded here, and each test runs
+    the stages itself (a chain queued on the test Redis would outlive the test, and a later test's
+    worker would run it)."""
+    started: list[int] = []
+
+    class Recorder:
+        def __init__(self, auction_id: int) -> None:
+            self.auction_id = auction_id
+
+        def apply_async(self) -> None:
+            started.append(self.auction_id)
+
+    monkeypatch.setattr("ccp.matching.tasks.auction_chain", Recorder)
+    return started
+
+
 @pytest.fixture
 def market():
     """A call (strike 100000, bounds [50000, 150000], tick 1, lot 0.01) and three funded traders."""
