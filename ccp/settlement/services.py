@@ -109,12 +109,14 @@ def _chunks(movements: list[CashMovement], size: int) -> list[list[CashMovement]
     return sorted(chunks, key=lambda chunk: sum((m.amount for m in chunk), Decimal(0)))
 
 
-def _take_nonce(address: str, chain: FundLockClient) -> int:
+def operator_nonce_take(*, address: str, w3: Web3) -> int:
+    """The operator's next nonce, taken under its row lock (call inside a transaction). Everything
+    that sends from the operator account takes its nonces here, so no two transactions share one."""
     row = OperatorNonce.objects.select_for_update().filter(address=address).first()
     if row is None:
         # First use of the address: start from its count on chain. Two workers starting together
         # both insert; ON CONFLICT keeps the first row and the second waits for it, then for its lock.
-        on_chain = chain.w3.eth.get_transaction_count(Web3.to_checksum_address(address))
+        on_chain = w3.eth.get_transaction_count(Web3.to_checksum_address(address))
         OperatorNonce.objects.bulk_create([OperatorNonce(address=address, next_nonce=on_chain)], ignore_conflicts=True)
         row = OperatorNonce.objects.select_for_update().get(address=address)
     nonce = row.next_nonce
@@ -193,7 +195,7 @@ def _submit_chunk(chain, operator, house, chunk: list[CashMovement], now) -> Set
         return None
     batch_id = _batch_id([m.pk for m in chunk])
     with transaction.atomic():
-        nonce = _take_nonce(operator.address.lower(), chain)
+        nonce = operator_nonce_take(address=operator.address.lower(), w3=chain.w3)
         gas_price = chain.w3.eth.gas_price
         signed = _sign(chain, operator, release, batch_id, currency, clients, amounts, nonce, gas_price)
         return _record(batch_id.to_0x_hex(), currency, signed, gas_price, chunk, chain, now)

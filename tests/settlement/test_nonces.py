@@ -9,21 +9,20 @@ from django.db import connection, transaction
 from eth_account import Account
 from web3 import EthereumTesterProvider, Web3
 
-from ccp.settlement.chain.client import FundLockClient
 from ccp.settlement.models import OperatorNonce
-from ccp.settlement.services import _take_nonce
+from ccp.settlement.services import operator_nonce_take
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _race(address: str, chain: FundLockClient, workers: int) -> tuple[list[int], list[BaseException]]:
+def _race(address: str, w3: Web3, workers: int) -> tuple[list[int], list[BaseException]]:
     start, taken, errors = threading.Barrier(workers), [], []
 
     def worker() -> None:
         try:
             start.wait()
             with transaction.atomic():
-                taken.append(_take_nonce(address, chain))
+                taken.append(operator_nonce_take(address=address, w3=w3))
                 time.sleep(0.2)  # hold the transaction: the others look for the row meanwhile
         except BaseException as exc:  # reported by the test
             errors.append(exc)
@@ -51,7 +50,7 @@ def test_concurrent_workers_take_distinct_consecutive_nonces(existing):
     address = operator.address.lower()
     if existing:
         OperatorNonce.objects.create(address=address, next_nonce=2)
-    taken, errors = _race(address, FundLockClient(w3, Account.create().address), workers=3)
+    taken, errors = _race(address, w3, workers=3)
     assert errors == []
     assert sorted(taken) == [2, 3, 4]
     assert OperatorNonce.objects.get(address=address).next_nonce == 5

@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import transaction
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
@@ -29,7 +30,7 @@ from ccp.contracts.models import Currency
 from ccp.settlement.chain.artifacts import load_artifact
 from ccp.settlement.chain.connect import operator_account, web3_for
 from ccp.settlement.models import ChainContract
-from ccp.settlement.services import token_units
+from ccp.settlement.services import operator_nonce_take, token_units
 
 logger = logging.getLogger("ccp.simulator")
 SPOT = {"BTC": Decimal(100000), "ETH": Decimal(3500)}  # notional spot for fair values until prices land
@@ -125,8 +126,13 @@ class Command(BaseCommand):
         for signer, call in ((operator, token.functions.mint(trader.account.address, units)),
                              (trader.account, token.functions.approve(fund_lock.address, units)),
                              (trader.account, fund_lock.functions.deposit(token.address, units))):
-            tx = call.build_transaction({"from": signer.address, "nonce": w3.eth.get_transaction_count(
-                signer.address, "pending"), "gas": 200_000, "gasPrice": w3.eth.gas_price})
+            if signer is operator:  # settlement sends from this account too: one nonce sequence for both
+                with transaction.atomic():
+                    nonce = operator_nonce_take(address=operator.address.lower(), w3=w3)
+            else:
+                nonce = w3.eth.get_transaction_count(signer.address, "pending")
+            tx = call.build_transaction({"from": signer.address, "nonce": nonce, "gas": 200_000,
+                                         "gasPrice": w3.eth.gas_price})
             w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(
                 signer.sign_transaction(tx).raw_transaction), timeout=30)
         logger.info("deposited %s USDC on chain for %s", TOP_UP, trader.account.address)
