@@ -24,24 +24,30 @@ def deposits_monitor_task() -> int | str:
     return deposits_monitor(chain=chain, now=utcnow(), start_block=deployed.deployed_block)
 
 
+def _operator():
+    """The operator account and the house address (the operator's own unless set), or None."""
+    if not settings.CCP_CHAIN_OPERATOR_KEY:
+        return None
+    operator = operator_account(settings.CCP_CHAIN_OPERATOR_KEY)
+    return operator, settings.CCP_CHAIN_HOUSE_ADDRESS or operator.address
+
+
 @shared_task(name="settlement.submit")
 def settlement_submit_task() -> int | str:
     chain, _ = _chain()
-    if chain is None or not settings.CCP_CHAIN_OPERATOR_KEY:
+    if chain is None or (signer := _operator()) is None:
         return "chain not configured"
-    operator = operator_account(settings.CCP_CHAIN_OPERATOR_KEY)
-    house = settings.CCP_CHAIN_HOUSE_ADDRESS or operator.address
+    operator, house = signer
     return len(settlement_submit(chain=chain, operator=operator, house=house, now=utcnow()))
 
 
 @shared_task(name="settlement.confirm")
 def settlement_confirm_task() -> dict | str:
     chain, _ = _chain()
-    if chain is None or not settings.CCP_CHAIN_OPERATOR_KEY:
+    if chain is None or (signer := _operator()) is None:
         return "chain not configured"
-    operator = operator_account(settings.CCP_CHAIN_OPERATOR_KEY)
-    return settlement_confirm(chain=chain, now=utcnow(), operator=operator,
-                              house=settings.CCP_CHAIN_HOUSE_ADDRESS or operator.address)
+    operator, house = signer
+    return settlement_confirm(chain=chain, now=utcnow(), operator=operator, house=house)
 
 
 @shared_task(name="settlement.reconcile")
