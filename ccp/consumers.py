@@ -20,10 +20,21 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content, **kwargs) -> None:
         await self.send_json(error_body("read_only", "This stream takes no messages."))
 
+    async def may_send(self) -> bool:
+        """Checked before forwarding a message (or a bundle); a subclass may close the stream instead."""
+        return True
+
+    def forwards(self, event: dict) -> bool:
+        """Whether this subscriber gets ``event``."""
+        return True
+
     async def stream_event(self, message: dict) -> None:
-        await self.send_json(message["event"])
+        if await self.may_send() and self.forwards(message["event"]):
+            await self.send_json(message["event"])
 
     async def stream_events(self, message: dict) -> None:
-        """A bundle of events (``ccp.streams``): each goes through ``stream_event``, in order."""
-        for event in message["events"]:
-            await self.stream_event({"type": "stream.event", "event": event})
+        """A bundle of events (``ccp.streams``), forwarded one by one, in order."""
+        if await self.may_send():
+            for event in message["events"]:
+                if self.forwards(event):
+                    await self.send_json(event)

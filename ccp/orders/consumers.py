@@ -47,11 +47,10 @@ class BookConsumer(StreamConsumer):
     def _snapshot(contract_id: int, symbol: str) -> dict:
         return BookSerializer({"contract": symbol, **book_levels(contract_id=contract_id)}).data
 
-    async def stream_event(self, message: dict) -> None:
+    def forwards(self, event: dict) -> bool:
         # Level changes already in the snapshot are dropped; trade reports carry no sequence.
-        sequence = message["event"].get("sequence")
-        if sequence is None or sequence > self.snapshot_sequence:
-            await self.send_json(message["event"])
+        sequence = event.get("sequence")
+        return sequence is None or sequence > self.snapshot_sequence
 
 
 class PrivateConsumer(StreamConsumer):
@@ -82,18 +81,11 @@ class PrivateConsumer(StreamConsumer):
         except ApplicationError:
             return None
 
-    async def stream_event(self, message: dict) -> None:
+    async def may_send(self) -> bool:
         if utcnow() >= self.api_token.expires_at:
             await self.close(code=CLOSE_UNAUTHORIZED)
-            return
-        await super().stream_event(message)
-
-    async def stream_events(self, message: dict) -> None:
-        if utcnow() >= self.api_token.expires_at:  # checked once: the bundle is not sent after closing
-            await self.close(code=CLOSE_UNAUTHORIZED)
-            return
-        for event in message["events"]:
-            await super().stream_event({"type": "stream.event", "event": event})
+            return False
+        return True
 
     async def token_revoked(self, message: dict) -> None:
         if message["token_id"] == self.api_token.pk:
