@@ -1,4 +1,5 @@
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.db import connection, transaction
 from django.db.models import Count, F, QuerySet, Sum
@@ -18,13 +19,19 @@ def book_levels(*, contract_id: int) -> dict:
         with connection.cursor() as cursor:
             cursor.execute("SELECT book_sequence FROM contracts_contract WHERE id = %s FOR SHARE", [contract_id])
             (sequence,) = cursor.fetchone()
-        rows = (Order.objects.filter(contract_id=contract_id, state__in=BOOK_STATES)
-                .values("side", "price")
-                .annotate(quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id")))
-        levels = list(rows)
+        levels = level_totals(contract_id=contract_id)
     bids = sorted((lv for lv in levels if lv["side"] == Side.BUY), key=lambda lv: -lv["price"])
     asks = sorted((lv for lv in levels if lv["side"] == Side.SELL), key=lambda lv: lv["price"])
     return {"sequence": sequence, "bids": bids, "asks": asks}
+
+
+def level_totals(*, contract_id: int, prices: set[Decimal] | None = None) -> list[dict]:
+    """Open quantity and order count per (side, price) of a contract's book, at ``prices`` if given."""
+    orders = Order.objects.filter(contract_id=contract_id, state__in=BOOK_STATES)
+    if prices is not None:
+        orders = orders.filter(price__in=prices)
+    return list(orders.values("side", "price").annotate(quantity=Sum(F("quantity") - F("filled_quantity")),
+                                                        orders=Count("id")))
 
 
 def order_list(*, client: Client, state: str | None = None, contract_symbol: str | None = None) -> QuerySet[Order]:

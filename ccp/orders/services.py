@@ -5,7 +5,6 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Sum
 
 from ccp.accounts.models import Client, FundLock
 from ccp.accounts.serializers import BalanceSerializer
@@ -16,6 +15,7 @@ from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.money import ZERO, money_str
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.rules import REASONS, order_rule_violation, order_value
+from ccp.orders.selectors import level_totals
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
 from ccp.streams import book_group, client_group, stream_publish
@@ -66,9 +66,8 @@ def book_levels_changed(*, contract_id: int, levels: list[tuple[str, Decimal]]) 
         cursor.execute("UPDATE contracts_contract SET book_sequence = book_sequence + %s WHERE id = %s "
                        "RETURNING book_sequence", [len(levels), contract_id])
         (last,) = cursor.fetchone()
-    totals = {(row["side"], row["price"]): row for row in Order.objects.filter(
-        contract_id=contract_id, state__in=BOOK_STATES, price__in={price for _, price in levels}).values(
-        "side", "price").annotate(quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id"))}
+    totals = {(row["side"], row["price"]): row
+              for row in level_totals(contract_id=contract_id, prices={price for _, price in levels})}
     for sequence, (side, price) in enumerate(levels, start=last - len(levels) + 1):
         level = totals.get((side, price), {})
         stream_publish(book_group(contract_id), {
