@@ -6,6 +6,8 @@ from ccp.clock import utcnow
 from ccp.contracts.selectors import expiries_to_settle
 from ccp.contracts.services import contracts_expire, contracts_halt, expiry_settle
 from ccp.prices.services import settlement_price_fix
+from ccp.system.models import AlertKind
+from ccp.system.services import alert_raise
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +26,15 @@ def contracts_lifecycle(*, now, venue_factory=None) -> dict:
     for pair, expiry_date, expires_at in expiries_to_settle(now=now):
         kwargs = {"venue_factory": venue_factory} if venue_factory else {}
         price = settlement_price_fix(pair=pair, at=expires_at, now=now, **kwargs)
-        if price is not None:
+        if price is None:
+            continue
+        try:
             movements = expiry_settle(pair=pair, expiry_date=expiry_date, settlement_px=price.price, now=now)
-            logger.info("settled %s %s at %s: %d payoffs", pair, expiry_date, price.price, len(movements))
-            settled.append(f"{pair} {expiry_date}")
+        except ValueError as exc:  # its payoffs cannot be booked as they stand: operators look, other pairs go on
+            logger.error("expiry %s %s not settled: %s", pair, expiry_date, exc)
+            alert_raise(key=f"expiry:{pair}:{expiry_date.isoformat()}", kind=AlertKind.EXPIRY_SETTLEMENT,
+                        message=f"payoffs of {pair} {expiry_date} at {price.price} not booked: {exc}", now=now)
+            continue
+        logger.info("settled %s %s at %s: %d payoffs", pair, expiry_date, price.price, len(movements))
+        settled.append(f"{pair} {expiry_date}")
     return {"halted": [c.symbol for c in halted], "expired": expired, "settled": settled}

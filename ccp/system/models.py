@@ -33,6 +33,7 @@ class AlertKind(models.TextChoices):
     SETTLEMENT_PRICE = "settlement_price", "settlement price missing"
     CHAIN_REORG = "chain_reorg", "chain reorganisation"
     RECONCILIATION = "reconciliation", "fund locks differ from chain"
+    EXPIRY_SETTLEMENT = "expiry_settlement", "expiry payoffs could not be booked"
 
 
 class OperatorAlert(models.Model):

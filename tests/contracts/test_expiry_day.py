@@ -156,3 +156,13 @@ def test_no_settlement_on_missing_prices_and_an_alert_until_they_come(day):
     contracts_lifecycle(now=NOON + timedelta(minutes=12), venue_factory=recorded_venues())
     assert states(contracts) == ["settled"] * 3
     assert OperatorAlert.objects.get().resolved_at is not None
+
+
+def test_payoffs_that_cannot_be_booked_raise_an_alert_and_stop_nothing_else(day):
+    pair, (call, _, _), (a, _, _, _) = day
+    Position.objects.create(client=a, contract=call, quantity=D("1"), updated_at=DAY_BEFORE)  # nobody is short
+    contracts_lifecycle(now=datetime(2026, 11, 20, tzinfo=UTC))
+    contracts_lifecycle(now=NOON + timedelta(minutes=11), venue_factory=recorded_venues())
+    assert states([call]) == ["expired"] and not CashMovement.objects.exists()
+    alert = OperatorAlert.objects.get(resolved_at__isnull=True)
+    assert alert.kind == "expiry_settlement" and "sum to zero" in alert.message
