@@ -160,9 +160,10 @@ def expiry_settle(*, pair: Pair, expiry_date: date, settlement_px: Decimal, now:
     positions = list(Position.objects.select_for_update().filter(contract_id__in=contracts).exclude(quantity=0)
                      .order_by("id"))
     movements, settle = [], defaultdict(Decimal)
+    per_unit = {pk: payoff_per_unit(contract.terms, settlement_px) for pk, contract in contracts.items()}
     for position in positions:
         contract = contracts[position.contract_id]
-        amount = position.quantity * payoff_per_unit(contract.terms, settlement_px)
+        amount = position.quantity * per_unit[position.contract_id]
         if amount != quantize(amount):
             raise ValueError(f"payoff {amount} of {contract} needs more than 18 decimal places")
         movements.append(CashMovement(client_id=position.client_id, currency_id=contract.collateral_id,
