@@ -86,6 +86,8 @@ class CashMovementTracking(models.Model):
                                    name="tracking_block_non_negative"),
             models.CheckConstraint(condition=Q(batch_id__regex=r"^0x[0-9a-f]{64}$"), name="tracking_batch_id_format"),
         ]
+        # Confirmation and replacement find a batch's trackings by its transaction.
+        indexes = [models.Index(fields=["tx_hash"], name="tracking_tx_hash")]
 
     def __str__(self) -> str:
         return f"movement {self.cash_movement_id}: {self.state} {self.tx_hash or ''}"
