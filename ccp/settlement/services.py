@@ -27,7 +27,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ccp.accounts.models import Client, FundLock
-from ccp.accounts.services import client_register, fund_lock_credit, fund_locks_adjust
+from ccp.accounts.services import client_register, fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Currency
 from ccp.errors import ApplicationError
@@ -79,6 +79,7 @@ def deposits_monitor(*, chain: FundLockClient, now: datetime, start_block: int =
     while start <= safe:
         end = min(start + settings.CCP_CHAIN_LOG_RANGE - 1, safe)
         logs = chain.deposits(start, end)
+        credits: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
         with transaction.atomic():
             for log in logs:
                 currency = tokens.get(log.token)
@@ -91,8 +92,13 @@ def deposits_monitor(*, chain: FundLockClient, now: datetime, start_block: int =
                     "client": client, "currency": currency, "amount": amount, "block_number": log.block_number,
                     "block_hash": log.block_hash, "recorded_at": now})
                 if created:
-                    fund_lock_credit(client=client, currency=currency, amount=amount, now=now)
+                    credits[(client.pk, currency.pk)] += amount
                     credited += 1
+            # All at once, the fund locks locked in id order as every writer locks them (crediting in
+            # log order could deadlock with an auction's apply).
+            FundLock.objects.bulk_create([FundLock(client_id=client_id, currency_id=currency_id, updated_at=now)
+                                          for client_id, currency_id in credits], ignore_conflicts=True)
+            fund_locks_adjust(settle_value={}, order_value={}, lockup_value={}, fundlock=credits, now=now)
             edge_advance(name=DEPOSITS_EDGE, now=now, block_number=end, block_hash=chain.block_hash(end))
         start = end + 1
     return credited
