@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -11,11 +12,12 @@ from django.db import transaction
 from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from ccp.accounts.models import ApiToken, Client, FundLock, SignInChallenge
+from ccp.accounts.serializers import BalanceSerializer
 from ccp.accounts.siwe import SignInMessage, signer_recover
 from ccp.clock import require_aware
 from ccp.db import bulk_update_rows
 from ccp.errors import ApplicationError, Unauthorized
-from ccp.streams import token_revoked_publish
+from ccp.streams import client_group, stream_publish, token_revoked_publish
 
 
 class SignInError(Unauthorized):
@@ -172,3 +174,11 @@ def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value
     bulk_update_rows(FundLock, [fund_locks[k] for k in sorted(keys)],
                      ["fundlock", "settle_value", "order_value", "lockup_value", "updated_at"])
     return {key: fund_locks[key] for key in sorted(keys)}
+
+
+def balances_publish(fund_locks: Iterable[FundLock]) -> None:
+    """Push each fund lock's balance to its client's private stream once the transaction commits
+    (one list serializer for all: a serializer per fund lock builds its fields each time)."""
+    fund_locks = list(fund_locks)
+    for fund_lock, balance in zip(fund_locks, BalanceSerializer(fund_locks, many=True).data, strict=True):
+        stream_publish(client_group(fund_lock.client_id), {"type": "balance", "balance": balance})

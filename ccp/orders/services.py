@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.db import IntegrityError, connection, transaction
 
 from ccp.accounts.models import Client, FundLock
-from ccp.accounts.serializers import BalanceSerializer
+from ccp.accounts.services import balances_publish
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract
 from ccp.db import book_lock
@@ -77,11 +77,6 @@ def book_levels_changed(*, contract_id: int, levels: list[tuple[str, Decimal]]) 
 
 def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
     book_levels_changed(contract_id=contract_id, levels=[(side, price)])
-
-
-def _balance_changed(fund_lock: FundLock) -> None:
-    event = {"type": "balance", "balance": BalanceSerializer(fund_lock).data}
-    stream_publish(client_group(fund_lock.client_id), event)
 
 
 def _locked_fund_lock(order: Order) -> FundLock | None:
@@ -161,7 +156,7 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
     fund_lock.save(update_fields=["order_value", "updated_at"])
     order.order_value = cost
     order_transition(order=order, new_state=OrderState.ACCEPTED, now=now)
-    _balance_changed(fund_lock)
+    balances_publish([fund_lock])
     book_level_changed(contract_id=contract.pk, side=order.side, price=order.price)
     return order
 
@@ -202,7 +197,7 @@ def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = 
         fund_lock.updated_at = now
         fund_lock.save(update_fields=["order_value", "updated_at"])
         order.order_value = ZERO
-        _balance_changed(fund_lock)
+        balances_publish([fund_lock])
     order_transition(order=order, new_state=OrderState.CANCELLED, now=now, reason=reason)
     if was_on_book:
         book_level_changed(contract_id=order.contract_id, side=order.side, price=order.price)

@@ -27,7 +27,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ccp.accounts.models import Client, FundLock
-from ccp.accounts.services import client_register, fund_locks_adjust
+from ccp.accounts.services import balances_publish, client_register, fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Currency
 from ccp.errors import ApplicationError
@@ -98,7 +98,8 @@ def deposits_monitor(*, chain: FundLockClient, now: datetime, start_block: int =
             # log order could deadlock with an auction's apply).
             FundLock.objects.bulk_create([FundLock(client_id=client_id, currency_id=currency_id, updated_at=now)
                                           for client_id, currency_id in credits], ignore_conflicts=True)
-            fund_locks_adjust(settle_value={}, order_value={}, lockup_value={}, fundlock=credits, now=now)
+            balances_publish(fund_locks_adjust(settle_value={}, order_value={}, lockup_value={}, fundlock=credits,
+                                               now=now).values())
             edge_advance(name=DEPOSITS_EDGE, now=now, block_number=end, block_hash=chain.block_hash(end))
         start = end + 1
     return credited
@@ -284,8 +285,8 @@ def _batch_settle(batch: SettlementBatch, receipt: dict, now: datetime) -> None:
             movement = tracking.cash_movement
             moved[(movement.client_id, movement.currency_id)] += movement.amount
         # The chain now holds what was pending: fundlock gains it, settle value loses it.
-        fund_locks_adjust(settle_value={k: -v for k, v in moved.items()}, order_value={}, lockup_value={},
-                          fundlock=moved, now=now)
+        balances_publish(fund_locks_adjust(settle_value={k: -v for k, v in moved.items()}, order_value={},
+                                           lockup_value={}, fundlock=moved, now=now).values())
         Withdrawal.objects.filter(cash_movement_id__in=[t.cash_movement_id for t in trackings]).update(
             state=WithdrawalState.RELEASED, released_at=now)
     batch.updated_at = now
@@ -316,7 +317,8 @@ def withdrawal_request(*, client: Client, currency: Currency, amount: Decimal, n
     movement = CashMovement.objects.create(client=client, currency=currency, amount=-amount,
                                            origin=CashMovementOrigin.WITHDRAWAL,
                                            origin_ref=f"withdrawal-{uuid.uuid4().hex}", created_at=now)
-    fund_locks_adjust(settle_value={(client.pk, currency.pk): -amount}, order_value={}, lockup_value={}, now=now)
+    balances_publish(fund_locks_adjust(settle_value={(client.pk, currency.pk): -amount}, order_value={},
+                                       lockup_value={}, now=now).values())
     return Withdrawal.objects.create(client=client, currency=currency, amount=amount, cash_movement=movement,
                                      created_at=now)
 

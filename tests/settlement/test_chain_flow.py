@@ -210,3 +210,15 @@ def test_a_websocket_node_url_is_refused_with_a_clear_error():
 
     with pytest.raises(ImproperlyConfigured, match="http"):
         web3_for("ws://127.0.0.1:8546")
+
+
+def test_a_credited_deposit_pushes_the_clients_new_balance(chain, django_capture_on_commit_callbacks):
+    w3, token, fund_lock, client, _, usdc, (alice, bob), _ = chain
+    deposit(w3, token, fund_lock, alice, 1_000_000_000)
+    w3.testing.mine(3)
+    with django_capture_on_commit_callbacks() as hooks:
+        deposits_monitor(chain=client, now=NOW)
+    fund = FundLock.objects.get(client__address=alice.lower())
+    pushed = [(group, m["event"]["type"], m["event"]["balance"]["fundlock"])
+              for hook in hooks for group, m in hook.__self__.messages]
+    assert pushed == [(f"client.{fund.client_id}", "balance", "1000")]
