@@ -197,3 +197,20 @@ def test_the_webconsole_shows_an_auction_with_its_charts_and_documents(market, a
     document = admin_client.get(f"/admin/matching/auction/{auction.pk}/input.json")
     assert document.status_code == 200 and document.json()["format"] == "ccp-auction-input/1"
     assert hashlib.sha256(document.content).hexdigest() == auction.input_hash  # anyone can check the file
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("{not json", "cannot read"),
+    ('{"format": "something-else"}', "invalid input document"),
+    ('{"format": "ccp-auction-input/1", "contracts": [], "clients": [], "orders": [{"id": "1"}]}',
+     "invalid input document"),
+])
+def test_replay_refuses_a_bad_hand_written_document_clearly(tmp_path, text, problem):
+    from django.core.management.base import CommandError
+
+    path = tmp_path / "input.json"
+    path.write_text(text)
+    with pytest.raises(CommandError, match=problem):
+        call_command("auction_replay", str(path), stdout=StringIO())
+    with pytest.raises(CommandError, match="no input document"):
+        call_command("auction_replay", auction=987654, stdout=StringIO())
