@@ -568,7 +568,7 @@ def main() -> int:
             if not stack.port_free(args.port):
                 raise RuntimeError(f"port {args.port} is taken: choose another with --port")
             try:
-                daphne = children.start("daphne", [py, "-m", "daphne", "-b", HOST, "-p", str(args.port),
+                daphne = children.start("daphne", [py, "-m", "ccp.server", "-b", HOST, "-p", str(args.port),
                                                    "ccp.asgi:application"], env)
                 worker = children.start("worker", [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel",
                                                    "WARNING", "--concurrency", str(args.worker_concurrency)], env)

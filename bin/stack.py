@@ -270,7 +270,7 @@ def cmd_run() -> int:
         log(f"chain     {env['CCP_CHAIN_URL']} (anvil, chain id 31337; FundLock address in the admin)")
         log("Ctrl-C stops everything")
         children = {
-            "daphne": [py, "-m", "daphne", "-b", host, "-p", str(port), "ccp.asgi:application"],
+            "daphne": [py, "-m", "ccp.server", "-b", host, "-p", str(port), "ccp.asgi:application"],
             "worker": [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel", "INFO", "--concurrency", "2"],
             "beat": [py, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO",
                      "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],

@@ -1,12 +1,25 @@
-"""Read-only WebSocket streams. Each consumer joins its groups and forwards their events."""
+"""Read-only WebSocket streams. Each consumer joins its groups and forwards their events.
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+A stream that refuses a client still completes the WebSocket handshake and then closes with a
+code the client can read (4401 not authenticated, 4404 no such stream); a refused handshake would
+be an HTTP 403 that says nothing. Messages from the client are never parsed.
+"""
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
 from ccp.errors import error_body
+
+CLOSE_NOT_FOUND = 4404
+CLOSE_UNAUTHORIZED = 4401
 
 
 class StreamConsumer(AsyncJsonWebsocketConsumer):
     groups_joined: list[str]
+
+    async def refuse(self, code: int) -> None:
+        """Complete the handshake, then close with ``code``."""
+        await self.accept()
+        await self.close(code=code)
 
     async def join(self, *groups: str) -> None:
         self.groups_joined = list(groups)
@@ -17,7 +30,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         for group in getattr(self, "groups_joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def receive_json(self, content, **kwargs) -> None:
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        # Not parsed: the streams take no messages (a frame over the server's limit is closed with 1009).
         await self.send_json(error_body("read_only", "This stream takes no messages."))
 
     async def may_send(self) -> bool:
@@ -38,3 +52,11 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             for event in message["events"]:
                 if self.forwards(event):
                     await self.send_json(event)
+
+
+class UnknownStreamConsumer(AsyncWebsocketConsumer):
+    """Any WebSocket path that is not a stream: closed with 4404 after the handshake."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)

@@ -6,10 +6,12 @@ Codes are stable strings a client can branch on; messages are for people and may
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions as drf
 from rest_framework import status
 from rest_framework.response import Response
@@ -51,6 +53,42 @@ def error_body(code: str, message: str, extra: dict[str, Any] | None = None) -> 
     return {"code": code, "message": message, "extra": extra or {}}
 
 
+# The code and message of an error response that no view wrote (no route, a request Django refused
+# before any view ran, a crash), by HTTP status.
+STATUS_CODES: dict[int, tuple[str, str]] = {
+    400: ("malformed_request", "The request could not be read."),
+    403: ("permission_denied", "Not allowed."),
+    404: ("not_found", "No such resource."),
+    405: ("method_not_allowed", "Method not allowed."),
+    413: ("body_too_large", "The request body is too large."),
+    429: ("throttled", "Too many requests."),
+    500: ("internal_error", "Internal error; the request may not have been applied."),
+}
+
+
+def _status_response(request, status: int, page, *args) -> HttpResponse:
+    if request.path.startswith("/admin/"):  # people read the webconsole: Django's HTML page
+        return page(request, *args)
+    return JsonResponse(error_body(*STATUS_CODES[status]), status=status)
+
+
+# Django's error views (ccp.urls), in the one shape; HTML error pages are for the admin only.
+def handler400(request, exception=None) -> HttpResponse:
+    return _status_response(request, 400, defaults.bad_request, exception)
+
+
+def handler403(request, exception=None) -> HttpResponse:
+    return _status_response(request, 403, defaults.permission_denied, exception)
+
+
+def handler404(request, exception=None) -> HttpResponse:
+    return _status_response(request, 404, defaults.page_not_found, exception)
+
+
+def handler500(request) -> HttpResponse:
+    return _status_response(request, 500, defaults.server_error)
+
+
 # DRF's own exceptions, mapped to our stable codes.
 _DRF_CODES: list[tuple[type[drf.APIException], str]] = [
     (drf.ParseError, "malformed_request"),
@@ -66,6 +104,23 @@ _DRF_CODES: list[tuple[type[drf.APIException], str]] = [
 ]
 
 
+# Field errors whose code is also the response's code when every field error has it.
+PROMOTED_FIELD_CODES = frozenset({"invalid_number"})
+
+
+def _leaf_codes(detail) -> set[str]:
+    if isinstance(detail, dict):
+        return set().union(*(_leaf_codes(v) for v in detail.values())) if detail else set()
+    if isinstance(detail, list):
+        return set().union(*(_leaf_codes(v) for v in detail)) if detail else set()
+    return {getattr(detail, "code", "invalid")}
+
+
+def _validation_code(detail) -> str:
+    codes = _leaf_codes(detail)
+    return codes.pop() if len(codes) == 1 and codes <= PROMOTED_FIELD_CODES else "invalid_input"
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.extra), status=exc.http_status)
@@ -76,12 +131,15 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, drf.APIException):
         code = next((c for cls, c in _DRF_CODES if isinstance(exc, cls)), "invalid_request")
         if isinstance(exc, drf.ValidationError):
-            return Response(error_body(code, "The request has invalid fields.", {"fields": exc.detail}),
-                            status=exc.status_code)
-        headers = {}
+            return Response(error_body(_validation_code(exc.detail), "The request has invalid fields.",
+                                       {"fields": exc.detail}), status=exc.status_code)
+        headers, extra = {}, {}
         if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed)):
             headers["WWW-Authenticate"] = 'Bearer realm="api"'
-        return Response(error_body(code, str(exc.detail)), status=exc.status_code, headers=headers)
+        if isinstance(exc, drf.Throttled) and exc.wait is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
+            extra["retry_after_s"] = int(headers["Retry-After"])
+        return Response(error_body(code, str(exc.detail), extra), status=exc.status_code, headers=headers)
     logger.exception("unhandled API error", exc_info=exc)
     return Response(error_body("internal_error", "Internal error; the request may not have been applied."),
                     status=status.HTTP_500_INTERNAL_SERVER_ERROR)

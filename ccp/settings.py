@@ -60,6 +60,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "ccp.throttling.admin_login_throttle",
 ]
 
 ROOT_URLCONF = "ccp.urls"
@@ -135,13 +136,12 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["ccp.accounts.authentication.ApiTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["ccp.parsers.JsonParser"],
     "EXCEPTION_HANDLER": "ccp.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
-    "PAGE_SIZE": 100,
+    "DEFAULT_PAGINATION_CLASS": "ccp.pagination.Pagination",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ccp API",
@@ -199,6 +199,30 @@ CCP_SETTLEMENT_BATCH_MAX = int(os.environ.get("CCP_SETTLEMENT_BATCH_MAX", "600")
 CCP_SETTLEMENT_REPLACE_AFTER = timedelta(seconds=int(os.environ.get("CCP_SETTLEMENT_REPLACE_AFTER_SECONDS", "120")))
 # Orders still 'received' this long after arrival are queued for validation again.
 CCP_ORDER_REQUEUE_AFTER = timedelta(seconds=int(os.environ.get("CCP_ORDER_REQUEUE_AFTER_SECONDS", "15")))
+
+# The API's edge: request size and shape, list pages, throttles (``ccp.edge``, ``ccp.parsers``,
+# ``ccp.pagination``, ``ccp.throttling``; the README lists them).
+CCP_MAX_BODY_BYTES = int(os.environ.get("CCP_MAX_BODY_BYTES", str(64 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = CCP_MAX_BODY_BYTES
+CCP_JSON_MAX_DEPTH = int(os.environ.get("CCP_JSON_MAX_DEPTH", "32"))
+CCP_PAGE_DEFAULT = int(os.environ.get("CCP_PAGE_DEFAULT", "100"))
+CCP_PAGE_MAX = int(os.environ.get("CCP_PAGE_MAX", "1000"))
+
+
+def _redis_db(url: str, db: int) -> str:
+    """The same Redis server as ``url``, another database number."""
+    head, _, _ = url.rpartition("/") if url.count("/") > 2 else (url, "", "")
+    return f"{head}/{db}"
+
+
+# Throttle counters live in their own Redis database, away from the broker's queues.
+CCP_THROTTLE_REDIS_URL = os.environ.get("CCP_THROTTLE_REDIS_URL", _redis_db(REDIS_URL, 2))
+CCP_THROTTLE_SIGNIN_IP = os.environ.get("CCP_THROTTLE_SIGNIN_IP", "30/min")
+CCP_THROTTLE_SIGNIN_ADDRESS = os.environ.get("CCP_THROTTLE_SIGNIN_ADDRESS", "10/min")
+CCP_THROTTLE_ORDERS = os.environ.get("CCP_THROTTLE_ORDERS", "50/s")
+CCP_THROTTLE_WITHDRAWALS = os.environ.get("CCP_THROTTLE_WITHDRAWALS", "10/min")
+CCP_THROTTLE_ADMIN_LOGIN_IP = os.environ.get("CCP_THROTTLE_ADMIN_LOGIN_IP", "20/5min")
+CCP_THROTTLE_ADMIN_LOGIN_USER = os.environ.get("CCP_THROTTLE_ADMIN_LOGIN_USER", "5/15min")
 
 LOGGING = {
     "version": 1,

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+import ccp.converters  # noqa: F401  (registers <symbol:...>)
 from ccp.system.apis import HealthApi, ping
 
 api_v1 = [
@@ -24,3 +25,9 @@ urlpatterns = [
 admin.site.site_header = "ccp clearing house"
 admin.site.site_title = "ccp webconsole"
 admin.site.index_title = "Operations"
+
+# Errors no view answered (no route, a crash) in the API's one error shape.
+handler400 = "ccp.errors.handler400"
+handler403 = "ccp.errors.handler403"
+handler404 = "ccp.errors.handler404"
+handler500 = "ccp.errors.handler500"

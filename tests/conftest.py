@@ -7,6 +7,18 @@ import pytest
 NOW = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
 
 
+@pytest.fixture(autouse=True)
+def throttle_counters_reset():
+    """Each test starts with no request counted by the throttles (they share Redis across tests)."""
+    import redis
+    from django.conf import settings
+
+    try:
+        redis.Redis.from_url(settings.CCP_THROTTLE_REDIS_URL, socket_connect_timeout=0.5).flushdb()
+    except redis.RedisError:
+        pass  # no Redis for this test: the throttles let requests through
+
+
 @pytest.fixture
 def now() -> datetime:
     return NOW

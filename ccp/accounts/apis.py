@@ -8,6 +8,10 @@ from ccp.accounts.models import FundLock
 from ccp.accounts.serializers import BalanceSerializer
 from ccp.accounts.services import api_token_revoke, signin_challenge_create, signin_token_issue
 from ccp.clock import utcnow
+from ccp.serializers import PatternField, TextField
+from ccp.throttling import SignInThrottle, throttle
+
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 
 
 class NonceApi(APIView):
@@ -15,9 +19,10 @@ class NonceApi(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [SignInThrottle]
 
     class NonceRequestSerializer(serializers.Serializer):
-        address = serializers.CharField(max_length=64)
+        address = PatternField(ADDRESS_PATTERN, help_text="your wallet's address, 0x and 40 hex digits")
 
     class NonceResponseSerializer(serializers.Serializer):
         nonce = serializers.CharField()
@@ -28,7 +33,9 @@ class NonceApi(APIView):
     def post(self, request):
         data = self.NonceRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        challenge = signin_challenge_create(address=data.validated_data["address"], now=utcnow())
+        address = data.validated_data["address"]
+        throttle("signin-address", "CCP_THROTTLE_SIGNIN_ADDRESS", address.lower())
+        challenge = signin_challenge_create(address=address, now=utcnow())
         return Response(self.NonceResponseSerializer(challenge).data, status=status.HTTP_201_CREATED)
 
 
@@ -37,10 +44,11 @@ class TokenApi(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [SignInThrottle]
 
     class TokenRequestSerializer(serializers.Serializer):
-        message = serializers.CharField(max_length=2000, trim_whitespace=False)
-        signature = serializers.CharField(max_length=200)
+        message = TextField(max_length=2000, trim_whitespace=False, help_text="the message from /auth/nonce, exactly")
+        signature = TextField(max_length=200, help_text="EIP-191 signature: 0x and 130 hex digits")
 
     class TokenResponseSerializer(serializers.Serializer):
         token = serializers.CharField()

@@ -4,6 +4,6 @@ from ccp.contracts.apis import BookApi, ContractDetailApi, ContractListApi
 
 urlpatterns = [
     path("contracts", ContractListApi.as_view(), name="contract-list"),
-    path("contracts/<str:symbol>", ContractDetailApi.as_view(), name="contract-detail"),
-    path("contracts/<str:symbol>/book", BookApi.as_view(), name="contract-book"),
+    path("contracts/<symbol:symbol>", ContractDetailApi.as_view(), name="contract-detail"),
+    path("contracts/<symbol:symbol>/book", BookApi.as_view(), name="contract-book"),
 ]

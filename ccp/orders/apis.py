@@ -11,7 +11,8 @@ from ccp.orders.selectors import order_get, order_list
 from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer
 from ccp.orders.services import OrderRequest, order_cancel, order_submit
 from ccp.orders.states import OrderState
-from ccp.serializers import MoneyField
+from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
+from ccp.throttling import OrderEntryThrottle
 
 
 class OrderListSubmitApi(generics.ListAPIView):
@@ -23,15 +24,15 @@ class OrderListSubmitApi(generics.ListAPIView):
     """
 
     serializer_class = OrderSerializer
+    throttle_classes = [OrderEntryThrottle]
 
     class OrderFilterSerializer(serializers.Serializer):
         state = serializers.ChoiceField(choices=OrderState.values, required=False)
         contract = serializers.CharField(required=False)
 
     class OrderRequestSerializer(serializers.Serializer):
-        client_order_id = serializers.RegexField(r"^[A-Za-z0-9_.:\-]{1,64}$", max_length=64,
-                                                 help_text="your idempotency key: 1-64 of A-Z a-z 0-9 _ . : -")
-        contract = serializers.CharField(max_length=64, help_text="contract symbol")
+        client_order_id = PatternField(CLIENT_ID_PATTERN, max_length=64, help_text=CLIENT_ID_HELP)
+        contract = TextField(max_length=64, help_text="contract symbol")
         side = serializers.ChoiceField(choices=Side.values)
         kind = serializers.ChoiceField(choices=OrderKind.values, default=OrderKind.LIMIT)
         price = MoneyField(help_text="limit price, a decimal string on the contract's tick grid")
@@ -75,6 +76,8 @@ class OrderDetailApi(APIView):
 
 class OrderCancelApi(APIView):
     """Cancel one of your open orders; its order value is released at once."""
+
+    throttle_classes = [OrderEntryThrottle]
 
     @extend_schema(request=None, responses={200: OrderSerializer,
                                             409: OpenApiResponse(description="the order is no longer open")})

@@ -6,15 +6,12 @@ from ccp.accounts.authentication import bearer_token
 from ccp.accounts.models import ApiToken
 from ccp.accounts.services import api_token_authenticate
 from ccp.clock import utcnow
-from ccp.consumers import StreamConsumer
+from ccp.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHORIZED, StreamConsumer
 from ccp.contracts.models import Contract
 from ccp.errors import ApplicationError
 from ccp.orders.selectors import book_levels
 from ccp.orders.serializers import BookSerializer
 from ccp.streams import book_group, client_group
-
-CLOSE_NOT_FOUND = 4404
-CLOSE_UNAUTHORIZED = 4401
 
 
 class BookConsumer(StreamConsumer):
@@ -30,7 +27,7 @@ class BookConsumer(StreamConsumer):
         symbol = self.scope["url_route"]["kwargs"]["symbol"]
         contract_id = await database_sync_to_async(self._contract_id)(symbol)
         if contract_id is None:
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self.refuse(CLOSE_NOT_FOUND)
             return
         # Join before reading, so no change after the snapshot is missed; older ones are dropped below.
         await self.join(book_group(contract_id))
@@ -63,7 +60,7 @@ class PrivateConsumer(StreamConsumer):
     async def connect(self) -> None:
         api_token = await database_sync_to_async(self._api_token)()
         if api_token is None:
-            await self.close(code=CLOSE_UNAUTHORIZED)
+            await self.refuse(CLOSE_UNAUTHORIZED)
             return
         self.api_token = api_token
         await self.join(client_group(api_token.client_id))

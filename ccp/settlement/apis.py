@@ -5,9 +5,10 @@ from rest_framework.response import Response
 from ccp.clock import utcnow
 from ccp.contracts.models import Currency
 from ccp.errors import ApplicationError
-from ccp.serializers import MoneyField
+from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
 from ccp.settlement.models import Withdrawal
-from ccp.settlement.services import withdrawal_request
+from ccp.settlement.services import WithdrawalAsk, withdrawal_request
+from ccp.throttling import WithdrawalThrottle
 
 
 class WithdrawalSerializer(serializers.ModelSerializer):
@@ -16,7 +17,7 @@ class WithdrawalSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Withdrawal
-        fields = ["id", "currency", "amount", "state", "created_at", "released_at"]
+        fields = ["id", "client_withdrawal_id", "currency", "amount", "state", "created_at", "released_at"]
 
 
 class WithdrawalsApi(generics.ListAPIView):
@@ -25,21 +26,29 @@ class WithdrawalsApi(generics.ListAPIView):
 
     serializer_class = WithdrawalSerializer
 
+    throttle_classes = [WithdrawalThrottle]
+
     class WithdrawalRequestSerializer(serializers.Serializer):
-        currency = serializers.CharField(max_length=12)
+        client_withdrawal_id = PatternField(CLIENT_ID_PATTERN, max_length=64, help_text=CLIENT_ID_HELP)
+        currency = TextField(max_length=12)
         amount = MoneyField()
 
     def get_queryset(self):
         return Withdrawal.objects.filter(client=self.request.user).select_related("currency")
 
     @extend_schema(request=WithdrawalRequestSerializer, responses={
-        201: WithdrawalSerializer, 409: OpenApiResponse(description="insufficient_collateral")})
+        201: WithdrawalSerializer,
+        200: OpenApiResponse(WithdrawalSerializer, description="the same withdrawal sent again"),
+        409: OpenApiResponse(description="insufficient_collateral, or client_withdrawal_id_reused: the id was used "
+                                         "for a different withdrawal")})
     def post(self, request):
         data = self.WithdrawalRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        currency = Currency.objects.filter(symbol=data.validated_data["currency"]).first()
+        fields = dict(data.validated_data)
+        currency = Currency.objects.filter(symbol=fields.pop("currency")).first()
         if currency is None:
             raise ApplicationError("No such currency.", code="unknown_currency")
-        withdrawal = withdrawal_request(client=request.user, currency=currency, amount=data.validated_data["amount"],
-                                        now=utcnow())
-        return Response(WithdrawalSerializer(withdrawal).data, status=status.HTTP_201_CREATED)
+        withdrawal, created = withdrawal_request(client=request.user, ask=WithdrawalAsk(currency=currency, **fields),
+                                                 now=utcnow())
+        return Response(WithdrawalSerializer(withdrawal).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -189,6 +189,7 @@ class Withdrawal(models.Model):
     settlement releases it on chain into the client's withdrawable balance."""
 
     client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="withdrawals")
+    client_withdrawal_id = models.CharField(max_length=64, help_text="the client's idempotency key")
     currency = models.ForeignKey("contracts.Currency", on_delete=models.PROTECT, related_name="+")
     amount = MoneyField()
     cash_movement = models.OneToOneField(CashMovement, on_delete=models.PROTECT, related_name="withdrawal")
@@ -201,6 +202,8 @@ class Withdrawal(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="withdrawal_amount_positive"),
             models.CheckConstraint(condition=Q(state__in=WithdrawalState.values), name="withdrawal_state_valid"),
+            models.UniqueConstraint(fields=["client", "client_withdrawal_id"],
+                                    name="withdrawal_unique_client_withdrawal_id"),
         ]
 
     def __str__(self) -> str:

@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
@@ -30,7 +31,7 @@ from ccp.accounts.models import Client, FundLock
 from ccp.accounts.services import balances_publish, client_register, fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Currency
-from ccp.errors import ApplicationError
+from ccp.errors import ApplicationError, Conflict
 from ccp.money import money_str
 from ccp.settlement.chain.client import FundLockClient, SignedTx
 from ccp.settlement.models import (
@@ -294,12 +295,41 @@ def _batch_settle(batch: SettlementBatch, receipt: dict, now: datetime) -> None:
 
 
 
+@dataclass(frozen=True)
+class WithdrawalAsk:
+    """What a client asks for; two asks with one client_withdrawal_id must be the same ask."""
+
+    client_withdrawal_id: str
+    currency: Currency
+    amount: Decimal
+
+    def matches(self, withdrawal: Withdrawal) -> bool:
+        return (withdrawal.currency_id, withdrawal.amount) == (self.currency.pk, self.amount)
+
+
+def _withdrawal_replay(withdrawal: Withdrawal, ask: WithdrawalAsk) -> Withdrawal:
+    if not ask.matches(withdrawal):
+        raise Conflict("This client_withdrawal_id was used for a different withdrawal.",
+                       code="client_withdrawal_id_reused", extra={"withdrawal_id": withdrawal.pk})
+    return withdrawal
+
+
 @transaction.atomic
-def withdrawal_request(*, client: Client, currency: Currency, amount: Decimal, now: datetime) -> Withdrawal:
+def withdrawal_request(*, client: Client, ask: WithdrawalAsk, now: datetime) -> tuple[Withdrawal, bool]:
     """Approve a withdrawal of up to the client's available collateral: a cash movement reserves it at
     once (settle value drops, so available does too) and settlement releases it on chain, where the
-    client withdraws it. Locks the client's fund lock: two requests cannot both spend one balance."""
+    client withdraws it. Returns (withdrawal, created).
+
+    Locks the client's fund lock: two requests cannot both spend one balance. Idempotent on
+    (client, client_withdrawal_id), as orders are: the same ask again returns the stored withdrawal
+    (even once it no longer fits the balance it reserved); a different ask under that id is refused
+    with ``client_withdrawal_id_reused``."""
     now = require_aware(now)
+    currency, amount = ask.currency, ask.amount
+    fund_lock = FundLock.objects.select_for_update().filter(client=client, currency=currency).first()
+    existing = Withdrawal.objects.filter(client=client, client_withdrawal_id=ask.client_withdrawal_id).first()
+    if existing is not None:
+        return _withdrawal_replay(existing, ask), False
     if amount <= 0:
         raise ApplicationError("A withdrawal must be positive.", code="withdrawal_not_positive")
     if currency.token_address is None:
@@ -308,19 +338,28 @@ def withdrawal_request(*, client: Client, currency: Currency, amount: Decimal, n
         token_units(amount, currency.decimals)
     except ValueError as exc:
         raise ApplicationError(str(exc), code="amount_too_precise") from exc
-    fund_lock = FundLock.objects.select_for_update().filter(client=client, currency=currency).first()
     available = fund_lock.available if fund_lock else Decimal(0)
     if amount > available:
         raise ApplicationError("The amount exceeds your available collateral (collateral held by open orders "
                                "and lockups cannot be withdrawn).", code="insufficient_collateral",
                                extra={"available": money_str(available)}, http_status=409)
-    movement = CashMovement.objects.create(client=client, currency=currency, amount=-amount,
-                                           origin=CashMovementOrigin.WITHDRAWAL,
-                                           origin_ref=f"withdrawal-{uuid.uuid4().hex}", created_at=now)
-    balances_publish(fund_locks_adjust(settle_value={(client.pk, currency.pk): -amount}, order_value={},
-                                       lockup_value={}, now=now).values())
-    return Withdrawal.objects.create(client=client, currency=currency, amount=amount, cash_movement=movement,
-                                     created_at=now)
+    try:
+        with transaction.atomic():
+            movement = CashMovement.objects.create(client=client, currency=currency, amount=-amount,
+                                                   origin=CashMovementOrigin.WITHDRAWAL,
+                                                   origin_ref=f"withdrawal-{uuid.uuid4().hex}", created_at=now)
+            withdrawal = Withdrawal.objects.create(client=client, client_withdrawal_id=ask.client_withdrawal_id,
+                                                   currency=currency, amount=amount, cash_movement=movement,
+                                                   created_at=now)
+            balances_publish(fund_locks_adjust(settle_value={(client.pk, currency.pk): -amount}, order_value={},
+                                               lockup_value={}, now=now).values())
+    except IntegrityError:
+        # The same id at once under another currency (another fund lock): the first one stored wins.
+        existing = Withdrawal.objects.filter(client=client, client_withdrawal_id=ask.client_withdrawal_id).first()
+        if existing is None:
+            raise
+        return _withdrawal_replay(existing, ask), False
+    return withdrawal, True
 
 
 def reconciliation_run(*, chain: FundLockClient, now: datetime) -> list[str]:

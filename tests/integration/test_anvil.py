@@ -109,7 +109,8 @@ def test_deposit_to_settlement_leaves_the_contract_equal_to_the_fund_locks(chain
     assert FundLock.objects.get(client__address=alice.address.lower()).fundlock == D("100000") - D("1050")
     assert reconciliation_task() == []
     # bob's short call locks 25,000: he cannot withdraw it
-    refused = apis[bob].post("/api/v1/withdrawals", {"currency": "USDC", "amount": "80000"}, format="json")
+    refused = apis[bob].post("/api/v1/withdrawals", {"client_withdrawal_id": "bob-1", "currency": "USDC",
+                                                     "amount": "80000"}, format="json")
     assert refused.status_code == 409 and refused.json()["code"] == "insufficient_collateral"
 
 

@@ -151,14 +151,17 @@ def test_withdrawals_take_only_available_collateral_and_release_it_on_chain(chai
     fund = FundLock.objects.get(client__address=alice.lower())
     FundLock.objects.filter(pk=fund.pk).update(order_value=D("700"))  # open orders hold 700
     api = api_as(fund.client)
-    refused = api.post("/api/v1/withdrawals", {"currency": "USDC", "amount": "300.000001"}, format="json")
+    refused = api.post("/api/v1/withdrawals", {"client_withdrawal_id": "w-big", "currency": "USDC",
+                                               "amount": "300.000001"}, format="json")
     assert refused.status_code == 409 and refused.json()["code"] == "insufficient_collateral"
     assert not CashMovement.objects.exists()
     for bad, code in (({"currency": "USDC", "amount": "0"}, "withdrawal_not_positive"),
                       ({"currency": "USDC", "amount": "1.0000001"}, "amount_too_precise"),
                       ({"currency": "XYZ", "amount": "1"}, "unknown_currency")):
-        assert api.post("/api/v1/withdrawals", bad, format="json").json()["code"] == code
-    accepted = api.post("/api/v1/withdrawals", {"currency": "USDC", "amount": "300"}, format="json")
+        response = api.post("/api/v1/withdrawals", {"client_withdrawal_id": f"w-{code}", **bad}, format="json")
+        assert response.json()["code"] == code
+    accepted = api.post("/api/v1/withdrawals", {"client_withdrawal_id": "w-1", "currency": "USDC", "amount": "300"},
+                        format="json")
     assert accepted.status_code == 201 and accepted.json()["state"] == "pending"
     assert FundLock.objects.get(pk=fund.pk).available == 0
     settle_all(w3, client, operator, house)

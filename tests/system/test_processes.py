@@ -27,7 +27,7 @@ def test_beat_worker_and_daphne_deliver_heartbeats(children):
                                                                       "interval": every_second, "enabled": True})
     port = free_port()
     # when the three ops processes run, as bin/run starts them
-    children.start("daphne", "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "ccp.asgi:application")
+    children.start("daphne", "-m", "ccp.server", "-b", "127.0.0.1", "-p", str(port), "ccp.asgi:application")
     children.worker("--pool", "solo")
     children.start("beat", "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO",
                    "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "--max-interval", "1")

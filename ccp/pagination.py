@@ -1,0 +1,45 @@
+"""List pagination: ``?limit=&offset=`` with a maximum page, refused (400) when out of range."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import pagination
+from rest_framework.exceptions import ValidationError
+
+MAX_OFFSET = 2**31 - 1
+
+
+class Pagination(pagination.LimitOffsetPagination):
+    """DRF's limit/offset pagination, strict: a limit outside 1..CCP_PAGE_MAX or an offset outside
+    0..2^31-1 (or not a decimal integer) is an ``invalid_input`` error, not silently replaced (a
+    huge one used to reach PostgreSQL as a bigint out of range)."""
+
+    @property
+    def default_limit(self) -> int:
+        return settings.CCP_PAGE_DEFAULT
+
+    @property
+    def max_limit(self) -> int:
+        return settings.CCP_PAGE_MAX
+
+    def _param(self, request, name: str, low: int, high: int, default: int) -> int:
+        text = request.query_params.get(name)
+        if text is None:
+            return default
+        if not (text.isascii() and text.isdigit() and len(text) <= 10 and low <= int(text) <= high):
+            raise ValidationError({name: [f"An integer from {low} to {high}."]})
+        return int(text)
+
+    def get_limit(self, request) -> int:
+        return self._param(request, self.limit_query_param, 1, self.max_limit, self.default_limit)
+
+    def get_offset(self, request) -> int:
+        return self._param(request, self.offset_query_param, 0, MAX_OFFSET, 0)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        bounds = {self.limit_query_param: (1, self.max_limit), self.offset_query_param: (0, MAX_OFFSET)}
+        for parameter in parameters:
+            low, high = bounds[parameter["name"]]
+            parameter["schema"] = {**parameter["schema"], "minimum": low, "maximum": high}
+        return parameters

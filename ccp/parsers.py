@@ -1,0 +1,51 @@
+"""The API's one request parser: JSON, UTF-8, bounded nesting, no NaN or Infinity."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from django.conf import settings
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+
+from ccp.errors import ApplicationError
+
+# A string token (skipped whole: brackets inside strings do not nest) or one bracket.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def nesting_depth(body: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest, counted without parsing it (parsing a
+    deep text is what must not happen)."""
+    if body.count(b"[") + body.count(b"{") <= 1:
+        return body.count(b"[") + body.count(b"{")
+    depth = deepest = 0
+    for token in _TOKENS.finditer(body):
+        kind = token[0][:1]
+        if kind in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif kind in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+class JsonParser(parsers.JSONParser):
+    """DRF's JSON parser with the edge's limits: the body (already capped by ``ccp.edge``) must be
+    UTF-8 JSON nesting at most ``CCP_JSON_MAX_DEPTH`` levels; anything else is a 400."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        body = stream.read() if stream is not None else b""
+        depth = nesting_depth(body)
+        if depth > settings.CCP_JSON_MAX_DEPTH:
+            raise ApplicationError(f"JSON nested {depth} levels deep; at most {settings.CCP_JSON_MAX_DEPTH} are read.",
+                                   code="nesting_too_deep", extra={"max_depth": settings.CCP_JSON_MAX_DEPTH})
+        try:
+            return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise ParseError(f"Not UTF-8 JSON: {exc}") from exc

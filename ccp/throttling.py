@@ -1,0 +1,170 @@
+"""Throttles: fixed-window request counters in Redis, shared by every process of the clearing house.
+
+A rate is ``"<count>/<window>"`` with the window ``s``, ``min``, ``h`` or ``d``, optionally with a
+multiple (``"10/5min"``); an empty rate turns that throttle off. A refused request gets 429
+``throttled`` with ``Retry-After`` (seconds until its window ends). Counting is one atomic Redis
+round trip (INCR, then EXPIRE on the window's first hit). When Redis cannot be reached the request is
+let through and a warning logged: a throttle must not take the clearing house down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from functools import cache
+
+import redis
+from django.conf import settings
+from django.contrib.auth.signals import user_login_failed
+from django.dispatch import receiver
+from django.http import JsonResponse
+from rest_framework import exceptions
+from rest_framework.throttling import BaseThrottle
+
+from ccp.errors import error_body
+
+logger = logging.getLogger(__name__)
+
+_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|min|h|d)\s*$")
+
+
+@dataclass(frozen=True)
+class Rate:
+    count: int
+    window_s: int
+
+    @classmethod
+    def parse(cls, text: str) -> Rate | None:
+        """``"50/s"`` -> Rate(50, 1); ``""`` -> None (no throttle); ValueError otherwise."""
+        if not text.strip():
+            return None
+        match = _RATE.match(text)
+        if not match:
+            raise ValueError(f"throttle rate {text!r}: use <count>/<window>, e.g. 50/s, 10/5min")
+        return cls(int(match[1]), int(match[2] or 1) * _UNITS[match[3]])
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.CCP_THROTTLE_REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def _window(rate: Rate, now: float) -> tuple[int, float]:
+    """(index of the window ``now`` is in, seconds until it ends)."""
+    index = int(now // rate.window_s)
+    return index, (index + 1) * rate.window_s - now
+
+
+def hit(scope: str, identity: str, rate: Rate, *, now: float | None = None, count: bool = True) -> float | None:
+    """Count one request of ``identity`` (or only look, with ``count=False``); the seconds to wait
+    when it is over ``rate``, None when it may go on."""
+    now = time.time() if now is None else now
+    index, left_s = _window(rate, now)
+    key = f"ccp:throttle:{scope}:{identity}:{rate.window_s}:{index}"
+    try:
+        if count:
+            pipe = _redis().pipeline()
+            pipe.incr(key)
+            pipe.expire(key, rate.window_s + 1, nx=True)
+            used = pipe.execute()[0]
+        else:
+            used = int(_redis().get(key) or 0) + 1
+    except redis.RedisError as exc:
+        logger.warning("throttle %s not checked, Redis unreachable: %s", scope, exc)
+        return None
+    return left_s if used > rate.count else None
+
+
+def rate_of(setting: str) -> Rate | None:
+    return Rate.parse(getattr(settings, setting))
+
+
+def client_ip(request) -> str:
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+class WindowThrottle(BaseThrottle):
+    """A DRF throttle over one or more (scope, rate setting, identity) counters; every counter of the
+    request is counted, the longest wait wins."""
+
+    def counters(self, request, view) -> list[tuple[str, str, str]]:
+        raise NotImplementedError
+
+    def allow_request(self, request, view) -> bool:
+        waits = []
+        for scope, setting, identity in self.counters(request, view):
+            rate = rate_of(setting)
+            if rate is not None and identity and (wait := hit(scope, identity, rate)) is not None:
+                waits.append(wait)
+        self.wait_s = max(waits) if waits else None
+        return not waits
+
+    def wait(self) -> float | None:
+        return self.wait_s
+
+
+class SignInThrottle(WindowThrottle):
+    """Sign-in (nonce and token), per IP address."""
+
+    def counters(self, request, view):
+        return [("signin-ip", "CCP_THROTTLE_SIGNIN_IP", client_ip(request))]
+
+
+def throttle(scope: str, setting: str, identity: str) -> None:
+    """Count a request of ``identity`` and raise DRF's Throttled (429, Retry-After) when it is over
+    the rate: for counters known only once the body is read (a wallet address)."""
+    rate = rate_of(setting)
+    if rate is not None and (wait := hit(scope, identity, rate)) is not None:
+        raise exceptions.Throttled(wait)
+
+
+class OrderEntryThrottle(WindowThrottle):
+    """Order entry and cancels, per client."""
+
+    def counters(self, request, view):
+        return [("orders", "CCP_THROTTLE_ORDERS", str(request.user.pk))] if request.method == "POST" else []
+
+
+class WithdrawalThrottle(WindowThrottle):
+    """Withdrawal requests, per client."""
+
+    def counters(self, request, view):
+        return [("withdrawals", "CCP_THROTTLE_WITHDRAWALS", str(request.user.pk))] if request.method == "POST" else []
+
+
+# The admin login: attempts per IP address, failures per user name (a lockout that holds whichever
+# addresses an attacker uses).
+ADMIN_LOGIN_PATH = "/admin/login/"
+
+
+def admin_login_throttle(get_response):
+    """Middleware: a POST to the admin login over either limit gets 429 with Retry-After."""
+
+    def middleware(request):
+        if request.method == "POST" and request.path == ADMIN_LOGIN_PATH:
+            waits = []
+            if (rate := rate_of("CCP_THROTTLE_ADMIN_LOGIN_IP")) is not None:
+                waits.append(hit("admin-login-ip", client_ip(request), rate))
+            username = request.POST.get("username", "")[:150]
+            if username and (rate := rate_of("CCP_THROTTLE_ADMIN_LOGIN_USER")) is not None:
+                waits.append(hit("admin-login-user", username.lower(), rate, count=False))
+            if wait := max(filter(None, waits), default=None):
+                retry_after = max(1, math.ceil(wait))
+                response = JsonResponse(error_body("throttled", "Too many sign-in attempts: try again later.",
+                                                   {"retry_after_s": retry_after}), status=429)
+                response["Retry-After"] = str(retry_after)
+                return response
+        return get_response(request)
+
+    return middleware
+
+
+@receiver(user_login_failed)
+def _admin_login_failed(sender, credentials, request=None, **kwargs) -> None:
+    username = str(credentials.get("username") or "")[:150]
+    if username and (rate := rate_of("CCP_THROTTLE_ADMIN_LOGIN_USER")) is not None:
+        hit("admin-login-user", username.lower(), rate)
