@@ -4,6 +4,8 @@
 
 The same arguments as ``daphne``; what differs:
 
+- a request body over ``CCP_MAX_BODY_BYTES`` is refused with 413 as soon as its length is known
+  or it grows past it, before Twisted has stored it (it spools bodies to disk, of any size);
 - request bodies reach the application unparsed: Twisted parses a multipart/form-data POST body
   itself before daphne sees the request (memory for the whole upload) and answers a malformed one
   with an empty 400, outside the API's error shape. The application parses bodies (JSON only).
@@ -13,6 +15,7 @@ The same arguments as ``daphne``; what differs:
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -20,13 +23,54 @@ from daphne import server  # isort:skip  (first: it installs Twisted's asyncio r
 from daphne import http_protocol, ws_protocol
 from daphne.cli import CommandLineInterface
 
+from ccp.errors import error_body
+
 WS_MAX_MESSAGE_BYTES = int(os.environ.get("CCP_WS_MAX_MESSAGE_BYTES", str(64 * 1024)))
 
 
+def _max_body_bytes() -> int:
+    from django.conf import settings  # configured once daphne has loaded the application
+
+    return settings.CCP_MAX_BODY_BYTES
+
+
 class WebRequest(http_protocol.WebRequest):
+    """Twisted collects a whole request body (into a temporary file when large) before daphne sees
+    the request: a body over the limit is refused here, as its length is announced or as it arrives,
+    with the 413 the application would give, and the connection closed."""
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._parsePOSTFormSubmission = False
+        self._body_bytes = 0
+        self._refused = False
+
+    def gotLength(self, length) -> None:
+        if length is not None and length > _max_body_bytes():
+            self._refuse()
+        super().gotLength(0 if self._refused else length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._body_bytes += len(data)
+        if self._refused or self._body_bytes > _max_body_bytes():
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version) -> None:
+        if not self._refused:
+            super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        if self._refused:
+            return
+        self._refused = True
+        limit = _max_body_bytes()
+        body = json.dumps(error_body("body_too_large", f"The request body is larger than {limit} bytes.",
+                                     {"max_bytes": limit})).encode()
+        self.channel.transport.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        self.channel.transport.loseConnection()
 
 
 class WebSocketFactory(ws_protocol.WebSocketFactory):

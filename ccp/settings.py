@@ -167,6 +167,9 @@ CCP_SIGNIN_DOMAIN = os.environ.get("CCP_SIGNIN_DOMAIN", "localhost:8000")
 CCP_SIGNIN_URI = os.environ.get("CCP_SIGNIN_URI", f"http://{CCP_SIGNIN_DOMAIN}")
 CCP_SIGNIN_NONCE_TTL = timedelta(seconds=int(os.environ.get("CCP_SIGNIN_NONCE_TTL_SECONDS", "300")))
 CCP_API_TOKEN_TTL = timedelta(seconds=int(os.environ.get("CCP_API_TOKEN_TTL_SECONDS", str(24 * 3600))))
+# Beat deletes challenges this long after they expired, and tokens this long after they expired or were revoked.
+CCP_SIGNIN_CHALLENGE_RETAIN = timedelta(seconds=int(os.environ.get("CCP_SIGNIN_CHALLENGE_RETAIN_SECONDS", "3600")))
+CCP_API_TOKEN_RETAIN = timedelta(days=int(os.environ.get("CCP_API_TOKEN_RETAIN_DAYS", "7")))
 # Demo only: let any wallet sign in (it becomes a client without a deposit). Off in production.
 CCP_SIGNIN_ALLOW_ANY = env_bool("CCP_SIGNIN_ALLOW_ANY", False)
 CCP_SIGNIN_ALLOWED_ADDRESSES = [a.lower() for a in env_list("CCP_SIGNIN_ALLOWED_ADDRESSES", "")]

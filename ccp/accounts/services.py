@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from ccp.accounts.models import ApiToken, Client, FundLock, SignInChallenge
@@ -115,6 +116,26 @@ def signin_token_issue(*, message: str, signature: str, now: datetime) -> Issued
     api_token = ApiToken.objects.create(key_hash=token_hash(token), prefix=token[:8], client=client, created_at=now,
                                         expires_at=now + settings.CCP_API_TOKEN_TTL)
     return IssuedToken(token=token, api_token=api_token)
+
+
+def signin_records_sweep(*, now: datetime, batch: int = 5000, max_batches: int = 20) -> dict[str, int]:
+    """Delete sign-in challenges expired for more than CCP_SIGNIN_CHALLENGE_RETAIN and API tokens
+    expired or revoked for more than CCP_API_TOKEN_RETAIN; returns how many of each. Bounded: at
+    most ``max_batches`` deletes of ``batch`` rows per kind, the rest on the next run. Safe twice."""
+    now = require_aware(now)
+    done = {"challenges": 0, "tokens": 0}
+    stale = {
+        "challenges": SignInChallenge.objects.filter(expires_at__lt=now - settings.CCP_SIGNIN_CHALLENGE_RETAIN),
+        "tokens": ApiToken.objects.filter(Q(expires_at__lt=now - settings.CCP_API_TOKEN_RETAIN)
+                                          | Q(revoked_at__lt=now - settings.CCP_API_TOKEN_RETAIN)),
+    }
+    for kind, rows in stale.items():
+        for _ in range(max_batches):
+            ids = list(rows.order_by("id").values_list("id", flat=True)[:batch])
+            if not ids:
+                break
+            done[kind] += rows.model.objects.filter(id__in=ids).delete()[0]
+    return done
 
 
 def api_token_authenticate(*, token: str, now: datetime) -> ApiToken:

@@ -11,6 +11,7 @@ def default_schedules() -> list[dict]:
     return [
         {"name": "heartbeat", "task": "system.heartbeat", "every_seconds": settings.CCP_HEARTBEAT_SECONDS},
         {"name": "requeue stale orders", "task": "orders.requeue_stale", "every_seconds": 15},
+        {"name": "sweep sign-in challenges and tokens", "task": "accounts.sweep", "every_seconds": 600},
         {"name": "contract lifecycle and expiry", "task": "contracts.lifecycle", "every_seconds": 60},
         {"name": "spot prices", "task": "prices.load_spot", "every_seconds": settings.CCP_SPOT_INTERVAL_SECONDS},
         {"name": "chain deposits", "task": "settlement.monitor_deposits", "every_seconds": 5},

@@ -90,19 +90,19 @@ def test_cancel_over_the_api_releases_collateral(api_as, trader, contract, eager
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        ({"price": 100}, 400, "invalid_input"),  # a JSON number: money travels as strings
-        ({"quantity": "abc"}, 400, "invalid_input"),
-        ({"quantity": "-1"}, 400, "invalid_input"),
+        ({"price": 100}, 400, "invalid_number"),  # a JSON number: money travels as strings
+        ({"quantity": "abc"}, 400, "invalid_number"),
+        ({"quantity": "-1"}, 400, "invalid_number"),
         ({"quantity": "0"}, 400, "quantity_not_positive"),
         ({"quantity": "0.015"}, 400, "quantity_off_lot"),
         ({"price": "100.5"}, 400, "price_off_tick"),
         ({"price": "60000"}, 400, "price_out_of_bounds"),
         ({"contract": "NOPE-C"}, 400, "unknown_contract"),
-        ({"price": "1" + "0" * 30}, 400, "invalid_input"),
-        ({"quantity": "1e30"}, 400, "invalid_input"),
-        ({"price": "0." + "0" * 18 + "1"}, 400, "invalid_input"),
-        ({"price": "NaN"}, 400, "invalid_input"),
-        ({"price": "Infinity"}, 400, "invalid_input"),
+        ({"price": "1" + "0" * 30}, 400, "invalid_number"),
+        ({"quantity": "1e30"}, 400, "invalid_number"),
+        ({"price": "0." + "0" * 18 + "1"}, 400, "invalid_number"),
+        ({"price": "NaN"}, 400, "invalid_number"),
+        ({"price": "Infinity"}, 400, "invalid_number"),
         ({"side": "hold"}, 400, "invalid_input"),
         ({"kind": "market"}, 400, "invalid_input"),
         ({"client_order_id": ""}, 400, "invalid_input"),

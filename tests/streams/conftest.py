@@ -113,15 +113,18 @@ async def ws_connect(path: str, headers: list[tuple[bytes, bytes]] | None = None
 
 
 async def ws_refused(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> int | None:
-    """The close code of a connection attempt that must be refused."""
+    """The close code of a stream that must refuse the client: the handshake completes (an HTTP 403
+    would tell the client nothing), then the stream closes with a code the client can read."""
     communicator = WebsocketCommunicator(application, path, headers=headers or [])
     try:
-        connected, code = await communicator.connect(timeout=TIMEOUT)
+        connected, _ = await communicator.connect(timeout=TIMEOUT)
+        assert connected, f"{path} refused the handshake instead of closing with a code"
+        closed = await communicator.receive_output(timeout=TIMEOUT)
     finally:
         await asyncio.sleep(SETTLE)
         await communicator.disconnect(timeout=TIMEOUT)
-    assert not connected, f"{path} accepted a connection it should refuse"
-    return code
+    assert closed["type"] == "websocket.close", f"{path} sent {closed} instead of closing"
+    return closed.get("code")
 
 
 async def receive_until(communicator: WebsocketCommunicator, predicate: Callable[[dict], bool]) -> list[dict]:

@@ -1,0 +1,48 @@
+"""Issue 10, class 4: one error shape everywhere, and refusals a client can read."""
+
+import pytest
+
+from tests.edge.conftest import error_of
+from tests.factories import ClientFactory
+
+pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/orders/-1", "/api/v1/orders/abc", "/api/v1/nothing", "/api/v2/orders",
+                                  "/nothing", "/api/v1/contracts/NOPE", "/api/v1/contracts/NOPE/book"])
+def test_unknown_paths_and_ids_are_json_404s(api_as, path):
+    response = api_as(ClientFactory()).get(path)
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    assert error_of(response.content)["code"] in {"not_found", "order_not_found"}
+
+
+def test_the_admin_keeps_its_html_pages(client):
+    response = client.get("/admin/nothing/here/")
+    assert response.status_code in {302, 404} and "application/json" not in response.get("Content-Type", "")
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("multipart/form-data; boundary=zz", b"garbage"),
+    ("multipart/form-data", b"--x\r\n"),
+    ("multipart/form-data; boundary=b",
+     b'--b\r\nContent-Disposition: form-data; name="address"\r\n\r\n0x1\r\n--b--\r\n'),
+    ("application/x-www-form-urlencoded", b"address=0x1"),
+    ("text/plain", b"hello"),
+])
+def test_non_json_bodies_get_the_error_shape_from_the_served_app(served, content_type, body):
+    status, headers, answer = served.request("POST", "/api/v1/auth/nonce", body, {"Content-Type": content_type})
+    assert status in {400, 415} and error_of(answer)["code"] in {"unsupported_media_type", "malformed_request"}
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/api/v1/nothing"), ("DELETE", "/api/v1/contracts"),
+                                              ("PUT", "/api/v1/orders/1"), ("GET", "/api/v1/orders/-1")])
+def test_the_served_app_answers_errors_in_the_shape(served, method, path):
+    status, headers, body = served.request(method, path)
+    assert 400 <= status < 500 and headers["Content-Type"] == "application/json"
+    error_of(body)
+
+
+def test_a_refused_stream_completes_the_handshake_and_closes_with_its_code(served):
+    assert served.ws_exchange("/ws/v1/private") == ([], 4401)
+    assert served.ws_exchange("/ws/v1/private?token=nonsense") == ([], 4401)
+    assert served.ws_exchange("/ws/v1/book/NOPE-USDC-20261225-100000-C") == ([], 4404)
