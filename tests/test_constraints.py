@@ -257,6 +257,7 @@ class WithdrawalFactory(factory.django.DjangoModelFactory):
         model = Withdrawal
 
     client = factory.SubFactory(ClientFactory)
+    client_withdrawal_id = factory.Sequence(lambda n: f"w-{n}")
     currency = factory.SubFactory(CurrencyFactory, symbol="USDC", decimals=6)
     amount = D("10")
     cash_movement = factory.LazyAttribute(lambda o: CashMovement.objects.create(
@@ -403,6 +404,7 @@ CONSTRAINT_CASES = [
          symbol="X-NO-STRIKE-C"),
     # orders
     case("order_unique_client_order_id", OrderFactory, same=("client", "client_order_id")),
+    case("withdrawal_unique_client_withdrawal_id", WithdrawalFactory, same=("client", "client_withdrawal_id")),
     case("order_side_valid", OrderFactory, side="hold"),
     case("order_kind_valid", OrderFactory, kind="market"),
     case("order_state_valid", OrderFactory, state="open"),
@@ -663,6 +665,7 @@ NEIGHBOUR_CASES = [
     case("contract_unique_terms", NewContractFactory, "other-strike", same=("pair", "expiry_date", "kind"),
          strike_px=D("100001")),
     case("order_unique_client_order_id", OrderFactory, "other-client", same=("client_order_id",)),
+    case("withdrawal_unique_client_withdrawal_id", WithdrawalFactory, "other-client", same=("client_withdrawal_id",)),
     case("lockup_unique_portfolio", LockupFactory, "other-expiry", same=("client", "pair"),
          expiry_date=date(2027, 3, 26)),
     case("cash_movement_unique_origin", CashMovementFactory, "other-contract", same=("origin", "origin_ref", "client")),
