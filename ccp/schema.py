@@ -24,9 +24,14 @@ ERROR_SCHEMA = {
 }
 
 _ERRORS = {
-    "400": "invalid input (invalid_input, malformed_request, or a rule's code such as price_off_tick)",
+    "400": "invalid input (invalid_input, invalid_number, malformed_request, nesting_too_deep, or a rule's code "
+           "such as price_off_tick)",
     "401": "missing, unknown or expired token (not_authenticated, token_invalid, token_expired)",
     "404": "not found, or not yours (not_found, order_not_found)",
+    "405": "method not allowed (method_not_allowed)",
+    "413": "request body over the limit (body_too_large)",
+    "415": "a body that is not application/json (unsupported_media_type)",
+    "429": "over a throttle (throttled): retry after the Retry-After header's seconds",
 }
 
 

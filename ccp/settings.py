@@ -141,7 +141,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_PAGINATION_CLASS": "ccp.pagination.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "ccp.query.Pagination",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ccp API",
@@ -204,7 +204,7 @@ CCP_SETTLEMENT_REPLACE_AFTER = timedelta(seconds=int(os.environ.get("CCP_SETTLEM
 CCP_ORDER_REQUEUE_AFTER = timedelta(seconds=int(os.environ.get("CCP_ORDER_REQUEUE_AFTER_SECONDS", "15")))
 
 # The API's edge: request size and shape, list pages, throttles (``ccp.edge``, ``ccp.parsers``,
-# ``ccp.pagination``, ``ccp.throttling``; the README lists them).
+# ``ccp.query``, ``ccp.throttling``; the README lists them).
 CCP_MAX_BODY_BYTES = int(os.environ.get("CCP_MAX_BODY_BYTES", str(64 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = CCP_MAX_BODY_BYTES
 CCP_JSON_MAX_DEPTH = int(os.environ.get("CCP_JSON_MAX_DEPTH", "32"))

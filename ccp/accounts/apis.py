@@ -8,6 +8,7 @@ from ccp.accounts.models import FundLock
 from ccp.accounts.serializers import BalanceSerializer
 from ccp.accounts.services import api_token_revoke, signin_challenge_create, signin_token_issue
 from ccp.clock import utcnow
+from ccp.query import query_check
 from ccp.serializers import PatternField, TextField
 from ccp.throttling import SignInThrottle, throttle
 
@@ -71,6 +72,7 @@ class MeApi(APIView):
     @extend_schema(responses=inline_serializer("Me", {"address": serializers.CharField(),
                                                       "registered_at": serializers.DateTimeField()}))
     def get(self, request):
+        query_check(request)
         return Response({"address": request.user.checksum_address, "registered_at": request.user.registered_at})
 
 
@@ -81,6 +83,7 @@ class BalancesApi(generics.ListAPIView):
     pagination_class = None
 
     def get_queryset(self):
+        query_check(self.request)
         return FundLock.objects.filter(client=self.request.user).select_related("currency").order_by("currency__symbol")
 
 

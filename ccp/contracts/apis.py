@@ -11,6 +11,7 @@ from ccp.contracts.selectors import contract_list
 from ccp.contracts.serializers import ContractSerializer
 from ccp.orders.selectors import book_levels
 from ccp.orders.serializers import BookSerializer
+from ccp.query import query_check, query_filters
 
 
 class ContractListApi(generics.ListAPIView):
@@ -31,9 +32,7 @@ class ContractListApi(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        filters = self.ContractFilterSerializer(data=self.request.query_params)
-        filters.is_valid(raise_exception=True)
-        data = filters.validated_data
+        data = query_filters(self.request, self.ContractFilterSerializer)
         return contract_list(underlying=data.get("underlying"), expiry_date=data.get("expiry"),
                              kind=data.get("kind"), state=data.get("state"))
 
@@ -44,6 +43,7 @@ class ContractDetailApi(APIView):
 
     @extend_schema(responses=ContractSerializer)
     def get(self, request, symbol: str):
+        query_check(request)
         return Response(ContractSerializer(get_object_or_404(contract_list(), symbol=symbol)).data)
 
 
@@ -55,5 +55,6 @@ class BookApi(APIView):
 
     @extend_schema(responses=BookSerializer)
     def get(self, request, symbol: str):
+        query_check(request)
         contract = get_object_or_404(Contract, symbol=symbol)
         return Response(BookSerializer({"contract": contract.symbol, **book_levels(contract_id=contract.pk)}).data)

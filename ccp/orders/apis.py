@@ -11,6 +11,7 @@ from ccp.orders.selectors import order_get, order_list
 from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer
 from ccp.orders.services import OrderRequest, order_cancel, order_submit
 from ccp.orders.states import OrderState
+from ccp.query import query_check, query_filters
 from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
 from ccp.throttling import OrderEntryThrottle
 
@@ -43,10 +44,8 @@ class OrderListSubmitApi(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        filters = self.OrderFilterSerializer(data=self.request.query_params)
-        filters.is_valid(raise_exception=True)
-        return order_list(client=self.request.user, state=filters.validated_data.get("state"),
-                          contract_symbol=filters.validated_data.get("contract"))
+        filters = query_filters(self.request, self.OrderFilterSerializer)
+        return order_list(client=self.request.user, state=filters.get("state"), contract_symbol=filters.get("contract"))
 
     @extend_schema(request=OrderRequestSerializer, responses={
         202: OrderSerializer, 200: OpenApiResponse(OrderSerializer, description="the same order sent again"),
@@ -68,6 +67,7 @@ class OrderDetailApi(APIView):
 
     @extend_schema(responses=OrderDetailSerializer)
     def get(self, request, order_id: int):
+        query_check(request)
         order = order_get(client=request.user, order_id=order_id)
         if order is None:
             raise NotFound("No such order.", code="order_not_found")

@@ -1,5 +1,6 @@
 from rest_framework import generics, serializers
 
+from ccp.query import PAGE_PARAMS, query_check
 from ccp.risk.models import Lockup, Position
 from ccp.serializers import MoneyField
 
@@ -29,6 +30,7 @@ class PositionsApi(generics.ListAPIView):
     serializer_class = PositionSerializer
 
     def get_queryset(self):
+        query_check(self.request, *PAGE_PARAMS)
         return (Position.objects.filter(client=self.request.user).exclude(quantity=0)
                 .select_related("contract").order_by("contract__expiry_date", "contract__symbol"))
 
@@ -39,5 +41,6 @@ class LockupsApi(generics.ListAPIView):
     serializer_class = LockupSerializer
 
     def get_queryset(self):
+        query_check(self.request, *PAGE_PARAMS)
         return (Lockup.objects.filter(client=self.request.user)
                 .select_related("pair__base", "pair__quote", "currency").order_by("expiry_date", "pair_id"))

@@ -5,6 +5,7 @@ from rest_framework.response import Response
 from ccp.clock import utcnow
 from ccp.contracts.models import Currency
 from ccp.errors import ApplicationError
+from ccp.query import PAGE_PARAMS, query_check
 from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
 from ccp.settlement.models import Withdrawal
 from ccp.settlement.services import WithdrawalAsk, withdrawal_request
@@ -34,6 +35,7 @@ class WithdrawalsApi(generics.ListAPIView):
         amount = MoneyField()
 
     def get_queryset(self):
+        query_check(self.request, *PAGE_PARAMS)
         return Withdrawal.objects.filter(client=self.request.user).select_related("currency")
 
     @extend_schema(request=WithdrawalRequestSerializer, responses={

@@ -6,6 +6,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ccp.query import query_check
 from ccp.system.models import Edge
 from ccp.system.services import HEARTBEAT_EDGE
 
@@ -24,6 +25,7 @@ class HealthApi(APIView):
         )
     )
     def get(self, request):
+        query_check(request)
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         edge = Edge.objects.filter(name=HEARTBEAT_EDGE).first()

@@ -56,12 +56,18 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(django_db_setup, django_db_blocker, tmp_path_factory):
+def served_env() -> dict[str, str]:
+    """Settings of the served process (environment variables); a module may override this fixture."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def served(django_db_setup, django_db_blocker, tmp_path_factory, served_env):
     """One server process for the module, against the test database."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("served") / "server.log"
     with django_db_blocker.unblock():
-        env = process_env()
+        env = {**process_env(), **served_env}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "ccp.server", "-b", "127.0.0.1", "-p", str(port),
                                  "ccp.asgi:application"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)

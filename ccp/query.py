@@ -1,12 +1,33 @@
-"""List pagination: ``?limit=&offset=`` with a maximum page, refused (400) when out of range."""
+"""Query strings: only the parameters an operation documents, in their ranges; anything else is a 400.
+
+A misspelt filter (``?stat=filled``) would otherwise be ignored and return every order; lists take
+``?limit=&offset=`` with a maximum page."""
 
 from __future__ import annotations
 
 from django.conf import settings
-from rest_framework import pagination
+from rest_framework import pagination, serializers
 from rest_framework.exceptions import ValidationError
 
 MAX_OFFSET = 2**31 - 1
+PAGE_PARAMS = ("limit", "offset")
+
+
+def query_check(request, *allowed: str) -> None:
+    """Refuse (``invalid_input``) query parameters other than ``allowed``."""
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        raise ValidationError({name: ["Unknown query parameter."] for name in unknown})
+
+
+def query_filters(request, serializer_class: type[serializers.Serializer], *, paginated: bool = True) -> dict:
+    """The validated filters of a list: the serializer's fields (and the page's), nothing else. Read
+    as a plain dict, not form data: DRF takes an empty form value for an absent one, and a filter
+    given empty is refused."""
+    query_check(request, *serializer_class().fields, *(PAGE_PARAMS if paginated else ()))
+    filters = serializer_class(data=request.query_params.dict())
+    filters.is_valid(raise_exception=True)
+    return filters.validated_data
 
 
 class Pagination(pagination.LimitOffsetPagination):
