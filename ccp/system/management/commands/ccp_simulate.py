@@ -159,7 +159,7 @@ class Command(BaseCommand):
         quantity = lot * rng.randint(1, 10)
         trader.sent += 1
         body = {"client_order_id": f"sim-{int(time.time() * 1000)}-{trader.sent}", "contract": contract["symbol"],
-                "side": side, "price": str(price), "quantity": str(quantity)}
+                "side": side, "price": format(price, "f"), "quantity": format(quantity, "f")}
         status, order = trader.call("POST", "/api/v1/orders", body)
         if status == 401:  # the token expired (CCP_API_TOKEN_TTL): sign in again, send the same order once more
             trader.sign_in()
