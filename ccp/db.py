@@ -63,17 +63,6 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
         cursor.execute("DROP TABLE ccp_bulk_upsert")
 
 
-_BOOK_LOCK = 7001  # advisory lock namespace: a pair's book
-
-
-def book_lock(pair_id: int, *, exclusive: bool) -> None:
-    """Transaction-scoped lock on a pair's book: an auction's snapshot takes it exclusively, cancels
-    share it, so a cancel lands either before the snapshot or as a cancel request after it."""
-    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}(%s, %s)", [_BOOK_LOCK, pair_id])
-
-
 def bulk_insert_rows(model: type[models.Model], objects: Sequence[models.Model | dict]) -> None:
     """INSERT many rows with COPY (several times faster than multi-row INSERT); ids are not returned,
     so use it for rows nobody reads back in the same transaction (history, journal lines). Rows are

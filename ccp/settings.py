@@ -235,3 +235,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("CCP_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# core: limits on orders.
+# A client may hold at most this many open orders (received, accepted or partially filled).
+CCP_MAX_OPEN_ORDERS = int(os.environ.get("CCP_MAX_OPEN_ORDERS", "1000"))

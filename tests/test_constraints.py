@@ -184,7 +184,7 @@ class AuctionFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Auction
 
-    group = "BTC/USDC"
+    group = factory.Sequence(lambda n: f"B{n}/USDC")  # one auction not applied per group
     slot = factory.Sequence(lambda n: NOW + timedelta(seconds=10 * n))
     state = "solved"
     input_document = factory.LazyFunction(lambda: {"format": "ccp-auction-input/1"})
@@ -349,7 +349,8 @@ ORDER_IN_STATE = {
 
 CONSTRAINT_CASES = [
     # matching
-    case("auction_unique_group_slot", AuctionFactory, same=("group", "slot")),
+    case("auction_unique_group_slot", AuctionFactory, given={"state": "applied"}, same=("group", "slot")),
+    case("auction_one_unapplied_per_group", AuctionFactory, same=("group",)),
     case("auction_state_valid", AuctionFactory, state="running"),
     case("auction_closed_has_input", AuctionFactory, state="closed", input_document=None, result_document=None),
     case("auction_solved_has_result", AuctionFactory, result_document=None),
@@ -679,6 +680,9 @@ NEIGHBOUR_CASES = [
     case("reference_one_initial", ReferencePriceFactory, "then-clearing", given={"kind": "initial", "auction_ref": ""},
          same=("contract",), kind="clearing", auction_ref="auction-x"),
     case("reference_one_per_auction", ReferencePriceFactory, "same-auction-other-contract", same=("auction_ref",)),
+    case("auction_one_unapplied_per_group", AuctionFactory, "after-applied", given={"state": "applied"},
+         same=("group",)),
+    case("auction_one_unapplied_per_group", AuctionFactory, "other-pair", same=("state", "slot")),
 ]
 
 

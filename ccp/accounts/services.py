@@ -18,6 +18,7 @@ from ccp.accounts.siwe import SignInMessage, signer_recover
 from ccp.clock import require_aware
 from ccp.db import bulk_update_rows
 from ccp.errors import ApplicationError, Unauthorized
+from ccp.locks import fund_locks_lock
 from ccp.streams import client_group, stream_publish, token_revoked_publish
 
 
@@ -178,13 +179,11 @@ Deltas = dict[tuple[int, int], Decimal]  # (client id, currency id) -> signed ch
 def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value: Deltas, now: datetime,
                       fundlock: Deltas | None = None) -> dict[tuple[int, int], FundLock]:
     """Apply signed changes to many fund locks at once, locking them in id order (call inside the
-    caller's transaction). The database refuses any whose available would drop below zero."""
+    caller's transaction, in the lock order of ``ccp.locks``). The database refuses any whose available
+    would drop below zero."""
     fundlock = fundlock or {}
     keys = set(settle_value) | set(order_value) | set(lockup_value) | set(fundlock)
-    # of=self: the currency rows are shared by every client; they are read, not locked.
-    fund_locks = {(f.client_id, f.currency_id): f for f in FundLock.objects.select_for_update(of=("self",))
-                  .select_related("currency").filter(client_id__in={c for c, _ in keys},
-                                                     currency_id__in={c for _, c in keys}).order_by("id")}
+    fund_locks = fund_locks_lock(keys=keys)
     for key in sorted(keys):
         fund_lock = fund_locks[key]
         fund_lock.fundlock += fundlock.get(key, Decimal(0))

@@ -117,11 +117,14 @@ class Contract(models.Model):
 
     @property
     def price_min(self) -> Decimal:
-        return price_bounds(self.terms)[0]
+        """The lowest order price: one tick above the lowest value the contract can have (a buy at that
+        value, or a sell at the highest, would hold no collateral)."""
+        return price_bounds(self.terms)[0] + self.tick_size
 
     @property
     def price_max(self) -> Decimal:
-        return price_bounds(self.terms)[1]
+        """The highest order price: one tick below the most the contract can be worth."""
+        return price_bounds(self.terms)[1] - self.tick_size
 
     @cached_property
     def terms(self) -> Terms:

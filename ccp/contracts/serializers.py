@@ -14,8 +14,10 @@ class ContractSerializer(serializers.ModelSerializer):
     cap_px = MoneyField(read_only=True)
     tick_size = MoneyField(read_only=True)
     lot_size = MoneyField(read_only=True)
-    price_min = MoneyField(read_only=True, help_text="lowest valid order price")
-    price_max = MoneyField(read_only=True, help_text="highest valid order price: what the contract can pay at most")
+    price_min = MoneyField(read_only=True,
+                           help_text="lowest valid order price: one tick above the lowest value the contract can have")
+    price_max = MoneyField(read_only=True,
+                           help_text="highest valid order price: one tick below the most the contract can be worth")
     reference_price = serializers.SerializerMethodField(
         help_text="the last clearing price, or the initial price before the first match; null if neither")
     expires_at = serializers.DateTimeField(read_only=True)

@@ -7,13 +7,18 @@ from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 
+from ccp.accounts.serializers import BalanceSerializer
+from ccp.accounts.services import fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Currency, Pair
 from ccp.contracts.payoffs import ContractKind, Terms, payoff_per_unit
-from ccp.db import book_lock, bulk_update_rows
+from ccp.db import bulk_update_rows
 from ccp.errors import ApplicationError, Conflict
+from ccp.locks import book_lock, contract_lock, contracts_lock, fund_locks_lock, lockups_lock, positions_lock
+from ccp.matching.selectors import auction_holds_contracts
 from ccp.money import money_str, quantize
-from ccp.orders.states import OPEN_STATES
+from ccp.orders.services import orders_cancel_open
+from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import CashMovement, CashMovementOrigin
 from ccp.streams import client_group, stream_publish
 
@@ -103,36 +108,36 @@ def contract_series_create(*, spec: SeriesSpec, now: datetime) -> list[Contract]
 # Lifecycle: listed -> halted (00:00 UTC on the expiry day) -> expired (12:00) -> settled (payoffs booked).
 
 def contracts_halt(*, now: datetime) -> list[Contract]:
-    """Halt every listed contract whose trading has ended and cancel its open orders, releasing their
-    order value (an order held by a running auction is cancelled when that auction is applied).
-    Idempotent: a halted contract is not halted again."""
-    from ccp.orders.services import order_cancel
+    """Halt every listed contract whose trading has ended and cancel its open orders in bulk, releasing
+    their order value (an order held by a running auction is cancelled when that auction is applied).
 
+    One transaction per contract; locks (``ccp.locks``) the pair's book (shared: waits for a running
+    snapshot or apply), the contract, its open orders, their fund locks. Idempotent: a halted contract
+    is not halted again."""
     now = require_aware(now)
     halted = []
-    for contract in Contract.objects.filter(state=ContractState.LISTED, expiry_date__lte=now.date()).order_by("id"):
+    due = Contract.objects.filter(state=ContractState.LISTED, expiry_date__lte=now.date()).order_by("id")
+    for contract_id, pair_id in due.values_list("id", "pair_id"):
         with transaction.atomic():
-            # The book lock before the contract row, in the order an auction's apply takes them
-            # (book, then the contract's book sequence): the other order could deadlock with it.
-            book_lock(contract.pair_id, exclusive=False)
-            contract = Contract.objects.select_for_update().get(pk=contract.pk)
+            book_lock(pair_id, exclusive=False)
+            contract = contract_lock(contract_id)
             if contract.state != ContractState.LISTED or now < contract.trading_ends_at:
                 continue
             contract.state = ContractState.HALTED
             contract.save(update_fields=["state"])
-            for order in contract.orders.filter(state__in=OPEN_STATES).select_related("client").order_by("id"):
-                order_cancel(client=order.client, order_id=order.pk, now=now, reason="contract_halted")
+            orders_cancel_open(contract=contract, now=now, reason="contract_halted")
             halted.append(contract)
     return halted
 
 
 @transaction.atomic
 def contracts_expire(*, now: datetime) -> int:
-    """Halted contracts past 12:00 UTC of their expiry day become expired. Idempotent."""
+    """Halted contracts past 12:00 UTC of their expiry day become expired. Locks them (``ccp.locks``).
+    Idempotent."""
     now = require_aware(now)
-    due = [c.pk for c in Contract.objects.filter(state=ContractState.HALTED, expiry_date__lte=now.date())
-           if now >= c.expires_at]
-    return Contract.objects.filter(pk__in=due, state=ContractState.HALTED).update(state=ContractState.EXPIRED)
+    halted = contracts_lock(Contract.objects.filter(state=ContractState.HALTED, expiry_date__lte=now.date()))
+    due = [pk for pk, contract in halted.items() if now >= contract.expires_at]
+    return Contract.objects.filter(pk__in=due).update(state=ContractState.EXPIRED)
 
 
 def expiry_key(pair: Pair, expiry_date: date) -> str:
@@ -140,25 +145,34 @@ def expiry_key(pair: Pair, expiry_date: date) -> str:
 
 
 @transaction.atomic
-def expiry_settle(*, pair: Pair, expiry_date: date, settlement_px: Decimal, now: datetime) -> list[CashMovement]:
+def expiry_settle(*, pair: Pair, expiry_date: date, settlement_px: Decimal, now: datetime
+                  ) -> list[CashMovement] | None:
     """Book the payoffs of every position in the pair's contracts of that expiry at the settlement
     price: one cash movement per position (payoff, position closed to zero; they sum to zero across
     clients), the (expiry, pair) lockups released, fund locks updated, contracts settled.
 
-    Locks the expired contracts, then positions, lockups and fund locks in id order. Idempotent:
-    contracts already settled are skipped, and the movements' origin key is unique."""
-    from ccp.accounts.serializers import BalanceSerializer
-    from ccp.accounts.services import fund_locks_adjust
-    from ccp.risk.models import Lockup, Position
+    Returns None, booking nothing, while a closed auction not yet applied holds orders of these
+    contracts: its apply cancels them, and the next lifecycle run settles.
 
+    Locks (``ccp.locks``) the pair's book (shared: no snapshot or apply runs meanwhile), the expired
+    contracts, then fund locks, positions and lockups. Idempotent: contracts already settled are
+    skipped, and the movements' origin key is unique."""
     now = require_aware(now)
-    contracts = {c.pk: c for c in Contract.objects.select_for_update().filter(
-        pair=pair, expiry_date=expiry_date, state=ContractState.EXPIRED).order_by("id")}
+    book_lock(pair.pk, exclusive=False)
+    contracts = contracts_lock(Contract.objects.filter(pair=pair, expiry_date=expiry_date,
+                                                       state=ContractState.EXPIRED))
     if not contracts:
         return []
+    if auction_holds_contracts(pair=pair, contract_ids=list(contracts)):
+        return None
     key = expiry_key(pair, expiry_date)
-    positions = list(Position.objects.select_for_update().filter(contract_id__in=contracts).exclude(quantity=0)
-                     .order_by("id"))
+    held = Position.objects.filter(contract_id__in=contracts).exclude(quantity=0)
+    locked_up = Lockup.objects.filter(pair=pair, expiry_date=expiry_date).exclude(amount=0)
+    # Nothing else writes these positions and lockups while the contracts are locked: read them to
+    # know whose fund locks to lock first.
+    fund_locks_lock(keys={(c, contracts[k].collateral_id) for c, k in held.values_list("client_id", "contract_id")}
+                    | set(locked_up.values_list("client_id", "currency_id")))
+    positions = positions_lock(held)
     movements, settle = [], defaultdict(Decimal)
     per_unit = {pk: payoff_per_unit(contract.terms, settlement_px) for pk, contract in contracts.items()}
     for position in positions:
@@ -176,7 +190,7 @@ def expiry_settle(*, pair: Pair, expiry_date: date, settlement_px: Decimal, now:
     # COPY-based: Django's bulk_update builds a CASE per row, slow for an expiry's thousands of rows.
     bulk_update_rows(Position, positions, ["quantity", "updated_at"])
     CashMovement.objects.bulk_create([m for m in movements if m.amount or m.position_delta], batch_size=5000)
-    lockups = list(Lockup.objects.select_for_update().filter(pair=pair, expiry_date=expiry_date).order_by("id"))
+    lockups = lockups_lock(locked_up)
     released = defaultdict(Decimal)
     for lockup in lockups:
         released[(lockup.client_id, lockup.currency_id)] -= lockup.amount

@@ -56,6 +56,9 @@ class Auction(models.Model):
     orders_count = models.PositiveIntegerField(default=0)
     fills_count = models.PositiveIntegerField(default=0)
     timings = models.JSONField(default=dict, blank=True)
+    dropped = models.JSONField(default=dict, blank=True, help_text=(
+        "what its apply left out because the contracts had stopped trading: their symbols, the fills not "
+        "booked, the orders cancelled (contract_halted)"))
     opened_at = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
     solved_at = models.DateTimeField(null=True, blank=True)
@@ -65,6 +68,9 @@ class Auction(models.Model):
         ordering = ["-opened_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["group", "slot"], name="auction_unique_group_slot"),
+            # Auctions of a pair run one after another: one not applied at a time.
+            models.UniqueConstraint(fields=["group"], condition=~Q(state=AuctionState.APPLIED),
+                                    name="auction_one_unapplied_per_group"),
             models.CheckConstraint(condition=Q(state__in=AuctionState.values), name="auction_state_valid"),
             models.CheckConstraint(condition=Q(state=AuctionState.OPEN) | Q(input_document__isnull=False),
                                    name="auction_closed_has_input"),

@@ -1,5 +1,7 @@
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce, Greatest
 
@@ -7,6 +9,9 @@ from ccp.contracts.models import ContractState, Pair
 from ccp.matching.models import Auction, AuctionState
 from ccp.orders.models import Order
 from ccp.orders.states import BOOK_STATES
+
+# A closed or solved auction holds the orders of its snapshot until it is applied.
+HOLDING_STATES = [AuctionState.CLOSED.value, AuctionState.SOLVED.value]
 
 
 def pairs_with_open_orders() -> QuerySet[Pair]:
@@ -26,6 +31,25 @@ def auction_holds(order: Order) -> bool:
     """Whether a closed, not yet applied auction's snapshot holds this order (its documents and id
     list are large: only existence is asked)."""
     pair = order.contract.pair
-    return Auction.objects.filter(group=f"{pair.base.symbol}/{pair.quote.symbol}",
-                                  state__in=[AuctionState.CLOSED, AuctionState.SOLVED],
-                                  order_ids__contains=[order.pk]).exists()
+    return Auction.objects.filter(group=str(pair), state__in=HOLDING_STATES, order_ids__contains=[order.pk]).exists()
+
+
+def auction_held_order_ids(*, pair: Pair, order_ids: Collection[int]) -> set[int]:
+    """Which of ``order_ids`` a closed, not yet applied auction of the pair holds."""
+    if not order_ids:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute('SELECT h.id FROM matching_auction AS a CROSS JOIN LATERAL unnest(a.order_ids) AS h(id) '
+                       'WHERE a."group" = %s AND a.state = ANY(%s) AND h.id = ANY(%s)',
+                       [str(pair), HOLDING_STATES, list(order_ids)])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def auction_holds_contracts(*, pair: Pair, contract_ids: Collection[int]) -> bool:
+    """Whether a closed, not yet applied auction of the pair holds an open order of these contracts."""
+    with connection.cursor() as cursor:
+        cursor.execute('SELECT EXISTS (SELECT 1 FROM matching_auction AS a WHERE a."group" = %s AND a.state = ANY(%s) '
+                       "AND a.order_ids && ARRAY(SELECT id FROM orders_order "
+                       "WHERE contract_id = ANY(%s) AND state = ANY(%s)))",
+                       [str(pair), HOLDING_STATES, list(contract_ids), sorted(BOOK_STATES)])
+        return cursor.fetchone()[0]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_UP, Decimal
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 
 from ccp.accounts.models import Client
 from ccp.accounts.serializers import BalanceSerializer
@@ -23,7 +24,8 @@ from ccp.accounts.services import fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair
 from ccp.contracts.payoffs import Leg, lockup_amounts, premium_per_unit
-from ccp.db import book_lock, bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
+from ccp.db import bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
+from ccp.locks import auction_lock, book_lock, contracts_lock, fund_locks_lock, lockups_lock, order_rows_lock
 from ccp.matching.auction import (
     AuctionInput,
     AuctionSettings,
@@ -48,26 +50,30 @@ from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import CashMovement, CashMovementOrigin
 from ccp.streams import book_group, client_group, stream_publish
 
+# An auction's large columns: stages that only check its state leave them unread.
+_DOCUMENTS = ("input_document", "result_document", "order_ids")
+
 
 def _slot(now: datetime, interval: timedelta) -> datetime:
     step = int(interval.total_seconds())
     return datetime.fromtimestamp(int(now.timestamp()) // step * step, tz=now.tzinfo)
 
 
-@transaction.atomic
 def auction_open(*, pair: Pair, now: datetime, interval: timedelta) -> Auction | None:
     """Open the pair's auction for the current time slot; None when one already exists for the slot
     or an earlier one of the pair is not applied yet (auctions of a pair run one after another).
 
-    Locks the pair row, so two openers cannot both start one."""
+    One auction not applied per pair is a partial unique constraint (``auction_one_unapplied_per_group``):
+    of two openers racing, the second's insert fails and it gets None."""
     now = require_aware(now)
-    Pair.objects.select_for_update().get(pk=pair.pk)
     group = str(pair)
     if Auction.objects.filter(group=group).exclude(state=AuctionState.APPLIED).exists():
         return None
-    auction, created = Auction.objects.get_or_create(group=group, slot=_slot(now, interval),
-                                                     defaults={"opened_at": now})
-    return auction if created else None
+    try:
+        with transaction.atomic():
+            return Auction.objects.create(group=group, slot=_slot(now, interval), opened_at=now)
+    except IntegrityError:  # a racing opener's auction, or this slot's auction already ran
+        return None
 
 
 def _pair(auction: Auction) -> Pair:
@@ -108,13 +114,17 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
     """Snapshot the book: the pair's open, validated orders not held by another auction, on contracts
     still trading, with their clients' budgets and positions. Holds the book lock of the pair, so a
     concurrent cancel lands either before the snapshot (the order is left out) or after it (a cancel
-    request, done when the auction is applied); the snapshot's order ids mark what the auction holds."""
+    request, done when the auction is applied); the snapshot's order ids mark what the auction holds.
+    Locks (``ccp.locks``) the book (exclusive), then the auction."""
     now = require_aware(now)
-    auction = Auction.objects.select_for_update().get(pk=auction_id)
+    auction = Auction.objects.defer(*_DOCUMENTS).get(pk=auction_id)
     if auction.state != AuctionState.OPEN:
         return auction
     pair = _pair(auction)
     book_lock(pair.pk, exclusive=True)
+    auction = auction_lock(auction_id)
+    if auction.state != AuctionState.OPEN:
+        return auction  # a duplicate closed it meanwhile
     with connection.cursor() as cursor:
         cursor.execute(_SNAPSHOT, {"pair": pair.pk, "listed": ContractState.LISTED, "today": now.date(),
                                    "book": list(BOOK_STATES)})
@@ -169,7 +179,7 @@ def auction_solve(*, auction_id: int, now: datetime) -> Auction:
     result = clear(input_from_document(auction.input_document))
     with transaction.atomic():
         # The documents are large: the lock and the update leave the input document alone.
-        auction = Auction.objects.select_for_update().defer("input_document", "order_ids").get(pk=auction_id)
+        auction = auction_lock(auction_id, defer=("input_document", "order_ids"))
         if auction.state != AuctionState.CLOSED:
             return auction  # a duplicate solved it meanwhile: same input, same result
         auction.result_document = result_to_document(result)
@@ -214,17 +224,21 @@ class HeldOrder:
         return self.id
 
 
-def _held_orders(pair: Pair, filled: list[int]) -> list[HeldOrder]:
-    """The auction's filled orders and the pair's open orders with a cancel request, by id. Only an
-    order an auction holds gets a cancel request (``order_cancel``) and a pair has one auction at a
-    time, so those are all held by this one (the partial index ``order_cancel_requested`` finds them)."""
+def _held_orders(pair: Pair, fills: dict[int, Decimal], prices: dict[str, Decimal]
+                 ) -> tuple[dict[int, Contract], list[HeldOrder]]:
+    """Lock (``ccp.locks``) the contracts, then the orders the apply changes: the auction's filled orders
+    and the pair's open orders with a cancel request. Only an order an auction holds gets a cancel request
+    (``order_cancel``, the halt) and a pair has one auction at a time, so those are all held by this one
+    (the partial index ``order_cancel_requested`` finds them). The contracts are those with a clearing
+    price (every fill's) and those of the cancel requests."""
     requested = list(Order.objects.filter(cancel_requested_at__isnull=False, state__in=sorted(BOOK_STATES),
-                                          contract__pair=pair).values_list("id", flat=True))
-    with connection.cursor() as cursor:
-        # One array parameter, not tens of thousands of IN parameters.
-        cursor.execute(f"SELECT {_HELD_COLUMNS} FROM orders_order WHERE id = ANY(%s) ORDER BY id",
-                       [sorted(set(filled) | set(requested))])
-        return [HeldOrder(*row) for row in cursor.fetchall()]
+                                          contract__pair=pair).values_list("id", "contract_id"))
+    contracts = contracts_lock(Contract.objects.select_related("pair").filter(
+        Q(pair=pair, symbol__in=list(prices)) | Q(pk__in={contract_id for _, contract_id in requested})))
+    orders = [HeldOrder(*row) for row in order_rows_lock(_HELD_COLUMNS, set(fills) | {pk for pk, _ in requested})]
+    for order in orders:
+        order.contract = contracts[order.contract_id]  # one instance per contract: terms are built once
+    return contracts, orders
 
 
 @gc_paused
@@ -235,23 +249,32 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     then cancels asked for during the auction. Pushes order states, fills, balances, book changes
     and trade reports after commit.
 
-    Locks the auction, the pair's book (cancels wait), then the positions and lockups involved (of
-    this pair's contracts only, in key order) and the fund locks (by id, as every writer does)."""
+    Fills on a contract no longer trading at ``now`` (halted, expired, settled, or past 00:00 UTC of its
+    expiry day: the auction outlived it) are not booked: those orders are cancelled with the reason
+    ``contract_halted`` and their order value released; the rest applies. The result document stays as
+    solved; ``dropped`` records the contracts, fills and orders left out.
+
+    Locks (``ccp.locks``) the pair's book (exclusive: cancels, the halt and the expiry wait), the
+    auction, the contracts, the orders it changes, their fund locks, then positions and lockups."""
     now = require_aware(now)
-    auction = Auction.objects.select_for_update().defer("input_document", "order_ids").get(pk=auction_id)
+    auction = Auction.objects.defer(*_DOCUMENTS).get(pk=auction_id)
     if auction.state != AuctionState.SOLVED:
         return auction
+    pair = _pair(auction)
+    book_lock(pair.pk, exclusive=True)
+    auction = auction_lock(auction_id, defer=("input_document", "order_ids"))
+    if auction.state != AuctionState.SOLVED:
+        return auction  # a duplicate applied it meanwhile
     result = auction.result_document
     fills = {int(f["order"]): Decimal(f["quantity"]) for f in result["fills"]}
     prices = {symbol: Decimal(p) for symbol, p in result["prices"].items()}
-    # The book lock keeps cancels out until this commits (they become plain cancels after it).
-    pair = _pair(auction)
-    book_lock(pair.pk, exclusive=True)
     # Only filled orders and cancel requests change; the others are released with the auction's state.
-    orders = _held_orders(pair, list(fills))
-    contracts = Contract.objects.select_related("pair").in_bulk({o.contract_id for o in orders})
-    for order in orders:
-        order.contract = contracts[order.contract_id]  # one instance per contract: terms are built once
+    contracts, orders = _held_orders(pair, fills, prices)
+    fund_locks_lock(keys={(o.client_id, o.contract.collateral_id) for o in orders})
+    dropped = {pk for pk, c in contracts.items() if c.state != ContractState.LISTED or now >= c.trading_ends_at}
+    booked = {o.pk: fills[o.pk] for o in orders if o.pk in fills and o.contract_id not in dropped}
+    prices = {symbol: price for symbol, price in prices.items()
+              if symbol not in {contracts[pk].symbol for pk in dropped}}
 
     @functools.cache
     def held_value(contract_id: int, side: str, price: Decimal, quantity: Decimal) -> Decimal:
@@ -264,13 +287,13 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
             return ZERO
         return held_value(order.contract_id, order.side, order.price, remaining)
 
-    histories, events, levels = [], defaultdict(list), defaultdict(set)
+    histories, events, levels, halted = [], defaultdict(list), defaultdict(set), []
     # One premium per contract: every fill of a contract is at its uniform price.
     premiums = {c.pk: premium_per_unit(c.terms, prices[c.symbol]) for c in contracts.values() if c.symbol in prices}
     cash: dict[tuple[int, int], list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])  # (client, contract) -> amount, qty
     released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)  # (client, currency) -> order value freed
     for order in orders:
-        quantity = fills.get(order.pk)
+        quantity = booked.get(order.pk)
         if quantity:
             price = prices[order.contract.symbol]
             sign = 1 if order.side == "buy" else -1
@@ -286,11 +309,17 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
                                             "contract": order.contract.symbol, "side": order.side,
                                             "price": money_str(price), "quantity": money_str(quantity)})
             levels[order.contract_id].add((order.side, order.price))
-        if order.cancel_requested_at and order.state in BOOK_STATES:
+        if order.contract_id in dropped:
+            cancel = "contract_halted"
+        else:
+            cancel = "cancel_requested" if order.cancel_requested_at else ""
+        if cancel and order.state in BOOK_STATES:
             histories.append({"order_id": order.pk, "from_state": order.state, "to_state": OrderState.CANCELLED,
-                              "reason": "cancel_requested", "filled_quantity": order.filled_quantity, "at": now})
+                              "reason": cancel, "filled_quantity": order.filled_quantity, "at": now})
             order.state = OrderState.CANCELLED
             levels[order.contract_id].add((order.side, order.price))
+            if order.contract_id in dropped:
+                halted.append(order.pk)
         if quantity or order.state == OrderState.CANCELLED:
             value = remaining_value(order)
             released[(order.client_id, order.contract.collateral_id)] += order.order_value - value
@@ -298,7 +327,7 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     bulk_update_rows(Order, orders, ["filled_quantity", "state", "order_value", "updated_at"])
     bulk_insert_rows(OrderStateHistory, histories)
     for order in orders:
-        if order.pk in fills or order.state == OrderState.CANCELLED:
+        if order.pk in booked or order.state == OrderState.CANCELLED:
             events[order.client_id].append({"type": "order", "order": order_payload(order)})
     settle = _book_cash(auction, cash, contracts, now)
     lockup_delta = _book_positions(cash, contracts, now)
@@ -317,9 +346,12 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
                                                  "events": events[client_id]})
     for contract_id in sorted(levels):
         book_levels_changed(contract_id=contract_id, levels=list(levels[contract_id]))
-    _trade_reports(auction, fills, orders, prices)
+    _trade_reports(auction, booked, orders, prices)
+    if dropped:
+        auction.dropped = {"contracts": sorted(contracts[pk].symbol for pk in dropped),
+                           "fills": sorted(set(fills) - set(booked)), "cancelled": halted}
     auction.state, auction.applied_at = AuctionState.APPLIED, now
-    auction.save(update_fields=["state", "applied_at"])
+    auction.save(update_fields=["state", "applied_at", "dropped"])
     return auction
 
 
@@ -358,9 +390,8 @@ def _book_positions(cash, contracts, now) -> dict[tuple[int, int], Decimal]:
         key = (client_id, contract.pair_id, contract.expiry_date)
         if key in touched:
             legs[key].append(Leg(contract.terms, quantity))
-    current = {(c, p, e): amount for c, p, e, amount in Lockup.objects.select_for_update().filter(
-        client_id__in=clients, pair_id__in={p for _, p, _ in touched}).order_by("id")
-        .values_list("client_id", "pair_id", "expiry_date", "amount")}
+    current = {(lockup.client_id, lockup.pair_id, lockup.expiry_date): lockup.amount for lockup in lockups_lock(
+        Lockup.objects.filter(client_id__in=clients, pair_id__in={p for _, p, _ in touched}))}
     currency = {(c.pair_id, c.expiry_date): c.collateral_id for c in contracts.values()}
     delta: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
     rows = []

@@ -1,15 +1,16 @@
 """The rules an order must meet, as stable reason codes. Pure: reads the contract, no queries.
 
 The endpoint applies them before storing an order (a 400 with the code); the validator applies
-them again with the collateral check, because time passes between the two (a halt may begin).
+them again with the collateral check and the open-order cap, because time passes between the two
+(a halt may begin).
 """
 
 from datetime import datetime
 from decimal import ROUND_UP, Decimal
 
 from ccp.contracts.models import Contract, ContractState
-from ccp.contracts.payoffs import Terms, order_worst_cost, price_bounds
-from ccp.money import quantize
+from ccp.contracts.payoffs import Terms, max_payoff_per_unit, order_worst_cost
+from ccp.money import DECIMAL_PLACES, MAX_DIGITS, quantize
 from ccp.orders.models import OrderKind, Side
 
 REASONS = {
@@ -20,14 +21,23 @@ REASONS = {
     "quantity_not_positive": "Quantity must be positive.",
     "quantity_off_lot": "Quantity must be a whole number of lots.",
     "price_off_tick": "Price must be on the contract's tick grid.",
-    "price_out_of_bounds": "Price is outside what the contract can be worth.",
+    "price_out_of_bounds": ("Price must lie within the contract's price_min and price_max: at least one tick above "
+                            "the lowest value it can have and one tick below the highest, so that every order holds "
+                            "collateral."),
+    "order_too_large": ("The order's amounts (its quantity times the most the contract can pay) do not fit in 20 "
+                        "integer digits and 18 decimal places."),
+    "too_many_open_orders": "You have as many open orders as a client may have: cancel some first.",
     "insufficient_collateral": "Available collateral does not cover the order's worst case.",
 }
+
+# NUMERIC(38, 18) holds amounts below 10^20.
+_STORABLE = Decimal(10) ** (MAX_DIGITS - DECIMAL_PLACES)
 
 
 def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Decimal, quantity: Decimal,
                          now: datetime) -> str | None:
-    """The first rule the order breaks, or None. Collateral is checked by the validator."""
+    """The first rule the order breaks, or None. Collateral and the open-order cap are checked by the
+    validator."""
     if side not in Side.values:
         return "side_invalid"
     if kind not in OrderKind.values:
@@ -43,10 +53,24 @@ def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Dec
         return "quantity_off_lot"
     if price % contract.tick_size != 0:
         return "price_off_tick"
-    low, high = price_bounds(contract.terms)
-    if not low <= price <= high:
+    if not contract.price_min <= price <= contract.price_max:
         return "price_out_of_bounds"
+    if not _amounts_storable(contract.terms, side, price, quantity):
+        return "order_too_large"
     return None
+
+
+def _amounts_storable(terms: Terms, side: str, price: Decimal, quantity: Decimal) -> bool:
+    """Whether every amount the order can create (its premium, held value, lockup and payoff, each at
+    most quantity x the contract's maximum payoff) is exact and fits in storage: an auction or an expiry
+    that cannot store an amount would fail on every retry."""
+    try:
+        # Rounded only beyond 60 digits, far above the limit: the comparison below stays right.
+        notional = max_payoff_per_unit(terms) * quantity
+        order_value(terms, side, price, quantity)
+    except ArithmeticError:  # the exact context refuses to round: beyond 60 significant digits
+        return False
+    return notional < _STORABLE
 
 
 def order_value(terms: Terms, side: str, price: Decimal, quantity: Decimal) -> Decimal:

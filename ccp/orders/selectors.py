@@ -6,7 +6,7 @@ from django.db.models import Count, F, QuerySet, Sum
 
 from ccp.accounts.models import Client
 from ccp.orders.models import Order, Side
-from ccp.orders.states import BOOK_STATES, OrderState
+from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState
 
 
 def book_levels(*, contract_id: int) -> dict:
@@ -53,3 +53,9 @@ def stale_received_order_ids(*, now: datetime, older_than: timedelta, limit: int
     """Orders waiting for validation longer than ``older_than``, oldest first, at most ``limit``."""
     return list(Order.objects.filter(state=OrderState.RECEIVED, updated_at__lt=now - older_than)
                 .order_by("id").values_list("id", flat=True)[:limit])
+
+
+def open_orders_count(*, client_id: int, validated_only: bool = False) -> int:
+    """How many open orders the client has: received, accepted or partially filled (only the last two
+    with ``validated_only``)."""
+    return Order.objects.filter(client_id=client_id, state__in=BOOK_STATES if validated_only else OPEN_STATES).count()

@@ -1,21 +1,25 @@
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from ccp.accounts.models import Client, FundLock
-from ccp.accounts.services import balances_publish
+from ccp.accounts.models import Client
+from ccp.accounts.services import balances_publish, fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract
-from ccp.db import book_lock
+from ccp.db import bulk_insert_rows, bulk_update_rows
 from ccp.errors import ApplicationError, Conflict, NotFound
+from ccp.locks import book_lock, contract_lock, fund_locks_lock, order_lock, orders_lock
+from ccp.matching.selectors import auction_held_order_ids, auction_holds
 from ccp.money import ZERO, money_str
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.rules import REASONS, order_rule_violation, order_value
-from ccp.orders.selectors import level_totals
+from ccp.orders.selectors import level_totals, open_orders_count
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
 from ccp.streams import book_group, client_group, stream_publish
@@ -79,26 +83,27 @@ def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
     book_levels_changed(contract_id=contract_id, levels=[(side, price)])
 
 
-def _locked_fund_lock(order: Order) -> FundLock | None:
-    # of=self: the currency row is shared by every client; it is read, not locked.
-    return (FundLock.objects.select_for_update(of=("self",)).select_related("currency")
-            .filter(client_id=order.client_id, currency_id=order.contract.collateral_id).first())
-
-
 def order_submit(*, client: Client, request: OrderRequest, now: datetime) -> tuple[Order, bool]:
     """Store an order as received and queue its validation after commit. Returns (order, created).
 
     Idempotent on (client, client_order_id): the same request again returns the stored order;
-    a different request under the same id is refused with ``client_order_id_reused``.
+    a different request under the same id is refused with ``client_order_id_reused``. A client with
+    CCP_MAX_OPEN_ORDERS open orders (received ones included) is refused with ``too_many_open_orders``
+    (409); submissions racing each other can all pass that count, and the validator rejects those
+    beyond the cap (``order_validate``).
     """
     now = require_aware(now)
     violation = order_rule_violation(contract=request.contract, side=request.side, kind=request.kind,
                                      price=request.price, quantity=request.quantity, now=now)
+    if violation is None and open_orders_count(client_id=client.pk) >= settings.CCP_MAX_OPEN_ORDERS:
+        violation = "too_many_open_orders"
     if violation:
         # A retry of an order stored before the rule broke (say the contract halted since) gets that order.
         existing = Order.objects.filter(client=client, client_order_id=request.client_order_id).first()
         if existing is None or not request.matches(existing):
-            raise ApplicationError(REASONS[violation], code=violation)
+            status = 409 if violation == "too_many_open_orders" else None
+            raise ApplicationError(REASONS[violation], code=violation, http_status=status,
+                                   extra={"limit": settings.CCP_MAX_OPEN_ORDERS} if status else None)
     else:
         try:
             with transaction.atomic():
@@ -132,24 +137,29 @@ def _validate_later(order_id: int) -> None:
 def order_validate(*, order_id: int, now: datetime) -> Order:
     """Accept a received order and lock its worst-case cost as order value, or reject it with a reason.
 
-    Locks the order, then the client's fund lock of the collateral currency, then the contract's
-    book sequence: concurrent orders of one client are serialised on the fund lock, so collateral
-    is never over-committed. Idempotent: an order no longer 'received' is returned unchanged.
+    Locks (in the order of ``ccp.locks``) the contract row (its book sequence), the order, then every
+    fund lock of the client: a client's validations are serial, so its collateral is never
+    over-committed and its accepted or partially filled orders never exceed CCP_MAX_OPEN_ORDERS.
+    Idempotent: an order no longer 'received' is returned unchanged.
     """
     now = require_aware(now)
-    order = Order.objects.select_for_update().select_related("contract").get(pk=order_id)
+    contract_id = Order.objects.filter(pk=order_id).values_list("contract_id", flat=True).get()
+    contract = contract_lock(contract_id)
+    order = order_lock(order_id)
+    order.contract = contract
     if order.state != OrderState.RECEIVED:
         return order
-    contract = order.contract
     violation = order_rule_violation(contract=contract, side=order.side, kind=order.kind, price=order.price,
                                      quantity=order.quantity, now=now)
+    if not violation:
+        fund_lock = fund_locks_lock(client_ids=[order.client_id]).get((order.client_id, contract.collateral_id))
+        cost = order_value(contract.terms, order.side, order.price, order.quantity)
+        if open_orders_count(client_id=order.client_id, validated_only=True) >= settings.CCP_MAX_OPEN_ORDERS:
+            violation = "too_many_open_orders"
+        elif fund_lock is None or fund_lock.available < cost:
+            violation = "insufficient_collateral"
     if violation:
         order_transition(order=order, new_state=OrderState.REJECTED, now=now, reason=violation)
-        return order
-    cost = order_value(contract.terms, order.side, order.price, order.quantity)
-    fund_lock = _locked_fund_lock(order)
-    if fund_lock is None or fund_lock.available < cost:
-        order_transition(order=order, new_state=OrderState.REJECTED, now=now, reason="insufficient_collateral")
         return order
     fund_lock.order_value += cost
     fund_lock.updated_at = now
@@ -165,20 +175,21 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
 def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = "") -> Order:
     """Cancel one of the client's open orders and release its order value.
 
-    Locks the order, then the fund lock. Another client's order is 'not found'. Cancelling an
-    already cancelled order returns it unchanged; a filled, rejected or expired one is refused.
-    An order held by a running auction is marked (``cancel_requested_at``) and cancelled when the
-    auction is applied, for whatever quantity it leaves open.
+    Locks (in the order of ``ccp.locks``) the pair's book (shared), the contract row, the order, then
+    the fund lock. Another client's order is 'not found'. Cancelling an already cancelled order
+    returns it unchanged; a filled, rejected or expired one is refused. An order held by a running
+    auction is marked (``cancel_requested_at``) and cancelled when the auction is applied, for
+    whatever quantity it leaves open.
     """
-    from ccp.matching.selectors import auction_holds
-
     now = require_aware(now)
-    pair_id = Order.objects.filter(pk=order_id, client=client).values_list("contract__pair_id", flat=True).first()
-    if pair_id is None:
+    row = Order.objects.filter(pk=order_id, client=client).values_list("contract_id", "contract__pair_id").first()
+    if row is None:
         raise NotFound("No such order.", code="order_not_found")
+    contract_id, pair_id = row
     book_lock(pair_id, exclusive=False)
-    order = (Order.objects.select_for_update(of=("self",))
-             .select_related("contract__pair__base", "contract__pair__quote").get(pk=order_id))
+    contract = contract_lock(contract_id)
+    order = order_lock(order_id)
+    order.contract = contract
     if order.state == OrderState.CANCELLED:
         return order
     if order.state not in OPEN_STATES:
@@ -192,7 +203,8 @@ def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = 
         return order
     was_on_book = order.state in BOOK_STATES
     if order.order_value:
-        fund_lock = _locked_fund_lock(order)
+        key = (order.client_id, contract.collateral_id)
+        fund_lock = fund_locks_lock(keys=[key])[key]
         fund_lock.order_value -= order.order_value
         fund_lock.updated_at = now
         fund_lock.save(update_fields=["order_value", "updated_at"])
@@ -202,3 +214,40 @@ def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = 
     if was_on_book:
         book_level_changed(contract_id=order.contract_id, side=order.side, price=order.price)
     return order
+
+
+def orders_cancel_open(*, contract: Contract, now: datetime, reason: str) -> list[Order]:
+    """Cancel every open order of a contract in a few statements, whatever their number: states and
+    history rows in bulk, order value released with one fund lock adjustment, one book sequence bump,
+    order events after commit. An order a running auction holds is marked ``cancel_requested_at``
+    instead (cancelled when the auction is applied). Returns the orders changed.
+
+    The caller holds the pair's book lock and the contract row (``ccp.locks``); this locks the orders,
+    then their fund locks."""
+    orders = orders_lock(Order.objects.filter(contract=contract, state__in=OPEN_STATES))
+    held = auction_held_order_ids(pair=contract.pair, order_ids=[o.pk for o in orders])
+    changed, histories, levels = [], [], set()
+    released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    for order in orders:
+        order.contract = contract
+        if order.pk in held:
+            if order.cancel_requested_at is None:
+                order.cancel_requested_at = order.updated_at = now
+                changed.append(order)
+            continue
+        histories.append(OrderStateHistory(order_id=order.pk, from_state=order.state, to_state=OrderState.CANCELLED,
+                                           reason=reason, filled_quantity=order.filled_quantity, at=now))
+        if order.state in BOOK_STATES:
+            levels.add((order.side, order.price))
+        if order.order_value:
+            released[(order.client_id, contract.collateral_id)] -= order.order_value
+        order.state, order.order_value, order.updated_at = OrderState.CANCELLED, ZERO, now
+        changed.append(order)
+    bulk_update_rows(Order, changed, ["state", "order_value", "cancel_requested_at", "updated_at"])
+    bulk_insert_rows(OrderStateHistory, histories)
+    if released:
+        balances_publish(fund_locks_adjust(settle_value={}, order_value=released, lockup_value={}, now=now).values())
+    for order in changed:
+        stream_publish(client_group(order.client_id), _order_event(order))
+    book_levels_changed(contract_id=contract.pk, levels=list(levels))
+    return changed

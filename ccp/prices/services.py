@@ -16,9 +16,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from ccp.clock import require_aware
-from ccp.contracts.models import Contract, ContractState, Pair
+from ccp.contracts.models import Contract, Pair
 from ccp.errors import ApplicationError
 from ccp.prices.models import ReferencePrice, ReferencePriceKind, SpotPrice, VenueSymbol
+from ccp.prices.selectors import polled_venue_symbols, spot_price_ages
 from ccp.prices.settlement import settlement_price
 from ccp.prices.venues.base import Venue, VenueError, VenueQuote, venue
 from ccp.system.models import AlertKind
@@ -52,9 +53,7 @@ def spot_prices_load(*, now: datetime, venue_factory: VenueFactory = default_ven
     """Store the current price of every pair with a live contract from each enabled venue. Safe to run
     twice: a venue quote already stored (same venue, pair and time) is not stored again."""
     now = require_aware(now)
-    symbols = list(VenueSymbol.objects.select_related("pair").filter(
-        enabled=True, pair__contracts__state__in=[ContractState.LISTED, ContractState.HALTED]).distinct()
-        .order_by("pair_id", "venue"))
+    symbols = list(polled_venue_symbols())
     stored = []
     for symbol, quote in _ask_all([(s, lambda v, name: v.ticker(name)) for s in symbols], venue_factory):
         try:
@@ -63,7 +62,22 @@ def spot_prices_load(*, now: datetime, venue_factory: VenueFactory = default_ven
                                                        observed_at=quote.at, fetched_at=now))
         except IntegrityError:
             pass  # that quote is already stored
+    _stale_prices_alert(now)
     return stored
+
+
+def _stale_prices_alert(now: datetime) -> None:
+    """An operator alert per pair without a fresh price from any venue (older than CCP_SPOT_STALE_AFTER,
+    or none at all: every venue failing for minutes); resolved once a fresh one arrives."""
+    for pair, age in spot_price_ages(now=now).items():
+        key = f"prices:{pair}"
+        if age is not None and age <= settings.CCP_SPOT_STALE_AFTER:
+            alert_resolve(key=key, now=now)
+            continue
+        seen = "no venue price yet" if age is None else f"the newest venue price is {int(age.total_seconds())} s old"
+        alert_raise(key=key, kind=AlertKind.PRICES_STALE, now=now, message=(
+            f"No fresh spot price for {pair}: {seen} (stale after {int(settings.CCP_SPOT_STALE_AFTER.total_seconds())}"
+            " s). Every venue fails or is disabled; nothing that needs a spot price moves money until one arrives."))
 
 
 def spot_price_fresh(*, pair: Pair, now: datetime) -> SpotPrice | None:

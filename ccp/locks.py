@@ -1,0 +1,121 @@
+"""The one order in which the clearing house takes locks. Every service that locks takes them here.
+
+PostgreSQL breaks a cycle of transactions waiting for each other's locks by failing one of them
+("deadlock detected"): an order validation, or worse an auction's apply, lost after a second's wait.
+No cycle can form if every transaction takes its locks in one global order. That order:
+
+  1. book       a pair's book: an advisory lock, exclusive for an auction's close and apply, shared for
+                cancels, the halt and the expiry (they wait for a running snapshot or apply)
+  2. auction    the auction row
+  3. contract   contract rows, by id. Bumping a book sequence (``UPDATE contracts_contract SET
+                book_sequence``) locks the contract row, so a service that changes the book locks its
+                contract here first
+  4. order      order rows, by id
+  5. fund lock  fund lock rows, by id
+  6. position   position rows, by (client, contract)
+  7. lockup     lockup rows, by (client, pair, expiry date)
+
+A service takes the rows of one kind at once (all it will touch, in the order above) and never a kind
+listed before one it already holds. Locking a row again that the transaction holds waits for nothing.
+Row locks are ``FOR NO KEY UPDATE`` of the row's own table only (``of=("self",)``): an insert that
+references the row (an order of a contract, a cash movement of a client) takes a key-share lock,
+which this does not block, and a joined row (a contract read with its order) is read, not locked.
+
+Who takes what:
+  order_validate      contract, order, the client's fund locks (all of them: the open-order cap counts
+                      across currencies)
+  order_cancel        book (shared), contract, order, fund lock
+  contracts_halt      book (shared), contract, its open orders, their fund locks
+  contracts_expire    contracts
+  expiry_settle       book (shared), contracts, fund locks, positions, lockups
+  auction_open        nothing (a partial unique constraint keeps one open auction per pair)
+  auction_close       book (exclusive), auction
+  auction_apply       book (exclusive), auction, contracts, orders, fund locks, positions, lockups
+  deposits, withdrawals and settlement confirmations take fund locks only (``fund_locks_adjust``)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from django.db import connection
+from django.db.models import QuerySet
+
+from ccp.accounts.models import FundLock
+from ccp.contracts.models import Contract
+from ccp.matching.models import Auction
+from ccp.orders.models import Order
+from ccp.risk.models import Lockup, Position
+
+_BOOK_LOCK = 7001  # advisory lock namespace: a pair's book
+
+
+def book_lock(pair_id: int, *, exclusive: bool) -> None:
+    """1. Transaction-scoped lock on a pair's book: an auction's snapshot and apply take it exclusively,
+    cancels, the halt and the expiry share it, so a cancel lands either before the snapshot or as a
+    cancel request after it, and nothing changes the pair's orders while an auction books them."""
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s, %s)", [_BOOK_LOCK, pair_id])
+
+
+def auction_lock(auction_id: int, *, defer: Iterable[str] = ()) -> Auction:
+    """2. The auction row (its large documents left unread where ``defer`` names them)."""
+    return Auction.objects.select_for_update(no_key=True).defer(*defer).get(pk=auction_id)
+
+
+def contracts_lock(contracts: QuerySet[Contract]) -> dict[int, Contract]:
+    """3. These contract rows, by id."""
+    return {c.pk: c for c in contracts.select_for_update(no_key=True, of=("self",)).order_by("id")}
+
+
+def contract_lock(contract_id: int) -> Contract:
+    """3. One contract row (its pair and currencies read with it, not locked)."""
+    return (Contract.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("pair__base", "pair__quote").get(pk=contract_id))
+
+
+def orders_lock(orders: QuerySet[Order]) -> list[Order]:
+    """4. These order rows, by id (rows joined by ``select_related`` are read, not locked)."""
+    return list(orders.select_for_update(no_key=True, of=("self",)).order_by("id"))
+
+
+def order_lock(order_id: int) -> Order:
+    """4. One order row."""
+    return Order.objects.select_for_update(no_key=True, of=("self",)).get(pk=order_id)
+
+
+def order_rows_lock(columns: str, order_ids: Collection[int]) -> list[tuple]:
+    """4. Order rows by id as plain tuples of ``columns``: an auction's tens of thousands of model
+    instances would cost more than the rest of its booking."""
+    with connection.cursor() as cursor:
+        # One array parameter, not tens of thousands of IN parameters.
+        cursor.execute(f"SELECT {columns} FROM orders_order WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                       [sorted(order_ids)])
+        return cursor.fetchall()
+
+
+def fund_locks_lock(*, keys: Collection[tuple[int, int]] = (), client_ids: Collection[int] = ()
+                    ) -> dict[tuple[int, int], FundLock]:
+    """5. Fund lock rows by id: those of the (client, currency) ``keys`` and every one of ``client_ids``,
+    by (client, currency), with their currency read (the currency row is shared by every client: read,
+    not locked). Missing fund locks are simply absent."""
+    if not keys and not client_ids:
+        return {}
+    wanted = set(keys)
+    rows = (FundLock.objects.select_for_update(no_key=True, of=("self",)).select_related("currency")
+            .filter(client_id__in={c for c, _ in wanted} | set(client_ids)).order_by("id"))
+    if not client_ids:
+        rows = rows.filter(currency_id__in={c for _, c in wanted})
+    return {(f.client_id, f.currency_id): f for f in rows
+            if f.client_id in client_ids or (f.client_id, f.currency_id) in wanted}
+
+
+def positions_lock(positions: QuerySet[Position]) -> list[Position]:
+    """6. These position rows, by (client, contract)."""
+    return list(positions.select_for_update(no_key=True).order_by("client_id", "contract_id"))
+
+
+def lockups_lock(lockups: QuerySet[Lockup]) -> list[Lockup]:
+    """7. These lockup rows, by (client, pair, expiry date)."""
+    return list(lockups.select_for_update(no_key=True).order_by("client_id", "pair_id", "expiry_date"))
