@@ -275,6 +275,17 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def ops_children(host: str, port: int) -> dict[str, list[str]]:
+    """The clearing house's processes as bin/run starts them: the server, a worker and beat."""
+    py = sys.executable
+    return {
+        "daphne": [py, "-m", "daphne", "-b", host, "-p", str(port), "ccp.asgi:application"],
+        "worker": [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel", "INFO", "--concurrency", "2"],
+        "beat": [py, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO",
+                 "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
+    }
+
+
 def cmd_run() -> int:
     py = sys.executable
     host, port = os.environ.get("CCP_HOST", "127.0.0.1"), env_int("CCP_PORT", 8000)
@@ -296,12 +307,7 @@ def cmd_run() -> int:
         log(f"WebSocket ws://localhost:{port}/ws/v1/system")
         log(f"chain     {env['CCP_CHAIN_URL']} (anvil, chain id 31337; FundLock address in the admin)")
         log("Ctrl-C stops everything")
-        children = {
-            "daphne": [py, "-m", "daphne", "-b", host, "-p", str(port), "ccp.asgi:application"],
-            "worker": [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel", "INFO", "--concurrency", "2"],
-            "beat": [py, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO",
-                     "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
-        }
+        children = ops_children(host, port)
         if env.get("CCP_SIMULATOR", "1") != "0":
             log("market simulator on (CCP_SIMULATOR=0 turns it off): auctions every "
                 f"{env.get('CCP_AUCTION_INTERVAL_SECONDS', '10')} s, see Auctions in the admin")

@@ -1,45 +1,16 @@
 """bin/run's supervisor (``run_children`` in bin/stack.py): a child that exits is restarted with a log
 line, a crash-looping one stops everything with a clear message, SIGTERM stops every child."""
 
-import os
-import re
 import signal
-import subprocess
 import sys
 import time
 
-from tests.processes import REPO, wait_for
-
-SUPERVISE = """
-import json, sys
-sys.path.insert(0, "bin")
-import stack
-sys.exit(stack.run_children(json.loads(sys.argv[1]), dict(__import__("os").environ), max_restarts=2))
-"""
+from tests.processes import Supervisor, alive, wait_for
 
 
-def supervise(tmp_path, **children: str) -> subprocess.Popen:
-    import json
-
-    commands = {name: [sys.executable, "-c", code] for name, code in children.items()}
-    log = open(tmp_path / "supervisor.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-c", SUPERVISE, json.dumps(commands)], cwd=REPO, stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def pids(tmp_path, name: str) -> list[int]:
-    return [int(pid) for pid in re.findall(rf"\[ccp\] {name} started \(pid (\d+)\)",
-                                           (tmp_path / "supervisor.log").read_text())]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (exited, not yet reaped by a parent that is gone) is not running either
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ")[1][0] != "Z"
+def supervise(tmp_path, **children: str) -> Supervisor:
+    return Supervisor({name: [sys.executable, "-c", code] for name, code in children.items()},
+                      tmp_path / "supervisor.log", max_restarts=2)
 
 
 def test_a_child_that_exits_is_restarted_and_sigterm_stops_all(tmp_path):
@@ -50,27 +21,27 @@ def test_a_child_that_exits_is_restarted_and_sigterm_stops_all(tmp_path):
     supervisor = supervise(tmp_path, once=once, steady="import time; time.sleep(600)")
     try:
         # then it is started again, with a log line, and the other child is left alone
-        wait_for(lambda: len(pids(tmp_path, "once")) == 2, 20, "the child to be restarted")
-        log = (tmp_path / "supervisor.log").read_text()
+        wait_for(lambda: len(supervisor.pids("once")) == 2, 20, "the child to be restarted")
+        log = supervisor.log.read_text()
         assert "[ccp] once exited with 7; restarting it (restart 1 of at most 2 within 60 s)" in log
-        assert len(pids(tmp_path, "steady")) == 1
+        assert len(supervisor.pids("steady")) == 1
         time.sleep(0.5)
-        assert supervisor.poll() is None and alive(pids(tmp_path, "once")[-1])
+        assert supervisor.proc.poll() is None and alive(supervisor.pids("once")[-1])
         # when the supervisor gets SIGTERM (as Ctrl-C), every child stops and it exits 0
-        supervisor.send_signal(signal.SIGTERM)
-        assert supervisor.wait(30) == 0
-        assert not any(alive(pid) for pid in pids(tmp_path, "once")[-1:] + pids(tmp_path, "steady"))
+        supervisor.proc.send_signal(signal.SIGTERM)
+        assert supervisor.proc.wait(30) == 0
+        assert not any(alive(pid) for pid in supervisor.pids("once")[-1:] + supervisor.pids("steady"))
     finally:
-        supervisor.kill()
+        supervisor.stop()
 
 
 def test_a_crash_looping_child_stops_everything_with_a_clear_message(tmp_path):
     supervisor = supervise(tmp_path, broken="import sys; sys.exit(3)", steady="import time; time.sleep(600)")
     try:
-        assert supervisor.wait(30) == 3
+        assert supervisor.proc.wait(30) == 3
     finally:
-        supervisor.kill()
-    log = (tmp_path / "supervisor.log").read_text()
-    assert len(pids(tmp_path, "broken")) == 3  # the first start and two restarts
-    assert "[ccp] broken exited with 3 after 2 restarts within 60 s: it keeps failing, stopping everything" in log
-    assert not alive(pids(tmp_path, "steady")[0])
+        supervisor.stop()
+    assert len(supervisor.pids("broken")) == 3  # the first start and two restarts
+    assert ("[ccp] broken exited with 3 after 2 restarts within 60 s: it keeps failing, stopping everything"
+            in supervisor.log.read_text())
+    assert not alive(supervisor.pids("steady")[0])
