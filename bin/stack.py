@@ -210,11 +210,20 @@ def services(kind: str, pg_port: int, redis_port: int, fresh: bool, anvil_port: 
             svc.stop()
 
 
-def run_children(commands: dict[str, list[str]], env: dict[str, str]) -> int:
-    """Start each command, stop all of them when one ends or on Ctrl-C / SIGTERM."""
-    procs = {name: subprocess.Popen(argv, env=env, cwd=REPO, start_new_session=True)
-             for name, argv in commands.items()}
+def run_children(commands: dict[str, list[str]], env: dict[str, str], *, max_restarts: int = 5,
+                 window_s: float = 60.0) -> int:
+    """Start each command and keep it running: a child that exits is started again, after a pause
+    that grows with its recent restarts, with a log line each time. A child that needed more than
+    ``max_restarts`` restarts within ``window_s`` is crash-looping: then everything stops, with a
+    message, and the exit code is the child's. Ctrl-C / SIGTERM stop every child."""
+    procs: dict[str, subprocess.Popen] = {}
+    restarts: dict[str, list[float]] = {name: [] for name in commands}
+    due: dict[str, float] = {}  # child -> when to start it again
     stopping = False
+
+    def start(name: str) -> None:
+        procs[name] = subprocess.Popen(commands[name], env=env, cwd=REPO, start_new_session=True)
+        log(f"{name} started (pid {procs[name].pid})")
 
     def stop_all(*_: object) -> None:
         nonlocal stopping
@@ -224,12 +233,29 @@ def run_children(commands: dict[str, list[str]], env: dict[str, str]) -> int:
     signal.signal(signal.SIGTERM, stop_all)
     code = 0
     try:
+        for name in commands:
+            start(name)
         while not stopping:
+            now = time.monotonic()
             for name, proc in procs.items():
-                if proc.poll() is not None:
-                    log(f"{name} exited with {proc.returncode}; stopping everything")
-                    code = proc.returncode or 1
-                    stopping = True
+                if name in due or proc.poll() is None:
+                    continue
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # what it leaves behind (a worker's pool processes)
+                recent = restarts[name] = [t for t in restarts[name] if now - t < window_s]
+                if len(recent) >= max_restarts:
+                    log(f"{name} exited with {proc.returncode} after {len(recent)} restarts within {window_s:.0f} s: "
+                        "it keeps failing, stopping everything (its log above says why)")
+                    code, stopping = proc.returncode if proc.returncode > 0 else 1, True
+                    break
+                recent.append(now)
+                due[name] = now + len(recent) - 1  # at once, then 1 s, 2 s, ... while it keeps exiting
+                log(f"{name} exited with {proc.returncode}; restarting it (restart {len(recent)} of at most "
+                    f"{max_restarts} within {window_s:.0f} s)")
+            for name, at in list(due.items()):
+                if not stopping and now >= at:
+                    del due[name]
+                    start(name)
             time.sleep(0.2)
     finally:
         log("stopping")
@@ -240,12 +266,24 @@ def run_children(commands: dict[str, list[str]], env: dict[str, str]) -> int:
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
     return code
 
 
 def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
+
+
+def ops_children(host: str, port: int) -> dict[str, list[str]]:
+    """The clearing house's processes as bin/run starts them: the server, a worker and beat."""
+    py = sys.executable
+    return {
+        "daphne": [py, "-m", "ccp.server", "-b", host, "-p", str(port), "ccp.asgi:application"],
+        "worker": [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel", "INFO", "--concurrency", "2"],
+        "beat": [py, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO",
+                 "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
+    }
 
 
 def cmd_run() -> int:
@@ -269,17 +307,12 @@ def cmd_run() -> int:
         log(f"WebSocket ws://localhost:{port}/ws/v1/system")
         log(f"chain     {env['CCP_CHAIN_URL']} (anvil, chain id 31337; FundLock address in the admin)")
         log("Ctrl-C stops everything")
-        children = {
-            "daphne": [py, "-m", "ccp.server", "-b", host, "-p", str(port), "ccp.asgi:application"],
-            "worker": [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel", "INFO", "--concurrency", "2"],
-            "beat": [py, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO",
-                     "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
-        }
+        children = ops_children(host, port)
         if env.get("CCP_SIMULATOR", "1") != "0":
             log("market simulator on (CCP_SIMULATOR=0 turns it off): auctions every "
                 f"{env.get('CCP_AUCTION_INTERVAL_SECONDS', '10')} s, see Auctions in the admin")
             children["simulator"] = [py, "manage.py", "ccp_simulate", "--url", f"http://127.0.0.1:{port}"]
-        return run_children(children, env)
+        return run_children(children, env, max_restarts=env_int("CCP_RUN_MAX_RESTARTS", 5))
 
 
 def cmd_test(pytest_args: list[str]) -> int:

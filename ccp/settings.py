@@ -180,8 +180,11 @@ CCP_HEARTBEAT_SECONDS = int(os.environ.get("CCP_HEARTBEAT_SECONDS", "10"))
 CCP_AUCTION_INTERVAL = timedelta(seconds=int(os.environ.get("CCP_AUCTION_INTERVAL_SECONDS", "10")))
 CCP_AUCTION_TIME_LIMIT_SECONDS = os.environ.get("CCP_AUCTION_TIME_LIMIT_SECONDS", "10")
 CCP_AUCTION_MIP_GAP = os.environ.get("CCP_AUCTION_MIP_GAP", "0")
-# An auction not applied this long after its last stage is dispatched again (its stages are idempotent).
-CCP_AUCTION_RESUME_AFTER = timedelta(seconds=int(os.environ.get("CCP_AUCTION_RESUME_AFTER_SECONDS", "120")))
+# An auction not applied this long after its last stage (plus the solver's time limit while it is being
+# solved) is dispatched again by the next beat tick: a stage lost with a worker or a broker restart costs
+# at most this plus the auction interval. Stages are idempotent and lock their auction row, so resuming a
+# stage that is only slow waits for it or finds it done.
+CCP_AUCTION_RESUME_AFTER = timedelta(seconds=int(os.environ.get("CCP_AUCTION_RESUME_AFTER_SECONDS", "10")))
 # Prices and expiry.
 CCP_VENUE_TIMEOUT_SECONDS = int(os.environ.get("CCP_VENUE_TIMEOUT_SECONDS", "5"))
 CCP_SPOT_INTERVAL_SECONDS = int(os.environ.get("CCP_SPOT_INTERVAL_SECONDS", "30"))

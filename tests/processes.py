@@ -63,3 +63,64 @@ class Children:
                 proc.kill()
         for log in sorted(self.log_dir.glob("*.log")):
             print(f"--- {log.name}\n{log.read_text()[-3000:]}")
+
+
+def bin_stack():
+    """bin/stack.py by path (bin/ is not a package): its services and its supervisor, as bin/run uses them."""
+    import importlib.util
+
+    if (module := sys.modules.get("ccp_bin_stack")) is not None:
+        return module
+    spec = importlib.util.spec_from_file_location("ccp_bin_stack", REPO / "bin" / "stack.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+_SUPERVISE = """
+import json, os, sys
+sys.path.insert(0, "bin")
+import stack
+commands, max_restarts = json.loads(sys.argv[1]), int(sys.argv[2])
+sys.exit(stack.run_children(commands, dict(os.environ), max_restarts=max_restarts))
+"""
+
+
+class Supervisor:
+    """bin/run's supervisor (``run_children``) in a child process of the test, over ``commands``;
+    its output (and its children's) goes to ``log``. Children's pids are read from its log lines."""
+
+    def __init__(self, commands: dict[str, list[str]], log: Path, env: dict[str, str] | None = None,
+                 max_restarts: int = 5) -> None:
+        import json
+
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-c", _SUPERVISE, json.dumps(commands), str(max_restarts)],
+                                         cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                         env={**(env or os.environ), "PYTHONUNBUFFERED": "1"})
+
+    def pids(self, name: str) -> list[int]:
+        """Every pid the child ``name`` had, in start order."""
+        import re
+
+        return [int(pid) for pid in re.findall(rf"\[ccp\] {name} started \(pid (\d+)\)", self.log.read_text())]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False

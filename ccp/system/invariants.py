@@ -1,0 +1,311 @@
+"""The clearing house's invariants, checked read-only against one consistent snapshot.
+
+``invariants_check`` runs every check in one READ ONLY, REPEATABLE READ transaction (when it is not
+nested in a caller's), so a running system is judged on one instant: an auction committing between
+two checks cannot show up as a false violation. The database checks are SQL aggregates; only the
+values that need the contracts' terms (order values, lockups) are recomputed in Python with the
+same rules the services use, once per distinct input.
+
+With a chain (the FundLock contract through ``FundLockClient``), fund locks are compared with the
+contract's balances at the block the deposit monitor has reached (clients with a settlement batch
+in flight, or confirmed above that block, are left for a later run), and every batch the database
+holds confirmed must be applied on chain. Nothing here writes, to the database or the chain.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import ROUND_UP, Decimal
+
+from django.db import connection, transaction
+
+from ccp.contracts.models import Contract, ContractState
+from ccp.contracts.payoffs import Leg, lockup_amounts
+from ccp.money import ZERO, money_str, quantize
+from ccp.orders.rules import order_value
+from ccp.orders.states import BOOK_STATES, OPEN_STATES
+from ccp.settlement.chain.client import FundLockClient
+from ccp.settlement.models import BatchState, CashMovementOrigin, TrackingState
+from ccp.settlement.services import DEPOSITS_EDGE
+
+# Origins whose movements are one balanced journal each: premiums of an auction, payoffs of an expiry.
+BALANCED_ORIGINS = (CashMovementOrigin.AUCTION, CashMovementOrigin.EXPIRY)
+SHOWN_IDS = 5  # ids named per violation; the count says how many there are
+
+
+@dataclass(frozen=True)
+class Violation:
+    check: str  # stable name of the invariant, e.g. "movements_not_balanced"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.message}"
+
+
+@dataclass
+class Report:
+    violations: list[Violation] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # rows looked at, for the summary
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        seen = ", ".join(f"{n} {what}" for what, n in self.counts.items())
+        if self.ok:
+            return f"ccp_check: {len(self.checks)} invariants hold ({seen})"
+        return f"ccp_check: {len(self.violations)} violations of {len(self.checks)} invariants ({seen})"
+
+
+def _rows(sql: str, params: Iterable = ()) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(params))
+        return cursor.fetchall()
+
+
+def _ids(ids: list[int], count: int) -> str:
+    shown = ", ".join(map(str, ids[:SHOWN_IDS]))
+    return shown if count <= SHOWN_IDS else f"{shown} and {count - SHOWN_IDS} more"
+
+
+def _m(value: Decimal | None) -> str:
+    return money_str(value if value is not None else ZERO)
+
+
+# --- journals -------------------------------------------------------------------------------
+
+def movements_balanced() -> list[Violation]:
+    """Cash movements of each auction and each expiry sum to zero per currency."""
+    rows = _rows("""
+        SELECT m.origin, m.origin_ref, c.symbol, SUM(m.amount)
+        FROM settlement_cashmovement m JOIN contracts_currency c ON c.id = m.currency_id
+        WHERE m.origin = ANY(%s) GROUP BY 1, 2, 3 HAVING SUM(m.amount) <> 0 ORDER BY 1, 2, 3""",
+                 [[str(o) for o in BALANCED_ORIGINS]])
+    return [Violation("movements_not_balanced", f"{origin} {ref}: {symbol} movements sum to {_m(total)}, not 0")
+            for origin, ref, symbol, total in rows]
+
+
+def positions_balanced() -> list[Violation]:
+    """Every contract's positions sum to zero: each long has its short."""
+    rows = _rows("""
+        SELECT k.symbol, SUM(p.quantity) FROM risk_position p JOIN contracts_contract k ON k.id = p.contract_id
+        GROUP BY k.symbol HAVING SUM(p.quantity) <> 0 ORDER BY 1""")
+    return [Violation("positions_not_balanced", f"{symbol}: positions sum to {_m(total)}, not 0")
+            for symbol, total in rows]
+
+
+def positions_journaled() -> list[Violation]:
+    """Each position equals the sum of its cash movements' position changes: nothing moved a
+    position without a journal line (or booked a line twice)."""
+    rows = _rows("""
+        SELECT COALESCE(p.client_id, j.client_id), COALESCE(p.contract_id, j.contract_id),
+               COALESCE(p.quantity, 0), COALESCE(j.quantity, 0)
+        FROM risk_position p
+        FULL OUTER JOIN (SELECT client_id, contract_id, SUM(position_delta) AS quantity
+                         FROM settlement_cashmovement WHERE contract_id IS NOT NULL GROUP BY 1, 2) j
+          ON j.client_id = p.client_id AND j.contract_id = p.contract_id
+        WHERE COALESCE(p.quantity, 0) <> COALESCE(j.quantity, 0) ORDER BY 1, 2""")
+    return [Violation("position_not_journaled", f"client {client_id} contract {contract_id}: position "
+                      f"{_m(held)}, its cash movements' position changes sum to {_m(journaled)}")
+            for client_id, contract_id, held, journaled in rows]
+
+
+def no_position_on_settled_contract() -> list[Violation]:
+    rows = _rows("""
+        SELECT p.client_id, k.symbol, p.quantity FROM risk_position p JOIN contracts_contract k ON k.id = p.contract_id
+        WHERE k.state = %s AND p.quantity <> 0 ORDER BY 2, 1""", [ContractState.SETTLED])
+    return [Violation("position_on_settled_contract", f"client {client_id} holds {_m(quantity)} of {symbol}, "
+                      "which is settled") for client_id, symbol, quantity in rows]
+
+
+# --- order values ---------------------------------------------------------------------------
+
+def order_values(contracts: Callable[[], dict[int, Contract]]) -> list[Violation]:
+    """An open (validated) order holds the value of its remaining quantity (``orders.rules.order_value``);
+    any other order holds nothing. Orders are grouped by what the value depends on, so each distinct
+    (contract, side, price, remaining) is computed once."""
+    rows = _rows("""
+        SELECT contract_id, side, price, quantity - filled_quantity, order_value, state = ANY(%s),
+               COUNT(*), (ARRAY_AGG(id ORDER BY id))[1:%s]
+        FROM orders_order WHERE state = ANY(%s) OR order_value <> 0
+        GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 8""", [sorted(BOOK_STATES), SHOWN_IDS, sorted(BOOK_STATES)])
+    terms = {pk: c.terms for pk, c in contracts().items()}
+
+    @functools.cache
+    def expected(contract_id: int, side: str, price: Decimal, remaining: Decimal) -> Decimal:
+        return order_value(terms[contract_id], side, price, remaining)
+
+    violations = []
+    for contract_id, side, price, remaining, held, on_book, count, ids in rows:
+        try:
+            want = expected(contract_id, side, price, remaining) if on_book else ZERO
+        except ValueError as exc:  # e.g. a price outside the contract's bounds
+            violations.append(Violation("order_value_wrong", f"orders {_ids(ids, count)}: no value ({exc})"))
+            continue
+        if held != want:
+            violations.append(Violation("order_value_wrong", f"orders {_ids(ids, count)}: order value {_m(held)}, "
+                                        f"should be {_m(want)} ({side} {_m(remaining)} left at {_m(price)})"))
+    return violations
+
+
+def _fund_lock_differences(column: str, sums: str, params: Iterable = ()) -> list[tuple]:
+    """(client, currency, the fund lock's ``column``, the total ``sums`` gives) where they differ;
+    ``sums`` selects (client_id, currency_id, total). A missing fund lock or total counts as 0."""
+    return _rows(f"""
+        SELECT COALESCE(f.client_id, s.client_id), COALESCE(f.currency_id, s.currency_id),
+               COALESCE(f.{column}, 0), COALESCE(s.total, 0)
+        FROM accounts_fundlock f
+        FULL OUTER JOIN ({sums}) s ON s.client_id = f.client_id AND s.currency_id = f.currency_id
+        WHERE COALESCE(f.{column}, 0) <> COALESCE(s.total, 0) ORDER BY 1, 2""", params)
+
+
+def fund_lock_order_values() -> list[Violation]:
+    """A fund lock's order value is the sum of its client's open orders' values in that currency."""
+    rows = _fund_lock_differences("order_value", """
+        SELECT o.client_id, k.collateral_id AS currency_id, SUM(o.order_value) AS total
+        FROM orders_order o JOIN contracts_contract k ON k.id = o.contract_id
+        WHERE o.state = ANY(%s) AND o.order_value <> 0 GROUP BY 1, 2""", [sorted(OPEN_STATES)])
+    return [Violation("fund_lock_order_value_wrong", f"client {client_id} currency {currency_id}: order value "
+                      f"{_m(held)}, its open orders hold {_m(total)}") for client_id, currency_id, held, total in rows]
+
+
+# --- lockups --------------------------------------------------------------------------------
+
+def lockups(contracts: Callable[[], dict[int, Contract]]) -> list[Violation]:
+    """Each lockup equals its portfolio's worst case recomputed from the positions, rounded up to
+    storage precision as the auction's booking does; a portfolio that needs collateral has a lockup."""
+    every = contracts()
+    legs: dict[tuple[int, int, object], list[Leg]] = defaultdict(list)
+    for client_id, contract_id, quantity in _rows(
+            "SELECT client_id, contract_id, quantity FROM risk_position WHERE quantity <> 0 ORDER BY id"):
+        contract = every[contract_id]
+        legs[(client_id, contract.pair_id, contract.expiry_date)].append(Leg(contract.terms, quantity))
+    stored = {(client_id, pair_id, expiry): amount for client_id, pair_id, expiry, amount in _rows(
+        "SELECT client_id, pair_id, expiry_date, amount FROM risk_lockup")}
+    amounts = lockup_amounts({key: legs.get(key, []) for key in sorted(set(legs) | set(stored))})
+    violations = []
+    for key, amount in amounts.items():
+        want, held = quantize(amount, ROUND_UP), stored.get(key, ZERO)
+        if held != want:
+            client_id, pair_id, expiry = key
+            violations.append(Violation("lockup_wrong", f"client {client_id} pair {pair_id} expiry {expiry}: "
+                                        f"lockup {_m(held)}, its positions need {_m(want)}"))
+    return violations
+
+
+def fund_lock_lockups() -> list[Violation]:
+    """A fund lock's lockup value is the sum of its client's lockups in that currency."""
+    rows = _fund_lock_differences("lockup_value", "SELECT client_id, currency_id, SUM(amount) AS total "
+                                                  "FROM risk_lockup GROUP BY 1, 2")
+    return [Violation("fund_lock_lockups_wrong", f"client {client_id} currency {currency_id}: lockup value "
+                      f"{_m(held)}, its lockups sum to {_m(total)}") for client_id, currency_id, held, total in rows]
+
+
+# --- settle values and collateral -----------------------------------------------------------
+
+def settle_values() -> list[Violation]:
+    """A fund lock's settle value is the sum of its client's cash movements not yet confirmed on chain
+    (confirmation moves an amount from settle value into fundlock)."""
+    rows = _fund_lock_differences("settle_value", """
+        SELECT client_id, currency_id, SUM(amount) AS total FROM settlement_cashmovement m
+        WHERE NOT EXISTS (SELECT 1 FROM settlement_cashmovementtracking t
+                          WHERE t.cash_movement_id = m.id AND t.state = %s)
+        GROUP BY 1, 2""", [TrackingState.CONFIRMED])
+    return [Violation("settle_value_wrong", f"client {client_id} currency {currency_id}: settle value {_m(held)}, "
+                      f"its unconfirmed cash movements sum to {_m(total)}")
+            for client_id, currency_id, held, total in rows]
+
+
+def available_non_negative() -> list[Violation]:
+    rows = _rows("""
+        SELECT client_id, currency_id, fundlock + settle_value - order_value - lockup_value FROM accounts_fundlock
+        WHERE fundlock + settle_value - order_value - lockup_value < 0 ORDER BY 1, 2""")
+    return [Violation("available_negative", f"client {client_id} currency {currency_id}: available {_m(available)}")
+            for client_id, currency_id, available in rows]
+
+
+# --- the chain ------------------------------------------------------------------------------
+
+def chain_balances(chain: FundLockClient) -> tuple[list[Violation], int]:
+    """Fund locks equal the contract's balances at the deposit monitor's block (as reconciliation
+    compares them), for clients with nothing in flight. Returns the violations and how many fund
+    locks were compared."""
+    edge = _rows("SELECT block_number FROM system_edge WHERE name = %s", [DEPOSITS_EDGE])
+    if not edge or edge[0][0] is None:
+        return [], 0
+    block = edge[0][0]
+    rows = _rows("""
+        SELECT f.client_id, a.address, c.symbol, c.token_address, c.decimals, f.fundlock
+        FROM accounts_fundlock f JOIN accounts_client a ON a.id = f.client_id
+        JOIN contracts_currency c ON c.id = f.currency_id
+        WHERE c.token_address IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM settlement_cashmovementtracking t JOIN settlement_cashmovement m ON m.id = t.cash_movement_id
+            WHERE m.client_id = f.client_id AND m.currency_id = f.currency_id
+              AND (t.state = %s OR (t.state = %s AND t.block_number > %s)))
+        ORDER BY f.id""", [TrackingState.SUBMITTED, TrackingState.CONFIRMED, block])
+    violations = []
+    for client_id, address, symbol, token, decimals, fundlock in rows:
+        on_chain = Decimal(chain.balance(token, address, block)).scaleb(-decimals)
+        if on_chain != fundlock:
+            violations.append(Violation("fund_lock_differs_from_chain", f"client {client_id} ({address}) {symbol}: "
+                                        f"fundlock {_m(fundlock)}, the contract holds {_m(on_chain)} at block {block}"))
+    return violations, len(rows)
+
+
+def chain_batches(chain: FundLockClient) -> tuple[list[Violation], int]:
+    """Every batch the database holds confirmed was applied by the contract."""
+    rows = _rows("SELECT id, batch_id, tx_hash FROM settlement_settlementbatch WHERE state = %s ORDER BY id",
+                 [BatchState.CONFIRMED])
+    violations = [Violation("confirmed_batch_not_applied", f"settlement batch {pk} ({batch_id}, tx {tx_hash}) is "
+                            "confirmed here but not applied on chain")
+                  for pk, batch_id, tx_hash in rows if not chain.applied(bytes.fromhex(batch_id[2:]))]
+    return violations, len(rows)
+
+
+# --- all of them ----------------------------------------------------------------------------
+
+def _counts() -> dict[str, int]:
+    (row,) = _rows("""SELECT (SELECT COUNT(*) FROM orders_order), (SELECT COUNT(*) FROM accounts_fundlock),
+                             (SELECT COUNT(*) FROM risk_position WHERE quantity <> 0),
+                             (SELECT COUNT(*) FROM risk_lockup), (SELECT COUNT(*) FROM settlement_cashmovement)""")
+    return dict(zip(["orders", "fund locks", "positions", "lockups", "cash movements"], row, strict=True))
+
+
+def invariants_check(*, chain: FundLockClient | None = None) -> Report:
+    """Run every check on one snapshot; with ``chain``, the chain checks too. Read-only."""
+    report = Report()
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost:  # one snapshot for every check; inside a caller's transaction, that one is used
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        contracts = functools.cache(lambda: Contract.objects.in_bulk())
+        checks: list[tuple[str, Callable[[], list[Violation]]]] = [
+            ("movements_not_balanced", movements_balanced),
+            ("positions_not_balanced", positions_balanced),
+            ("position_not_journaled", positions_journaled),
+            ("position_on_settled_contract", no_position_on_settled_contract),
+            ("order_value_wrong", lambda: order_values(contracts)),
+            ("fund_lock_order_value_wrong", fund_lock_order_values),
+            ("lockup_wrong", lambda: lockups(contracts)),
+            ("fund_lock_lockups_wrong", fund_lock_lockups),
+            ("settle_value_wrong", settle_values),
+            ("available_negative", available_non_negative),
+        ]
+        for name, check in checks:
+            report.checks.append(name)
+            report.violations.extend(check())
+        report.counts = _counts()
+        if chain is not None:
+            balances, compared = chain_balances(chain)
+            batches, confirmed = chain_batches(chain)
+            report.checks += ["fund_lock_differs_from_chain", "confirmed_batch_not_applied"]
+            report.violations += balances + batches
+            report.counts.update({"fund locks on chain": compared, "confirmed batches": confirmed})
+    return report
+
