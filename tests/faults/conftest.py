@@ -70,7 +70,9 @@ class FaultStack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_url = self.pg.url("ccp")
         self.env = {**os.environ, "DATABASE_URL": self.db_url, "REDIS_URL": self.redis.url(), "CCP_CHAIN_URL": "",
-                    "PYTHONUNBUFFERED": "1", "CCP_SIGNIN_DOMAIN": f"127.0.0.1:{self.port}"}
+                    "PYTHONUNBUFFERED": "1", "CCP_SIGNIN_DOMAIN": f"127.0.0.1:{self.port}",
+                    # the load's traders all sign in from one address and send in bursts
+                    "CCP_THROTTLE_SIGNIN_IP": "", "CCP_THROTTLE_ORDERS": ""}
         self.supervisor: Supervisor | None = None
         self._db: psycopg.Connection | None = None
 

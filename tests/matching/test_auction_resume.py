@@ -15,7 +15,8 @@ pytestmark = pytest.mark.django_db
 
 def auction(slot_s: int, state: str, **stages) -> Auction:
     document = {} if state != "open" else None
-    return Auction.objects.create(group="BTC/USDC", slot=NOW + timedelta(seconds=slot_s), state=state,
+    # one group each: a group has at most one unapplied auction
+    return Auction.objects.create(group=f"P{slot_s}/USDC", slot=NOW + timedelta(seconds=slot_s), state=state,
                                   opened_at=NOW, input_document=document,
                                   result_document=document if state in ("solved", "applied") else None, **stages)
 

@@ -20,7 +20,7 @@ from ccp.matching.tasks import auction_settings
 from ccp.orders.services import order_cancel, order_validate
 from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import CashMovement
-from ccp.settlement.services import deposits_monitor, settlement_submit, withdrawal_request
+from ccp.settlement.services import WithdrawalAsk, deposits_monitor, settlement_submit, withdrawal_request
 from ccp.system.invariants import invariants_check
 from tests.conftest import NOW
 from tests.factories import EXPIRY, ContractFactory, FundLockFactory, ReceivedOrderFactory
@@ -60,7 +60,8 @@ def booked():
     assert auction_apply(auction_id=auction.pk, now=NOW).fills_count == 5
     Contract.objects.filter(pk=future.pk).update(state="expired")
     expiry_settle(pair=future.pair, expiry_date=future.expiry_date, settlement_px=D("103000"), now=NOW)
-    withdrawal_request(client=carol, currency=usdc, amount=D("10"), now=NOW)
+    withdrawal_request(client=carol, ask=WithdrawalAsk(client_withdrawal_id="w-1", currency=usdc, amount=D("10")),
+                       now=NOW)
     return {"call": call, "future": future, "alice": alice, "bob": bob, "carol": carol, "auction": auction}
 
 
