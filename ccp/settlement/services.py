@@ -32,6 +32,7 @@ from ccp.accounts.services import balances_publish, client_register, fund_locks_
 from ccp.clock import require_aware
 from ccp.contracts.models import Currency
 from ccp.errors import ApplicationError, Conflict
+from ccp.locks import fund_locks_lock
 from ccp.money import money_str
 from ccp.settlement.chain.client import FundLockClient, SignedTx
 from ccp.settlement.models import (
@@ -326,7 +327,7 @@ def withdrawal_request(*, client: Client, ask: WithdrawalAsk, now: datetime) -> 
     with ``client_withdrawal_id_reused``."""
     now = require_aware(now)
     currency, amount = ask.currency, ask.amount
-    fund_lock = FundLock.objects.select_for_update().filter(client=client, currency=currency).first()
+    fund_lock = fund_locks_lock(keys=[(client.pk, currency.pk)]).get((client.pk, currency.pk))
     existing = Withdrawal.objects.filter(client=client, client_withdrawal_id=ask.client_withdrawal_id).first()
     if existing is not None:
         return _withdrawal_replay(existing, ask), False
