@@ -23,8 +23,8 @@ class AuctionAdmin(ReadOnlyAdmin):
     list_filter = ["state", "status", "group"]
     date_hierarchy = "slot"
     fields = ["group", "slot", "state", "status", "solver", "orders_count", "fills_count", "welfare", "upper_bound",
-              "gap", "timings", "input_hash", "documents", "charts", "opened_at", "closed_at", "solved_at",
-              "applied_at"]
+              "gap", "timings", "dropped", "input_hash", "documents", "charts", "opened_at", "closed_at",
+              "solved_at", "applied_at"]
     readonly_fields = fields
 
     def get_queryset(self, request):

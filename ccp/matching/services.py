@@ -241,6 +241,12 @@ def _held_orders(pair: Pair, fills: dict[int, Decimal], prices: dict[str, Decima
     return contracts, orders
 
 
+def _not_trading(contracts: dict[int, Contract], now: datetime) -> set[int]:
+    """The contracts an auction may no longer book fills on at ``now``: not listed, or past 00:00 UTC of
+    the expiry day (the halt may not have run yet)."""
+    return {pk for pk, c in contracts.items() if c.state != ContractState.LISTED or now >= c.trading_ends_at}
+
+
 @gc_paused
 @transaction.atomic
 def auction_apply(*, auction_id: int, now: datetime) -> Auction:
@@ -271,10 +277,10 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     # Only filled orders and cancel requests change; the others are released with the auction's state.
     contracts, orders = _held_orders(pair, fills, prices)
     fund_locks_lock(keys={(o.client_id, o.contract.collateral_id) for o in orders})
-    dropped = {pk for pk, c in contracts.items() if c.state != ContractState.LISTED or now >= c.trading_ends_at}
+    dropped = _not_trading(contracts, now)
     booked = {o.pk: fills[o.pk] for o in orders if o.pk in fills and o.contract_id not in dropped}
-    prices = {symbol: price for symbol, price in prices.items()
-              if symbol not in {contracts[pk].symbol for pk in dropped}}
+    prices = {contracts[pk].symbol: prices[contracts[pk].symbol] for pk in contracts
+              if pk not in dropped and contracts[pk].symbol in prices}
 
     @functools.cache
     def held_value(contract_id: int, side: str, price: Decimal, quantity: Decimal) -> Decimal:

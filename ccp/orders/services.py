@@ -101,9 +101,9 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime) -> tup
         # A retry of an order stored before the rule broke (say the contract halted since) gets that order.
         existing = Order.objects.filter(client=client, client_order_id=request.client_order_id).first()
         if existing is None or not request.matches(existing):
-            status = 409 if violation == "too_many_open_orders" else None
-            raise ApplicationError(REASONS[violation], code=violation, http_status=status,
-                                   extra={"limit": settings.CCP_MAX_OPEN_ORDERS} if status else None)
+            if violation == "too_many_open_orders":
+                raise Conflict(REASONS[violation], code=violation, extra={"limit": settings.CCP_MAX_OPEN_ORDERS})
+            raise ApplicationError(REASONS[violation], code=violation)
     else:
         try:
             with transaction.atomic():

@@ -74,7 +74,7 @@ def held_auction(pair, expiring, later, traders):
     return auction, orders
 
 
-def test_the_expiry_waits_for_an_auction_that_outlived_its_contracts(market):
+def test_the_expiry_waits_for_an_auction_that_outlived_its_contracts(market, admin_client):
     pair, expiring, later, traders = market
     auction, orders = held_auction(pair, expiring, later, traders)
     result_before = Auction.objects.get(pk=auction.pk).result_document
@@ -98,6 +98,8 @@ def test_the_expiry_waits_for_an_auction_that_outlived_its_contracts(market):
                                "fills": sorted([orders["c_expiring"].pk, orders["d_expiring"].pk]),
                                "cancelled": sorted(orders[k].pk for k in ("c_expiring", "d_expiring", "e_resting"))}
     assert Auction.objects.get(pk=auction.pk).result_document == result_before  # the result stays as solved
+    page = admin_client.get(f"/admin/matching/auction/{auction.pk}/change/").content.decode()
+    assert f"&quot;contracts&quot;: [&quot;{expiring.symbol}&quot;]" in page  # operators see what was dropped
     for key in ("c_expiring", "d_expiring", "e_resting"):
         order = Order.objects.get(pk=orders[key].pk)
         assert (order.state, order.filled_quantity, order.order_value) == ("cancelled", 0, 0)
