@@ -34,6 +34,7 @@ class AlertKind(models.TextChoices):
     CHAIN_REORG = "chain_reorg", "chain reorganisation"
     RECONCILIATION = "reconciliation", "fund locks differ from chain"
     EXPIRY_SETTLEMENT = "expiry_settlement", "expiry payoffs could not be booked"
+    SETTLEMENT_STUCK = "settlement_stuck", "settlement batch failing or unconfirmed"
 
 
 class OperatorAlert(models.Model):

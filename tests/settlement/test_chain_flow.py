@@ -1,6 +1,7 @@
 """Deposits and settlement against a real EVM (py-evm through eth-tester): the FundLock contract as
 deployed from its committed artifact, the backend's monitor and settlement services on top."""
 
+from datetime import timedelta
 from decimal import Decimal as D
 
 import pytest
@@ -76,11 +77,11 @@ def test_a_reorg_deeper_than_the_confirmations_stops_the_monitor_with_an_alert(c
 def settle_all(django_capture_on_commit_callbacks):
     """Submit (sending after commit, as in production), mine past the confirmations, confirm."""
 
-    def run(w3, client, operator, house, **kwargs):
+    def run(w3, client, operator, house, now=NOW, **kwargs):
         with django_capture_on_commit_callbacks(execute=True):
-            batches = settlement_submit(chain=client, operator=operator, house=house, now=NOW, **kwargs)
+            batches = settlement_submit(chain=client, operator=operator, house=house, now=now, **kwargs)
         w3.testing.mine(3)
-        settlement_confirm(chain=client, now=NOW)
+        settlement_confirm(chain=client, now=now)
         return batches
 
     return run
@@ -137,7 +138,8 @@ def test_a_failed_batch_is_sent_again_under_the_same_batch_id(chain, settle_all)
         CashMovement.objects.create(client=fund.client, currency=usdc, amount=amount, origin="auction",
                                     origin_ref="auction-9", created_at=NOW)
     first = settle_all(w3, client, operator, house)
-    second = settle_all(w3, client, operator, house)
+    assert settle_all(w3, client, operator, house) == []  # it waits before it is sent again
+    second = settle_all(w3, client, operator, house, now=NOW + timedelta(seconds=30))
     assert [b.state for b in SettlementBatch.objects.order_by("id")] == ["failed", "failed"]
     assert first[0].batch_id == second[0].batch_id and first[0].nonce + 1 == second[0].nonce
     assert FundLock.objects.get(client__address=alice.lower()).fundlock == D("1")
