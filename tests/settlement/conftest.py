@@ -1,20 +1,20 @@
 import pytest
 from eth_account import Account
-from web3 import EthereumTesterProvider, Web3
+from web3 import Web3
 
 from ccp.settlement.chain.artifacts import load_artifact
 from ccp.settlement.chain.client import FundLockClient
-from ccp.settlement.services import settlement_confirm, settlement_submit
+from ccp.settlement.services import deposits_monitor, settlement_confirm, settlement_submit
 from tests.conftest import NOW
 from tests.factories import CurrencyFactory
-from tests.settlement.evm import GAS
+from tests.settlement.evm import GAS, SerialProvider, deposit
 
 
 @pytest.fixture
 def chain(settings):
     """An eth-tester chain with a TestToken (USDC) and a FundLock run by a fresh operator account."""
     settings.CCP_CHAIN_CONFIRMATIONS = 3
-    w3 = Web3(EthereumTesterProvider())
+    w3 = Web3(SerialProvider())
     funder, alice, bob = w3.eth.accounts[:3]
     operator = Account.create()
     w3.eth.send_transaction({"from": funder, "to": operator.address, "value": 10**20})
@@ -30,6 +30,17 @@ def chain(settings):
     usdc = CurrencyFactory(symbol="USDC", decimals=6, token_address=token.address.lower())
     house = Account.create().address
     return w3, token, fund_lock, FundLockClient(w3, fund_lock.address), operator, usdc, (alice, bob), house
+
+
+@pytest.fixture
+def funded(chain):
+    """alice and bob hold 1000 USDC each in FundLock, credited by the deposit monitor."""
+    w3, token, fund_lock, client, *_ = chain
+    for who in chain[6]:
+        deposit(w3, token, fund_lock, who, 1_000_000_000)
+    w3.testing.mine(3)
+    deposits_monitor(chain=client, now=NOW)
+    return chain
 
 
 @pytest.fixture

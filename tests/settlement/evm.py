@@ -1,16 +1,29 @@
 """Helpers for settlement tests on the in-process EVM (eth-tester): deposits, booked movements, and
 transactions sent from the operator's key behind the backend's back."""
 
+import threading
 from decimal import Decimal
 
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
+from web3 import EthereumTesterProvider, Web3
 
 from ccp.accounts.models import FundLock
 from ccp.settlement.models import CashMovement
 from tests.conftest import NOW
 
 GAS = 5_000_000
+
+
+class SerialProvider(EthereumTesterProvider):
+    """The in-process EVM is not thread-safe: requests from several workers' threads take turns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._turn = threading.Lock()
+
+    def make_request(self, method, params):
+        with self._turn:
+            return super().make_request(method, params)
 
 
 def deposit(w3, token, fund_lock, who, units):

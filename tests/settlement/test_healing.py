@@ -11,24 +11,13 @@ import pytest
 from ccp.accounts.models import FundLock
 from ccp.settlement import services
 from ccp.settlement.models import CashMovementTracking, OperatorNonce, SettlementBatch
-from ccp.settlement.services import deposits_monitor, settlement_confirm, settlement_submit
+from ccp.settlement.services import settlement_confirm, settlement_submit
 from ccp.system.models import OperatorAlert
 from tests.conftest import NOW
 from tests.settlement.evm import assert_settled_once, book, deposit, operator_send
 
 pytestmark = pytest.mark.django_db
 NOTHING = {"confirmed": 0, "failed": 0, "resent": 0, "replaced": 0, "resigned": 0, "lost": 0}
-
-
-@pytest.fixture
-def funded(chain):
-    """alice and bob hold 1000 USDC each in FundLock, credited by the deposit monitor."""
-    w3, token, fund_lock, client, *_ = chain
-    for who in chain[6]:
-        deposit(w3, token, fund_lock, who, 1_000_000_000)
-    w3.testing.mine(3)
-    deposits_monitor(chain=client, now=NOW)
-    return chain
 
 
 @pytest.fixture
