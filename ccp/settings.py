@@ -203,6 +203,17 @@ CCP_CHAIN_LOG_RANGE = int(os.environ.get("CCP_CHAIN_LOG_RANGE", "2000"))
 CCP_SETTLEMENT_BATCH_MAX = int(os.environ.get("CCP_SETTLEMENT_BATCH_MAX", "600"))
 # A settlement transaction not mined this long is replaced (same nonce, 25% more gas price).
 CCP_SETTLEMENT_REPLACE_AFTER = timedelta(seconds=int(os.environ.get("CCP_SETTLEMENT_REPLACE_AFTER_SECONDS", "120")))
+# Settlement heals itself: at most BATCHES_PER_RUN batches sent per submit run and none while IN_FLIGHT_MAX
+# are unconfirmed; a batch that failed on chain is sent again after a wait doubling from RETRY_BASE up to
+# RETRY_MAX; an operator alert after ALERT_FAILURES failures, or when a batch stays unconfirmed ALERT_AFTER;
+# confirmed batches up to RECHECK_BLOCKS deep are checked against the contract (a deeper reorg loses them).
+CCP_SETTLEMENT_BATCHES_PER_RUN = int(os.environ.get("CCP_SETTLEMENT_BATCHES_PER_RUN", "10"))
+CCP_SETTLEMENT_IN_FLIGHT_MAX = int(os.environ.get("CCP_SETTLEMENT_IN_FLIGHT_MAX", "50"))
+CCP_SETTLEMENT_RETRY_BASE = timedelta(seconds=int(os.environ.get("CCP_SETTLEMENT_RETRY_BASE_SECONDS", "30")))
+CCP_SETTLEMENT_RETRY_MAX = timedelta(seconds=int(os.environ.get("CCP_SETTLEMENT_RETRY_MAX_SECONDS", "3600")))
+CCP_SETTLEMENT_ALERT_FAILURES = int(os.environ.get("CCP_SETTLEMENT_ALERT_FAILURES", "3"))
+CCP_SETTLEMENT_ALERT_AFTER = timedelta(seconds=int(os.environ.get("CCP_SETTLEMENT_ALERT_AFTER_SECONDS", "600")))
+CCP_SETTLEMENT_RECHECK_BLOCKS = int(os.environ.get("CCP_SETTLEMENT_RECHECK_BLOCKS", "1000"))
 # Orders still 'received' this long after arrival are queued for validation again.
 CCP_ORDER_REQUEUE_AFTER = timedelta(seconds=int(os.environ.get("CCP_ORDER_REQUEUE_AFTER_SECONDS", "15")))
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Min, QuerySet
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
@@ -41,6 +43,7 @@ from ccp.settlement.models import (
     CashMovement,
     CashMovementOrigin,
     CashMovementTracking,
+    ChainContract,
     Deposit,
     OperatorNonce,
     SettlementBatch,
@@ -53,6 +56,9 @@ from ccp.system.services import alert_raise, alert_resolve, edge_advance
 
 logger = logging.getLogger(__name__)
 DEPOSITS_EDGE = "fundlock-deposits"
+REORG_ALERT = f"reorg:{DEPOSITS_EDGE}"
+PENDING_PAGE = 100  # origins read per query by settlement_submit
+RECHECK_MAX = 20  # confirmed batches checked against the chain per settlement_confirm run, newest first
 ON_CHAIN_ORIGINS = [CashMovementOrigin.AUCTION, CashMovementOrigin.EXPIRY, CashMovementOrigin.WITHDRAWAL]
 
 
@@ -65,16 +71,20 @@ def token_units(amount: Decimal, decimals: int) -> int:
 
 
 def deposits_monitor(*, chain: FundLockClient, now: datetime, start_block: int = 0) -> int:
-    """Credit confirmed Deposit events since the edge; returns how many were new. Safe to run twice."""
+    """Credit confirmed Deposit events since the edge; returns how many were new. Safe to run twice.
+    Stops with an operator alert at once when the edge's block changed (a reorganisation deeper than the
+    confirmations) or is gone (the node lost blocks); the alert is resolved once the edge checks out again
+    (e.g. after an operator moved it back)."""
     now = require_aware(now)
     edge = Edge.objects.filter(name=DEPOSITS_EDGE).first()
-    if edge is not None and edge.block_hash and chain.block_hash(edge.block_number) != edge.block_hash:
-        alert_raise(key=f"reorg:{DEPOSITS_EDGE}", kind=AlertKind.CHAIN_REORG, now=now, message=(
-            f"Block {edge.block_number} changed after it was confirmed: a reorganisation deeper than "
-            f"{settings.CCP_CHAIN_CONFIRMATIONS} blocks. The deposit monitor stopped; check the deposits "
-            "credited since then, then move the edge back."))
+    head = chain.head()
+    if edge is not None and (lost := _edge_lost(chain, edge, head)):
+        alert_raise(key=REORG_ALERT, kind=AlertKind.CHAIN_REORG, now=now, message=(
+            f"{lost} The deposit monitor stopped; check the deposits credited since then, then move the edge "
+            "back (webconsole: Edges, action 'Move the edge back')."))
         return 0
-    safe = chain.head() - settings.CCP_CHAIN_CONFIRMATIONS
+    alert_resolve(key=REORG_ALERT, now=now)
+    safe = head - settings.CCP_CHAIN_CONFIRMATIONS
     start = edge.block_number + 1 if edge is not None else start_block
     tokens = {c.token_address: c for c in Currency.objects.exclude(token_address=None)}
     credited = 0
@@ -102,13 +112,29 @@ def deposits_monitor(*, chain: FundLockClient, now: datetime, start_block: int =
                                           for client_id, currency_id in credits], ignore_conflicts=True)
             balances_publish(fund_locks_adjust(settle_value={}, order_value={}, lockup_value={}, fundlock=credits,
                                                now=now).values())
-            edge_advance(name=DEPOSITS_EDGE, now=now, block_number=end, block_hash=chain.block_hash(end))
+            edge_advance(name=DEPOSITS_EDGE, now=now, block_number=end, block_hash=chain.block_hash(end) or "")
         start = end + 1
     return credited
 
 
+def _edge_lost(chain: FundLockClient, edge: Edge, head: int) -> str:
+    """Why the edge's block is no longer the block the monitor read, or '' if it still is."""
+    found = chain.block_hash(edge.block_number) if edge.block_number <= head else None
+    if found is None:
+        return (f"Block {edge.block_number}, which the deposit monitor had reached, is gone (the node's head is "
+                f"block {head}): the node lost blocks, e.g. it restarted with less state.")
+    if edge.block_hash and found != edge.block_hash:
+        return (f"Block {edge.block_number} changed after it was confirmed: a reorganisation deeper than "
+                f"{settings.CCP_CHAIN_CONFIRMATIONS} blocks.")
+    return ""
+
+
 def _batch_id(movement_ids: list[int]) -> bytes:
     return Web3.keccak(text="ccp-settle:" + ",".join(map(str, sorted(movement_ids))))
+
+
+def _batch_bytes(batch: SettlementBatch) -> bytes:
+    return bytes.fromhex(batch.batch_id[2:])
 
 
 def _chunks(movements: list[CashMovement], size: int) -> list[list[CashMovement]]:
@@ -118,9 +144,9 @@ def _chunks(movements: list[CashMovement], size: int) -> list[list[CashMovement]
     return sorted(chunks, key=lambda chunk: sum((m.amount for m in chunk), Decimal(0)))
 
 
-def operator_nonce_take(*, address: str, w3: Web3) -> int:
-    """The operator's next nonce, taken under its row lock (call inside a transaction). Everything
-    that sends from the operator account takes its nonces here, so no two transactions share one."""
+def _nonce_row(address: str, w3: Web3) -> OperatorNonce:
+    """The operator's nonce row, locked (call inside a transaction). Everything that sends from the
+    operator account takes this lock, so no two transactions share a nonce."""
     row = OperatorNonce.objects.select_for_update().filter(address=address).first()
     if row is None:
         # First use of the address: start from its count on chain. Two workers starting together
@@ -128,38 +154,96 @@ def operator_nonce_take(*, address: str, w3: Web3) -> int:
         on_chain = w3.eth.get_transaction_count(Web3.to_checksum_address(address))
         OperatorNonce.objects.bulk_create([OperatorNonce(address=address, next_nonce=on_chain)], ignore_conflicts=True)
         row = OperatorNonce.objects.select_for_update().get(address=address)
+    return row
+
+
+def _nonce_next(row: OperatorNonce) -> int:
     nonce = row.next_nonce
     row.next_nonce += 1
     row.save(update_fields=["next_nonce"])
     return nonce
 
 
+def operator_nonce_take(*, address: str, w3: Web3) -> int:
+    """The operator's next nonce, taken under its row lock (call inside a transaction)."""
+    return _nonce_next(_nonce_row(address, w3))
+
+
+def _pending() -> QuerySet[CashMovement]:
+    # Zero amounts (positions closed worthless at expiry) move nothing on chain.
+    return (CashMovement.objects.filter(origin__in=ON_CHAIN_ORIGINS, currency__token_address__isnull=False)
+            .exclude(amount=0).exclude(trackings__state__in=LIVE_TRACKING_STATES))
+
+
+def _pending_groups(size: int, budget: int) -> Iterator[list[list[CashMovement]]]:
+    """Pending movements as groups of chunks, each group sent in its order: an origin's chunks (the house
+    receives before it pays), origins in booking order (by id, not by name), then each currency's
+    withdrawals a chunk at a time. Reads one origin, or the withdrawals ``budget`` batches need, at a time."""
+    after, seen = 0, set()
+    while True:
+        origins = list(_pending().exclude(origin=CashMovementOrigin.WITHDRAWAL)
+                       .values("currency_id", "origin", "origin_ref").annotate(first_id=Min("id"))
+                       .filter(first_id__gt=after).order_by("first_id")[:PENDING_PAGE])
+        for key in origins:
+            first_id = key.pop("first_id")
+            if tuple(key.values()) not in seen:  # an origin partly sent this run comes back with a higher first id
+                seen.add(tuple(key.values()))
+                yield _chunks(list(_pending().filter(**key).select_related("client", "currency").order_by("id")), size)
+            after = first_id
+        if len(origins) < PENDING_PAGE:
+            break
+    currencies = (_pending().filter(origin=CashMovementOrigin.WITHDRAWAL).values_list("currency_id", flat=True)
+                  .distinct().order_by("currency_id"))
+    for currency_id in list(currencies):
+        releases = list(_pending().filter(origin=CashMovementOrigin.WITHDRAWAL, currency_id=currency_id)
+                        .select_related("client", "currency").order_by("id")[:size * budget])
+        for start in range(0, len(releases), size):
+            yield [releases[start:start + size]]
+
+
+def _failures(movement_ids: list[int]) -> tuple[int, datetime | None]:
+    """How often the most failed of these movements failed on chain, and when the last failure was."""
+    failed = list(CashMovementTracking.objects.filter(cash_movement_id__in=movement_ids, state=TrackingState.FAILED)
+                  .values("cash_movement_id").annotate(n=Count("id"), last=Max("updated_at")))
+    if not failed:
+        return 0, None
+    return max(f["n"] for f in failed), max(f["last"] for f in failed)
+
+
+def _retry_at(chunk: list[CashMovement]) -> datetime | None:
+    """When a chunk that failed on chain may be sent again: the wait doubles with each failure."""
+    failures, last = _failures([m.pk for m in chunk])
+    if not failures:
+        return None
+    wait = settings.CCP_SETTLEMENT_RETRY_BASE * 2 ** min(failures - 1, 20)
+    return last + min(wait, settings.CCP_SETTLEMENT_RETRY_MAX)
+
+
 def settlement_submit(*, chain: FundLockClient, operator: LocalAccount, house: str, now: datetime,
                       batch_max: int | None = None) -> list[SettlementBatch]:
-    """Send every pending on-chain cash movement in settle batches. Each batch's trackings and its
+    """Send pending on-chain cash movements in settle (and release) batches, at most
+    CCP_SETTLEMENT_BATCHES_PER_RUN per run and none while CCP_SETTLEMENT_IN_FLIGHT_MAX are unconfirmed.
+    A chunk that failed on chain waits (CCP_SETTLEMENT_RETRY_BASE, doubling per failure up to
+    CCP_SETTLEMENT_RETRY_MAX), and its origin's later chunks wait behind it. Each batch's trackings and its
     signed transaction are committed before it is sent; a send that fails is re-sent by
-    ``settlement_confirm``. Nonces come from a locked row, so two workers never share one."""
+    ``settlement_confirm``. Nonces come from a locked row; a chunk another worker sent meanwhile is skipped."""
     now = require_aware(now)
     size = batch_max or settings.CCP_SETTLEMENT_BATCH_MAX
-    # Zero amounts (positions closed worthless at expiry) move nothing on chain.
-    pending = (CashMovement.objects.filter(origin__in=ON_CHAIN_ORIGINS, currency__token_address__isnull=False)
-               .exclude(amount=0).exclude(trackings__state__in=LIVE_TRACKING_STATES)
-               .select_related("client", "currency").order_by("id"))
-    by_origin: dict[tuple, list[CashMovement]] = defaultdict(list)
-    releases: dict[int, list[CashMovement]] = defaultdict(list)
-    for movement in pending:
-        if movement.origin == CashMovementOrigin.WITHDRAWAL:
-            releases[movement.currency_id].append(movement)
-        else:
-            by_origin[(movement.currency_id, movement.origin, movement.origin_ref)].append(movement)
-    sent = []
-    for movements in by_origin.values():  # origins in the order they were booked (by id), not by name
-        for chunk in _chunks(movements, size):
-            sent.append(_submit_chunk(chain, operator, house, chunk, now))
-    for _, movements in sorted(releases.items()):
-        for start in range(0, len(movements), size):
-            sent.append(_submit_chunk(chain, operator, house, movements[start:start + size], now))
-    return [batch for batch in sent if batch is not None]
+    in_flight = SettlementBatch.objects.filter(state=BatchState.SUBMITTED).count()
+    budget = min(settings.CCP_SETTLEMENT_BATCHES_PER_RUN, settings.CCP_SETTLEMENT_IN_FLIGHT_MAX - in_flight)
+    sent: list[SettlementBatch] = []
+    if budget <= 0:
+        return sent
+    for group in _pending_groups(size, budget):
+        for chunk in group:
+            if (retry_at := _retry_at(chunk)) is not None and retry_at > now:
+                break
+            if (batch := _submit_chunk(chain, operator, house, chunk, now)) is None:
+                break
+            sent.append(batch)
+            if len(sent) == budget:
+                return sent
+    return sent
 
 
 def _batch_call(chunk: list[CashMovement], house: str) -> tuple[bool, list[str], list[int]]:
@@ -203,96 +287,263 @@ def _submit_chunk(chain, operator, house, chunk: list[CashMovement], now) -> Set
                     message=f"Cash movements of {chunk[0].origin_ref} cannot be settled exactly: {exc}")
         return None
     batch_id = _batch_id([m.pk for m in chunk])
-    with transaction.atomic():
-        nonce = operator_nonce_take(address=operator.address.lower(), w3=chain.w3)
-        gas_price = chain.w3.eth.gas_price
-        signed = _sign(chain, operator, release, batch_id, currency, clients, amounts, nonce, gas_price)
-        return _record(batch_id.to_0x_hex(), currency, signed, gas_price, chunk, chain, now)
+    if chain.applied(batch_id):  # the contract has it, nothing here says so (a database restored from backup?)
+        alert_raise(key=f"settlement:applied:{batch_id.to_0x_hex()}", kind=AlertKind.RECONCILIATION, now=now, message=(
+            f"Batch {batch_id.to_0x_hex()} ({len(chunk)} movements of {chunk[0].origin_ref}) is applied on chain but "
+            "not confirmed here; it is not sent again. Compare the chain with the settlement batches."))
+        return None
+    try:
+        with transaction.atomic():
+            row = _nonce_row(operator.address.lower(), chain.w3)
+            # Every sender waits for that lock, so a worker that sent this chunk meanwhile has committed it.
+            if CashMovementTracking.objects.filter(cash_movement__in=chunk, state__in=LIVE_TRACKING_STATES).exists():
+                return None
+            nonce = _nonce_next(row)
+            gas_price = chain.w3.eth.gas_price
+            signed = _sign(chain, operator, release, batch_id, currency, clients, amounts, nonce, gas_price)
+            return _record(batch_id.to_0x_hex(), currency, signed, gas_price, chunk, chain, now)
+    except IntegrityError:  # another worker sent it after all: its batch stands, this one rolled back
+        logger.info("batch %s was sent by another worker", batch_id.to_0x_hex())
+        return None
 
 
 @transaction.atomic
-def _replace(chain: FundLockClient, operator: LocalAccount, house: str, batch: SettlementBatch,
-             now: datetime) -> None:
-    """Send a stuck batch again with the same nonce and a higher gas price; only one of the two can be
-    mined, and either applies the same batch id once."""
+def _resign(chain: FundLockClient, operator: LocalAccount, house: str, batch: SettlementBatch, *, nonce: int,
+            gas_price: int, now: datetime) -> bool:
+    """Sign a submitted batch again, same batch id and movements, with this nonce and gas price; the old
+    transaction becomes 'replaced'. If both are mined, the first applies the batch id and the other reverts.
+    Locks the batch row: False if it is no longer submitted."""
     batch = SettlementBatch.objects.select_for_update().get(pk=batch.pk)
     if batch.state != BatchState.SUBMITTED:
-        return
+        return False
     trackings = CashMovementTracking.objects.select_related("cash_movement__client", "cash_movement__currency").filter(
         tx_hash=batch.tx_hash, state=TrackingState.SUBMITTED).order_by("cash_movement_id")
     chunk = [t.cash_movement for t in trackings]
     release, clients, amounts = _batch_call(chunk, house)
-    gas_price = max(int(batch.gas_price) * 5 // 4 + 1, chain.w3.eth.gas_price)
-    signed = _sign(chain, operator, release, bytes.fromhex(batch.batch_id[2:]), batch.currency, clients, amounts,
-                   batch.nonce, gas_price)
+    signed = _sign(chain, operator, release, _batch_bytes(batch), batch.currency, clients, amounts, nonce, gas_price)
     batch.state, batch.updated_at = BatchState.REPLACED, now
     batch.save(update_fields=["state", "updated_at"])
     trackings.update(state=TrackingState.REPLACED, updated_at=now)
     _record(batch.batch_id, batch.currency, signed, gas_price, chunk, chain, now)
+    return True
 
 
-def _send(chain: FundLockClient, signed: SignedTx) -> None:
+def _send(chain: FundLockClient, signed: SignedTx) -> str:
+    """Send a signed transaction; '' or the node's refusal (down, already known, nonce too low: settlement_confirm
+    looks again)."""
     try:
         chain.send(signed)
-    except Exception as exc:  # the node is down, or already has it: settlement_confirm re-sends
+    except Exception as exc:
         logger.warning("sending %s failed (%s); it will be re-sent", signed.tx_hash, exc)
+        return str(exc) or type(exc).__name__
+    return ""
+
+
+def _receipt(chain: FundLockClient, batch: SettlementBatch) -> dict | None:
+    """The receipt that decides a submitted batch: a successful one of any transaction of its batch id (one
+    replaced, or re-signed with another nonce), else its own failed one or a failed one with its nonce."""
+    own = chain.receipt(batch.tx_hash)
+    if own is not None and own["status"] == 1:
+        return own
+    decided = own
+    for tx_hash, nonce in (SettlementBatch.objects.filter(batch_id=batch.batch_id, state=BatchState.REPLACED)
+                           .values_list("tx_hash", "nonce")):
+        receipt = chain.receipt(tx_hash)
+        if receipt is not None and receipt["status"] == 1:
+            return receipt
+        if receipt is not None and nonce == batch.nonce:
+            decided = decided or receipt
+    return decided
 
 
 def settlement_confirm(*, chain: FundLockClient, now: datetime, operator: LocalAccount | None = None,
                        house: str = "") -> dict[str, int]:
-    """Follow every submitted batch: re-send it while the node does not know it, replace it (same nonce,
-    higher gas price) when it is stuck longer than CCP_SETTLEMENT_REPLACE_AFTER, confirm it once its
-    receipt (or a replaced sibling's: same nonce, only one is mined) is CCP_CHAIN_CONFIRMATIONS deep
-    (settle value -> fundlock, in one transaction), or mark it failed so its movements are sent again
-    under the same batch id. Safe to run twice."""
+    """Follow the submitted batches, lowest nonce first, at most CCP_SETTLEMENT_IN_FLIGHT_MAX:
+    - mined CCP_CHAIN_CONFIRMATIONS deep (its own transaction or another of its batch id): confirmed
+      (settle value -> fundlock, one transaction) if it succeeded or the contract applied its batch id
+      anyway, else failed (its movements are sent again under the same batch id after a wait);
+    - not mined, and its nonce below the operator's mined transaction count (another transaction took it):
+      confirmed if the contract applied its batch id, else re-signed with a fresh nonce (a nonce resync);
+    - not mined, the lowest such, and its nonce above that count for CCP_SETTLEMENT_REPLACE_AFTER (it waits
+      behind a nonce nothing fills): a nonce resync too;
+    - not mined, pending in the node for CCP_SETTLEMENT_REPLACE_AFTER: replaced (same nonce, higher gas
+      price); otherwise sent again.
+    First, recently confirmed batches are checked against the contract: one the chain lost is moved back and
+    sent again (with an alert and a nonce resync). An alert for a batch unconfirmed longer than
+    CCP_SETTLEMENT_ALERT_AFTER. Without ``operator`` nothing is signed. Counts only what this run changed
+    (a batch another worker settled meanwhile is not counted). Safe to run twice and concurrently."""
     now = require_aware(now)
-    head = chain.head()
-    counts = {"confirmed": 0, "failed": 0, "resent": 0, "replaced": 0}
-    for batch in SettlementBatch.objects.filter(state=BatchState.SUBMITTED).order_by("nonce"):
-        receipt = chain.receipt(batch.tx_hash) or next(filter(None, (
-            chain.receipt(tx) for tx in SettlementBatch.objects.filter(
-                batch_id=batch.batch_id, nonce=batch.nonce, state=BatchState.REPLACED).values_list("tx_hash", flat=True)
-        )), None)
-        if receipt is None:
-            stuck = now - batch.updated_at >= settings.CCP_SETTLEMENT_REPLACE_AFTER
-            if operator is not None and stuck and chain.pending(batch.tx_hash):
-                _replace(chain, operator, house or operator.address, batch, now)
-                counts["replaced"] += 1
-            else:
-                _send(chain, SignedTx(batch.tx_hash, bytes(batch.raw_tx), batch.nonce))
-                counts["resent"] += 1
-        elif receipt["blockNumber"] <= head - settings.CCP_CHAIN_CONFIRMATIONS:
-            counts["confirmed" if receipt["status"] == 1 else "failed"] += 1
-            _batch_settle(batch, receipt, now)
+    counts = {"confirmed": 0, "failed": 0, "resent": 0, "replaced": 0, "resigned": 0, "lost": 0}
+    counts["lost"] = _confirmed_recheck(chain, now)
+    # The mined count is read before any receipt: a nonce below it went to a mined transaction for good.
+    mined = chain.nonce(operator.address) if operator is not None else None
+    safe = chain.head() - settings.CCP_CHAIN_CONFIRMATIONS
+    resync = counts["lost"] > 0
+    batches = list(SettlementBatch.objects.filter(state=BatchState.SUBMITTED).order_by("nonce", "id")
+                   [:settings.CCP_SETTLEMENT_IN_FLIGHT_MAX])
+    first_sent = dict(SettlementBatch.objects.filter(batch_id__in=[b.batch_id for b in batches]).exclude(
+        state=BatchState.FAILED).values("batch_id").annotate(first=Min("created_at")).values_list("batch_id", "first"))
+    lowest = True
+    for batch in batches:
+        if (receipt := _receipt(chain, batch)) is not None:
+            if receipt["blockNumber"] <= safe:
+                applied = receipt["status"] == 1 or chain.applied(_batch_bytes(batch), safe)
+                if _batch_settle(batch, receipt["blockNumber"], applied, now):
+                    counts["confirmed" if applied else "failed"] += 1
+            continue
+        waiting_first, lowest = lowest, False
+        _unconfirmed_alert(batch, first_sent.get(batch.batch_id, batch.created_at), now)
+        if mined is not None and batch.nonce < mined:
+            if chain.applied(_batch_bytes(batch), safe):  # applied by a transaction not tracked here
+                counts["confirmed"] += _batch_settle(batch, safe, True, now)
+            elif not chain.applied(_batch_bytes(batch)):  # (applied but not yet deep: wait)
+                resync = True
+            continue
+        stuck = now - batch.updated_at >= settings.CCP_SETTLEMENT_REPLACE_AFTER
+        if mined is not None and waiting_first and batch.nonce > mined and stuck:
+            resync = True
+        elif operator is not None and stuck and chain.pending(batch.tx_hash):
+            counts["replaced"] += _resign(chain, operator, house or operator.address, batch, nonce=batch.nonce,
+                                          gas_price=max(int(batch.gas_price) * 5 // 4 + 1, chain.w3.eth.gas_price),
+                                          now=now)
+        else:
+            refused = _send(chain, SignedTx(batch.tx_hash, bytes(batch.raw_tx), batch.nonce))
+            counts["resent"] += 1
+            resync = resync or "nonce too low" in refused.lower()
+    if resync and operator is not None:
+        counts["resigned"] = operator_nonce_resync(chain=chain, operator=operator, house=house or operator.address,
+                                                   now=now)
     return counts
 
 
+def operator_nonce_resync(*, chain: FundLockClient, operator: LocalAccount, house: str, now: datetime) -> int:
+    """Take the operator's nonce from the chain again, and re-sign under their own batch ids, with fresh
+    nonces, the submitted batches that cannot be mined as they are: those whose nonce another transaction
+    took, and those behind a nonce nothing fills. Afterwards the unmined batches hold the nonces right
+    after the operator's mined transaction count, without a gap, and the nonce row follows them. A batch
+    whose id the contract already applied is left to confirmation, never signed again. Locks the nonce
+    row (nothing is signed meanwhile), then each re-signed batch. Safe to run twice: a second run finds
+    the nonces in place. Returns how many batches were re-signed."""
+    now = require_aware(now)
+    with transaction.atomic():
+        row = _nonce_row(operator.address.lower(), chain.w3)
+        mined = chain.nonce(operator.address)  # under the lock and before the receipts
+        waiting = [batch for batch in SettlementBatch.objects.filter(state=BatchState.SUBMITTED).order_by("nonce", "id")
+                   if _receipt(chain, batch) is None and not chain.applied(_batch_bytes(batch))]
+        keep = 0  # those already in place keep their nonce (and their transaction in the node)
+        while keep < len(waiting) and waiting[keep].nonce == mined + keep:
+            keep += 1
+        # Above every price in flight, so a re-signed transaction replaces whatever waits at its nonce.
+        gas_price = max([chain.w3.eth.gas_price, *(int(b.gas_price) * 5 // 4 + 1 for b in waiting)])
+        resigned = sum(_resign(chain, operator, house, batch, nonce=mined + offset, gas_price=gas_price, now=now)
+                       for offset, batch in enumerate(waiting[keep:], start=keep))
+        if row.next_nonce != mined + len(waiting) or resigned:
+            logger.warning("operator nonce resynced from the chain: next %s (was %s), %s batches re-signed",
+                           mined + len(waiting), row.next_nonce, resigned)
+        row.next_nonce = mined + len(waiting)
+        row.save(update_fields=["next_nonce"])
+    return resigned
+
+
+def _unconfirmed_alert(batch: SettlementBatch, first_sent_at: datetime, now: datetime) -> None:
+    if now - first_sent_at >= settings.CCP_SETTLEMENT_ALERT_AFTER:
+        alert_raise(key=f"settlement:unconfirmed:{batch.batch_id}", kind=AlertKind.SETTLEMENT_STUCK, now=now, message=(
+            f"Settlement batch {batch.batch_id} ({batch.movements_count} movements, nonce {batch.nonce}) is not "
+            f"confirmed since it was first sent at {first_sent_at:%Y-%m-%d %H:%M:%S} UTC. Check the node and the "
+            "operator account (gas funds, transactions sent from it outside the clearing house)."))
+
+
+def _confirmed_recheck(chain: FundLockClient, now: datetime) -> int:
+    """Check the newest batches confirmed in the last CCP_SETTLEMENT_RECHECK_BLOCKS blocks (or above the
+    head) against the contract's ``applied``, and move back those the chain lost. Returns how many."""
+    head = chain.head()
+    recent = SettlementBatch.objects.filter(state=BatchState.CONFIRMED,
+                                            block_number__gte=head - settings.CCP_SETTLEMENT_RECHECK_BLOCKS)
+    if deployed := ChainContract.objects.filter(name="FundLock", address=chain.address).first():
+        recent = recent.filter(updated_at__gte=deployed.created_at)  # an earlier deployment's batches are not here
+    lost = 0
+    for batch in recent.order_by("-block_number", "-id")[:RECHECK_MAX]:
+        if chain.applied(_batch_bytes(batch)):
+            continue
+        try:
+            lost += _batch_unsettle(batch, head, now)
+        except IntegrityError as exc:  # a fund lock would go negative: the books need an operator
+            alert_raise(key=f"reorg:settlement:{batch.batch_id}", kind=AlertKind.CHAIN_REORG, now=now, message=(
+                f"Settlement batch {batch.batch_id}, confirmed in block {batch.block_number}, is no longer applied "
+                f"on chain (head {head}) and cannot be moved back: {exc}"))
+    return lost
+
+
+def _amounts(trackings: list[CashMovementTracking]) -> dict[tuple[int, int], Decimal]:
+    """The trackings' amounts per (client, currency)."""
+    moved: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    for tracking in trackings:
+        moved[(tracking.cash_movement.client_id, tracking.cash_movement.currency_id)] += tracking.cash_movement.amount
+    return moved
+
+
 @transaction.atomic
-def _batch_settle(batch: SettlementBatch, receipt: dict, now: datetime) -> None:
+def _batch_unsettle(batch: SettlementBatch, head: int, now: datetime) -> int:
+    """Move a confirmed batch the chain lost back to submitted, with its trackings; its amounts go from
+    fundlock back into settle value and its withdrawals are pending again. settlement_confirm then sends it
+    again (same transaction, or re-signed if its nonce was taken). Locks the batch row, then the fund locks."""
+    batch = SettlementBatch.objects.select_for_update().get(pk=batch.pk)
+    if batch.state != BatchState.CONFIRMED:
+        return 0
+    trackings = list(CashMovementTracking.objects.select_related("cash_movement").filter(
+        tx_hash=batch.tx_hash, state=TrackingState.CONFIRMED).order_by("id"))
+    moved = _amounts(trackings)
+    balances_publish(fund_locks_adjust(settle_value=moved, order_value={}, lockup_value={},
+                                       fundlock={k: -v for k, v in moved.items()}, now=now).values())
+    CashMovementTracking.objects.filter(pk__in=[t.pk for t in trackings]).update(
+        state=TrackingState.SUBMITTED, block_number=None, updated_at=now)
+    Withdrawal.objects.filter(cash_movement_id__in=[t.cash_movement_id for t in trackings],
+                              state=WithdrawalState.RELEASED).update(state=WithdrawalState.PENDING, released_at=None)
+    alert_raise(key=f"reorg:settlement:{batch.batch_id}", kind=AlertKind.CHAIN_REORG, now=now, message=(
+        f"Settlement batch {batch.batch_id} ({batch.movements_count} movements), confirmed in block "
+        f"{batch.block_number}, is no longer applied on chain (head {head}): a reorganisation deeper than "
+        f"{settings.CCP_CHAIN_CONFIRMATIONS} blocks, or the node lost state. Its amounts are back in settle "
+        "value and it is being sent again."))
+    batch.state, batch.block_number, batch.updated_at = BatchState.SUBMITTED, None, now
+    batch.save(update_fields=["state", "block_number", "updated_at"])
+    return 1
+
+
+@transaction.atomic
+def _batch_settle(batch: SettlementBatch, block_number: int, applied: bool, now: datetime) -> bool:
+    """Confirm a batch the contract applied (settle value -> fundlock, withdrawals released), or fail one it
+    did not (its movements are sent again after a wait; an alert after CCP_SETTLEMENT_ALERT_FAILURES).
+    Locks the batch row, then the fund locks: False if another worker settled the batch first."""
     batch = SettlementBatch.objects.select_for_update().get(pk=batch.pk)
     if batch.state != BatchState.SUBMITTED:
-        return
+        return False
     trackings = list(CashMovementTracking.objects.select_related("cash_movement").filter(
         tx_hash=batch.tx_hash, state=TrackingState.SUBMITTED).order_by("id"))
-    if receipt["status"] != 1:
+    alert_resolve(key=f"settlement:unconfirmed:{batch.batch_id}", now=now)
+    if not applied:
         batch.state = BatchState.FAILED
         CashMovementTracking.objects.filter(pk__in=[t.pk for t in trackings]).update(
             state=TrackingState.FAILED, updated_at=now)
+        failures, _ = _failures([t.cash_movement_id for t in trackings])
+        if failures >= settings.CCP_SETTLEMENT_ALERT_FAILURES:
+            alert_raise(key=f"settlement:failing:{batch.batch_id}", kind=AlertKind.SETTLEMENT_STUCK, now=now, message=(
+                f"Settlement batch {batch.batch_id} ({batch.movements_count} movements) failed on chain {failures} "
+                f"times (last in block {block_number}); it is sent again less and less often. Check its "
+                "transaction's revert reason and the balances on chain."))
     else:
-        batch.state, batch.block_number = BatchState.CONFIRMED, receipt["blockNumber"]
+        batch.state, batch.block_number = BatchState.CONFIRMED, block_number
         CashMovementTracking.objects.filter(pk__in=[t.pk for t in trackings]).update(
-            state=TrackingState.CONFIRMED, block_number=receipt["blockNumber"], updated_at=now)
-        moved: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
-        for tracking in trackings:
-            movement = tracking.cash_movement
-            moved[(movement.client_id, movement.currency_id)] += movement.amount
+            state=TrackingState.CONFIRMED, block_number=block_number, updated_at=now)
+        moved = _amounts(trackings)
         # The chain now holds what was pending: fundlock gains it, settle value loses it.
         balances_publish(fund_locks_adjust(settle_value={k: -v for k, v in moved.items()}, order_value={},
                                            lockup_value={}, fundlock=moved, now=now).values())
         Withdrawal.objects.filter(cash_movement_id__in=[t.cash_movement_id for t in trackings]).update(
             state=WithdrawalState.RELEASED, released_at=now)
+        alert_resolve(key=f"settlement:failing:{batch.batch_id}", now=now)
     batch.updated_at = now
     batch.save(update_fields=["state", "block_number", "updated_at"])
+    return True
 
 
 

@@ -1,16 +1,64 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.template.response import TemplateResponse
 
 from ccp.clock import utcnow
+from ccp.errors import ApplicationError
 from ccp.system.models import Edge, OperatorAlert
-from ccp.system.services import alert_resolve
+from ccp.system.services import alert_resolve, edge_rewind
+
+
+class EdgeRewindForm(forms.Form):
+    block_number = forms.IntegerField(required=False, min_value=0, label="Back to block",
+                                      help_text="the loop reads again from the block after this one")
+    blocks_back = forms.IntegerField(required=False, min_value=1, label="Or this many blocks back")
+
+    def __init__(self, *args, edge: Edge, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.edge = edge
+
+    def clean(self):
+        data = super().clean()
+        block, back = data.get("block_number"), data.get("blocks_back")
+        if (block is None) == (back is None):
+            raise forms.ValidationError("Give either a block or a number of blocks back.")
+        data["target"] = block if block is not None else max(self.edge.block_number - back, 0)
+        return data
 
 
 @admin.register(Edge)
 class EdgeAdmin(admin.ModelAdmin):
     list_display = ["name", "at", "block_number", "updated_at"]
     search_fields = ["name"]
+    actions = ["rewind"]
 
-    # Edges are moved by the background loops only.
+    @admin.action(description="Move the edge back (read those blocks again)", permissions=["rewind"])
+    def rewind(self, request, queryset):
+        """After a reorganisation or a node that lost blocks: an intermediate page asks how far back."""
+        edges = list(queryset.exclude(block_number=None))
+        if len(edges) != 1:
+            self.message_user(request, "Select one edge of blocks.", messages.ERROR)
+            return None
+        edge = edges[0]
+        form = EdgeRewindForm(request.POST if "apply" in request.POST else None, edge=edge)
+        if form.is_valid():
+            try:
+                edge = edge_rewind(name=edge.name, block_number=form.cleaned_data["target"], now=utcnow())
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+            else:
+                self.message_user(request, f"{edge.name} moved back to block {edge.block_number}; it reads again "
+                                           "from the next block (what it already credited is not credited twice).")
+                return None
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "edge": edge, "form": form,
+                   "title": f"Move {edge.name} back", "action_checkbox_name": ACTION_CHECKBOX_NAME}
+        return TemplateResponse(request, "admin/system/edge/rewind.html", context)
+
+    def has_rewind_permission(self, request):
+        return request.user.is_superuser
+
+    # Edges are moved forward by the background loops only.
     def has_add_permission(self, request):
         return False
 

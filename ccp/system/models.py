@@ -35,6 +35,7 @@ class AlertKind(models.TextChoices):
     RECONCILIATION = "reconciliation", "fund locks differ from chain"
     EXPIRY_SETTLEMENT = "expiry_settlement", "expiry payoffs could not be booked"
     PRICES_STALE = "prices_stale", "no fresh spot price from any venue"
+    SETTLEMENT_STUCK = "settlement_stuck", "settlement batch failing or unconfirmed"
 
 
 class OperatorAlert(models.Model):

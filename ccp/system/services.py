@@ -3,6 +3,7 @@ from datetime import datetime
 from django.db import transaction
 
 from ccp.clock import require_aware
+from ccp.errors import ApplicationError
 from ccp.streams import SYSTEM_GROUP, stream_publish
 from ccp.system.models import Edge, OperatorAlert
 
@@ -31,6 +32,25 @@ def edge_advance(*, name: str, now: datetime, at: datetime | None = None, block_
     if changed:
         edge.updated_at = now
         edge.save(update_fields=[*changed, "updated_at"])
+    return edge
+
+
+@transaction.atomic
+def edge_rewind(*, name: str, block_number: int, now: datetime) -> Edge:
+    """Move a block edge back to ``block_number`` (an operator's action after a reorganisation, or after
+    the node lost blocks): its loop reads again from the next block. The loops key what they credit by
+    what they read (deposits by transaction hash and log index), so reading again credits nothing twice.
+    The block hash is forgotten: the loop's reorg check starts again from its next advance.
+    Locks the edge row; refuses to move it forward or below block 0."""
+    now = require_aware(now)
+    edge = Edge.objects.select_for_update().filter(name=name).first()
+    if edge is None or edge.block_number is None:
+        raise ApplicationError(f"{name} is not an edge of blocks.", code="edge_not_blocks")
+    if not 0 <= block_number <= edge.block_number:
+        raise ApplicationError(f"{name} can only move back, to a block from 0 to {edge.block_number}.",
+                               code="edge_not_back", extra={"block_number": edge.block_number})
+    edge.block_number, edge.block_hash, edge.updated_at = block_number, "", now
+    edge.save(update_fields=["block_number", "block_hash", "updated_at"])
     return edge
 
 

@@ -1,50 +1,20 @@
 """Deposits and settlement against a real EVM (py-evm through eth-tester): the FundLock contract as
 deployed from its committed artifact, the backend's monitor and settlement services on top."""
 
+from datetime import timedelta
 from decimal import Decimal as D
 
 import pytest
-from eth_account import Account
-from web3 import EthereumTesterProvider, Web3
 
 from ccp.accounts.models import FundLock
-from ccp.settlement.chain.artifacts import load_artifact
-from ccp.settlement.chain.client import FundLockClient
 from ccp.settlement.models import CashMovement, CashMovementTracking, Deposit, SettlementBatch
-from ccp.settlement.services import deposits_monitor, reconciliation_run, settlement_confirm, settlement_submit
+from ccp.settlement.services import deposits_monitor, reconciliation_run
 from ccp.system.models import OperatorAlert
 from tests.conftest import NOW
-from tests.factories import ContractFactory, CurrencyFactory
+from tests.factories import ContractFactory
+from tests.settlement.evm import GAS, deposit
 
 pytestmark = pytest.mark.django_db
-GAS = 5_000_000
-
-
-@pytest.fixture
-def chain(settings):
-    settings.CCP_CHAIN_CONFIRMATIONS = 3
-    w3 = Web3(EthereumTesterProvider())
-    funder, alice, bob = w3.eth.accounts[:3]
-    operator = Account.create()
-    w3.eth.send_transaction({"from": funder, "to": operator.address, "value": 10**20})
-
-    def deploy(name, *args):
-        art = load_artifact(name)
-        tx = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor(*args).transact(
-            {"from": funder, "gas": GAS})
-        return w3.eth.contract(address=w3.eth.wait_for_transaction_receipt(tx).contractAddress, abi=art["abi"])
-
-    token = deploy("TestToken", "USD Coin", "USDC", 6)
-    fund_lock = deploy("FundLock", operator.address)
-    usdc = CurrencyFactory(symbol="USDC", decimals=6, token_address=token.address.lower())
-    house = Account.create().address
-    return w3, token, fund_lock, FundLockClient(w3, fund_lock.address), operator, usdc, (alice, bob), house
-
-
-def deposit(w3, token, fund_lock, who, units):
-    token.functions.mint(who, units).transact({"from": w3.eth.accounts[0], "gas": GAS})
-    token.functions.approve(fund_lock.address, units).transact({"from": who, "gas": GAS})
-    fund_lock.functions.deposit(token.address, units).transact({"from": who, "gas": GAS})
 
 
 def test_confirmed_deposits_register_clients_once(chain):
@@ -70,20 +40,6 @@ def test_a_reorg_deeper_than_the_confirmations_stops_the_monitor_with_an_alert(c
     assert deposits_monitor(chain=client, now=NOW) == 0
     assert OperatorAlert.objects.get(resolved_at__isnull=True).kind == "chain_reorg"
     assert list(Deposit.objects.values_list("client__address", flat=True)) == [alice.lower()]
-
-
-@pytest.fixture
-def settle_all(django_capture_on_commit_callbacks):
-    """Submit (sending after commit, as in production), mine past the confirmations, confirm."""
-
-    def run(w3, client, operator, house, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            batches = settlement_submit(chain=client, operator=operator, house=house, now=NOW, **kwargs)
-        w3.testing.mine(3)
-        settlement_confirm(chain=client, now=NOW)
-        return batches
-
-    return run
 
 
 def test_cash_movements_settle_once_and_balances_on_chain_equal_fund_locks(chain, settle_all):
@@ -137,7 +93,8 @@ def test_a_failed_batch_is_sent_again_under_the_same_batch_id(chain, settle_all)
         CashMovement.objects.create(client=fund.client, currency=usdc, amount=amount, origin="auction",
                                     origin_ref="auction-9", created_at=NOW)
     first = settle_all(w3, client, operator, house)
-    second = settle_all(w3, client, operator, house)
+    assert settle_all(w3, client, operator, house) == []  # it waits before it is sent again
+    second = settle_all(w3, client, operator, house, now=NOW + timedelta(seconds=30))
     assert [b.state for b in SettlementBatch.objects.order_by("id")] == ["failed", "failed"]
     assert first[0].batch_id == second[0].batch_id and first[0].nonce + 1 == second[0].nonce
     assert FundLock.objects.get(client__address=alice.lower()).fundlock == D("1")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import TransactionNotFound
+from web3.exceptions import BlockNotFound, TransactionNotFound
 
 from ccp.settlement.chain.artifacts import load_artifact
 
@@ -52,8 +52,12 @@ class FundLockClient:
     def head(self) -> int:
         return self.w3.eth.block_number
 
-    def block_hash(self, number: int) -> str:
-        return self.w3.eth.get_block(number)["hash"].to_0x_hex()
+    def block_hash(self, number: int) -> str | None:
+        """The hash of block ``number``, or None if the node does not have it (it lost blocks)."""
+        try:
+            return self.w3.eth.get_block(number)["hash"].to_0x_hex()
+        except BlockNotFound:
+            return None
 
     def deposits(self, from_block: int, to_block: int) -> list[DepositLog]:
         logs = self.contract.events.Deposit.get_logs(from_block=from_block, to_block=to_block)
@@ -66,8 +70,12 @@ class FundLockClient:
         return self.contract.functions.balances(Web3.to_checksum_address(token),
                                                 Web3.to_checksum_address(client)).call(block_identifier=block)
 
-    def applied(self, batch_id: bytes) -> bool:
-        return self.contract.functions.applied(batch_id).call()
+    def applied(self, batch_id: bytes, block: int | str = "latest") -> bool:
+        return self.contract.functions.applied(batch_id).call(block_identifier=block)
+
+    def nonce(self, address: str) -> int:
+        """How many transactions ``address`` has in mined blocks: its next nonce once the pool is empty."""
+        return self.w3.eth.get_transaction_count(Web3.to_checksum_address(address), "latest")
 
     def sign_settle(self, *, operator: LocalAccount, batch_id: bytes, token: str, clients: list[str],
                     amounts: list[int], nonce: int, gas_price: int) -> SignedTx:
