@@ -9,9 +9,11 @@ import logging
 import math
 from typing import Any
 
+from django import db
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
+from psycopg_pool import PoolTimeout
 from rest_framework import exceptions as drf
 from rest_framework import status
 from rest_framework.response import Response
@@ -63,7 +65,12 @@ STATUS_CODES: dict[int, tuple[str, str]] = {
     413: ("body_too_large", "The request body is too large."),
     429: ("throttled", "Too many requests."),
     500: ("internal_error", "Internal error; the request may not have been applied."),
+    503: ("unavailable", "The clearing house cannot reach its database; retry shortly."),
 }
+
+# The database is down or restarting (its connection died, or none could be had in time): not a
+# bug, not the client's fault; the request changed nothing that committed.
+UNAVAILABLE_RETRY_AFTER_S = 5
 
 
 def _status_response(request, status: int, page, *args) -> HttpResponse:
@@ -140,6 +147,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
             extra["retry_after_s"] = int(headers["Retry-After"])
         return Response(error_body(code, str(exc.detail), extra), status=exc.status_code, headers=headers)
+    if isinstance(exc, (db.OperationalError, db.InterfaceError, PoolTimeout)):
+        logger.warning("database unavailable: %s", exc)
+        return Response(error_body(*STATUS_CODES[503], {"retry_after_s": UNAVAILABLE_RETRY_AFTER_S}),
+                        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
     logger.exception("unhandled API error", exc_info=exc)
     return Response(error_body("internal_error", "Internal error; the request may not have been applied."),
                     status=status.HTTP_500_INTERNAL_SERVER_ERROR)

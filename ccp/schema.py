@@ -32,6 +32,7 @@ _ERRORS = {
     "413": "request body over the limit (body_too_large)",
     "415": "a body that is not application/json (unsupported_media_type)",
     "429": "over a throttle (throttled): retry after the Retry-After header's seconds",
+    "503": "the database cannot be reached (unavailable): nothing was changed, retry after Retry-After",
 }
 
 

@@ -1,7 +1,10 @@
 """Issue 10, class 4: one error shape everywhere, and refusals a client can read."""
 
 import pytest
+from django.db import InterfaceError, OperationalError
+from psycopg_pool import PoolTimeout
 
+from ccp.errors import api_exception_handler
 from tests.edge.conftest import error_of
 from tests.factories import ClientFactory
 
@@ -46,3 +49,11 @@ def test_a_refused_stream_completes_the_handshake_and_closes_with_its_code(serve
     assert served.ws_exchange("/ws/v1/private") == ([], 4401)
     assert served.ws_exchange("/ws/v1/private?token=nonsense") == ([], 4401)
     assert served.ws_exchange("/ws/v1/book/NOPE-USDC-20261225-100000-C") == ([], 4404)
+
+
+@pytest.mark.parametrize("error", [OperationalError("the connection is closed"), InterfaceError("gone"),
+                                   PoolTimeout("couldn't get a connection after 30.00 sec")])
+def test_a_database_outage_is_a_503_to_retry_not_a_500(error):
+    response = api_exception_handler(error, {})
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response.data["code"] == "unavailable" and response.data["extra"] == {"retry_after_s": 5}

@@ -24,7 +24,8 @@ from ccp.settlement.services import WithdrawalAsk, deposits_monitor, settlement_
 from ccp.system.invariants import invariants_check
 from tests.conftest import NOW
 from tests.factories import EXPIRY, ContractFactory, FundLockFactory, ReceivedOrderFactory
-from tests.settlement.test_chain_flow import chain, deposit, settle_all  # noqa: F401 - fixtures
+from tests.settlement.conftest import chain, settle_all  # noqa: F401 - fixtures
+from tests.settlement.evm import deposit
 
 pytestmark = pytest.mark.django_db
 
