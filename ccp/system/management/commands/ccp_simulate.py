@@ -7,6 +7,7 @@ With a chain configured (bin/run starts anvil and deploys FundLock) traders depo
 deposit monitor credits them; without one, deposits credit the fund lock directly.
 """
 
+import collections
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ from ccp.settlement.models import ChainContract
 from ccp.settlement.services import operator_nonce_take, token_units
 
 logger = logging.getLogger("ccp.simulator")
+MAX_RESTING = 40  # orders a simulated trader keeps; it cancels its oldest beyond that
 SPOT = {"BTC": Decimal(100000), "ETH": Decimal(3500)}  # notional spot for fair values until prices land
 TOP_UP_BELOW, TOP_UP = Decimal(200000), Decimal(1000000)
 
@@ -54,6 +56,7 @@ class Trader:
         self.account = Account.from_key(hashlib.sha256(f"ccp-simulated-trader-{n}".encode()).digest())
         self.token = ""
         self.sent = 0
+        self.resting: collections.deque[int] = collections.deque()  # ids of its orders, oldest first
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         request = urllib.request.Request(self.base_url + path, method=method,
@@ -166,6 +169,12 @@ class Command(BaseCommand):
             status, order = trader.call("POST", "/api/v1/orders", body)
         logger.info("%s %s %s %s @ %s -> %s %s", trader.account.address[:10], side, quantity, contract["symbol"],
                     price, status, order.get("state") or order.get("code"))
+        if status == 202:
+            trader.resting.append(order["id"])
+        # Like a market maker requoting: the oldest quotes go, so the book stays fresh and no wallet
+        # runs into the open-order cap (an order filled meanwhile answers order_not_open: fine).
+        while len(trader.resting) > MAX_RESTING:
+            trader.call("POST", f"/api/v1/orders/{trader.resting.popleft()}/cancel")
 
     def _wait_for(self, url: str, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
