@@ -69,7 +69,7 @@ class PrivateConsumer(StreamConsumer):
 
     def _api_token(self) -> ApiToken | None:
         headers = dict(self.scope.get("headers", []))
-        query = parse_qs(self.scope.get("query_string", b"").decode())
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         try:
             token = bearer_token(headers.get(b"authorization", b"")) or (query.get("token") or [None])[0]
             if not token:

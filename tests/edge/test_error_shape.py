@@ -57,3 +57,4 @@ def test_a_database_outage_is_a_503_to_retry_not_a_500(error):
     response = api_exception_handler(error, {})
     assert response.status_code == 503 and response["Retry-After"] == "5"
     assert response.data["code"] == "unavailable" and response.data["extra"] == {"retry_after_s": 5}
+
