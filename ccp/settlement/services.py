@@ -577,10 +577,11 @@ def withdrawal_request(*, client: Client, currency: Currency, amount: Decimal, n
 def reconciliation_run(*, chain: FundLockClient, now: datetime) -> list[str]:
     """Compare every on-chain fund lock with the contract's balance at the block the deposit monitor
     has reached, and raise an operator alert for each drift (resolved once they agree again).
-    Clients with a settlement batch still in flight are checked on a later run."""
+    Clients with a settlement batch still in flight are checked on a later run, and nothing is compared
+    while the node lacks the edge's block (the deposit monitor has raised an alert for that)."""
     now = require_aware(now)
     edge = Edge.objects.filter(name=DEPOSITS_EDGE).first()
-    if edge is None:
+    if edge is None or edge.block_number > chain.head():
         return []
     in_flight = set(CashMovementTracking.objects.filter(state=TrackingState.SUBMITTED)
                     .values_list("cash_movement__client_id", flat=True))
