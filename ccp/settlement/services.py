@@ -425,7 +425,7 @@ def settlement_confirm(*, chain: FundLockClient, now: datetime, operator: LocalA
         stuck = now - batch.updated_at >= settings.CCP_SETTLEMENT_REPLACE_AFTER
         if mined is not None and waiting_first and batch.nonce > mined and stuck:
             resync = True
-        elif operator is not None and stuck and chain.pending(batch.tx_hash):
+        elif operator is not None and stuck and not resync and chain.pending(batch.tx_hash):  # (a resync re-signs)
             counts["replaced"] += _resign(chain, operator, house or operator.address, batch, nonce=batch.nonce,
                                           gas_price=max(int(batch.gas_price) * 5 // 4 + 1, chain.w3.eth.gas_price),
                                           now=now)
