@@ -142,12 +142,20 @@ class Redis:
 
 @dataclass
 class Anvil:
-    """A local Ethereum node; with a state file it keeps the chain across runs (like the database)."""
+    """A local Ethereum node; with a state file it keeps the chain across runs (like the database).
+
+    anvil writes its state file on SIGTERM and, with ``--state-interval``, every ``state_interval``
+    seconds (1, the shortest it takes, unless CCP_ANVIL_STATE_INTERVAL_SECONDS says otherwise): a SIGKILL
+    loses at most the last interval's blocks. anvil rewrites the file in place (truncate, then write), so a
+    kill during a write leaves a torn file it refuses to load; ``start`` then keeps the torn file aside and
+    starts from the copy of the last state it loaded (taken at each start), or else from an empty chain.
+    """
 
     port: int
     state_file: Path | None = None
     block_time: int | None = None
     proc: subprocess.Popen | None = None
+    state_interval: int = field(default_factory=lambda: env_int("CCP_ANVIL_STATE_INTERVAL_SECONDS", 1))
 
     def start(self) -> None:
         binary = os.environ.get("CCP_ANVIL") or shutil.which("anvil")
@@ -156,11 +164,42 @@ class Anvil:
         argv = [binary, "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", "31337", "--silent"]
         if self.block_time:
             argv += ["--block-time", str(self.block_time)]
-        if self.state_file:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            argv += ["--state", str(self.state_file)]
+        if not self.state_file:
+            if not self._launch(argv):
+                sys.exit("[ccp] anvil did not start")
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        argv += ["--state", str(self.state_file), "--state-interval", str(self.state_interval)]
+        backup, loading = (self.state_file.with_name(self.state_file.name + suffix) for suffix in (".bak", ".loading"))
+        if self.state_file.exists():  # copied before anvil starts rewriting it; kept once anvil has loaded it
+            shutil.copyfile(self.state_file, loading)
+        if not self._launch(argv):
+            if not self.state_file.exists():
+                sys.exit("[ccp] anvil did not start")
+            torn = self.state_file.with_name(self.state_file.name + ".torn")
+            self.state_file.replace(torn)
+            loading.unlink(missing_ok=True)
+            if backup.exists():
+                shutil.copyfile(backup, self.state_file)
+            log(f"anvil could not load {self.state_file} (a kill while it wrote it?): kept as {torn.name}; "
+                + ("starting from the state of the previous start" if backup.exists() else "starting a new chain"))
+            if not self._launch(argv):
+                sys.exit("[ccp] anvil did not start")
+        if loading.exists():
+            loading.replace(backup)
+
+    def _launch(self, argv: list[str], timeout_s: float = 30.0) -> bool:
+        """Start anvil; True once it listens, False if it exited (e.g. it could not load the state file)."""
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
-        wait_port(self.port, "anvil")
+        deadline = time.monotonic() + timeout_s
+        while port_free(self.port):
+            if self.proc.poll() is not None:
+                return False
+            if time.monotonic() > deadline:
+                self.stop()
+                sys.exit(f"[ccp] anvil did not open port {self.port} within {timeout_s:.0f} s")
+            time.sleep(0.05)
+        return True
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -2,15 +2,23 @@
 
 - The deposit monitor reads FundLock ``Deposit`` logs only up to (head - confirmations), registers new
   clients, credits their fund locks and advances its edge in the same transaction. A reorg shallower
-  than the confirmation depth never reaches it; a deeper one changes the hash of the edge's block,
-  which stops the monitor and raises an operator alert instead of crediting anything twice.
+  than the confirmation depth never reaches it; a deeper one changes the hash of the edge's block (or
+  the node lost that block), which stops the monitor with an operator alert at once instead of crediting
+  anything twice. An operator moves the edge back (``ccp.system.services.edge_rewind``): deposits are
+  keyed by (transaction hash, log index), so reading blocks again credits nothing twice.
 - Settlement packs pending cash movements (auctions, expiries: each origin sums to zero) into
   ``settle`` transactions of at most ``batch_max`` movements. A larger origin is split into chunks,
   each balanced by a movement on the house account, in an order that keeps the house balance
   non-negative (its movements sum to zero over the origin). Trackings with the transaction hash are
   written before the transaction is sent; a confirmed receipt (after the confirmation depth) moves
   each amount from settle value into fundlock. A failed transaction is retried under the same batch
-  id, which the contract applies once.
+  id, which the contract applies once, after a wait that doubles with each failure.
+- Settlement heals itself. The operator's nonces come from one locked row; when transactions sent from
+  the operator's key outside the backend take nonces the backend gave to batches (or leave a nonce
+  nothing fills), the row is taken from the chain again and those batches are re-signed under their own
+  batch ids with fresh nonces. A batch id the contract has applied is confirmed, never sent again.
+  Recently confirmed batches are checked against the contract: one a deep reorg lost is moved back
+  (fundlock into settle value) and sent again. Operator alerts for batches failing or unconfirmed too long.
 """
 
 from __future__ import annotations
@@ -287,12 +295,9 @@ def _submit_chunk(chain, operator, house, chunk: list[CashMovement], now) -> Set
                     message=f"Cash movements of {chunk[0].origin_ref} cannot be settled exactly: {exc}")
         return None
     batch_id = _batch_id([m.pk for m in chunk])
-    if chain.applied(batch_id):  # the contract has it, nothing here says so (a database restored from backup?)
-        alert_raise(key=f"settlement:applied:{batch_id.to_0x_hex()}", kind=AlertKind.RECONCILIATION, now=now, message=(
-            f"Batch {batch_id.to_0x_hex()} ({len(chunk)} movements of {chunk[0].origin_ref}) is applied on chain but "
-            "not confirmed here; it is not sent again. Compare the chain with the settlement batches."))
-        return None
     try:
+        if chain.applied(batch_id):
+            return _revive(chain, batch_id.to_0x_hex(), chunk, now)
         with transaction.atomic():
             row = _nonce_row(operator.address.lower(), chain.w3)
             # Every sender waits for that lock, so a worker that sent this chunk meanwhile has committed it.
@@ -305,6 +310,26 @@ def _submit_chunk(chain, operator, house, chunk: list[CashMovement], now) -> Set
     except IntegrityError:  # another worker sent it after all: its batch stands, this one rolled back
         logger.info("batch %s was sent by another worker", batch_id.to_0x_hex())
         return None
+
+
+def _revive(chain: FundLockClient, batch_id: str, chunk: list[CashMovement], now: datetime) -> SettlementBatch | None:
+    """A pending chunk whose batch id the contract applied already is never sent again. If one of its
+    transactions recorded as replaced did it (mined after its successor failed), that transaction is the
+    batch's again, for confirmation; otherwise an operator alert (nothing here knows that transaction)."""
+    with transaction.atomic():
+        for batch in SettlementBatch.objects.select_for_update().filter(batch_id=batch_id, state=BatchState.REPLACED):
+            if (receipt := chain.receipt(batch.tx_hash)) is not None and receipt["status"] == 1:
+                batch.state, batch.updated_at = BatchState.SUBMITTED, now
+                batch.save(update_fields=["state", "updated_at"])
+                CashMovementTracking.objects.bulk_create([
+                    CashMovementTracking(cash_movement=m, state=TrackingState.SUBMITTED, batch_id=batch_id,
+                                         tx_hash=batch.tx_hash, created_at=now, updated_at=now) for m in chunk])
+                return batch
+    alert_raise(key=f"settlement:applied:{batch_id}", kind=AlertKind.RECONCILIATION, now=now, message=(
+        f"Batch {batch_id} ({len(chunk)} movements of {chunk[0].origin_ref}) is applied on chain by a transaction "
+        "not recorded here (a database restored from a backup?); it is not sent again. Compare the chain with "
+        "the settlement batches."))
+    return None
 
 
 @transaction.atomic
@@ -377,7 +402,7 @@ def settlement_confirm(*, chain: FundLockClient, now: datetime, operator: LocalA
     counts["lost"] = _confirmed_recheck(chain, now)
     # The mined count is read before any receipt: a nonce below it went to a mined transaction for good.
     mined = chain.nonce(operator.address) if operator is not None else None
-    safe = chain.head() - settings.CCP_CHAIN_CONFIRMATIONS
+    safe = max(chain.head() - settings.CCP_CHAIN_CONFIRMATIONS, 0)
     resync = counts["lost"] > 0
     batches = list(SettlementBatch.objects.filter(state=BatchState.SUBMITTED).order_by("nonce", "id")
                    [:settings.CCP_SETTLEMENT_IN_FLIGHT_MAX])
@@ -402,7 +427,7 @@ def settlement_confirm(*, chain: FundLockClient, now: datetime, operator: LocalA
         stuck = now - batch.updated_at >= settings.CCP_SETTLEMENT_REPLACE_AFTER
         if mined is not None and waiting_first and batch.nonce > mined and stuck:
             resync = True
-        elif operator is not None and stuck and chain.pending(batch.tx_hash):
+        elif operator is not None and stuck and not resync and chain.pending(batch.tx_hash):  # (a resync re-signs)
             counts["replaced"] += _resign(chain, operator, house or operator.address, batch, nonce=batch.nonce,
                                           gas_price=max(int(batch.gas_price) * 5 // 4 + 1, chain.w3.eth.gas_price),
                                           now=now)
@@ -617,10 +642,11 @@ def withdrawal_request(*, client: Client, ask: WithdrawalAsk, now: datetime) -> 
 def reconciliation_run(*, chain: FundLockClient, now: datetime) -> list[str]:
     """Compare every on-chain fund lock with the contract's balance at the block the deposit monitor
     has reached, and raise an operator alert for each drift (resolved once they agree again).
-    Clients with a settlement batch still in flight are checked on a later run."""
+    Clients with a settlement batch still in flight are checked on a later run, and nothing is compared
+    while the node lacks the edge's block (the deposit monitor has raised an alert for that)."""
     now = require_aware(now)
     edge = Edge.objects.filter(name=DEPOSITS_EDGE).first()
-    if edge is None:
+    if edge is None or edge.block_number > chain.head():
         return []
     in_flight = set(CashMovementTracking.objects.filter(state=TrackingState.SUBMITTED)
                     .values_list("cash_movement__client_id", flat=True))

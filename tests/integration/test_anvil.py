@@ -1,7 +1,6 @@
 """End to end on a real local node (anvil, started by bin/test): deposit -> registration -> sign-in ->
 order -> auction -> settlement -> the contract's balances equal the fund locks."""
 
-import os
 from datetime import timedelta
 from decimal import Decimal as D
 
@@ -16,7 +15,6 @@ from ccp.clock import utcnow
 from ccp.contracts.models import Currency
 from ccp.matching.services import auction_apply, auction_close, auction_open, auction_solve
 from ccp.matching.tasks import auction_settings
-from ccp.settlement.chain.artifacts import load_artifact
 from ccp.settlement.chain.connect import web3_for
 from ccp.settlement.models import ChainContract, Deposit, OperatorNonce, SettlementBatch
 from ccp.settlement.services import DEPOSITS_EDGE
@@ -28,41 +26,10 @@ from ccp.settlement.tasks import (
 )
 from ccp.system.models import Edge
 from tests.factories import ContractFactory, CurrencyFactory
+from tests.integration.anvil import ANVIL_URL, OPERATOR, TRADERS, deposit, mine
 
-ANVIL_URL = os.environ.get("ANVIL_URL", "")
-# anvil's well-known development keys (accounts 0, 1, 2): never for real funds
-OPERATOR = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-TRADERS = ["0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
-           "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"]
 pytestmark = [pytest.mark.skipif(not ANVIL_URL, reason="needs anvil: run bin/test"),
               pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def chain(settings):
-    settings.CCP_CHAIN_URL, settings.CCP_CHAIN_OPERATOR_KEY, settings.CCP_CHAIN_CONFIRMATIONS = ANVIL_URL, OPERATOR, 2
-    w3 = web3_for(ANVIL_URL)
-    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
-    CurrencyFactory(symbol="USDC", decimals=6)
-    call_command("chain_deploy", url=ANVIL_URL, operator_key=OPERATOR, demo_token="USDC", verbosity=0)
-    usdc = Currency.objects.get(symbol="USDC")
-    token = w3.eth.contract(address=w3.to_checksum_address(usdc.token_address), abi=load_artifact("TestToken")["abi"])
-    fund_lock = w3.eth.contract(address=w3.to_checksum_address(ChainContract.objects.get().address),
-                                abi=load_artifact("FundLock")["abi"])
-    yield w3, token, fund_lock, usdc
-    w3.provider.make_request("evm_revert", [snapshot])
-
-
-def mine(w3, blocks):
-    w3.provider.make_request("anvil_mine", [blocks])
-
-
-def deposit(w3, token, fund_lock, who, units):
-    operator = Account.from_key(OPERATOR).address
-    for call, sender in ((token.functions.mint(who, units), operator),
-                         (token.functions.approve(fund_lock.address, units), who),
-                         (fund_lock.functions.deposit(token.address, units), who)):
-        assert w3.eth.wait_for_transaction_receipt(call.transact({"from": sender})).status == 1
 
 
 def sign_in(account) -> APIClient:
@@ -78,7 +45,7 @@ def test_deposit_to_settlement_leaves_the_contract_equal_to_the_fund_locks(chain
     from celery_app import app
 
     w3, token, fund_lock, usdc = chain
-    alice, bob = (Account.from_key(k) for k in TRADERS)
+    alice, bob = (Account.from_key(k) for k in TRADERS[:2])
     for trader in (alice, bob):
         deposit(w3, token, fund_lock, trader.address, 100_000_000_000)  # 100,000 USDC
     mine(w3, 2)
@@ -139,7 +106,7 @@ def test_a_stuck_settlement_is_replaced_and_applied_once(chain, settings):
     from ccp.settlement.models import CashMovement
 
     w3, token, fund_lock, usdc = chain
-    alice, bob = (Account.from_key(k) for k in TRADERS)
+    alice, bob = (Account.from_key(k) for k in TRADERS[:2])
     for trader in (alice, bob):
         deposit(w3, token, fund_lock, trader.address, 10_000_000)
     mine(w3, 2)

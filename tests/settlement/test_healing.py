@@ -195,3 +195,27 @@ def test_a_confirmed_batch_the_chain_lost_is_moved_back_and_settles_once(funded,
     assert beat.confirm()["confirmed"] == 1
     assert_settled_once(client, token, movements)
     assert OperatorNonce.objects.get().next_nonce == client.nonce(operator.address)
+
+
+def test_a_replaced_transaction_mined_after_its_successor_failed_is_confirmed_not_sent_again(funded, beat):
+    w3, token, fund_lock, client, operator, usdc, (alice, bob), house = funded
+    # The books hold 1000 more for alice than the chain does: the batch reverts until that arrives on chain.
+    FundLock.objects.filter(client__address=alice.lower()).update(fundlock=D("2000"))
+    book(usdc, "auction-1", {alice: D("-1500"), bob: D("1500")})
+    gap = client.nonce(operator.address)
+    OperatorNonce.objects.create(address=operator.address.lower(), next_nonce=gap + 1)  # a nonce nothing used
+    [first] = beat.submit()  # behind the unused nonce: the node does not mine it
+    later = NOW + timedelta(minutes=2)
+    assert beat.confirm(now=later)["resigned"] == 1  # stuck behind a gap: re-signed into it
+    w3.testing.mine(3)
+    assert beat.confirm(now=later)["failed"] == 1  # the re-signed one reverted
+    deposit(w3, token, fund_lock, alice, 1_000_000_000)
+    client.send(services.SignedTx(first.tx_hash, bytes(first.raw_tx), first.nonce))  # the node still had the first
+    assert client.receipt(first.tx_hash)["status"] == 1
+    w3.testing.mine(3)
+    assert beat.submit(now=later + timedelta(seconds=30)) == [first]  # its batch again, not a new transaction
+    assert beat.confirm(now=later + timedelta(seconds=30))["confirmed"] == 1
+    assert CashMovementTracking.objects.filter(state="confirmed").count() == 2
+    assert len(fund_lock.events.BatchSettled.get_logs(from_block=0, to_block="latest")) == 1
+    assert client.balance(token.address, alice) == 500_000_000
+    assert not OperatorAlert.objects.filter(resolved_at=None).exists()
