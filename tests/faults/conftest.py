@@ -192,6 +192,8 @@ def stack():
         fault_stack.stop()
         print(f"--- processes.log\n{(root / 'processes.log').read_text()[-6000:]}"
               if (root / "processes.log").exists() else "")
+        if os.environ.get("CCP_FAULTS_KEEP_LOG"):
+            shutil.copy(root / "processes.log", os.environ["CCP_FAULTS_KEEP_LOG"])
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -311,8 +313,10 @@ class OrderLoad:
     def statuses(self) -> Counter:
         return Counter(status for s in self.sent for status in s.statuses)
 
-    def accepted_since(self, since: float) -> int:
-        return sum(1 for s in self.sent if s.at >= since and 202 in s.statuses)
+    def accepted_since(self, since: float, until: float = float("inf")) -> list[int]:
+        """Ids of the orders first sent from ``since`` (until ``until``) and answered 202."""
+        with self._lock:
+            return [s.order_id for s in self.sent if since <= s.at < until and 202 in s.statuses]
 
 
 @pytest.fixture
@@ -332,16 +336,20 @@ def wait_auction_applied(stack: FaultStack, timeout_s: float = 60) -> None:
 
 def assert_recovered(stack: FaultStack, load: OrderLoad, fault_over: float) -> float:
     """Within RECOVERY_S of the fault's end: every auction opened before it is applied, an auction got
-    applied after it (the pair clears again), and an order sent after it was answered 202. Returns the
-    seconds it took."""
+    applied after it (the pair clears again), and the orders sent in the first 10 s after it were
+    answered 202 and validated, every one (a worker process that kept a dead connection would fail
+    its share). Returns the seconds it took."""
     over = datetime.fromtimestamp(fault_over, UTC)
 
     def cleared() -> bool:
         rows = stack.sql("SELECT opened_at < %s, state, applied_at > %s FROM matching_auction "
                          "WHERE opened_at > %s - interval '10 min'", [over, over, over])
-        return (all(state == "applied" for before, state, _ in rows if before)
-                and any(applied_after for _, _, applied_after in rows)
-                and load.accepted_since(fault_over) > 0)
+        if not (all(state == "applied" for before, state, _ in rows if before)
+                and any(applied_after for _, _, applied_after in rows) and time.time() > fault_over + 10):
+            return False
+        sent = load.accepted_since(fault_over, until=fault_over + 10)
+        waiting = stack.sql("SELECT COUNT(*) FROM orders_order WHERE id = ANY(%s) AND state = 'received'", [sent])
+        return bool(sent) and waiting[0][0] == 0
 
     while time.time() < fault_over + RECOVERY_S:
         if cleared():
@@ -349,8 +357,9 @@ def assert_recovered(stack: FaultStack, load: OrderLoad, fault_over: float) -> f
         time.sleep(0.25)
     auctions = stack.sql("SELECT id, state, opened_at, closed_at, solved_at, applied_at FROM matching_auction "
                          "ORDER BY id DESC LIMIT 3")
+    waiting = stack.sql("SELECT COUNT(*) FROM orders_order WHERE state = 'received'")[0][0]
     raise AssertionError(f"not clearing {RECOVERY_S} s after the fault ({over}): last auctions {auctions}, "
-                         f"answers {load.statuses()}")
+                         f"{waiting} orders waiting for validation, answers {load.statuses()}")
 
 
 def assert_end_state(stack: FaultStack, load: OrderLoad) -> None:

@@ -35,7 +35,7 @@ def test_postgres_restarted_under_order_load(stack, load):
     load.start()
     wait_auction_applied(stack)
     time.sleep(3)
-    stack.restart_postgres(down_s=3)
+    stack.restart_postgres(down_s=5)
     fault_over = time.time()
     assert_recovered(stack, load, fault_over)
     time.sleep(3)
