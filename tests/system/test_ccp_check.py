@@ -19,12 +19,13 @@ from ccp.matching.services import auction_apply, auction_close, auction_open, au
 from ccp.matching.tasks import auction_settings
 from ccp.orders.services import order_cancel, order_validate
 from ccp.risk.models import Lockup, Position
-from ccp.settlement.models import CashMovement
+from ccp.settlement.models import CashMovement, ChainContract
 from ccp.settlement.services import DEPOSITS_EDGE, deposits_monitor, settlement_submit, withdrawal_request
 from ccp.system.invariants import invariants_check
 from ccp.system.models import Edge
 from tests.conftest import NOW
 from tests.factories import EXPIRY, ContractFactory, CurrencyFactory, FundLockFactory, ReceivedOrderFactory
+from tests.processes import free_port
 from tests.settlement.test_chain_flow import chain, deposit, settle_all  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
@@ -194,9 +195,6 @@ def test_an_auction_still_running_is_not_a_violation(booked):
 
 
 def test_a_chain_that_does_not_answer_is_exit_2_not_a_violation(settings, now):
-    from ccp.settlement.models import ChainContract
-    from tests.processes import free_port
-
     settings.CCP_CHAIN_URL = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     ChainContract.objects.create(name="FundLock", address="0x" + "22" * 20, chain_id=31337, deployed_block=0,
                                  created_at=now)
