@@ -5,10 +5,56 @@ Configuration comes from Django settings (``CELERY_*``); tasks are found in each
 
 import os
 
-from celery import Celery
+from celery import Celery, Task, signals
+from django.db import InterfaceError, OperationalError
+from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccp.settings")
 
-app = Celery("ccp")
+
+def _connparams_of_open_connection(connparams):
+    """kombu 5.7: when Redis goes away, the worker's consumer collects its connection (the transport
+    forgets its client) and then closes it; closing the channel restores its unacknowledged messages,
+    which needs a Redis client built from that forgotten client, and the AttributeError ('NoneType'
+    object has no attribute 'hostname') escaped every handler: the worker exited. A closed connection
+    is a connection error, which the close and the consumer's reconnect already handle; the messages
+    stay in Redis's unacked set (restored after the visibility timeout; lost with Redis itself)."""
+
+    def checked(channel, *args, **kwargs):
+        if channel.connection.client is None:
+            raise kombu_redis.redis.exceptions.ConnectionError("the broker connection was already closed")
+        return connparams(channel, *args, **kwargs)
+
+    return checked
+
+
+kombu_redis.Channel._connparams = _connparams_of_open_connection(kombu_redis.Channel._connparams)
+
+
+class ClearingTask(Task):
+    """Every task of the clearing house: one that lost its database connection (PostgreSQL restarted,
+    a pooled connection timed out, a deadlock victim) is retried after 1, 2, 4, 8, 16 s (jittered)
+    instead of waiting for the stale-order sweep or the auction resume. Every task is idempotent."""
+
+    autoretry_for = (OperationalError, InterfaceError)
+    max_retries = 5
+    retry_backoff = 1
+    retry_backoff_max = 16
+
+
+app = Celery("ccp", task_cls=ClearingTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_postrun.connect
+def connections_release(task=None, **kwargs) -> None:
+    """After every task, failed or not, give its database connections back as a request does: to the
+    pool, which drops a broken one (PostgreSQL restarted) and checks the next before handing it out.
+    Celery's own fixup keeps them for CELERY_DB_REUSE_MAX tasks, so one dead connection failed every
+    task of its process for minutes. Eager tasks run inside their caller's transaction: left alone."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -81,9 +81,14 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": dj_database_url.config(default="postgres://ccp@127.0.0.1:15439/ccp")}
+# Health checks: a pooled connection is checked before it is handed out (the pool's check_connection),
+# a persistent one before it is reused, so after PostgreSQL restarts a dead connection is replaced
+# instead of failing requests and tasks.
+DATABASES = {"default": dj_database_url.config(default="postgres://ccp@127.0.0.1:15439/ccp",
+                                               conn_health_checks=True)}
 # A connection pool per process: under ASGI every request runs in a new thread, so persistent
-# connections (CONN_MAX_AGE) would open a PostgreSQL session per request.
+# connections (CONN_MAX_AGE) would open a PostgreSQL session per request. Requests and tasks return
+# their connection to the pool when they end (celery_app.py for tasks).
 if env_bool("CCP_DB_POOL", True):
     pool_size = int(os.environ.get("CCP_DB_POOL_SIZE", "20"))
     DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": pool_size, "timeout": 30}}
@@ -120,7 +125,9 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CCP_CELERY_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Keep a worker's database connection across tasks instead of reconnecting for each one.
+# Celery's Django fixup closes the whole connection pool of a prefork worker process every this many
+# tasks (without it: after every task, a new PostgreSQL session each). Each task hands its connection
+# back to the pool when it ends (celery_app.py), so a connection broken by a restart is dropped at once.
 CELERY_DB_REUSE_MAX = 1000
 
 CHANNEL_LAYERS = {

@@ -33,7 +33,6 @@ from ccp.settlement.services import DEPOSITS_EDGE
 
 # Origins whose movements are one balanced journal each: premiums of an auction, payoffs of an expiry.
 BALANCED_ORIGINS = (CashMovementOrigin.AUCTION, CashMovementOrigin.EXPIRY)
-SHOWN_IDS = 5  # ids named per violation; the count says how many there are
 
 
 @dataclass(frozen=True)
@@ -68,9 +67,8 @@ def _rows(sql: str, params: Iterable = ()) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _ids(ids: list[int], count: int) -> str:
-    shown = ", ".join(map(str, ids[:SHOWN_IDS]))
-    return shown if count <= SHOWN_IDS else f"{shown} and {count - SHOWN_IDS} more"
+def _orders(first_id: int, count: int) -> str:
+    return f"order {first_id}" if count == 1 else f"order {first_id} and {count - 1} more alike"
 
 
 def _m(value: Decimal | None) -> str:
@@ -131,9 +129,9 @@ def order_values(contracts: Callable[[], dict[int, Contract]]) -> list[Violation
     (contract, side, price, remaining) is computed once."""
     rows = _rows("""
         SELECT contract_id, side, price, quantity - filled_quantity, order_value, state = ANY(%s),
-               COUNT(*), (ARRAY_AGG(id ORDER BY id))[1:%s]
+               COUNT(*), MIN(id)
         FROM orders_order WHERE state = ANY(%s) OR order_value <> 0
-        GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 8""", [sorted(BOOK_STATES), SHOWN_IDS, sorted(BOOK_STATES)])
+        GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 8""", [sorted(BOOK_STATES), sorted(BOOK_STATES)])
     terms = {pk: c.terms for pk, c in contracts().items()}
 
     @functools.cache
@@ -141,14 +139,14 @@ def order_values(contracts: Callable[[], dict[int, Contract]]) -> list[Violation
         return order_value(terms[contract_id], side, price, remaining)
 
     violations = []
-    for contract_id, side, price, remaining, held, on_book, count, ids in rows:
+    for contract_id, side, price, remaining, held, on_book, count, first_id in rows:
         try:
             want = expected(contract_id, side, price, remaining) if on_book else ZERO
         except ValueError as exc:  # e.g. a price outside the contract's bounds
-            violations.append(Violation("order_value_wrong", f"orders {_ids(ids, count)}: no value ({exc})"))
+            violations.append(Violation("order_value_wrong", f"{_orders(first_id, count)}: no value ({exc})"))
             continue
         if held != want:
-            violations.append(Violation("order_value_wrong", f"orders {_ids(ids, count)}: order value {_m(held)}, "
+            violations.append(Violation("order_value_wrong", f"{_orders(first_id, count)}: order value {_m(held)}, "
                                         f"should be {_m(want)} ({side} {_m(remaining)} left at {_m(price)})"))
     return violations
 

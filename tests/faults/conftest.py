@@ -1,14 +1,16 @@
 """A clearing house of the fault tests' own, on the real stack, and the checks each fault ends with.
 
-PostgreSQL and Redis are bin/stack.py's ``Postgres`` and ``Redis`` on free ports (not pytest's own
-database: they are restarted under load). The database is migrated and seeded (the demo series,
-funded traders), then daphne, a Celery worker and beat run under bin/run's supervisor
-(``run_children``), as ``bin/run`` starts them. Traders sign in with their wallets and send orders
-over HTTP from threads of the test. Every process is stopped by its pid.
+PostgreSQL, Redis and anvil are bin/stack.py's ``Postgres``, ``Redis`` and ``Anvil`` on free ports (not
+pytest's own: they are restarted under load). The database is migrated and seeded with the demo series,
+FundLock is deployed, the traders deposit on chain; then daphne, a Celery worker and beat run under
+bin/run's supervisor (``run_children``), as ``bin/run`` starts them, and the deposit monitor credits
+the traders. Traders sign in with their wallets and send orders over HTTP from threads of the test.
+Every process is stopped (or paused) by its pid.
 
 A fault test ends with ``assert_recovered`` (auctions clear again within 30 s of the fault, the API
 answers 202 again) and ``assert_end_state``: every order answered 202 exists and was validated, each
-applied auction's fills were booked exactly once, and ``manage.py ccp_check`` exits 0.
+applied auction's fills were booked exactly once, and ``manage.py ccp_check`` exits 0 (with the chain:
+fund locks equal the contract's balances, every confirmed batch applied).
 """
 
 from __future__ import annotations
@@ -46,13 +48,42 @@ BOOK_LOCK = 7001  # ccp.db's advisory lock namespace of a pair's book
 
 SEED = """
 from decimal import Decimal
-from ccp.accounts.services import client_register, fund_lock_credit
-from ccp.clock import utcnow
+from django.conf import settings
+from django.db import transaction
+from eth_account import Account
 from ccp.contracts.models import Currency
+from ccp.settlement.chain.artifacts import load_artifact
+from ccp.settlement.chain.connect import operator_account, web3_for
+from ccp.settlement.models import ChainContract
+from ccp.settlement.services import operator_nonce_take, token_units
+
+w3 = web3_for(settings.CCP_CHAIN_URL)
 usdc = Currency.objects.get(symbol="USDC")
-for address in {addresses!r}:
-    client = client_register(address=address, now=utcnow())
-    fund_lock_credit(client=client, currency=usdc, amount=Decimal({funds!r}), now=utcnow())
+token = w3.eth.contract(address=w3.to_checksum_address(usdc.token_address), abi=load_artifact("TestToken")["abi"])
+vault = w3.eth.contract(address=w3.to_checksum_address(ChainContract.objects.get(name="FundLock").address),
+                        abi=load_artifact("FundLock")["abi"])
+operator = operator_account(settings.CCP_CHAIN_OPERATOR_KEY)
+units = token_units(Decimal({funds!r}), usdc.decimals)
+traders = [Account.from_key(key) for key in {keys!r}]
+
+def send(signer, call, nonce):
+    tx = call.build_transaction({{"from": signer.address, "nonce": nonce, "gas": 200_000,
+                                  "gasPrice": w3.eth.gas_price}})
+    return w3.eth.send_raw_transaction(signer.sign_transaction(tx).raw_transaction)
+
+def mined(hashes):
+    for tx in hashes:
+        assert w3.eth.wait_for_transaction_receipt(tx, timeout=60).status == 1
+
+minted = []
+for trader in traders:
+    w3.provider.make_request("anvil_setBalance", [trader.address, hex(10**20)])
+    with transaction.atomic():  # settlement takes the operator's nonces from this row too
+        nonce = operator_nonce_take(address=operator.address.lower(), w3=w3)
+    minted.append(send(operator, token.functions.mint(trader.address, units), nonce))
+mined(minted)
+mined([tx for trader in traders for tx in (send(trader, token.functions.approve(vault.address, units), 0),
+                                            send(trader, vault.functions.deposit(token.address, units), 1))])
 """
 
 
@@ -66,10 +97,12 @@ class FaultStack:
         self.root = root
         self.pg = stack.Postgres(root / "pg", free_port(), fast=True)
         self.redis = stack.Redis(free_port())
+        self.anvil = stack.Anvil(port=free_port(), block_time=1)  # blocks go on, so confirmations come
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_url = self.pg.url("ccp")
-        self.env = {**os.environ, "DATABASE_URL": self.db_url, "REDIS_URL": self.redis.url(), "CCP_CHAIN_URL": "",
+        self.env = {**os.environ, "DATABASE_URL": self.db_url, "REDIS_URL": self.redis.url(),
+                    "CCP_CHAIN_URL": self.anvil.url(), "CCP_CHAIN_OPERATOR_KEY": stack.ANVIL_OPERATOR_KEY,
                     "PYTHONUNBUFFERED": "1", "CCP_SIGNIN_DOMAIN": f"127.0.0.1:{self.port}",
                     # the load's traders all sign in from one address and send in bursts
                     "CCP_THROTTLE_SIGNIN_IP": "", "CCP_THROTTLE_ORDERS": ""}
@@ -82,13 +115,18 @@ class FaultStack:
         self.pg.start()
         self.pg.ensure_database("ccp")
         self.redis.start()
+        self.anvil.start()
         self.manage("migrate", "--noinput", "-v", "0")
         self.manage("ccp_demo")
-        addresses = [account.address for account in trader_accounts()]
-        self.manage("shell", "-c", SEED.format(addresses=addresses, funds=str(FUNDS)))
+        self.manage("chain_deploy", "--url", self.env["CCP_CHAIN_URL"], "--operator-key",
+                    self.env["CCP_CHAIN_OPERATOR_KEY"], "--demo-token", "USDC")
+        traders = trader_accounts()
+        self.manage("shell", "-c", SEED.format(funds=str(FUNDS), keys=[t.key.to_0x_hex() for t in traders]))
         self.supervisor = Supervisor(bin_stack().ops_children("127.0.0.1", self.port), self.root / "processes.log",
                                      env=self.env)
         wait_for(lambda: self._get("/api/v1/health"), 60, "daphne to serve")
+        wait_for(lambda: self.sql("SELECT COUNT(*) FROM accounts_fundlock WHERE fundlock >= %s", [FUNDS])[0][0]
+                 == len(traders), 60, "the deposit monitor to credit the traders")
 
     def stop(self) -> None:
         if self.supervisor is not None:
@@ -96,6 +134,7 @@ class FaultStack:
         if self._db is not None:
             with contextlib.suppress(psycopg.Error):
                 self._db.close()
+        self.anvil.stop()
         self.redis.stop()
         self.pg.stop()
 
@@ -124,6 +163,42 @@ class FaultStack:
         self.pg.stop()
         time.sleep(down_s)
         self.pg.start()
+
+    @contextlib.contextmanager
+    def settlement_send_started(self, timeout_s: float = 90):
+        """Yield the batch id of a settlement batch whose transaction the worker is sending. Once auction
+        movements wait for settlement, a connection of ours locks them (FOR UPDATE), so settlement's
+        submit waits inside its transaction when it writes their trackings (nonce taken, transaction
+        signed). Then anvil is paused (SIGSTOP) and the rows released: the batch commits and its send,
+        after the commit, waits for the node. anvil goes on (SIGCONT) when the block ends."""
+        deadline = time.monotonic() + timeout_s
+        with psycopg.connect(self.db_url) as conn:
+            while time.monotonic() < deadline:
+                conn.rollback()
+                (last,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM settlement_settlementbatch").fetchone()
+                if not conn.execute("""
+                        SELECT m.id FROM settlement_cashmovement m WHERE m.origin = 'auction' AND m.amount <> 0
+                          AND NOT EXISTS (SELECT 1 FROM settlement_cashmovementtracking t
+                                          WHERE t.cash_movement_id = m.id AND t.state <> 'failed'
+                                            AND t.state <> 'replaced')
+                        ORDER BY m.id FOR UPDATE""").fetchall():
+                    time.sleep(0.05)
+                    continue
+                blocked = "SELECT 1 FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                wait_for(lambda: conn.execute(blocked).fetchall(), deadline - time.monotonic(),  # noqa: B023
+                         "settlement's submit to wait for the movements")
+                os.kill(self.anvil.proc.pid, signal.SIGSTOP)
+                try:
+                    conn.commit()
+                    new = "SELECT batch_id FROM settlement_settlementbatch WHERE id > %s ORDER BY id"
+                    batch = wait_for(lambda: conn.execute(new, [last]).fetchone(), 30,  # noqa: B023
+                                     "the batch to commit")
+                    time.sleep(0.2)  # its send (after the commit) is under way
+                    yield batch[0]
+                finally:
+                    os.kill(self.anvil.proc.pid, signal.SIGCONT)
+                return
+            raise AssertionError(f"no settlement batch was sent within {timeout_s} s")
 
     def restart_redis(self, down_s: float) -> None:
         self.redis.stop()
@@ -185,6 +260,8 @@ class FaultStack:
 
 @pytest.fixture(scope="module")
 def stack():
+    if not os.environ.get("CCP_ANVIL"):
+        pytest.skip("needs anvil: run bin/test")
     root = Path(f"/var/tmp/ccp-faults-{os.getpid()}-{uuid.uuid4().hex[:6]}")  # the postgres user reaches it
     fault_stack = FaultStack(root)
     try:
@@ -194,6 +271,8 @@ def stack():
         fault_stack.stop()
         print(f"--- processes.log\n{(root / 'processes.log').read_text()[-6000:]}"
               if (root / "processes.log").exists() else "")
+        if os.environ.get("CCP_FAULTS_KEEP_LOG"):
+            shutil.copy(root / "processes.log", os.environ["CCP_FAULTS_KEEP_LOG"])
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -313,8 +392,10 @@ class OrderLoad:
     def statuses(self) -> Counter:
         return Counter(status for s in self.sent for status in s.statuses)
 
-    def accepted_since(self, since: float) -> int:
-        return sum(1 for s in self.sent if s.at >= since and 202 in s.statuses)
+    def accepted_since(self, since: float, until: float = float("inf")) -> list[int]:
+        """Ids of the orders first sent from ``since`` (until ``until``) and answered 202."""
+        with self._lock:
+            return [s.order_id for s in self.sent if since <= s.at < until and 202 in s.statuses]
 
 
 @pytest.fixture
@@ -334,16 +415,20 @@ def wait_auction_applied(stack: FaultStack, timeout_s: float = 60) -> None:
 
 def assert_recovered(stack: FaultStack, load: OrderLoad, fault_over: float) -> float:
     """Within RECOVERY_S of the fault's end: every auction opened before it is applied, an auction got
-    applied after it (the pair clears again), and an order sent after it was answered 202. Returns the
-    seconds it took."""
+    applied after it (the pair clears again), and the orders sent in the first 10 s after it were
+    answered 202 and validated, every one (a worker process that kept a dead connection would fail
+    its share). Returns the seconds it took."""
     over = datetime.fromtimestamp(fault_over, UTC)
 
     def cleared() -> bool:
         rows = stack.sql("SELECT opened_at < %s, state, applied_at > %s FROM matching_auction "
                          "WHERE opened_at > %s - interval '10 min'", [over, over, over])
-        return (all(state == "applied" for before, state, _ in rows if before)
-                and any(applied_after for _, _, applied_after in rows)
-                and load.accepted_since(fault_over) > 0)
+        if not (all(state == "applied" for before, state, _ in rows if before)
+                and any(applied_after for _, _, applied_after in rows) and time.time() > fault_over + 10):
+            return False
+        sent = load.accepted_since(fault_over, until=fault_over + 10)
+        waiting = stack.sql("SELECT COUNT(*) FROM orders_order WHERE id = ANY(%s) AND state = 'received'", [sent])
+        return bool(sent) and waiting[0][0] == 0
 
     while time.time() < fault_over + RECOVERY_S:
         if cleared():
@@ -351,26 +436,34 @@ def assert_recovered(stack: FaultStack, load: OrderLoad, fault_over: float) -> f
         time.sleep(0.25)
     auctions = stack.sql("SELECT id, state, opened_at, closed_at, solved_at, applied_at FROM matching_auction "
                          "ORDER BY id DESC LIMIT 3")
+    waiting = stack.sql("SELECT COUNT(*) FROM orders_order WHERE state = 'received'")[0][0]
     raise AssertionError(f"not clearing {RECOVERY_S} s after the fault ({over}): last auctions {auctions}, "
-                         f"answers {load.statuses()}")
+                         f"{waiting} orders waiting for validation, answers {load.statuses()}")
 
 
-def assert_end_state(stack: FaultStack, load: OrderLoad) -> None:
+def assert_end_state(stack: FaultStack, load: OrderLoad, settled: bool = False) -> None:
     """After the load stopped: no order answered 202 is lost (each exists and left 'received'), each
     applied auction's fills are booked once (every order's filled quantity is the sum of its fills in
-    applied auctions' results), every auction got applied, and ccp_check exits 0."""
+    applied auctions' results), every auction got applied, and ccp_check exits 0. With ``settled``,
+    every cash movement got confirmed on chain first."""
     load.stop()
     load.resend_unanswered()
     accepted = load.accepted()
     assert accepted, f"no order was accepted: {load.statuses()}"
 
-    def settled() -> bool:
+    def drained() -> bool:
         unapplied = stack.sql("SELECT COUNT(*) FROM matching_auction WHERE state <> 'applied'")[0][0]
         waiting = stack.sql("SELECT COUNT(*) FROM orders_order WHERE id = ANY(%s) AND state = 'received'",
                             [list(accepted)])[0][0]
         return unapplied == 0 and waiting == 0
 
-    wait_for(settled, 90, "every accepted order validated and every auction applied")
+    wait_for(drained, 90, "every accepted order validated and every auction applied")
+    if settled:
+        wait_for(lambda: not stack.sql("""
+            SELECT 1 FROM settlement_cashmovement m WHERE m.amount <> 0 AND NOT EXISTS (
+                SELECT 1 FROM settlement_cashmovementtracking t
+                WHERE t.cash_movement_id = m.id AND t.state = 'confirmed') LIMIT 1"""),
+                 90, "every cash movement confirmed on chain")
     stored = dict(stack.sql("SELECT id, client_order_id FROM orders_order WHERE id = ANY(%s)", [list(accepted)]))
     lost = {pk: s.body["client_order_id"] for pk, s in accepted.items() if stored.get(pk) != s.body["client_order_id"]}
     assert not lost, f"orders answered 202 but not stored: {lost}"
@@ -380,5 +473,6 @@ def assert_end_state(stack: FaultStack, load: OrderLoad) -> None:
             booked[int(fill["order"])] += Decimal(fill["quantity"])
     filled = dict(stack.sql("SELECT id, filled_quantity FROM orders_order WHERE filled_quantity <> 0"))
     assert filled == {pk: q for pk, q in booked.items() if q}, "fills booked other than once"
-    check = stack.manage("ccp_check", "--no-chain", check=False)
+    check = stack.manage("ccp_check", check=False)
     assert check.returncode == 0, check.stdout + check.stderr
+    assert "fund locks on chain" in check.stdout

@@ -19,11 +19,19 @@ from ccp.matching.services import auction_apply, auction_close, auction_open, au
 from ccp.matching.tasks import auction_settings
 from ccp.orders.services import order_cancel, order_validate
 from ccp.risk.models import Lockup, Position
-from ccp.settlement.models import CashMovement
-from ccp.settlement.services import WithdrawalAsk, deposits_monitor, settlement_submit, withdrawal_request
+from ccp.settlement.models import CashMovement, ChainContract
+from ccp.settlement.services import (
+    DEPOSITS_EDGE,
+    WithdrawalAsk,
+    deposits_monitor,
+    settlement_submit,
+    withdrawal_request,
+)
 from ccp.system.invariants import invariants_check
+from ccp.system.models import Edge
 from tests.conftest import NOW
-from tests.factories import EXPIRY, ContractFactory, FundLockFactory, ReceivedOrderFactory
+from tests.factories import EXPIRY, ContractFactory, CurrencyFactory, FundLockFactory, ReceivedOrderFactory
+from tests.processes import free_port
 from tests.settlement.conftest import chain, settle_all  # noqa: F401 - fixtures
 from tests.settlement.evm import deposit
 
@@ -143,7 +151,7 @@ def test_an_order_value_for_another_quantity_is_named_with_what_it_should_be(boo
                        [order_id])
     violations = invariants_check().violations
     assert [v.check for v in violations] == ["order_value_wrong"]
-    assert f"orders {order_id}: order value 19120, should be 14340 (sell 0.3 left at 2200)" in violations[0].message
+    assert f"order {order_id}: order value 19120, should be 14340 (sell 0.3 left at 2200)" in violations[0].message
 
 
 def test_the_chain_agrees_after_settlement_and_a_drift_or_a_lost_batch_is_reported(
@@ -192,3 +200,14 @@ def test_an_auction_still_running_is_not_a_violation(booked):
     auction_close(auction_id=auction.pk, now=NOW, settings=auction_settings())
     assert Auction.objects.get(pk=auction.pk).state == "closed"
     assert invariants_check().ok
+
+
+def test_a_chain_that_does_not_answer_is_exit_2_not_a_violation(settings, now):
+    settings.CCP_CHAIN_URL = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    ChainContract.objects.create(name="FundLock", address="0x" + "22" * 20, chain_id=31337, deployed_block=0,
+                                 created_at=now)
+    Edge.objects.create(name=DEPOSITS_EDGE, block_number=5, updated_at=now)
+    FundLockFactory(currency=CurrencyFactory(symbol="USDC", decimals=6, token_address="0x" + "33" * 20))
+    code, output = ccp_check()
+    assert code == 2 and "could not read the chain" in output
+    assert ccp_check("--no-chain")[0] == 0
