@@ -30,6 +30,7 @@ Who takes what:
   expiry_settle       book (shared), contracts, fund locks, positions, lockups
   auction_open        nothing (a partial unique constraint keeps one open auction per pair)
   auction_close       book (exclusive), auction
+  auction_solve       auction (to store its result; the solver runs outside any transaction)
   auction_apply       book (exclusive), auction, contracts, orders, fund locks, positions, lockups
   deposits, withdrawals and settlement confirmations take fund locks only (``fund_locks_adjust``)
 """
