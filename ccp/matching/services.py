@@ -82,12 +82,6 @@ def _pair(auction: Auction) -> Pair:
     return Pair.objects.get(base__symbol=base, quote__symbol=quote)
 
 
-def _reference_prices(contract_ids: list[int]) -> dict[int, Decimal]:
-    # DISTINCT ON: one row per contract, however many auctions have written reference prices.
-    return dict(ReferencePrice.objects.filter(contract_id__in=contract_ids).order_by("contract_id", "-at", "-id")
-                .distinct("contract_id").values_list("contract_id", "price"))
-
-
 def _portfolio(contract: Contract) -> str:
     return f"{contract.pair} {contract.expiry_date.isoformat()}"
 
@@ -147,9 +141,12 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
     held: dict[int, dict[str, Decimal]] = defaultdict(dict)
     for position in positions:
         held[position.client_id][position.contract.symbol] = position.quantity
-    references = _reference_prices(list(contracts))
+    # No reference price: inside the interval of valid uniform prices the rule then takes its middle.
+    # The last clearing price anchored it before and handed a lone crossing pair's whole surplus to one
+    # side (a bid at 150 paid 150 to an offer at 9.7); a contract's mark price will be the reference
+    # once there is one.
     document = input_to_document(AuctionInput(
-        contracts=tuple(ContractSpec(c.symbol, c.terms, c.tick_size, c.lot_size, _portfolio(c), references.get(c.pk))
+        contracts=tuple(ContractSpec(c.symbol, c.terms, c.tick_size, c.lot_size, _portfolio(c))
                         for c in sorted(contracts.values(), key=lambda c: c.pk)),
         clients=tuple(ClientSpec(addresses[k], budgets[k], held[k]) for k in sorted(addresses)),
         orders=(), settings=settings, label=f"{auction.group} {auction.slot.isoformat()}",

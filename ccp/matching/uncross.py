@@ -72,8 +72,10 @@ def clearing_price(orders: Sequence[LotOrder], fills: dict[str, int], tick: Deci
        filled buy limit], on the tick grid.
     2. Among them, the least unmet pressure: unfilled buy lots with a limit above the price plus
        unfilled sell lots with a limit below it (excess demand pushes the price up, supply down).
-    3. Then the price nearest the reference price (the last clearing price, or the initial one);
-       without a reference, nearest the middle of the range in 1.
+    3. Then the price nearest the input's reference price; without one, nearest the middle of the
+       range in 1. The live system gives no reference today (it will give the contract's mark price
+       once there is one): the last clearing price, stale by nature, used to hand a lone crossing
+       pair's whole surplus to one side. A document written by hand may give any reference.
     4. Then the lower price.
     """
     filled = [o for o in orders if fills.get(o.id, 0) > 0]
