@@ -43,7 +43,7 @@ def fair_value(contract: dict, spot: Decimal) -> Decimal:
     days = max((datetime.fromisoformat(contract["expires_at"].replace("Z", "+00:00")) - datetime.now(UTC)).days, 1)
     time_value = spot * Decimal("0.02") * (Decimal(days) / 365).sqrt()
     if contract["kind"] == "future":
-        return spot - Decimal(contract["floor_px"])
+        return spot  # a future is quoted as the underlying's price (its premium, price - floor, is prepaid)
     strike = Decimal(contract["strike_px"])
     intrinsic = max(spot - strike, 0) if contract["kind"] == "call" else max(strike - spot, 0)
     return intrinsic + time_value
