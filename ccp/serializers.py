@@ -86,3 +86,18 @@ class PatternField(serializers.RegexField):
 # Clients' idempotency keys (client_order_id, client_withdrawal_id).
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 CLIENT_ID_HELP = "your idempotency key: 1-64 of A-Z a-z 0-9 _ . : -"
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "pattern": NUMBER_PATTERN, "example": "-12.5",
+                      "description": "a plain decimal string, signed: an optional '-', digits, an optional '.' "
+                                     "and up to 18 places"})
+class SignedMoneyField(MoneyField):
+    """A decimal that may be negative: a settle value, a position, a cash movement."""
+
+    def to_internal_value(self, data) -> Decimal:
+        if not isinstance(data, str):
+            raise serializers.ValidationError(self.error_messages["not_string"], code="invalid_number")
+        try:
+            return parse_number(data, signed=True)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc), code="invalid_number") from exc

@@ -5,10 +5,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ccp.accounts.models import FundLock
-from ccp.accounts.serializers import BalanceSerializer
+from ccp.accounts.selectors import statement_lines, statement_totals
+from ccp.accounts.serializers import BalanceSerializer, StatementLineSerializer, StatementTotalsSerializer
 from ccp.accounts.services import api_token_revoke, signin_challenge_create, signin_token_issue
 from ccp.clock import utcnow
-from ccp.query import query_check
+from ccp.query import query_check, query_filters
 from ccp.serializers import PatternField, TextField
 from ccp.throttling import SignInThrottle, throttle
 
@@ -85,6 +86,33 @@ class BalancesApi(generics.ListAPIView):
     def get_queryset(self):
         query_check(self.request)
         return FundLock.objects.filter(client=self.request.user).select_related("currency").order_by("currency__symbol")
+
+
+class StatementApi(APIView):
+    """Your statement per currency: deposits and cash movements by kind, their sum, and the balance
+    they add up to (fundlock + settle value)."""
+
+    @extend_schema(responses=StatementTotalsSerializer(many=True))
+    def get(self, request):
+        query_check(request)
+        return Response(StatementTotalsSerializer(statement_totals(client=request.user), many=True).data)
+
+
+class StatementLinesApi(generics.ListAPIView):
+    """Your statement's lines in one currency, newest first: every deposit and cash movement."""
+
+    serializer_class = StatementLineSerializer
+
+    class StatementFilterSerializer(serializers.Serializer):
+        currency = PatternField(r"^[A-Z0-9]{2,12}$", help_text="a currency symbol, e.g. USDC")
+
+    @extend_schema(parameters=[StatementFilterSerializer])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        filters = query_filters(self.request, self.StatementFilterSerializer)
+        return statement_lines(client=self.request.user, currency_symbol=filters["currency"])
 
 
 class SignOutApi(APIView):

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from ccp.accounts.models import FundLock
-from ccp.serializers import MoneyField
+from ccp.serializers import MoneyField, SignedMoneyField
 
 
 class BalanceSerializer(serializers.ModelSerializer):
@@ -10,10 +10,34 @@ class BalanceSerializer(serializers.ModelSerializer):
     currency = serializers.CharField(source="currency.symbol", read_only=True)
     fundlock = MoneyField(read_only=True)
     order_value = MoneyField(read_only=True)
-    settle_value = MoneyField(read_only=True)
+    settle_value = SignedMoneyField(read_only=True)
     lockups = MoneyField(source="lockup_value", read_only=True)
     available = MoneyField(read_only=True)
 
     class Meta:
         model = FundLock
         fields = ["currency", "fundlock", "settle_value", "order_value", "lockups", "available", "updated_at"]
+
+
+class StatementTotalsSerializer(serializers.Serializer):
+    """Per currency: the total of each kind of line, their sum, and the balance (fundlock + settle value)."""
+
+    currency = serializers.CharField()
+    deposit = MoneyField(help_text="deposits seen on chain")
+    auction = SignedMoneyField(help_text="premiums paid and received in auctions")
+    expiry = SignedMoneyField(help_text="payoffs at expiry")
+    withdrawal = SignedMoneyField(help_text="withdrawals (negative)")
+    adjustment = SignedMoneyField(help_text="operator adjustments")
+    total = SignedMoneyField(help_text="the sum of the above")
+    balance = SignedMoneyField(help_text="fundlock + settle value")
+    unrecorded = SignedMoneyField(help_text="balance - total: credits made outside the chain monitor (demo only); "
+                                            "0 otherwise")
+
+
+class StatementLineSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["deposit", "auction", "expiry", "withdrawal", "adjustment"])
+    ref = serializers.CharField(help_text="the deposit's transaction hash, or the auction, expiry or withdrawal")
+    contract = serializers.CharField(allow_null=True)
+    amount = SignedMoneyField(help_text="signed: positive credits you")
+    position_delta = SignedMoneyField(help_text="signed position change paid for (trades and expiry)")
+    at = serializers.DateTimeField()

@@ -1,6 +1,14 @@
 from django.urls import path
 
-from ccp.accounts.apis import BalancesApi, MeApi, NonceApi, SignOutApi, TokenApi
+from ccp.accounts.apis import (
+    BalancesApi,
+    MeApi,
+    NonceApi,
+    SignOutApi,
+    StatementApi,
+    StatementLinesApi,
+    TokenApi,
+)
 
 urlpatterns = [
     path("auth/nonce", NonceApi.as_view(), name="auth-nonce"),
@@ -8,4 +16,6 @@ urlpatterns = [
     path("auth/me", MeApi.as_view(), name="auth-me"),
     path("auth/signout", SignOutApi.as_view(), name="auth-signout"),
     path("balances", BalancesApi.as_view(), name="balances"),
+    path("statement", StatementApi.as_view(), name="statement"),
+    path("statement/lines", StatementLinesApi.as_view(), name="statement-lines"),
 ]

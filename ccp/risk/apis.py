@@ -2,12 +2,12 @@ from rest_framework import generics, serializers
 
 from ccp.query import PAGE_PARAMS, query_check
 from ccp.risk.models import Lockup, Position
-from ccp.serializers import MoneyField
+from ccp.serializers import MoneyField, SignedMoneyField
 
 
 class PositionSerializer(serializers.ModelSerializer):
     contract = serializers.CharField(source="contract.symbol")
-    quantity = MoneyField(read_only=True, help_text="signed: positive long, negative short")
+    quantity = SignedMoneyField(read_only=True, help_text="signed: positive long, negative short")
 
     class Meta:
         model = Position

@@ -11,9 +11,12 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from ccp.accounts.models import ApiToken
+from ccp.accounts.models import ApiToken, FundLock
 from ccp.accounts.services import token_hash
 from ccp.clock import utcnow
+from ccp.risk.models import Position
+from ccp.settlement.models import CashMovement
+from tests.conftest import NOW
 from tests.edge.conftest import error_of
 from tests.factories import ContractFactory, FundLockFactory, ReceivedOrderFactory
 
@@ -36,6 +39,11 @@ def trader_token() -> str:
     contract = ContractFactory()
     fund = FundLockFactory(currency=contract.collateral, fundlock=D("1000000"))
     ReceivedOrderFactory(client=fund.client, contract=contract)
+    # negative numbers in the answers too: a short position and a withdrawal not yet settled
+    Position.objects.create(client=fund.client, contract=contract, quantity=D("-1"), updated_at=NOW)
+    CashMovement.objects.create(client=fund.client, currency=contract.collateral, amount=D("-10"),
+                                origin="withdrawal", origin_ref="withdrawal-1", created_at=NOW)
+    FundLock.objects.filter(pk=fund.pk).update(settle_value=D("-10"))
     token = "fuzz-token-" + "x" * 20
     now = utcnow()
     ApiToken.objects.create(key_hash=token_hash(token), prefix=token[:8], client=fund.client, created_at=now,
