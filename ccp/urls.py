@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("ccp.orders.urls")),
     path("", include("ccp.risk.urls")),
     path("", include("ccp.settlement.urls")),
+    path("", include("ccp.prices.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -13,7 +13,8 @@ from statistics import median
 from ccp.money import QUANTUM
 
 
-def _median(prices: Sequence[Decimal]) -> Decimal:
+def median_price(prices: Sequence[Decimal]) -> Decimal:
+    """The median, at storage precision (an even count averages the middle two, rounded half even)."""
     return Decimal(median(sorted(prices))).quantize(QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
@@ -22,8 +23,8 @@ def settlement_price(prices: dict[str, Decimal], *, max_deviation: Decimal,
     """``prices``: venue -> price for the minute. Returns (price, venues used) or None when too few agree."""
     if len(prices) < min_venues:
         return None
-    middle = _median(list(prices.values()))
+    middle = median_price(list(prices.values()))
     kept = sorted(venue for venue, price in prices.items() if abs(price - middle) <= max_deviation * middle)
     if len(kept) < min_venues:
         return None
-    return _median([prices[venue] for venue in kept]), kept
+    return median_price([prices[venue] for venue in kept]), kept

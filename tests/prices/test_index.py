@@ -1,0 +1,76 @@
+"""The index price of a pair: the median of each venue's newest fresh price; stale and missing venues
+left out; no fresh venue, no index (issue 11, market data)."""
+
+from datetime import timedelta
+from decimal import Decimal as D
+
+import pytest
+from rest_framework.test import APIClient
+
+from ccp.clock import utcnow
+from ccp.prices.models import SpotPrice, VenueSymbol
+from ccp.prices.selectors import index_prices
+from ccp.prices.services import spot_prices_load
+from tests.conftest import NOW
+from tests.contracts.test_expiry_day import recorded_venues
+from tests.factories import ContractFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def pair():
+    contract = ContractFactory()
+    for name, symbol in (("gemini", "BTC/USD"), ("coinbase", "BTC/USD"), ("binance", "BTC/USDT")):
+        VenueSymbol.objects.create(pair=contract.pair, venue=name, symbol=symbol)
+    return contract.pair
+
+
+def quote(pair, venue: str, price: str, age_s: int) -> None:
+    SpotPrice.objects.create(pair=pair, source=venue, price=D(price), observed_at=NOW - timedelta(seconds=age_s),
+                             fetched_at=NOW)
+
+
+def test_the_index_is_the_median_of_each_venues_newest_fresh_price(pair):
+    quote(pair, "gemini", "100000", 10)
+    quote(pair, "gemini", "90000", 50)  # older quote of the same venue: not used
+    quote(pair, "coinbase", "100100", 30)
+    quote(pair, "binance", "100300", 60)
+    (index,) = index_prices(now=NOW)
+    assert index.price == D("100100") and [v.source for v in index.venues] == ["binance", "coinbase", "gemini"]
+
+
+def test_stale_venues_are_left_out_and_an_even_count_takes_the_middle_two(pair):
+    quote(pair, "gemini", "100000", 10)
+    quote(pair, "coinbase", "100101", 100)
+    quote(pair, "binance", "130000", 121)  # older than CCP_SPOT_STALE_AFTER (120 s)
+    SpotPrice.objects.create(pair=pair, source="settlement", price=D("1"), observed_at=NOW, fetched_at=NOW,
+                             is_settlement=True)  # a settlement price is not a quote
+    (index,) = index_prices(now=NOW)
+    assert index.price == D("100050.5") and {v.source for v in index.venues} == {"gemini", "coinbase"}
+
+
+def test_no_fresh_venue_means_no_index(pair):
+    quote(pair, "gemini", "100000", 500)
+    (index,) = index_prices(now=NOW)
+    assert index.price is None and index.venues == ()
+
+
+def test_the_index_of_the_venues_recorded_answers_is_their_median(pair):
+    stored = spot_prices_load(now=NOW, venue_factory=recorded_venues())
+    observed = max(p.observed_at for p in stored)
+    (index,) = index_prices(now=observed)  # the recorded tickers are of one moment: then all are fresh
+    assert len(index.venues) == 3 and index.price == sorted(p.price for p in index.venues)[1]
+
+
+def test_the_index_is_served_publicly(pair):
+    now = utcnow()
+    for venue, price in (("gemini", "100000"), ("coinbase", "100200")):
+        SpotPrice.objects.create(pair=pair, source=venue, price=D(price), observed_at=now - timedelta(seconds=5),
+                                 fetched_at=now)
+    response = APIClient().get("/api/v1/index")
+    assert response.status_code == 200
+    (served,) = response.json()
+    assert (served["underlying"], served["price"]) == ("BTC/USDC", "100100")
+    assert sorted(v["venue"] for v in served["venues"]) == ["coinbase", "gemini"]
+    assert APIClient().get("/api/v1/index?pair=BTC").status_code == 400
