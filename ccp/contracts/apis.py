@@ -5,12 +5,14 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ccp.clock import utcnow
 from ccp.contracts.models import Contract, ContractState
 from ccp.contracts.payoffs import ContractKind
 from ccp.contracts.selectors import contract_list
 from ccp.contracts.serializers import ContractSerializer
 from ccp.orders.selectors import book_levels
 from ccp.orders.serializers import BookSerializer
+from ccp.prices.selectors import index_by_pair
 from ccp.query import query_check, query_filters
 
 
@@ -31,6 +33,12 @@ class ContractListApi(generics.ListAPIView):
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
+    def get_serializer_context(self) -> dict:
+        context = super().get_serializer_context()
+        if getattr(self, "swagger_fake_view", False):  # the OpenAPI generator: no request, no query
+            return context
+        return {**context, "indices": index_by_pair(now=utcnow())}
+
     def get_queryset(self):
         data = query_filters(self.request, self.ContractFilterSerializer)
         return contract_list(underlying=data.get("underlying"), expiry_date=data.get("expiry"),
@@ -44,7 +52,8 @@ class ContractDetailApi(APIView):
     @extend_schema(responses=ContractSerializer)
     def get(self, request, symbol: str):
         query_check(request)
-        return Response(ContractSerializer(get_object_or_404(contract_list(), symbol=symbol)).data)
+        contract = get_object_or_404(contract_list(), symbol=symbol)
+        return Response(ContractSerializer(contract, context={"indices": index_by_pair(now=utcnow())}).data)
 
 
 class BookApi(APIView):

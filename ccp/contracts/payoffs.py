@@ -143,6 +143,17 @@ def max_payoff_per_unit(terms: Terms) -> Decimal:
         return terms.cap - terms.floor
 
 
+def mark_px(terms: Terms, index_px: Decimal) -> Decimal:
+    """A contract's mark price at the underlying's index, on the scale its orders are priced in.
+
+    A future is quoted as the underlying's price: its mark is the index clamped to [floor, cap]. An
+    option's mark is its intrinsic value at the index (what it would pay if it expired now): there
+    is no volatility model yet, so this is a lower bound of what an option is worth before expiry."""
+    if terms.kind is ContractKind.FUTURE:
+        return settlement_px_clamp(terms, index_px)
+    return payoff_per_unit(terms, index_px)
+
+
 def premium_per_unit(terms: Terms, trade_px: Decimal) -> Decimal:
     """Cash a buyer pays per unit at trade (a future's price is quoted, but floor is prepaid)."""
     _require_decimal("trade_px", trade_px)

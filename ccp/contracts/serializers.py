@@ -1,7 +1,10 @@
+from decimal import Decimal
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ccp.contracts.models import Contract
+from ccp.contracts.payoffs import mark_px
 from ccp.money import money_str
 from ccp.serializers import MoneyField
 
@@ -20,6 +23,11 @@ class ContractSerializer(serializers.ModelSerializer):
                            help_text="highest valid order price: one tick below the most the contract can be worth")
     reference_price = serializers.SerializerMethodField(
         help_text="the last clearing price, or the initial price before the first match; null if neither")
+    index_price = serializers.SerializerMethodField(
+        help_text="the underlying's index (GET /api/v1/index); null when no venue price is fresh")
+    mark_price = serializers.SerializerMethodField(
+        help_text="a future: the index clamped to [floor, cap]; an option: its intrinsic value at the index (no "
+                  "volatility model yet: a lower bound of its worth); null without an index")
     expires_at = serializers.DateTimeField(read_only=True)
     trading_ends_at = serializers.DateTimeField(read_only=True)
 
@@ -27,9 +35,23 @@ class ContractSerializer(serializers.ModelSerializer):
         model = Contract
         fields = ["symbol", "underlying", "collateral", "kind", "strike_px", "expiry_date", "expires_at",
                   "trading_ends_at", "floor_px", "cap_px", "tick_size", "lot_size", "price_min", "price_max",
-                  "reference_price", "state"]
+                  "reference_price", "index_price", "mark_price", "state"]
 
     @extend_schema_field({"type": "string", "format": "decimal", "nullable": True})
     def get_reference_price(self, contract: Contract) -> str | None:
         latest = contract.latest_reference_price
         return None if latest is None else money_str(latest)
+
+    def _index(self, contract: Contract) -> Decimal | None:
+        """The index of the contract's pair, from the view's ``indices`` (pair id -> price)."""
+        return self.context.get("indices", {}).get(contract.pair_id)
+
+    @extend_schema_field({"type": "string", "format": "decimal", "nullable": True})
+    def get_index_price(self, contract: Contract) -> str | None:
+        index = self._index(contract)
+        return None if index is None else money_str(index)
+
+    @extend_schema_field({"type": "string", "format": "decimal", "nullable": True})
+    def get_mark_price(self, contract: Contract) -> str | None:
+        index = self._index(contract)
+        return None if index is None else money_str(mark_px(contract.terms, index))

@@ -53,3 +53,8 @@ def index_prices(*, now: datetime) -> list[IndexPrice]:
     return [IndexPrice(pair=pairs[pk], price=median_price([p.price for p in quotes]) if quotes else None,
                        venues=tuple(quotes))
             for pk, quotes in sorted(by_pair.items(), key=lambda item: str(pairs[item[0]]))]
+
+
+def index_by_pair(*, now: datetime) -> dict[int, Decimal]:
+    """Pair id -> index price, for the pairs that have one at ``now``."""
+    return {index.pair.pk: index.price for index in index_prices(now=now) if index.price is not None}

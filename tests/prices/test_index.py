@@ -74,3 +74,25 @@ def test_the_index_is_served_publicly(pair):
     assert (served["underlying"], served["price"]) == ("BTC/USDC", "100100")
     assert sorted(v["venue"] for v in served["venues"]) == ["coinbase", "gemini"]
     assert APIClient().get("/api/v1/index?pair=BTC").status_code == 400
+
+
+@pytest.mark.parametrize(("kind", "strike", "index", "mark"), [
+    ("future", None, "100100", "100100"), ("future", None, "200000", "150000"), ("future", None, "1", "50000"),
+    ("call", "90000", "100100", "10100"), ("call", "110000", "100100", "0"),
+    ("put", "110000", "100100", "9900"), ("put", "90000", "100100", "0"),
+])
+def test_contracts_carry_their_index_and_mark_by_kind(pair, kind, strike, index, mark):
+    contract = ContractFactory(pair=pair, kind=kind, strike_px=D(strike) if strike else None)
+    now = utcnow()
+    SpotPrice.objects.create(pair=pair, source="gemini", price=D(index), observed_at=now - timedelta(seconds=5),
+                             fetched_at=now)
+    served = APIClient().get(f"/api/v1/contracts/{contract.symbol}").json()
+    assert (served["index_price"], served["mark_price"]) == (index, mark)
+    listed = {c["symbol"]: c for c in APIClient().get("/api/v1/contracts").json()["results"]}
+    assert listed[contract.symbol]["mark_price"] == mark
+
+
+def test_without_a_fresh_index_there_is_no_mark(pair):
+    contract = ContractFactory(pair=pair, kind="future", strike_px=None)
+    served = APIClient().get(f"/api/v1/contracts/{contract.symbol}").json()
+    assert (served["index_price"], served["mark_price"]) == (None, None)
