@@ -1,6 +1,8 @@
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from ccp.clock import utcnow
 from ccp.contracts.models import Currency
@@ -8,6 +10,7 @@ from ccp.errors import ApplicationError
 from ccp.query import PAGE_PARAMS, query_check
 from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
 from ccp.settlement.models import Withdrawal
+from ccp.settlement.selectors import chain_info
 from ccp.settlement.services import WithdrawalAsk, withdrawal_request
 from ccp.throttling import WithdrawalThrottle
 
@@ -54,3 +57,37 @@ class WithdrawalsApi(generics.ListAPIView):
                                                  now=utcnow())
         return Response(WithdrawalSerializer(withdrawal).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class ChainTokenSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    name = serializers.CharField()
+    address = serializers.CharField(help_text="ERC-20 contract address, EIP-55 checksummed")
+    decimals = serializers.IntegerField(help_text="amounts on chain are in units of 10^-decimals")
+
+
+class ChainSerializer(serializers.Serializer):
+    configured = serializers.BooleanField(
+        help_text="false: the backend watches no chain (no CCP_CHAIN_URL or no FundLock deployed); "
+                  "addresses are null and no token is listed")
+    chain_id = serializers.IntegerField(allow_null=True)
+    fund_lock_address = serializers.CharField(allow_null=True, help_text="EIP-55 checksummed")
+    deployed_block = serializers.IntegerField(allow_null=True, help_text="the block FundLock was deployed in")
+    confirmations = serializers.IntegerField(help_text="blocks a deposit waits before it is credited")
+    tokens = ChainTokenSerializer(many=True, help_text="accepted collateral tokens")
+    fund_lock_abi = serializers.ListField(child=serializers.DictField(), help_text="deposit(token, amount), "
+                                          "withdraw(token, amount), balances(token, client), ...")
+    token_abi = serializers.ListField(child=serializers.DictField(), help_text="ERC-20 (approve, balanceOf, ...)")
+
+
+class ChainApi(APIView):
+    """What a wallet needs to deposit: chain id, FundLock address and ABI, accepted tokens with their
+    addresses and decimals, and how many confirmations a deposit waits. Public."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=ChainSerializer)
+    def get(self, request):
+        query_check(request)
+        return Response(ChainSerializer(chain_info()).data)

@@ -1,5 +1,8 @@
 from django.urls import path
 
-from ccp.settlement.apis import WithdrawalsApi
+from ccp.settlement.apis import ChainApi, WithdrawalsApi
 
-urlpatterns = [path("withdrawals", WithdrawalsApi.as_view(), name="withdrawals")]
+urlpatterns = [
+    path("chain", ChainApi.as_view(), name="chain"),
+    path("withdrawals", WithdrawalsApi.as_view(), name="withdrawals"),
+]
