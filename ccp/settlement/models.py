@@ -3,7 +3,7 @@ from decimal import Decimal
 from django.db import models
 from django.db.models import Q
 
-from ccp.money import ZERO, MoneyField
+from ccp.money import ZERO, MoneyField, money_str
 
 
 class CashMovementOrigin(models.TextChoices):
@@ -45,7 +45,8 @@ class CashMovement(models.Model):
         indexes = [models.Index(fields=["origin", "origin_ref"])]
 
     def __str__(self) -> str:
-        return f"{self.client} {self.amount:+} {self.currency} ({self.origin} {self.origin_ref})"
+        sign = "+" if self.amount >= 0 else ""
+        return f"{self.client} {sign}{money_str(self.amount)} {self.currency} ({self.origin} {self.origin_ref})"
 
 
 class TrackingState(models.TextChoices):
@@ -132,7 +133,7 @@ class Deposit(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.client} +{self.amount} {self.currency} (block {self.block_number})"
+        return f"{self.client} +{money_str(self.amount)} {self.currency} (block {self.block_number})"
 
 
 class BatchState(models.TextChoices):
@@ -210,7 +211,7 @@ class Withdrawal(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.client} -{self.amount} {self.currency} ({self.state})"
+        return f"{self.client} -{money_str(self.amount)} {self.currency} ({self.state})"
 
 
 class ChainBalance(models.Model):
@@ -232,4 +233,4 @@ class ChainBalance(models.Model):
         return self.balance - self.fundlock
 
     def __str__(self) -> str:
-        return f"{self.fund_lock}: {self.balance} on chain at block {self.block_number}"
+        return f"{self.fund_lock}: {money_str(self.balance)} on chain at block {self.block_number}"
