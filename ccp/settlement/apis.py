@@ -1,3 +1,4 @@
+from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
@@ -6,13 +7,15 @@ from rest_framework.views import APIView
 
 from ccp.clock import utcnow
 from ccp.contracts.models import Currency
-from ccp.errors import ApplicationError
+from ccp.errors import ApplicationError, NotFound
 from ccp.query import PAGE_PARAMS, query_check
 from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
+from ccp.settlement.chain.connect import operator_account, web3_for
+from ccp.settlement.faucet import faucet_send
 from ccp.settlement.models import Withdrawal
-from ccp.settlement.selectors import chain_info
+from ccp.settlement.selectors import chain_info, fund_lock_deployed
 from ccp.settlement.services import WithdrawalAsk, withdrawal_request
-from ccp.throttling import WithdrawalThrottle
+from ccp.throttling import WithdrawalThrottle, client_ip, throttle
 
 
 class WithdrawalSerializer(serializers.ModelSerializer):
@@ -91,3 +94,48 @@ class ChainApi(APIView):
     def get(self, request):
         query_check(request)
         return Response(ChainSerializer(chain_info()).data)
+
+
+class FaucetMintSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    amount = MoneyField(read_only=True)
+    tx_hash = serializers.CharField()
+
+
+class FaucetSerializer(serializers.Serializer):
+    address = serializers.CharField(help_text="the wallet, EIP-55 checksummed")
+    gas_wei = serializers.CharField(help_text="the wallet's ether balance now, in wei (a decimal string)")
+    mints = FaucetMintSerializer(many=True, help_text="one mint per accepted token")
+
+
+class FaucetApi(APIView):
+    """Demo only (`CCP_DEMO_FAUCET=1`, set by bin/run; 404 otherwise): demo tokens (10,000 of each
+    accepted token) and gas (topped up to 1 ETH) for a wallet on the development chain. Public,
+    throttled per IP address and per wallet address (`CCP_THROTTLE_FAUCET`)."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    class FaucetRequestSerializer(serializers.Serializer):
+        address = PatternField(r"^0x[0-9a-fA-F]{40}$", max_length=42, help_text="0x and 40 hex digits")
+
+    @extend_schema(request=FaucetRequestSerializer, responses={
+        200: FaucetSerializer,
+        404: OpenApiResponse(description="not_found: the faucet is off (not a demo)"),
+        409: OpenApiResponse(description="chain_not_configured: no chain, FundLock or operator key"),
+        429: OpenApiResponse(description="throttled")})
+    def post(self, request):
+        query_check(request)
+        if not settings.CCP_DEMO_FAUCET:
+            raise NotFound("Not found.")
+        throttle("faucet-ip", "CCP_THROTTLE_FAUCET", client_ip(request))
+        data = self.FaucetRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        address = data.validated_data["address"]
+        throttle("faucet-address", "CCP_THROTTLE_FAUCET", address.lower())
+        if fund_lock_deployed() is None or not settings.CCP_CHAIN_OPERATOR_KEY:
+            raise ApplicationError("The demo chain is not configured.", code="chain_not_configured",
+                                   http_status=status.HTTP_409_CONFLICT)
+        gift = faucet_send(address=address, w3=web3_for(settings.CCP_CHAIN_URL),
+                           operator=operator_account(settings.CCP_CHAIN_OPERATOR_KEY))
+        return Response(FaucetSerializer({**gift.__dict__, "gas_wei": str(gift.gas_wei)}).data)
