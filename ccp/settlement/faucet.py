@@ -14,6 +14,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ccp.contracts.models import Currency
+from ccp.errors import ApplicationError
 from ccp.settlement.chain.artifacts import load_artifact
 from ccp.settlement.services import operator_nonce_take, token_units
 
@@ -42,7 +43,9 @@ def faucet_send(*, address: str, w3: Web3, operator: LocalAccount) -> FaucetGift
     for each mint. Not idempotent by design: the throttle bounds how often a wallet asks."""
     wallet = Web3.to_checksum_address(address)
     gas = max(w3.eth.get_balance(wallet), FAUCET_GAS_WEI)
-    w3.provider.make_request("anvil_setBalance", [wallet, hex(gas)])
+    if "error" in w3.provider.make_request("anvil_setBalance", [wallet, hex(gas)]):
+        raise ApplicationError("The faucet needs a development node (anvil).", code="chain_not_configured",
+                               http_status=409)
     abi = load_artifact("TestToken")["abi"]
     mints = []
     for currency in Currency.objects.filter(token_address__isnull=False).order_by("symbol"):
