@@ -334,6 +334,7 @@ def cmd_run() -> int:
         env.setdefault("CCP_CHAIN_URL", svc_env["ANVIL_URL"])
         env.setdefault("CCP_CHAIN_OPERATOR_KEY", ANVIL_OPERATOR_KEY)
         env.setdefault("CCP_SIGNIN_DOMAIN", f"{'localhost' if host == '127.0.0.1' else host}:{port}")
+        env.setdefault("CCP_DEMO_FAUCET", "1")  # POST /api/v1/faucet: demo USDC and gas for a fresh wallet
         manage = [py, "manage.py"]
         deploy = ["chain_deploy", "--url", env["CCP_CHAIN_URL"], "--operator-key", env["CCP_CHAIN_OPERATOR_KEY"],
                   "--demo-token", "USDC"]
@@ -344,7 +345,8 @@ def cmd_run() -> int:
         password = env.get("CCP_DEMO_PASSWORD", "operator")
         log(f"admin     http://localhost:{port}/admin/  (user: operator, password: {password})")
         log(f"WebSocket ws://localhost:{port}/ws/v1/system")
-        log(f"chain     {env['CCP_CHAIN_URL']} (anvil, chain id 31337; FundLock address in the admin)")
+        log(f"chain     {env['CCP_CHAIN_URL']} (anvil; chain id, FundLock and tokens: "
+            f"http://localhost:{port}/api/v1/chain; demo USDC and gas: POST /api/v1/faucet)")
         log("Ctrl-C stops everything")
         children = ops_children(host, port)
         if env.get("CCP_SIMULATOR", "1") != "0":

@@ -1,9 +1,12 @@
 """Webconsole helpers shared by the apps' admin modules."""
 
 from decimal import Decimal
+from functools import cache
 
 from django.contrib import admin
 from django.core.exceptions import FieldDoesNotExist
+from django.urls import reverse
+from django.utils.html import format_html
 
 from ccp.money import MoneyField, money_str
 
@@ -13,6 +16,7 @@ def money_plain(value: Decimal | None) -> str:
     return "-" if value is None else money_str(value)
 
 
+@cache  # one callable per column: the admin tells read-only fields by identity
 def _money_column(model, name: str):
     try:
         field = model._meta.get_field(name)
@@ -28,12 +32,37 @@ def _money_column(model, name: str):
     return column
 
 
+def money_columns(model, names) -> list:
+    """``names`` with each money field replaced by a column showing it plainly."""
+    return [_money_column(model, name) if isinstance(name, str) else name for name in names]
+
+
+def related_link(name: str, description: str):
+    """A column linking to the row's ``name`` object, labelled by its id: a short cell, where the object's
+    own name would repeat the row (and an order's name carries its price and quantity)."""
+
+    @admin.display(description=description, ordering=name)
+    def column(obj):
+        target = getattr(obj, name)
+        if target is None:
+            return "-"
+        opts = target._meta
+        return format_html('<a href="{}">#{}</a>', reverse(f"admin:{opts.app_label}_{opts.model_name}_change",
+                                                           args=[target.pk]), target.pk)
+
+    return column
+
+
 class CcpAdmin(admin.ModelAdmin):
     """Shows money columns without 18 trailing places."""
 
     def get_list_display(self, request):
-        return [_money_column(self.model, name) if isinstance(name, str) else name
-                for name in super().get_list_display(request)]
+        return money_columns(self.model, super().get_list_display(request))
+
+    def get_fields(self, request, obj=None):
+        # Only a page that shows the object read-only: an edit form needs the field itself.
+        fields = super().get_fields(request, obj)
+        return fields if obj is None or self.has_change_permission(request, obj) else money_columns(self.model, fields)
 
 
 class ReadOnlyAdmin(CcpAdmin):
@@ -50,9 +79,17 @@ class ReadOnlyAdmin(CcpAdmin):
 
 
 class ReadOnlyInline(admin.TabularInline):
+    """A read-only table on a change page, its money shown plainly as in the lists."""
+
     extra = 0
     can_delete = False
     show_change_link = True
+
+    def get_fields(self, request, obj=None):
+        return money_columns(self.model, super().get_fields(request, obj))
+
+    def get_readonly_fields(self, request, obj=None):
+        return money_columns(self.model, super().get_readonly_fields(request, obj))
 
     def has_add_permission(self, request, obj=None):
         return False

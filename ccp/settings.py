@@ -206,6 +206,7 @@ CCP_CHAIN_OPERATOR_KEY = os.environ.get("CCP_CHAIN_OPERATOR_KEY", "")
 CCP_CHAIN_HOUSE_ADDRESS = os.environ.get("CCP_CHAIN_HOUSE_ADDRESS", "")  # balances large batches; default operator
 CCP_CHAIN_CONFIRMATIONS = int(os.environ.get("CCP_CHAIN_CONFIRMATIONS", "3"))
 CCP_CHAIN_LOG_RANGE = int(os.environ.get("CCP_CHAIN_LOG_RANGE", "2000"))
+CCP_DEMO_FAUCET = os.environ.get("CCP_DEMO_FAUCET", "") == "1"  # POST /api/v1/faucet (bin/run: on; a dev chain only)
 # 600 movements to fresh balances stay under 16.7M gas (EIP-7825's per-transaction cap).
 CCP_SETTLEMENT_BATCH_MAX = int(os.environ.get("CCP_SETTLEMENT_BATCH_MAX", "600"))
 # A settlement transaction not mined this long is replaced (same nonce, 25% more gas price).
@@ -245,6 +246,7 @@ CCP_THROTTLE_SIGNIN_IP = os.environ.get("CCP_THROTTLE_SIGNIN_IP", "30/min")
 CCP_THROTTLE_SIGNIN_ADDRESS = os.environ.get("CCP_THROTTLE_SIGNIN_ADDRESS", "10/min")
 CCP_THROTTLE_ORDERS = os.environ.get("CCP_THROTTLE_ORDERS", "50/s")
 CCP_THROTTLE_WITHDRAWALS = os.environ.get("CCP_THROTTLE_WITHDRAWALS", "10/min")
+CCP_THROTTLE_FAUCET = os.environ.get("CCP_THROTTLE_FAUCET", "3/h")  # per IP address and per wallet address
 CCP_THROTTLE_ADMIN_LOGIN_IP = os.environ.get("CCP_THROTTLE_ADMIN_LOGIN_IP", "20/5min")
 CCP_THROTTLE_ADMIN_LOGIN_USER = os.environ.get("CCP_THROTTLE_ADMIN_LOGIN_USER", "5/15min")
 

@@ -28,6 +28,7 @@ from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import (
     CashMovement,
     CashMovementTracking,
+    ChainBalance,
     ChainContract,
     Deposit,
     OperatorNonce,
@@ -266,6 +267,17 @@ class WithdrawalFactory(factory.django.DjangoModelFactory):
     created_at = NOW
 
 
+class ChainBalanceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ChainBalance
+
+    fund_lock = factory.SubFactory(FundLockFactory)
+    balance = D("1000")
+    fundlock = D("1000")
+    block_number = 7
+    seen_at = NOW
+
+
 class OperatorNonceFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = OperatorNonce
@@ -461,6 +473,7 @@ CONSTRAINT_CASES = [
     case("batch_nonce_non_negative", SettlementBatchFactory, nonce=-1),
     case("batch_one_live_transaction", SettlementBatchFactory, same=("batch_id",)),
     case("nonce_non_negative", OperatorNonceFactory, next_nonce=-1),
+    case("chain_balance_non_negative", ChainBalanceFactory, balance=D("-1")),
     case("withdrawal_amount_positive", WithdrawalFactory, amount=D("0")),
     case("withdrawal_state_valid", WithdrawalFactory, state="gone"),
     # prices
@@ -490,6 +503,7 @@ UNIQUE_FIELD_CASES = [
     case("Contract.symbol", NewContractFactory, same=("symbol",)),
     case("Edge.name", EdgeFactory, same=("name",)),
     case("OperatorNonce.address", OperatorNonceFactory, same=("address",)),
+    case("ChainBalance.fund_lock", ChainBalanceFactory, same=("fund_lock",)),
     case("Withdrawal.cash_movement", WithdrawalFactory, same=("cash_movement",)),
     case("ChainContract.name", ChainContractFactory, same=("name",)),
     case("SettlementBatch.tx_hash", SettlementBatchFactory, same=("tx_hash",), batch_id="0x" + "ee" * 32),

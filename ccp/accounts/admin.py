@@ -5,6 +5,7 @@ from ccp.accounts.services import api_token_revoke
 from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline, money_plain
 from ccp.clock import utcnow
 from ccp.risk.models import Lockup, Position
+from ccp.settlement.models import ChainBalance
 
 
 @admin.display(description="available")
@@ -12,10 +13,41 @@ def available(fund_lock: FundLock) -> str:
     return money_plain(fund_lock.available)
 
 
+def _chain_balance(fund_lock: FundLock) -> ChainBalance | None:
+    try:
+        return fund_lock.chain_balance
+    except ChainBalance.DoesNotExist:
+        return None
+
+
+@admin.display(description="on chain")
+def on_chain(fund_lock: FundLock) -> str:
+    """What the contract held at the last reconciliation ("-": not compared yet)."""
+    seen = _chain_balance(fund_lock)
+    return money_plain(seen and seen.balance)
+
+
+@admin.display(description="chain - fundlock")
+def chain_difference(fund_lock: FundLock) -> str:
+    """The drift the last reconciliation saw: zero when the backend and the chain agree."""
+    seen = _chain_balance(fund_lock)
+    return money_plain(seen and seen.difference)
+
+
+@admin.display(description="reconciled at")
+def reconciled_at(fund_lock: FundLock) -> str:
+    seen = _chain_balance(fund_lock)
+    return "-" if seen is None else f"block {seen.block_number}, {seen.seen_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
 class FundLockInline(ReadOnlyInline):
     model = FundLock
-    fields = ["currency", "fundlock", "settle_value", "order_value", "lockup_value", available, "updated_at"]
+    fields = ["currency", "fundlock", on_chain, chain_difference, "settle_value", "order_value", "lockup_value",
+              available, "updated_at"]
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("currency", "chain_balance")
 
 
 class PositionInline(ReadOnlyInline):
@@ -36,6 +68,7 @@ class ClientAdmin(ReadOnlyAdmin):
 
     list_display = ["checksum_address", "registered_at"]
     search_fields = ["address"]
+    ordering = ["-id"]
     inlines = [FundLockInline, PositionInline, LockupInline]
 
     def get_search_results(self, request, queryset, search_term):
@@ -45,10 +78,10 @@ class ClientAdmin(ReadOnlyAdmin):
 
 @admin.register(FundLock)
 class FundLockAdmin(ReadOnlyAdmin):
-    list_display = ["client", "currency", "fundlock", "settle_value", "order_value", "lockup_value", available,
-                    "updated_at"]
+    list_display = ["client", "currency", "fundlock", on_chain, chain_difference, reconciled_at, "settle_value",
+                    "order_value", "lockup_value", available, "updated_at"]
     list_filter = ["currency"]
-    list_select_related = ["client", "currency"]
+    list_select_related = ["client", "currency", "chain_balance"]
     search_fields = ["client__address"]
 
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline
+from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline, related_link
 from ccp.orders.models import Order, OrderStateHistory
 
 
@@ -18,11 +18,16 @@ class OrderAdmin(ReadOnlyAdmin):
     list_filter = ["state", "side", "contract__expiry_date"]
     list_select_related = ["client", "contract"]
     search_fields = ["client__address", "contract__symbol", "client_order_id"]
+    ordering = ["-id"]
     inlines = [OrderStateHistoryInline]
 
 
 @admin.register(OrderStateHistory)
 class OrderStateHistoryAdmin(ReadOnlyAdmin):
-    list_display = ["order", "from_state", "to_state", "reason", "filled_quantity", "at"]
+    list_display = ["id", related_link("order", "order"), "from_state", "to_state", "reason", "filled_quantity",
+                    "at"]
+    fields = list_display[1:]
+    readonly_fields = fields
     list_filter = ["to_state"]
     search_fields = ["order__id", "order__client__address"]
+    ordering = ["-id"]

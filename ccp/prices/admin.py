@@ -51,6 +51,7 @@ class ReferencePriceAdmin(ReadOnlyAdmin):
     list_filter = ["kind"]
     list_select_related = ["contract"]
     search_fields = ["contract__symbol"]
+    ordering = ["-at", "-id"]
 
     def has_add_permission(self, request, obj=None):
         return request.user.has_perm("prices.add_referenceprice")

@@ -1,7 +1,14 @@
 from django.contrib import admin
 
-from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline
-from ccp.settlement.models import CashMovement, CashMovementTracking, ChainContract, Deposit, SettlementBatch
+from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline, related_link
+from ccp.settlement.models import (
+    CashMovement,
+    CashMovementTracking,
+    ChainContract,
+    Deposit,
+    SettlementBatch,
+    Withdrawal,
+)
 
 
 class TrackingInline(ReadOnlyInline):
@@ -18,14 +25,17 @@ class CashMovementAdmin(ReadOnlyAdmin):
     list_filter = ["origin", "currency"]
     list_select_related = ["client", "currency", "contract"]
     search_fields = ["client__address", "origin_ref", "contract__symbol"]
+    ordering = ["-id"]
     inlines = [TrackingInline]
 
 
 @admin.register(CashMovementTracking)
 class CashMovementTrackingAdmin(ReadOnlyAdmin):
-    list_display = ["cash_movement", "state", "batch_id", "tx_hash", "block_number", "updated_at"]
+    list_display = ["id", related_link("cash_movement", "cash movement"), "state", "batch_id", "tx_hash",
+                    "block_number", "updated_at"]
     list_filter = ["state"]
     search_fields = ["tx_hash", "batch_id"]
+    ordering = ["-id"]
 
 
 @admin.register(ChainContract)
@@ -38,6 +48,7 @@ class DepositAdmin(ReadOnlyAdmin):
     list_display = ["client", "currency", "amount", "block_number", "tx_hash", "log_index", "recorded_at"]
     list_select_related = ["client", "currency"]
     search_fields = ["client__address", "tx_hash"]
+    ordering = ["-block_number", "-log_index"]
 
 
 @admin.register(SettlementBatch)
@@ -46,4 +57,18 @@ class SettlementBatchAdmin(ReadOnlyAdmin):
                     "updated_at"]
     list_filter = ["state", "currency"]
     search_fields = ["batch_id", "tx_hash"]
+    ordering = ["-id"]
     exclude = ["raw_tx"]
+
+
+@admin.register(Withdrawal)
+class WithdrawalAdmin(ReadOnlyAdmin):
+    """Withdrawals are requested by clients over the API and released by settlement: operators look."""
+
+    list_display = ["id", "client", "currency", "amount", "state", "client_withdrawal_id", "created_at",
+                    "released_at", related_link("cash_movement", "cash movement")]
+    list_filter = ["state", "currency"]
+    list_select_related = ["client", "currency", "cash_movement"]
+    search_fields = ["client__address", "client_withdrawal_id"]
+    date_hierarchy = "created_at"
+    ordering = ["-id"]

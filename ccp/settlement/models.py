@@ -1,7 +1,9 @@
+from decimal import Decimal
+
 from django.db import models
 from django.db.models import Q
 
-from ccp.money import ZERO, MoneyField
+from ccp.money import ZERO, MoneyField, money_str
 
 
 class CashMovementOrigin(models.TextChoices):
@@ -43,7 +45,8 @@ class CashMovement(models.Model):
         indexes = [models.Index(fields=["origin", "origin_ref"])]
 
     def __str__(self) -> str:
-        return f"{self.client} {self.amount:+} {self.currency} ({self.origin} {self.origin_ref})"
+        sign = "+" if self.amount >= 0 else ""
+        return f"{self.client} {sign}{money_str(self.amount)} {self.currency} ({self.origin} {self.origin_ref})"
 
 
 class TrackingState(models.TextChoices):
@@ -130,7 +133,7 @@ class Deposit(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.client} +{self.amount} {self.currency} (block {self.block_number})"
+        return f"{self.client} +{money_str(self.amount)} {self.currency} (block {self.block_number})"
 
 
 class BatchState(models.TextChoices):
@@ -157,6 +160,7 @@ class SettlementBatch(models.Model):
     updated_at = models.DateTimeField()
 
     class Meta:
+        verbose_name_plural = "settlement batches"
         ordering = ["id"]
         constraints = [
             models.CheckConstraint(condition=Q(state__in=BatchState.values), name="batch_state_valid"),
@@ -207,4 +211,26 @@ class Withdrawal(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.client} -{self.amount} {self.currency} ({self.state})"
+        return f"{self.client} -{money_str(self.amount)} {self.currency} ({self.state})"
+
+
+class ChainBalance(models.Model):
+    """What the FundLock contract held for a fund lock when the reconciliation last compared them: shown
+    beside the fund lock so an operator sees a drift without reading the chain."""
+
+    fund_lock = models.OneToOneField("accounts.FundLock", on_delete=models.CASCADE, related_name="chain_balance")
+    balance = MoneyField(help_text="the contract's balances(token, client), in tokens")
+    fundlock = MoneyField(help_text="the fund lock's fundlock it was compared with")
+    block_number = models.BigIntegerField(help_text="the block it was read at (the deposit monitor's edge)")
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(balance__gte=0), name="chain_balance_non_negative")]
+
+    @property
+    def difference(self) -> Decimal:
+        """On chain minus the backend's fundlock: zero when they reconcile."""
+        return self.balance - self.fundlock
+
+    def __str__(self) -> str:
+        return f"{self.fund_lock}: {money_str(self.balance)} on chain at block {self.block_number}"

@@ -51,6 +51,7 @@ from ccp.settlement.models import (
     CashMovement,
     CashMovementOrigin,
     CashMovementTracking,
+    ChainBalance,
     ChainContract,
     Deposit,
     OperatorNonce,
@@ -641,7 +642,8 @@ def withdrawal_request(*, client: Client, ask: WithdrawalAsk, now: datetime) -> 
 
 def reconciliation_run(*, chain: FundLockClient, now: datetime) -> list[str]:
     """Compare every on-chain fund lock with the contract's balance at the block the deposit monitor
-    has reached, and raise an operator alert for each drift (resolved once they agree again).
+    has reached, record what the contract held (``ChainBalance``, shown in the webconsole), and raise an
+    operator alert for each drift (resolved once they agree again).
     Clients with a settlement batch still in flight are checked on a later run, and nothing is compared
     while the node lacks the edge's block (the deposit monitor has raised an alert for that)."""
     now = require_aware(now)
@@ -655,6 +657,8 @@ def reconciliation_run(*, chain: FundLockClient, now: datetime) -> list[str]:
             currency__token_address__isnull=False).exclude(client_id__in=in_flight).order_by("id"):
         on_chain = Decimal(chain.balance(fund.currency.token_address, fund.client.address, edge.block_number))
         on_chain = on_chain.scaleb(-fund.currency.decimals)
+        ChainBalance.objects.update_or_create(fund_lock=fund, defaults={
+            "balance": on_chain, "fundlock": fund.fundlock, "block_number": edge.block_number, "seen_at": now})
         key = f"reconcile:{fund.client.address}:{fund.currency.symbol}"
         if on_chain != fund.fundlock:
             alert_raise(key=key, kind=AlertKind.RECONCILIATION, now=now, message=(
