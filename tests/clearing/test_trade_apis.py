@@ -113,3 +113,15 @@ def test_an_order_shows_its_fills_and_average_price(api_as, ledger):
     assert [(f["price"], f["quantity"], f["side"]) for f in detail["fills"]] == [
         (str(2000 + m), "0.5", "buy") for m in range(5)]
     assert "average_fill_price" in detail and "last_fill_at" in detail
+
+
+def test_the_webconsole_lists_trades_by_venue_and_client(admin_client, ledger):
+    listing = admin_client.get("/admin/clearing/trade/", {"venue__exact": "auction"})
+    assert listing.status_code == 200 and listing.content.decode().count("auction-") >= 7
+    carol = admin_client.get("/admin/clearing/trade/", {"q": ledger["carol"].address}).content.decode()
+    assert "auction-9" in carol and "auction-4" not in carol
+    assert "2010.000000000000000000" not in carol  # prices without trailing zeros
+    by_contract = admin_client.get("/admin/clearing/trade/", {"contract__id__exact": ledger["b"].pk})
+    assert by_contract.status_code == 200 and "auction-10" in by_contract.content.decode()
+    assert admin_client.get(f"/admin/clearing/trade/{ledger['alice_buy'].buy_trades.first().pk}/change/"
+                            ).status_code == 200
