@@ -23,14 +23,23 @@ class Trade(models.Model):
     id = models.BigAutoField(primary_key=True)
     venue = models.CharField(max_length=16, choices=Venue.choices)
     venue_ref = models.CharField(max_length=64)
-    contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="trades")
+    # No foreign key checks in the database: five per trade at commit doubled an auction's commit
+    # (bench/auction.py). trades_book is the only writer and takes the ids from rows its caller holds
+    # locked; orders, clients and contracts are never deleted. The unique (contract, sequence) and
+    # (client, id) indexes serve the contract and client columns.
+    contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="trades",
+                                 db_index=False, db_constraint=False)
     sequence = models.BigIntegerField()
     price = MoneyField()
     quantity = MoneyField()
-    buy_order = models.ForeignKey("orders.Order", on_delete=models.PROTECT, related_name="buy_trades")
-    buy_client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="buy_trades")
-    sell_order = models.ForeignKey("orders.Order", on_delete=models.PROTECT, related_name="sell_trades")
-    sell_client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="sell_trades")
+    buy_order = models.ForeignKey("orders.Order", on_delete=models.PROTECT, related_name="buy_trades",
+                                  db_constraint=False)
+    buy_client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="buy_trades",
+                                   db_index=False, db_constraint=False)
+    sell_order = models.ForeignKey("orders.Order", on_delete=models.PROTECT, related_name="sell_trades",
+                                   db_constraint=False)
+    sell_client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="sell_trades",
+                                    db_index=False, db_constraint=False)
     aggressor_side = models.CharField(max_length=4, choices=Side.choices, null=True, blank=True,
                                       help_text="the side that took liquidity; none in an auction")
     executed_at = models.DateTimeField()
