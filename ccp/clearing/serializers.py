@@ -13,11 +13,11 @@ class FillSerializer(serializers.Serializer):
     trade_id = serializers.IntegerField()
     order_id = serializers.IntegerField()
     contract = serializers.CharField(source="contract_symbol")
-    side = serializers.ChoiceField(choices=Side.values)
+    side = serializers.ChoiceField(choices=Side.choices)
     price = MoneyField()
     quantity = MoneyField()
     executed_at = serializers.DateTimeField()
-    venue = serializers.ChoiceField(choices=Venue.values)
+    venue = serializers.ChoiceField(choices=Venue.choices)
     venue_ref = serializers.CharField(help_text="the venue's event, e.g. auction-42")
 
 
