@@ -357,7 +357,7 @@ def instrument_apply() -> dict[str, list]:
     wrap(services, "order_payload", "order_payload")
     wrap(type(connections["default"]), "commit", "commit")  # the database wrapper's, as atomic() calls it
     wrap(streams, "_send", "stream sends after commit")
-    for name in ("_book_cash", "_book_positions", "fund_locks_adjust", "book_levels_changed"):
+    for name in ("_book_trades", "_book_cash", "_book_positions", "fund_locks_adjust", "book_levels_changed"):
         wrap(services, name, name)
     return parts
 
@@ -450,6 +450,7 @@ def report(engine: dict[int, dict], db: dict[int, dict]) -> list[str]:
             if p:
                 shown = [("_held_orders", "read orders"), ("update Order", "update orders"),
                          ("insert OrderStateHistory", "history"), ("order_payload", "payloads"),
+                         ("_book_trades", "trades"),
                          ("_book_cash", "cash movements"), ("_book_positions", "positions+lockups"),
                          ("fund_locks_adjust", "fund locks"), ("book_levels_changed", "book levels"),
                          ("commit", "commit"), ("stream sends after commit", "stream sends")]

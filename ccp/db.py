@@ -63,13 +63,26 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
         cursor.execute("DROP TABLE ccp_bulk_upsert")
 
 
-def bulk_insert_rows(model: type[models.Model], objects: Sequence[models.Model | dict]) -> None:
+def ids_reserve(model: type[models.Model], count: int) -> list[int]:
+    """``count`` new primary keys from the model's id sequence (one statement), so rows inserted by COPY
+    (which returns nothing) have ids known before the insert."""
+    if count <= 0:
+        return []
+    meta = model._meta
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                       [meta.db_table, meta.pk.column, count])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def bulk_insert_rows(model: type[models.Model], objects: Sequence[models.Model | dict], *,
+                     with_pk: bool = False) -> None:
     """INSERT many rows with COPY (several times faster than multi-row INSERT); ids are not returned,
     so use it for rows nobody reads back in the same transaction (history, journal lines). Rows are
     model instances or dicts by attribute name (cheaper to build in bulk). Plain column types only
-    (values go to PostgreSQL as they are)."""
+    (values go to PostgreSQL as they are). ``with_pk``: the rows carry their ids (``ids_reserve``)."""
     if not objects:
         return
     meta = model._meta
     with connection.cursor() as cursor:
-        _copy(cursor, meta.db_table, [f for f in meta.concrete_fields if not f.primary_key], objects)
+        _copy(cursor, meta.db_table, [f for f in meta.concrete_fields if with_pk or not f.primary_key], objects)

@@ -32,6 +32,8 @@ Who takes what:
   auction_close       book (exclusive), auction
   auction_solve       auction (to store its result; the solver runs outside any transaction)
   auction_apply       book (exclusive), auction, contracts, orders, fund locks, positions, lockups
+  trades_book         nothing of its own: its caller holds the trades' contracts (3), which makes the
+                      per-contract trade sequence it reads the last one (auction_apply books through it)
   deposits, withdrawals and settlement confirmations take fund locks only (``fund_locks_adjust``)
 """
 

@@ -30,6 +30,22 @@ def query_filters(request, serializer_class: type[serializers.Serializer], *, pa
     return filters.validated_data
 
 
+def int_param(request, name: str, low: int, high: int, default: int) -> int:
+    """The query parameter ``name``: decimal digits only, from ``low`` to ``high`` (``invalid_input``
+    otherwise); ``default`` when absent."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 10 and low <= int(text) <= high):
+        raise ValidationError({name: [f"An integer from {low} to {high}."]})
+    return int(text)
+
+
+def page_limit(request) -> int:
+    """The ``limit`` of a cursor-paginated list: 1..CCP_PAGE_MAX, CCP_PAGE_DEFAULT when absent."""
+    return int_param(request, "limit", 1, settings.CCP_PAGE_MAX, settings.CCP_PAGE_DEFAULT)
+
+
 class Pagination(pagination.LimitOffsetPagination):
     """DRF's limit/offset pagination, strict: a limit outside 1..CCP_PAGE_MAX or an offset outside
     0..2^31-1 (or not a decimal integer) is an ``invalid_input`` error, not silently replaced (a
@@ -44,12 +60,7 @@ class Pagination(pagination.LimitOffsetPagination):
         return settings.CCP_PAGE_MAX
 
     def _param(self, request, name: str, low: int, high: int, default: int) -> int:
-        text = request.query_params.get(name)
-        if text is None:
-            return default
-        if not (text.isascii() and text.isdigit() and len(text) <= 10 and low <= int(text) <= high):
-            raise ValidationError({name: [f"An integer from {low} to {high}."]})
-        return int(text)
+        return int_param(request, name, low, high, default)
 
     def get_limit(self, request) -> int:
         return self._param(request, self.limit_query_param, 1, self.max_limit, self.default_limit)

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "ccp.contracts",
     "ccp.orders",
     "ccp.risk",
+    "ccp.clearing",
     "ccp.settlement",
     "ccp.matching",
     "ccp.prices",

@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("ccp.accounts.urls")),
     path("", include("ccp.contracts.urls")),
     path("", include("ccp.orders.urls")),
+    path("", include("ccp.clearing.urls")),
     path("", include("ccp.risk.urls")),
     path("", include("ccp.settlement.urls")),
     path("", include("ccp.prices.urls")),

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from eth_account import Account
 
 from ccp.accounts.models import ApiToken, SignInChallenge
+from ccp.clearing.models import Trade
 from ccp.matching.models import Auction
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.states import TERMINAL_STATES, OrderState
@@ -93,6 +94,25 @@ class OrderStateHistoryFactory(factory.django.DjangoModelFactory):
     from_state = S.RECEIVED
     to_state = S.ACCEPTED
     at = NOW
+
+
+class TradeFactory(factory.django.DjangoModelFactory):
+    """An auction trade of 1 between a fresh buy order and a fresh sell order."""
+
+    class Meta:
+        model = Trade
+
+    venue = "auction"
+    venue_ref = factory.Sequence(lambda n: f"auction-{n}")
+    contract = factory.SubFactory(NewContractFactory)
+    sequence = factory.Sequence(lambda n: n + 1)
+    price = D("1200")
+    quantity = D("1")
+    buy_order = factory.SubFactory(OrderFactory)
+    buy_client = factory.SelfAttribute("buy_order.client")
+    sell_order = factory.SubFactory(OrderFactory, side="sell")
+    sell_client = factory.SelfAttribute("sell_order.client")
+    executed_at = NOW
 
 
 class PositionFactory(factory.django.DjangoModelFactory):
@@ -444,6 +464,17 @@ CONSTRAINT_CASES = [
     case("history_to_state_valid", OrderStateHistoryFactory, to_state="open"),
     case("history_from_state_valid", OrderStateHistoryFactory, from_state="open"),
     case("history_filled_non_negative", OrderStateHistoryFactory, filled_quantity=D("-1")),
+    case("order_no_fill_price_unfilled", OrderFactory, average_fill_price=D("1200")),
+    case("order_no_fill_price_unfilled", OrderFactory, "last-fill-at", last_fill_at=NOW),
+    # clearing
+    case("trade_unique_contract_sequence", TradeFactory, same=("contract", "sequence")),
+    case("trade_unique_venue_orders", TradeFactory, same=("venue", "venue_ref", "buy_order", "sell_order")),
+    case("trade_venue_valid", TradeFactory, venue="desk"),
+    case("trade_quantity_positive", TradeFactory, quantity=D("0")),
+    case("trade_price_non_negative", TradeFactory, price=D("-1")),
+    case("trade_sequence_positive", TradeFactory, sequence=0),
+    case("trade_orders_differ", TradeFactory, same=("buy_order",), sell_order=From("buy_order")),
+    case("trade_aggressor_side_valid", TradeFactory, aggressor_side="both"),
     # risk
     case("position_unique_client_contract", PositionFactory, same=("client", "contract")),
     case("lockup_unique_portfolio", LockupFactory, same=("client", "pair", "expiry_date")),

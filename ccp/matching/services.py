@@ -13,7 +13,7 @@ import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_UP, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_UP, Decimal
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -21,6 +21,9 @@ from django.db.models import Q
 from ccp.accounts.models import Client
 from ccp.accounts.serializers import BalanceSerializer
 from ccp.accounts.services import fund_locks_adjust
+from ccp.clearing.models import Venue
+from ccp.clearing.pairing import Fill, fills_pair
+from ccp.clearing.services import Execution, trades_book
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair
 from ccp.contracts.payoffs import Leg, lockup_amounts, premium_per_unit
@@ -189,8 +192,9 @@ def auction_solve(*, auction_id: int, now: datetime) -> Auction:
     return auction
 
 
-_HELD_COLUMNS = ("id, client_id, contract_id, client_order_id, side, kind, price, quantity, filled_quantity, state, "
-                 "reject_reason, order_value, cancel_requested_at, created_at, updated_at")
+_HELD_COLUMNS = ("id, client_id, contract_id, client_order_id, side, kind, price, quantity, filled_quantity, "
+                 "average_fill_price, last_fill_at, state, reject_reason, order_value, cancel_requested_at, "
+                 "created_at, updated_at")
 
 
 @dataclass(slots=True)
@@ -208,6 +212,8 @@ class HeldOrder:
     price: Decimal
     quantity: Decimal
     filled_quantity: Decimal
+    average_fill_price: Decimal | None
+    last_fill_at: datetime | None
     state: str
     reject_reason: str
     order_value: Decimal
@@ -290,6 +296,11 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
             return ZERO
         return held_value(order.contract_id, order.side, order.price, remaining)
 
+    trades = _book_trades(auction, orders, booked, prices, now)
+    trade_ids: dict[int, list[int]] = defaultdict(list)
+    for trade in trades:
+        trade_ids[trade["buy_order_id"]].append(trade["id"])
+        trade_ids[trade["sell_order_id"]].append(trade["id"])
     histories, events, levels, halted = [], defaultdict(list), defaultdict(set), []
     # One premium per contract: every fill of a contract is at its uniform price.
     premiums = {c.pk: premium_per_unit(c.terms, prices[c.symbol]) for c in contracts.values() if c.symbol in prices}
@@ -304,13 +315,16 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
             entry[0] -= sign * premiums[order.contract_id] * quantity
             entry[1] += sign * quantity
             before = order.state
+            order.average_fill_price = _average(order, price, quantity)
             order.filled_quantity += quantity
+            order.last_fill_at = now
             order.state = OrderState.FILLED if order.filled_quantity == order.quantity else OrderState.PARTIALLY_FILLED
             histories.append({"order_id": order.pk, "from_state": before, "to_state": order.state,
                               "reason": "auction", "filled_quantity": order.filled_quantity, "at": now})
             events[order.client_id].append({"type": "fill", "order_id": order.pk, "auction": auction.pk,
                                             "contract": order.contract.symbol, "side": order.side,
-                                            "price": money_str(price), "quantity": money_str(quantity)})
+                                            "price": money_str(price), "quantity": money_str(quantity),
+                                            "trades": trade_ids[order.pk]})
             levels[order.contract_id].add((order.side, order.price))
         if order.contract_id in dropped:
             cancel = "contract_halted"
@@ -327,7 +341,8 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
             value = remaining_value(order)
             released[(order.client_id, order.contract.collateral_id)] += order.order_value - value
             order.order_value, order.updated_at = value, now
-    bulk_update_rows(Order, orders, ["filled_quantity", "state", "order_value", "updated_at"])
+    bulk_update_rows(Order, orders, ["filled_quantity", "average_fill_price", "last_fill_at", "state", "order_value",
+                                     "updated_at"])
     bulk_insert_rows(OrderStateHistory, histories)
     for order in orders:
         if order.pk in booked or order.state == OrderState.CANCELLED:
@@ -349,13 +364,43 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
                                                  "events": events[client_id]})
     for contract_id in sorted(levels):
         book_levels_changed(contract_id=contract_id, levels=list(levels[contract_id]))
-    _trade_reports(auction, booked, orders, prices)
+    _trade_reports(auction, trades, contracts, prices)
     if dropped:
         auction.dropped = {"contracts": sorted(contracts[pk].symbol for pk in dropped),
                            "fills": sorted(set(fills) - set(booked)), "cancelled": halted}
     auction.state, auction.applied_at = AuctionState.APPLIED, now
     auction.save(update_fields=["state", "applied_at", "dropped"])
     return auction
+
+
+def _average(order: HeldOrder, price: Decimal, quantity: Decimal) -> Decimal | None:
+    """The order's average fill price after a fill of ``quantity`` at ``price`` (None stays None for an
+    order filled before fill prices were kept)."""
+    if not order.filled_quantity:
+        return price
+    if order.average_fill_price is None:
+        return None
+    total = order.filled_quantity + quantity
+    return quantize((order.average_fill_price * order.filled_quantity + price * quantity) / total, ROUND_HALF_EVEN)
+
+
+def _book_trades(auction, orders, booked, prices, now) -> list[dict]:
+    """Pair each contract's fills into trades (``ccp.clearing.pairing``: by order id) and book them."""
+    fills: dict[int, list[Fill]] = defaultdict(list)
+    held = {}
+    for order in orders:
+        if order.pk in booked:
+            fills[order.contract_id].append(Fill(order.pk, order.side, booked[order.pk]))
+            held[order.pk] = order
+    executions = []
+    for contract_id in sorted(fills):
+        contract = held[fills[contract_id][0].order_id].contract
+        price = prices[contract.symbol]
+        executions.extend(Execution(contract_id, price, pair.quantity, pair.buy_order_id,
+                                    held[pair.buy_order_id].client_id, pair.sell_order_id,
+                                    held[pair.sell_order_id].client_id)
+                          for pair in fills_pair(fills[contract_id]))
+    return trades_book(venue=Venue.AUCTION, venue_ref=auction.ref, executions=executions, now=now)
 
 
 def _book_cash(auction, cash, contracts, now) -> dict[tuple[int, int], Decimal]:
@@ -409,14 +454,17 @@ def _book_positions(cash, contracts, now) -> dict[tuple[int, int], Decimal]:
     return delta
 
 
-def _trade_reports(auction, fills, orders, prices) -> None:
+def _trade_reports(auction, trades, contracts, prices) -> None:
+    """One trade report per contract: the auction's volume at its price, with the sequences of the
+    trades it booked (``first_sequence`` .. ``last_sequence``, as in GET /contracts/<symbol>/trades)."""
     volume: dict[int, Decimal] = defaultdict(Decimal)
-    symbols = {}
-    for order in orders:
-        if order.side == "buy" and order.pk in fills:
-            volume[order.contract_id] += fills[order.pk]
-            symbols[order.contract_id] = order.contract.symbol
+    sequences: dict[int, list[int]] = {}
+    for trade in trades:
+        volume[trade["contract_id"]] += trade["quantity"]
+        sequences.setdefault(trade["contract_id"], [trade["sequence"], trade["sequence"]])[1] = trade["sequence"]
     for contract_id in sorted(volume):
+        symbol = contracts[contract_id].symbol
         stream_publish(book_group(contract_id), {
-            "type": "trade", "auction": auction.pk, "contract": symbols[contract_id],
-            "price": money_str(prices[symbols[contract_id]]), "quantity": money_str(volume[contract_id])})
+            "type": "trade", "auction": auction.pk, "contract": symbol, "price": money_str(prices[symbol]),
+            "quantity": money_str(volume[contract_id]), "first_sequence": sequences[contract_id][0],
+            "last_sequence": sequences[contract_id][1]})

@@ -25,6 +25,8 @@ class Order(models.Model):
     price = MoneyField()
     quantity = MoneyField()
     filled_quantity = MoneyField(default=ZERO)
+    average_fill_price = MoneyField(null=True, blank=True, help_text="quantity-weighted price of its fills")
+    last_fill_at = models.DateTimeField(null=True, blank=True)
     state = models.CharField(max_length=16, choices=OrderState.choices, default=OrderState.RECEIVED)
     reject_reason = models.CharField(max_length=64, blank=True)
     order_value = MoneyField(default=ZERO, help_text="collateral held while the order is open")
@@ -45,6 +47,11 @@ class Order(models.Model):
             models.CheckConstraint(condition=Q(filled_quantity__gte=0, filled_quantity__lte=F("quantity")),
                                    name="order_filled_within_quantity"),
             models.CheckConstraint(condition=Q(order_value__gte=0), name="order_value_non_negative"),
+            # Orders filled before fill prices were kept have none: only an unfilled order must have none.
+            models.CheckConstraint(
+                condition=Q(filled_quantity__gt=0) | Q(average_fill_price__isnull=True, last_fill_at__isnull=True),
+                name="order_no_fill_price_unfilled",
+            ),
             models.CheckConstraint(
                 condition=Q(state=OrderState.FILLED, filled_quantity=F("quantity"))
                 | (~Q(state=OrderState.FILLED) & Q(filled_quantity__lt=F("quantity"))),

@@ -2,8 +2,11 @@
 
 from datetime import UTC, datetime
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from ccp.clearing.selectors import order_fills
+from ccp.clearing.serializers import FillSerializer
 from ccp.money import money_str
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.serializers import MoneyField
@@ -22,19 +25,28 @@ class OrderSerializer(serializers.ModelSerializer):
     price = MoneyField(read_only=True)
     quantity = MoneyField(read_only=True)
     filled_quantity = MoneyField(read_only=True)
+    average_fill_price = MoneyField(read_only=True, allow_null=True,
+                                    help_text="quantity-weighted price of its fills; null before the first")
     order_value = MoneyField(read_only=True)
 
     class Meta:
         model = Order
         fields = ["id", "client_order_id", "contract", "side", "kind", "price", "quantity", "filled_quantity",
-                  "state", "reject_reason", "order_value", "cancel_requested_at", "created_at", "updated_at"]
+                  "average_fill_price", "last_fill_at", "state", "reject_reason", "order_value", "cancel_requested_at",
+                  "created_at", "updated_at"]
 
 
 class OrderDetailSerializer(OrderSerializer):
     history = OrderStateHistorySerializer(many=True, read_only=True)
+    fills = serializers.SerializerMethodField()
 
     class Meta(OrderSerializer.Meta):
-        fields = [*OrderSerializer.Meta.fields, "history"]
+        fields = [*OrderSerializer.Meta.fields, "history", "fills"]
+
+    @extend_schema_field(FillSerializer(many=True))
+    def get_fills(self, order: Order) -> list:
+        """Its fills, oldest first."""
+        return FillSerializer(order_fills(order_id=order.pk, side=order.side), many=True).data
 
 
 class BookLevelSerializer(serializers.Serializer):
@@ -56,7 +68,9 @@ def order_payload(order) -> dict:
     return {
         "id": order.pk, "client_order_id": order.client_order_id, "contract": order.contract.symbol,
         "side": order.side, "kind": order.kind, "price": money_str(order.price), "quantity": money_str(order.quantity),
-        "filled_quantity": money_str(order.filled_quantity), "state": order.state,
+        "filled_quantity": money_str(order.filled_quantity),
+        "average_fill_price": None if order.average_fill_price is None else money_str(order.average_fill_price),
+        "last_fill_at": _iso(order.last_fill_at), "state": order.state,
         "reject_reason": order.reject_reason, "order_value": money_str(order.order_value),
         "cancel_requested_at": _iso(order.cancel_requested_at), "created_at": _iso(order.created_at),
         "updated_at": _iso(order.updated_at),

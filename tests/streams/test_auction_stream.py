@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from channels.db import database_sync_to_async as db
 
+from ccp.clearing.models import Trade
 from ccp.matching.services import auction_apply, auction_close, auction_open, auction_solve
 from ccp.matching.tasks import auction_settings
 from tests.conftest import NOW
@@ -45,11 +46,15 @@ async def test_subscribers_see_the_auction_clear():
         assert {(m["side"], m["price"], m["quantity"]) for m in levels} == {("buy", "2100", "0.2"),
                                                                             ("sell", "2000", "0")}
         assert public[-1] | {"auction": None} == {"type": "trade", "auction": None, "contract": contract.symbol,
-                                                  "price": "2100", "quantity": "0.3"}
+                                                  "price": "2100", "quantity": "0.3", "first_sequence": 1,
+                                                  "last_sequence": 1}
         mine = await receive_until(private, lambda m: m["type"] == "auction")
         kinds = [event["type"] for event in mine[-1]["events"]]
         assert kinds == ["fill", "order", "balance"]
         fill, order, balance = mine[-1]["events"]
         assert (fill["price"], fill["quantity"]) == ("2100", "0.3")
+        assert fill["trades"] == await db(lambda: list(Trade.objects.values_list("id", flat=True)))()
+        assert (order["order"]["average_fill_price"], order["order"]["last_fill_at"]) == ("2100",
+                                                                                          "2026-11-21T09:30:00Z")
         assert (order["order"]["state"], order["order"]["filled_quantity"]) == ("partially_filled", "0.3")
         assert balance["balance"]["settle_value"] == "-630"

@@ -1,0 +1,65 @@
+"""Booking trades: the ledger every venue writes through."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import connection, transaction
+
+from ccp.clearing.models import Trade, Venue
+from ccp.clock import require_aware
+from ccp.db import bulk_insert_rows, ids_reserve
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """A trade a venue matched, before it is booked."""
+
+    contract_id: int
+    price: Decimal
+    quantity: Decimal
+    buy_order_id: int
+    buy_client_id: int
+    sell_order_id: int
+    sell_client_id: int
+    aggressor_side: str | None = None
+
+
+_LAST_SEQUENCES = """
+    SELECT c.id, (SELECT max(t.sequence) FROM clearing_trade AS t WHERE t.contract_id = c.id)
+    FROM unnest(%s::bigint[]) AS c(id)
+"""
+
+
+@transaction.atomic
+def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution], now: datetime) -> list[dict]:
+    """Book ``executions`` as trades of ``venue``'s event ``venue_ref``, each contract's numbered on
+    from its last sequence in the given order. Returns the booked rows (dicts by attribute name, with
+    ``id`` and ``sequence``), in the given order.
+
+    Idempotent per trade: an execution whose (venue, venue ref, buy order, sell order) is already
+    booked is left out (the unique constraint ``trade_unique_venue_orders`` backs this up). The caller
+    holds the contracts' rows (``ccp.locks`` 3): that makes the sequence read here the last one.
+    Queues nothing: the caller publishes after commit."""
+    now = require_aware(now)
+    booked = set(Trade.objects.filter(venue=venue, venue_ref=venue_ref)
+                 .values_list("buy_order_id", "sell_order_id")) if executions else set()
+    fresh = [e for e in executions if (e.buy_order_id, e.sell_order_id) not in booked]
+    if not fresh:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_LAST_SEQUENCES, [sorted({e.contract_id for e in fresh})])
+        last = {contract_id: sequence or 0 for contract_id, sequence in cursor.fetchall()}
+    rows = []
+    for trade_id, e in zip(ids_reserve(Trade, len(fresh)), fresh, strict=True):
+        last[e.contract_id] += 1
+        rows.append({"id": trade_id, "venue": venue, "venue_ref": venue_ref, "contract_id": e.contract_id,
+                     "sequence": last[e.contract_id], "price": e.price, "quantity": e.quantity,
+                     "buy_order_id": e.buy_order_id, "buy_client_id": e.buy_client_id,
+                     "sell_order_id": e.sell_order_id, "sell_client_id": e.sell_client_id,
+                     "aggressor_side": e.aggressor_side, "executed_at": now})
+    bulk_insert_rows(Trade, rows, with_pk=True)
+    return rows
