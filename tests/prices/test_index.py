@@ -8,7 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from ccp.clock import utcnow
-from ccp.prices.models import SpotPrice, VenueSymbol
+from ccp.prices.models import SpotPrice
 from ccp.prices.selectors import index_prices
 from ccp.prices.services import spot_prices_load
 from tests.conftest import NOW
@@ -17,13 +17,6 @@ from tests.factories import ContractFactory
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture
-def pair():
-    contract = ContractFactory()
-    for name, symbol in (("gemini", "BTC/USD"), ("coinbase", "BTC/USD"), ("binance", "BTC/USDT")):
-        VenueSymbol.objects.create(pair=contract.pair, venue=name, symbol=symbol)
-    return contract.pair
 
 
 def quote(pair, venue: str, price: str, age_s: int) -> None:

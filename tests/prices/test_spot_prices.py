@@ -8,18 +8,10 @@ import pytest
 from ccp.prices.models import SpotPrice, VenueSymbol
 from ccp.prices.services import spot_price_fresh, spot_prices_load
 from tests.contracts.test_expiry_day import recorded_venues
-from tests.factories import ContractFactory
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 20, 12, 5, tzinfo=UTC)
 
-
-@pytest.fixture
-def pair():
-    contract = ContractFactory()
-    for name, symbol in (("gemini", "BTC/USD"), ("coinbase", "BTC/USD"), ("binance", "BTC/USDT")):
-        VenueSymbol.objects.create(pair=contract.pair, venue=name, symbol=symbol)
-    return contract.pair
 
 
 def test_every_enabled_venue_is_stored_once(pair):

@@ -9,25 +9,16 @@ import requests
 import time_machine
 from rest_framework.test import APIClient
 
-from ccp.prices.models import VenueSymbol
 from ccp.prices.services import spot_prices_load
 from ccp.prices.venues import venue
 from ccp.system.models import OperatorAlert
 from tests.contracts.test_expiry_day import recorded_venues
-from tests.factories import ContractFactory
 from tests.prices.replay import Answer, Replay, fixture
 from tests.prices.test_venues import CASES, TICKER_AT
 
 pytestmark = pytest.mark.django_db
 DOWN = recorded_venues(down=True)
 
-
-@pytest.fixture
-def pair():
-    contract = ContractFactory()
-    for name, symbol in (("gemini", "BTC/USD"), ("coinbase", "BTC/USD"), ("binance", "BTC/USDT")):
-        VenueSymbol.objects.create(pair=contract.pair, venue=name, symbol=symbol)
-    return contract.pair
 
 
 def binance_back_at(moment):
