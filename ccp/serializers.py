@@ -40,12 +40,13 @@ class MoneyField(serializers.Field):
     default_error_messages = {
         "not_string": "Send this as a string, e.g. \"12.5\": JSON numbers lose precision.",
     }
+    signed = False
 
     def to_internal_value(self, data) -> Decimal:
         if not isinstance(data, str):
             raise serializers.ValidationError(self.error_messages["not_string"], code="invalid_number")
         try:
-            return parse_number(data)
+            return parse_number(data, signed=self.signed)
         except ValueError as exc:
             raise serializers.ValidationError(str(exc), code="invalid_number") from exc
 
@@ -94,10 +95,4 @@ CLIENT_ID_HELP = "your idempotency key: 1-64 of A-Z a-z 0-9 _ . : -"
 class SignedMoneyField(MoneyField):
     """A decimal that may be negative: a settle value, a position, a cash movement."""
 
-    def to_internal_value(self, data) -> Decimal:
-        if not isinstance(data, str):
-            raise serializers.ValidationError(self.error_messages["not_string"], code="invalid_number")
-        try:
-            return parse_number(data, signed=True)
-        except ValueError as exc:
-            raise serializers.ValidationError(str(exc), code="invalid_number") from exc
+    signed = True
