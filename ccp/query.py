@@ -59,14 +59,11 @@ class Pagination(pagination.LimitOffsetPagination):
     def max_limit(self) -> int:
         return settings.CCP_PAGE_MAX
 
-    def _param(self, request, name: str, low: int, high: int, default: int) -> int:
-        return int_param(request, name, low, high, default)
-
     def get_limit(self, request) -> int:
-        return self._param(request, self.limit_query_param, 1, self.max_limit, self.default_limit)
+        return int_param(request, self.limit_query_param, 1, self.max_limit, self.default_limit)
 
     def get_offset(self, request) -> int:
-        return self._param(request, self.offset_query_param, 0, MAX_OFFSET, 0)
+        return int_param(request, self.offset_query_param, 0, MAX_OFFSET, 0)
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
