@@ -330,6 +330,7 @@ def instrument_apply() -> dict[str, list]:
 
     from django.db import connections
 
+    import ccp.clearing.booking as booking
     import ccp.matching.services as services
     import ccp.streams as streams
 
@@ -352,13 +353,13 @@ def instrument_apply() -> dict[str, list]:
         setattr(owner, name, timed)
 
     wrap(services, "_held_orders", "_held_orders")
-    wrap(services, "bulk_update_rows", lambda model, *_: f"update {model.__name__}")
-    wrap(services, "bulk_insert_rows", lambda model, *_: f"insert {model.__name__}")
-    wrap(services, "order_payload", "order_payload")
+    wrap(booking, "bulk_update_rows", lambda model, *_: f"update {model.__name__}")
+    wrap(booking, "bulk_insert_rows", lambda model, *_: f"insert {model.__name__}")
+    wrap(booking, "order_payload", "order_payload")
     wrap(type(connections["default"]), "commit", "commit")  # the database wrapper's, as atomic() calls it
     wrap(streams, "_send", "stream sends after commit")
-    for name in ("_book_trades", "_book_cash", "_book_positions", "fund_locks_adjust", "book_levels_changed"):
-        wrap(services, name, name)
+    for name in ("trades_book", "cash_book", "positions_book", "fund_locks_adjust", "book_levels_changed"):
+        wrap(booking, name, name)
     return parts
 
 
@@ -450,8 +451,8 @@ def report(engine: dict[int, dict], db: dict[int, dict]) -> list[str]:
             if p:
                 shown = [("_held_orders", "read orders"), ("update Order", "update orders"),
                          ("insert OrderStateHistory", "history"), ("order_payload", "payloads"),
-                         ("_book_trades", "trades"),
-                         ("_book_cash", "cash movements"), ("_book_positions", "positions+lockups"),
+                         ("trades_book", "trades"),
+                         ("cash_book", "cash movements"), ("positions_book", "positions+lockups"),
                          ("fund_locks_adjust", "fund locks"), ("book_levels_changed", "book levels"),
                          ("commit", "commit"), ("stream sends after commit", "stream sends")]
                 listed = [(label, p[k]) for k, label in shown if k in p]

@@ -31,9 +31,10 @@ Who takes what:
   auction_open        nothing (a partial unique constraint keeps one open auction per pair)
   auction_close       book (exclusive), auction
   auction_solve       auction (to store its result; the solver runs outside any transaction)
-  auction_apply       book (exclusive), auction, contracts, orders, fund locks, positions, lockups
-  trades_book         nothing of its own: its caller holds the trades' contracts (3), which makes the
-                      per-contract trade sequence it reads the last one (auction_apply books through it)
+  auction_apply       book (exclusive), auction, contracts, orders, then books through trades_clear
+  trades_clear        (ccp.clearing.booking) its caller holds the contracts (3) and orders (4); it takes
+                      fund locks, positions, lockups. trades_book within it takes nothing of its own:
+                      the held contracts make the per-contract trade sequence it reads the last one
   deposits, withdrawals and settlement confirmations take fund locks only (``fund_locks_adjust``)
 """
 
@@ -117,6 +118,16 @@ def fund_locks_lock(*, keys: Collection[tuple[int, int]] = (), client_ids: Colle
 def positions_lock(positions: QuerySet[Position]) -> list[Position]:
     """6. These position rows, by (client, contract)."""
     return list(positions.select_for_update(no_key=True).order_by("client_id", "contract_id"))
+
+
+def position_rows_lock(client_ids: Collection[int], contract_ids: Collection[int]) -> list[tuple]:
+    """6. The positions of these clients in these contracts, by (client, contract), as plain rows
+    ``(client_id, contract_id, quantity, cost, realised_pnl)``: a booking reads thousands."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT client_id, contract_id, quantity, cost, realised_pnl FROM risk_position "
+                       "WHERE client_id = ANY(%s) AND contract_id = ANY(%s) ORDER BY client_id, contract_id "
+                       "FOR NO KEY UPDATE", [sorted(client_ids), sorted(contract_ids)])
+        return cursor.fetchall()
 
 
 def lockups_lock(lockups: QuerySet[Lockup]) -> list[Lockup]:

@@ -477,6 +477,7 @@ CONSTRAINT_CASES = [
     case("trade_aggressor_side_valid", TradeFactory, aggressor_side="both"),
     # risk
     case("position_unique_client_contract", PositionFactory, same=("client", "contract")),
+    case("position_flat_has_no_entry", PositionFactory, quantity=D("0"), cost=D("1")),
     case("lockup_unique_portfolio", LockupFactory, same=("client", "pair", "expiry_date")),
     case("lockup_non_negative", LockupFactory, amount=D("-0.000000000000000001")),
     # settlement

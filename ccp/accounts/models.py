@@ -5,6 +5,7 @@ from django.db.models import F, Q
 from eth_utils import to_checksum_address
 
 from ccp.money import ZERO, MoneyField
+from ccp.risk.collateral import available
 
 ADDRESS_REGEX = r"^0x[0-9a-f]{40}$"
 
@@ -37,7 +38,8 @@ class FundLock(models.Model):
     ``fundlock`` is what the chain monitor last saw on the FundLock contract, ``order_value`` is held
     by open orders, ``settle_value`` is the signed sum of cash movements not yet performed on chain,
     and ``lockup_value`` is the sum of the client's lockups in this currency (kept with them so the
-    database itself guarantees available = fundlock + settle - order - lockups >= 0).
+    database itself guarantees available = fundlock + settle - order - lockups >= 0: the rule of
+    ``ccp.risk.collateral``).
     """
 
     client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="fund_locks")
@@ -66,7 +68,7 @@ class FundLock(models.Model):
 
     @property
     def available(self) -> Decimal:
-        return self.fundlock + self.settle_value - self.order_value - self.lockup_value
+        return available(self)  # ccp.risk.collateral: the one rule
 
 
 class SignInChallenge(models.Model):

@@ -196,9 +196,16 @@ def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value
     return {key: fund_locks[key] for key in sorted(keys)}
 
 
-def balances_publish(fund_locks: Iterable[FundLock]) -> None:
-    """Push each fund lock's balance to its client's private stream once the transaction commits
-    (one list serializer for all: a serializer per fund lock builds its fields each time)."""
+def balance_events(fund_locks: Iterable[FundLock]) -> list[tuple[int, dict]]:
+    """The private stream's balance event of each fund lock, with its client id: the one place the
+    event is built (one list serializer for all: a serializer per fund lock builds its fields each
+    time)."""
     fund_locks = list(fund_locks)
-    for fund_lock, balance in zip(fund_locks, BalanceSerializer(fund_locks, many=True).data, strict=True):
-        stream_publish(client_group(fund_lock.client_id), {"type": "balance", "balance": balance})
+    return [(fund_lock.client_id, {"type": "balance", "balance": balance})
+            for fund_lock, balance in zip(fund_locks, BalanceSerializer(fund_locks, many=True).data, strict=True)]
+
+
+def balances_publish(fund_locks: Iterable[FundLock]) -> None:
+    """Push each fund lock's balance to its client's private stream once the transaction commits."""
+    for client_id, event in balance_events(fund_locks):
+        stream_publish(client_group(client_id), event)

@@ -7,16 +7,15 @@ from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 
-from ccp.accounts.serializers import BalanceSerializer
-from ccp.accounts.services import fund_locks_adjust
+from ccp.accounts.services import balance_events, fund_locks_adjust
+from ccp.clearing.booking import cash_book, positions_book
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Currency, Pair
 from ccp.contracts.payoffs import ContractKind, Terms, payoff_per_unit
-from ccp.db import bulk_update_rows
 from ccp.errors import ApplicationError, Conflict
-from ccp.locks import book_lock, contract_lock, contracts_lock, fund_locks_lock, lockups_lock, positions_lock
+from ccp.locks import book_lock, contract_lock, contracts_lock, fund_locks_lock
 from ccp.matching.selectors import auction_holds_contracts
-from ccp.money import money_str, quantize
+from ccp.money import money_str
 from ccp.orders.services import orders_cancel_open
 from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import CashMovement, CashMovementOrigin
@@ -166,46 +165,33 @@ def expiry_settle(*, pair: Pair, expiry_date: date, settlement_px: Decimal, now:
     if auction_holds_contracts(pair=pair, contract_ids=list(contracts)):
         return None
     key = expiry_key(pair, expiry_date)
-    held = Position.objects.filter(contract_id__in=contracts).exclude(quantity=0)
-    locked_up = Lockup.objects.filter(pair=pair, expiry_date=expiry_date).exclude(amount=0)
+    held = list(Position.objects.filter(contract_id__in=contracts).exclude(quantity=0)
+                .values_list("client_id", "contract_id", "quantity"))
+    locked_up = list(Lockup.objects.filter(pair=pair, expiry_date=expiry_date).exclude(amount=0)
+                     .values_list("client_id", "currency_id"))
     # Nothing else writes these positions and lockups while the contracts are locked: read them to
     # know whose fund locks to lock first.
-    fund_locks_lock(keys={(c, contracts[k].collateral_id) for c, k in held.values_list("client_id", "contract_id")}
-                    | set(locked_up.values_list("client_id", "currency_id")))
-    positions = positions_lock(held)
-    movements, settle = [], defaultdict(Decimal)
+    fund_locks_lock(keys={(c, contracts[k].collateral_id) for c, k, _ in held} | set(locked_up))
     per_unit = {pk: payoff_per_unit(contract.terms, settlement_px) for pk, contract in contracts.items()}
-    for position in positions:
-        contract = contracts[position.contract_id]
-        amount = position.quantity * per_unit[position.contract_id]
-        if amount != quantize(amount):
-            raise ValueError(f"payoff {amount} of {contract} needs more than 18 decimal places")
-        movements.append(CashMovement(client_id=position.client_id, currency_id=contract.collateral_id,
-                                      amount=amount, contract=contract, position_delta=-position.quantity,
-                                      origin=CashMovementOrigin.EXPIRY, origin_ref=key, created_at=now))
-        settle[(position.client_id, contract.collateral_id)] += amount
-        position.quantity, position.updated_at = Decimal(0), now
-    if sum((m.amount for m in movements), Decimal(0)) != 0:
+    payoffs = {(client_id, contract_id): quantity * per_unit[contract_id] for client_id, contract_id, quantity in held}
+    if sum(payoffs.values(), Decimal(0)) != 0:
         raise ValueError(f"payoffs of {key} do not sum to zero: positions are not balanced")
-    # COPY-based: Django's bulk_update builds a CASE per row, slow for an expiry's thousands of rows.
-    bulk_update_rows(Position, positions, ["quantity", "updated_at"])
-    CashMovement.objects.bulk_create([m for m in movements if m.amount or m.position_delta], batch_size=5000)
-    lockups = lockups_lock(locked_up)
-    released = defaultdict(Decimal)
-    for lockup in lockups:
-        released[(lockup.client_id, lockup.currency_id)] -= lockup.amount
-        lockup.amount, lockup.updated_at = Decimal(0), now
-    bulk_update_rows(Lockup, lockups, ["amount", "updated_at"])
+    # The same machinery as a trade's: one cash movement per position (its payoff, the position
+    # closed), positions closed at no entry price, every lockup of the expiry recomputed (released).
+    settle = cash_book(origin=CashMovementOrigin.EXPIRY, origin_ref=key, now=now, contracts=contracts,
+                       lines={(c, k): (payoffs[(c, k)], -quantity) for c, k, quantity in held})
+    released = positions_book(moves={(c, k): [(-quantity, None, payoffs[(c, k)])] for c, k, quantity in held},
+                              contracts=contracts, now=now,
+                              portfolios={(client_id, pair.pk, expiry_date) for client_id, _ in locked_up})
     fund_locks = fund_locks_adjust(settle_value=settle, order_value={}, lockup_value=released, now=now)
     Contract.objects.filter(pk__in=contracts).update(state=ContractState.SETTLED)
-    payoffs = defaultdict(list)
-    for m in movements:
-        payoffs[m.client_id].append({"contract": contracts[m.contract_id].symbol, "amount": money_str(m.amount),
-                                     "position_closed": money_str(-m.position_delta)})
-    # One list serializer for every balance: a serializer per fund lock builds its fields each time.
-    balances = BalanceSerializer(list(fund_locks.values()), many=True).data
-    for (client_id, _), balance in zip(fund_locks, balances, strict=True):
+    lines = defaultdict(list)
+    for client_id, contract_id, quantity in held:
+        lines[client_id].append({"contract": contracts[contract_id].symbol,
+                                 "amount": money_str(payoffs[(client_id, contract_id)]),
+                                 "position_closed": money_str(quantity)})
+    for client_id, event in balance_events(fund_locks.values()):
         stream_publish(client_group(client_id), {"type": "expiry", "expiry": key, "settlement_price":
-                                                 money_str(settlement_px), "payoffs": payoffs[client_id],
-                                                 "balance": balance})
-    return movements
+                                                 money_str(settlement_px), "payoffs": lines[client_id],
+                                                 "balance": event["balance"]})
+    return list(CashMovement.objects.filter(origin=CashMovementOrigin.EXPIRY, origin_ref=key).order_by("id"))

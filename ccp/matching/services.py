@@ -9,26 +9,21 @@ case and lockups are subadditive, that budget covers any fills of those orders.
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, ROUND_UP, Decimal
+from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
 from ccp.accounts.models import Client
-from ccp.accounts.serializers import BalanceSerializer
-from ccp.accounts.services import fund_locks_adjust
+from ccp.clearing.booking import trades_clear
 from ccp.clearing.models import Venue
 from ccp.clearing.pairing import Fill, fills_pair
-from ccp.clearing.services import Execution, trades_book
+from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair
-from ccp.contracts.payoffs import Leg, lockup_amounts, premium_per_unit
-from ccp.db import bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
-from ccp.locks import auction_lock, book_lock, contracts_lock, fund_locks_lock, lockups_lock, order_rows_lock
+from ccp.locks import auction_lock, book_lock, contracts_lock, order_rows_lock
 from ccp.matching.auction import (
     AuctionInput,
     AuctionSettings,
@@ -42,16 +37,12 @@ from ccp.matching.auction import (
 from ccp.matching.engine import clear
 from ccp.matching.models import Auction, AuctionState
 from ccp.memory import gc_paused
-from ccp.money import ZERO, money_str, quantize
-from ccp.orders.models import Order, OrderStateHistory
-from ccp.orders.rules import order_value
-from ccp.orders.serializers import order_payload
-from ccp.orders.services import book_levels_changed
+from ccp.money import money_str
+from ccp.orders.models import ORDER_COLUMNS, Order, OrderRow
 from ccp.orders.states import BOOK_STATES, OrderState
 from ccp.prices.models import ReferencePrice, ReferencePriceKind
 from ccp.risk.models import Lockup, Position
-from ccp.settlement.models import CashMovement, CashMovementOrigin
-from ccp.streams import book_group, client_group, stream_publish
+from ccp.streams import book_group, stream_publish
 
 # An auction's large columns: stages that only check its state leave them unread.
 _DOCUMENTS = ("input_document", "result_document", "order_ids")
@@ -192,43 +183,8 @@ def auction_solve(*, auction_id: int, now: datetime) -> Auction:
     return auction
 
 
-_HELD_COLUMNS = ("id, client_id, contract_id, client_order_id, side, kind, price, quantity, filled_quantity, "
-                 "average_fill_price, last_fill_at, state, reject_reason, order_value, cancel_requested_at, "
-                 "created_at, updated_at")
-
-
-@dataclass(slots=True)
-class HeldOrder:
-    """An order the auction changes, read as a plain row: tens of thousands of model instances cost
-    more than the rest of the booking. It has the attributes ``order_payload`` and
-    ``bulk_update_rows`` read."""
-
-    id: int
-    client_id: int
-    contract_id: int
-    client_order_id: str
-    side: str
-    kind: str
-    price: Decimal
-    quantity: Decimal
-    filled_quantity: Decimal
-    average_fill_price: Decimal | None
-    last_fill_at: datetime | None
-    state: str
-    reject_reason: str
-    order_value: Decimal
-    cancel_requested_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    contract: Contract | None = None
-
-    @property
-    def pk(self) -> int:
-        return self.id
-
-
 def _held_orders(pair: Pair, fills: dict[int, Decimal], prices: dict[str, Decimal]
-                 ) -> tuple[dict[int, Contract], list[HeldOrder]]:
+                 ) -> tuple[dict[int, Contract], dict[int, OrderRow]]:
     """Lock (``ccp.locks``) the contracts, then the orders the apply changes: the auction's filled orders
     and the pair's open orders with a cancel request. Only an order an auction holds gets a cancel request
     (``order_cancel``, the halt) and a pair has one auction at a time, so those are all held by this one
@@ -238,8 +194,9 @@ def _held_orders(pair: Pair, fills: dict[int, Decimal], prices: dict[str, Decima
                                           contract__pair=pair).values_list("id", "contract_id"))
     contracts = contracts_lock(Contract.objects.select_related("pair").filter(
         Q(pair=pair, symbol__in=list(prices)) | Q(pk__in={contract_id for _, contract_id in requested})))
-    orders = [HeldOrder(*row) for row in order_rows_lock(_HELD_COLUMNS, set(fills) | {pk for pk, _ in requested})]
-    for order in orders:
+    rows = order_rows_lock(", ".join(ORDER_COLUMNS), set(fills) | {pk for pk, _ in requested})
+    orders = {row[0]: OrderRow(*row) for row in rows}
+    for order in orders.values():
         order.contract = contracts[order.contract_id]  # one instance per contract: terms are built once
     return contracts, orders
 
@@ -279,92 +236,22 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     prices = {symbol: Decimal(p) for symbol, p in result["prices"].items()}
     # Only filled orders and cancel requests change; the others are released with the auction's state.
     contracts, orders = _held_orders(pair, fills, prices)
-    fund_locks_lock(keys={(o.client_id, o.contract.collateral_id) for o in orders})
     dropped = _not_trading(contracts, now)
-    booked = {o.pk: fills[o.pk] for o in orders if o.pk in fills and o.contract_id not in dropped}
+    booked = {pk: fills[pk] for pk, o in orders.items() if pk in fills and o.contract_id not in dropped}
     prices = {contracts[pk].symbol: prices[contracts[pk].symbol] for pk in contracts
               if pk not in dropped and contracts[pk].symbol in prices}
-
-    @functools.cache
-    def held_value(contract_id: int, side: str, price: Decimal, quantity: Decimal) -> Decimal:
-        # Orders share price levels and quantities: one Decimal computation each, not one per order.
-        return order_value(contracts[contract_id].terms, side, price, quantity)
-
-    def remaining_value(order: HeldOrder) -> Decimal:
-        remaining = order.quantity - order.filled_quantity
-        if remaining <= 0 or order.state not in BOOK_STATES:
-            return ZERO
-        return held_value(order.contract_id, order.side, order.price, remaining)
-
-    trades = _book_trades(auction, orders, booked, prices, now)
-    trade_ids: dict[int, list[int]] = defaultdict(list)
-    for trade in trades:
-        trade_ids[trade["buy_order_id"]].append(trade["id"])
-        trade_ids[trade["sell_order_id"]].append(trade["id"])
-    histories, events, levels, halted = [], defaultdict(list), defaultdict(set), []
-    # One premium per contract: every fill of a contract is at its uniform price.
-    premiums = {c.pk: premium_per_unit(c.terms, prices[c.symbol]) for c in contracts.values() if c.symbol in prices}
-    cash: dict[tuple[int, int], list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])  # (client, contract) -> amount, qty
-    released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)  # (client, currency) -> order value freed
-    for order in orders:
-        quantity = booked.get(order.pk)
-        if quantity:
-            price = prices[order.contract.symbol]
-            sign = 1 if order.side == "buy" else -1
-            entry = cash[(order.client_id, order.contract_id)]
-            entry[0] -= sign * premiums[order.contract_id] * quantity
-            entry[1] += sign * quantity
-            before = order.state
-            order.average_fill_price = _average(order, price, quantity)
-            order.filled_quantity += quantity
-            order.last_fill_at = now
-            order.state = OrderState.FILLED if order.filled_quantity == order.quantity else OrderState.PARTIALLY_FILLED
-            histories.append({"order_id": order.pk, "from_state": before, "to_state": order.state,
-                              "reason": "auction", "filled_quantity": order.filled_quantity, "at": now})
-            events[order.client_id].append({"type": "fill", "order_id": order.pk, "auction": auction.pk,
-                                            "contract": order.contract.symbol, "side": order.side,
-                                            "price": money_str(price), "quantity": money_str(quantity),
-                                            "trades": trade_ids[order.pk]})
-            levels[order.contract_id].add((order.side, order.price))
-        if order.contract_id in dropped:
-            cancel = "contract_halted"
-        else:
-            cancel = "cancel_requested" if order.cancel_requested_at else ""
-        if cancel and order.state in BOOK_STATES:
-            histories.append({"order_id": order.pk, "from_state": order.state, "to_state": OrderState.CANCELLED,
-                              "reason": cancel, "filled_quantity": order.filled_quantity, "at": now})
-            order.state = OrderState.CANCELLED
-            levels[order.contract_id].add((order.side, order.price))
-            if order.contract_id in dropped:
-                halted.append(order.pk)
-        if quantity or order.state == OrderState.CANCELLED:
-            value = remaining_value(order)
-            released[(order.client_id, order.contract.collateral_id)] += order.order_value - value
-            order.order_value, order.updated_at = value, now
-    bulk_update_rows(Order, orders, ["filled_quantity", "average_fill_price", "last_fill_at", "state", "order_value",
-                                     "updated_at"])
-    bulk_insert_rows(OrderStateHistory, histories)
-    for order in orders:
-        if order.pk in booked or order.state == OrderState.CANCELLED:
-            events[order.client_id].append({"type": "order", "order": order_payload(order)})
-    settle = _book_cash(auction, cash, contracts, now)
-    lockup_delta = _book_positions(cash, contracts, now)
-    fund_locks = fund_locks_adjust(settle_value=settle, order_value={k: -v for k, v in released.items()},
-                                   lockup_value=lockup_delta, now=now)
+    cancels = {pk: "contract_halted" if o.contract_id in dropped else "cancel_requested"
+               for pk, o in orders.items() if o.contract_id in dropped or o.cancel_requested_at}
+    cleared = trades_clear(venue=Venue.AUCTION, venue_ref=auction.ref,
+                           executions=_executions(orders, booked, prices), orders=orders, contracts=contracts,
+                           cancels=cancels, now=now, envelope={"type": "auction", "auction": auction.pk})
     ReferencePrice.objects.bulk_create([
         ReferencePrice(contract=contract, kind=ReferencePriceKind.CLEARING, price=prices[contract.symbol], at=now,
                        auction_ref=auction.ref)
         for contract in sorted(contracts.values(), key=lambda c: c.pk) if contract.symbol in prices])
-    # One list serializer: a serializer per fund lock builds its fields each time.
-    for (client_id, _), balance in zip(fund_locks, BalanceSerializer(list(fund_locks.values()), many=True).data,
-                                       strict=True):
-        events[client_id].append({"type": "balance", "balance": balance})
-    for client_id in sorted(events):
-        stream_publish(client_group(client_id), {"type": "auction", "auction": auction.pk,
-                                                 "events": events[client_id]})
-    for contract_id in sorted(levels):
-        book_levels_changed(contract_id=contract_id, levels=list(levels[contract_id]))
-    _trade_reports(auction, trades, contracts, prices)
+    _trade_reports(auction, cleared.trades, contracts, prices)
+    halted = sorted(pk for pk, reason in cancels.items()
+                    if reason == "contract_halted" and orders[pk].state == OrderState.CANCELLED)
     if dropped:
         auction.dropped = {"contracts": sorted(contracts[pk].symbol for pk in dropped),
                            "fills": sorted(set(fills) - set(booked)), "cancelled": halted}
@@ -373,85 +260,21 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     return auction
 
 
-def _average(order: HeldOrder, price: Decimal, quantity: Decimal) -> Decimal | None:
-    """The order's average fill price after a fill of ``quantity`` at ``price`` (None stays None for an
-    order filled before fill prices were kept)."""
-    if not order.filled_quantity:
-        return price
-    if order.average_fill_price is None:
-        return None
-    total = order.filled_quantity + quantity
-    return quantize((order.average_fill_price * order.filled_quantity + price * quantity) / total, ROUND_HALF_EVEN)
-
-
-def _book_trades(auction, orders, booked, prices, now) -> list[dict]:
-    """Pair each contract's fills into trades (``ccp.clearing.pairing``: by order id) and book them."""
+def _executions(orders: dict[int, OrderRow], booked: dict[int, Decimal], prices: dict[str, Decimal]
+                ) -> list[Execution]:
+    """Pair each contract's fills into trades (``ccp.clearing.pairing``: by order id) at its price."""
     fills: dict[int, list[Fill]] = defaultdict(list)
-    held = {}
-    for order in orders:
-        if order.pk in booked:
-            fills[order.contract_id].append(Fill(order.pk, order.side, booked[order.pk]))
-            held[order.pk] = order
+    for pk in sorted(booked):
+        order = orders[pk]
+        fills[order.contract_id].append(Fill(pk, order.side, booked[pk]))
     executions = []
     for contract_id in sorted(fills):
-        contract = held[fills[contract_id][0].order_id].contract
-        price = prices[contract.symbol]
+        price = prices[orders[fills[contract_id][0].order_id].contract.symbol]
         executions.extend(Execution(contract_id, price, pair.quantity, pair.buy_order_id,
-                                    held[pair.buy_order_id].client_id, pair.sell_order_id,
-                                    held[pair.sell_order_id].client_id)
+                                    orders[pair.buy_order_id].client_id, pair.sell_order_id,
+                                    orders[pair.sell_order_id].client_id)
                           for pair in fills_pair(fills[contract_id]))
-    return trades_book(venue=Venue.AUCTION, venue_ref=auction.ref, executions=executions, now=now)
-
-
-def _book_cash(auction, cash, contracts, now) -> dict[tuple[int, int], Decimal]:
-    movements, settle = [], defaultdict(Decimal)
-    for (client_id, contract_id), (amount, quantity) in sorted(cash.items()):
-        if not amount and not quantity:
-            continue  # the client's own buy and sell crossed: nothing moves
-        contract = contracts[contract_id]
-        if amount != quantize(amount):
-            raise ValueError(f"premium {amount} of {contract} needs more than 18 decimal places")
-        movements.append({"client_id": client_id, "currency_id": contract.collateral_id, "amount": amount,
-                          "contract_id": contract_id, "position_delta": quantity, "origin": CashMovementOrigin.AUCTION,
-                          "origin_ref": auction.ref, "created_at": now})
-        settle[(client_id, contract.collateral_id)] += amount
-    bulk_insert_rows(CashMovement, movements)
-    return settle
-
-
-def _book_positions(cash, contracts, now) -> dict[tuple[int, int], Decimal]:
-    """Apply position changes and recompute each touched (client, expiry) portfolio's lockup.
-    Returns the lockup change per (client, currency)."""
-    bulk_upsert_rows(Position, [{"client_id": client_id, "contract_id": contract_id, "quantity": quantity,
-                                 "updated_at": now} for (client_id, contract_id), (_, quantity) in cash.items()],
-                     key=["client_id", "contract_id"], add=["quantity"], replace=["updated_at"])
-    clients = {client_id for client_id, _ in cash}
-    touched = {(client_id, contracts[contract_id].pair_id, contracts[contract_id].expiry_date)
-               for client_id, contract_id in cash}
-    held = list(Position.objects.filter(client_id__in=clients, contract__pair_id__in={p for _, p, _ in touched})
-                .exclude(quantity=0).values_list("client_id", "contract_id", "quantity"))
-    # One instance per contract, so each contract's terms are built once.
-    every = {**Contract.objects.in_bulk({c for _, c, _ in held} - set(contracts)), **contracts}
-    legs: dict[tuple, list[Leg]] = defaultdict(list)
-    for client_id, contract_id, quantity in held:
-        contract = every[contract_id]
-        key = (client_id, contract.pair_id, contract.expiry_date)
-        if key in touched:
-            legs[key].append(Leg(contract.terms, quantity))
-    current = {(lockup.client_id, lockup.pair_id, lockup.expiry_date): lockup.amount for lockup in lockups_lock(
-        Lockup.objects.filter(client_id__in=clients, pair_id__in={p for _, p, _ in touched}))}
-    currency = {(c.pair_id, c.expiry_date): c.collateral_id for c in contracts.values()}
-    delta: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
-    rows = []
-    amounts = lockup_amounts({key: legs.get(key, []) for key in sorted(touched)})
-    for key in sorted(touched):
-        amount, before = quantize(amounts[key], ROUND_UP), current.get(key)
-        if amount != before:
-            rows.append({"client_id": key[0], "pair_id": key[1], "expiry_date": key[2],
-                         "currency_id": currency[key[1:]], "amount": amount, "updated_at": now})
-            delta[(key[0], currency[key[1:]])] += amount - (before or ZERO)
-    bulk_upsert_rows(Lockup, rows, key=["client_id", "pair_id", "expiry_date"], replace=["amount", "updated_at"])
-    return delta
+    return executions
 
 
 def _trade_reports(auction, trades, contracts, prices) -> None:

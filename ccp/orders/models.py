@@ -1,3 +1,5 @@
+from dataclasses import make_dataclass
+
 from django.db import models
 from django.db.models import F, Q
 
@@ -78,6 +80,27 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.side} {self.quantity} {self.contract} @ {self.price} ({self.state})"
+
+
+# An order as the API and the private stream show it: OrderSerializer and order_payload both use this
+# list, and take each field's form from the model (money as a string, times in ISO 8601, the contract
+# by symbol).
+ORDER_FIELDS = ("id", "client_order_id", "contract", "side", "kind", "price", "quantity", "filled_quantity",
+                "average_fill_price", "last_fill_at", "state", "reject_reason", "order_value", "cancel_requested_at",
+                "created_at", "updated_at")
+# Every column of the table, in model order: services that change tens of thousands of orders (an
+# auction's apply) read them as plain rows of these columns (``order_rows_lock``) into OrderRow.
+ORDER_COLUMNS = tuple(f.attname for f in Order._meta.concrete_fields)
+
+
+def _pk(self) -> int:
+    return self.id
+
+
+# An order read as a plain row: the attributes order_payload and bulk_update_rows read, without a model
+# instance's cost. ``contract`` is set by the reader (one Contract instance per contract).
+OrderRow = make_dataclass("OrderRow", [*ORDER_COLUMNS, ("contract", object, None)], slots=True,
+                          namespace={"pk": property(_pk)})
 
 
 class OrderStateHistory(models.Model):

@@ -1,14 +1,16 @@
 """Order representations shared by the REST API and the private WebSocket stream."""
 
+import operator
 from datetime import UTC, datetime
 
+from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ccp.clearing.selectors import order_fills
 from ccp.clearing.serializers import FillSerializer
 from ccp.money import money_str
-from ccp.orders.models import Order, OrderStateHistory
+from ccp.orders.models import ORDER_FIELDS, Order, OrderStateHistory
 from ccp.serializers import MoneyField
 
 
@@ -31,9 +33,7 @@ class OrderSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Order
-        fields = ["id", "client_order_id", "contract", "side", "kind", "price", "quantity", "filled_quantity",
-                  "average_fill_price", "last_fill_at", "state", "reject_reason", "order_value", "cancel_requested_at",
-                  "created_at", "updated_at"]
+        fields = list(ORDER_FIELDS)
 
 
 class OrderDetailSerializer(OrderSerializer):
@@ -62,19 +62,26 @@ class BookSerializer(serializers.Serializer):
     asks = BookLevelSerializer(many=True, help_text="best (lowest) first")
 
 
+def _field_forms() -> dict[str, object]:
+    """How order_payload writes each of ORDER_FIELDS: the form OrderSerializer gives it."""
+    forms: dict[str, object] = {}
+    for name in ORDER_FIELDS:
+        field = Order._meta.get_field(name)
+        if name == "contract":
+            forms[name] = lambda order: order.contract.symbol
+        elif isinstance(field, models.DecimalField):
+            forms[name] = lambda order, name=name: (None if (v := getattr(order, name)) is None else money_str(v))
+        elif isinstance(field, models.DateTimeField):
+            forms[name] = lambda order, name=name: _iso(getattr(order, name))
+        else:
+            forms[name] = operator.attrgetter("pk" if name == "id" else name)
+    return forms
+
+
 def order_payload(order) -> dict:
     """The same representation as OrderSerializer, built directly: auctions push tens of thousands.
-    ``order`` is an Order or a row with its attributes (the auction's ``HeldOrder``)."""
-    return {
-        "id": order.pk, "client_order_id": order.client_order_id, "contract": order.contract.symbol,
-        "side": order.side, "kind": order.kind, "price": money_str(order.price), "quantity": money_str(order.quantity),
-        "filled_quantity": money_str(order.filled_quantity),
-        "average_fill_price": None if order.average_fill_price is None else money_str(order.average_fill_price),
-        "last_fill_at": _iso(order.last_fill_at), "state": order.state,
-        "reject_reason": order.reject_reason, "order_value": money_str(order.order_value),
-        "cancel_requested_at": _iso(order.cancel_requested_at), "created_at": _iso(order.created_at),
-        "updated_at": _iso(order.updated_at),
-    }
+    ``order`` is an Order or an OrderRow."""
+    return {name: form(order) for name, form in _FORMS.items()}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -84,3 +91,6 @@ def _iso(value: datetime | None) -> str | None:
         return None
     text = value.astimezone(UTC).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+_FORMS = _field_forms()

@@ -22,6 +22,7 @@ from ccp.orders.rules import REASONS, order_rule_violation, order_value
 from ccp.orders.selectors import level_totals, open_orders_count
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
+from ccp.risk.collateral import collateral_covers
 from ccp.streams import book_group, client_group, stream_publish
 
 
@@ -156,7 +157,7 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
         cost = order_value(contract.terms, order.side, order.price, order.quantity)
         if open_orders_count(client_id=order.client_id, validated_only=True) >= settings.CCP_MAX_OPEN_ORDERS:
             violation = "too_many_open_orders"
-        elif fund_lock is None or fund_lock.available < cost:
+        elif not collateral_covers(fund_lock, cost):
             violation = "insufficient_collateral"
     if violation:
         order_transition(order=order, new_state=OrderState.REJECTED, now=now, reason=violation)

@@ -5,16 +5,27 @@ from ccp.money import ZERO, MoneyField
 
 
 class Position(models.Model):
-    """A client's signed quantity in a contract: positive long (bought), negative short (sold)."""
+    """A client's signed quantity in a contract: positive long (bought), negative short (sold), with
+    the premiums paid for its open quantity (its cost), the average price it was entered at and the
+    PnL realised so far (``ccp.risk.positions`` has the rules; ``ccp.clearing.booking`` writes them,
+    for trades and for expiry)."""
 
     client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="positions")
     contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="positions")
     quantity = MoneyField(default=ZERO)
+    cost = MoneyField(default=ZERO, help_text="premiums paid for the open quantity (negative: received)")
+    entry_price = MoneyField(null=True, blank=True, help_text="average price of the open quantity; none when flat")
+    realised_pnl = MoneyField(default=ZERO, help_text="realised PnL - cost = the position's cash movements")
     updated_at = models.DateTimeField()
 
     class Meta:
         ordering = ["client_id", "contract_id"]
-        constraints = [models.UniqueConstraint(fields=["client", "contract"], name="position_unique_client_contract")]
+        constraints = [
+            models.UniqueConstraint(fields=["client", "contract"], name="position_unique_client_contract"),
+            # Positions booked before entry prices were kept have none: only a flat one must have none.
+            models.CheckConstraint(condition=~Q(quantity=0) | Q(entry_price__isnull=True, cost=0),
+                                   name="position_flat_has_no_entry"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.client} {self.quantity:+} {self.contract}"

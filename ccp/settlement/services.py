@@ -44,6 +44,7 @@ from ccp.contracts.models import Currency
 from ccp.errors import ApplicationError, Conflict
 from ccp.locks import fund_locks_lock
 from ccp.money import money_str
+from ccp.risk.collateral import collateral_covers
 from ccp.settlement.chain.client import FundLockClient, SignedTx
 from ccp.settlement.models import (
     LIVE_TRACKING_STATES,
@@ -616,8 +617,8 @@ def withdrawal_request(*, client: Client, ask: WithdrawalAsk, now: datetime) -> 
         token_units(amount, currency.decimals)
     except ValueError as exc:
         raise ApplicationError(str(exc), code="amount_too_precise") from exc
-    available = fund_lock.available if fund_lock else Decimal(0)
-    if amount > available:
+    if not collateral_covers(fund_lock, amount):
+        available = fund_lock.available if fund_lock else Decimal(0)
         raise ApplicationError("The amount exceeds your available collateral (collateral held by open orders "
                                "and lockups cannot be withdrawn).", code="insufficient_collateral",
                                extra={"available": money_str(available)}, http_status=409)

@@ -18,15 +18,17 @@ import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_UP, Decimal
+from decimal import Decimal
 
 from django.db import connection, transaction
 
 from ccp.contracts.models import Contract, ContractState
-from ccp.contracts.payoffs import Leg, lockup_amounts
-from ccp.money import ZERO, money_str, quantize
+from ccp.contracts.payoffs import Leg
+from ccp.money import ZERO, money_str
 from ccp.orders.rules import order_value
 from ccp.orders.states import BOOK_STATES, OPEN_STATES
+from ccp.risk.collateral import AVAILABLE_SQL
+from ccp.risk.lockups import lockups_required
 from ccp.settlement.chain.client import FundLockClient
 from ccp.settlement.models import BatchState, CashMovementOrigin, TrackingState
 from ccp.settlement.services import DEPOSITS_EDGE
@@ -113,6 +115,20 @@ def positions_journaled() -> list[Violation]:
             for client_id, contract_id, held, journaled in rows]
 
 
+def positions_pnl_journaled() -> list[Violation]:
+    """Each position's realised PnL less its cost equals the sum of its cash movements
+    (``ccp.risk.positions``): PnL is never made up, and no premium or payoff is left out of it."""
+    rows = _rows("""
+        SELECT p.client_id, p.contract_id, p.realised_pnl - p.cost, COALESCE(j.amount, 0) FROM risk_position p
+        LEFT JOIN (SELECT client_id, contract_id, SUM(amount) AS amount FROM settlement_cashmovement
+                   WHERE contract_id IS NOT NULL GROUP BY 1, 2) j
+          ON j.client_id = p.client_id AND j.contract_id = p.contract_id
+        WHERE p.realised_pnl - p.cost <> COALESCE(j.amount, 0) ORDER BY 1, 2""")
+    return [Violation("position_pnl_not_journaled", f"client {client_id} contract {contract_id}: realised PnL "
+                      f"- cost {_m(held)}, its cash movements sum to {_m(journaled)}")
+            for client_id, contract_id, held, journaled in rows]
+
+
 def no_position_on_settled_contract() -> list[Violation]:
     rows = _rows("""
         SELECT p.client_id, k.symbol, p.quantity FROM risk_position p JOIN contracts_contract k ON k.id = p.contract_id
@@ -175,8 +191,8 @@ def fund_lock_order_values() -> list[Violation]:
 # --- lockups --------------------------------------------------------------------------------
 
 def lockups(contracts: Callable[[], dict[int, Contract]]) -> list[Violation]:
-    """Each lockup equals its portfolio's worst case recomputed from the positions, rounded up to
-    storage precision as the auction's booking does; a portfolio that needs collateral has a lockup."""
+    """Each lockup equals its portfolio's lockup recomputed from the positions (``ccp.risk.lockups``,
+    the booking's rule); a portfolio that needs collateral has a lockup."""
     every = contracts()
     legs: dict[tuple[int, int, object], list[Leg]] = defaultdict(list)
     for client_id, contract_id, quantity in _rows(
@@ -185,10 +201,10 @@ def lockups(contracts: Callable[[], dict[int, Contract]]) -> list[Violation]:
         legs[(client_id, contract.pair_id, contract.expiry_date)].append(Leg(contract.terms, quantity))
     stored = {(client_id, pair_id, expiry): amount for client_id, pair_id, expiry, amount in _rows(
         "SELECT client_id, pair_id, expiry_date, amount FROM risk_lockup")}
-    amounts = lockup_amounts({key: legs.get(key, []) for key in sorted(set(legs) | set(stored))})
+    amounts = lockups_required({key: legs.get(key, []) for key in sorted(set(legs) | set(stored))})
     violations = []
-    for key, amount in amounts.items():
-        want, held = quantize(amount, ROUND_UP), stored.get(key, ZERO)
+    for key, want in amounts.items():
+        held = stored.get(key, ZERO)
         if held != want:
             client_id, pair_id, expiry = key
             violations.append(Violation("lockup_wrong", f"client {client_id} pair {pair_id} expiry {expiry}: "
@@ -220,9 +236,9 @@ def settle_values() -> list[Violation]:
 
 
 def available_non_negative() -> list[Violation]:
-    rows = _rows("""
-        SELECT client_id, currency_id, fundlock + settle_value - order_value - lockup_value FROM accounts_fundlock
-        WHERE fundlock + settle_value - order_value - lockup_value < 0 ORDER BY 1, 2""")
+    rows = _rows(f"""
+        SELECT client_id, currency_id, {AVAILABLE_SQL} FROM accounts_fundlock
+        WHERE {AVAILABLE_SQL} < 0 ORDER BY 1, 2""")
     return [Violation("available_negative", f"client {client_id} currency {currency_id}: available {_m(available)}")
             for client_id, currency_id, available in rows]
 
@@ -287,6 +303,7 @@ def invariants_check(*, chain: FundLockClient | None = None) -> Report:
             ("movements_not_balanced", movements_balanced),
             ("positions_not_balanced", positions_balanced),
             ("position_not_journaled", positions_journaled),
+            ("position_pnl_not_journaled", positions_pnl_journaled),
             ("position_on_settled_contract", no_position_on_settled_contract),
             ("order_value_wrong", lambda: order_values(contracts)),
             ("fund_lock_order_value_wrong", fund_lock_order_values),

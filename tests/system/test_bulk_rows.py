@@ -10,6 +10,7 @@ from ccp.risk.models import Position
 from tests.factories import ClientFactory, ContractFactory
 
 pytestmark = pytest.mark.django_db
+EMPTY = {"cost": D(0), "entry_price": None, "realised_pnl": D(0)}  # the other columns of a position
 
 
 def test_upsert_inserts_new_rows_adds_to_existing_ones_and_replaces_the_rest(now):
@@ -18,8 +19,8 @@ def test_upsert_inserts_new_rows_adds_to_existing_ones_and_replaces_the_rest(now
     Position.objects.create(client=alice, contract=call, quantity=D("1.5"), updated_at=now)
     later = now + timedelta(minutes=1)
     bulk_upsert_rows(Position, [
-        {"client_id": bob.pk, "contract_id": call.pk, "quantity": D("-2"), "updated_at": later},
-        {"client_id": alice.pk, "contract_id": call.pk, "quantity": D("0.25"), "updated_at": later},
+        {"client_id": bob.pk, "contract_id": call.pk, "quantity": D("-2"), **EMPTY, "updated_at": later},
+        {"client_id": alice.pk, "contract_id": call.pk, "quantity": D("0.25"), **EMPTY, "updated_at": later},
     ], key=["client_id", "contract_id"], add=["quantity"], replace=["updated_at"])
     rows = {p.client_id: (p.quantity, p.updated_at) for p in Position.objects.all()}
     assert rows == {alice.pk: (D("1.75"), later), bob.pk: (D("-2"), later)}
@@ -28,14 +29,16 @@ def test_upsert_inserts_new_rows_adds_to_existing_ones_and_replaces_the_rest(now
 def test_upsert_replaces_without_adding(now):
     alice, call = ClientFactory(), ContractFactory()
     Position.objects.create(client=alice, contract=call, quantity=D("3"), updated_at=now)
-    bulk_upsert_rows(Position, [{"client_id": alice.pk, "contract_id": call.pk, "quantity": D("1"), "updated_at": now}],
+    bulk_upsert_rows(Position, [{"client_id": alice.pk, "contract_id": call.pk, "quantity": D("1"), **EMPTY,
+                                 "updated_at": now}],
                      key=["client_id", "contract_id"], replace=["quantity"])
     assert Position.objects.get().quantity == D("1")
 
 
 def test_insert_and_update_by_primary_key(now):
     alice, bob, call = ClientFactory(), ClientFactory(), ContractFactory()
-    bulk_insert_rows(Position, [{"client_id": alice.pk, "contract_id": call.pk, "quantity": D("1"), "updated_at": now},
+    bulk_insert_rows(Position, [{"client_id": alice.pk, "contract_id": call.pk, "quantity": D("1"), **EMPTY,
+                                 "updated_at": now},
                                 Position(client=bob, contract=call, quantity=D("2"), updated_at=now)])
     positions = list(Position.objects.order_by("client_id"))
     positions[0].quantity, positions[1].quantity = D("5"), D("-5")

@@ -87,7 +87,7 @@ def test_a_system_booked_by_the_services_passes(booked):
     assert Lockup.objects.filter(amount__gt=0).exists() and CashMovement.objects.filter(origin="expiry").exists()
     code, output = ccp_check()
     assert code == 0, output
-    assert output.startswith("ccp_check: 10 invariants hold (8 orders, 3 fund locks, ")
+    assert output.startswith("ccp_check: 11 invariants hold (8 orders, 3 fund locks, ")
     assert output.strip().endswith("chain not checked") and len(output.strip().splitlines()) == 1
 
 
@@ -113,6 +113,7 @@ PLANTED = {
     "positions_not_balanced": "UPDATE risk_position SET quantity = quantity + 0.01 WHERE id = {call_position}",
     "position_not_journaled": "UPDATE settlement_cashmovement SET position_delta = position_delta * 2 "
                               "WHERE id = {auction_movement}",
+    "position_pnl_not_journaled": "UPDATE risk_position SET realised_pnl = realised_pnl + 1 WHERE id = {call_position}",
     "position_on_settled_contract": "UPDATE risk_position SET quantity = quantity + 0.1 WHERE id = {future_position}",
     "order_value_wrong": "UPDATE orders_order SET order_value = order_value + 1 WHERE id = {open_order}",
     "fund_lock_order_value_wrong": "UPDATE accounts_fundlock SET order_value = order_value + 1 WHERE client_id = "
@@ -140,7 +141,7 @@ def test_each_planted_violation_is_reported_and_exits_1(booked, check):
     code, output = ccp_check()
     assert code == 1
     assert f"VIOLATION {check}: " in output
-    assert "violations of 10 invariants" in output.splitlines()[-1]
+    assert "violations of 11 invariants" in output.splitlines()[-1]
 
 
 def test_an_order_value_for_another_quantity_is_named_with_what_it_should_be(booked):

@@ -1,0 +1,245 @@
+"""The booking service: every venue books its matched trades here, and nowhere else.
+
+``trades_clear`` takes the executions a venue matched (an auction's uniform-price fills paired into
+trades; later a continuous book's matches, an RFQ, a liquidation) and writes everything a trade changes,
+in the caller's transaction:
+
+  1. the trade rows (``trades_book``: idempotent per trade; only fresh trades change anything below,
+     so booking the same executions twice has one effect)
+  2. the orders: filled quantity, average fill price, last fill, state through the transition table
+     (``ccp.orders.states``), then the cancels the venue asks for with them (an auction's cancel
+     requests, a halted contract's orders), the order value each still holds, one history row per
+     state change
+  3. cash movements: the premiums, one per (client, contract) and venue event
+  4. positions, with entry price and realised PnL (``ccp.risk.positions``)
+  5. lockups of the portfolios the positions changed (``ccp.risk.lockups``)
+  6. fund locks: settle value (cash), order value (released), lockup value (the lockups' change)
+  7. stream events, queued for after the commit: per client its fills, orders and balances in one
+     message, the book levels that changed
+
+Locks (``ccp.locks``): the caller holds the contracts (3) and the orders (4); this takes the fund
+locks (5), the positions (6) and the lockups (7).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from ccp.accounts.models import FundLock
+from ccp.accounts.services import balance_events, fund_locks_adjust
+from ccp.clearing.models import Venue
+from ccp.clearing.services import Execution, trades_book
+from ccp.contracts.models import Contract
+from ccp.contracts.payoffs import premium_per_unit
+from ccp.db import bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
+from ccp.locks import fund_locks_lock, position_rows_lock
+from ccp.money import ZERO, money_str, quantize
+from ccp.orders.models import Order, OrderStateHistory
+from ccp.orders.rules import order_value
+from ccp.orders.serializers import order_payload
+from ccp.orders.services import book_levels_changed
+from ccp.orders.states import BOOK_STATES, OrderState, transition_allowed
+from ccp.risk.lockups import Portfolio, lockups_recompute, portfolio_of
+from ccp.risk.models import Position
+from ccp.risk.positions import FLAT, PositionState, entry_price, position_move
+from ccp.settlement.models import CashMovement, CashMovementOrigin
+from ccp.streams import client_group, stream_publish
+
+# The origin of a venue's cash movements (the statement's lines). Venues to come add theirs.
+_ORIGINS = {Venue.AUCTION: CashMovementOrigin.AUCTION}
+
+
+@dataclass
+class Cleared:
+    """What a booking changed."""
+
+    trades: list[dict]  # the fresh trade rows, as trades_book returns them
+    fund_locks: dict[tuple[int, int], FundLock] = field(default_factory=dict)
+    filled: dict[int, Decimal] = field(default_factory=dict)  # order id -> quantity filled now
+
+
+def order_state_set(order, state: str, *, now: datetime, reason: str, histories: list[dict]) -> None:
+    """Move ``order`` to ``state`` through the transition table, with its history row."""
+    if not transition_allowed(order.state, state):
+        raise ValueError(f"order {order.pk}: {order.state} -> {state} is not an allowed transition")
+    histories.append({"order_id": order.pk, "from_state": order.state, "to_state": state, "reason": reason,
+                      "filled_quantity": order.filled_quantity, "at": now})
+    order.state = state
+
+
+def _average(order, price: Decimal, quantity: Decimal) -> Decimal | None:
+    """The order's average fill price after a fill of ``quantity`` at ``price`` (None stays None for an
+    order filled before fill prices were kept)."""
+    if not order.filled_quantity:
+        return price
+    if order.average_fill_price is None:
+        return None
+    total = order.filled_quantity + quantity
+    return quantize((order.average_fill_price * order.filled_quantity + price * quantity) / total, ROUND_HALF_EVEN)
+
+
+def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution], orders: Mapping[int, object],
+                 contracts: Mapping[int, Contract], cancels: Mapping[int, str], now: datetime,
+                 envelope: Mapping[str, object]) -> Cleared:
+    """Book ``executions`` of ``venue``'s event ``venue_ref``, then cancel the orders in ``cancels``
+    (order id -> reason) still on the book. ``orders`` holds every order of both (Order or OrderRow
+    with ``contract`` set, locked by the caller), ``contracts`` their contracts (locked). Each client's
+    events go out after commit as one message ``{**envelope, "events": [...]}``."""
+    trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now)
+    cleared = Cleared(trades)
+
+    # 2. orders: fills (per order and price, in trade order), then cancels
+    order_fills: dict[tuple[int, Decimal], Decimal] = defaultdict(Decimal)
+    trade_ids: dict[int, list[int]] = defaultdict(list)
+    for trade in trades:
+        for order_id in (trade["buy_order_id"], trade["sell_order_id"]):
+            order_fills[(order_id, trade["price"])] += trade["quantity"]
+            trade_ids[order_id].append(trade["id"])
+    histories: list[dict] = []
+    events: dict[int, list[dict]] = defaultdict(list)
+    levels: dict[int, set] = defaultdict(set)
+    moves: dict[tuple[int, int], list[tuple[Decimal, Decimal]]] = defaultdict(list)  # position: (qty, price)
+    for (order_id, price), quantity in order_fills.items():
+        order = orders[order_id]
+        signed = quantity if order.side == "buy" else -quantity
+        moves[(order.client_id, order.contract_id)].append((signed, price))
+        order.average_fill_price = _average(order, price, quantity)
+        order.filled_quantity += quantity
+        order.last_fill_at = now
+        cleared.filled[order_id] = cleared.filled.get(order_id, ZERO) + quantity
+        full = order.filled_quantity == order.quantity
+        order_state_set(order, OrderState.FILLED if full else OrderState.PARTIALLY_FILLED, now=now,
+                        reason=venue.value, histories=histories)
+        events[order.client_id].append({"type": "fill", "order_id": order_id, **_fill_refs(envelope),
+                                        "venue": venue.value, "venue_ref": venue_ref,
+                                        "contract": order.contract.symbol, "side": order.side,
+                                        "price": money_str(price), "quantity": money_str(quantity),
+                                        "trades": trade_ids[order_id]})
+        levels[order.contract_id].add((order.side, order.price))
+    for order_id, reason in sorted(cancels.items()):
+        order = orders[order_id]
+        if order.state in BOOK_STATES:
+            order_state_set(order, OrderState.CANCELLED, now=now, reason=reason, histories=histories)
+            levels[order.contract_id].add((order.side, order.price))
+    changed = [orders[pk] for pk in sorted(set(cleared.filled) | {pk for pk in cancels
+                                                                   if orders[pk].state == OrderState.CANCELLED})]
+    released = _order_values_release(changed, now)
+    bulk_update_rows(Order, changed, ["filled_quantity", "average_fill_price", "last_fill_at", "state",
+                                      "order_value", "updated_at"])
+    bulk_insert_rows(OrderStateHistory, histories)
+    for order in changed:
+        events[order.client_id].append({"type": "order", "order": order_payload(order)})
+
+    # 3-6. cash, positions, lockups, fund locks
+    fund_locks_lock(keys={(o.client_id, o.contract.collateral_id) for o in changed})
+    settle = cash_book(origin=_ORIGINS[venue], origin_ref=venue_ref, lines=_premiums(moves, contracts),
+                       contracts=contracts, now=now)
+    lockup_delta = positions_book(moves=moves, contracts=contracts, now=now)
+    cleared.fund_locks = fund_locks_adjust(settle_value=settle, order_value={k: -v for k, v in released.items()},
+                                           lockup_value=lockup_delta, now=now)
+    for client_id, event in balance_events(cleared.fund_locks.values()):
+        events[client_id].append(event)
+
+    # 7. pushes after commit
+    for client_id in sorted(events):
+        stream_publish(client_group(client_id), {**envelope, "events": events[client_id]})
+    for contract_id in sorted(levels):
+        book_levels_changed(contract_id=contract_id, levels=list(levels[contract_id]))
+    return cleared
+
+
+def _fill_refs(envelope: Mapping[str, object]) -> dict:
+    """The venue event's id in a fill (an auction's ``"auction": 42``), as the envelope names it."""
+    return {k: v for k, v in envelope.items() if k != "type"}
+
+
+def _order_values_release(changed: Sequence, now: datetime) -> dict[tuple[int, int], Decimal]:
+    """Set each changed order's order value to what its remaining quantity holds (nothing once it
+    leaves the book); returns the value released per (client, currency)."""
+
+    @functools.cache
+    def held(contract_id: int, side: str, price: Decimal, quantity: Decimal) -> Decimal:
+        # Orders share price levels and quantities: one Decimal computation each, not one per order.
+        return order_value(contracts[contract_id].terms, side, price, quantity)
+
+    contracts = {o.contract_id: o.contract for o in changed}
+    released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    for order in changed:
+        remaining = order.quantity - order.filled_quantity
+        value = held(order.contract_id, order.side, order.price, remaining) \
+            if remaining > 0 and order.state in BOOK_STATES else ZERO
+        released[(order.client_id, order.contract.collateral_id)] += order.order_value - value
+        order.order_value, order.updated_at = value, now
+    return released
+
+
+def cash_book(*, origin: str, origin_ref: str, lines: Mapping[tuple[int, int], tuple[Decimal, Decimal]],
+              contracts: Mapping[int, Contract], now: datetime) -> dict[tuple[int, int], Decimal]:
+    """One cash movement per (client, contract) of ``lines`` ((client, contract) -> (amount, position
+    change)); returns the settle value change per (client, currency). A line that moves neither (a
+    client's own buy and sell crossed) is left out."""
+    rows, settle = [], defaultdict(Decimal)
+    for (client_id, contract_id), (amount, quantity) in sorted(lines.items()):
+        if not amount and not quantity:
+            continue
+        contract = contracts[contract_id]
+        if amount != quantize(amount):
+            raise ValueError(f"amount {amount} of {contract} needs more than 18 decimal places")
+        rows.append({"client_id": client_id, "currency_id": contract.collateral_id, "amount": amount,
+                     "contract_id": contract_id, "position_delta": quantity, "origin": origin,
+                     "origin_ref": origin_ref, "created_at": now})
+        settle[(client_id, contract.collateral_id)] += amount
+    bulk_insert_rows(CashMovement, rows)
+    return settle
+
+
+def _premiums(moves, contracts) -> dict[tuple[int, int], tuple[Decimal, Decimal]]:
+    """(client, contract) -> (premiums paid (negative) or received, position change) of its fills."""
+    lines = {}
+    for key, fills in moves.items():
+        terms = contracts[key[1]].terms
+        lines[key] = (sum((-q * premium_per_unit(terms, p) for q, p in fills), ZERO),
+                      sum((q for q, _ in fills), ZERO))
+    return lines
+
+
+def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contracts: Mapping[int, Contract],
+                   now: datetime, portfolios: Iterable[Portfolio] = ()) -> dict[tuple[int, int], Decimal]:
+    """Apply position changes and recompute the lockups of the portfolios they touch (and of
+    ``portfolios``); return the lockups' change per (client, currency). ``moves``: (client, contract) -> a list of
+    ``(quantity, price)`` (a trade: the signed quantity at its price, cash -quantity x premium) or
+    ``(quantity, price, cash)`` (expiry: price None, cash the payoff). Locks (``ccp.locks``) the
+    positions of the touched portfolios (6), then their lockups (7)."""
+    touched = {portfolio_of(client_id, contracts[contract_id]) for client_id, contract_id in moves} | set(portfolios)
+    if not touched:
+        return {}
+    # Every position of the touched portfolios: the lockups net them all.
+    series = {(pair_id, expiry_date) for _, pair_id, expiry_date in touched}
+    every = {pk: contracts.get(pk, c) for pk, c in Contract.objects.filter(
+        pair_id__in={p for p, _ in series}, expiry_date__in={e for _, e in series}).in_bulk().items()
+        if (c.pair_id, c.expiry_date) in series}
+    states: dict[tuple[int, int], PositionState] = {}
+    for client_id, contract_id, quantity, cost, realised in position_rows_lock({c for c, _, _ in touched}, every):
+        if portfolio_of(client_id, every[contract_id]) in touched:
+            states[(client_id, contract_id)] = PositionState(quantity, cost, realised)
+    rows = []
+    for key, changes in sorted(moves.items()):
+        terms = every[key[1]].terms
+        state = states.get(key, FLAT)
+        for change in changes:
+            quantity = change[0]
+            cash = change[2] if len(change) > 2 else -quantity * premium_per_unit(terms, change[1])
+            state = position_move(state, quantity, cash)
+        states[key] = state
+        rows.append({"client_id": key[0], "contract_id": key[1], "quantity": state.quantity, "cost": state.cost,
+                     "entry_price": entry_price(terms, state), "realised_pnl": state.realised_pnl,
+                     "updated_at": now})
+    bulk_upsert_rows(Position, rows, key=["client_id", "contract_id"],
+                     replace=["quantity", "cost", "entry_price", "realised_pnl", "updated_at"])
+    return lockups_recompute(quantities={k: s.quantity for k, s in states.items()}, contracts=every,
+                             touched=touched, now=now)
