@@ -1,5 +1,6 @@
 """Order representations shared by the REST API and the private WebSocket stream."""
 
+import functools
 import operator
 from datetime import UTC, datetime
 
@@ -63,16 +64,20 @@ class BookSerializer(serializers.Serializer):
 
 
 def _field_forms() -> dict[str, object]:
-    """How order_payload writes each of ORDER_FIELDS: the form OrderSerializer gives it."""
+    """How order_payload writes each of ORDER_FIELDS: the form OrderSerializer gives it. The text of
+    an amount or a time depends on its value only, and an auction's orders share most of them (price
+    levels, quantities, the time it applies at): each is formatted once (bounded caches)."""
+    money = functools.lru_cache(maxsize=8192)(money_str)
+    iso = functools.lru_cache(maxsize=8192)(_iso)
     forms: dict[str, object] = {}
     for name in ORDER_FIELDS:
         field = Order._meta.get_field(name)
         if name == "contract":
             forms[name] = lambda order: order.contract.symbol
         elif isinstance(field, models.DecimalField):
-            forms[name] = lambda order, name=name: (None if (v := getattr(order, name)) is None else money_str(v))
+            forms[name] = lambda order, name=name: (None if (v := getattr(order, name)) is None else money(v))
         elif isinstance(field, models.DateTimeField):
-            forms[name] = lambda order, name=name: _iso(getattr(order, name))
+            forms[name] = lambda order, name=name: iso(getattr(order, name))
         else:
             forms[name] = operator.attrgetter("pk" if name == "id" else name)
     return forms
