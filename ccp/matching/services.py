@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -23,6 +23,7 @@ from ccp.clearing.pairing import Fill, fills_pair
 from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair
+from ccp.contracts.payoffs import ContractKind, mark_px
 from ccp.locks import auction_lock, book_lock, contracts_lock, order_rows_lock
 from ccp.matching.auction import (
     AuctionInput,
@@ -41,6 +42,7 @@ from ccp.money import money_str
 from ccp.orders.models import ORDER_COLUMNS, Order, OrderRow
 from ccp.orders.states import BOOK_STATES, OrderState
 from ccp.prices.models import ReferencePrice, ReferencePriceKind
+from ccp.prices.selectors import index_by_pair
 from ccp.risk.models import Lockup, Position
 from ccp.streams import book_group, stream_publish
 
@@ -78,6 +80,14 @@ def _pair(auction: Auction) -> Pair:
 
 def _portfolio(contract: Contract) -> str:
     return f"{contract.pair} {contract.expiry_date.isoformat()}"
+
+
+def _reference(contract: Contract, index: Decimal | None) -> Decimal | None:
+    """The auction's reference price of a contract: a future's mark at the index, on its tick grid."""
+    if index is None or contract.kind != ContractKind.FUTURE:
+        return None
+    mark = mark_px(contract.terms, index)
+    return (mark / contract.tick_size).to_integral_value(ROUND_HALF_EVEN) * contract.tick_size
 
 
 _SNAPSHOT = """
@@ -135,12 +145,16 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
     held: dict[int, dict[str, Decimal]] = defaultdict(dict)
     for position in positions:
         held[position.client_id][position.contract.symbol] = position.quantity
-    # No reference price: inside the interval of valid uniform prices the rule then takes its middle.
-    # The last clearing price anchored it before and handed a lone crossing pair's whole surplus to one
-    # side (a bid at 150 paid 150 to an offer at 9.7); a contract's mark price will be the reference
-    # once there is one.
+    # The price rule's reference, inside the interval of valid uniform prices: a future's mark price
+    # (its index clamped to its bounds) when the pair has a fresh index, else none, and the rule takes
+    # the interval's middle. An option's mark is only its intrinsic value (no volatility model), so its
+    # reference is none. The last clearing price anchored the rule before and handed a lone crossing
+    # pair's whole surplus to one side (a bid at 150 paid 150 to an offer at 9.7). The reference is
+    # part of the stored input: a replay clears the same.
+    index = index_by_pair(now=now).get(pair.pk)
     document = input_to_document(AuctionInput(
-        contracts=tuple(ContractSpec(c.symbol, c.terms, c.tick_size, c.lot_size, _portfolio(c))
+        contracts=tuple(ContractSpec(c.symbol, c.terms, c.tick_size, c.lot_size, _portfolio(c),
+                                     _reference(c, index))
                         for c in sorted(contracts.values(), key=lambda c: c.pk)),
         clients=tuple(ClientSpec(addresses[k], budgets[k], held[k]) for k in sorted(addresses)),
         orders=(), settings=settings, label=f"{auction.group} {auction.slot.isoformat()}",

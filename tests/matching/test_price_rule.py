@@ -28,3 +28,34 @@ def test_a_lone_crossing_pair_trades_at_the_middle_of_its_limits_not_at_the_last
     # not the last price, and the input document names no reference price
     assert auction.result_document["prices"] == {contract.symbol: "79.8"}
     assert [c["reference_price"] for c in auction.input_document["contracts"]] == [None]
+
+
+def test_a_future_clears_nearest_its_mark_when_the_pair_has_a_fresh_index():
+    # given a future whose pair's venues quote 100180, 100200 and 100260 (index: their median, 100200)
+    from datetime import timedelta
+
+    from ccp.clock import utcnow
+    from ccp.prices.models import SpotPrice, VenueSymbol
+
+    future = ContractFactory(kind="future", strike_px=None, tick_size=D("10"))
+    for venue, price in (("gemini", "100180"), ("coinbase", "100200"), ("binance", "100260")):
+        VenueSymbol.objects.create(pair=future.pair, venue=venue, symbol="BTC/USD")
+        # the auction's stages run at the real time (run_auction): fresh then
+        SpotPrice.objects.create(pair=future.pair, source=venue, price=D(price),
+                                 observed_at=utcnow() - timedelta(seconds=5), fetched_at=utcnow())
+    buyer, seller = (FundLockFactory(currency=future.collateral, fundlock=D("1000000")).client for _ in range(2))
+    place(buyer, future, "buy", "101000", "1")
+    place(seller, future, "sell", "100000", "1")
+    # when they meet in an auction
+    auction = run_auction()
+    # then the price is the mark (inside [100000, 101000]), not the middle 100500, and the input keeps it
+    assert auction.result_document["prices"] == {future.symbol: "100200"}
+    assert [c["reference_price"] for c in auction.input_document["contracts"]] == ["100200"]
+
+
+def test_a_future_without_a_fresh_index_clears_at_the_middle():
+    future = ContractFactory(kind="future", strike_px=None, tick_size=D("10"))
+    buyer, seller = (FundLockFactory(currency=future.collateral, fundlock=D("1000000")).client for _ in range(2))
+    place(buyer, future, "buy", "101000", "1")
+    place(seller, future, "sell", "100000", "1")
+    assert run_auction().result_document["prices"] == {future.symbol: "100500"}
