@@ -6,7 +6,7 @@ from ccp.risk.models import Lockup, Position
 
 @admin.register(Position)
 class PositionAdmin(ReadOnlyAdmin):
-    list_display = ["client", "contract", "quantity", "updated_at"]
+    list_display = ["client", "contract", "quantity", "entry_price", "cost", "realised_pnl", "updated_at"]
     list_filter = ["contract__expiry_date", "contract__kind"]
     list_select_related = ["client", "contract"]
     search_fields = ["client__address", "contract__symbol"]
