@@ -38,6 +38,13 @@ class Client:
         self.session = requests.Session()
         self._chain: dict | None = None
 
+    def fork(self) -> Client:
+        """The same wallet and token with a connection pool of its own (for another thread, e.g. a stream's)."""
+        twin = Client(self.base_url, self.account.key, rpc_url=self.rpc_url, timeout_s=self.timeout_s,
+                      retries=self.retries, max_wait_s=self.max_wait_s)
+        twin.token, twin._chain = self.token, self._chain
+        return twin
+
     @property
     def address(self) -> str:
         return self.account.address
@@ -99,9 +106,20 @@ class Client:
 
     # --- sign-in ---
 
-    def sign_in(self) -> str:
+    def sign_in(self, *, wait_s: float = 0) -> str:
         """Sign the server's EIP-4361 message with the wallet; keeps and returns the API token. Refused
-        with ``signin_address_not_registered`` (403) until a deposit of this wallet is credited."""
+        with ``signin_address_not_registered`` (403) until a deposit of this wallet is credited: with
+        ``wait_s`` it tries again every second for that long (a deposit waits for confirmations)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self._sign_in()
+            except ApiError as refused:
+                if refused.code != "signin_address_not_registered" or time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def _sign_in(self) -> str:
         challenge = self.request("POST", "/api/v1/auth/nonce", body={"address": self.address}, auth=False)
         signature = self.account.sign_message(encode_defunct(text=challenge["message"])).signature.to_0x_hex()
         issued = self.request("POST", "/api/v1/auth/token", auth=False,

@@ -12,7 +12,8 @@ NUMBER = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,18})?\Z")  # the API's one number 
 # Fields that carry money, prices or quantities in the API's answers and events; any field named with
 # one of these endings too (e.g. a position's ``entry_price`` or ``unrealised_pnl``).
 MONEY_FIELDS = frozenset({"fundlock", "available", "lockups", "total", "balance", "unrecorded", "deposit",
-                          "withdrawal", "adjustment", "expiry", "position_delta", "amount", "quantity", "price"})
+                          "withdrawal", "adjustment", "expiry", "position_delta", "amount", "quantity", "price",
+                          "price_min", "price_max"})
 MONEY_ENDINGS = ("_price", "_px", "_pnl", "_quantity", "_value", "_amount", "_size")
 
 

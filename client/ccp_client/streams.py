@@ -50,7 +50,7 @@ class Stream:
 
     def __init__(self, client: Client, *, recv_timeout_s: float | None = None,
                  max_reconnects: int | None = None) -> None:
-        self.client = client
+        self.client = client.fork() if isinstance(client, Client) else client  # streams run in threads of their own
         self.recv_timeout_s = recv_timeout_s  # None: wait for messages forever
         self.max_reconnects = max_reconnects
         self.connections = 0  # how many times it connected (1 + reconnects)
@@ -63,7 +63,7 @@ class Stream:
 
     def connect(self) -> None:
         self.ws = connect(self.client.ws_url + self.path, additional_headers=self.headers(), open_timeout=15,
-                          max_size=2**22)
+                          max_size=2**22, legacy=True)  # a connection kept across calls, not a with block
         self.connections += 1
 
     def drop(self) -> None:
