@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -210,8 +211,10 @@ class Client:
         return [order for state in OPEN_STATES for order in self.orders(state=state, contract=contract)]
 
     def fills(self, *, contract: str | None = None, order: int | None = None,
-              since: str | None = None) -> Iterator[dict]:
-        """Your fills, newest first, across every cursor page. ``since``: ISO 8601."""
+              since: datetime | str | None = None) -> Iterator[dict]:
+        """Your fills, newest first, across every cursor page; ``since``: an aware datetime or ISO 8601."""
+        if isinstance(since, datetime):
+            since = since.isoformat()
         return self._cursor_pages("/api/v1/fills", {"contract": contract, "order": order, "since": since})
 
     def positions(self) -> list[dict]:

@@ -179,7 +179,7 @@ class PrivateStream(Stream):
             return iter(())
         since = (self.dropped_at or datetime.now(UTC)) - self.overlap
         self.dropped_at = None
-        fills = [fill for fill in self.client.fills(since=since.isoformat()) if self._new(fill)]
+        fills = [fill for fill in self.client.fills(since=since) if self._new(fill)]
         return iter([{"type": "resync", "reason": "reconnect", "orders": self.client.open_orders(), "fills": fills}])
 
     def _new(self, fill: dict) -> bool:

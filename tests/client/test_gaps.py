@@ -1,11 +1,12 @@
 """The client's stream state, fed messages by hand: a local book follows a snapshot and its level
 changes, drops what the snapshot already holds, and on a sequence gap re-syncs from the REST book;
-the trade stream fills a gap with the missing trades, in order, and drops repeats."""
+the trade stream fills a gap with the missing trades, in order, and drops repeats; the private stream
+re-reads open orders and the fills it did not see after a reconnect."""
 
 from decimal import Decimal as D
 
 import pytest
-from ccp_client import BookStream, GapError, LocalBook, Seen, Sequence, TradeStream
+from ccp_client import BookStream, GapError, LocalBook, PrivateStream, Seen, Sequence, TradeStream
 
 
 def snapshot(sequence, bids=(), asks=()):
@@ -110,3 +111,46 @@ def test_trade_stream_fills_a_gap_from_rest_in_order_and_drops_repeats():
     assert [t["sequence"] for t in got] == [1, 2, 3, 4, 5, 6]
     assert [t.get("resynced", False) for t in got] == [False, False, True, True, False, False]
     assert rest.asked == [("trades_after", "BTC-F", 2)] and stream.resyncs == 1
+
+
+class RestAccount:
+    """A trader's REST answers after a reconnect: its open orders and its fills since a time."""
+
+    def __init__(self, fills, orders):
+        self._fills, self._orders, self.since = fills, orders, []
+
+    def fills(self, since):
+        self.since.append(since)
+        return iter(self._fills)
+
+    def open_orders(self):
+        return self._orders
+
+
+class ScriptedPrivate(PrivateStream):
+    def __init__(self, rest, script):
+        super().__init__(rest)
+        self.script = script
+
+    def messages(self):
+        for message in self.script:
+            if message == "reconnect":
+                self.connections += 1
+                self.on_lost()
+                yield from self.on_connect()
+            else:
+                yield message
+
+
+def test_private_stream_rereads_orders_and_only_the_fills_it_missed_after_a_reconnect():
+    seen_live = {"trade_id": 5, "order_id": 1, "price": D(100), "quantity": D(1)}
+    missed = {"trade_id": 6, "order_id": 1, "price": D(101), "quantity": D(1)}
+    rest = RestAccount(fills=[missed, seen_live], orders=[{"id": 1, "state": "partially_filled"}])
+    auction = {"type": "auction", "auction": 9, "events": [{"type": "fill", "order_id": 1, "trades": [5]}]}
+    stream = ScriptedPrivate(rest, [{"type": "hello"}, auction, "reconnect", "reconnect"])
+    stream.connections = 1
+    events = list(stream)
+    assert [e["type"] for e in events] == ["hello", "auction", "resync", "resync"]
+    assert events[2]["fills"] == [missed] and events[2]["orders"] == [{"id": 1, "state": "partially_filled"}]
+    assert events[3]["fills"] == []  # nothing new since: the repeats are dropped
+    assert len(rest.since) == 2 and all(since.tzinfo is not None for since in rest.since)
