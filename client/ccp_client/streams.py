@@ -90,11 +90,12 @@ class Stream:
                 if self.ws is None:
                     self.connect()
                     yield from self.on_connect()
-                message = self.ws.recv(timeout=self.recv_timeout_s)
+                try:
+                    message = self.ws.recv(timeout=self.recv_timeout_s)
+                except TimeoutError:
+                    return  # quiet for recv_timeout_s (a connect that times out is a lost connection, below)
                 self.backoff.reset()
                 yield decimals(json.loads(message))
-            except TimeoutError:
-                return
             except (ConnectionClosed, InvalidHandshake, OSError) as lost:
                 code = getattr(getattr(lost, "rcvd", None), "code", None)
                 self.ws = None

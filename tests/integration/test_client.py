@@ -9,6 +9,7 @@ the order value. The README's quickstart script runs against the same stack and 
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -40,7 +41,7 @@ def stack():
         served.stop()
         log = root / "processes.log"
         print(f"--- processes.log\n{log.read_text()[-6000:]}" if log.exists() else "")
-        subprocess.run(["rm", "-rf", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def new_trader(stack: FaultStack) -> Client:
