@@ -1,28 +1,32 @@
 """A small market for the demo: simulated traders who deposit, sign in over the real API with their
-wallets and keep sending limit orders around a fair value, so auctions clear in the logs and the admin.
+wallets (through the client package, client/) and keep a few quotes around each contract's mark price,
+so auctions clear in the logs and the admin.
 
     manage.py ccp_simulate --url http://127.0.0.1:8000 --traders 6 --interval 2
+
+Quotes: a future around its mark (the index clamped to its bounds), an option around its mark (its
+intrinsic value at the index) plus a small time value; without a fresh index, around the contract's
+reference price, else a notional spot. Each trader keeps at most MAX_RESTING open orders: before each
+new one it cancels those further than STALE_FRACTION from their contract's fair value, then its
+oldest, so the book stays bounded (traders x MAX_RESTING orders) and close to the mark. On start it
+reads its open orders back from the API, so a restarted simulator cancels what it left.
 
 With a chain configured (bin/run starts anvil and deploys FundLock) traders deposit on chain and the
 deposit monitor credits them; without one, deposits credit the fund lock directly.
 """
 
-import collections
 import hashlib
-import json
 import logging
 import random
+import sys
 import time
-import urllib.error
-import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
-from eth_account import Account
-from eth_account.messages import encode_defunct
 
 from ccp.accounts.models import FundLock
 from ccp.accounts.services import client_register, fund_lock_credit
@@ -30,50 +34,92 @@ from ccp.clock import utcnow
 from ccp.contracts.models import Currency
 from ccp.settlement.chain.artifacts import load_artifact
 from ccp.settlement.chain.connect import operator_account, web3_for
-from ccp.settlement.models import ChainContract
 from ccp.settlement.services import operator_nonce_take, token_units
 
+sys.path.insert(0, str(settings.BASE_DIR / "client"))  # the client package by path: not installed in .venv
+from ccp_client import ApiError, Client  # noqa: E402
+
 logger = logging.getLogger("ccp.simulator")
-MAX_RESTING = 40  # orders a simulated trader keeps; it cancels its oldest beyond that
-SPOT = {"BTC": Decimal(100000), "ETH": Decimal(3500)}  # notional spot for fair values until prices land
+MAX_RESTING = 20  # open orders a simulated trader keeps
+STALE_FRACTION = Decimal("0.05")  # an order further than this from its contract's fair value is cancelled
+SPREAD = Decimal("0.005")  # buys quote this fraction below fair value, sells above, plus noise
+NOISE = 0.01  # standard deviation of a quote's distance from fair value, as a fraction of it
+TIME_VALUE = Decimal("0.02")  # an option's time value: this fraction of the index per sqrt(year)
+SPOT = {"BTC": Decimal(100000), "ETH": Decimal(3500)}  # notional spot while there is no index
 TOP_UP_BELOW, TOP_UP = Decimal(200000), Decimal(1000000)
+RESYNC_ROUNDS = 10  # every this many rounds a trader re-reads its open orders (fills and cancels elsewhere)
 
 
-def fair_value(contract: dict, spot: Decimal) -> Decimal:
-    days = max((datetime.fromisoformat(contract["expires_at"].replace("Z", "+00:00")) - datetime.now(UTC)).days, 1)
-    time_value = spot * Decimal("0.02") * (Decimal(days) / 365).sqrt()
+@dataclass(frozen=True)
+class Resting:
+    order_id: int
+    contract: str
+    price: Decimal
+
+
+def fair_value(contract: dict, *, now: datetime) -> Decimal:
+    """Where a contract's quotes centre: its mark price (a future: the index clamped to its bounds; an
+    option: intrinsic value at the index) plus, for an option, a small time value."""
+    spot = contract["index_price"] or SPOT.get(contract["underlying"].split("/")[0])
     if contract["kind"] == "future":
-        return spot  # a future is quoted as the underlying's price (its premium, price - floor, is prepaid)
-    strike = Decimal(contract["strike_px"])
-    intrinsic = max(spot - strike, 0) if contract["kind"] == "call" else max(strike - spot, 0)
-    return intrinsic + time_value
+        mark = contract["mark_price"] or contract["reference_price"] or spot
+        return min(max(mark, contract["floor_px"]), contract["cap_px"])
+    if spot is None:
+        return contract["reference_price"] or (contract["price_min"] + contract["price_max"]) / 2
+    strike = contract["strike_px"]
+    intrinsic = contract["mark_price"]
+    if intrinsic is None:
+        intrinsic = max(spot - strike, 0) if contract["kind"] == "call" else max(strike - spot, 0)
+    expires_at = datetime.fromisoformat(contract["expires_at"].replace("Z", "+00:00"))
+    years = Decimal(max((expires_at - now).total_seconds(), 0)) / Decimal(365 * 86400)
+    return intrinsic + spot * TIME_VALUE * years.sqrt()
+
+
+def quote_price(contract: dict, fair: Decimal, side: str, rng: random.Random) -> Decimal:
+    """A limit price around ``fair``: below it for a buy, above for a sell, with noise (so some cross),
+    on the tick grid and inside the contract's price range."""
+    offset = -SPREAD if side == "buy" else SPREAD
+    raw = fair * (1 + offset + Decimal(str(round(rng.gauss(0, NOISE), 6))))
+    tick = contract["tick_size"]
+    return min(max((raw / tick).to_integral_value() * tick, contract["price_min"]), contract["price_max"])
+
+
+def orders_to_cancel(resting: list[Resting], fair: dict[str, Decimal]) -> list[int]:
+    """Which of a trader's open orders (oldest first) go: those on a contract no longer quoted or
+    further than STALE_FRACTION from its fair value, then the oldest beyond MAX_RESTING - 1 (room for
+    the next order)."""
+    stale = [r.order_id for r in resting
+             if r.contract not in fair or abs(r.price - fair[r.contract]) > STALE_FRACTION * fair[r.contract]]
+    kept = [r.order_id for r in resting if r.order_id not in stale]
+    return stale + kept[:max(len(kept) - (MAX_RESTING - 1), 0)]
 
 
 class Trader:
     def __init__(self, base_url: str, n: int) -> None:
-        self.base_url = base_url
         # Deterministic demo wallets: the same traders on every run.
-        self.account = Account.from_key(hashlib.sha256(f"ccp-simulated-trader-{n}".encode()).digest())
-        self.token = ""
-        self.sent = 0
-        self.resting: collections.deque[int] = collections.deque()  # ids of its orders, oldest first
+        key = hashlib.sha256(f"ccp-simulated-trader-{n}".encode()).digest()
+        self.client = Client(base_url, key, rpc_url=settings.CCP_CHAIN_URL or None)
+        self.resting: list[Resting] = []  # its open orders, oldest first
 
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        request = urllib.request.Request(self.base_url + path, method=method,
-                                         data=json.dumps(body).encode() if body is not None else None,
-                                         headers={"Content-Type": "application/json",
-                                                  **({"Authorization": f"Bearer {self.token}"} if self.token else {})})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.load(response)
-        except urllib.error.HTTPError as error:
-            return error.code, json.load(error)
+    @property
+    def address(self) -> str:
+        return self.client.address
 
-    def sign_in(self) -> None:
-        _, challenge = self.call("POST", "/api/v1/auth/nonce", {"address": self.account.address})
-        signature = self.account.sign_message(encode_defunct(text=challenge["message"])).signature.to_0x_hex()
-        _, token = self.call("POST", "/api/v1/auth/token", {"message": challenge["message"], "signature": signature})
-        self.token = token["token"]
+    def reread(self) -> None:
+        """Its open orders as the API has them (fills and cancels happen elsewhere)."""
+        self.resting = sorted((Resting(o["id"], o["contract"], o["price"]) for o in self.client.open_orders()),
+                              key=lambda r: r.order_id)
+
+    def trim(self, fair: dict[str, Decimal]) -> int:
+        """Cancel stale and excess orders; returns how many it cancelled."""
+        going = orders_to_cancel(self.resting, fair)
+        for order_id in going:
+            try:
+                self.client.cancel_order(order_id)
+            except ApiError as refused:  # filled or cancelled meanwhile (order_not_open): gone anyway
+                logger.debug("cancel %s: %s", order_id, refused.code)
+        self.resting = [r for r in self.resting if r.order_id not in going]
+        return len(going)
 
 
 class Command(BaseCommand):
@@ -91,97 +137,80 @@ class Command(BaseCommand):
         self._wait_for(url)
         usdc = Currency.objects.get(symbol="USDC")
         crowd = [Trader(url, n) for n in range(traders)]
-        fund_lock = ChainContract.objects.filter(name="FundLock").first()
         for trader in crowd:
-            held = FundLock.objects.filter(client__address=trader.account.address.lower(), currency=usdc).first()
+            held = FundLock.objects.filter(client__address=trader.address.lower(), currency=usdc).first()
             if held is None or held.fundlock < TOP_UP_BELOW:
-                if settings.CCP_CHAIN_URL and fund_lock and usdc.token_address:
-                    self._deposit_on_chain(trader, usdc, fund_lock.address)
+                if crowd[0].client.chain()["configured"] and settings.CCP_CHAIN_URL:
+                    self._deposit_on_chain(trader, usdc)
                 else:
-                    client = client_register(address=trader.account.address, now=utcnow())
+                    client = client_register(address=trader.address, now=utcnow())
                     fund_lock_credit(client=client, currency=usdc, amount=TOP_UP, now=utcnow())
-                    logger.info("simulated deposit (no chain): %s USDC for %s", TOP_UP, trader.account.address)
-        self._wait_for_clients(crowd, usdc)
+                    logger.info("simulated deposit (no chain): %s USDC for %s", TOP_UP, trader.address)
         for trader in crowd:
-            trader.sign_in()
+            trader.client.sign_in(wait_s=120)  # once the deposit monitor has credited it
+            trader.reread()
         logger.info("%d simulated traders signed in over the API", len(crowd))
         done = 0
         while rounds == 0 or done < rounds:
-            _, listing = crowd[0].call("GET", "/api/v1/contracts?state=listed&limit=200")
-            contracts = [c for c in listing.get("results", []) if
-                         datetime.fromisoformat(c["trading_ends_at"].replace("Z", "+00:00")) > datetime.now(UTC)]
-            for trader in crowd:
-                if contracts:
-                    self._send_order(trader, rng.choice(contracts), rng)
+            try:
+                self._round(crowd, rng, reread=done % RESYNC_ROUNDS == RESYNC_ROUNDS - 1)
+            except (ApiError, OSError) as failed:  # the server restarting, a throttle: next round
+                logger.warning("simulator round failed: %s", failed)
             done += 1
             time.sleep(interval)
 
-    def _deposit_on_chain(self, trader: Trader, usdc: Currency, fund_lock_address: str) -> None:
-        """Fund the wallet with gas (anvil), mint demo USDC to it and deposit it into FundLock."""
+    def _round(self, crowd: list[Trader], rng: random.Random, *, reread: bool) -> None:
+        now = datetime.now(UTC)
+        listed = [c for c in crowd[0].client.contracts(state="listed")
+                  if datetime.fromisoformat(c["trading_ends_at"].replace("Z", "+00:00")) > now]
+        fair = {c["symbol"]: fair_value(c, now=now) for c in listed}
+        for trader in crowd:
+            if reread:
+                trader.reread()
+            cancelled = trader.trim(fair)
+            if listed:
+                self._send_order(trader, rng.choice(listed), fair, rng, cancelled)
+
+    def _deposit_on_chain(self, trader: Trader, usdc: Currency) -> None:
+        """Gas (anvil) and demo USDC minted by the operator, then the trader's own deposit (the client's
+        approve + deposit). Not the faucet: it is throttled per IP address."""
         w3 = web3_for(settings.CCP_CHAIN_URL)
-        w3.provider.make_request("anvil_setBalance", [trader.account.address, hex(10**20)])
+        w3.provider.make_request("anvil_setBalance", [trader.address, hex(10**20)])
         operator = operator_account(settings.CCP_CHAIN_OPERATOR_KEY)
         token = w3.eth.contract(address=w3.to_checksum_address(usdc.token_address),
                                 abi=load_artifact("TestToken")["abi"])
-        fund_lock = w3.eth.contract(address=w3.to_checksum_address(fund_lock_address),
-                                    abi=load_artifact("FundLock")["abi"])
-        units = token_units(TOP_UP, usdc.decimals)
-        for signer, call in ((operator, token.functions.mint(trader.account.address, units)),
-                             (trader.account, token.functions.approve(fund_lock.address, units)),
-                             (trader.account, fund_lock.functions.deposit(token.address, units))):
-            if signer is operator:  # settlement sends from this account too: one nonce sequence for both
-                with transaction.atomic():
-                    nonce = operator_nonce_take(address=operator.address.lower(), w3=w3)
-            else:
-                nonce = w3.eth.get_transaction_count(signer.address, "pending")
-            tx = call.build_transaction({"from": signer.address, "nonce": nonce, "gas": 200_000,
-                                         "gasPrice": w3.eth.gas_price})
-            w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(
-                signer.sign_transaction(tx).raw_transaction), timeout=30)
-        logger.info("deposited %s USDC on chain for %s", TOP_UP, trader.account.address)
+        with transaction.atomic():  # settlement sends from this account too: one nonce sequence for both
+            nonce = operator_nonce_take(address=operator.address.lower(), w3=w3)
+        tx = token.functions.mint(trader.address, token_units(TOP_UP, usdc.decimals)).build_transaction(
+            {"from": operator.address, "nonce": nonce, "gas": 200_000, "gasPrice": w3.eth.gas_price})
+        w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(
+            operator.sign_transaction(tx).raw_transaction), timeout=30)
+        trader.client.deposit(TOP_UP, usdc.symbol)
+        logger.info("deposited %s USDC on chain for %s", TOP_UP, trader.address)
 
-    def _wait_for_clients(self, crowd: list[Trader], usdc: Currency, timeout_s: float = 120) -> None:
-        """Until the deposit monitor (beat) has credited every trader: sign-in needs a registered client."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            credited = FundLock.objects.filter(currency=usdc, fundlock__gte=TOP_UP_BELOW, client__address__in=[
-                t.account.address.lower() for t in crowd]).count()
-            if credited == len(crowd):
-                return
-            time.sleep(1)
-        raise SystemExit("the deposit monitor did not credit the simulated traders in time")
-
-    def _send_order(self, trader: Trader, contract: dict, rng: random.Random) -> None:
-        spot = SPOT.get(contract["underlying"].split("/")[0], Decimal(100))
-        tick, lot = Decimal(contract["tick_size"]), Decimal(contract["lot_size"])
+    def _send_order(self, trader: Trader, contract: dict, fair: dict[str, Decimal], rng: random.Random,
+                    cancelled: int) -> None:
         side = rng.choice(["buy", "sell"])
-        fair = fair_value(contract, spot)
-        skew = Decimal(rng.gauss(0, 0.03)) * fair + (fair * Decimal("-0.01") if side == "buy" else fair / 100)
-        low, high = Decimal(contract["price_min"]), Decimal(contract["price_max"])
-        price = min(max(((fair + skew) / tick).quantize(Decimal(1)) * tick, low + tick), high - tick)
-        quantity = lot * rng.randint(1, 10)
-        trader.sent += 1
-        body = {"client_order_id": f"sim-{int(time.time() * 1000)}-{trader.sent}", "contract": contract["symbol"],
-                "side": side, "price": format(price, "f"), "quantity": format(quantity, "f")}
-        status, order = trader.call("POST", "/api/v1/orders", body)
-        if status == 401:  # the token expired (CCP_API_TOKEN_TTL): sign in again, send the same order once more
-            trader.sign_in()
-            status, order = trader.call("POST", "/api/v1/orders", body)
-        logger.info("%s %s %s %s @ %s -> %s %s", trader.account.address[:10], side, quantity, contract["symbol"],
-                    price, status, order.get("state") or order.get("code"))
-        if status == 202:
-            trader.resting.append(order["id"])
-        # Like a market maker requoting: the oldest quotes go, so the book stays fresh and no wallet
-        # runs into the open-order cap (an order filled meanwhile answers order_not_open: fine).
-        while len(trader.resting) > MAX_RESTING:
-            trader.call("POST", f"/api/v1/orders/{trader.resting.popleft()}/cancel")
+        price = quote_price(contract, fair[contract["symbol"]], side, rng)
+        quantity = contract["lot_size"] * rng.randint(1, 10)
+        try:
+            order = trader.client.place_order(contract["symbol"], side, price, quantity)
+        except ApiError as refused:
+            logger.info("%s %s %s %s @ %s -> %s", trader.address[:10], side, quantity, contract["symbol"], price,
+                        refused.code)
+            return
+        trader.resting.append(Resting(order["id"], contract["symbol"], price))
+        logger.info("%s %s %s %s @ %s (fair %s) -> %s; %d resting, %d cancelled", trader.address[:10], side,
+                    quantity, contract["symbol"], price, fair[contract["symbol"]].quantize(contract["tick_size"]),
+                    order["state"], len(trader.resting), cancelled)
 
     def _wait_for(self, url: str, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
+        probe = Client(url)
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(url + "/api/v1/health", timeout=2):
-                    return
-            except OSError:
+                probe.request("GET", "/api/v1/health", auth=False)
+                return
+            except (ApiError, OSError):
                 time.sleep(0.5)
         raise SystemExit(f"the API at {url} did not answer within {timeout_s:.0f} s")
