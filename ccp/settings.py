@@ -247,7 +247,7 @@ CCP_THROTTLE_SIGNIN_IP = os.environ.get("CCP_THROTTLE_SIGNIN_IP", "30/min")
 CCP_THROTTLE_SIGNIN_ADDRESS = os.environ.get("CCP_THROTTLE_SIGNIN_ADDRESS", "10/min")
 CCP_THROTTLE_ORDERS = os.environ.get("CCP_THROTTLE_ORDERS", "50/s")
 CCP_THROTTLE_WITHDRAWALS = os.environ.get("CCP_THROTTLE_WITHDRAWALS", "10/min")
-CCP_THROTTLE_FAUCET = os.environ.get("CCP_THROTTLE_FAUCET", "3/h")  # per IP address and per wallet address
+CCP_THROTTLE_FAUCET = os.environ.get("CCP_THROTTLE_FAUCET", "10/h")  # per IP address and per wallet address
 CCP_THROTTLE_ADMIN_LOGIN_IP = os.environ.get("CCP_THROTTLE_ADMIN_LOGIN_IP", "20/5min")
 CCP_THROTTLE_ADMIN_LOGIN_USER = os.environ.get("CCP_THROTTLE_ADMIN_LOGIN_USER", "5/15min")
 
