@@ -103,11 +103,11 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     histories: list[dict] = []
     events: dict[int, list[dict]] = defaultdict(list)
     levels: dict[int, set] = defaultdict(set)
-    moves: dict[tuple[int, int], list[tuple[Decimal, Decimal]]] = defaultdict(list)  # position: (qty, price)
+    # (client, contract) -> price -> signed quantity: its position's change, fill by fill price
+    traded: dict[tuple[int, int], dict[Decimal, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for (order_id, price), quantity in order_fills.items():
         order = orders[order_id]
-        signed = quantity if order.side == "buy" else -quantity
-        moves[(order.client_id, order.contract_id)].append((signed, price))
+        traded[(order.client_id, order.contract_id)][price] += quantity if order.side == "buy" else -quantity
         order.average_fill_price = _average(order, price, quantity)
         order.filled_quantity += quantity
         order.last_fill_at = now
@@ -137,7 +137,10 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
 
     # 3-6. cash, positions, lockups, fund locks
     fund_locks_lock(keys={(o.client_id, o.contract.collateral_id) for o in changed})
-    settle = cash_book(origin=_ORIGINS[venue], origin_ref=venue_ref, lines=_premiums(moves, contracts),
+    moves = _premiums(traded, contracts)
+    settle = cash_book(origin=_ORIGINS[venue], origin_ref=venue_ref,
+                       lines={key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
+                              for key, m in moves.items()},
                        contracts=contracts, now=now)
     lockup_delta = positions_book(moves=moves, contracts=contracts, now=now)
     cleared.fund_locks = fund_locks_adjust(settle_value=settle, order_value={k: -v for k, v in released.items()},
@@ -198,23 +201,26 @@ def cash_book(*, origin: str, origin_ref: str, lines: Mapping[tuple[int, int], t
     return settle
 
 
-def _premiums(moves, contracts) -> dict[tuple[int, int], tuple[Decimal, Decimal]]:
-    """(client, contract) -> (premiums paid (negative) or received, position change) of its fills."""
-    lines = {}
-    for key, fills in moves.items():
-        terms = contracts[key[1]].terms
-        lines[key] = (sum((-q * premium_per_unit(terms, p) for q, p in fills), ZERO),
-                      sum((q for q, _ in fills), ZERO))
-    return lines
+def _premiums(traded, contracts) -> dict[tuple[int, int], list[tuple[Decimal, Decimal]]]:
+    """(client, contract) -> its position changes as (signed quantity, cash: the premiums paid (negative)
+    or received), one per fill price; a client's own buys and sells at one price net out."""
+
+    @functools.cache
+    def premium(contract_id: int, price: Decimal) -> Decimal:
+        return premium_per_unit(contracts[contract_id].terms, price)
+
+    moves = {key: [(q, -q * premium(key[1], price)) for price, q in by_price.items() if q]
+             for key, by_price in traded.items()}
+    return {key: changes for key, changes in moves.items() if changes}
 
 
 def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contracts: Mapping[int, Contract],
                    now: datetime, portfolios: Iterable[Portfolio] = ()) -> dict[tuple[int, int], Decimal]:
     """Apply position changes and recompute the lockups of the portfolios they touch (and of
-    ``portfolios``); return the lockups' change per (client, currency). ``moves``: (client, contract) -> a list of
-    ``(quantity, price)`` (a trade: the signed quantity at its price, cash -quantity x premium) or
-    ``(quantity, price, cash)`` (expiry: price None, cash the payoff). Locks (``ccp.locks``) the
-    positions of the touched portfolios (6), then their lockups (7)."""
+    ``portfolios``); return the lockups' change per (client, currency). ``moves``: (client, contract)
+    -> its changes in order, each ``(signed quantity, cash moved to the client)`` (a trade's premiums,
+    expiry's payoff). Locks (``ccp.locks``) the positions of the touched portfolios (6), then their
+    lockups (7)."""
     touched = {portfolio_of(client_id, contracts[contract_id]) for client_id, contract_id in moves} | set(portfolios)
     if not touched:
         return {}
@@ -231,9 +237,7 @@ def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contract
     for key, changes in sorted(moves.items()):
         terms = every[key[1]].terms
         state = states.get(key, FLAT)
-        for change in changes:
-            quantity = change[0]
-            cash = change[2] if len(change) > 2 else -quantity * premium_per_unit(terms, change[1])
+        for quantity, cash in changes:
             state = position_move(state, quantity, cash)
         states[key] = state
         rows.append({"client_id": key[0], "contract_id": key[1], "quantity": state.quantity, "cost": state.cost,

@@ -20,6 +20,7 @@ premium(mark), exactly: every amount stays at storage precision.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -41,7 +42,13 @@ def entry_price(terms: Terms, state: PositionState) -> Decimal | None:
     """The average price of the open quantity; None while flat."""
     if not state.quantity:
         return None
-    return quantize(state.cost / state.quantity - premium_per_unit(terms, ZERO), ROUND_HALF_EVEN)
+    return quantize(state.cost / state.quantity - _premium_offset(terms), ROUND_HALF_EVEN)
+
+
+@functools.lru_cache(maxsize=1024)
+def _premium_offset(terms: Terms) -> Decimal:
+    """premium(price) - price: minus a future's floor, zero for an option."""
+    return premium_per_unit(terms, ZERO)
 
 
 def position_trade(terms: Terms, state: PositionState, quantity: Decimal, price: Decimal) -> PositionState:
