@@ -103,6 +103,9 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     histories: list[dict] = []
     events: dict[int, list[dict]] = defaultdict(list)
     levels: dict[int, set] = defaultdict(set)
+    # A fill event names the venue's event (an auction's "auction": 42 as the envelope has it)
+    refs = {**{k: v for k, v in envelope.items() if k != "type"}, "venue": venue.value, "venue_ref": venue_ref}
+    text = functools.lru_cache(maxsize=4096)(money_str)  # fills share prices and quantities
     # (client, contract) -> price -> signed quantity: its position's change, fill by fill price
     traded: dict[tuple[int, int], dict[Decimal, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for (order_id, price), quantity in order_fills.items():
@@ -115,10 +118,9 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         full = order.filled_quantity == order.quantity
         order_state_set(order, OrderState.FILLED if full else OrderState.PARTIALLY_FILLED, now=now,
                         reason=venue.value, histories=histories)
-        events[order.client_id].append({"type": "fill", "order_id": order_id, **_fill_refs(envelope),
-                                        "venue": venue.value, "venue_ref": venue_ref,
+        events[order.client_id].append({"type": "fill", "order_id": order_id, **refs,
                                         "contract": order.contract.symbol, "side": order.side,
-                                        "price": money_str(price), "quantity": money_str(quantity),
+                                        "price": text(price), "quantity": text(quantity),
                                         "trades": trade_ids[order_id]})
         levels[order.contract_id].add((order.side, order.price))
     for order_id, reason in sorted(cancels.items()):
@@ -154,11 +156,6 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     for contract_id in sorted(levels):
         book_levels_changed(contract_id=contract_id, levels=list(levels[contract_id]))
     return cleared
-
-
-def _fill_refs(envelope: Mapping[str, object]) -> dict:
-    """The venue event's id in a fill (an auction's ``"auction": 42``), as the envelope names it."""
-    return {k: v for k, v in envelope.items() if k != "type"}
 
 
 def _order_values_release(changed: Sequence, now: datetime) -> dict[tuple[int, int], Decimal]:
