@@ -29,7 +29,8 @@ def health_view(request):
     checks = [(name, found[:HEALTH_VIOLATIONS_SHOWN], max(len(found) - HEALTH_VIOLATIONS_SHOWN, 0))
               for name, found in report.by_check().items()]
     context = {**admin.site.each_context(request), "title": "Health: invariants", "report": report,
-               "checks": checks, "chain_configured": chain is not None, "with_chain": with_chain, "error": error}
+               "checks": checks, "checked_at": utcnow(), "chain_configured": chain is not None,
+               "with_chain": with_chain, "error": error}
     return TemplateResponse(request, "admin/system/health.html", context)
 
 
