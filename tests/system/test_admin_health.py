@@ -74,6 +74,15 @@ def test_a_broken_lockup_mirror_shows_as_a_violation(operator, booked):  # noqa:
     assert "1 violations of 10 invariants" in html
 
 
+def test_a_long_list_of_violations_is_cut_and_counted(operator, booked, monkeypatch):  # noqa: F811
+    monkeypatch.setattr("ccp.system.admin.HEALTH_VIOLATIONS_SHOWN", 2)
+    with connection.cursor() as cursor:  # all three fund locks
+        cursor.execute("UPDATE accounts_fundlock SET lockup_value = lockup_value + 1")
+    shown, html = checks(operator)
+    assert shown["fund_lock_lockups_wrong"].count("lockup value") == 2
+    assert shown["fund_lock_lockups_wrong"].endswith("and 1 more") and "3 violations of 10 invariants" in html
+
+
 def test_only_staff_see_it_and_the_index_links_to_it(operator):
     for refused in (browser_for("trader"), BrowserClient()):  # signed in but not staff; nobody
         response = refused.get(HEALTH)
