@@ -2,9 +2,11 @@
 
 from decimal import Decimal
 from functools import cache
+from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.core.exceptions import FieldDoesNotExist
+from django.db.models import Q
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -51,6 +53,34 @@ def related_link(name: str, description: str):
                                                            args=[target.pk]), target.pk)
 
     return column
+
+
+def changelist_link(model, text: str, **params) -> str:
+    """A link to ``model``'s list filtered by ``params`` (its list filters' query string)."""
+    opts = model._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+    return format_html('<a href="{}?{}">{}</a>', url, urlencode(params), text)
+
+
+class ChosenValueFilter(admin.SimpleListFilter):
+    """A filter on one value given in the URL (``?<parameter_name>=<value>``), for a column with too many
+    values to list in the sidebar (clients, auctions): pages link to it, and the sidebar shows the value
+    once chosen. Subclasses say how a value reads (``label``) and which rows it selects (``condition``)."""
+
+    def label(self, value: str) -> str:
+        return value
+
+    def condition(self, value: str) -> Q:
+        raise NotImplementedError
+
+    def lookups(self, request, model_admin):
+        # Listed even when nothing matches it, so that it still filters (to no rows).
+        value = self.value()
+        return [] if value is None else [(value, self.label(value))]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset if value is None else queryset.filter(self.condition(value))
 
 
 class CcpAdmin(admin.ModelAdmin):

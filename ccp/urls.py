@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 import ccp.converters  # noqa: F401  (registers <symbol:...>)
+from ccp.system.admin import health_view
 from ccp.system.apis import HealthApi, ping
 
 api_v1 = [
@@ -20,6 +21,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("admin/health/", admin.site.admin_view(health_view), name="admin_health"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
 ]
@@ -27,6 +29,7 @@ urlpatterns = [
 admin.site.site_header = "ccp clearing house"
 admin.site.site_title = "ccp webconsole"
 admin.site.index_title = "Operations"
+admin.site.index_template = "admin/ccp_index.html"  # the index with a link to the health page
 
 # Errors no view answered (no route, a crash) in the API's one error shape.
 handler400 = "ccp.errors.handler400"

@@ -3,6 +3,7 @@ from django.contrib import admin
 from ccp.accounts.models import ApiToken, Client, FundLock, SignInChallenge
 from ccp.accounts.services import api_token_revoke
 from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline, money_plain
+from ccp.clearing.admin import client_trades_link
 from ccp.clock import utcnow
 from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import ChainBalance
@@ -66,10 +67,16 @@ class LockupInline(ReadOnlyInline):
 class ClientAdmin(ReadOnlyAdmin):
     """Clients register themselves by depositing on chain; the webconsole shows them."""
 
-    list_display = ["checksum_address", "registered_at"]
+    list_display = ["checksum_address", "registered_at", "fills"]
+    readonly_fields = ["fills"]
     search_fields = ["address"]
     ordering = ["-id"]
     inlines = [FundLockInline, PositionInline, LockupInline]
+
+    @admin.display(description="fills")
+    def fills(self, client: Client) -> str:
+        """Its trades on either side, in the trade ledger."""
+        return client_trades_link(client)
 
     def get_search_results(self, request, queryset, search_term):
         # Addresses are stored lower-case; operators paste them checksummed.

@@ -9,6 +9,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from ccp.admin_utils import ReadOnlyAdmin
+from ccp.clearing.admin import venue_trades_link
+from ccp.clearing.models import Venue
 from ccp.matching.auction import auction_gap, canonical_json
 from ccp.matching.charts import supply_demand_svg
 from ccp.matching.models import Auction
@@ -19,11 +21,11 @@ CHART_LIMIT = 40  # contracts drawn per auction
 @admin.register(Auction)
 class AuctionAdmin(ReadOnlyAdmin):
     list_display = ["id", "group", "slot", "state", "status", "orders_count", "fills_count", "welfare", "upper_bound",
-                    "gap", "seconds"]
+                    "gap", "seconds", "trades"]
     list_filter = ["state", "status", "group"]
     date_hierarchy = "slot"
     fields = ["group", "slot", "state", "status", "solver", "orders_count", "fills_count", "welfare", "upper_bound",
-              "gap", "timings", "dropped", "input_hash", "documents", "charts", "opened_at", "closed_at",
+              "gap", "trades", "timings", "dropped", "input_hash", "documents", "charts", "opened_at", "closed_at",
               "solved_at", "applied_at"]
     readonly_fields = fields
 
@@ -36,6 +38,10 @@ class AuctionAdmin(ReadOnlyAdmin):
         if auction.welfare is None or auction.upper_bound is None:
             return "-"
         return format(auction_gap(auction.welfare, auction.upper_bound).quantize(Decimal("1e-9")), "f")
+
+    @admin.display(description="trades")
+    def trades(self, auction: Auction) -> str:
+        return venue_trades_link(Venue.AUCTION, auction.ref)
 
     @admin.display(description="seconds")
     def seconds(self, auction: Auction) -> str:

@@ -1,12 +1,37 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.template.response import TemplateResponse
 
 from ccp.clock import utcnow
 from ccp.errors import ApplicationError
+from ccp.system.invariants import invariants_chain, invariants_check
 from ccp.system.models import Edge, OperatorAlert
 from ccp.system.services import alert_resolve, edge_rewind
+
+HEALTH_VIOLATIONS_SHOWN = 100  # per check on the health page; the rest are counted
+
+
+def health_view(request):
+    """The invariants (``manage.py ccp_check``) on one snapshot of the database; with ``?chain=1`` (its
+    button, shown when a chain is configured) against the chain too. Read-only; staff only through
+    ``admin_site.admin_view``. A chain that does not answer is said on the page, with the database's
+    checks."""
+    chain = invariants_chain()
+    with_chain = chain is not None and request.GET.get("chain") == "1"
+    error = None
+    try:
+        report = invariants_check(chain=chain if with_chain else None)
+    except OSError as exc:  # requests' connection errors are OSErrors too
+        error = f"Could not read the chain at {settings.CCP_CHAIN_URL}: {exc}"
+        with_chain, report = False, invariants_check()
+    checks = [(name, found[:HEALTH_VIOLATIONS_SHOWN], max(len(found) - HEALTH_VIOLATIONS_SHOWN, 0))
+              for name, found in report.by_check().items()]
+    context = {**admin.site.each_context(request), "title": "Health: invariants", "report": report,
+               "checks": checks, "checked_at": utcnow(), "chain_configured": chain is not None,
+               "with_chain": with_chain, "error": error}
+    return TemplateResponse(request, "admin/system/health.html", context)
 
 
 class EdgeRewindForm(forms.Form):

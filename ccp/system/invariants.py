@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import connection, transaction
 
 from ccp.contracts.models import Contract, ContractState
@@ -30,7 +31,8 @@ from ccp.orders.states import BOOK_STATES, OPEN_STATES
 from ccp.risk.collateral import AVAILABLE_SQL
 from ccp.risk.lockups import lockups_required
 from ccp.settlement.chain.client import FundLockClient
-from ccp.settlement.models import BatchState, CashMovementOrigin, TrackingState
+from ccp.settlement.chain.connect import fund_lock_client
+from ccp.settlement.models import BatchState, CashMovementOrigin, ChainContract, TrackingState
 from ccp.settlement.services import DEPOSITS_EDGE
 
 # Origins whose movements are one balanced journal each: premiums of an auction, payoffs of an expiry.
@@ -55,6 +57,13 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.violations
+
+    def by_check(self) -> dict[str, list[Violation]]:
+        """Every check run, in order, with its violations (none: it holds)."""
+        found: dict[str, list[Violation]] = {name: [] for name in self.checks}
+        for violation in self.violations:
+            found.setdefault(violation.check, []).append(violation)
+        return found
 
     def summary(self) -> str:
         seen = ", ".join(f"{n} {what}" for what, n in self.counts.items())
@@ -288,6 +297,15 @@ def _counts() -> dict[str, int]:
                              (SELECT COUNT(*) FROM risk_position WHERE quantity <> 0),
                              (SELECT COUNT(*) FROM risk_lockup), (SELECT COUNT(*) FROM settlement_cashmovement)""")
     return dict(zip(["orders", "fund locks", "positions", "lockups", "cash movements"], row, strict=True))
+
+
+def invariants_chain() -> FundLockClient | None:
+    """The chain the chain checks read: the node at ``CCP_CHAIN_URL`` and the deployed FundLock; None
+    when either is missing. Nothing is asked of the node yet."""
+    deployed = ChainContract.objects.filter(name="FundLock").first()
+    if not settings.CCP_CHAIN_URL or deployed is None:
+        return None
+    return fund_lock_client(settings.CCP_CHAIN_URL, deployed.address)
 
 
 def invariants_check(*, chain: FundLockClient | None = None) -> Report:

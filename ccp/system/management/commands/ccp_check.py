@@ -10,9 +10,7 @@ invariant holds; exits 2 when the checks could not run (the chain node does not 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ccp.settlement.chain.connect import fund_lock_client
-from ccp.settlement.models import ChainContract
-from ccp.system.invariants import invariants_check
+from ccp.system.invariants import invariants_chain, invariants_check
 
 
 class Command(BaseCommand):
@@ -22,10 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-chain", action="store_true", help="skip the checks against the chain")
 
     def handle(self, *args, no_chain: bool, **options):
-        chain = None
-        deployed = ChainContract.objects.filter(name="FundLock").first()
-        if not no_chain and settings.CCP_CHAIN_URL and deployed is not None:
-            chain = fund_lock_client(settings.CCP_CHAIN_URL, deployed.address)
+        chain = None if no_chain else invariants_chain()
         try:
             report = invariants_check(chain=chain)
         except OSError as exc:  # requests' connection errors are OSErrors too
