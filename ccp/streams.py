@@ -22,6 +22,10 @@ def book_group(contract_id: int) -> str:
     return f"book.{contract_id}"
 
 
+def trades_group(contract_id: int) -> str:
+    return f"trades.{contract_id}"
+
+
 def client_group(client_id: int) -> str:
     return f"client.{client_id}"
 
