@@ -11,7 +11,7 @@ from ccp.db import upsert_values
 from ccp.marketdata.candles import bars_of
 from ccp.marketdata.models import Candle
 from ccp.money import money_str
-from ccp.streams import stream_publish, trades_group
+from ccp.streams import stream_publish_many, trades_group
 
 # A stored bar plus a new bar of the same bucket (``ccp.marketdata.candles.bar_merge``, in SQL).
 _CANDLE_MERGE = {
@@ -57,9 +57,12 @@ def trades_publish(*, trades: Sequence[Mapping]) -> None:
             out = texts[value] = render(value)
         return out
 
+    by_contract: dict[int, list[dict]] = {}
     for trade in trades:
-        stream_publish(trades_group(trade["contract_id"]), {
+        by_contract.setdefault(trade["contract_id"], []).append({
             "type": "trade", "contract": symbols[trade["contract_id"]], "sequence": trade["sequence"],
             "id": trade["id"], "price": text(trade["price"], money_str), "quantity": text(trade["quantity"], money_str),
             "aggressor_side": trade["aggressor_side"], "executed_at": text(trade["executed_at"], iso_utc),
             "venue": str(trade["venue"]), "venue_ref": trade["venue_ref"]})
+    for contract_id, events in by_contract.items():
+        stream_publish_many(trades_group(contract_id), events)
