@@ -7,6 +7,7 @@ from decimal import Decimal as D
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import transaction
 from rest_framework.test import APIClient
 
 from ccp.clearing.services import Execution, trades_book
@@ -75,6 +76,25 @@ async def test_only_the_subscribed_contracts_trades_arrive():
         assert await ws.receive_json_from(timeout=TIMEOUT) == {
             "type": "trades.snapshot", "contract": other.symbol, "sequence": 0}
         await db(book)(contract, [("100", "1")], at=NOW, ref="auction-2")
+        assert await ws.receive_nothing(timeout=QUIET)
+
+
+def _book_then_fail(contract) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        book(contract, [("100", "1")], at=NOW, ref="auction-9")
+        raise RuntimeError("the auction's apply failed after booking")
+
+
+async def test_a_rolled_back_booking_sends_nothing():
+    contract = await db(ContractFactory)()
+    async with ws_connect(f"/ws/v1/trades/{contract.symbol}") as ws:
+        assert (await ws.receive_json_from(timeout=TIMEOUT))["sequence"] == 0
+        await db(_book_then_fail)(contract)
+        assert await ws.receive_nothing(timeout=QUIET)
+        # the next committed booking is sequence 1 again
+        await db(book)(contract, [("101", "1")], at=NOW, ref="auction-10")
+        event = await ws.receive_json_from(timeout=TIMEOUT)
+        assert (event["sequence"], event["price"]) == (1, "101")
         assert await ws.receive_nothing(timeout=QUIET)
 
 
