@@ -24,3 +24,9 @@ def expiry_at(expiry_date: date) -> datetime:
 
 def trading_ends_at(expiry_date: date) -> datetime:
     return expiry_at(expiry_date) - TRADING_HALT_BEFORE_EXPIRY
+
+
+def iso_utc(value: datetime) -> str:
+    """ISO 8601 in UTC with "Z", as the API's DateTimeFields render it (TIME_ZONE = "UTC")."""
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text

@@ -5,8 +5,10 @@ code the client can read (4401 not authenticated, 4404 no such stream); a refuse
 be an HTTP 403 that says nothing. Messages from the client are never parsed.
 """
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
+from ccp.contracts.models import Contract
 from ccp.errors import error_body
 
 CLOSE_NOT_FOUND = 4404
@@ -52,6 +54,43 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             for event in message["events"]:
                 if self.forwards(event):
                     await self.send_json(event)
+
+
+class ContractStreamConsumer(StreamConsumer):
+    """A public stream of the contract ``<symbol>`` names: a snapshot carrying a ``sequence``, then the
+    events of the contract's group newer than it (a client that sees a sequence jump re-syncs over
+    REST). An unknown symbol is closed with 4404."""
+
+    snapshot_sequence = 0
+
+    def group(self, contract_id: int) -> str:
+        raise NotImplementedError
+
+    def snapshot(self, contract_id: int, symbol: str) -> dict:
+        """The first message, with its ``sequence`` (reads the database: runs in a worker thread)."""
+        raise NotImplementedError
+
+    async def connect(self) -> None:
+        symbol = self.scope["url_route"]["kwargs"]["symbol"]
+        contract_id = await database_sync_to_async(self._contract_id)(symbol)
+        if contract_id is None:
+            await self.refuse(CLOSE_NOT_FOUND)
+            return
+        # Join before reading, so no event after the snapshot is missed; older ones are dropped below.
+        await self.join(self.group(contract_id))
+        snapshot = await database_sync_to_async(self.snapshot)(contract_id, symbol)
+        self.snapshot_sequence = snapshot["sequence"]
+        await self.accept()
+        await self.send_json(snapshot)
+
+    @staticmethod
+    def _contract_id(symbol: str) -> int | None:
+        return Contract.objects.filter(symbol=symbol).values_list("id", flat=True).first()
+
+    def forwards(self, event: dict) -> bool:
+        # Events the snapshot holds are dropped; events without a sequence always pass.
+        sequence = event.get("sequence")
+        return sequence is None or sequence > self.snapshot_sequence
 
 
 class UnknownStreamConsumer(AsyncWebsocketConsumer):

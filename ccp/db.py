@@ -1,6 +1,6 @@
 """Database helpers for the bulk paths (auctions, expiry): one statement for many rows."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from django.db import connection, models
 
@@ -61,6 +61,27 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
         cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM ccp_bulk_upsert '
                        f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {updates}")
         cursor.execute("DROP TABLE ccp_bulk_upsert")
+
+
+def upsert_values(model: type[models.Model], rows: Sequence[dict], *, key: Sequence[str],
+                  merge: Mapping[str, str]) -> None:
+    """Insert a handful of rows (dicts by attribute name, every concrete column but the primary key) in
+    one INSERT ... VALUES ... ON CONFLICT statement, in key order; where a row with the same ``key`` (a
+    unique constraint) exists, set each column named in ``merge`` to its SQL expression over the stored
+    row ``t`` and the new one ``EXCLUDED`` (columns quoted: ``GREATEST(t."high", EXCLUDED."high")``).
+    No temporary table, unlike ``bulk_upsert_rows``: for a few rows per transaction."""
+    if not rows:
+        return
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    column = {f.attname: f'"{f.column}"' for f in fields}
+    ordered = sorted(rows, key=lambda row: tuple(row[name] for name in key))
+    values = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(ordered))
+    updates = ", ".join(f"{column[name]} = {expression}" for name, expression in merge.items())
+    with connection.cursor() as cursor:
+        cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({", ".join(column.values())}) VALUES {values} '
+                       f"ON CONFLICT ({', '.join(column[name] for name in key)}) DO UPDATE SET {updates}",
+                       [f.get_db_prep_save(row[f.attname], connection) for row in ordered for f in fields])
 
 
 def ids_reserve(model: type[models.Model], count: int) -> list[int]:

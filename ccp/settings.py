@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "ccp.orders",
     "ccp.risk",
     "ccp.clearing",
+    "ccp.marketdata",
     "ccp.settlement",
     "ccp.matching",
     "ccp.prices",

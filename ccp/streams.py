@@ -8,6 +8,7 @@ numbers) and re-sync over REST.
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -20,6 +21,10 @@ SYSTEM_GROUP = "system"
 
 def book_group(contract_id: int) -> str:
     return f"book.{contract_id}"
+
+
+def trades_group(contract_id: int) -> str:
+    return f"trades.{contract_id}"
 
 
 def client_group(client_id: int) -> str:
@@ -82,11 +87,11 @@ class _Batch:
         _send(messages)
 
 
-def _publish_on_commit(group: str, message: dict[str, Any]) -> None:
+def _publish_on_commit(messages: list[tuple[str, dict[str, Any]]]) -> None:
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         try:
-            _send([(group, message)])
+            _send(messages)
         except Exception:  # a stream is best effort: never fail the caller's committed work
             logger.exception("stream publish failed")
         return
@@ -97,14 +102,22 @@ def _publish_on_commit(group: str, message: dict[str, Any]) -> None:
     if batch is None or batch.hooks is not connection.run_on_commit or batch.savepoints != savepoints:
         batch = connection._ccp_stream_batch = _Batch(connection.run_on_commit, savepoints)
         transaction.on_commit(batch.flush, robust=True)
-    batch.messages.append((group, message))
+    batch.messages.extend(messages)
 
 
 def stream_publish(group: str, event: dict[str, Any]) -> None:
     """Send ``event`` to the group's subscribers once the current transaction commits."""
-    _publish_on_commit(group, {"type": "stream.event", "event": event})
+    _publish_on_commit([(group, {"type": "stream.event", "event": event})])
+
+
+def stream_publish_many(group: str, events: Iterable[dict[str, Any]]) -> None:
+    """``stream_publish`` of each of ``events``, in order, at the cost of one, already bundled (an
+    auction's 30,000 trades)."""
+    events = list(events)
+    _publish_on_commit([(group, {"type": "stream.events", "events": events[i:i + _BUNDLE]})
+                        for i in range(0, len(events), _BUNDLE)])
 
 
 def token_revoked_publish(client_id: int, token_id: int) -> None:
     """After commit, tell the client's open private streams that one of its tokens stopped working."""
-    _publish_on_commit(client_group(client_id), {"type": "token.revoked", "token_id": token_id})
+    _publish_on_commit([(client_group(client_id), {"type": "token.revoked", "token_id": token_id})])

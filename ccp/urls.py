@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("ccp.contracts.urls")),
     path("", include("ccp.orders.urls")),
     path("", include("ccp.clearing.urls")),
+    path("", include("ccp.marketdata.urls")),
     path("", include("ccp.risk.urls")),
     path("", include("ccp.settlement.urls")),
     path("", include("ccp.prices.urls")),

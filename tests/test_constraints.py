@@ -21,6 +21,7 @@ from eth_account import Account
 
 from ccp.accounts.models import ApiToken, SignInChallenge
 from ccp.clearing.models import Trade
+from ccp.marketdata.models import Candle
 from ccp.matching.models import Auction
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.states import TERMINAL_STATES, OrderState
@@ -113,6 +114,23 @@ class TradeFactory(factory.django.DjangoModelFactory):
     sell_order = factory.SubFactory(OrderFactory, side="sell")
     sell_client = factory.SelfAttribute("sell_order.client")
     executed_at = NOW
+
+
+class CandleFactory(factory.django.DjangoModelFactory):
+    """The 1m candle of trades 1 to 3 at 09:30: open 1200, high 1250, low 1100, close 1150."""
+
+    class Meta:
+        model = Candle
+
+    contract = factory.SubFactory(NewContractFactory)
+    interval = "1m"
+    bucket_start = NOW
+    open, high, low, close = D("1200"), D("1250"), D("1100"), D("1150")
+    volume = D("3")
+    trade_count = 3
+    first_sequence = 1
+    last_sequence = 3
+    updated_at = NOW
 
 
 class PositionFactory(factory.django.DjangoModelFactory):
@@ -475,6 +493,16 @@ CONSTRAINT_CASES = [
     case("trade_sequence_positive", TradeFactory, sequence=0),
     case("trade_orders_differ", TradeFactory, same=("buy_order",), sell_order=From("buy_order")),
     case("trade_aggressor_side_valid", TradeFactory, aggressor_side="both"),
+    # marketdata
+    case("candle_unique_bucket", CandleFactory, same=("contract", "interval", "bucket_start")),
+    case("candle_interval_valid", CandleFactory, interval="2m"),
+    case("candle_low_non_negative", CandleFactory, low=D("-1")),
+    case("candle_prices_within_range", CandleFactory, "close-above-high", close=D("1251")),
+    case("candle_prices_within_range", CandleFactory, "open-below-low", open=D("1099")),
+    case("candle_volume_positive", CandleFactory, volume=D("0")),
+    case("candle_trade_count_positive", CandleFactory, trade_count=0),
+    case("candle_sequences_ordered", CandleFactory, "first-after-last", first_sequence=4),
+    case("candle_sequences_ordered", CandleFactory, "first-zero", first_sequence=0),
     # risk
     case("position_unique_client_contract", PositionFactory, same=("client", "contract")),
     case("position_flat_has_no_entry", PositionFactory, quantity=D("0"), cost=D("1")),

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -45,13 +46,22 @@ class FillsApi(APIView):
 
 class ContractTradesApi(APIView):
     """A contract's public trades, newest first (highest sequence), with cursor pagination
-    (``?cursor=`` the previous page's ``next_cursor``)."""
+    (``?cursor=`` the previous page's ``next_cursor``). With ``?after_sequence=N`` instead: oldest first
+    from sequence N + 1 (how a trade stream client fills a gap), and ``next_cursor`` is the
+    ``after_sequence`` of the next page."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     class TradeFilterSerializer(PageFilterSerializer):
         cursor = PatternField(r"^[0-9]{1,18}$", required=False, help_text=_CURSOR_HELP)
+        after_sequence = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False,
+                                                  help_text="oldest first, from this sequence + 1 (not with cursor)")
+
+        def validate(self, data: dict) -> dict:
+            if "cursor" in data and "after_sequence" in data:
+                raise ValidationError({"after_sequence": ["Not with cursor: pass the next after_sequence instead."]})
+            return data
 
     @extend_schema(parameters=[TradeFilterSerializer], responses=TradePageSerializer)
     def get(self, request, symbol: str):
@@ -59,6 +69,7 @@ class ContractTradesApi(APIView):
         contract = get_object_or_404(Contract, symbol=symbol)
         cursor = filters.get("cursor")
         trades, after = trades_list(contract_id=contract.pk, limit=page_limit(request),
-                                    before_sequence=int(cursor) if cursor else None)
+                                    before_sequence=int(cursor) if cursor else None,
+                                    after_sequence=filters.get("after_sequence"))
         return Response(TradePageSerializer({"contract": contract.symbol, "results": trades,
                                              "next_cursor": None if after is None else str(after)}).data)

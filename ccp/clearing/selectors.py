@@ -62,12 +62,16 @@ def _fill_rows(trades, side: str, limit: int | None = None) -> list[dict]:
     return [{**row, "side": side} for row in (rows if limit is None else rows[:limit])]
 
 
-def trades_list(*, contract_id: int, limit: int, before_sequence: int | None = None) -> tuple[list[Trade], int | None]:
+def trades_list(*, contract_id: int, limit: int, before_sequence: int | None = None,
+                after_sequence: int | None = None) -> tuple[list[Trade], int | None]:
     """A contract's trades, newest first (by sequence), at most ``limit`` below ``before_sequence``, and
-    the cursor of the next page (the last sequence returned; None on the last page)."""
+    the cursor of the next page (the last sequence returned; None on the last page). With
+    ``after_sequence``: oldest first from the next sequence on (a stream's re-sync after a gap)."""
     trades = Trade.objects.filter(contract_id=contract_id)
     if before_sequence is not None:
         trades = trades.filter(sequence__lt=before_sequence)
-    rows = list(trades.order_by("-sequence")[:limit + 1])
+    if after_sequence is not None:
+        trades = trades.filter(sequence__gt=after_sequence)
+    rows = list(trades.order_by("sequence" if after_sequence is not None else "-sequence")[:limit + 1])
     page = rows[:limit]
     return page, page[-1].sequence if len(rows) > limit else None

@@ -32,10 +32,11 @@ class TradeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Trade
-        fields = ["sequence", "price", "quantity", "aggressor_side", "executed_at", "venue", "venue_ref"]
+        fields = ["id", "sequence", "price", "quantity", "aggressor_side", "executed_at", "venue", "venue_ref"]
 
 
 class TradePageSerializer(serializers.Serializer):
     contract = serializers.CharField()
-    results = TradeSerializer(many=True, help_text="newest first (highest sequence)")
-    next_cursor = serializers.CharField(allow_null=True, help_text=NEXT_HELP)
+    results = TradeSerializer(many=True, help_text="newest first (highest sequence); oldest first with after_sequence")
+    next_cursor = serializers.CharField(allow_null=True, help_text=NEXT_HELP + " (with after_sequence: the next "
+                                                                               "after_sequence)")

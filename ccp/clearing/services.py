@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from ccp.clearing.models import Trade, Venue
 from ccp.clock import require_aware
 from ccp.db import bulk_insert_rows, ids_reserve
+from ccp.marketdata.services import candles_record, trades_publish
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,8 @@ def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution]
     Idempotent per trade: an execution whose (venue, venue ref, buy order, sell order) is already
     booked is left out (the unique constraint ``trade_unique_venue_orders`` backs this up). The caller
     holds the contracts' rows (``ccp.locks`` 3): that makes the sequence read here the last one.
-    Queues nothing: the caller publishes after commit."""
+    The booked trades go into the candles and, after commit, to the public trade stream
+    (``ccp.marketdata``); the caller publishes the rest."""
     now = require_aware(now)
     booked = set(Trade.objects.filter(venue=venue, venue_ref=venue_ref)
                  .values_list("buy_order_id", "sell_order_id")) if executions else set()
@@ -62,4 +64,6 @@ def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution]
                      "sell_order_id": e.sell_order_id, "sell_client_id": e.sell_client_id,
                      "aggressor_side": e.aggressor_side, "executed_at": now})
     bulk_insert_rows(Trade, rows, with_pk=True)
+    candles_record(trades=rows, now=now)
+    trades_publish(trades=rows)
     return rows

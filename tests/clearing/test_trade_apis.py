@@ -98,8 +98,9 @@ def test_public_trades_page_by_sequence(ledger):
     api = APIClient()
     trades = all_pages(api, f"/api/v1/contracts/{ledger['a'].symbol}/trades", 4)
     assert [t["sequence"] for t in trades] == [6, 5, 4, 3, 2, 1]
-    assert trades[0] == {"sequence": 6, "price": "2010", "quantity": "0.1", "aggressor_side": None,
-                         "executed_at": "2026-11-21T09:39:00Z", "venue": "auction", "venue_ref": "auction-9"}
+    assert trades[0] == {"id": trades[0]["id"], "sequence": 6, "price": "2010", "quantity": "0.1",
+                         "aggressor_side": None, "executed_at": "2026-11-21T09:39:00Z", "venue": "auction",
+                         "venue_ref": "auction-9"}
     assert "client" not in str(trades) and "order" not in str(trades)
     assert [t["sequence"] for t in all_pages(api, f"/api/v1/contracts/{ledger['b'].symbol}/trades", 4)] == [1]
     for query in ({"cursor": "x"}, {"cursor": ""}, {"limit": "0"}, {"since": "2026-11-21T09:33:00Z"}):

@@ -1,0 +1,68 @@
+"""Market data written as trades are booked: candles, and the public trade stream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from ccp.clock import iso_utc, require_aware
+from ccp.contracts.models import Contract
+from ccp.db import upsert_values
+from ccp.marketdata.candles import bars_of
+from ccp.marketdata.models import Candle
+from ccp.money import money_str
+from ccp.streams import stream_publish_many, trades_group
+
+# A stored bar plus a new bar of the same bucket (``ccp.marketdata.candles.bar_merge``, in SQL).
+_CANDLE_MERGE = {
+    "open": 'CASE WHEN EXCLUDED."first_sequence" < t."first_sequence" THEN EXCLUDED."open" ELSE t."open" END',
+    "close": 'CASE WHEN EXCLUDED."last_sequence" > t."last_sequence" THEN EXCLUDED."close" ELSE t."close" END',
+    "high": 'GREATEST(t."high", EXCLUDED."high")',
+    "low": 'LEAST(t."low", EXCLUDED."low")',
+    "volume": 't."volume" + EXCLUDED."volume"',
+    "trade_count": 't."trade_count" + EXCLUDED."trade_count"',
+    "first_sequence": 'LEAST(t."first_sequence", EXCLUDED."first_sequence")',
+    "last_sequence": 'GREATEST(t."last_sequence", EXCLUDED."last_sequence")',
+    "updated_at": 'EXCLUDED."updated_at"',
+}
+
+
+def candles_record(*, trades: Sequence[Mapping], now: datetime) -> None:
+    """Add freshly booked ``trades`` (``trades_book``'s rows) to their contracts' 1m, 5m, 1h and 1d
+    candles: summed in Python per bucket, then one upsert statement for all of them.
+
+    Runs inside ``trades_book``'s transaction, under its caller's contract locks (``ccp.locks`` 3), which
+    serialise the candle rows of a contract; rows are written in key order. Not idempotent by itself:
+    ``trades_book`` passes only trades it has just inserted, so each trade counts once."""
+    now = require_aware(now)
+    rows = [{"contract_id": contract_id, "interval": interval, "bucket_start": start, "open": bar.open,
+             "high": bar.high, "low": bar.low, "close": bar.close, "volume": bar.volume,
+             "trade_count": bar.trade_count, "first_sequence": bar.first_sequence,
+             "last_sequence": bar.last_sequence, "updated_at": now}
+            for (contract_id, interval, start), bar in bars_of(trades).items()]
+    upsert_values(Candle, rows, key=["contract_id", "interval", "bucket_start"], merge=_CANDLE_MERGE)
+
+
+def trades_publish(*, trades: Sequence[Mapping]) -> None:
+    """After commit, send each of ``trades`` (``trades_book``'s rows) to its contract's public trade
+    stream (``ws/v1/trades/<symbol>``), in the given order (each contract's in sequence order)."""
+    if not trades:
+        return
+    symbols = dict(Contract.objects.filter(pk__in={t["contract_id"] for t in trades}).values_list("id", "symbol"))
+    texts: dict[object, str] = {}  # a booking repeats its prices, quantities and time: format each once
+
+    def text(value, render) -> str:
+        out = texts.get(value)
+        if out is None:
+            out = texts[value] = render(value)
+        return out
+
+    by_contract: dict[int, list[dict]] = {}
+    for trade in trades:
+        by_contract.setdefault(trade["contract_id"], []).append({
+            "type": "trade", "contract": symbols[trade["contract_id"]], "sequence": trade["sequence"],
+            "id": trade["id"], "price": text(trade["price"], money_str), "quantity": text(trade["quantity"], money_str),
+            "aggressor_side": trade["aggressor_side"], "executed_at": text(trade["executed_at"], iso_utc),
+            "venue": str(trade["venue"]), "venue_ref": trade["venue_ref"]})
+    for contract_id, events in by_contract.items():
+        stream_publish_many(trades_group(contract_id), events)
