@@ -33,8 +33,9 @@ Who takes what:
   auction_solve       auction (to store its result; the solver runs outside any transaction)
   auction_apply       book (exclusive), auction, contracts, orders, then books through trades_clear
   trades_clear        (ccp.clearing.booking) its caller holds the contracts (3) and orders (4); it takes
-                      fund locks, positions, lockups. trades_book within it takes nothing of its own:
-                      the held contracts make the per-contract trade sequence it reads the last one
+                      fund locks, positions, lockups. trades_book within it locks no row of the list:
+                      the held contracts make the per-contract trade sequence it reads the last one,
+                      and serialise the upsert of those contracts' candle rows (in key order)
   deposits, withdrawals and settlement confirmations take fund locks only (``fund_locks_adjust``)
 """
 
