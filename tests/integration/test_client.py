@@ -19,7 +19,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
-from ccp_client import ApiError, BookStream, Client, PrivateStream
+from ccp_client import ApiError, BookStream, Client, PrivateStream, TradeStream
 from eth_account import Account
 
 from tests.faults.conftest import FaultStack
@@ -100,7 +100,9 @@ def test_two_fresh_wallets_trade_through_the_client(stack):
 
     book = Collected(LossyBookStream(alice, symbol))
     private = Collected(PrivateStream(alice))
-    wait_for(lambda: book.of("book.snapshot") and private.of("hello"), 20, "both streams to open")
+    trades = Collected(TradeStream(alice, symbol))
+    wait_for(lambda: book.of("book.snapshot") and private.of("hello") and trades.of("trades.snapshot"), 20,
+             "the streams to open")
 
     # A resting bid far below, cancelled: its order value is released.
     low = alice.place_order(symbol, "buy", price - 1000 * tick, lot, client_order_id="low-1")
@@ -137,6 +139,12 @@ def test_two_fresh_wallets_trade_through_the_client(stack):
     fills = [e for a in private.of("auction") for e in a["events"] if e["type"] == "fill"]
     assert [(f["order_id"], f["quantity"], f["price"]) for f in fills] == [(buy["id"], lot, price)]
 
+    # The public trade stream sent the trade, with the contract's next sequence.
+    wait_for(lambda: trades.of("trade"), 30, "the public trade")
+    [public] = trades.of("trade")
+    assert (public["id"], public["price"], public["quantity"]) == (bought["trade_id"], price, lot)
+    assert public["sequence"] == trades.of("trades.snapshot")[0]["sequence"] + 1
+
     # The book stream noticed the lost change, re-synced from REST, and follows the book.
     assert book.of("resync") and book.of("resync")[0]["reason"].startswith("gap")
     rest = alice.book(symbol)
@@ -164,7 +172,7 @@ def test_two_fresh_wallets_trade_through_the_client(stack):
     wait_for(lambda: alice.order(buy["id"])["state"] == "cancelled", 30, "the cancel of the partly filled bid")
     assert alice.balance("USDC")["order_value"] == 0 and not alice.open_orders()
 
-    for stream in (book, private):
+    for stream in (book, private, trades):
         stream.stop()
 
 
