@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -177,13 +177,16 @@ Deltas = dict[tuple[int, int], Decimal]  # (client id, currency id) -> signed ch
 
 
 def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value: Deltas, now: datetime,
-                      fundlock: Deltas | None = None) -> dict[tuple[int, int], FundLock]:
+                      fundlock: Deltas | None = None, locked: Mapping[tuple[int, int], FundLock] | None = None
+                      ) -> dict[tuple[int, int], FundLock]:
     """Apply signed changes to many fund locks at once, locking them in id order (call inside the
-    caller's transaction, in the lock order of ``ccp.locks``). The database refuses any whose available
-    would drop below zero."""
+    caller's transaction, in the lock order of ``ccp.locks``; ``locked``: fund locks the caller already
+    locked in this transaction, by (client, currency), not read again). The database refuses any whose
+    available would drop below zero."""
     fundlock = fundlock or {}
     keys = set(settle_value) | set(order_value) | set(lockup_value) | set(fundlock)
-    fund_locks = fund_locks_lock(keys=keys)
+    missing = keys - set(locked or {})
+    fund_locks = {**(locked or {}), **(fund_locks_lock(keys=missing) if missing else {})}
     for key in sorted(keys):
         fund_lock = fund_locks[key]
         fund_lock.fundlock += fundlock.get(key, Decimal(0))

@@ -138,7 +138,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         events[order.client_id].append({"type": "order", "order": order_payload(order)})
 
     # 3-6. cash, positions, lockups, fund locks
-    fund_locks_lock(keys={(o.client_id, o.contract.collateral_id) for o in changed})
+    locked = fund_locks_lock(keys={(o.client_id, o.contract.collateral_id) for o in changed})
     moves = _premiums(traded, contracts)
     settle = cash_book(origin=_ORIGINS[venue], origin_ref=venue_ref,
                        lines={key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
@@ -146,7 +146,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
                        contracts=contracts, now=now)
     lockup_delta = positions_book(moves=moves, contracts=contracts, now=now)
     cleared.fund_locks = fund_locks_adjust(settle_value=settle, order_value={k: -v for k, v in released.items()},
-                                           lockup_value=lockup_delta, now=now)
+                                           lockup_value=lockup_delta, now=now, locked=locked)
     for client_id, event in balance_events(cleared.fund_locks.values()):
         events[client_id].append(event)
 
