@@ -6,48 +6,27 @@ from ccp.accounts.authentication import bearer_token
 from ccp.accounts.models import ApiToken
 from ccp.accounts.services import api_token_authenticate
 from ccp.clock import utcnow
-from ccp.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHORIZED, StreamConsumer
-from ccp.contracts.models import Contract
+from ccp.consumers import CLOSE_UNAUTHORIZED, ContractStreamConsumer, StreamConsumer
 from ccp.errors import ApplicationError
 from ccp.orders.selectors import book_levels
 from ccp.orders.serializers import BookSerializer
 from ccp.streams import book_group, client_group
 
 
-class BookConsumer(StreamConsumer):
-    """Public book of one contract: a snapshot, then level changes, each with the next sequence number.
+class BookConsumer(ContractStreamConsumer):
+    """Public book of one contract: a snapshot, then level changes, each with the next sequence number
+    (and the auction's trade reports, which carry none).
 
     A client that sees a sequence jump (the channel layer delivers at most once) re-syncs from
     GET /api/v1/contracts/<symbol>/book.
     """
 
-    snapshot_sequence = 0
+    def group(self, contract_id: int) -> str:
+        return book_group(contract_id)
 
-    async def connect(self) -> None:
-        symbol = self.scope["url_route"]["kwargs"]["symbol"]
-        contract_id = await database_sync_to_async(self._contract_id)(symbol)
-        if contract_id is None:
-            await self.refuse(CLOSE_NOT_FOUND)
-            return
-        # Join before reading, so no change after the snapshot is missed; older ones are dropped below.
-        await self.join(book_group(contract_id))
-        snapshot = await database_sync_to_async(self._snapshot)(contract_id, symbol)
-        self.snapshot_sequence = snapshot["sequence"]
-        await self.accept()
-        await self.send_json({"type": "book.snapshot", **snapshot})
-
-    @staticmethod
-    def _contract_id(symbol: str) -> int | None:
-        return Contract.objects.filter(symbol=symbol).values_list("id", flat=True).first()
-
-    @staticmethod
-    def _snapshot(contract_id: int, symbol: str) -> dict:
-        return BookSerializer({"contract": symbol, **book_levels(contract_id=contract_id)}).data
-
-    def forwards(self, event: dict) -> bool:
-        # Level changes already in the snapshot are dropped; trade reports carry no sequence.
-        sequence = event.get("sequence")
-        return sequence is None or sequence > self.snapshot_sequence
+    def snapshot(self, contract_id: int, symbol: str) -> dict:
+        return {"type": "book.snapshot",
+                **BookSerializer({"contract": symbol, **book_levels(contract_id=contract_id)}).data}
 
 
 class PrivateConsumer(StreamConsumer):
