@@ -358,7 +358,7 @@ def instrument_apply() -> dict[str, list]:
     wrap(booking, "order_payload", "order_payload")
     wrap(type(connections["default"]), "commit", "commit")  # the database wrapper's, as atomic() calls it
     wrap(streams, "_send", "stream sends after commit")
-    for name in ("trades_book", "cash_book", "positions_book", "fund_locks_adjust", "book_levels_changed"):
+    for name in ("trades_book", "cash_book", "positions_book", "fund_locks_adjust", "books_levels_changed"):
         wrap(booking, name, name)
     return parts
 
@@ -453,7 +453,7 @@ def report(engine: dict[int, dict], db: dict[int, dict]) -> list[str]:
                          ("insert OrderStateHistory", "history"), ("order_payload", "payloads"),
                          ("trades_book", "trades"),
                          ("cash_book", "cash movements"), ("positions_book", "positions+lockups"),
-                         ("fund_locks_adjust", "fund locks"), ("book_levels_changed", "book levels"),
+                         ("fund_locks_adjust", "fund locks"), ("books_levels_changed", "book levels"),
                          ("commit", "commit"), ("stream sends after commit", "stream sends")]
                 listed = [(label, p[k]) for k, label in shown if k in p]
                 other = s["apply"] - sum(v[0] for _, v in listed)

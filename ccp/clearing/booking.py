@@ -42,7 +42,7 @@ from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.rules import order_value
 from ccp.orders.serializers import order_payload
-from ccp.orders.services import book_levels_changed
+from ccp.orders.services import books_levels_changed
 from ccp.orders.states import BOOK_STATES, OrderState, transition_allowed
 from ccp.risk.lockups import Portfolio, lockups_recompute, portfolio_of
 from ccp.risk.models import Position
@@ -153,8 +153,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     # 7. pushes after commit
     for client_id in sorted(events):
         stream_publish(client_group(client_id), {**envelope, "events": events[client_id]})
-    for contract_id in sorted(levels):
-        book_levels_changed(contract_id=contract_id, levels=list(levels[contract_id]))
+    books_levels_changed(levels=levels)
     return cleared
 
 

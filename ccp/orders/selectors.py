@@ -27,11 +27,16 @@ def book_levels(*, contract_id: int) -> dict:
 
 def level_totals(*, contract_id: int, prices: set[Decimal] | None = None) -> list[dict]:
     """Open quantity and order count per (side, price) of a contract's book, at ``prices`` if given."""
-    orders = Order.objects.filter(contract_id=contract_id, state__in=BOOK_STATES)
+    return level_totals_many(contract_ids=[contract_id], prices=prices)
+
+
+def level_totals_many(*, contract_ids: list[int], prices: set[Decimal] | None = None) -> list[dict]:
+    """``level_totals`` of several contracts, each row with its ``contract_id``."""
+    orders = Order.objects.filter(contract_id__in=contract_ids, state__in=BOOK_STATES)
     if prices is not None:
         orders = orders.filter(price__in=prices)
-    return list(orders.values("side", "price").annotate(quantity=Sum(F("quantity") - F("filled_quantity")),
-                                                        orders=Count("id")))
+    return list(orders.values("contract_id", "side", "price")
+                .annotate(quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id")))
 
 
 def order_list(*, client: Client, state: str | None = None, contract_symbol: str | None = None) -> QuerySet[Order]:

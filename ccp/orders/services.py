@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -19,7 +20,7 @@ from ccp.matching.selectors import auction_held_order_ids, auction_holds
 from ccp.money import ZERO, money_str
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.rules import REASONS, order_rule_violation, order_value
-from ccp.orders.selectors import level_totals, open_orders_count
+from ccp.orders.selectors import level_totals_many, open_orders_count
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
 from ccp.risk.collateral import collateral_covers
@@ -64,20 +65,29 @@ def book_levels_changed(*, contract_id: int, levels: list[tuple[str, Decimal]]) 
     """Give each changed (side, price) level of a contract the next book sequence number (the UPDATE
     locks the contract row: book changes of one contract are serial) and publish the levels' new
     totals after commit, in sequence order."""
-    levels = sorted(set(levels))
-    if not levels:
+    books_levels_changed(levels={contract_id: levels})
+
+
+def books_levels_changed(*, levels: Mapping[int, Iterable[tuple[str, Decimal]]]) -> None:
+    """``book_levels_changed`` of several contracts (contract id -> its changed levels) in two
+    statements, contracts in id order (an auction changes a whole pair's books)."""
+    changed = {contract_id: sorted(set(lv)) for contract_id, lv in sorted(levels.items()) if lv}
+    if not changed:
         return
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE contracts_contract SET book_sequence = book_sequence + %s WHERE id = %s "
-                       "RETURNING book_sequence", [len(levels), contract_id])
-        (last,) = cursor.fetchone()
-    totals = {(row["side"], row["price"]): row
-              for row in level_totals(contract_id=contract_id, prices={price for _, price in levels})}
-    for sequence, (side, price) in enumerate(levels, start=last - len(levels) + 1):
-        level = totals.get((side, price), {})
-        stream_publish(book_group(contract_id), {
-            "type": "book.level", "sequence": sequence, "side": side, "price": money_str(price),
-            "quantity": money_str(level.get("quantity") or ZERO), "orders": level.get("orders", 0)})
+        cursor.execute("UPDATE contracts_contract AS c SET book_sequence = c.book_sequence + n.count "
+                       "FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, count) WHERE c.id = n.id "
+                       "RETURNING c.id, c.book_sequence", [list(changed), [len(v) for v in changed.values()]])
+        last = dict(cursor.fetchall())
+    totals = {(row["contract_id"], row["side"], row["price"]): row for row in level_totals_many(
+        contract_ids=list(changed), prices={price for lv in changed.values() for _, price in lv})}
+    for contract_id, contract_levels in changed.items():
+        first = last[contract_id] - len(contract_levels) + 1
+        for sequence, (side, price) in enumerate(contract_levels, start=first):
+            level = totals.get((contract_id, side, price), {})
+            stream_publish(book_group(contract_id), {
+                "type": "book.level", "sequence": sequence, "side": side, "price": money_str(price),
+                "quantity": money_str(level.get("quantity") or ZERO), "orders": level.get("orders", 0)})
 
 
 def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
