@@ -772,7 +772,6 @@ class Engine:
             "up": t.up, "source": t.source, "limit_px": t.limit_px, "protection_px": t.protection_px,
             "reduce_only": t.ro, "stp": t.stp, "seq": t.seq,
             "sibling": t.sibling.id if t.sibling is not None and t.sibling.live else None,
-            "parent": t.parent.id if t.parent is not None else None,
         } for t in sorted(self.triggers.values(), key=lambda t: t.seq)]
         return {"orders": orders, "triggers": triggers, "positions": dict(self.positions),
                 "prices": dict(self.prices),
