@@ -43,7 +43,7 @@ def commands(draw, size):
             c = _submit(n, user, side, draw(QTY), kind, draw(PX) if kind == "limit" else
                         draw(st.sampled_from((90, 98, 100, 102, 110))),
                         draw(st.sampled_from(("gtc", "gtc", "ioc", "fok", "post_only"))),
-                        draw(st.booleans()), draw(st.sampled_from(("cancel_resting", "cancel_incoming", "cancel_both"))),
+                        draw(st.integers(0, 4)) == 0, draw(st.sampled_from(("cancel_resting", "cancel_incoming", "cancel_both"))),
                         draw(legs()), draw(legs()))
             ids += [(c.order_id, user), (f"{c.order_id}:tp", user), (f"{c.order_id}:sl", user)]
         elif kind == "trigger":
@@ -54,7 +54,9 @@ def commands(draw, size):
                              draw(st.sampled_from(("cancel_resting", "cancel_incoming", "cancel_both"))))
             ids.append((c.order_id, user))
         elif kind in ("modify", "cancel") and ids:
-            oid, owner = ids[draw(st.integers(0, len(ids) - 1))]
+            # Mostly the latest orders (still resting, often part filled), sometimes any of them.
+            pick = draw(st.integers(1, min(len(ids), 9))) if draw(st.integers(0, 3)) else draw(st.integers(1, len(ids)))
+            oid, owner = ids[-pick]
             if draw(st.integers(0, 9)) == 0:
                 owner = user  # sometimes someone else's order
             if kind == "cancel":
