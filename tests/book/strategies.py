@@ -10,6 +10,7 @@ from ccp.book.engine import Cancel, CancelAll, ClosePosition, Leg, Modify, Place
 USERS = ("u1", "u2", "u3", "u4")
 PX = st.integers(96, 104)
 QTY = st.integers(1, 6)
+STP = st.sampled_from(("cancel_resting", "cancel_incoming", "cancel_both"))
 SOURCE = st.sampled_from(("last", "last", "mark", "index"))
 
 
@@ -43,7 +44,7 @@ def commands(draw, size):
             c = _submit(n, user, side, draw(QTY), kind, draw(PX) if kind == "limit" else
                         draw(st.sampled_from((90, 98, 100, 102, 110))),
                         draw(st.sampled_from(("gtc", "gtc", "ioc", "fok", "post_only"))),
-                        draw(st.integers(0, 4)) == 0, draw(st.sampled_from(("cancel_resting", "cancel_incoming", "cancel_both"))),
+                        draw(st.integers(0, 4)) == 0, draw(STP),
                         draw(legs()), draw(legs()))
             ids += [(c.order_id, user), (f"{c.order_id}:tp", user), (f"{c.order_id}:sl", user)]
         elif kind == "trigger":
@@ -51,7 +52,7 @@ def commands(draw, size):
             c = PlaceTrigger(f"o{n}", user, side, draw(QTY), draw(st.sampled_from(("stop", "take_profit"))), draw(PX),
                              draw(SOURCE), draw(PX) if limit else None,
                              None if limit else draw(st.sampled_from((90, 100, 110))), draw(st.booleans()),
-                             draw(st.sampled_from(("cancel_resting", "cancel_incoming", "cancel_both"))))
+                             draw(STP))
             ids.append((c.order_id, user))
         elif kind in ("modify", "cancel") and ids:
             # Mostly the latest orders (still resting, often part filled), sometimes any of them.
@@ -68,7 +69,7 @@ def commands(draw, size):
             c = CancelAll(user, draw(st.sampled_from((None, "buy", "sell"))))
         elif kind == "close":
             c = ClosePosition(f"o{n}", user, draw(st.sampled_from((90, 98, 102, 110))),
-                              draw(st.sampled_from(("cancel_resting", "cancel_incoming", "cancel_both"))))
+                              draw(STP))
         elif kind == "price":
             c = SetPrice(draw(st.sampled_from(("mark", "index"))), draw(PX))
         else:
