@@ -61,8 +61,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from heapq import heappop, heappush
 
-from sortedcontainers import SortedList
-
 # Reasons (stable codes).
 POST_ONLY_WOULD_TAKE = "post_only_would_take"
 FOK_NOT_FILLABLE = "fok_not_fillable"
@@ -323,8 +321,9 @@ class Engine:
         self.prices: dict[str, int | None] = {"last": None, "mark": None, "index": None}
         self.orders: dict[str, _Order] = {}
         self.triggers: dict[str, _Trig] = {}
-        # Keys of a side's price levels sort best first: asks by price, bids by minus price.
-        self._keys = {1: SortedList(), -1: SortedList()}
+        # Keys of a side's price levels sort best first: asks by price, bids by minus price. Each side keeps a
+        # heap of its keys whose top is always a live level (emptied levels below the top are dropped lazily).
+        self._keys: dict[int, list[int]] = {1: [], -1: []}
         self._levels: dict[int, dict[int, deque]] = {1: {}, -1: {}}
         self._heaps = {(s, up): [] for s in SOURCES for up in (True, False)}
         self._order_seq = self._trig_seq = self._trade_seq = 0
@@ -352,24 +351,22 @@ class Engine:
 
     # Commands -------------------------------------------------------------------------------------------
     def _submit(self, c: Submit) -> None:
-        ev = self._ev
-        if c.order_id in self.orders or c.order_id in self.triggers:
-            ev.append(Rejected(c.order_id, DUPLICATE_ORDER_ID))
+        oid, qty, price, kind, tif, tp, sl = c.order_id, c.qty, c.price, c.kind, c.tif, c.tp, c.sl
+        reason = None
+        if oid in self.orders or oid in self.triggers:
+            reason = DUPLICATE_ORDER_ID
+        elif qty <= 0:
+            reason = INVALID_QUANTITY
+        elif price is None or price <= 0:
+            reason = INVALID_PRICE
+        elif kind == "market" and tif != "ioc" and tif != "fok":
+            reason = INVALID_TIME_IN_FORCE
+        elif (tp is not None or sl is not None) and not (_leg_ok(tp) and _leg_ok(sl)):
+            reason = INVALID_PRICE
+        if reason is not None:
+            self._ev.append(Rejected(oid, reason))
             return
-        if c.qty <= 0:
-            ev.append(Rejected(c.order_id, INVALID_QUANTITY))
-            return
-        if c.price is None or c.price <= 0:
-            ev.append(Rejected(c.order_id, INVALID_PRICE))
-            return
-        if c.kind == "market" and c.tif not in ("ioc", "fok"):
-            ev.append(Rejected(c.order_id, INVALID_TIME_IN_FORCE))
-            return
-        if not (_leg_ok(c.tp) and _leg_ok(c.sl)):
-            ev.append(Rejected(c.order_id, INVALID_PRICE))
-            return
-        self._enter(_Order(c.order_id, c.user, SIDES[c.side], c.kind, c.price, c.qty, c.tif, c.reduce_only,
-                           c.stp, c.tp, c.sl))
+        self._enter(_Order(oid, c.user, SIDES[c.side], kind, price, qty, tif, c.reduce_only, c.stp, tp, sl))
 
     def _place(self, c: PlaceTrigger) -> None:
         ev = self._ev
@@ -491,14 +488,16 @@ class Engine:
                 return
             if o.qty > room:
                 o.qty = o.rem = room
-        keys = self._keys[-s]
-        bound = s * o.px
-        if o.tif == "post_only" and keys and keys[0] <= bound:
-            ev.append(Rejected(o.id, POST_ONLY_WOULD_TAKE))
-            return
-        if o.tif == "fok" and not self._fillable(o, bound):
-            ev.append(Rejected(o.id, FOK_NOT_FILLABLE))
-            return
+        tif = o.tif
+        if tif != "gtc":
+            keys = self._keys[-s]
+            bound = s * o.px
+            if tif == "post_only" and keys and keys[0] <= bound:
+                ev.append(Rejected(o.id, POST_ONLY_WOULD_TAKE))
+                return
+            if tif == "fok" and not self._fillable(o, bound):
+                ev.append(Rejected(o.id, FOK_NOT_FILLABLE))
+                return
         ev.append(Accepted(o.id, o.user, SIDE_NAMES[s], o.kind, o.px, o.qty))
         self._take_and_rest(o)
 
@@ -519,7 +518,7 @@ class Engine:
             q = levels.get(key)
             if q is None:
                 levels[key] = q = deque()
-                self._keys[s].add(key)
+                heappush(self._keys[s], key)
             q.append(o)
             self._order_seq += 1
             o.seq = self._order_seq
@@ -600,7 +599,9 @@ class Engine:
                     break
             if not q:
                 del levels[key]
-                keys.pop(0)
+                heappop(keys)
+                while keys and keys[0] not in levels:
+                    heappop(keys)
         if last_px is not None:
             self.prices["last"] = last_px
             self._dirty = True
@@ -613,7 +614,7 @@ class Engine:
         moved: dict[str, int] = {}
         positions = self.positions
         levels = self._levels[-s]
-        for key in self._keys[-s]:
+        for key in sorted(levels):
             if key > bound:
                 return False
             for m in levels[key]:
@@ -640,15 +641,18 @@ class Engine:
         q = self._levels[s][key]
         q.remove(o)
         if not q:
-            del self._levels[s][key]
-            self._keys[s].remove(key)
+            levels = self._levels[s]
+            del levels[key]
+            keys = self._keys[s]
+            while keys and keys[0] not in levels:
+                heappop(keys)
         del self.orders[o.id]
 
     # Triggers -------------------------------------------------------------------------------------------
     def _leg_trig(self, o: _Order, leg: Leg, take_profit: bool, qty: int) -> _Trig:
         # The legs close the entry: a buy entry's take-profit fires at or above, its stop-loss at or below.
         up = (o.side == 1) == take_profit
-        t = _Trig(f"{o.id}:{'tp' if take_profit else 'sl'}", o.user, -o.side, qty, leg.trigger_px, up,
+        t = _Trig(o.id + (":tp" if take_profit else ":sl"), o.user, -o.side, qty, leg.trigger_px, up,
                   leg.source, leg.limit_px, leg.protection_px, True, o.stp)
         t.parent = o
         return t
@@ -759,7 +763,7 @@ class Engine:
         order, positions, prices and counters. `Engine.from_snapshot` rebuilds an identical engine."""
         orders = []
         for s in (1, -1):
-            for key in self._keys[s]:
+            for key in sorted(self._levels[s]):
                 for o in self._levels[s][key]:
                     orders.append({
                         "order_id": o.id, "user": o.user, "side": SIDE_NAMES[s], "kind": o.kind, "price": o.px,
@@ -810,7 +814,7 @@ class Engine:
             q = engine._levels[s].get(key)
             if q is None:
                 engine._levels[s][key] = q = deque()
-                engine._keys[s].add(key)
+                heappush(engine._keys[s], key)
             q.append(o)
             engine.orders[o.id] = o
         return engine
