@@ -1,6 +1,6 @@
 """The continuous matching engine alone on the shared order stream: events/s, per-event latency, semantics counters.
 
-    .venv/bin/python -m bench.book_engine [--stream PATH] [--runs 3] [--profile]
+    .venv/bin/python bench/book_engine.py [--stream PATH] [--runs 3] [--profile]
 
 Every event of the stream is replayed (limit, market, cancel, modify, with their take-profit and stop-loss
 legs). Prices go from their JSON text to Decimal to ticks (`json.loads(..., parse_float=Decimal)`, never a
@@ -25,12 +25,16 @@ import gc
 import json
 import pstats
 import statistics
+import sys
 import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
-from ccp.book.engine import (
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ccp.book.engine import (  # noqa: E402
     Armed,
     Cancel,
     Cancelled,

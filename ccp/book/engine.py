@@ -464,6 +464,9 @@ class Engine:
         if position == 0:
             self._ev.append(Rejected(c.order_id, NO_POSITION))
             return
+        if c.protection_px is None or c.protection_px <= 0:
+            self._ev.append(Rejected(c.order_id, INVALID_PRICE))
+            return
         if c.order_id in self.orders or c.order_id in self.triggers:
             self._ev.append(Rejected(c.order_id, DUPLICATE_ORDER_ID))
             return

@@ -178,6 +178,8 @@ class Reference:
         p = self.pos(c.user)
         if p == 0:
             return self.ev.append(E.Rejected(c.order_id, E.NO_POSITION))
+        if c.protection_px is None or c.protection_px <= 0:
+            return self.ev.append(E.Rejected(c.order_id, E.INVALID_PRICE))
         if self.taken(c.order_id):
             return self.ev.append(E.Rejected(c.order_id, E.DUPLICATE_ORDER_ID))
         side = -1 if p > 0 else 1

@@ -186,6 +186,7 @@ def test_close_position_is_a_reduce_only_market_order_for_the_whole_position():
     assert trades(events) == [("b1", "c", 100, 2), ("b2", "c", 99, 2)]
     assert engine.positions["u"] == 0
     assert reasons(engine.apply(ClosePosition("c2", "u", protection_px=95))) == [("c2", "no_position")]
+    assert reasons(engine.apply(ClosePosition("c3", "x", protection_px=None))) == [("c3", "invalid_price")]
 
 
 def test_legs_arm_on_partial_fills_and_grow():
