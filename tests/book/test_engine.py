@@ -288,3 +288,18 @@ def test_snapshot_lists_resting_orders_in_priority_order_and_armed_triggers():
     rebuilt = Engine.from_snapshot(snap)
     assert rebuilt.snapshot() == snap
     assert trades(rebuilt.apply(sell("t", 2, 99, "q"))) == [("b2", "t", 100, 1), ("b3", "t", 100, 1)]
+
+
+def test_modify_moves_an_armed_leg_and_arms_a_new_leg_for_the_filled_part():
+    engine = book(sell("a", 2, 100, "s1"))
+    engine.apply(buy("e", 5, 100, "u", tp=Leg(110, "mark", protection_px=100)))
+    moved = Modify("e", "u", tp=Leg(105, "mark", protection_px=100), sl=Leg(95, "mark", protection_px=90))
+    events = engine.apply(moved)
+    assert [(a.trigger_id, a.qty, a.trigger_px) for a in of(events, Armed)] == [("e:tp", 2, 105), ("e:sl", 2, 95)]
+    assert of(engine.apply(SetPrice("mark", 96)), Triggered) == []
+    events = engine.apply(SetPrice("mark", 95))
+    assert [t.trigger_id for t in of(events, Triggered)] == ["e:sl"]
+    # the stop-loss sell meets the entry's own resting bid: self-trade prevention of the entry's mode
+    assert reasons(events) == [("e:tp", "oco_sibling_triggered"), ("e:sl", "self_trade_cancelled")]
+    # the pair is done: a later fill of the entry arms nothing
+    assert of(engine.apply(sell("b", 1, 100, "s2")), Armed) == []
