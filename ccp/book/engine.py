@@ -326,6 +326,7 @@ class Engine:
         self._keys: dict[int, list[int]] = {1: [], -1: []}
         self._levels: dict[int, dict[int, deque]] = {1: {}, -1: {}}
         self._heaps = {(s, up): [] for s in SOURCES for up in (True, False)}
+        self._heap_pairs = [(s, self._heaps[(s, True)], self._heaps[(s, False)]) for s in SOURCES]
         self._order_seq = self._trig_seq = self._trade_seq = 0
         self._dirty = False
         self._ev: list = []
@@ -665,19 +666,24 @@ class Engine:
             return
         ev = self._ev
         tp, sl = o.tp_trig, o.sl_trig
-        if tp is None and o.tp is not None:
-            o.tp_trig = tp = self._leg_trig(o, o.tp, True, fill)
-            self._arm(tp)
-        elif tp is not None and tp.live:
+        fresh = False
+        if tp is None:
+            if o.tp is not None:
+                o.tp_trig = tp = self._leg_trig(o, o.tp, True, fill)
+                self._arm(tp)
+                fresh = True
+        elif tp.live:
             tp.qty += fill
             ev.append(Armed(tp.id, tp.user, SIDE_NAMES[tp.side], tp.qty, tp.px, tp.source))
-        if sl is None and o.sl is not None:
-            o.sl_trig = sl = self._leg_trig(o, o.sl, False, fill)
-            self._arm(sl)
-        elif sl is not None and sl.live:
+        if sl is None:
+            if o.sl is not None:
+                o.sl_trig = sl = self._leg_trig(o, o.sl, False, fill)
+                self._arm(sl)
+                fresh = True
+        elif sl.live:
             sl.qty += fill
             ev.append(Armed(sl.id, sl.user, SIDE_NAMES[sl.side], sl.qty, sl.px, sl.source))
-        if tp is not None and sl is not None and tp.sibling is None and tp.live and sl.live:
+        if fresh and tp is not None and sl is not None and tp.live and sl.live:
             tp.sibling, sl.sibling = sl, tp
 
     def _rearm(self, o: _Order, take_profit: bool) -> None:
@@ -726,20 +732,22 @@ class Engine:
 
     def _scan(self) -> list[_Trig]:
         crossed = []
-        heaps = self._heaps
-        for source, price in self.prices.items():
+        prices = self.prices
+        for source, h, down in self._heap_pairs:
+            price = prices[source]
             if price is None:
                 continue
-            h = heaps[(source, True)]
             while h and h[0][0] <= price:
                 px, seq, t = heappop(h)
                 if t.live and t.seq == seq:
                     crossed.append((px - price, seq, t))  # minus the distance: sorts largest first
-            h = heaps[(source, False)]
+            h = down
             while h and -h[0][0] >= price:
                 npx, seq, t = heappop(h)
                 if t.live and t.seq == seq:
                     crossed.append((price + npx, seq, t))
+        if not crossed:
+            return crossed
         if len(crossed) > 1:
             crossed.sort(key=lambda c: (c[0], c[1]))
         return [c[2] for c in crossed]
