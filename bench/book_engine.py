@@ -1,0 +1,250 @@
+"""The continuous matching engine alone on the shared order stream: events/s, per-event latency, semantics counters.
+
+    .venv/bin/python bench/book_engine.py [--stream PATH] [--runs 3] [--profile]
+
+Every event of the stream is replayed (limit, market, cancel, modify, with their take-profit and stop-loss
+legs). Prices go from their JSON text to Decimal to ticks (`json.loads(..., parse_float=Decimal)`, never a
+float). The stream is parsed into engine commands first; only `Engine.apply` is timed, one
+`time.perf_counter_ns` pair per event. The baseline, measured in the same run, is a plain loop that parses
+each JSON line and dispatches it into a dict keyed by order id (the least any engine must do per event); the
+first 5,000 events also go through the tests' reference matcher, which must give the same events.
+
+Mapping of the stream (the stream gives no protection prices, so the bench sets them):
+- limit: a gtc limit order; market: an ioc market order protected at the last trade price +/- 2%
+  (the first trade's absent: 100.00 +/- 2%);
+- tp / sl: legs triggered on the last trade price, entering as market orders protected 2% beyond the
+  trigger price;
+- cancel: a cancel by id; modify: a new price (loses priority) and/or new legs, by id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import pstats
+import statistics
+import sys
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ccp.book.engine import (  # noqa: E402
+    Armed,
+    Cancel,
+    Cancelled,
+    Engine,
+    Leg,
+    Modify,
+    Rejected,
+    Scale,
+    Submit,
+    Trade,
+    Triggered,
+)
+
+STREAM = Path("/work/shared/bench/orders_seed20250309_n100k.jsonl")
+SCALE = Scale(Decimal("0.01"))
+PEERS = {"opti-trader v2.0.0": 12_300, "opti-trader main": 6_500}
+TARGET = 250_000
+
+
+def _leg(entry_side: str, trigger: Decimal | None) -> Leg | None:
+    if trigger is None:
+        return None
+    px = SCALE.ticks(trigger)
+    # The leg sells a long (worst acceptable 2% below) or buys back a short (2% above).
+    protection = px * 98 // 100 if entry_side == "buy" else -(-px * 102 // 100)
+    return Leg(px, "last", protection_px=protection)
+
+
+class MarketProtection:
+    """Market orders get the last trade price +/- 2% as protection, read from the engine as the replay goes."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+
+    def protect(self, cmd: Submit) -> Submit:
+        last = self.engine.prices["last"] or 10000
+        cmd.price = -(-last * 102 // 100) if cmd.side == "buy" else last * 98 // 100
+        return cmd
+
+
+def commands(lines: list[str]) -> list:
+    out = []
+    for line in lines:
+        e = json.loads(line, parse_float=Decimal)
+        kind, oid, user, side = e["type"], e["id"], e["user"], e["side"]
+        at = e["ts"]
+        if kind == "limit":
+            out.append(Submit(oid, user, side, e["qty"], "limit", SCALE.ticks(e["price"]), "gtc",
+                              tp=_leg(side, e["tp"]), sl=_leg(side, e["sl"]), at=at))
+        elif kind == "market":
+            out.append(Submit(oid, user, side, e["qty"], "market", None, "ioc",
+                              tp=_leg(side, e["tp"]), sl=_leg(side, e["sl"]), at=at))
+        elif kind == "cancel":
+            out.append(Cancel(oid, user, at=at))
+        elif kind == "modify":
+            price = None if e["price"] is None else SCALE.ticks(e["price"])
+            qty = e["qty"]
+            out.append(Modify(oid, user, price, qty, _leg(side, e["tp"]), _leg(side, e["sl"]), at=at))
+        else:
+            raise ValueError(f"unknown event type {kind}")
+    return out
+
+
+def baseline(lines: list[str]) -> int:
+    """Parse and dispatch into a dict, nothing else: nanoseconds for the whole stream."""
+    book: dict[str, dict] = {}
+    start = time.perf_counter_ns()
+    for line in lines:
+        e = json.loads(line, parse_float=Decimal)
+        kind = e["type"]
+        if kind == "cancel":
+            book.pop(e["id"], None)
+        elif kind == "modify":
+            if e["id"] in book:
+                book[e["id"]]["price"] = e["price"]
+        else:
+            book[e["id"]] = e
+    return time.perf_counter_ns() - start
+
+
+def replay(cmds: list, counters: Counter | None = None, collector: bool = True,
+           cpu: list | None = None) -> list[int]:
+    """Run the commands through a fresh engine; per-event latencies in ns.
+
+    The parsed stream (about 400,000 objects the engine does not own) is frozen out of the garbage collector
+    first, so that the collector's pauses are those of the engine's own state. `collector=False` pauses the
+    collector during the replay altogether."""
+    gc.collect()
+    gc.freeze()
+    if not collector:
+        gc.disable()
+    engine = Engine()
+    guard = MarketProtection()
+    guard.engine = engine
+    apply = engine.apply
+    clock = time.perf_counter_ns
+    lat = []
+    record = lat.append
+    cpu_start = time.process_time_ns()
+    for cmd in cmds:
+        if cmd.__class__ is Submit and cmd.kind == "market":
+            guard.protect(cmd)
+        t0 = clock()
+        events = apply(cmd)
+        record(clock() - t0)
+        if counters is not None:
+            _count(counters, events)
+    if cpu is not None:
+        cpu.append(time.process_time_ns() - cpu_start)
+    gc.enable()
+    gc.unfreeze()
+    if counters is not None:
+        counters["position sum (must be 0)"] = sum(engine.positions.values())
+        counters["resting orders at end"] = len(engine.orders)
+        counters["armed triggers at end"] = len(engine.triggers)
+    return lat
+
+
+def reference_check(lines: list[str], n: int = 5000) -> tuple[bool, float]:
+    """The first n events through the engine and through the simple reference matcher of the tests: same events?
+    Also the reference's speed (events/s), a second baseline."""
+    from tests.book.reference import Reference
+
+    cmds = commands(lines[:n])
+    engine, reference = Engine(), Reference()
+    guard = MarketProtection()
+    guard.engine = engine
+    same = True
+    spent = 0
+    for cmd in cmds:
+        if cmd.__class__ is Submit and cmd.kind == "market":
+            guard.protect(cmd)
+        t0 = time.perf_counter_ns()
+        want = reference.apply(cmd)
+        spent += time.perf_counter_ns() - t0
+        same = same and engine.apply(cmd) == want
+    return same, n / (spent / 1e9)
+
+
+def _count(counters: Counter, events: list) -> None:
+    for ev in events:
+        cls = ev.__class__
+        if cls is Trade:
+            counters["trades"] += 1
+            counters["trade lots"] += ev.qty
+            if ev.buy_user == ev.sell_user:
+                counters["self trades (must be 0)"] += 1
+        elif cls is Triggered:
+            counters["triggers fired"] += 1
+        elif cls is Armed:
+            counters["legs armed or grown"] += 1
+        elif cls is Rejected:
+            counters[f"rejected {ev.reason}"] += 1
+        elif cls is Cancelled:
+            counters[f"cancelled {ev.reason}"] += 1
+
+
+def pct(sorted_ns: list[int], p: float) -> float:
+    return sorted_ns[min(len(sorted_ns) - 1, int(p * len(sorted_ns)))] / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stream", type=Path, default=STREAM)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    lines = args.stream.read_text().splitlines()
+    n = len(lines)
+    print(f"stream: {args.stream.name}, {n} events")
+
+    counters: Counter = Counter()
+    replay(commands(lines), counters)  # warm-up run, also the semantics counters
+    runs = []
+    cpu: list[int] = []
+    for _ in range(args.runs):
+        lat = replay(commands(lines), cpu=cpu)
+        runs.append((sum(lat), sorted(lat)))
+    runs.sort(key=lambda r: r[0])
+    total_ns, lat = runs[len(runs) // 2]
+    paused = sorted((sum(lat), lat) for lat in (replay(commands(lines), collector=False) for _ in range(args.runs)))
+    paused_ns = paused[len(paused) // 2][0]
+    base_ns = statistics.median(baseline(lines) for _ in range(args.runs))
+
+    same, reference_rate = reference_check(lines)
+    rate = n / (total_ns / 1e9)
+    print(f"engine (median of {args.runs} runs, Engine.apply only): {rate:,.0f} events/s; "
+          f"per event p50 {pct(lat, 0.5):.1f} us, p99 {pct(lat, 0.99):.1f} us, p99.9 {pct(lat, 0.999):.1f} us, "
+          f"max {lat[-1] / 1000:.0f} us")
+    print(f"engine by CPU time of the whole replay loop (median of {args.runs}, as the peers' figures; includes the "
+          f"timing calls): {n / (statistics.median(cpu) / 1e9):,.0f} events/s")
+    print(f"engine with the garbage collector paused during the replay: {n / (paused_ns / 1e9):,.0f} events/s")
+    print(f"baseline (same run: json.loads with Decimal + dispatch into a dict): {n / (base_ns / 1e9):,.0f} events/s")
+    print(f"reference matcher of tests/book (lists and loops), first 5,000 events: {reference_rate:,.0f} events/s; "
+          f"same events as the engine: {'yes' if same else 'NO'}")
+    for name, figure in PEERS.items():
+        print(f"peer {name}: {figure:,} events/s (shared README): engine is {rate / figure:.1f}x")
+    print(f"target {TARGET:,} events/s: {'reached' if rate >= TARGET else 'NOT reached'} ({rate / TARGET:.2f}x)")
+    print("semantics counters:")
+    for key in sorted(counters):
+        print(f"  {key}: {counters[key]:,}")
+
+    if args.profile:
+        cmds = commands(lines)
+        profiler = cProfile.Profile()
+        profiler.runcall(replay, cmds)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,855 @@
+"""The continuous matching engine: one contract's price-time order book, pure (no ORM, no I/O, no clock).
+
+Inside, prices are integer ticks and quantities integer lots; `Scale` converts Decimal <-> ticks/lots at
+the boundary and raises on any value that is not a whole number of ticks or lots. Time comes in with each
+command (`at`) and is only copied onto trades. Same commands in, same events out: nothing depends on dict
+order of user data, hashing or the wall clock.
+
+Commands (`Engine.apply(command) -> list[event]`):
+- `Submit`: a limit order (`price` = limit) or a market order (`price` = protection price, the worst
+  acceptable; the leftover is cancelled `market_protection_leftover`, a market order never rests).
+  Time in force: `gtc` (the leftover rests), `ioc` (the leftover is cancelled `ioc_leftover`), `fok`
+  (all or nothing: rejected `fok_not_fillable` with no side effect unless the whole quantity fills now),
+  `post_only` (rejected `post_only_would_take` when its price crosses the best opposite price).
+  Market orders take `ioc` or `fok`. `reduce_only`: cut at entry to the user's position (rejected
+  `reduce_only_nothing_to_reduce` when flat or on the same side); at every fill, taker or maker, a
+  reduce-only order fills at most what still reduces the position, and when it meets the book with nothing
+  left to reduce it is cancelled `reduce_only_nothing_to_reduce`. Self-trade prevention (`stp`, the
+  incoming order's mode, checked when it meets a resting order of the same user): `cancel_resting`
+  (cancel that resting order `self_trade_cancelled`, go on matching), `cancel_incoming` (cancel the rest of
+  the incoming order `self_trade_cancelled`), `cancel_both`. Two orders of one user never trade.
+  `tp` / `sl`: take-profit and stop-loss legs attached to the entry (see triggers).
+- `Modify`: new `price` and/or new total `qty` (filled included) and/or new `tp` / `sl` legs of a resting
+  order. A price change or a size increase loses time priority (the order re-enters: it may trade at
+  once, a post-only order that would take is rejected and left unchanged); a size decrease alone keeps
+  it; a size at or below the filled quantity cancels the rest `modified_below_filled`.
+- `Cancel` (an order or a trigger, by id), `CancelAll` (a user's resting orders, then triggers, both in
+  arrival order, optionally one side), `ClosePosition` (a reduce-only market order for the whole
+  position, with a protection price), `PlaceTrigger` (a standalone stop or take-profit order),
+  `SetPrice` (a new `mark` or `index` price; `last` moves with the engine's own trades).
+
+Triggers. Each trigger has a price source (`mark`, `index`, `last`) and a direction: it fires when the
+source is at or beyond its trigger price: a buy stop and a sell take-profit fire at or above, a sell stop
+and a buy take-profit at or below. It then enters the book under its own id as a market order with a
+protection price or as a limit order (gtc). A source without a price yet fires nothing.
+- Attached legs (`Submit.tp`/`.sl`) are reduce-only orders on the opposite side of the entry, ids
+  `<entry>:tp` and `<entry>:sl`. They arm at the entry's first fill, sized to the filled lots, and grow
+  with each later fill (an `Armed` event with the new total each time). One leg firing cancels the other
+  (`oco_sibling_triggered`) and ends the pair: later fills of the entry arm nothing. Cancelling the entry
+  keeps armed legs (they protect the filled part); a leg cancelled by its id stays gone.
+- Firing order. After every command, and again after every batch of fired orders, the engine scans all
+  armed triggers whose source is crossed (a trigger already crossed when it arms is therefore fired in the
+  same command, right after the order that armed it) and fires them in this order: the trigger crossed by
+  the largest distance first (|source price - trigger price| in ticks, largest first: the order the price
+  path met them in), then by arming sequence (a leg's re-arm by `Modify` takes a new sequence; growth
+  does not). Each fired trigger emits `Triggered`, cancels its sibling, and its order is matched to the
+  end before the next one fires. A trigger cancelled by an earlier one in the same batch does not fire.
+  Trades of fired orders move `last` and may fire more triggers: they form the next batch.
+
+Events: `Accepted`, `Rejected(reason)`, `Rested`, `Cancelled(reason)`, `Modified`, `Armed`, `Triggered`,
+`Trade` (carrying both users' positions after the fill: the position changes). Reason codes are the
+module-level constants below and never change.
+
+`snapshot()` returns the resting orders in priority order, the armed triggers in arming order, positions,
+prices and counters; `Engine.from_snapshot()` rebuilds an engine whose future events are identical.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from decimal import Decimal
+from heapq import heappop, heappush
+
+# Reasons (stable codes).
+POST_ONLY_WOULD_TAKE = "post_only_would_take"
+FOK_NOT_FILLABLE = "fok_not_fillable"
+REDUCE_ONLY_NOTHING = "reduce_only_nothing_to_reduce"
+SELF_TRADE_CANCELLED = "self_trade_cancelled"
+MARKET_PROTECTION_LEFTOVER = "market_protection_leftover"
+IOC_LEFTOVER = "ioc_leftover"
+OCO_SIBLING_TRIGGERED = "oco_sibling_triggered"
+MODIFIED_BELOW_FILLED = "modified_below_filled"
+CANCELLED = "cancelled"
+CANCEL_ALL = "cancel_all"
+UNKNOWN_ORDER = "unknown_order"
+NOT_OWNER = "not_owner"
+DUPLICATE_ORDER_ID = "duplicate_order_id"
+INVALID_QUANTITY = "invalid_quantity"
+INVALID_PRICE = "invalid_price"
+INVALID_TIME_IN_FORCE = "invalid_time_in_force"
+NO_POSITION = "no_position"
+
+SIDES = {"buy": 1, "sell": -1}
+SIDE_NAMES = {1: "buy", -1: "sell"}
+TIFS = ("gtc", "ioc", "fok", "post_only")
+STP_MODES = ("cancel_resting", "cancel_incoming", "cancel_both")
+SOURCES = ("last", "mark", "index")
+
+
+class Scale:
+    """Decimal <-> integer ticks and lots for one contract; raises on anything not a whole number of steps."""
+
+    __slots__ = ("tick", "lot")
+
+    def __init__(self, tick: Decimal, lot: Decimal = Decimal(1)):
+        self.tick, self.lot = Decimal(tick), Decimal(lot)
+
+    @staticmethod
+    def _steps(value: Decimal, step: Decimal) -> int:
+        steps, rest = divmod(Decimal(value), step)
+        if rest:
+            raise ValueError(f"{value} is not a multiple of {step}")
+        return int(steps)
+
+    def ticks(self, price: Decimal) -> int:
+        return self._steps(price, self.tick)
+
+    def lots(self, qty: Decimal) -> int:
+        return self._steps(qty, self.lot)
+
+    def price(self, ticks: int) -> Decimal:
+        return ticks * self.tick
+
+    def qty(self, lots: int) -> Decimal:
+        return lots * self.lot
+
+
+# Commands -------------------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Leg:
+    """An attached take-profit or stop-loss: its trigger, then a limit order or a market order with protection."""
+
+    trigger_px: int
+    source: str = "last"
+    limit_px: int | None = None
+    protection_px: int | None = None
+
+
+@dataclass(slots=True)
+class Submit:
+    order_id: str
+    user: str
+    side: str
+    qty: int
+    kind: str = "limit"  # limit | market
+    price: int | None = None  # limit price, or a market order's protection price
+    tif: str = "gtc"
+    reduce_only: bool = False
+    stp: str = "cancel_incoming"
+    tp: Leg | None = None
+    sl: Leg | None = None
+    at: int = 0
+
+
+@dataclass(slots=True)
+class PlaceTrigger:
+    """A standalone stop (`stop`) or take-profit (`take_profit`) order."""
+
+    order_id: str
+    user: str
+    side: str
+    qty: int
+    kind: str  # stop | take_profit
+    trigger_px: int
+    source: str = "last"
+    limit_px: int | None = None
+    protection_px: int | None = None
+    reduce_only: bool = False
+    stp: str = "cancel_incoming"
+    at: int = 0
+
+
+@dataclass(slots=True)
+class Modify:
+    order_id: str
+    user: str
+    price: int | None = None
+    qty: int | None = None
+    tp: Leg | None = None
+    sl: Leg | None = None
+    at: int = 0
+
+
+@dataclass(slots=True)
+class Cancel:
+    order_id: str
+    user: str
+    at: int = 0
+
+
+@dataclass(slots=True)
+class CancelAll:
+    user: str
+    side: str | None = None
+    at: int = 0
+
+
+@dataclass(slots=True)
+class ClosePosition:
+    order_id: str
+    user: str
+    protection_px: int
+    stp: str = "cancel_incoming"
+    at: int = 0
+
+
+@dataclass(slots=True)
+class SetPrice:
+    source: str  # mark | index
+    price: int
+    at: int = 0
+
+
+# Events ---------------------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Accepted:
+    order_id: str
+    user: str
+    side: str
+    kind: str
+    price: int | None
+    qty: int
+
+
+@dataclass(slots=True)
+class Rejected:
+    order_id: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Rested:
+    order_id: str
+    price: int
+    remaining: int
+
+
+@dataclass(slots=True)
+class Cancelled:
+    order_id: str
+    reason: str
+    remaining: int
+
+
+@dataclass(slots=True)
+class Modified:
+    order_id: str
+    price: int
+    qty: int
+    remaining: int
+    kept_priority: bool
+
+
+@dataclass(slots=True)
+class Armed:
+    trigger_id: str
+    user: str
+    side: str
+    qty: int
+    trigger_px: int
+    source: str
+
+
+@dataclass(slots=True)
+class Triggered:
+    trigger_id: str
+    source: str
+    trigger_px: int
+    source_px: int
+
+
+@dataclass(slots=True)
+class Trade:
+    seq: int
+    buy_order_id: str
+    sell_order_id: str
+    buy_user: str
+    sell_user: str
+    price: int
+    qty: int
+    aggressor: str  # the taker's side; the other order is the maker
+    buy_position: int  # the users' positions after this trade
+    sell_position: int
+    at: int
+
+
+# State ----------------------------------------------------------------------------------------------------
+
+class _Order:
+    __slots__ = ("id", "user", "side", "kind", "px", "qty", "rem", "filled", "tif", "ro", "stp", "seq",
+                 "tp", "sl", "tp_trig", "sl_trig", "legs_done")
+
+    def __init__(self, oid, user, side, kind, px, qty, tif, ro, stp, tp=None, sl=None):
+        self.id, self.user, self.side, self.kind, self.px = oid, user, side, kind, px
+        self.qty = self.rem = qty
+        self.filled = 0
+        self.tif, self.ro, self.stp, self.tp, self.sl = tif, ro, stp, tp, sl
+        self.seq = 0
+        self.tp_trig = self.sl_trig = None  # None: not armed yet; a _Trig (live or not) once armed
+        self.legs_done = False
+
+
+class _Trig:
+    __slots__ = ("id", "user", "side", "qty", "px", "up", "source", "limit_px", "protection_px", "ro", "stp",
+                 "seq", "live", "sibling", "parent")
+
+    def __init__(self, tid, user, side, qty, px, up, source, limit_px, protection_px, ro, stp):
+        self.id, self.user, self.side, self.qty, self.px, self.up = tid, user, side, qty, px, up
+        self.source, self.limit_px, self.protection_px, self.ro, self.stp = source, limit_px, protection_px, ro, stp
+        self.seq = 0
+        self.live = True
+        self.sibling = self.parent = None
+
+
+_GONE = _Trig("", "", 0, 0, 0, True, "last", None, None, True, "cancel_incoming")
+_GONE.live = False
+
+
+def _leg_dict(leg: Leg | None) -> dict | None:
+    return None if leg is None else {"trigger_px": leg.trigger_px, "source": leg.source,
+                                     "limit_px": leg.limit_px, "protection_px": leg.protection_px}
+
+
+class Engine:
+    """One contract's book. `positions` seeds each user's position in lots (long > 0, short < 0)."""
+
+    def __init__(self, positions: dict[str, int] | None = None):
+        self.positions: dict[str, int] = dict(positions or {})
+        self.prices: dict[str, int | None] = {"last": None, "mark": None, "index": None}
+        self.orders: dict[str, _Order] = {}
+        self.triggers: dict[str, _Trig] = {}
+        # Keys of a side's price levels sort best first: asks by price, bids by minus price. Each side keeps a
+        # heap of its keys whose top is always a live level (emptied levels below the top are dropped lazily).
+        self._keys: dict[int, list[int]] = {1: [], -1: []}
+        self._levels: dict[int, dict[int, deque]] = {1: {}, -1: {}}
+        self._heaps = {(s, up): [] for s in SOURCES for up in (True, False)}
+        self._heap_pairs = [(s, self._heaps[(s, True)], self._heaps[(s, False)]) for s in SOURCES]
+        self._order_seq = self._trig_seq = self._trade_seq = 0
+        self._dirty = False
+        self._ev: list = []
+        self._at = 0
+        self._handlers = {Submit: self._submit, Modify: self._modify, Cancel: self._cancel,
+                          CancelAll: self._cancel_all, ClosePosition: self._close, PlaceTrigger: self._place,
+                          SetPrice: self._set_price}
+
+    # The one entry point --------------------------------------------------------------------------------
+    def apply(self, command) -> list:
+        self._ev = ev = []
+        self._at = command.at
+        self._handlers[command.__class__](command)
+        if self._dirty:
+            self._settle()
+        return ev
+
+    def best(self, side: str) -> int | None:
+        """Best price of a side in ticks, None when empty."""
+        s = SIDES[side]
+        keys = self._keys[s]
+        return -s * keys[0] if keys else None
+
+    # Commands -------------------------------------------------------------------------------------------
+    def _submit(self, c: Submit) -> None:
+        oid, qty, price, kind, tif, tp, sl = c.order_id, c.qty, c.price, c.kind, c.tif, c.tp, c.sl
+        reason = None
+        if oid in self.orders or oid in self.triggers:
+            reason = DUPLICATE_ORDER_ID
+        elif qty <= 0:
+            reason = INVALID_QUANTITY
+        elif price is None or price <= 0:
+            reason = INVALID_PRICE
+        elif kind == "market" and tif != "ioc" and tif != "fok":
+            reason = INVALID_TIME_IN_FORCE
+        elif (tp is not None or sl is not None) and not (_leg_ok(tp) and _leg_ok(sl)):
+            reason = INVALID_PRICE
+        if reason is not None:
+            self._ev.append(Rejected(oid, reason))
+            return
+        self._enter(_Order(oid, c.user, SIDES[c.side], kind, price, qty, tif, c.reduce_only, c.stp, tp, sl))
+
+    def _place(self, c: PlaceTrigger) -> None:
+        ev = self._ev
+        if c.order_id in self.orders or c.order_id in self.triggers:
+            ev.append(Rejected(c.order_id, DUPLICATE_ORDER_ID))
+            return
+        if c.qty <= 0:
+            ev.append(Rejected(c.order_id, INVALID_QUANTITY))
+            return
+        px = c.limit_px if c.limit_px is not None else c.protection_px
+        if px is None or px <= 0 or c.trigger_px <= 0:
+            ev.append(Rejected(c.order_id, INVALID_PRICE))
+            return
+        side = SIDES[c.side]
+        ev.append(Accepted(c.order_id, c.user, c.side, c.kind, c.trigger_px, c.qty))
+        # A buy stop and a sell take-profit fire at or above their price; the other two at or below.
+        up = (side == 1) == (c.kind == "stop")
+        t = _Trig(c.order_id, c.user, side, c.qty, c.trigger_px, up, c.source, c.limit_px, c.protection_px,
+                  c.reduce_only, c.stp)
+        self._arm(t)
+
+    def _modify(self, c: Modify) -> None:
+        ev = self._ev
+        o = self.orders.get(c.order_id)
+        if o is None:
+            ev.append(Rejected(c.order_id, UNKNOWN_ORDER))
+            return
+        if o.user != c.user:
+            ev.append(Rejected(c.order_id, NOT_OWNER))
+            return
+        if not (_leg_ok(c.tp) and _leg_ok(c.sl)):
+            ev.append(Rejected(c.order_id, INVALID_PRICE))
+            return
+        if (c.qty is not None and c.qty <= 0) or (c.price is not None and c.price <= 0):
+            ev.append(Rejected(c.order_id, INVALID_QUANTITY if c.price is None or c.price > 0 else INVALID_PRICE))
+            return
+        px = o.px if c.price is None else c.price
+        qty = o.qty if c.qty is None else c.qty
+        s = o.side
+        if px != o.px and o.tif == "post_only":
+            keys = self._keys[-s]
+            if keys and keys[0] <= s * px:
+                ev.append(Rejected(c.order_id, POST_ONLY_WOULD_TAKE))
+                return
+        if c.tp is not None:
+            o.tp = c.tp
+            self._rearm(o, True)
+        if c.sl is not None:
+            o.sl = c.sl
+            self._rearm(o, False)
+        if qty <= o.filled:
+            self._unrest(o)
+            ev.append(Modified(o.id, px, qty, 0, False))
+            ev.append(Cancelled(o.id, MODIFIED_BELOW_FILLED, o.rem))
+            o.rem = 0
+            return
+        if px == o.px and qty <= o.qty:
+            o.rem -= o.qty - qty
+            o.qty = qty
+            ev.append(Modified(o.id, px, qty, o.rem, True))
+            return
+        self._unrest(o)
+        o.px, o.rem, o.qty = px, qty - o.filled, qty
+        ev.append(Modified(o.id, px, qty, o.rem, False))
+        self._take_and_rest(o)
+
+    def _cancel(self, c: Cancel) -> None:
+        o = self.orders.get(c.order_id)
+        t = None if o is not None else self.triggers.get(c.order_id)
+        target = o or t
+        if target is None:
+            self._ev.append(Rejected(c.order_id, UNKNOWN_ORDER))
+        elif target.user != c.user:
+            self._ev.append(Rejected(c.order_id, NOT_OWNER))
+        elif o is not None:
+            self._unrest(o)
+            self._ev.append(Cancelled(o.id, CANCELLED, o.rem))
+        else:
+            self._disarm(t, CANCELLED)
+
+    def _cancel_all(self, c: CancelAll) -> None:
+        side = None if c.side is None else SIDES[c.side]
+        mine = sorted((o for o in self.orders.values() if o.user == c.user and (side is None or o.side == side)),
+                      key=lambda o: o.seq)
+        for o in mine:
+            self._unrest(o)
+            self._ev.append(Cancelled(o.id, CANCEL_ALL, o.rem))
+        armed = sorted((t for t in self.triggers.values() if t.user == c.user and (side is None or t.side == side)),
+                       key=lambda t: t.seq)
+        for t in armed:
+            self._disarm(t, CANCEL_ALL)
+
+    def _close(self, c: ClosePosition) -> None:
+        position = self.positions.get(c.user, 0)
+        if position == 0:
+            self._ev.append(Rejected(c.order_id, NO_POSITION))
+            return
+        if c.protection_px is None or c.protection_px <= 0:
+            self._ev.append(Rejected(c.order_id, INVALID_PRICE))
+            return
+        if c.order_id in self.orders or c.order_id in self.triggers:
+            self._ev.append(Rejected(c.order_id, DUPLICATE_ORDER_ID))
+            return
+        side = -1 if position > 0 else 1
+        self._enter(_Order(c.order_id, c.user, side, "market", c.protection_px, abs(position), "ioc", True, c.stp))
+
+    def _set_price(self, c: SetPrice) -> None:
+        if c.source not in ("mark", "index"):
+            raise ValueError(f"unknown price source {c.source}")
+        self.prices[c.source] = c.price
+        self._dirty = True
+
+    # Matching -------------------------------------------------------------------------------------------
+    def _enter(self, o: _Order) -> None:
+        """A new order: reduce-only cut, post-only and fill-or-kill checks, accept, match, rest or cancel."""
+        ev = self._ev
+        s = o.side
+        if o.ro:
+            room = -s * self.positions.get(o.user, 0)
+            if room <= 0:
+                ev.append(Rejected(o.id, REDUCE_ONLY_NOTHING))
+                return
+            if o.qty > room:
+                o.qty = o.rem = room
+        tif = o.tif
+        if tif != "gtc":
+            keys = self._keys[-s]
+            bound = s * o.px
+            if tif == "post_only" and keys and keys[0] <= bound:
+                ev.append(Rejected(o.id, POST_ONLY_WOULD_TAKE))
+                return
+            if tif == "fok" and not self._fillable(o, bound):
+                ev.append(Rejected(o.id, FOK_NOT_FILLABLE))
+                return
+        ev.append(Accepted(o.id, o.user, SIDE_NAMES[s], o.kind, o.px, o.qty))
+        self._take_and_rest(o)
+
+    def _take_and_rest(self, o: _Order) -> None:
+        keys = self._keys[-o.side]
+        if keys and keys[0] <= o.side * o.px and not self._match(o):
+            return  # cancelled by self-trade prevention or reduce-only
+        if not o.rem:
+            return
+        if o.kind == "market":
+            self._ev.append(Cancelled(o.id, MARKET_PROTECTION_LEFTOVER, o.rem))
+        elif o.tif == "ioc" or o.tif == "fok":
+            self._ev.append(Cancelled(o.id, IOC_LEFTOVER, o.rem))
+        else:
+            s = o.side
+            key = -s * o.px
+            levels = self._levels[s]
+            q = levels.get(key)
+            if q is None:
+                levels[key] = q = deque()
+                heappush(self._keys[s], key)
+            q.append(o)
+            self._order_seq += 1
+            o.seq = self._order_seq
+            self.orders[o.id] = o
+            self._ev.append(Rested(o.id, o.px, o.rem))
+
+    def _match(self, o: _Order) -> bool:
+        """Match the incoming order against the opposite side within its price; False if it was cancelled."""
+        s = o.side
+        bound = s * o.px
+        keys = self._keys[-s]
+        levels = self._levels[-s]
+        positions = self.positions
+        ev = self._ev
+        orders = self.orders
+        user = o.user
+        alive = True
+        last_px = None
+        while alive and o.rem and keys:
+            key = keys[0]
+            if key > bound:
+                break
+            q = levels[key]
+            px = s * key
+            while q:
+                m = q[0]
+                if m.user == user:
+                    stp = o.stp
+                    if stp != "cancel_incoming":
+                        q.popleft()
+                        del orders[m.id]
+                        ev.append(Cancelled(m.id, SELF_TRADE_CANCELLED, m.rem))
+                    if stp != "cancel_resting":
+                        ev.append(Cancelled(o.id, SELF_TRADE_CANCELLED, o.rem))
+                        alive = False
+                        break
+                    continue
+                fill = o.rem if o.rem < m.rem else m.rem
+                if m.ro:
+                    room = s * positions.get(m.user, 0)  # the maker is on side -s
+                    if room <= 0:
+                        q.popleft()
+                        del orders[m.id]
+                        ev.append(Cancelled(m.id, REDUCE_ONLY_NOTHING, m.rem))
+                        continue
+                    if fill > room:
+                        fill = room
+                if o.ro:
+                    room = -s * positions.get(user, 0)
+                    if room <= 0:
+                        ev.append(Cancelled(o.id, REDUCE_ONLY_NOTHING, o.rem))
+                        alive = False
+                        break
+                    if fill > room:
+                        fill = room
+                last_px = px
+                m.rem -= fill
+                m.filled += fill
+                o.rem -= fill
+                o.filled += fill
+                self._trade_seq += 1
+                if s == 1:
+                    bp = positions[user] = positions.get(user, 0) + fill
+                    sp = positions[m.user] = positions.get(m.user, 0) - fill
+                    ev.append(Trade(self._trade_seq, o.id, m.id, user, m.user, px, fill, "buy", bp, sp, self._at))
+                else:
+                    sp = positions[user] = positions.get(user, 0) - fill
+                    bp = positions[m.user] = positions.get(m.user, 0) + fill
+                    ev.append(Trade(self._trade_seq, m.id, o.id, m.user, user, px, fill, "sell", bp, sp, self._at))
+                if m.tp is not None or m.sl is not None:
+                    self._grow(m, fill)
+                if o.tp is not None or o.sl is not None:
+                    self._grow(o, fill)
+                if not m.rem:
+                    q.popleft()
+                    del orders[m.id]
+                if not o.rem:
+                    break
+            if not q:
+                del levels[key]
+                heappop(keys)
+                while keys and keys[0] not in levels:
+                    heappop(keys)
+        if last_px is not None:
+            self.prices["last"] = last_px
+            self._dirty = True
+        return alive
+
+    def _fillable(self, o: _Order, bound: int) -> bool:
+        """Would the whole order fill now? Walks the book as `_match` would, changing nothing."""
+        s = o.side
+        need = o.qty
+        moved: dict[str, int] = {}
+        positions = self.positions
+        levels = self._levels[-s]
+        for key in sorted(levels):
+            if key > bound:
+                return False
+            for m in levels[key]:
+                if m.user == o.user:
+                    if o.stp == "cancel_resting":
+                        continue
+                    return False
+                fill = need if need < m.rem else m.rem
+                if m.ro:
+                    room = s * (positions.get(m.user, 0) + moved.get(m.user, 0))
+                    if room <= 0:
+                        continue
+                    if fill > room:
+                        fill = room
+                moved[m.user] = moved.get(m.user, 0) - s * fill
+                need -= fill
+                if not need:
+                    return True
+        return False
+
+    def _unrest(self, o: _Order) -> None:
+        s = o.side
+        key = -s * o.px
+        q = self._levels[s][key]
+        q.remove(o)
+        if not q:
+            levels = self._levels[s]
+            del levels[key]
+            keys = self._keys[s]
+            while keys and keys[0] not in levels:
+                heappop(keys)
+        del self.orders[o.id]
+
+    # Triggers -------------------------------------------------------------------------------------------
+    def _leg_trig(self, o: _Order, leg: Leg, take_profit: bool, qty: int) -> _Trig:
+        # The legs close the entry: a buy entry's take-profit fires at or above, its stop-loss at or below.
+        up = (o.side == 1) == take_profit
+        t = _Trig(o.id + (":tp" if take_profit else ":sl"), o.user, -o.side, qty, leg.trigger_px, up,
+                  leg.source, leg.limit_px, leg.protection_px, True, o.stp)
+        t.parent = o
+        return t
+
+    def _grow(self, o: _Order, fill: int) -> None:
+        if o.legs_done:
+            return
+        ev = self._ev
+        tp, sl = o.tp_trig, o.sl_trig
+        fresh = False
+        if tp is None:
+            if o.tp is not None:
+                o.tp_trig = tp = self._leg_trig(o, o.tp, True, fill)
+                self._arm(tp)
+                fresh = True
+        elif tp.live:
+            tp.qty += fill
+            ev.append(Armed(tp.id, tp.user, SIDE_NAMES[tp.side], tp.qty, tp.px, tp.source))
+        if sl is None:
+            if o.sl is not None:
+                o.sl_trig = sl = self._leg_trig(o, o.sl, False, fill)
+                self._arm(sl)
+                fresh = True
+        elif sl.live:
+            sl.qty += fill
+            ev.append(Armed(sl.id, sl.user, SIDE_NAMES[sl.side], sl.qty, sl.px, sl.source))
+        if fresh and tp is not None and sl is not None and tp.live and sl.live:
+            tp.sibling, sl.sibling = sl, tp
+
+    def _rearm(self, o: _Order, take_profit: bool) -> None:
+        """A modified leg: an armed one takes the new trigger (and a new arming sequence); one not armed yet
+        arms now for the filled quantity if the entry has fills; a gone one stays gone."""
+        if o.legs_done:
+            return
+        t, leg = (o.tp_trig, o.tp) if take_profit else (o.sl_trig, o.sl)
+        if t is not None and t.live:
+            t.px, t.source, t.limit_px, t.protection_px = leg.trigger_px, leg.source, leg.limit_px, leg.protection_px
+            self._arm(t)
+        elif t is None and o.filled:
+            self._grow_one(o, take_profit)
+
+    def _grow_one(self, o: _Order, take_profit: bool) -> None:
+        leg = o.tp if take_profit else o.sl
+        t = self._leg_trig(o, leg, take_profit, o.filled)
+        other = o.sl_trig if take_profit else o.tp_trig
+        if take_profit:
+            o.tp_trig = t
+        else:
+            o.sl_trig = t
+        self._arm(t)
+        if other is not None and other.live:
+            t.sibling, other.sibling = other, t
+
+    def _arm(self, t: _Trig) -> None:
+        self._trig_seq += 1
+        t.seq = self._trig_seq
+        self.triggers[t.id] = t
+        heappush(self._heaps[(t.source, t.up)], (t.px if t.up else -t.px, t.seq, t))
+        self._ev.append(Armed(t.id, t.user, SIDE_NAMES[t.side], t.qty, t.px, t.source))
+        self._dirty = True
+
+    def _disarm(self, t: _Trig, reason: str) -> None:
+        t.live = False
+        del self.triggers[t.id]
+        self._ev.append(Cancelled(t.id, reason, t.qty))
+
+    def _settle(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            for t in self._scan():
+                if t.live:
+                    self._fire(t)
+
+    def _scan(self) -> list[_Trig]:
+        crossed = []
+        prices = self.prices
+        for source, h, down in self._heap_pairs:
+            price = prices[source]
+            if price is None:
+                continue
+            while h and h[0][0] <= price:
+                px, seq, t = heappop(h)
+                if t.live and t.seq == seq:
+                    crossed.append((px - price, seq, t))  # minus the distance: sorts largest first
+            h = down
+            while h and -h[0][0] >= price:
+                npx, seq, t = heappop(h)
+                if t.live and t.seq == seq:
+                    crossed.append((price + npx, seq, t))
+        if not crossed:
+            return crossed
+        if len(crossed) > 1:
+            crossed.sort(key=lambda c: (c[0], c[1]))
+        return [c[2] for c in crossed]
+
+    def _fire(self, t: _Trig) -> None:
+        ev = self._ev
+        t.live = False
+        del self.triggers[t.id]
+        ev.append(Triggered(t.id, t.source, t.px, self.prices[t.source]))
+        sibling = t.sibling
+        if sibling is not None and sibling.live:
+            self._disarm(sibling, OCO_SIBLING_TRIGGERED)
+        if t.parent is not None:
+            t.parent.legs_done = True
+        if t.limit_px is not None:
+            o = _Order(t.id, t.user, t.side, "limit", t.limit_px, t.qty, "gtc", t.ro, t.stp)
+        else:
+            o = _Order(t.id, t.user, t.side, "market", t.protection_px, t.qty, "ioc", t.ro, t.stp)
+        self._enter(o)
+
+    # Snapshot and rebuild -------------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Plain data: resting orders in priority order (bids best first, then asks), armed triggers in arming
+        order, positions, prices and counters. `Engine.from_snapshot` rebuilds an identical engine."""
+        orders = []
+        for s in (1, -1):
+            for key in sorted(self._levels[s]):
+                for o in self._levels[s][key]:
+                    orders.append({
+                        "order_id": o.id, "user": o.user, "side": SIDE_NAMES[s], "kind": o.kind, "price": o.px,
+                        "qty": o.qty, "remaining": o.rem, "filled": o.filled, "tif": o.tif,
+                        "reduce_only": o.ro, "stp": o.stp, "seq": o.seq, "tp": _leg_dict(o.tp),
+                        "sl": _leg_dict(o.sl), "tp_state": _leg_state(o.tp_trig),
+                        "sl_state": _leg_state(o.sl_trig), "legs_done": o.legs_done})
+        triggers = [{
+            "trigger_id": t.id, "user": t.user, "side": SIDE_NAMES[t.side], "qty": t.qty, "trigger_px": t.px,
+            "up": t.up, "source": t.source, "limit_px": t.limit_px, "protection_px": t.protection_px,
+            "reduce_only": t.ro, "stp": t.stp, "seq": t.seq,
+            "sibling": t.sibling.id if t.sibling is not None and t.sibling.live else None,
+        } for t in sorted(self.triggers.values(), key=lambda t: t.seq)]
+        return {"orders": orders, "triggers": triggers, "positions": dict(self.positions),
+                "prices": dict(self.prices),
+                "counters": {"order_seq": self._order_seq, "trigger_seq": self._trig_seq,
+                             "trade_seq": self._trade_seq}}
+
+    @classmethod
+    def from_snapshot(cls, snap: dict) -> Engine:
+        engine = cls(snap["positions"])
+        engine.prices.update(snap["prices"])
+        counters = snap["counters"]
+        engine._order_seq, engine._trig_seq, engine._trade_seq = (
+            counters["order_seq"], counters["trigger_seq"], counters["trade_seq"])
+        by_id = {}
+        for t in snap["triggers"]:
+            trig = _Trig(t["trigger_id"], t["user"], SIDES[t["side"]], t["qty"], t["trigger_px"], t["up"],
+                         t["source"], t["limit_px"], t["protection_px"], t["reduce_only"], t["stp"])
+            trig.seq = t["seq"]
+            by_id[trig.id] = trig
+            engine.triggers[trig.id] = trig
+            heappush(engine._heaps[(trig.source, trig.up)], (trig.px if trig.up else -trig.px, trig.seq, trig))
+        for t in snap["triggers"]:
+            if t["sibling"] is not None:
+                by_id[t["trigger_id"]].sibling = by_id[t["sibling"]]
+        for d in snap["orders"]:
+            s = SIDES[d["side"]]
+            o = _Order(d["order_id"], d["user"], s, d["kind"], d["price"], d["qty"], d["tif"], d["reduce_only"],
+                       d["stp"], _leg(d["tp"]), _leg(d["sl"]))
+            o.rem, o.filled, o.seq, o.legs_done = d["remaining"], d["filled"], d["seq"], d["legs_done"]
+            o.tp_trig = _leg_link(d["tp_state"], by_id)
+            o.sl_trig = _leg_link(d["sl_state"], by_id)
+            for trig in (o.tp_trig, o.sl_trig):
+                if trig is not None and trig.live:
+                    trig.parent = o
+            key = -s * o.px
+            q = engine._levels[s].get(key)
+            if q is None:
+                engine._levels[s][key] = q = deque()
+                heappush(engine._keys[s], key)
+            q.append(o)
+            engine.orders[o.id] = o
+        return engine
+
+
+def _leg_ok(leg: Leg | None) -> bool:
+    if leg is None:
+        return True
+    px = leg.limit_px if leg.limit_px is not None else leg.protection_px
+    return px is not None and px > 0 and leg.trigger_px > 0
+
+
+def _leg_state(t: _Trig | None) -> str | None:
+    """None: not armed yet; the trigger id while it is armed; "gone" once it fired or was cancelled."""
+    if t is None:
+        return None
+    return t.id if t.live else "gone"
+
+
+def _leg_link(state: str | None, by_id: dict) -> _Trig | None:
+    if state is None:
+        return None
+    return by_id[state] if state != "gone" else _GONE
+
+
+def _leg(d: dict | None) -> Leg | None:
+    return None if d is None else Leg(**d)
