@@ -98,7 +98,9 @@ def _publish_on_commit(messages: list[tuple[str, dict[str, Any]]]) -> None:
     batch = getattr(connection, "_ccp_stream_batch", None)
     # A new batch when none is pending in this transaction (the last one ran or was rolled back), or
     # the savepoints open now are not the ones the pending batch was made under.
-    savepoints = tuple(connection.savepoint_ids)
+    # An atomic block without a savepoint of its own (``atomic(savepoint=False)``) stands in the list as
+    # None: it is no rollback boundary (a failure in it fails the whole transaction), so not a new batch.
+    savepoints = tuple(sid for sid in connection.savepoint_ids if sid is not None)
     if batch is None or batch.hooks is not connection.run_on_commit or batch.savepoints != savepoints:
         batch = connection._ccp_stream_batch = _Batch(connection.run_on_commit, savepoints)
         transaction.on_commit(batch.flush, robust=True)

@@ -14,6 +14,19 @@ def test_one_transaction_publishes_its_events_in_one_batch(django_capture_on_com
     assert len(hooks) == 1
 
 
+def test_a_block_without_a_savepoint_stays_in_the_outer_batch(django_capture_on_commit_callbacks):
+    # trades_book runs as atomic(savepoint=False) inside an auction's apply: its 30,000 public trades
+    # go out with the apply's other events in one batch (one send), not in one of their own
+    with django_capture_on_commit_callbacks() as hooks:
+        with transaction.atomic():
+            stream_publish("book.1", {"type": "before"})
+            with transaction.atomic(savepoint=False):
+                stream_publish("book.1", {"type": "inside"})
+            stream_publish("book.1", {"type": "after"})
+    assert len(hooks) == 1
+    assert [m[1]["event"]["type"] for m in hooks[0].__self__.messages] == ["before", "inside", "after"]
+
+
 def test_a_rolled_back_savepoint_starts_a_new_batch(django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as hooks:
         with transaction.atomic():
