@@ -392,7 +392,7 @@ async def bench(args, env: dict[str, str], setup: dict, children: Children, cpu_
     trace = aiohttp.TraceConfig()
     trace.on_connection_create_end.append(on_conn)
     connector = aiohttp.TCPConnector(limit=args.connections, limit_per_host=args.connections,
-                                     keepalive_timeout=120, force_close=False)
+                                     keepalive_timeout=60, force_close=False)
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
 
     def cpu_now() -> dict[str, float]:
