@@ -6,7 +6,8 @@ from rest_framework.views import APIView
 from ccp.clock import utcnow
 from ccp.contracts.models import Contract
 from ccp.errors import ApplicationError, NotFound
-from ccp.orders.models import OrderKind, Side
+from ccp.orders.models import Order, OrderKind, Side
+from ccp.orders.results import response_replaced
 from ccp.orders.selectors import order_get, order_list
 from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer
 from ccp.orders.services import OrderRequest, order_cancel, order_submit
@@ -19,9 +20,11 @@ from ccp.throttling import OrderEntryThrottle
 class OrderListSubmitApi(generics.ListAPIView):
     """Your orders (GET, newest first) and order entry (POST).
 
-    A new order is stored as 'received' (202) and validated against your collateral in the
-    background; follow it on the private WebSocket stream or here. Sending the same
-    client_order_id again returns the original order (200); with a different body it is refused.
+    A new order is stored as 'received' and validated against your collateral by a worker; the
+    request waits a short while (CCP_ORDER_WAIT_MS) for it and answers 201 with the order accepted
+    or rejected (with its reason), or 202 still 'received' if the validation took longer: follow it
+    on the private WebSocket stream or here. Sending the same client_order_id again returns the
+    original order (200); with a different body it is refused.
     """
 
     serializer_class = OrderSerializer
@@ -48,7 +51,9 @@ class OrderListSubmitApi(generics.ListAPIView):
         return order_list(client=self.request.user, state=filters.get("state"), contract_symbol=filters.get("contract"))
 
     @extend_schema(request=OrderRequestSerializer, responses={
-        202: OrderSerializer, 200: OpenApiResponse(OrderSerializer, description="the same order sent again"),
+        201: OpenApiResponse(OrderSerializer, description="validated within the wait: accepted or rejected"),
+        202: OpenApiResponse(OrderSerializer, description="received: the validation follows"),
+        200: OpenApiResponse(OrderSerializer, description="the same order sent again"),
         409: OpenApiResponse(description="client_order_id_reused: the id was used for a different order")})
     def post(self, request):
         data = self.OrderRequestSerializer(data=request.data)
@@ -59,7 +64,12 @@ class OrderListSubmitApi(generics.ListAPIView):
             raise ApplicationError("No contract with this symbol.", code="unknown_contract")
         order, created = order_submit(client=request.user, request=OrderRequest(contract=contract, **fields),
                                       now=utcnow())
-        return Response(OrderSerializer(order).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+        response = Response(OrderSerializer(order).data,
+                            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+        if created:
+            response.awaited_orders = ([order.pk], lambda finished: response_replaced(
+                response, OrderSerializer(Order.objects.get(pk=order.pk)).data, status.HTTP_201_CREATED))
+        return response
 
 
 class OrderDetailApi(APIView):

@@ -18,6 +18,7 @@ from ccp.locks import book_lock, contract_lock, fund_locks_lock, order_lock, ord
 from ccp.matching.selectors import auction_held_order_ids, auction_holds
 from ccp.money import ZERO, money_str
 from ccp.orders.models import Order, OrderStateHistory
+from ccp.orders.results import order_results_signal
 from ccp.orders.rules import REASONS, order_rule_violation, order_value
 from ccp.orders.selectors import level_totals, open_orders_count
 from ccp.orders.serializers import order_payload
@@ -141,13 +142,15 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
     Locks (in the order of ``ccp.locks``) the contract row (its book sequence), the order, then every
     fund lock of the client: a client's validations are serial, so its collateral is never
     over-committed and its accepted or partially filled orders never exceed CCP_MAX_OPEN_ORDERS.
-    Idempotent: an order no longer 'received' is returned unchanged.
+    Idempotent: an order no longer 'received' is returned unchanged. After commit, a request waiting
+    for the order's result is told to look again (``ccp.orders.results``).
     """
     now = require_aware(now)
     contract_id = Order.objects.filter(pk=order_id).values_list("contract_id", flat=True).get()
     contract = contract_lock(contract_id)
     order = order_lock(order_id)
     order.contract = contract
+    order_results_signal([order_id])
     if order.state != OrderState.RECEIVED:
         return order
     violation = order_rule_violation(contract=contract, side=order.side, kind=order.kind, price=order.price,
