@@ -61,6 +61,21 @@ def test_the_answer_carries_the_validation_result(served, children, trader):
     assert (status, again["state"]) == (200, "accepted")
 
 
+def test_a_batch_answers_each_orders_result(served, children, trader):
+    token, contract = trader
+    children.worker("--pool", "solo", "-Q", "orders")
+    wait_for(lambda: "ready." in (children.log_dir / "worker.log").read_text(), 60, "the worker")
+    orders = [order_body(contract, "fits"), order_body(contract, "nope") | {"contract": "NOPE"},
+              order_body(contract, "too-big", quantity="10")]
+    status, _, answer = served.request("POST", "/api/v1/orders/batch", json.dumps({"orders": orders}).encode(),
+                                       {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    results = json.loads(answer)["results"]
+    assert status == 200 and [r["status"] for r in results] == [201, 400, 201]
+    assert (results[0]["order"]["state"], results[2]["order"]["state"]) == ("accepted", "rejected")
+    assert results[2]["order"]["reject_reason"] == "insufficient_collateral"
+    assert results[1]["error"]["code"] == "unknown_contract"
+
+
 def test_without_a_validation_within_the_wait_the_order_is_received(served, trader):
     token, contract = trader
     # no worker runs: the wait passes
