@@ -1,24 +1,11 @@
 """POST /api/v1/orders/batch: up to 100 orders, each with its own result and idempotency key; the
 request refused only for its shape; the order entry throttle counts each order."""
 
-from decimal import Decimal as D
-
 import pytest
 
 from ccp.orders.models import Order
-from tests.factories import ContractFactory, FundLockFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def contract():
-    return ContractFactory()
-
-
-@pytest.fixture
-def trader(contract):
-    return FundLockFactory(currency=contract.collateral, fundlock=D("1000")).client
 
 
 def order(contract, client_order_id: str, /, **change) -> dict:
