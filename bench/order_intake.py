@@ -569,7 +569,7 @@ def main() -> int:
     parser.add_argument("--server-workers", type=int, default=os.cpu_count() or 1,
                         help="server processes (CCP_SERVER_WORKERS)")
     parser.add_argument("--order-wait-ms", type=int, default=200, help="CCP_ORDER_WAIT_MS of the server")
-    parser.add_argument("--batch-orders", type=int, default=20000, help="orders sent in batches")
+    parser.add_argument("--batch-orders", type=int, default=4000, help="orders sent in batches")
     parser.add_argument("--batch-size", type=int, default=100, help="orders per batch request (at most 100)")
     parser.add_argument("--port", type=int, default=8801, help="server port on 127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=25801)
