@@ -420,10 +420,10 @@ async def bench(args, env: dict[str, str], setup: dict, children: Children, cpu_
     def cpu_now() -> dict[str, float]:
         return cpu_by_tree(cpu_roots)
 
-    async def measured(phase: Phase, requests: list[Request]) -> Phase:
+    async def measured(phase: Phase, requests: list[Request], connections: int = args.connections) -> Phase:
         before, opened_before = cpu_now(), opened["n"]
         redis_before, pg_before = redis_connections_received(args.redis_port), await pg_sessions(db)
-        await run_phase(session, base_url, phase, requests, args.connections, args.phase_timeout)
+        await run_phase(session, base_url, phase, requests, connections, args.phase_timeout)
         after = cpu_now()
         phase.cpu = {k: max(0.0, after[k] - before[k]) for k in after}
         phase.connections_opened = opened["n"] - opened_before
@@ -470,9 +470,9 @@ async def bench(args, env: dict[str, str], setup: dict, children: Children, cpu_
         # --- batches of orders
         requests = batch_requests(setup, args.batch_orders, args.batch_size, "b", rng)
         log(f"batch: {args.batch_orders} orders in {len(requests)} requests of {args.batch_size} over "
-            f"{args.connections} connections")
+            f"{args.batch_connections} connections")
         cpu_before, t_before = cpu_now(), time.perf_counter()
-        batch = await measured(Phase("batch", (200,)), requests)
+        batch = await measured(Phase("batch", (200,)), requests, args.batch_connections)
         log(f"batch: waiting (at most {args.drain_timeout:.0f} s) until every order left 'received'")
         batch_states, batch_drained = await wait_validated(db, "b", batch.ok * args.batch_size, args.drain_timeout,
                                                            children)
@@ -509,7 +509,8 @@ def report(args, setup, ping: Phase, intake: Phase, states: dict, drained: bool,
 
     print()
     print(f"order intake benchmark: {args.orders} requests per phase ({args.batch_orders} orders in batches of "
-          f"{args.batch_size}), {args.connections} keep-alive connections, {len(setup['tokens'])} clients, "
+          f"{args.batch_size} over {args.batch_connections} connections), {args.connections} keep-alive connections, "
+          f"{len(setup['tokens'])} clients, "
           f"{len(setup['contracts'])} contracts, {os.cpu_count()} cores shared by the server, the worker, "
           "PostgreSQL, Redis and this client")
     print(f"served by python -m ccp.server (uvicorn) x{args.server_workers} processes, CCP_ORDER_WAIT_MS "
@@ -571,6 +572,8 @@ def main() -> int:
     parser.add_argument("--order-wait-ms", type=int, default=200, help="CCP_ORDER_WAIT_MS of the server")
     parser.add_argument("--batch-orders", type=int, default=4000, help="orders sent in batches")
     parser.add_argument("--batch-size", type=int, default=100, help="orders per batch request (at most 100)")
+    parser.add_argument("--batch-connections", type=int, default=4,
+                        help="concurrent connections sending batches (each batch is 100 orders of work)")
     parser.add_argument("--port", type=int, default=8801, help="server port on 127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=25801)
     parser.add_argument("--redis-port", type=int, default=26801)
@@ -585,7 +588,7 @@ def main() -> int:
         return 0
     if not 1 <= args.batch_size <= 100:
         parser.error("--batch-size must be 1 to 100")
-    for name in ("orders", "connections", "warmup", "clients", "batch_orders"):
+    for name in ("orders", "connections", "warmup", "clients", "batch_orders", "batch_connections"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
 
