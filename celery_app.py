@@ -1,12 +1,24 @@
 """The Celery application: ``celery -A celery_app worker`` and ``celery -A celery_app beat``.
 
 Configuration comes from Django settings (``CELERY_*``); tasks are found in each app's tasks.py.
+
+Queues (``QUEUES``): ``orders`` (order validation), ``auctions`` (an auction's close, solve and
+apply: a solve may take ``CCP_AUCTION_TIME_LIMIT_SECONDS``), ``celery`` (everything else: beat's
+periodic tasks, prices, settlement, heartbeats). Ops run one worker per queue, so a long solve never
+delays an order's validation (``bin/stack.py`` ``ops_children`` starts them):
+
+    celery -A celery_app worker -Q orders -n orders@%h --concurrency 2
+    celery -A celery_app worker -Q auctions -n auctions@%h --concurrency 1
+    celery -A celery_app worker -Q celery -n default@%h --concurrency 1
+
+A worker started without ``-Q`` consumes every queue (one process for a small deployment or a test).
 """
 
 import os
 
 from celery import Celery, Task, signals
 from django.db import InterfaceError, OperationalError
+from kombu import Queue
 from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccp.settings")
@@ -42,8 +54,20 @@ class ClearingTask(Task):
     retry_backoff_max = 16
 
 
+# queue -> the tasks routed to it (names or glob patterns); other tasks go to the default queue.
+QUEUES: dict[str, tuple[str, ...]] = {
+    "orders": ("orders.*",),
+    "auctions": ("matching.close", "matching.solve", "matching.apply"),
+    "celery": (),
+}
+DEFAULT_QUEUE = "celery"
+
 app = Celery("ccp", task_cls=ClearingTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_default_queue = DEFAULT_QUEUE
+# Each queue bound under its own name (not Celery's default key for all); a worker without -Q consumes them all.
+app.conf.task_queues = [Queue(name, routing_key=name) for name in QUEUES]
+app.conf.task_routes = {pattern: {"queue": queue} for queue, patterns in QUEUES.items() for pattern in patterns}
 app.autodiscover_tasks()
 
 

@@ -2,19 +2,24 @@
 
 Starts its own throw-away PostgreSQL and Redis (``bin/stack.py``'s ``services``), migrates, creates
 contracts, clients with plenty of USDC collateral and one API token each, then serves the app as
-``bin/run`` does (daphne + a prefork Celery worker with two processes). Then, from this process:
+``bin/run`` does (``python -m ccp.server``: uvicorn with ``--server-workers`` processes, and a prefork
+Celery worker with two processes; the order entry throttle off, as a batch of 100 exceeds its 50/s per
+client). Then, from this process:
 
 1. baseline: ``GET /api/v1/ping`` (a bare Django JsonResponse, no database), warm-up then
    ``--orders`` requests over ``--connections`` concurrent keep-alive connections;
 2. intake: ``POST /api/v1/orders`` with the same load shape (warm-up orders first, waited for until
-   the worker validated them), spread over clients, contracts, sides and prices on the tick grid;
-3. validation: waits (at most ``--drain-timeout`` s) until every measured order left 'received'.
+   the worker validated them), spread over clients, contracts, sides and prices on the tick grid; each
+   answer is 201 (validated within ``CCP_ORDER_WAIT_MS``) or 202 (received);
+3. validation: waits (at most ``--drain-timeout`` s) until every measured order left 'received';
+4. batch: ``POST /api/v1/orders/batch`` with ``--batch-size`` orders each, ``--batch-orders`` orders in
+   all over the same connections, then waits again until every order left 'received'.
 
-Prints requests/s and p50/p99 latency of both, the intake/ping ratios, and accepted orders per
-second end to end (first measured request sent -> last measured order validated, from the orders'
-``updated_at``). Loads go to 127.0.0.1 only, are bounded in count (``--orders``) and in time
-(``--phase-timeout``, ``--drain-timeout``) and stop by themselves. Everything started here is
-stopped at the end, also on Ctrl-C, SIGTERM or an error.
+Prints requests/s and p50/p99 latency of each, the ratios to ping, and accepted orders per second
+end to end (first measured request sent -> last measured order validated, from the orders'
+``updated_at``) of single orders and of batches. Loads go to 127.0.0.1 only, are bounded in count
+(``--orders``, ``--batch-orders``) and in time (``--phase-timeout``, ``--drain-timeout``) and stop by
+themselves. Everything started here is stopped at the end, also on Ctrl-C, SIGTERM or an error.
 
 Run from the repository root, after ``bin/test`` or ``bin/run`` created ``.venv`` (``--help`` lists
 the options; the defaults finish in about two minutes on 2 cores):
@@ -59,6 +64,7 @@ SERIES = {
 }
 EXPIRY_DAYS_AHEAD = (30, 60)
 COLLATERAL_PER_CLIENT = "1000000000"  # USDC: far more than any run can lock
+ORDER_ANSWERS = (201, 202)  # validated within the server's wait, or received
 
 
 def log(msg: str) -> None:
@@ -79,7 +85,7 @@ def child_setup(n_clients: int) -> None:
     from django.conf import settings
     from django.db import transaction
 
-    import ccp.asgi  # noqa: F401 - what daphne imports: sets Django up, as in the served app
+    import ccp.asgi  # noqa: F401 - what the server imports: sets Django up, as in the served app
     from ccp.accounts.models import ApiToken, Client, FundLock
     from ccp.accounts.services import token_hash
     from ccp.clock import utcnow
@@ -233,7 +239,7 @@ def cpu_by_tree(roots: dict[str, list[int]]) -> dict[str, float]:
 @dataclass
 class Phase:
     name: str
-    expect: int
+    expect: tuple[int, ...]  # the statuses that count as answered
     sent: int = 0
     timed_out: bool = False  # stopped sending at the phase time limit
     latencies: list[float] = field(default_factory=list)  # seconds, responses with the expected status
@@ -297,7 +303,7 @@ async def run_phase(session, base_url: str, phase: Phase, requests: list[Request
                 continue
             latency = time.perf_counter() - t0
             phase.statuses[status] += 1
-            if status == phase.expect:
+            if status in phase.expect:
                 phase.latencies.append(latency)
             elif len(phase.samples) < 5:
                 phase.samples.append(f"{status} {body[:300].decode(errors='replace')}")
@@ -332,9 +338,9 @@ async def pg_sessions(db) -> int:
     return (await cur.fetchone())[0]
 
 
-def order_requests(setup: dict, count: int, prefix: str, rng: random.Random) -> list[Request]:
-    """Limit orders spread over clients, contracts, sides and prices on the tick grid within bounds."""
-    tokens, contracts = setup["tokens"], setup["contracts"]
+def order_bodies(setup: dict, count: int, prefix: str, rng: random.Random) -> list[dict]:
+    """Limit orders spread over contracts, sides and prices on the tick grid within bounds."""
+    contracts = setup["contracts"]
     out = []
     for i in range(count):
         c = contracts[rng.randrange(len(contracts))]
@@ -343,12 +349,28 @@ def order_requests(setup: dict, count: int, prefix: str, rng: random.Random) -> 
         steps = int((high - low) / tick)
         price = low + tick * rng.randint(1, steps - 1)  # strictly inside the bounds
         quantity = lot * rng.randint(1, 10)
-        body = {"client_order_id": f"{prefix}-{i}", "contract": c["symbol"], "side": rng.choice(("buy", "sell")),
-                "kind": "limit", "price": str(price), "quantity": str(quantity)}
-        token = tokens[i % len(tokens)]
-        out.append(Request("POST", "/api/v1/orders", json.dumps(body).encode(),
-                           {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}))
+        out.append({"client_order_id": f"{prefix}-{i}", "contract": c["symbol"], "side": rng.choice(("buy", "sell")),
+                    "kind": "limit", "price": str(price), "quantity": str(quantity)})
     return out
+
+
+def _post(path: str, token: str, body: object) -> Request:
+    return Request("POST", path, json.dumps(body).encode(),
+                   {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+
+
+def order_requests(setup: dict, count: int, prefix: str, rng: random.Random) -> list[Request]:
+    """One order per request, the clients in turn."""
+    tokens = setup["tokens"]
+    return [_post("/api/v1/orders", tokens[i % len(tokens)], body)
+            for i, body in enumerate(order_bodies(setup, count, prefix, rng))]
+
+
+def batch_requests(setup: dict, count: int, size: int, prefix: str, rng: random.Random) -> list[Request]:
+    """``count`` orders in batches of ``size``, each batch one client's, the clients in turn."""
+    tokens, bodies = setup["tokens"], order_bodies(setup, count, prefix, rng)
+    return [_post("/api/v1/orders/batch", tokens[i % len(tokens)], {"orders": bodies[start:start + size]})
+            for i, start in enumerate(range(0, count, size))]
 
 
 async def orders_by_state(db, prefix: str) -> dict[str, tuple[int, datetime | None]]:
@@ -392,16 +414,16 @@ async def bench(args, env: dict[str, str], setup: dict, children: Children, cpu_
     trace = aiohttp.TraceConfig()
     trace.on_connection_create_end.append(on_conn)
     connector = aiohttp.TCPConnector(limit=args.connections, limit_per_host=args.connections,
-                                     keepalive_timeout=120, force_close=False)
+                                     keepalive_timeout=60, force_close=False)
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
 
     def cpu_now() -> dict[str, float]:
         return cpu_by_tree(cpu_roots)
 
-    async def measured(phase: Phase, requests: list[Request]) -> Phase:
+    async def measured(phase: Phase, requests: list[Request], connections: int = args.connections) -> Phase:
         before, opened_before = cpu_now(), opened["n"]
         redis_before, pg_before = redis_connections_received(args.redis_port), await pg_sessions(db)
-        await run_phase(session, base_url, phase, requests, args.connections, args.phase_timeout)
+        await run_phase(session, base_url, phase, requests, connections, args.phase_timeout)
         after = cpu_now()
         phase.cpu = {k: max(0.0, after[k] - before[k]) for k in after}
         phase.connections_opened = opened["n"] - opened_before
@@ -413,16 +435,16 @@ async def bench(args, env: dict[str, str], setup: dict, children: Children, cpu_
                 await psycopg.AsyncConnection.connect(env["DATABASE_URL"], autocommit=True) as db):
         # --- baseline: the bare Django JSON endpoint
         log(f"ping: warm-up {args.warmup} requests")
-        warm = await run_phase(session, base_url, Phase("ping warm-up", 200), [ping] * args.warmup,
+        warm = await run_phase(session, base_url, Phase("ping warm-up", (200,)), [ping] * args.warmup,
                                args.connections, args.phase_timeout)
         if warm.ok != args.warmup:
             raise RuntimeError(f"ping warm-up failed: {dict(warm.statuses)} {dict(warm.errors)} {warm.samples}")
         log(f"ping: {args.orders} requests over {args.connections} connections")
-        ping_phase = await measured(Phase("ping", 200), [ping] * args.orders)
+        ping_phase = await measured(Phase("ping", (200,)), [ping] * args.orders)
 
         # --- intake warm-up: also proves the worker validates; wait for it to drain
         log(f"intake: warm-up {args.warmup} orders, then waiting for the worker to validate them")
-        warm = await run_phase(session, base_url, Phase("intake warm-up", 202),
+        warm = await run_phase(session, base_url, Phase("intake warm-up", ORDER_ANSWERS),
                                order_requests(setup, args.warmup, "w", rng), args.connections, args.phase_timeout)
         if warm.ok != args.warmup:
             raise RuntimeError(f"intake warm-up failed: {dict(warm.statuses)} {dict(warm.errors)} {warm.samples}")
@@ -436,64 +458,94 @@ async def bench(args, env: dict[str, str], setup: dict, children: Children, cpu_
             f"{len(setup['contracts'])} contracts)")
         cpu_before, t_before = cpu_now(), time.perf_counter()
         redis_before, pg_before = redis_connections_received(args.redis_port), await pg_sessions(db)
-        intake = await measured(Phase("intake", 202), requests)
+        intake = await measured(Phase("intake", ORDER_ANSWERS), requests)
         log(f"intake: waiting (at most {args.drain_timeout:.0f} s) until every order left 'received'")
         states, drained = await wait_validated(db, "m", intake.ok, args.drain_timeout, children)
         cpu_after = cpu_now()
-        e2e = Phase("intake end to end", 202, elapsed=time.perf_counter() - t_before)
+        e2e = Phase("intake end to end", ORDER_ANSWERS, elapsed=time.perf_counter() - t_before)
         e2e.cpu = {k: max(0.0, cpu_after[k] - cpu_before[k]) for k in cpu_after}
         e2e.redis_connections = redis_connections_received(args.redis_port) - redis_before
         e2e.pg_sessions = await pg_sessions(db) - pg_before
 
-    report(args, setup, ping_phase, intake, states, drained, e2e)
+        # --- batches of orders
+        requests = batch_requests(setup, args.batch_orders, args.batch_size, "b", rng)
+        log(f"batch: {args.batch_orders} orders in {len(requests)} requests of {args.batch_size} over "
+            f"{args.batch_connections} connections")
+        cpu_before, t_before = cpu_now(), time.perf_counter()
+        batch = await measured(Phase("batch", (200,)), requests, args.batch_connections)
+        log(f"batch: waiting (at most {args.drain_timeout:.0f} s) until every order left 'received'")
+        batch_states, batch_drained = await wait_validated(db, "b", batch.ok * args.batch_size, args.drain_timeout,
+                                                           children)
+        cpu_after = cpu_now()
+        batch_e2e = Phase("batch end to end", (200,), elapsed=time.perf_counter() - t_before)
+        batch_e2e.cpu = {k: max(0.0, cpu_after[k] - cpu_before[k]) for k in cpu_after}
+
+    report(args, setup, ping_phase, intake, states, drained, e2e, batch, batch_states, batch_drained, batch_e2e)
     problems = (ping_phase.ok != args.orders or intake.ok != args.orders or not drained
-                or any(s != "accepted" for s in states))
+                or any(s != "accepted" for s in states) or batch.ok != len(requests) or not batch_drained
+                or any(s != "accepted" for s in batch_states))
     return 1 if problems else 0
 
 
-def report(args, setup, ping: Phase, intake: Phase, states: dict, drained: bool, e2e: Phase) -> None:
-    def row(label: str, p: Phase) -> str:
-        bad = sum(n for s, n in p.statuses.items() if s != p.expect) + sum(p.errors.values())
-        return (f"{label:<26}{p.sent:>7}{p.ok:>7}{bad:>6}{p.rate:>10.1f}{p.pct(50):>9.2f}{p.pct(99):>9.2f}"
-                f"{max(p.latencies, default=0) * 1000:>9.1f}{p.connections_opened:>10}")
+def end_to_end(states: dict, phase: Phase) -> tuple[int, float, float]:
+    """(accepted orders, seconds from the phase's first request to the last validation, accepted/s)."""
+    accepted = states.get("accepted", (0, None))[0]
+    validated_at = [at for s, (_, at) in states.items() if s != "received" and at]
+    last_validated = max(validated_at).timestamp() if validated_at else float("nan")
+    seconds = last_validated - phase.wall_start
+    return accepted, seconds, accepted / seconds if seconds > 0 else float("nan")
+
+
+def report(args, setup, ping: Phase, intake: Phase, states: dict, drained: bool, e2e: Phase, batch: Phase,
+           batch_states: dict, batch_drained: bool, batch_e2e: Phase) -> None:
+    def row(label: str, p: Phase, per_request: int = 1) -> str:
+        bad = sum(n for s, n in p.statuses.items() if s not in p.expect) + sum(p.errors.values())
+        return (f"{label:<34}{p.sent:>7}{p.ok:>7}{bad:>6}{p.rate:>10.1f}{p.rate * per_request:>10.1f}"
+                f"{p.pct(50):>9.2f}{p.pct(99):>9.2f}{max(p.latencies, default=0) * 1000:>9.1f}"
+                f"{p.connections_opened:>10}")
 
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.3f}" if b else "n/a"
 
-    accepted = states.get("accepted", (0, None))[0]
-    validated_at = [at for s, (_, at) in states.items() if s != "received" and at]
-    last_validated = max(validated_at).timestamp() if validated_at else float("nan")
-    e2e_s = last_validated - intake.wall_start
-    e2e_rate = accepted / e2e_s if e2e_s > 0 else float("nan")
-
     print()
-    print(f"order intake benchmark: {args.orders} requests per phase, {args.connections} keep-alive connections, "
-          f"{len(setup['tokens'])} clients, {len(setup['contracts'])} contracts, {os.cpu_count()} cores")
-    print(f"served by daphne (as bin/run); Celery prefork x{args.worker_concurrency}; PostgreSQL "
+    print(f"order intake benchmark: {args.orders} requests per phase ({args.batch_orders} orders in batches of "
+          f"{args.batch_size} over {args.batch_connections} connections), {args.connections} keep-alive connections, "
+          f"{len(setup['tokens'])} clients, "
+          f"{len(setup['contracts'])} contracts, {os.cpu_count()} cores shared by the server, the worker, "
+          "PostgreSQL, Redis and this client")
+    print(f"served by python -m ccp.server (uvicorn) x{args.server_workers} processes, CCP_ORDER_WAIT_MS "
+          f"{args.order_wait_ms}; Celery prefork x{args.worker_concurrency}; PostgreSQL "
           f"{'durable (fsync on)' if args.durable else 'fsync off (as bin/test)'}; settings "
           f"{os.environ.get('DJANGO_SETTINGS_MODULE', 'ccp.settings')}")
-    print(f"{'':<26}{'sent':>7}{'ok':>7}{'bad':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-          f"{'new conns':>10}")
-    print(row("GET /api/v1/ping (200)", ping))
-    print(row("POST /api/v1/orders (202)", intake))
-    print(f"{'ratio intake / ping':<46}{ratio(intake.rate, ping.rate):>10}"
+    print(f"{'':<34}{'sent':>7}{'ok':>7}{'bad':>6}{'req/s':>10}{'orders/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'max ms':>9}{'new conns':>10}")
+    print(row("GET /api/v1/ping (200)", ping, 0))
+    print(row("POST /api/v1/orders (201/202)", intake))
+    print(row(f"POST /api/v1/orders/batch x{args.batch_size}", batch, args.batch_size))
+    print(f"{'ratio single orders / ping':<54}{ratio(intake.rate, ping.rate):>10}"
           f"{ratio(intake.pct(50), ping.pct(50)):>9}{ratio(intake.pct(99), ping.pct(99)):>9}")
+    print(f"{'ratio batch orders/s / ping req/s':<54}{ratio(batch.rate * args.batch_size, ping.rate):>10}")
+    print("answers of single orders: " + ", ".join(f"{s}: {n}" for s, n in sorted(intake.statuses.items())))
     print()
-    print("validation: "
-          + ", ".join(f"{s}: {n}" for s, (n, _) in sorted(states.items())) + ("" if drained else "  (TIMED OUT)"))
-    print(f"accepted orders/s end to end: {e2e_rate:.1f}  ({accepted} accepted, first request -> last validated "
-          f"{e2e_s:.2f} s; worker finished {last_validated - intake.wall_end:.2f} s after the last response; "
-          f"ratio to ping req/s {ratio(e2e_rate, ping.rate)})")
+    for label, st, ok, phase, answered_end in (("single orders", states, drained, intake, intake.wall_end),
+                                               ("batch orders", batch_states, batch_drained, batch, batch.wall_end)):
+        accepted, seconds, rate = end_to_end(st, phase)
+        print(f"{label}: validation " + ", ".join(f"{s}: {n}" for s, (n, _) in sorted(st.items()))
+              + ("" if ok else "  (TIMED OUT)"))
+        print(f"  accepted orders/s end to end: {rate:.1f}  ({accepted} accepted, first request -> last validated "
+              f"{seconds:.2f} s; worker finished {phase.wall_start + seconds - answered_end:.2f} s after the last "
+              f"response; ratio to ping req/s {ratio(rate, ping.rate)})")
     print()
     print("CPU seconds per process tree ('others': the rest of the machine; large values there skew the figures),")
     print("connections opened to Redis and sessions opened on PostgreSQL (by anyone):")
     print(f"{'where the time went':<30}{'wall s':>8}  CPU s: " + "".join(f"{k:>9}" for k in ping.cpu)
           + f"{'redis conns':>13}{'pg sessions':>13}")
     for label, p, wall in (("ping", ping, ping.elapsed), ("intake HTTP", intake, intake.elapsed),
-                           ("intake start -> all validated", e2e, e2e.elapsed)):
+                           ("intake start -> all validated", e2e, e2e.elapsed), ("batch HTTP", batch, batch.elapsed),
+                           ("batch start -> all validated", batch_e2e, batch_e2e.elapsed)):
         print(f"{label:<30}{wall:>8.2f}         " + "".join(f"{v:>9.2f}" for v in p.cpu.values())
               + f"{p.redis_connections:>13}{p.pg_sessions:>13}")
-    for p in (ping, intake):
+    for p in (ping, intake, batch):
         if p.timed_out:
             print(f"{p.name}: stopped sending at the phase time limit ({args.phase_timeout:.0f} s)")
         if p.errors or p.samples or p.ok != p.sent:
@@ -515,7 +567,14 @@ def main() -> int:
                         help="wait at most this many s for the worker to validate the orders")
     parser.add_argument("--request-timeout", type=float, default=30, help="per-request timeout, s")
     parser.add_argument("--worker-concurrency", type=int, default=2, help="Celery prefork processes")
-    parser.add_argument("--port", type=int, default=8801, help="daphne port on 127.0.0.1")
+    parser.add_argument("--server-workers", type=int, default=os.cpu_count() or 1,
+                        help="server processes (CCP_SERVER_WORKERS)")
+    parser.add_argument("--order-wait-ms", type=int, default=200, help="CCP_ORDER_WAIT_MS of the server")
+    parser.add_argument("--batch-orders", type=int, default=4000, help="orders sent in batches")
+    parser.add_argument("--batch-size", type=int, default=100, help="orders per batch request (at most 100)")
+    parser.add_argument("--batch-connections", type=int, default=4,
+                        help="concurrent connections sending batches (each batch is 100 orders of work)")
+    parser.add_argument("--port", type=int, default=8801, help="server port on 127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=25801)
     parser.add_argument("--redis-port", type=int, default=26801)
     parser.add_argument("--state-dir", default="/var/tmp/ccp-bench",
@@ -527,7 +586,9 @@ def main() -> int:
     if args.child_setup is not None:
         child_setup(args.child_setup)
         return 0
-    for name in ("orders", "connections", "warmup", "clients"):
+    if not 1 <= args.batch_size <= 100:
+        parser.error("--batch-size must be 1 to 100")
+    for name in ("orders", "connections", "warmup", "clients", "batch_orders", "batch_connections"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
 
@@ -552,7 +613,8 @@ def main() -> int:
             # DJANGO_SETTINGS_MODULE may be set from outside for what-if runs (a module that star-imports
             # ccp.settings and changes one thing); the figures in BENCHMARKS.md use ccp.settings.
             env = {"DJANGO_SETTINGS_MODULE": "ccp.settings", **os.environ, **svc_env, "PYTHONUNBUFFERED": "1",
-                   "CCP_DEBUG": "0"}
+                   "CCP_DEBUG": "0", "CCP_SERVER_WORKERS": str(args.server_workers),
+                   "CCP_ORDER_WAIT_MS": str(args.order_wait_ms), "CCP_THROTTLE_ORDERS": ""}
             t0 = time.monotonic()
             run_step("migrate", [py, "manage.py", "migrate", "--noinput"], env, log_dir, 300)
             out = run_step("setup", [py, str(Path(__file__).resolve()), "--child-setup", str(args.clients)],
@@ -562,13 +624,13 @@ def main() -> int:
                 f"{len(setup['tokens'])} clients")
             if not setup["celery_app_loaded"]:
                 raise RuntimeError(
-                    "the served app (ccp.asgi) does not load celery_app.py: order_validate_task.delay() in daphne "
+                    "the served app (ccp.asgi) does not load celery_app.py: order_validate_task.delay() in the server "
                     "would go to Celery's default broker (amqp://localhost:5672) and POST /api/v1/orders would "
                     "answer 500 after storing the order; ccp/__init__.py must import celery_app")
             if not stack.port_free(args.port):
                 raise RuntimeError(f"port {args.port} is taken: choose another with --port")
             try:
-                daphne = children.start("daphne", [py, "-m", "ccp.server", "-b", HOST, "-p", str(args.port),
+                server = children.start("server", [py, "-m", "ccp.server", "-b", HOST, "-p", str(args.port),
                                                    "ccp.asgi:application"], env)
                 worker = children.start("worker", [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel",
                                                    "WARNING", "--concurrency", str(args.worker_concurrency)], env)
@@ -576,10 +638,10 @@ def main() -> int:
                 while stack.port_free(args.port):
                     children.check_alive()
                     if time.monotonic() > deadline:
-                        raise RuntimeError("daphne did not open its port within 60 s")
+                        raise RuntimeError("the server did not open its port within 60 s")
                     time.sleep(0.1)
                 postmaster = int((state / "pg" / "postmaster.pid").read_text().split()[0])
-                cpu_roots = {"daphne": [daphne.pid], "worker": [worker.pid], "postgres": [postmaster],
+                cpu_roots = {"server": [server.pid], "worker": [worker.pid], "postgres": [postmaster],
                              "redis": [p for p in [_redis_pid(args.redis_port)] if p], "client": [os.getpid()]}
                 code = asyncio.run(bench(args, env, setup, children, cpu_roots))
             finally:

@@ -315,12 +315,19 @@ def env_int(name: str, default: int) -> int:
 
 
 def ops_children(host: str, port: int) -> dict[str, list[str]]:
-    """The clearing house's processes as bin/run starts them: the server, a worker and beat."""
+    """The clearing house's processes as bin/run starts them: the server (``CCP_SERVER_WORKERS``
+    processes, default one per core), one Celery worker per queue (celery_app.py: a long auction solve
+    never delays order validation) and beat."""
     py = sys.executable
+    celery = [py, "-m", "celery", "-A", "celery_app"]
     return {
-        "daphne": [py, "-m", "ccp.server", "-b", host, "-p", str(port), "ccp.asgi:application"],
-        "worker": [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel", "INFO", "--concurrency", "2"],
-        "beat": [py, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO",
+        "server": [py, "-m", "ccp.server", "-b", host, "-p", str(port), "ccp.asgi:application"],
+        "worker-orders": [*celery, "worker", "-Q", "orders", "-n", "orders@%h", "--loglevel", "INFO",
+                          "--concurrency", "2"],
+        "worker-auctions": [*celery, "worker", "-Q", "auctions", "-n", "auctions@%h", "--loglevel", "INFO",
+                            "--concurrency", "1"],
+        "worker": [*celery, "worker", "-Q", "celery", "-n", "default@%h", "--loglevel", "INFO", "--concurrency", "1"],
+        "beat": [*celery, "beat", "--loglevel", "INFO",
                  "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
     }
 

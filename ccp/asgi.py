@@ -2,10 +2,27 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccp.settings")
-django_asgi_app = get_asgi_application()
+
+
+class ProcessThreadHandler(ASGIHandler):
+    """Django's ASGI handler without a new thread per request: Django runs each request's synchronous
+    code (middleware, view, ORM) in a thread of its own, started and joined per request (about half of
+    a bare request's CPU); here every request of the process uses one long-lived thread. Requests of a
+    process run their sync code one at a time, as they would under the GIL anyway; the server runs a
+    process per core, and what waits (the order result, the streams) waits in the event loop."""
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django serves HTTP only, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
+
+django.setup(set_prefix=False)
+django_asgi_app = ProcessThreadHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 from django.conf import settings  # noqa: E402

@@ -24,8 +24,11 @@ _OWN_PAGES = ("/admin/", "/static/")  # HTML for people: left as Django renders 
 
 async def _send_error(send: Send, status: int, code: str, message: str, extra: dict | None = None) -> None:
     body = json.dumps(error_body(code, message, extra)).encode()
+    # The body was left unread: the server closes the connection after the answer instead of
+    # reading (and throwing away) the rest of it.
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -226,6 +226,8 @@ CCP_SETTLEMENT_ALERT_AFTER = timedelta(seconds=int(os.environ.get("CCP_SETTLEMEN
 CCP_SETTLEMENT_RECHECK_BLOCKS = int(os.environ.get("CCP_SETTLEMENT_RECHECK_BLOCKS", "1000"))
 # Orders still 'received' this long after arrival are queued for validation again.
 CCP_ORDER_REQUEUE_AFTER = timedelta(seconds=int(os.environ.get("CCP_ORDER_REQUEUE_AFTER_SECONDS", "15")))
+# POST /orders (and /orders/batch) waits this long for the validation and answers with the result (0: no wait)
+CCP_ORDER_WAIT_MS = int(os.environ.get("CCP_ORDER_WAIT_MS", "200"))
 
 # The API's edge: request size and shape, list pages, throttles (``ccp.edge``, ``ccp.parsers``,
 # ``ccp.query``, ``ccp.throttling``; the README lists them).

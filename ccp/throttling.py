@@ -62,21 +62,34 @@ def _window(rate: Rate, now: float) -> tuple[int, float]:
 def hit(scope: str, identity: str, rate: Rate, *, now: float | None = None, count: bool = True) -> float | None:
     """Count one request of ``identity`` (or only look, with ``count=False``); the seconds to wait
     when it is over ``rate``, None when it may go on."""
+    if count:
+        allowed, left_s = hits(scope, identity, rate, 1, now=now)
+        return None if allowed else left_s
     now = time.time() if now is None else now
     index, left_s = _window(rate, now)
-    key = f"ccp:throttle:{scope}:{identity}:{rate.window_s}:{index}"
     try:
-        if count:
-            pipe = _redis().pipeline()
-            pipe.incr(key)
-            pipe.expire(key, rate.window_s + 1, nx=True)
-            used = pipe.execute()[0]
-        else:
-            used = int(_redis().get(key) or 0) + 1
+        used = int(_redis().get(f"ccp:throttle:{scope}:{identity}:{rate.window_s}:{index}") or 0) + 1
     except redis.RedisError as exc:
         logger.warning("throttle %s not checked, Redis unreachable: %s", scope, exc)
         return None
     return left_s if used > rate.count else None
+
+
+def hits(scope: str, identity: str, rate: Rate, cost: int, *, now: float | None = None) -> tuple[int, float]:
+    """Count ``cost`` requests of ``identity`` at once (a batch of orders): how many of them, the
+    first ones, are within ``rate``, and the seconds until the window ends."""
+    now = time.time() if now is None else now
+    index, left_s = _window(rate, now)
+    key = f"ccp:throttle:{scope}:{identity}:{rate.window_s}:{index}"
+    try:
+        pipe = _redis().pipeline()
+        pipe.incrby(key, cost)
+        pipe.expire(key, rate.window_s + 1, nx=True)
+        used = pipe.execute()[0]
+    except redis.RedisError as exc:
+        logger.warning("throttle %s not checked, Redis unreachable: %s", scope, exc)
+        return cost, left_s
+    return max(0, min(cost, rate.count - (used - cost))), left_s
 
 
 def rate_of(setting: str) -> Rate | None:
@@ -127,6 +140,13 @@ class OrderEntryThrottle(WindowThrottle):
 
     def counters(self, request, view):
         return [("orders", "CCP_THROTTLE_ORDERS", str(request.user.pk))] if request.method == "POST" else []
+
+
+def order_entries_allowed(client_id: int, orders: int) -> tuple[int, float]:
+    """A batch of ``orders`` counted by the order entry throttle, one each: how many of them (the
+    first ones) may go on, and the seconds until the window ends."""
+    rate = rate_of("CCP_THROTTLE_ORDERS")
+    return (orders, 0.0) if rate is None else hits("orders", str(client_id), rate, orders)
 
 
 class WithdrawalThrottle(WindowThrottle):

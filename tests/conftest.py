@@ -19,6 +19,13 @@ def throttle_counters_reset():
         pass  # no Redis for this test: the throttles let requests through
 
 
+@pytest.fixture(autouse=True)
+def order_wait_off(settings):
+    """In-process requests answer order entry at once (no worker runs beside them to wait for; the
+    wait is tested against a served process with a worker: tests/edge/test_order_result.py)."""
+    settings.CCP_ORDER_WAIT_MS = 0
+
+
 @pytest.fixture
 def now() -> datetime:
     return NOW

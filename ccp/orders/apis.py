@@ -1,27 +1,30 @@
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, serializers, status
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ccp.clock import utcnow
 from ccp.contracts.models import Contract
-from ccp.errors import ApplicationError, NotFound
-from ccp.orders.models import OrderKind, Side
+from ccp.errors import ApplicationError, NotFound, api_exception_handler
+from ccp.orders.models import Order, OrderKind, Side
+from ccp.orders.results import response_replaced
 from ccp.orders.selectors import order_get, order_list
-from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer
-from ccp.orders.services import OrderRequest, order_cancel, order_submit
+from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer, order_payload
+from ccp.orders.services import OrderRequest, order_cancel, order_submit, orders_validate_later
 from ccp.orders.states import OrderState
 from ccp.query import query_check, query_filters
 from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
-from ccp.throttling import OrderEntryThrottle
+from ccp.throttling import OrderEntryThrottle, order_entries_allowed
 
 
 class OrderListSubmitApi(generics.ListAPIView):
     """Your orders (GET, newest first) and order entry (POST).
 
-    A new order is stored as 'received' (202) and validated against your collateral in the
-    background; follow it on the private WebSocket stream or here. Sending the same
-    client_order_id again returns the original order (200); with a different body it is refused.
+    A new order is stored as 'received' and validated against your collateral by a worker; the
+    request waits a short while (CCP_ORDER_WAIT_MS) for it and answers 201 with the order accepted
+    or rejected (with its reason), or 202 still 'received' if the validation took longer: follow it
+    on the private WebSocket stream or here. Sending the same client_order_id again returns the
+    original order (200); with a different body it is refused.
     """
 
     serializer_class = OrderSerializer
@@ -48,18 +51,106 @@ class OrderListSubmitApi(generics.ListAPIView):
         return order_list(client=self.request.user, state=filters.get("state"), contract_symbol=filters.get("contract"))
 
     @extend_schema(request=OrderRequestSerializer, responses={
-        202: OrderSerializer, 200: OpenApiResponse(OrderSerializer, description="the same order sent again"),
+        201: OpenApiResponse(OrderSerializer, description="validated within the wait: accepted or rejected"),
+        202: OpenApiResponse(OrderSerializer, description="received: the validation follows"),
+        200: OpenApiResponse(OrderSerializer, description="the same order sent again"),
         409: OpenApiResponse(description="client_order_id_reused: the id was used for a different order")})
     def post(self, request):
-        data = self.OrderRequestSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
-        contract = Contract.objects.filter(symbol=fields.pop("contract")).first()
-        if contract is None:
-            raise ApplicationError("No contract with this symbol.", code="unknown_contract")
-        order, created = order_submit(client=request.user, request=OrderRequest(contract=contract, **fields),
-                                      now=utcnow())
-        return Response(OrderSerializer(order).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+        order, created = order_enter(client=request.user, data=request.data, now=utcnow())
+        response = Response(order_payload(order),
+                            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+        if created:
+            response.awaited_orders = ([order.pk], lambda finished: response_replaced(
+                response, order_payload(Order.objects.select_related("contract").get(pk=order.pk)),
+                status.HTTP_201_CREATED))
+        return response
+
+
+def order_enter(*, client, data, now, validate_later: bool = True,
+                parser: serializers.Serializer | None = None) -> tuple[Order, bool]:
+    """One order's entry from its request fields: parsed (by ``parser``, an OrderRequestSerializer a
+    batch reuses for its orders), its contract found, submitted."""
+    fields = dict((parser or OrderListSubmitApi.OrderRequestSerializer()).run_validation(data))
+    contract = Contract.objects.filter(symbol=fields.pop("contract")).first()
+    if contract is None:
+        raise ApplicationError("No contract with this symbol.", code="unknown_contract")
+    return order_submit(client=client, request=OrderRequest(contract=contract, **fields), now=now,
+                        validate_later=validate_later)
+
+
+BATCH_MAX_ORDERS = 100
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    extra = serializers.DictField()
+
+
+class OrderBatchApi(APIView):
+    """Order entry for up to 100 orders at once, each with its own result, in the order sent.
+
+    Each order is entered as by POST /orders: its own client_order_id (idempotency key), its own
+    checks; an order's refusal does not refuse the others. Each result has the HTTP status the order
+    alone would get (201 validated within the wait, 202 received, 200 sent before, 4xx refused) and the
+    order, or the error in the one error shape. The order entry throttle counts each order: those past
+    the rate are refused with 429 throttled. The request as a whole is refused only for its shape: not
+    an object with "orders", a list of 1 to 100 objects (more: batch_too_large).
+    """
+
+    throttle_classes: list = []  # counted per order below
+
+    class BatchRequestSerializer(serializers.Serializer):
+        orders = serializers.ListField(
+            child=serializers.DictField(), min_length=1, max_length=BATCH_MAX_ORDERS,
+            help_text="1 to 100 orders, each with the fields of POST /orders (client_order_id, contract, side, "
+                      "kind, price, quantity)")
+
+    class BatchResultSerializer(serializers.Serializer):
+        status = serializers.IntegerField(help_text="what POST /orders would answer for this order alone")
+        order = OrderSerializer(required=False, help_text="the order (statuses 200, 201, 202)")
+        error = ErrorSerializer(required=False, help_text="why it was refused (4xx, 5xx)")
+
+    @extend_schema(request=BatchRequestSerializer, responses={
+        200: inline_serializer("OrderBatchResults", {"results": BatchResultSerializer(many=True)}),
+        400: OpenApiResponse(description="not a batch: invalid_input, or batch_too_large (more than 100)")})
+    def post(self, request):
+        orders = request.data.get("orders") if isinstance(request.data, dict) else None
+        if isinstance(orders, list) and len(orders) > BATCH_MAX_ORDERS:
+            raise ApplicationError(f"A batch holds at most {BATCH_MAX_ORDERS} orders.", code="batch_too_large",
+                                   extra={"max_orders": BATCH_MAX_ORDERS})
+        self.BatchRequestSerializer(data=request.data).is_valid(raise_exception=True)
+        now = utcnow()
+        allowed, wait_s = order_entries_allowed(request.user.pk, len(orders))
+        parser = OrderListSubmitApi.OrderRequestSerializer()
+        results: list[dict] = []
+        received: list[int] = []
+        for position, data in enumerate(orders):
+            try:
+                if position >= allowed:
+                    raise exceptions.Throttled(wait_s)
+                order, created = order_enter(client=request.user, data=data, now=now, validate_later=False,
+                                             parser=parser)
+            except (ApplicationError, exceptions.APIException) as exc:
+                refused = api_exception_handler(exc, {})
+                results.append({"status": refused.status_code, "error": refused.data})
+                continue
+            results.append({"status": status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+                            "order": order_payload(order)})
+            if created:
+                received.append(order.pk)
+        orders_validate_later(received)
+        response = Response({"results": results})
+
+        def rerender(finished: set[int]) -> Response:
+            validated = {o.pk: o for o in Order.objects.filter(pk__in=finished).select_related("contract")}
+            for result in results:
+                if (order := validated.get(result.get("order", {}).get("id"))) and result["status"] == 202:
+                    result.update(status=status.HTTP_201_CREATED, order=order_payload(order))
+            return response_replaced(response, {"results": results}, status.HTTP_200_OK)
+
+        response.awaited_orders = (received, rerender)
+        return response
 
 
 class OrderDetailApi(APIView):

@@ -19,6 +19,7 @@ from ccp.locks import book_lock, contract_lock, fund_locks_lock, order_lock, ord
 from ccp.matching.selectors import auction_held_order_ids, auction_holds
 from ccp.money import ZERO, money_str
 from ccp.orders.models import Order, OrderStateHistory
+from ccp.orders.results import order_results_signal
 from ccp.orders.rules import REASONS, order_rule_violation, order_value
 from ccp.orders.selectors import level_totals_many, open_orders_count
 from ccp.orders.serializers import order_payload
@@ -94,8 +95,10 @@ def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
     book_levels_changed(contract_id=contract_id, levels=[(side, price)])
 
 
-def order_submit(*, client: Client, request: OrderRequest, now: datetime) -> tuple[Order, bool]:
-    """Store an order as received and queue its validation after commit. Returns (order, created).
+def order_submit(*, client: Client, request: OrderRequest, now: datetime,
+                 validate_later: bool = True) -> tuple[Order, bool]:
+    """Store an order as received and queue its validation after commit (unless ``validate_later`` is
+    false: the caller queues it, with others, ``orders_validate_later``). Returns (order, created).
 
     Idempotent on (client, client_order_id): the same request again returns the stored order;
     a different request under the same id is refused with ``client_order_id_reused``. A client with
@@ -125,8 +128,8 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime) -> tup
                 )
                 OrderStateHistory.objects.create(order=order, from_state=None, to_state=OrderState.RECEIVED, at=now)
                 stream_publish(client_group(client.pk), _order_event(order))
-                # robust: the order is stored either way; the stale-order sweep re-queues it if the broker failed.
-                transaction.on_commit(lambda: _validate_later(order.pk), robust=True)
+                if validate_later:
+                    orders_validate_later([order.pk])
             return order, True
         except IntegrityError:
             existing = Order.objects.filter(client=client, client_order_id=request.client_order_id).first()
@@ -138,10 +141,21 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime) -> tup
     return existing, False
 
 
-def _validate_later(order_id: int) -> None:
-    from ccp.orders.tasks import order_validate_task
+def orders_validate_later(order_ids: list[int]) -> None:
+    """Queue the validation of received orders after commit: one task for one order, one for a batch."""
+    if not order_ids:
+        return
 
-    order_validate_task.delay(order_id)
+    def queue() -> None:
+        from ccp.orders.tasks import order_validate_task, orders_validate_task
+
+        if len(order_ids) == 1:
+            order_validate_task.delay(order_ids[0])
+        else:
+            orders_validate_task.delay(order_ids)
+
+    # robust: the orders are stored either way; the stale-order sweep re-queues them if the broker failed.
+    transaction.on_commit(queue, robust=True)
 
 
 @transaction.atomic
@@ -151,13 +165,15 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
     Locks (in the order of ``ccp.locks``) the contract row (its book sequence), the order, then every
     fund lock of the client: a client's validations are serial, so its collateral is never
     over-committed and its accepted or partially filled orders never exceed CCP_MAX_OPEN_ORDERS.
-    Idempotent: an order no longer 'received' is returned unchanged.
+    Idempotent: an order no longer 'received' is returned unchanged. After commit, a request waiting
+    for the order's result is told to look again (``ccp.orders.results``).
     """
     now = require_aware(now)
     contract_id = Order.objects.filter(pk=order_id).values_list("contract_id", flat=True).get()
     contract = contract_lock(contract_id)
     order = order_lock(order_id)
     order.contract = contract
+    order_results_signal([order_id])
     if order.state != OrderState.RECEIVED:
         return order
     violation = order_rule_violation(contract=contract, side=order.side, kind=order.kind, price=order.price,

@@ -12,6 +12,14 @@ def order_validate_task(order_id: int) -> str:
     return order_validate(order_id=order_id, now=utcnow()).state
 
 
+@shared_task(name="orders.validate_batch")
+def orders_validate_task(order_ids: list[int]) -> list[str]:
+    """Validate the received orders of one batch request, each in its own transaction, in order. Safe
+    to run twice."""
+    now = utcnow()
+    return [order_validate(order_id=order_id, now=now).state for order_id in order_ids]
+
+
 @shared_task(name="orders.requeue_stale")
 def orders_requeue_stale_task() -> int:
     """Re-queue validation of orders still 'received' after a while (the broker was down when they

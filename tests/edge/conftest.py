@@ -8,6 +8,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from email.message import Message
 
 import pytest
 import websockets
@@ -22,14 +23,15 @@ class Served:
         self.ws_url = f"ws://127.0.0.1:{port}"
 
     def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        """(status, headers, body) of one request; error statuses are answers, not exceptions."""
+                headers: dict[str, str] | None = None) -> tuple[int, Message, bytes]:
+        """(status, headers, body) of one request; error statuses are answers, not exceptions. Header
+        names are case-insensitive, as in HTTP (uvicorn sends them as the application wrote them)."""
         request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, dict(response.headers), response.read()
+                return response.status, response.headers, response.read()
         except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read()
+            return error.code, error.headers, error.read()
 
     def alive(self) -> bool:
         """The process still runs and answers."""

@@ -19,9 +19,9 @@ def trading(stack, load):
     load.start()
     wait_auction_applied(stack)
 
-    def recovered(fault_over: float, killed_worker: int | None = None) -> None:
+    def recovered(fault_over: float, killed_worker: int | None = None, worker: str = "worker") -> None:
         if killed_worker is not None:
-            wait_for(lambda: stack.pid("worker") != killed_worker, 20, "bin/run's supervisor to restart the worker")
+            wait_for(lambda: stack.pid(worker) != killed_worker, 20, "bin/run's supervisor to restart the worker")
         print(f"clearing again {assert_recovered(stack, load, fault_over):.1f} s after the fault")
         time.sleep(3)  # trading goes on a little
 
@@ -30,15 +30,15 @@ def trading(stack, load):
 
 def test_the_worker_killed_during_an_auctions_apply(stack, load, trading):
     # when an auction's apply has started (it waits for the pair's book, which the test holds as a
-    # cancel does), the worker is SIGKILLed with its pool processes
+    # cancel does), the auctions queue's worker is SIGKILLed with its pool processes
     with stack.apply_started() as auction:
-        killed = stack.kill("worker")
+        killed = stack.kill("worker-auctions")
     fault_over = time.time()
     # then the apply died with it (nothing of it was committed), bin/run's supervisor restarts the
     # worker, and the auction is resumed and applied
     time.sleep(0.5)
     assert stack.sql("SELECT state FROM matching_auction WHERE id = %s", [auction])[0][0] == "solved"
-    trading(fault_over, killed)
+    trading(fault_over, killed, "worker-auctions")
     assert_end_state(stack, load)
 
 

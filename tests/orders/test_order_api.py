@@ -1,7 +1,6 @@
 """Order entry over REST: submit, idempotency, isolation between traders, and bad input."""
 
 from datetime import timedelta, timezone
-from decimal import Decimal as D
 
 import pytest
 
@@ -10,16 +9,6 @@ from ccp.orders.models import Order, OrderStateHistory
 from tests.factories import EXPIRY, ClientFactory, ContractFactory, FundLockFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def contract():
-    return ContractFactory()
-
-
-@pytest.fixture
-def trader(contract):
-    return FundLockFactory(currency=contract.collateral, fundlock=D("1000")).client
 
 
 def order_body(contract, /, **change) -> dict:

@@ -1,0 +1,126 @@
+"""An order's result for the request that submitted it: the request waits a short while
+(``CCP_ORDER_WAIT_MS``) for the worker's validation and answers with the order as it then is.
+
+The worker signals each order it validated after its transaction committed (durable before
+visible): one Redis list per order, ``ccp:order-result:<id>``, kept ``RESULT_TTL_S`` seconds, so a
+signal sent before the request started waiting is not lost. The request waits with BLPOP in the
+server's event loop (other requests of the process go on meanwhile), then re-reads the orders from
+the database: the signal says only "look again". A lost signal (Redis down) costs the wait, not
+the result: the order is answered ``received`` and its state follows on the private stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import weakref
+from collections.abc import Callable, Iterable
+
+import redis
+import redis.asyncio
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+RESULT_TTL_S = 60
+
+
+def result_key(order_id: int) -> str:
+    return f"ccp:order-result:{order_id}"
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+
+
+def order_results_signal(order_ids: Iterable[int]) -> None:
+    """Tell the waiting requests, once the caller's transaction commits, that these orders have their
+    result (validated: accepted or rejected). Never fails the caller: a missed signal costs a wait."""
+    keys = [result_key(order_id) for order_id in order_ids]
+    if not keys:
+        return
+
+    def signal() -> None:
+        try:
+            pipe = _redis().pipeline(transaction=False)
+            for key in keys:
+                pipe.rpush(key, 1)
+                pipe.expire(key, RESULT_TTL_S)
+            pipe.execute()
+        except redis.RedisError as exc:
+            logger.warning("order results not signalled (%s orders), Redis unreachable: %s", len(keys), exc)
+
+    transaction.on_commit(signal)
+
+
+_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _async_redis() -> redis.asyncio.Redis:
+    """One client per event loop (the server has one per process; a test client's request has its own)."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = _async_clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
+    return client
+
+
+async def order_results_wait(order_ids: Iterable[int], *, timeout_s: float) -> set[int]:
+    """The orders among ``order_ids`` whose result was signalled within ``timeout_s`` (all of them,
+    or those that made it before the deadline)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    waiting = {result_key(order_id): order_id for order_id in order_ids}
+    done: set[int] = set()
+    try:
+        client = _async_redis()
+        while waiting:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            # BLPOP's timeout is in seconds (fractions allowed); the socket must outwait it
+            popped = await asyncio.wait_for(client.blpop(list(waiting), timeout=max(left, 0.001)), left + 1)
+            if popped is None:
+                break
+            done.add(waiting.pop(popped[0].decode()))
+    except (redis.RedisError, TimeoutError, OSError) as exc:
+        logger.warning("order results not awaited, Redis unreachable: %s", exc)
+    return done
+
+
+def response_replaced(original, data, status: int):
+    """A DRF response with ``data`` and ``status``, rendered as ``original`` was negotiated to be."""
+    from rest_framework.response import Response
+
+    response = Response(data, status=status)
+    response.accepted_renderer = original.accepted_renderer
+    response.accepted_media_type = original.accepted_media_type
+    response.renderer_context = original.renderer_context
+    return response
+
+
+def order_results_awaited(view: Callable) -> Callable:
+    """Wrap a view whose response may ask to wait for order results: a response with
+    ``awaited_orders = (order_ids, rerender)`` is held up to ``CCP_ORDER_WAIT_MS`` while the worker
+    validates; then ``rerender(finished_ids)`` (run like any sync view code) gives the response sent.
+    The view's own code runs as every view's does; only the wait happens in the event loop."""
+    sync_view = sync_to_async(view)
+
+    @functools.wraps(view)  # keeps the DRF view's attributes (cls, initkwargs, csrf_exempt) for the schema
+    async def wrapper(request, *args, **kwargs):
+        response = await sync_view(request, *args, **kwargs)
+        awaited = getattr(response, "awaited_orders", None)
+        wait_s = settings.CCP_ORDER_WAIT_MS / 1000
+        if not awaited or wait_s <= 0:
+            return response
+        order_ids, rerender = awaited
+        finished = await order_results_wait(order_ids, timeout_s=wait_s)
+        if not finished:
+            return response
+        return await sync_to_async(rerender)(finished)
+
+    return wrapper
