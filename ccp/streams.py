@@ -8,10 +8,11 @@ numbers) and re-sync over REST.
 
 import asyncio
 import logging
+import os
+import threading
 from collections.abc import Iterable
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -66,9 +67,35 @@ async def _send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
     await asyncio.gather(*(send_group(group, group_messages) for group, group_messages in by_group.items()))
 
 
+class _Sender:
+    """Runs the sends of synchronous code (services, Celery tasks, the on-commit hooks of requests) on
+    one event loop per process, in a daemon thread: the channel layer keeps its Redis connections per
+    event loop, so ``async_to_sync`` from a thread without a loop (a worker) opened a new loop and a
+    new Redis connection for every transaction's events. Made again in a forked child (Celery's
+    prefork pool), whose parent's loop thread does not exist there."""
+
+    TIMEOUT_SECONDS = 30  # a Redis that does not answer: the hook fails (logged), the caller goes on
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid: int | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        with self.lock:
+            if self.pid != os.getpid():
+                self.loop = asyncio.new_event_loop()
+                threading.Thread(target=self.loop.run_forever, name="ccp-streams", daemon=True).start()
+                self.pid = os.getpid()
+        asyncio.run_coroutine_threadsafe(_send_all(messages), self.loop).result(self.TIMEOUT_SECONDS)
+
+
+_sender = _Sender()
+
+
 def _send(messages: list[tuple[str, dict[str, Any]]]) -> None:
     if messages:
-        async_to_sync(_send_all)(messages)
+        _sender.run(messages)
 
 
 class _Batch:
