@@ -144,9 +144,14 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
                        lines={key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
                               for key, m in moves.items()},
                        contracts=contracts, now=now)
-    lockup_delta = positions_book(moves=moves, contracts=contracts, now=now)
+    lockup_delta, positions = positions_book(moves=moves, contracts=contracts, now=now)
     cleared.fund_locks = fund_locks_adjust(settle_value=settle, order_value={k: -v for k, v in released.items()},
                                            lockup_value=lockup_delta, now=now, locked=locked)
+    for row in positions:
+        events[row["client_id"]].append({"type": "position", "position": {
+            "contract": contracts[row["contract_id"]].symbol, "quantity": text(row["quantity"]),
+            "entry_price": None if row["entry_price"] is None else text(row["entry_price"]),
+            "realised_pnl": text(row["realised_pnl"])}})
     for client_id, event in balance_events(cleared.fund_locks.values()):
         events[client_id].append(event)
 
@@ -211,15 +216,17 @@ def _premiums(traded, contracts) -> dict[tuple[int, int], list[tuple[Decimal, De
 
 
 def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contracts: Mapping[int, Contract],
-                   now: datetime, portfolios: Iterable[Portfolio] = ()) -> dict[tuple[int, int], Decimal]:
+                   now: datetime, portfolios: Iterable[Portfolio] = ()
+                   ) -> tuple[dict[tuple[int, int], Decimal], list[dict]]:
     """Apply position changes and recompute the lockups of the portfolios they touch (and of
-    ``portfolios``); return the lockups' change per (client, currency). ``moves``: (client, contract)
+    ``portfolios``); return the lockups' change per (client, currency) and the changed positions' rows
+    (dicts by attribute name). ``moves``: (client, contract)
     -> its changes in order, each ``(signed quantity, cash moved to the client)`` (a trade's premiums,
     expiry's payoff). Locks (``ccp.locks``) the positions of the touched portfolios (6), then their
     lockups (7)."""
     touched = {portfolio_of(client_id, contracts[contract_id]) for client_id, contract_id in moves} | set(portfolios)
     if not touched:
-        return {}
+        return {}, []
     # Every position of the touched portfolios: the lockups net them all.
     series = {(pair_id, expiry_date) for _, pair_id, expiry_date in touched}
     every = {pk: contracts.get(pk, c) for pk, c in Contract.objects.filter(
@@ -242,4 +249,4 @@ def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contract
     bulk_upsert_rows(Position, rows, key=["client_id", "contract_id"],
                      replace=["quantity", "cost", "entry_price", "realised_pnl", "updated_at"])
     return lockups_recompute(quantities={k: s.quantity for k, s in states.items()}, contracts=every,
-                             touched=touched, now=now)
+                             touched=touched, now=now), rows

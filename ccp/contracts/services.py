@@ -180,7 +180,7 @@ def expiry_settle(*, pair: Pair, expiry_date: date, settlement_px: Decimal, now:
     # closed), positions closed at no entry price, every lockup of the expiry recomputed (released).
     settle = cash_book(origin=CashMovementOrigin.EXPIRY, origin_ref=key, now=now, contracts=contracts,
                        lines={(c, k): (payoffs[(c, k)], -quantity) for c, k, quantity in held})
-    released = positions_book(moves={(c, k): [(-quantity, payoffs[(c, k)])] for c, k, quantity in held},
+    released, _ = positions_book(moves={(c, k): [(-quantity, payoffs[(c, k)])] for c, k, quantity in held},
                               contracts=contracts, now=now,
                               portfolios={(client_id, pair.pk, expiry_date) for client_id, _ in locked_up})
     fund_locks = fund_locks_adjust(settle_value=settle, order_value={}, lockup_value=released, now=now)

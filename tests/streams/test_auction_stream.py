@@ -50,8 +50,10 @@ async def test_subscribers_see_the_auction_clear():
                                                   "last_sequence": 1}
         mine = await receive_until(private, lambda m: m["type"] == "auction")
         kinds = [event["type"] for event in mine[-1]["events"]]
-        assert kinds == ["fill", "order", "balance"]
-        fill, order, balance = mine[-1]["events"]
+        assert kinds == ["fill", "order", "position", "balance"]
+        fill, order, position, balance = mine[-1]["events"]
+        assert position["position"] == {"contract": contract.symbol, "quantity": "0.3", "entry_price": "2100",
+                                        "realised_pnl": "0"}
         assert (fill["price"], fill["quantity"]) == ("2100", "0.3")
         assert fill["trades"] == await db(lambda: list(Trade.objects.values_list("id", flat=True)))()
         assert (order["order"]["average_fill_price"], order["order"]["last_fill_at"]) == ("2100",
