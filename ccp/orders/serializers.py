@@ -2,7 +2,7 @@
 
 import functools
 import operator
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.db import models
 from drf_spectacular.utils import extend_schema_field
@@ -10,6 +10,7 @@ from rest_framework import serializers
 
 from ccp.clearing.selectors import order_fills
 from ccp.clearing.serializers import FillSerializer
+from ccp.clock import iso_utc
 from ccp.money import money_str
 from ccp.orders.models import ORDER_FIELDS, Order, OrderStateHistory
 from ccp.serializers import MoneyField
@@ -90,12 +91,9 @@ def order_payload(order) -> dict:
 
 
 def _iso(value: datetime | None) -> str | None:
-    """DRF's DateTimeField output for TIME_ZONE = "UTC" (ISO 8601, "Z" for UTC), without its per-call
-    time-zone machinery (most of order_payload's cost)."""
-    if value is None:
-        return None
-    text = value.astimezone(UTC).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+    """DRF's DateTimeField output (``ccp.clock.iso_utc``) without its per-call time-zone machinery (most
+    of order_payload's cost); None stays None."""
+    return None if value is None else iso_utc(value)
 
 
 _FORMS = _field_forms()

@@ -66,8 +66,7 @@ def position_move(state: PositionState, quantity: Decimal, cash: Decimal) -> Pos
         released = quantize(state.cost * -quantity / old, ROUND_HALF_EVEN)
         return PositionState(new, state.cost - released, state.realised_pnl + cash - released)
     # closed, or through zero: the closing part's cash share realises the whole cost, the rest opens
-    closing_cash = cash * -old / quantity if new else cash
-    closing_cash = cash if not new else quantize(closing_cash, ROUND_HALF_EVEN)
+    closing_cash = quantize(cash * -old / quantity, ROUND_HALF_EVEN) if new else cash
     return PositionState(new, -(cash - closing_cash), state.realised_pnl + closing_cash - state.cost)
 
 

@@ -43,8 +43,10 @@ def snapshot():
 def clear(executions, cancels=None):
     with transaction.atomic():
         ids = {e.buy_order_id for e in executions} | {e.sell_order_id for e in executions} | set(cancels or {})
-        orders = {o.pk: o for o in orders_lock(Order.objects.filter(pk__in=ids).select_related("contract"))}
-        contracts = contracts_lock(Contract.objects.filter(pk__in={o.contract_id for o in orders.values()}))
+        # the lock order of ccp.locks: contracts, then orders
+        contracts = contracts_lock(Contract.objects.filter(
+            pk__in=Order.objects.filter(pk__in=ids).values("contract_id")))
+        orders = {o.pk: o for o in orders_lock(Order.objects.filter(pk__in=ids))}
         for order in orders.values():
             order.contract = contracts[order.contract_id]
         return trades_clear(venue=Venue.AUCTION, venue_ref="auction-test", executions=executions, orders=orders,
