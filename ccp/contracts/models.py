@@ -60,6 +60,11 @@ class ContractState(models.TextChoices):
     SETTLED = "settled", "settled"
 
 
+class TradingMode(models.TextChoices):
+    AUCTION = "auction", "periodic batch auctions"
+    CONTINUOUS = "continuous", "continuous order book"
+
+
 class Contract(models.Model):
     """A dated call, put or future on a pair, expiring at 12:00 UTC on ``expiry_date``.
 
@@ -81,6 +86,7 @@ class Contract(models.Model):
     lot_size = MoneyField(help_text="quantity grid")
     state = models.CharField(max_length=8, choices=ContractState.choices, default=ContractState.LISTED)
     book_sequence = models.BigIntegerField(default=0, help_text="bumped by every change of the public book")
+    trading_mode = models.CharField(max_length=10, choices=TradingMode.choices, default=TradingMode.AUCTION)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -95,6 +101,8 @@ class Contract(models.Model):
             models.CheckConstraint(condition=Q(tick_size__gt=0), name="contract_tick_positive"),
             models.CheckConstraint(condition=Q(lot_size__gt=0), name="contract_lot_positive"),
             models.CheckConstraint(condition=Q(book_sequence__gte=0), name="contract_book_sequence_non_negative"),
+            models.CheckConstraint(condition=Q(trading_mode__in=TradingMode.values),
+                                   name="contract_trading_mode_valid"),
             models.CheckConstraint(
                 condition=(Q(kind=ContractKind.FUTURE.value, strike_px__isnull=True))
                 | (~Q(kind=ContractKind.FUTURE.value)
