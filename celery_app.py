@@ -2,14 +2,16 @@
 
 Configuration comes from Django settings (``CELERY_*``); tasks are found in each app's tasks.py.
 
-Queues (``QUEUES``): ``orders`` (order validation), ``auctions`` (an auction's close, solve and
-apply: a solve may take ``CCP_AUCTION_TIME_LIMIT_SECONDS``), ``celery`` (everything else: beat's
+Queues (``QUEUES``): ``book-<n>`` (the continuous contracts' matchers), ``orders`` (order validation),
+``auctions`` (an auction's close, solve and apply: a solve may take ``CCP_AUCTION_TIME_LIMIT_SECONDS``),
+``celery`` (everything else: beat's
 periodic tasks, prices, settlement, heartbeats). Ops run one worker per queue, so a long solve never
 delays an order's validation (``bin/stack.py`` ``ops_children`` starts them):
 
     celery -A celery_app worker -Q orders -n orders@%h --concurrency 2
     celery -A celery_app worker -Q auctions -n auctions@%h --concurrency 1
     celery -A celery_app worker -Q celery -n default@%h --concurrency 1
+    celery -A celery_app worker -Q book-0 -n book-0@%h --concurrency 1   # one per CCP_BOOK_QUEUES queue
 
 A worker started without ``-Q`` consumes every queue (one process for a small deployment or a test).
 """
@@ -64,6 +66,10 @@ DEFAULT_QUEUE = "celery"
 
 app = Celery("ccp", task_cls=ClearingTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# The continuous contracts' matchers: contracts spread over CCP_BOOK_QUEUES queues, routed per contract
+# by the caller (ccp.book.tasks.book_queue). One single-process worker per queue.
+BOOK_QUEUES = tuple(f"book-{i}" for i in range(int(os.environ.get("CCP_BOOK_QUEUES", "1"))))
+QUEUES.update({name: () for name in BOOK_QUEUES})
 app.conf.task_default_queue = DEFAULT_QUEUE
 # Each queue bound under its own name (not Celery's default key for all); a worker without -Q consumes them all.
 app.conf.task_queues = [Queue(name, routing_key=name) for name in QUEUES]

@@ -327,6 +327,9 @@ def ops_children(host: str, port: int) -> dict[str, list[str]]:
         "worker-auctions": [*celery, "worker", "-Q", "auctions", "-n", "auctions@%h", "--loglevel", "INFO",
                             "--concurrency", "1"],
         "worker": [*celery, "worker", "-Q", "celery", "-n", "default@%h", "--loglevel", "INFO", "--concurrency", "1"],
+        # One process for every book queue: a contract's matcher keeps its engine in that process's memory.
+        "worker-book": [*celery, "worker", "-Q", ",".join(f"book-{i}" for i in range(env_int("CCP_BOOK_QUEUES", 1))),
+                        "-n", "book@%h", "--loglevel", "INFO", "--concurrency", "1"],
         "beat": [*celery, "beat", "--loglevel", "INFO",
                  "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
     }

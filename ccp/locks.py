@@ -32,6 +32,9 @@ Who takes what:
   auction_close       book (exclusive), auction
   auction_solve       auction (to store its result; the solver runs outside any transaction)
   auction_apply       book (exclusive), auction, contracts, orders, then books through trades_clear
+  book_match          (ccp.book.services) book (shared), contract, its received orders, their clients' fund
+                      locks, then books through trades_clear. The resting orders a batch meets are read,
+                      not locked: every writer of a contract's orders holds the contract's row first
   trades_clear        (ccp.clearing.booking) its caller holds the contracts (3) and orders (4); it takes
                       fund locks, positions, lockups. trades_book within it locks no row of the list:
                       the held contracts make the per-contract trade sequence it reads the last one,

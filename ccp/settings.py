@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "ccp.marketdata",
     "ccp.settlement",
     "ccp.matching",
+    "ccp.book",
     "ccp.prices",
 ]
 
@@ -228,6 +229,10 @@ CCP_SETTLEMENT_RECHECK_BLOCKS = int(os.environ.get("CCP_SETTLEMENT_RECHECK_BLOCK
 CCP_ORDER_REQUEUE_AFTER = timedelta(seconds=int(os.environ.get("CCP_ORDER_REQUEUE_AFTER_SECONDS", "15")))
 # POST /orders (and /orders/batch) waits this long for the validation and answers with the result (0: no wait)
 CCP_ORDER_WAIT_MS = int(os.environ.get("CCP_ORDER_WAIT_MS", "200"))
+# Continuous contracts: a matcher batch takes at most this many received orders; contracts spread over
+# this many Celery queues (book-0, book-1, ...), each consumed by one single-process worker.
+CCP_BOOK_BATCH = int(os.environ.get("CCP_BOOK_BATCH", "200"))
+CCP_BOOK_QUEUES = int(os.environ.get("CCP_BOOK_QUEUES", "1"))
 
 # The API's edge: request size and shape, list pages, throttles (``ccp.edge``, ``ccp.parsers``,
 # ``ccp.query``, ``ccp.throttling``; the README lists them).

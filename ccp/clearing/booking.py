@@ -51,7 +51,7 @@ from ccp.settlement.models import CashMovement, CashMovementOrigin
 from ccp.streams import client_group, stream_publish
 
 # The origin of a venue's cash movements (the statement's lines). Venues to come add theirs.
-_ORIGINS = {Venue.AUCTION: CashMovementOrigin.AUCTION}
+_ORIGINS = {Venue.AUCTION: CashMovementOrigin.AUCTION, Venue.BOOK: CashMovementOrigin.BOOK}
 
 
 @dataclass

@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 from ccp.clock import utcnow
 from ccp.contracts.models import Contract
 from ccp.errors import ApplicationError, NotFound, api_exception_handler
-from ccp.orders.models import Order, OrderKind, Side
+from ccp.orders.models import Order, OrderKind, SelfTrade, Side, TimeInForce
 from ccp.orders.results import response_replaced
 from ccp.orders.selectors import order_get, order_list
 from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer, order_payload
@@ -38,9 +38,19 @@ class OrderListSubmitApi(generics.ListAPIView):
         client_order_id = PatternField(CLIENT_ID_PATTERN, max_length=64, help_text=CLIENT_ID_HELP)
         contract = TextField(max_length=64, help_text="contract symbol")
         side = serializers.ChoiceField(choices=Side.values)
-        kind = serializers.ChoiceField(choices=OrderKind.values, default=OrderKind.LIMIT)
-        price = MoneyField(help_text="limit price, a decimal string on the contract's tick grid")
+        kind = serializers.ChoiceField(choices=OrderKind.values, default=OrderKind.LIMIT,
+                                       help_text="market orders: continuous contracts only")
+        price = MoneyField(help_text="limit price (a market order's protection price: the worst it may trade "
+                                     "at), a decimal string on the contract's tick grid")
         quantity = MoneyField(help_text="a decimal string, whole lots")
+        time_in_force = serializers.ChoiceField(
+            choices=TimeInForce.values, required=False,
+            help_text="gtc (a limit order's default), ioc (a market order's default), fok, post_only; "
+                      "auctions take gtc only")
+        reduce_only = serializers.BooleanField(default=False, help_text="continuous contracts only")
+        self_trade_prevention = serializers.ChoiceField(
+            choices=SelfTrade.values, default=SelfTrade.CANCEL_INCOMING,
+            help_text="when it meets a resting order of yours (continuous contracts)")
 
     @extend_schema(parameters=[OrderFilterSerializer])
     def get(self, request, *args, **kwargs):
@@ -71,6 +81,7 @@ def order_enter(*, client, data, now, validate_later: bool = True,
     """One order's entry from its request fields: parsed (by ``parser``, an OrderRequestSerializer a
     batch reuses for its orders), its contract found, submitted."""
     fields = dict((parser or OrderListSubmitApi.OrderRequestSerializer()).run_validation(data))
+    fields.setdefault("time_in_force", TimeInForce.IOC if fields["kind"] == OrderKind.MARKET else TimeInForce.GTC)
     contract = Contract.objects.filter(symbol=fields.pop("contract")).first()
     if contract is None:
         raise ApplicationError("No contract with this symbol.", code="unknown_contract")
@@ -138,7 +149,7 @@ class OrderBatchApi(APIView):
             results.append({"status": status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
                             "order": order_payload(order)})
             if created:
-                received.append(order.pk)
+                received.append(order)
         orders_validate_later(received)
         response = Response({"results": results})
 
@@ -149,7 +160,7 @@ class OrderBatchApi(APIView):
                     result.update(status=status.HTTP_201_CREATED, order=order_payload(order))
             return response_replaced(response, {"results": results}, status.HTTP_200_OK)
 
-        response.awaited_orders = (received, rerender)
+        response.awaited_orders = ([order.pk for order in received], rerender)
         return response
 
 

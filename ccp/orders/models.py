@@ -14,10 +14,28 @@ class Side(models.TextChoices):
 
 class OrderKind(models.TextChoices):
     LIMIT = "limit"
+    MARKET = "market", "market (price: the protection price, the worst acceptable)"
+
+
+class TimeInForce(models.TextChoices):
+    GTC = "gtc", "good till cancelled"
+    IOC = "ioc", "immediate or cancel"
+    FOK = "fok", "fill or kill"
+    POST_ONLY = "post_only", "post only (rejected when it would take)"
+
+
+class SelfTrade(models.TextChoices):
+    """What happens when an incoming order meets a resting order of the same client."""
+
+    CANCEL_INCOMING = "cancel_incoming"
+    CANCEL_RESTING = "cancel_resting"
+    CANCEL_BOTH = "cancel_both"
 
 
 class Order(models.Model):
-    """A client's limit order. Open ones form the book; every state change is kept in the history."""
+    """A client's order. Open ones form the book; every state change is kept in the history. In a
+    continuous contract ``book_priority`` orders a resting order within its price level (time priority:
+    the matching engine's sequence when it rested); an auction ignores it."""
 
     client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="orders")
     contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="orders")
@@ -26,6 +44,14 @@ class Order(models.Model):
     kind = models.CharField(max_length=8, choices=OrderKind.choices, default=OrderKind.LIMIT)
     price = MoneyField()
     quantity = MoneyField()
+    quantity_requested = MoneyField(null=True, blank=True,
+                                    help_text="what the client asked for, when a reduce-only cut made quantity smaller")
+    time_in_force = models.CharField(max_length=9, choices=TimeInForce.choices, default=TimeInForce.GTC)
+    reduce_only = models.BooleanField(default=False)
+    self_trade_prevention = models.CharField(max_length=15, choices=SelfTrade.choices,
+                                             default=SelfTrade.CANCEL_INCOMING)
+    book_priority = models.BigIntegerField(null=True, blank=True,
+                                           help_text="continuous book: time priority while it rests")
     filled_quantity = MoneyField(default=ZERO)
     average_fill_price = MoneyField(null=True, blank=True, help_text="quantity-weighted price of its fills")
     last_fill_at = models.DateTimeField(null=True, blank=True)
@@ -43,6 +69,8 @@ class Order(models.Model):
             models.UniqueConstraint(fields=["client", "client_order_id"], name="order_unique_client_order_id"),
             models.CheckConstraint(condition=Q(side__in=Side.values), name="order_side_valid"),
             models.CheckConstraint(condition=Q(kind__in=OrderKind.values), name="order_kind_valid"),
+            models.CheckConstraint(condition=Q(time_in_force__in=TimeInForce.values), name="order_tif_valid"),
+            models.CheckConstraint(condition=Q(self_trade_prevention__in=SelfTrade.values), name="order_stp_valid"),
             models.CheckConstraint(condition=Q(state__in=OrderState.values), name="order_state_valid"),
             models.CheckConstraint(condition=Q(price__gte=0), name="order_price_non_negative"),
             models.CheckConstraint(condition=Q(quantity__gt=0), name="order_quantity_positive"),
@@ -85,9 +113,10 @@ class Order(models.Model):
 # An order as the API and the private stream show it: OrderSerializer and order_payload both use this
 # list, and take each field's form from the model (money as a string, times in ISO 8601, the contract
 # by symbol).
-ORDER_FIELDS = ("id", "client_order_id", "contract", "side", "kind", "price", "quantity", "filled_quantity",
-                "average_fill_price", "last_fill_at", "state", "reject_reason", "order_value", "cancel_requested_at",
-                "created_at", "updated_at")
+ORDER_FIELDS = ("id", "client_order_id", "contract", "side", "kind", "price", "quantity", "quantity_requested",
+                "time_in_force", "reduce_only", "self_trade_prevention", "filled_quantity", "average_fill_price",
+                "last_fill_at", "state", "reject_reason", "order_value", "cancel_requested_at", "created_at",
+                "updated_at")
 # Every column of the table, in model order: services that change tens of thousands of orders (an
 # auction's apply) read them as plain rows of these columns (``order_rows_lock``) into OrderRow.
 ORDER_COLUMNS = tuple(f.attname for f in Order._meta.concrete_fields)

@@ -8,14 +8,18 @@ them again with the collateral check and the open-order cap, because time passes
 from datetime import datetime
 from decimal import ROUND_UP, Decimal
 
-from ccp.contracts.models import Contract, ContractState
+from ccp.contracts.models import Contract, ContractState, TradingMode
 from ccp.contracts.payoffs import Terms, max_payoff_per_unit, order_worst_cost
 from ccp.money import DECIMAL_PLACES, MAX_DIGITS, quantize
-from ccp.orders.models import OrderKind, Side
+from ccp.orders.models import OrderKind, SelfTrade, Side, TimeInForce
 
 REASONS = {
     "side_invalid": "Side must be buy or sell.",
-    "kind_invalid": "Only limit orders are taken.",
+    "kind_invalid": "Kind must be limit or market.",
+    "time_in_force_invalid": "Time in force must be gtc, ioc, fok or post_only; a market order's ioc or fok.",
+    "self_trade_prevention_invalid": "Self-trade prevention must be cancel_incoming, cancel_resting or cancel_both.",
+    "order_type_not_in_auction": ("The contract trades in batch auctions: they take limit orders, good till "
+                                  "cancelled, not reduce-only."),
     "contract_not_tradeable": "The contract is not listed for trading.",
     "contract_halted": "The contract stopped trading: 00:00 UTC on its expiry day.",
     "quantity_not_positive": "Quantity must be positive.",
@@ -35,13 +39,23 @@ _STORABLE = Decimal(10) ** (MAX_DIGITS - DECIMAL_PLACES)
 
 
 def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Decimal, quantity: Decimal,
-                         now: datetime) -> str | None:
+                         now: datetime, time_in_force: str = TimeInForce.GTC, reduce_only: bool = False,
+                         self_trade_prevention: str = SelfTrade.CANCEL_INCOMING) -> str | None:
     """The first rule the order breaks, or None. Collateral and the open-order cap are checked by the
-    validator."""
+    validator (an auction contract's) or the matcher (a continuous contract's). A market order's
+    ``price`` is its protection price: every price rule applies to it."""
     if side not in Side.values:
         return "side_invalid"
     if kind not in OrderKind.values:
         return "kind_invalid"
+    if time_in_force not in TimeInForce.values or (
+            kind == OrderKind.MARKET and time_in_force not in (TimeInForce.IOC, TimeInForce.FOK)):
+        return "time_in_force_invalid"
+    if self_trade_prevention not in SelfTrade.values:
+        return "self_trade_prevention_invalid"
+    if contract.trading_mode == TradingMode.AUCTION and (
+            kind != OrderKind.LIMIT or time_in_force != TimeInForce.GTC or reduce_only):
+        return "order_type_not_in_auction"
     if contract.state == ContractState.HALTED or (contract.state == ContractState.LISTED
                                                   and now >= contract.trading_ends_at):
         return "contract_halted"

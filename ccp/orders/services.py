@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -12,13 +13,13 @@ from django.db import IntegrityError, connection, transaction
 from ccp.accounts.models import Client
 from ccp.accounts.services import balances_publish, fund_locks_adjust
 from ccp.clock import require_aware
-from ccp.contracts.models import Contract
+from ccp.contracts.models import Contract, TradingMode
 from ccp.db import bulk_insert_rows, bulk_update_rows
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_lock, contract_lock, fund_locks_lock, order_lock, orders_lock
 from ccp.matching.selectors import auction_held_order_ids, auction_holds
 from ccp.money import ZERO, money_str
-from ccp.orders.models import Order, OrderStateHistory
+from ccp.orders.models import Order, OrderStateHistory, SelfTrade, TimeInForce
 from ccp.orders.results import order_results_signal
 from ccp.orders.rules import REASONS, order_rule_violation, order_value
 from ccp.orders.selectors import level_totals_many, open_orders_count
@@ -38,10 +39,23 @@ class OrderRequest:
     kind: str
     price: Decimal
     quantity: Decimal
+    time_in_force: str = TimeInForce.GTC
+    reduce_only: bool = False
+    self_trade_prevention: str = SelfTrade.CANCEL_INCOMING
 
     def matches(self, order: Order) -> bool:
-        return (order.contract_id, order.side, order.kind, order.price, order.quantity) == (
-            self.contract.pk, self.side, self.kind, self.price, self.quantity)
+        asked = {name: getattr(order, name) for name in _TERMS}
+        asked["quantity"] = order.quantity_requested or order.quantity  # before a reduce-only cut
+        return (order.contract_id, asked) == (self.contract.pk, {name: getattr(self, name) for name in _TERMS})
+
+
+# What an order asks for, beyond its client, id and contract: the same names on OrderRequest and Order.
+_TERMS = ("side", "kind", "price", "quantity", "time_in_force", "reduce_only", "self_trade_prevention")
+
+
+def order_violation(*, order: Order | OrderRequest, contract: Contract, now: datetime) -> str | None:
+    """The first rule (``ccp.orders.rules``) a stored or requested order breaks, or None."""
+    return order_rule_violation(contract=contract, now=now, **{name: getattr(order, name) for name in _TERMS})
 
 
 def _order_event(order: Order) -> dict:
@@ -107,8 +121,7 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime,
     beyond the cap (``order_validate``).
     """
     now = require_aware(now)
-    violation = order_rule_violation(contract=request.contract, side=request.side, kind=request.kind,
-                                     price=request.price, quantity=request.quantity, now=now)
+    violation = order_violation(order=request, contract=request.contract, now=now)
     if violation is None and open_orders_count(client_id=client.pk) >= settings.CCP_MAX_OPEN_ORDERS:
         violation = "too_many_open_orders"
     if violation:
@@ -123,13 +136,12 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime,
             with transaction.atomic():
                 order = Order.objects.create(
                     client=client, contract=request.contract, client_order_id=request.client_order_id,
-                    side=request.side, kind=request.kind, price=request.price, quantity=request.quantity,
                     state=OrderState.RECEIVED, created_at=now, updated_at=now,
-                )
+                    **{name: getattr(request, name) for name in _TERMS})
                 OrderStateHistory.objects.create(order=order, from_state=None, to_state=OrderState.RECEIVED, at=now)
                 stream_publish(client_group(client.pk), _order_event(order))
                 if validate_later:
-                    orders_validate_later([order.pk])
+                    orders_validate_later([order])
             return order, True
         except IntegrityError:
             existing = Order.objects.filter(client=client, client_order_id=request.client_order_id).first()
@@ -141,21 +153,27 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime,
     return existing, False
 
 
-def orders_validate_later(order_ids: list[int]) -> None:
-    """Queue the validation of received orders after commit: one task for one order, one for a batch."""
-    if not order_ids:
-        return
+def orders_validate_later(orders: list[Order]) -> None:
+    """``orders_queue`` once the caller's transaction commits."""
+    if orders:
+        # robust: the orders are stored either way; the stale-order sweep re-queues them if the broker failed.
+        transaction.on_commit(functools.partial(orders_queue, list(orders)), robust=True)
 
-    def queue() -> None:
-        from ccp.orders.tasks import order_validate_task, orders_validate_task
 
-        if len(order_ids) == 1:
-            order_validate_task.delay(order_ids[0])
-        else:
-            orders_validate_task.delay(order_ids)
+def orders_queue(orders: list[Order]) -> None:
+    """Queue the handling of received orders: an auction contract's are validated (one task for one
+    order, one for the others), a continuous contract's matched (one task per contract: the contract's
+    matcher takes every order it has received by then, ``ccp.book.services``)."""
+    from ccp.book.tasks import book_match_later
+    from ccp.orders.tasks import order_validate_task, orders_validate_task
 
-    # robust: the orders are stored either way; the stale-order sweep re-queues them if the broker failed.
-    transaction.on_commit(queue, robust=True)
+    validate = [o.pk for o in orders if o.contract.trading_mode != TradingMode.CONTINUOUS]
+    if len(validate) == 1:
+        order_validate_task.delay(validate[0])
+    elif validate:
+        orders_validate_task.delay(validate)
+    for contract_id in sorted({o.contract_id for o in orders if o.contract.trading_mode == TradingMode.CONTINUOUS}):
+        book_match_later(contract_id)
 
 
 @transaction.atomic
@@ -176,8 +194,10 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
     order_results_signal([order_id])
     if order.state != OrderState.RECEIVED:
         return order
-    violation = order_rule_violation(contract=contract, side=order.side, kind=order.kind, price=order.price,
-                                     quantity=order.quantity, now=now)
+    if contract.trading_mode == TradingMode.CONTINUOUS:
+        orders_validate_later([order])  # validated by the contract's matcher, with its matching
+        return order
+    violation = order_violation(order=order, contract=contract, now=now)
     if not violation:
         fund_lock = fund_locks_lock(client_ids=[order.client_id]).get((order.client_id, contract.collateral_id))
         cost = order_value(contract.terms, order.side, order.price, order.quantity)

@@ -2,8 +2,9 @@ from celery import shared_task
 from django.conf import settings
 
 from ccp.clock import utcnow
+from ccp.orders.models import Order
 from ccp.orders.selectors import stale_received_order_ids
-from ccp.orders.services import order_validate
+from ccp.orders.services import order_validate, orders_queue
 
 
 @shared_task(name="orders.validate")
@@ -22,9 +23,9 @@ def orders_validate_task(order_ids: list[int]) -> list[str]:
 
 @shared_task(name="orders.requeue_stale")
 def orders_requeue_stale_task() -> int:
-    """Re-queue validation of orders still 'received' after a while (the broker was down when they
-    arrived, or a worker died mid-task). Validation is idempotent, so a duplicate is harmless."""
+    """Re-queue orders still 'received' after a while (the broker was down when they arrived, or a
+    worker died mid-task): their validation, or their contract's matcher. Both are idempotent, so a
+    duplicate is harmless."""
     order_ids = stale_received_order_ids(now=utcnow(), older_than=settings.CCP_ORDER_REQUEUE_AFTER)
-    for order_id in order_ids:
-        order_validate_task.delay(order_id)
+    orders_queue(list(Order.objects.filter(pk__in=order_ids).select_related("contract")))
     return len(order_ids)

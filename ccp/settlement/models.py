@@ -8,6 +8,7 @@ from ccp.money import ZERO, MoneyField, money_str
 
 class CashMovementOrigin(models.TextChoices):
     AUCTION = "auction", "auction fill (premium)"
+    BOOK = "book", "continuous book fill (premium)"
     EXPIRY = "expiry", "expiry payoff"
     WITHDRAWAL = "withdrawal", "withdrawal"
     ADJUSTMENT = "adjustment", "operator adjustment"

@@ -1,0 +1,212 @@
+"""The continuous venue on the database (``ccp.book.services``): a contract in continuous mode matches its
+received orders in arrival order through the engine, checks collateral first, books through the
+clearing core, and rebuilds its book from the database whenever its cached engine is stale."""
+
+from decimal import Decimal as D
+
+import pytest
+
+from ccp.accounts.models import FundLock
+from ccp.book import services
+from ccp.book.services import book_match
+from ccp.clearing.models import Trade, Venue
+from ccp.contracts.models import TradingMode
+from ccp.orders.services import OrderRequest, order_cancel, order_submit
+from ccp.risk.models import Position
+from ccp.settlement.models import CashMovement
+from ccp.system.invariants import invariants_check
+from tests.conftest import NOW
+from tests.factories import ContractFactory, FundLockFactory
+from tests.ledger import assert_books_balance
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_engines():
+    """Each test starts with no engine cached in this process."""
+    services._BOOKS.clear()
+    yield
+    services._BOOKS.clear()
+
+
+def continuous_future(**kwargs):
+    return ContractFactory(kind="future", strike_px=None, floor_px=D("50"), cap_px=D("150"), tick_size=D("0.5"),
+                           lot_size=D("1"), trading_mode=TradingMode.CONTINUOUS, **kwargs)
+
+
+def trader(contract, fundlock="10000"):
+    return FundLockFactory(currency=contract.collateral, fundlock=D(fundlock)).client
+
+
+_ids = iter(range(1, 10**9))
+
+
+def send(client, contract, side, price, quantity, **terms):
+    order, _ = order_submit(client=client, request=OrderRequest(
+        client_order_id=f"o{next(_ids)}", contract=contract, side=side, kind=terms.pop("kind", "limit"),
+        price=D(price), quantity=D(quantity), **terms), now=NOW, validate_later=False)
+    return order
+
+
+def match(contract):
+    while book_match(contract_id=contract.pk, now=NOW):
+        pass
+
+
+def state(order):
+    order.refresh_from_db()
+    return order.state, order.filled_quantity, order.reject_reason
+
+
+def trades(contract):
+    return list(Trade.objects.filter(contract=contract).order_by("sequence").values_list(
+        "price", "quantity", "buy_order_id", "sell_order_id", "aggressor_side"))
+
+
+def test_a_crossing_order_trades_at_the_resting_price_and_rests_its_leftover():
+    contract = continuous_future()
+    alice, bob = trader(contract), trader(contract)
+    sell = send(bob, contract, "sell", "100", "3")
+    match(contract)
+    assert state(sell) == ("accepted", D("0"), "")
+    buy = send(alice, contract, "buy", "101", "5")
+    match(contract)
+    assert trades(contract) == [(D("100"), D("3"), buy.pk, sell.pk, "buy")]
+    assert state(sell) == ("filled", D("3"), "")
+    assert state(buy) == ("partially_filled", D("3"), "")
+    buy.refresh_from_db()
+    assert buy.order_value == D("102")  # 2 resting lots at 101, worst case (101 - 50) each
+    assert Position.objects.get(client=alice, contract=contract).quantity == D("3")
+    assert Position.objects.get(client=bob, contract=contract).quantity == D("-3")
+    assert set(Trade.objects.values_list("venue", flat=True)) == {Venue.BOOK}
+    assert CashMovement.objects.filter(origin="book").count() == 2
+    assert_books_balance()
+    assert invariants_check().ok
+
+
+def test_price_time_priority_survives_a_rebuild_from_the_database():
+    contract = continuous_future()
+    first, second, third, taker = (trader(contract) for _ in range(4))
+    a = send(first, contract, "sell", "100", "1")
+    b = send(second, contract, "sell", "99.5", "1")
+    c = send(third, contract, "sell", "100", "1")
+    match(contract)
+    services._BOOKS.clear()  # a restart: the next batch rebuilds from the database
+    buy = send(taker, contract, "buy", "100", "2")
+    match(contract)
+    assert trades(contract) == [(D("99.5"), D("1"), buy.pk, b.pk, "buy"), (D("100"), D("1"), buy.pk, a.pk, "buy")]
+    assert state(c)[0] == "accepted"
+
+
+def test_a_market_order_never_trades_beyond_its_protection_and_its_leftover_is_cancelled():
+    contract = continuous_future()
+    maker, taker = trader(contract), trader(contract)
+    send(maker, contract, "sell", "100", "1")
+    send(maker, contract, "sell", "104", "5")
+    match(contract)
+    market = send(taker, contract, "buy", "102", "3", kind="market", time_in_force="ioc")
+    match(contract)
+    assert [t[:2] for t in trades(contract)] == [(D("100"), D("1"))]
+    assert state(market) == ("cancelled", D("1"), "")
+    market.refresh_from_db()
+    assert market.time_in_force == "ioc" and market.order_value == 0
+    assert market.history.last().reason == "market_protection_leftover"
+    assert_books_balance()
+
+
+@pytest.mark.parametrize(("terms", "reason"), [
+    ({"time_in_force": "post_only"}, "post_only_would_take"),
+    ({"time_in_force": "fok", "quantity": "4"}, "fok_not_fillable"),
+    ({"reduce_only": True}, "reduce_only_nothing_to_reduce"),
+])
+def test_the_engine_rejects_with_its_reason_and_nothing_changes(terms, reason):
+    contract = continuous_future()
+    maker, taker = trader(contract), trader(contract)
+    send(maker, contract, "sell", "100", "3")
+    match(contract)
+    before = FundLock.objects.get(client=taker).order_value
+    order = send(taker, contract, "buy", "100", terms.pop("quantity", "1"), **terms)
+    match(contract)
+    assert state(order) == ("rejected", D("0"), reason)
+    assert trades(contract) == []
+    assert FundLock.objects.get(client=taker).order_value == before == 0
+    assert_books_balance()
+
+
+def test_an_order_beyond_available_collateral_is_rejected_before_the_engine_sees_it():
+    contract = continuous_future()
+    maker, poor = trader(contract), trader(contract, fundlock="60")
+    send(maker, contract, "sell", "100", "1")
+    match(contract)
+    fits = send(poor, contract, "buy", "80", "1")  # holds 30
+    too_much = send(poor, contract, "buy", "100", "1")  # would hold 50 more: 60 - 30 left
+    match(contract)
+    assert state(fits)[0] == "accepted"
+    assert state(too_much) == ("rejected", D("0"), "insufficient_collateral")
+    assert trades(contract) == []
+    assert FundLock.objects.get(client=poor).available == D("30")
+    assert_books_balance()
+
+
+@pytest.mark.parametrize(("mode", "resting_state", "incoming_state"), [
+    ("cancel_incoming", "accepted", "cancelled"),
+    ("cancel_resting", "cancelled", "filled"),
+    ("cancel_both", "cancelled", "cancelled"),
+])
+def test_self_trade_prevention_modes(mode, resting_state, incoming_state):
+    contract = continuous_future()
+    me, other = trader(contract), trader(contract)
+    mine = send(me, contract, "sell", "100", "1")
+    theirs = send(other, contract, "sell", "100.5", "1")
+    match(contract)
+    buy = send(me, contract, "buy", "101", "1", self_trade_prevention=mode)
+    match(contract)
+    assert state(mine)[0] == resting_state
+    assert state(buy)[0] == incoming_state
+    assert all(t[3] == theirs.pk for t in trades(contract))
+    assert_books_balance()
+
+
+def test_a_cancelled_resting_order_never_trades_though_the_engine_was_cached():
+    contract = continuous_future()
+    maker, taker = trader(contract), trader(contract)
+    first = send(maker, contract, "sell", "100", "1")
+    second = send(maker, contract, "sell", "100", "1")
+    match(contract)
+    order_cancel(client=maker, order_id=first.pk, now=NOW)
+    buy = send(taker, contract, "buy", "100", "1")
+    match(contract)
+    assert trades(contract) == [(D("100"), D("1"), buy.pk, second.pk, "buy")]
+    assert_books_balance()
+
+
+def test_matching_twice_has_one_effect_and_an_auction_contract_is_not_matched():
+    contract = continuous_future()
+    maker, taker = trader(contract), trader(contract)
+    send(maker, contract, "sell", "100", "1")
+    send(taker, contract, "buy", "100", "1")
+    match(contract)
+    assert book_match(contract_id=contract.pk, now=NOW) == 0
+    assert len(trades(contract)) == 1
+    auction = ContractFactory()
+    order = send(trader(auction, fundlock="100000"), auction, "buy", "100", "1")
+    assert book_match(contract_id=auction.pk, now=NOW) == 0
+    assert state(order)[0] == "received"
+
+
+def test_reduce_only_is_cut_to_the_position():
+    contract = continuous_future()
+    longer, maker = trader(contract), trader(contract)
+    send(maker, contract, "sell", "100", "2")
+    send(longer, contract, "buy", "100", "2")
+    match(contract)
+    send(maker, contract, "buy", "99", "5")
+    close = send(longer, contract, "sell", "99", "5", reduce_only=True, time_in_force="ioc")
+    match(contract)
+    assert state(close)[:2] == ("filled", D("2"))
+    close.refresh_from_db()
+    assert (close.quantity, close.quantity_requested) == (D("2"), D("5"))
+    assert close.history.filter(to_state="accepted").get().reason == "reduce_only_cut"
+    assert Position.objects.get(client=longer, contract=contract).quantity == 0
+    assert_books_balance()
