@@ -26,6 +26,8 @@ the batch took: the clearing core's one rule) before the engine sees it, and hol
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,6 +70,19 @@ class Book:
 
 # This process's engines, by contract id: a cache of the database (see the module docstring).
 _BOOKS: dict[int, Book] = {}
+
+# Tests only (tests/book/test_matcher_kill.py): "point:n" kills this process with SIGKILL the n-th time a
+# batch reaches the point ("matched": the engine ran, nothing written; "written": everything written,
+# not committed; "committed": just after the commit).
+_FAILPOINT = os.environ.get("CCP_BOOK_FAILPOINT", "")
+_failpoint_hits: dict[str, int] = defaultdict(int)
+
+
+def failpoint(name: str) -> None:
+    if _FAILPOINT and _FAILPOINT.partition(":")[0] == name:
+        _failpoint_hits[name] += 1
+        if _failpoint_hits[name] == int(_FAILPOINT.partition(":")[2] or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def book_rebuild(contract: Contract) -> Book:
@@ -142,10 +157,13 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
         book = book_rebuild(contract)
     batch = _Batch(contract, now, incoming, {o.pk: o for o in incoming}, [], defaultdict(Decimal), [], {}, set(), [])
     _orders_match(batch, book)
+    failpoint("matched")
     _batch_write(batch, book)
     book.sequence = Contract.objects.filter(pk=contract_id).values_list("book_sequence", flat=True).get()
     transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
     order_results_signal(ids)
+    transaction.on_commit(lambda: failpoint("committed"))
+    failpoint("written")
     return len(ids)
 
 

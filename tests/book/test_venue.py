@@ -210,3 +210,24 @@ def test_reduce_only_is_cut_to_the_position():
     assert close.history.filter(to_state="accepted").get().reason == "reduce_only_cut"
     assert Position.objects.get(client=longer, contract=contract).quantity == 0
     assert_books_balance()
+
+
+def test_orders_on_a_continuous_contract_through_the_api_single_and_batch(api_as, eager_tasks):
+    contract = continuous_future()
+    maker, taker = trader(contract), trader(contract)
+    with eager_tasks():
+        rest = api_as(maker).post("/api/v1/orders/batch", {"orders": [
+            {"client_order_id": f"m{n}", "contract": contract.symbol, "side": "sell", "price": price, "quantity": "2",
+             "time_in_force": "post_only"} for n, price in enumerate(["100", "100.5", "101"])]}, format="json")
+    assert [r["order"]["time_in_force"] for r in rest.json()["results"]] == ["post_only"] * 3
+    with eager_tasks():
+        response = api_as(taker).post("/api/v1/orders", {
+            "client_order_id": "t1", "contract": contract.symbol, "side": "buy", "kind": "market", "price": "100.5",
+            "quantity": "5"}, format="json")
+    assert response.status_code == 202
+    order = api_as(taker).get(f"/api/v1/orders/{response.json()['id']}").json()
+    assert (order["state"], order["filled_quantity"], order["average_fill_price"], order["time_in_force"]) == (
+        "cancelled", "4", "100.25", "ioc")
+    assert [f["price"] for f in order["fills"]] == ["100", "100.5"]
+    assert api_as(maker).get("/api/v1/orders/" + str(response.json()["id"])).status_code == 404
+    assert_books_balance()
