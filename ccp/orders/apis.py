@@ -3,14 +3,15 @@ from rest_framework import exceptions, generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ccp.book.services import MODIFY_REASONS, MODIFY_REFUSED, order_modify, position_close
 from ccp.clock import utcnow
 from ccp.contracts.models import Contract
-from ccp.errors import ApplicationError, NotFound, api_exception_handler
+from ccp.errors import ApplicationError, Conflict, NotFound, api_exception_handler
 from ccp.orders.models import Order, OrderKind, SelfTrade, Side, TimeInForce
 from ccp.orders.results import response_replaced
 from ccp.orders.selectors import order_get, order_list
 from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer, order_payload
-from ccp.orders.services import OrderRequest, order_cancel, order_submit, orders_validate_later
+from ccp.orders.services import OrderRequest, order_cancel, order_submit, orders_cancel_all, orders_validate_later
 from ccp.orders.states import OrderState
 from ccp.query import query_check, query_filters
 from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
@@ -67,13 +68,17 @@ class OrderListSubmitApi(generics.ListAPIView):
         409: OpenApiResponse(description="client_order_id_reused: the id was used for a different order")})
     def post(self, request):
         order, created = order_enter(client=request.user, data=request.data, now=utcnow())
-        response = Response(order_payload(order),
-                            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
-        if created:
-            response.awaited_orders = ([order.pk], lambda finished: response_replaced(
-                response, order_payload(Order.objects.select_related("contract").get(pk=order.pk)),
-                status.HTTP_201_CREATED))
-        return response
+        return _entered(order, created)
+
+
+def _entered(order: Order, created: bool) -> Response:
+    """An entered order's answer: 202 received (201 once its result came within the wait), 200 sent before."""
+    response = Response(order_payload(order), status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+    if created:
+        response.awaited_orders = ([order.pk], lambda finished: response_replaced(
+            response, order_payload(Order.objects.select_related("contract").get(pk=order.pk)),
+            status.HTTP_201_CREATED))
+    return response
 
 
 def order_enter(*, client, data, now, validate_later: bool = True,
@@ -185,3 +190,105 @@ class OrderCancelApi(APIView):
                                             409: OpenApiResponse(description="the order is no longer open")})
     def post(self, request, order_id: int):
         return Response(OrderSerializer(order_cancel(client=request.user, order_id=order_id, now=utcnow())).data)
+
+
+class OrderModifyApi(APIView):
+    """Modify one of your resting orders on a continuous contract: a new price, a new total size (what has
+    filled included), or both.
+
+    A smaller size at the same price keeps the order's time priority and is done at once (200; at or below
+    what has filled, the rest is cancelled). A new price or a larger size loses it: the order re-enters the
+    book through the contract's matcher in arrival order and may trade at once. The request waits for that
+    as order entry does: 200 with the order modified, 409 with the matcher's reason (post_only_would_take,
+    insufficient_collateral) and the order unchanged, or 202 if the matcher has not answered within the
+    wait (follow the order on the private stream). Auction contracts: modify_not_in_auction.
+    """
+
+    throttle_classes = [OrderEntryThrottle]
+
+    class ModifySerializer(serializers.Serializer):
+        price = MoneyField(required=False, help_text="the new limit price")
+        quantity = MoneyField(required=False, help_text="the new total size, what has filled included")
+
+        def validate(self, data):
+            if not data:
+                raise serializers.ValidationError("Give a price, a quantity or both.")
+            return data
+
+    @extend_schema(request=ModifySerializer, responses={
+        200: OrderSerializer, 202: OpenApiResponse(OrderSerializer, description="queued for the matcher"),
+        409: OpenApiResponse(description="order_not_open, modify_not_in_auction, or the matcher's refusal")})
+    def post(self, request, order_id: int):
+        serializer = self.ModifySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = serializer.validated_data
+        order, queued = order_modify(client=request.user, order_id=order_id, price=fields.get("price"),
+                                     quantity=fields.get("quantity"), now=utcnow())
+        response = Response(order_payload(order), status=status.HTTP_202_ACCEPTED if queued else status.HTTP_200_OK)
+        if queued:
+            response.awaited_orders = ([order.pk], lambda finished: _modify_result(response, order.pk))
+        return response
+
+
+def _modify_result(response: Response, order_id: int) -> Response:
+    order = Order.objects.select_related("contract").get(pk=order_id)
+    if order.modify_requested_at is not None:
+        return response
+    if order.modify_reject_reason:
+        refused = api_exception_handler(Conflict(MODIFY_REASONS.get(order.modify_reject_reason, MODIFY_REFUSED),
+                                                 code=order.modify_reject_reason), {})
+        return response_replaced(response, refused.data, refused.status_code)
+    return response_replaced(response, order_payload(order), status.HTTP_200_OK)
+
+
+class OrderCancelAllApi(APIView):
+    """Cancel your open orders: all of them, or of one contract, or of one side. Answers the orders
+    cancelled (an order a running auction holds is marked to be cancelled when it is applied)."""
+
+    throttle_classes = [OrderEntryThrottle]
+
+    class CancelAllSerializer(serializers.Serializer):
+        contract = TextField(max_length=64, required=False, help_text="only this contract's orders")
+        side = serializers.ChoiceField(choices=Side.values, required=False, help_text="only this side")
+
+    @extend_schema(request=CancelAllSerializer,
+                   responses=inline_serializer("CancelledOrders", {"orders": OrderSerializer(many=True)}))
+    def post(self, request):
+        serializer = self.CancelAllSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = serializer.validated_data
+        contract = None
+        if "contract" in fields:
+            contract = Contract.objects.filter(symbol=fields["contract"]).first()
+            if contract is None:
+                raise ApplicationError("No contract with this symbol.", code="unknown_contract")
+        orders = orders_cancel_all(client=request.user, contract=contract, side=fields.get("side"), now=utcnow())
+        return Response({"orders": [order_payload(order) for order in orders]})
+
+
+class PositionCloseApi(APIView):
+    """Close your whole position in a continuous contract: a reduce-only market order (immediate or
+    cancel) for the position's size, on the opposite side, that trades no worse than ``price`` (its
+    protection price). Answers as order entry does (201 when matched within the wait, 202 received,
+    200 the same client_order_id again). No position: no_position (409)."""
+
+    throttle_classes = [OrderEntryThrottle]
+
+    class CloseSerializer(serializers.Serializer):
+        client_order_id = PatternField(CLIENT_ID_PATTERN, max_length=64, help_text=CLIENT_ID_HELP)
+        contract = TextField(max_length=64, help_text="contract symbol")
+        price = MoneyField(help_text="protection price: the worst price the closing order may trade at")
+
+    @extend_schema(request=CloseSerializer, responses={
+        201: OrderSerializer, 202: OrderSerializer, 200: OrderSerializer,
+        409: OpenApiResponse(description="no_position, client_order_id_reused")})
+    def post(self, request):
+        serializer = self.CloseSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = serializer.validated_data
+        contract = Contract.objects.filter(symbol=fields["contract"]).first()
+        if contract is None:
+            raise ApplicationError("No contract with this symbol.", code="unknown_contract")
+        order, created = position_close(client=request.user, contract=contract, price=fields["price"],
+                                        client_order_id=fields["client_order_id"], now=utcnow())
+        return _entered(order, created)

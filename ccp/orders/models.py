@@ -58,6 +58,13 @@ class Order(models.Model):
     state = models.CharField(max_length=16, choices=OrderState.choices, default=OrderState.RECEIVED)
     reject_reason = models.CharField(max_length=64, blank=True)
     order_value = MoneyField(default=ZERO, help_text="collateral held while the order is open")
+    # A continuous contract's order modified to a new price or a larger size: it loses its time priority and
+    # re-enters the book through the contract's matcher, which clears these (modify_reject_reason says why
+    # it refused, if it did).
+    modify_price = MoneyField(null=True, blank=True)
+    modify_quantity = MoneyField(null=True, blank=True)
+    modify_requested_at = models.DateTimeField(null=True, blank=True)
+    modify_reject_reason = models.CharField(max_length=64, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True,
                                                help_text="cancel asked during an auction: done when it is applied")
     created_at = models.DateTimeField()
@@ -101,6 +108,9 @@ class Order(models.Model):
             models.Index(fields=["client", "state"]),
             # Orders waiting for validation (the stale-order sweep reads them every few seconds).
             models.Index(fields=["id"], name="order_received", condition=Q(state=OrderState.RECEIVED)),
+            # Modifications waiting for a continuous contract's matcher.
+            models.Index(fields=["contract"], name="order_modify_requested",
+                         condition=Q(modify_requested_at__isnull=False)),
             # Cancels waiting for an auction: few at any time, read when it is applied.
             models.Index(fields=["contract"], name="order_cancel_requested",
                          condition=Q(cancel_requested_at__isnull=False, state__in=sorted(BOOK_STATES))),

@@ -16,7 +16,7 @@ from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
 from ccp.db import bulk_insert_rows, bulk_update_rows
 from ccp.errors import ApplicationError, Conflict, NotFound
-from ccp.locks import book_lock, contract_lock, fund_locks_lock, order_lock, orders_lock
+from ccp.locks import book_lock, contract_lock, contracts_lock, fund_locks_lock, order_lock, orders_lock
 from ccp.matching.selectors import auction_held_order_ids, auction_holds
 from ccp.money import ZERO, money_str
 from ccp.orders.models import Order, OrderStateHistory, SelfTrade, TimeInForce
@@ -249,6 +249,7 @@ def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = 
             stream_publish(client_group(order.client_id), _order_event(order))
         return order
     was_on_book = order.state in BOOK_STATES
+    order.modify_price = order.modify_quantity = order.modify_requested_at = None  # a queued modify is moot
     if order.order_value:
         key = (order.client_id, contract.collateral_id)
         fund_lock = fund_locks_lock(keys=[key])[key]
@@ -264,19 +265,49 @@ def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = 
 
 
 def orders_cancel_open(*, contract: Contract, now: datetime, reason: str) -> list[Order]:
-    """Cancel every open order of a contract in a few statements, whatever their number: states and
-    history rows in bulk, order value released with one fund lock adjustment, one book sequence bump,
-    order events after commit. An order a running auction holds is marked ``cancel_requested_at``
-    instead (cancelled when the auction is applied). Returns the orders changed.
-
-    The caller holds the pair's book lock and the contract row (``ccp.locks``); this locks the orders,
-    then their fund locks."""
+    """Cancel every open order of a contract (``orders_cancel``). The caller holds the pair's book lock
+    and the contract row (``ccp.locks``); this locks the orders, then their fund locks."""
     orders = orders_lock(Order.objects.filter(contract=contract, state__in=OPEN_STATES))
-    held = auction_held_order_ids(pair=contract.pair, order_ids=[o.pk for o in orders])
-    changed, histories, levels = [], [], set()
-    released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
     for order in orders:
         order.contract = contract
+    return orders_cancel(orders=orders, now=now, reason=reason)
+
+
+@transaction.atomic
+def orders_cancel_all(*, client: Client, now: datetime, contract: Contract | None = None,
+                      side: str | None = None) -> list[Order]:
+    """Cancel the client's open orders, of one contract or all, of one side or both (``orders_cancel``).
+    Locks (``ccp.locks``) the pairs' books (shared), the contracts, the orders, their fund locks."""
+    now = require_aware(now)
+    mine = Order.objects.filter(client=client, state__in=OPEN_STATES)
+    if contract is not None:
+        mine = mine.filter(contract=contract)
+    if side is not None:
+        mine = mine.filter(side=side)
+    for pair_id in sorted(set(mine.values_list("contract__pair_id", flat=True))):
+        book_lock(pair_id, exclusive=False)
+    contracts = contracts_lock(Contract.objects.filter(pk__in=mine.values("contract_id")).select_related("pair"))
+    orders = orders_lock(mine.filter(contract_id__in=contracts))
+    for order in orders:
+        order.contract = contracts[order.contract_id]
+    return orders_cancel(orders=orders, now=now, reason="cancel_all")
+
+
+def orders_cancel(*, orders: list[Order], now: datetime, reason: str) -> list[Order]:
+    """Cancel open orders (locked, with their contract set) in a few statements, whatever their number:
+    states and history rows in bulk, order value released with one fund lock adjustment, one book sequence
+    bump per contract, order events after commit. An order a running auction holds is marked
+    ``cancel_requested_at`` instead (cancelled when the auction is applied). Returns the orders changed."""
+    held: set[int] = set()
+    by_pair: dict[int, list[Order]] = defaultdict(list)
+    for order in orders:
+        by_pair[order.contract.pair_id].append(order)
+    for pair_orders in by_pair.values():
+        held |= auction_held_order_ids(pair=pair_orders[0].contract.pair, order_ids=[o.pk for o in pair_orders])
+    changed, histories = [], []
+    levels: dict[int, set] = defaultdict(set)
+    released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    for order in orders:
         if order.pk in held:
             if order.cancel_requested_at is None:
                 order.cancel_requested_at = order.updated_at = now
@@ -285,16 +316,18 @@ def orders_cancel_open(*, contract: Contract, now: datetime, reason: str) -> lis
         histories.append(OrderStateHistory(order_id=order.pk, from_state=order.state, to_state=OrderState.CANCELLED,
                                            reason=reason, filled_quantity=order.filled_quantity, at=now))
         if order.state in BOOK_STATES:
-            levels.add((order.side, order.price))
+            levels[order.contract_id].add((order.side, order.price))
         if order.order_value:
-            released[(order.client_id, contract.collateral_id)] -= order.order_value
+            released[(order.client_id, order.contract.collateral_id)] -= order.order_value
         order.state, order.order_value, order.updated_at = OrderState.CANCELLED, ZERO, now
+        order.modify_price = order.modify_quantity = order.modify_requested_at = None
         changed.append(order)
-    bulk_update_rows(Order, changed, ["state", "order_value", "cancel_requested_at", "updated_at"])
+    bulk_update_rows(Order, changed, ["state", "order_value", "cancel_requested_at", "modify_price", "modify_quantity",
+                                      "modify_requested_at", "updated_at"])
     bulk_insert_rows(OrderStateHistory, histories)
     if released:
         balances_publish(fund_locks_adjust(settle_value={}, order_value=released, lockup_value={}, now=now).values())
     for order in changed:
         stream_publish(client_group(order.client_id), _order_event(order))
-    book_levels_changed(contract_id=contract.pk, levels=list(levels))
+    books_levels_changed(levels=levels)
     return changed

@@ -2,21 +2,24 @@
 received orders in arrival order through the engine, checks collateral first, books through the
 clearing core, and rebuilds its book from the database whenever its cached engine is stale."""
 
+from datetime import timedelta
 from decimal import Decimal as D
 
 import pytest
 
 from ccp.accounts.models import FundLock
 from ccp.book import services
-from ccp.book.services import book_match
+from ccp.book.services import book_match, order_modify
 from ccp.clearing.models import Trade, Venue
 from ccp.contracts.models import TradingMode
+from ccp.errors import Conflict
+from ccp.orders.models import Order
 from ccp.orders.services import OrderRequest, order_cancel, order_submit
 from ccp.risk.models import Position
 from ccp.settlement.models import CashMovement
 from ccp.system.invariants import invariants_check
 from tests.conftest import NOW
-from tests.factories import ContractFactory, FundLockFactory
+from tests.factories import EXPIRY, ContractFactory, FundLockFactory
 from tests.ledger import assert_books_balance
 
 pytestmark = pytest.mark.django_db
@@ -230,4 +233,117 @@ def test_orders_on_a_continuous_contract_through_the_api_single_and_batch(api_as
         "cancelled", "4", "100.25", "ioc")
     assert [f["price"] for f in order["fills"]] == ["100", "100.5"]
     assert api_as(maker).get("/api/v1/orders/" + str(response.json()["id"])).status_code == 404
+    assert_books_balance()
+
+
+def modify(client, order, price=None, quantity=None):
+    result, queued = order_modify(client=client, order_id=order.pk, now=NOW,
+                                  price=None if price is None else D(price),
+                                  quantity=None if quantity is None else D(quantity))
+    return result, queued
+
+
+def test_a_smaller_size_keeps_time_priority_and_releases_collateral_at_once():
+    contract = continuous_future()
+    first, second, taker = trader(contract), trader(contract), trader(contract)
+    a = send(first, contract, "sell", "100", "2")
+    b = send(second, contract, "sell", "100", "2")
+    match(contract)
+    assert modify(first, a, quantity="1")[1] is False
+    a.refresh_from_db()
+    assert (a.quantity, a.order_value) == (D("1"), D("50"))  # (cap 150 - 100) x 1 lot
+    buy = send(taker, contract, "buy", "100", "2")
+    match(contract)
+    assert trades(contract) == [(D("100"), D("1"), buy.pk, a.pk, "buy"), (D("100"), D("1"), buy.pk, b.pk, "buy")]
+    assert_books_balance()
+
+
+def test_a_new_price_loses_time_priority_and_may_trade_at_once():
+    contract = continuous_future()
+    first, second, taker = trader(contract), trader(contract), trader(contract)
+    a = send(first, contract, "sell", "100", "1")
+    b = send(second, contract, "sell", "100", "1")
+    match(contract)
+    assert modify(first, a, price="100.5")[1] is True
+    match(contract)
+    assert modify(first, a, price="100")[1] is True
+    match(contract)
+    buy = send(taker, contract, "buy", "100", "1")
+    bid = send(taker, contract, "buy", "99", "3")
+    match(contract)
+    assert trades(contract) == [(D("100"), D("1"), buy.pk, b.pk, "buy")]
+    modify(first, a, price="99")  # now crosses the bid: trades as the taker, at the bid's price
+    match(contract)
+    assert trades(contract)[-1] == (D("99"), D("1"), bid.pk, a.pk, "sell")
+    a.refresh_from_db()
+    assert (a.state, a.price, a.modify_requested_at, a.order_value) == ("filled", D("99"), None, 0)
+    assert_books_balance()
+    assert invariants_check().ok
+
+
+def test_a_modification_the_matcher_refuses_leaves_the_order_unchanged():
+    contract = continuous_future()
+    maker, poor = trader(contract), trader(contract, fundlock="60")
+    send(maker, contract, "sell", "100", "1")
+    post = send(poor, contract, "buy", "98", "1", time_in_force="post_only")
+    match(contract)
+    modify(poor, post, price="100")
+    match(contract)
+    post.refresh_from_db()
+    assert (post.price, post.state, post.modify_reject_reason) == (D("98"), "accepted", "post_only_would_take")
+    modify(poor, post, quantity="2")  # 48 held, 96 needed, 60 in all
+    match(contract)
+    post.refresh_from_db()
+    assert (post.quantity, post.order_value, post.modify_reject_reason) == (D("1"), D("48"),
+                                                                           "insufficient_collateral")
+    assert trades(contract) == []
+    assert_books_balance()
+
+
+def test_modifying_to_at_most_what_filled_cancels_the_rest_and_auction_orders_cannot_be_modified():
+    contract = continuous_future()
+    maker, taker = trader(contract), trader(contract)
+    sell = send(maker, contract, "sell", "100", "3")
+    send(taker, contract, "buy", "100", "1")
+    match(contract)
+    cancelled, queued = modify(maker, sell, quantity="1")
+    assert (cancelled.state, cancelled.filled_quantity, queued) == ("cancelled", D("1"), False)
+    assert cancelled.history.last().reason == "modified_below_filled"
+    auction = ContractFactory()
+    order = send(trader(auction, fundlock="100000"), auction, "buy", "100", "1")
+    with pytest.raises(Conflict) as refused:
+        modify(order.client, order, price="101")
+    assert refused.value.code == "modify_not_in_auction"
+    assert_books_balance()
+
+
+def test_cancel_all_and_close_through_the_api(api_as, eager_tasks):
+    contract, other = continuous_future(), continuous_future(expiry_date=EXPIRY + timedelta(days=7))
+    me, maker = trader(contract, fundlock="100000"), trader(contract, fundlock="100000")
+    send(maker, contract, "sell", "100", "2")
+    send(me, contract, "buy", "100", "2")
+    mine = [send(me, c, side, price, "1") for c in (contract, other) for side, price in
+            (("buy", "90"), ("sell", "120"))]
+    match(contract)
+    match(other)
+    response = api_as(me).post("/api/v1/orders/cancel-all", {"contract": contract.symbol, "side": "buy"},
+                               format="json")
+    assert [o["id"] for o in response.json()["orders"]] == [mine[0].pk]
+    assert [state(o)[0] for o in mine] == ["cancelled", "accepted", "accepted", "accepted"]
+    response = api_as(me).post("/api/v1/orders/cancel-all", {}, format="json")
+    assert sorted(o["id"] for o in response.json()["orders"]) == [o.pk for o in mine[1:]]
+    assert api_as(me).post("/api/v1/orders/close", {"client_order_id": "c1", "contract": other.symbol,
+                                                    "price": "80"}, format="json").json()["code"] == "no_position"
+    send(maker, contract, "buy", "99", "5")
+    with eager_tasks():
+        response = api_as(me).post("/api/v1/orders/close", {"client_order_id": "c2", "contract": contract.symbol,
+                                                             "price": "95"}, format="json")
+    assert response.status_code == 202
+    close = Order.objects.get(pk=response.json()["id"])
+    assert (close.side, close.kind, close.reduce_only, close.state, close.filled_quantity) == (
+        "sell", "market", True, "filled", D("2"))
+    assert Position.objects.get(client=me, contract=contract).quantity == 0
+    again = api_as(me).post("/api/v1/orders/close", {"client_order_id": "c2", "contract": contract.symbol,
+                                                     "price": "95"}, format="json")
+    assert (again.status_code, again.json()["id"]) == (200, close.pk)
     assert_books_balance()
