@@ -168,6 +168,10 @@ SPECTACULAR_SETTINGS = {
         "OrderStateEnum": "ccp.orders.states.OrderState",
         "SideEnum": "ccp.orders.models.Side",
         "OrderKindEnum": "ccp.orders.models.OrderKind",
+        "TimeInForceEnum": "ccp.orders.models.TimeInForce",
+        "SelfTradePreventionEnum": "ccp.orders.models.SelfTrade",
+        "TriggerEnum": "ccp.orders.models.Trigger",
+        "TriggerSourceEnum": "ccp.orders.models.TriggerSource",
     },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "ccp.schema.error_responses"],
 }

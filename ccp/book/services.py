@@ -13,10 +13,16 @@ waiting requests go out after that commit. A batch that fails (or a process kill
 nothing: its orders are still 'received' and the next batch takes them again, in the same order.
 
 The engine in memory is a cache of the database: each process keeps one per contract with the book
-sequence (``Contract.book_sequence``) it matches. Every change of a resting order changes a level and so
-bumps that sequence in the same transaction; a batch that finds the sequence moved (a cancel, a halt,
-another process's batch, a restart) rebuilds the engine from the database first: the resting orders in
-time priority (``Order.book_priority``), the positions, the last trade price.
+version (``BookVersion``) it matches. Each batch bumps that version, and so does every change of the
+contract's orders made outside the matcher (a cancel, a size decrease, a halt, a mode change), in the
+same transaction; a batch that finds the version moved (a cancel, another process's batch, a restart)
+rebuilds the engine from the database first: the resting orders in time priority
+(``Order.book_priority``) with their take-profit and stop-loss legs, the armed stop and take-profit
+orders in arming order (``Order.trigger_priority``), the positions, the last trade price.
+
+Prices: each batch gives the engine the contract's current mark and index (fresh ones only, rounded
+half-even to ticks), which fires the stop and take-profit orders they cross; ``book_prices_moved`` queues
+the matchers of contracts with orders waiting on them after each price update.
 
 Arrival order is the order ids' order; a batch takes at most ``CCP_BOOK_BATCH`` orders. Each incoming order
 is checked (the order rules, the open-order cap, then available collateral less what earlier orders of
@@ -29,9 +35,9 @@ from __future__ import annotations
 import os
 import signal
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -39,19 +45,21 @@ from django.db.models import Count
 
 from ccp.accounts.services import balances_publish, fund_locks_adjust
 from ccp.book import engine as ev
-from ccp.book.engine import Engine, Modify, Scale, Submit
+from ccp.book.engine import Engine, Leg, Modify, PlaceTrigger, Scale, SetPrice, Submit
+from ccp.book.versions import book_version, books_touched
 from ccp.clearing.booking import order_state_set, trades_clear
 from ccp.clearing.models import Trade, Venue
 from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
+from ccp.contracts.payoffs import mark_px
 from ccp.db import bulk_insert_rows, bulk_update_rows
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_lock, contract_lock, fund_locks_lock, order_lock, orders_lock
 from ccp.money import ZERO
-from ccp.orders.models import Order, OrderKind, OrderStateHistory, TimeInForce
+from ccp.orders.models import Order, OrderKind, OrderStateHistory, TimeInForce, Trigger, TriggerSource
 from ccp.orders.results import order_results_signal
-from ccp.orders.rules import REASONS, order_value
+from ccp.orders.rules import REASONS, order_held, order_value
 from ccp.orders.serializers import order_payload
 from ccp.orders.services import (
     OrderRequest,
@@ -61,7 +69,8 @@ from ccp.orders.services import (
     order_violation,
     orders_validate_later,
 )
-from ccp.orders.states import BOOK_STATES, OrderState
+from ccp.orders.states import BOOK_STATES, HOLDING_STATES, OrderState
+from ccp.prices.selectors import index_by_pair
 from ccp.risk.collateral import available
 from ccp.risk.models import Position
 from ccp.streams import client_group, stream_publish
@@ -73,7 +82,7 @@ class Book:
 
     engine: Engine
     scale: Scale
-    sequence: int  # the contract's book_sequence the engine matches
+    version: int  # the contract's book version (``BookVersion``) the engine matches
     priority: int  # the engine's last resting sequence (the next order that rests gets priority + 1)
 
 
@@ -94,32 +103,96 @@ def failpoint(name: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def book_rebuild(contract: Contract) -> Book:
-    """The contract's engine as the database has it: resting orders in time priority, positions in
-    lots, the last trade's price. The caller holds the contract's row lock."""
+def engine_id(order) -> str:
+    """An order's id in the engine: its own, or ``<entry id>:tp`` / ``<entry id>:sl`` for a leg its entry
+    armed (the engine names legs so)."""
+    return f"{order.parent_id}:{order.leg}" if order.leg else str(order.pk)
+
+
+def _engine_leg(spec: dict | None, scale: Scale) -> Leg | None:
+    """An ``Order.attached`` leg as the engine takes it."""
+    if spec is None:
+        return None
+    price = scale.ticks(Decimal(spec["price"]))
+    limit = spec["kind"] == OrderKind.LIMIT
+    return Leg(scale.ticks(Decimal(spec["trigger_price"])), spec["trigger_source"], price if limit else None,
+               None if limit else price)
+
+
+def _leg_snapshot(leg: Leg | None) -> dict | None:
+    return None if leg is None else {"trigger_px": leg.trigger_px, "source": leg.source, "limit_px": leg.limit_px,
+                                     "protection_px": leg.protection_px}
+
+
+_REBUILD_FIELDS = ("id", "client_id", "side", "kind", "price", "quantity", "filled_quantity", "time_in_force",
+                   "reduce_only", "self_trade_prevention", "book_priority", "state", "trigger", "trigger_price",
+                   "trigger_source", "trigger_priority", "parent_id", "leg", "attached", "triggered_at")
+
+
+def book_rebuild(contract: Contract, version: int) -> Book:
+    """The contract's engine as the database has it: resting orders in time priority (with the legs they
+    carry and the state of those legs), armed stop and take-profit orders in arming order, positions in
+    lots, the last trade's price. Mark and index start unknown: the batch gives the current ones, which
+    fires what they cross, as the engine it replaces would have. The caller holds the contract's row."""
     scale = Scale(contract.tick_size, contract.lot_size)
-    orders, priority = [], 0
-    for row in (Order.objects.filter(contract=contract, state__in=BOOK_STATES)
-                .order_by("book_priority", "id")
-                .values("id", "client_id", "side", "kind", "price", "quantity", "filled_quantity", "time_in_force",
-                        "reduce_only", "self_trade_prevention", "book_priority")):
-        priority = max(priority, row["book_priority"] or 0)
-        quantity = scale.lots(row["quantity"])
-        filled = scale.lots(row["filled_quantity"])
-        orders.append({"order_id": str(row["id"]), "user": row["client_id"], "side": row["side"],
-                       "kind": row["kind"], "price": scale.ticks(row["price"]), "qty": quantity,
-                       "remaining": quantity - filled, "filled": filled, "tif": row["time_in_force"],
-                       "reduce_only": row["reduce_only"], "stp": row["self_trade_prevention"],
-                       "seq": row["book_priority"] or 0, "tp": None, "sl": None, "tp_state": None,
-                       "sl_state": None, "legs_done": False})
+    rows = list(Order.objects.filter(contract=contract, state__in=HOLDING_STATES).values(*_REBUILD_FIELDS))
+    entries = [r["id"] for r in rows if r["attached"] and r["state"] in BOOK_STATES]
+    legs: dict[int, dict[str, dict]] = defaultdict(dict)
+    for leg in Order.objects.filter(parent_id__in=entries).values("parent_id", "leg", "state", "triggered_at"):
+        legs[leg["parent_id"]][leg["leg"]] = leg
+    orders, triggers = [], []
+    for row in sorted(rows, key=lambda r: (r["book_priority"] or 0, r["id"])):
+        if row["state"] not in BOOK_STATES:
+            continue
+        quantity, filled = scale.lots(row["quantity"]), scale.lots(row["filled_quantity"])
+        attached, mine = row["attached"] or {}, legs.get(row["id"], {})
+        states = {name: None if name not in mine else (f"{row['id']}:{name}" if mine[name]["state"] ==
+                                                          OrderState.UNTRIGGERED else "gone") for name in ("tp", "sl")}
+        orders.append({
+            "order_id": engine_id(_Row(row)), "user": row["client_id"], "side": row["side"], "kind": row["kind"],
+            "price": scale.ticks(row["price"]), "qty": quantity, "remaining": quantity - filled, "filled": filled,
+            "tif": row["time_in_force"], "reduce_only": row["reduce_only"], "stp": row["self_trade_prevention"],
+            "seq": row["book_priority"] or 0, "tp": _leg_snapshot(_engine_leg(attached.get("tp"), scale)),
+            "sl": _leg_snapshot(_engine_leg(attached.get("sl"), scale)), "tp_state": states["tp"],
+            "sl_state": states["sl"], "legs_done": any(leg["triggered_at"] for leg in mine.values())})
+    armed = {engine_id(_Row(r)): r for r in rows if r["state"] == OrderState.UNTRIGGERED}
+    for trigger_id, row in sorted(armed.items(), key=lambda item: (item[1]["trigger_priority"] or 0, item[1]["id"])):
+        price = scale.ticks(row["price"])
+        sibling = f"{row['parent_id']}:{'sl' if row['leg'] == 'tp' else 'tp'}" if row["leg"] else None
+        triggers.append({
+            "trigger_id": trigger_id, "user": row["client_id"], "side": row["side"], "qty": scale.lots(row["quantity"]),
+            "trigger_px": scale.ticks(row["trigger_price"]), "up": (row["side"] == "buy") == (row["trigger"] == "stop"),
+            "source": row["trigger_source"], "limit_px": price if row["kind"] == OrderKind.LIMIT else None,
+            "protection_px": None if row["kind"] == OrderKind.LIMIT else price, "reduce_only": row["reduce_only"],
+            "stp": row["self_trade_prevention"], "seq": row["trigger_priority"] or 0,
+            "sibling": sibling if sibling in armed else None})
     positions = {client_id: scale.lots(quantity) for client_id, quantity in
                  Position.objects.filter(contract=contract).exclude(quantity=0).values_list("client_id", "quantity")}
     last = Trade.objects.filter(contract=contract).order_by("-sequence").values_list("price", flat=True).first()
+    priority = max((r["book_priority"] or 0 for r in rows), default=0)
     engine = Engine.from_snapshot({
-        "orders": orders, "triggers": [], "positions": positions,
+        "orders": orders, "triggers": triggers, "positions": positions,
         "prices": {"last": None if last is None else scale.ticks(last), "mark": None, "index": None},
-        "counters": {"order_seq": priority, "trigger_seq": 0, "trade_seq": 0}})
-    return Book(engine, scale, contract.book_sequence, priority)
+        "counters": {"order_seq": priority, "trade_seq": 0,
+                     "trigger_seq": max((r["trigger_priority"] or 0 for r in rows), default=0)}})
+    return Book(engine, scale, version, priority)
+
+
+class _Row:
+    """A row of ``book_rebuild`` read as an order (for ``engine_id``)."""
+
+    def __init__(self, row: dict):
+        self.pk, self.parent_id, self.leg = row["id"], row["parent_id"], row["leg"]
+
+
+def _engine_prices(contract: Contract, scale: Scale, now: datetime) -> dict[str, int]:
+    """The contract's mark and index now (fresh ones only), in ticks (half-even)."""
+    index = index_by_pair(now=now).get(contract.pair_id)
+    if index is None:
+        return {}
+    mark = mark_px(contract.terms, index)
+    return {source: int((price / scale.tick).to_integral_value(ROUND_HALF_EVEN))
+            for source, price in (("mark", mark), ("index", index))}
 
 
 @dataclass
@@ -127,24 +200,48 @@ class _Batch:
     """What one batch decided, before it is written."""
 
     contract: Contract
+    book: Book
     now: datetime
     incoming: list[Order]  # in arrival order
-    orders: dict[int, Order]  # incoming orders and the resting ones they met
-    histories: list[dict]
-    held: dict[tuple[int, int], Decimal]  # order value taken per (client, currency)
-    executions: list[Execution]
-    cancels: dict[int, str]
-    levels: set[tuple[str, Decimal]]  # levels the batch changed outside trades_clear (rests, modifies)
-    modified: list[Order]  # orders whose modification the batch handled
-    events: list[tuple[int, dict]]  # (client, order event) of acceptances and rejections
+    by_engine_id: dict[str, Order]  # every order the batch touched, by its engine id
+    touched: dict[int, Order] = field(default_factory=dict)  # orders changed outside trades_clear
+    histories: list[dict] = field(default_factory=list)
+    held: dict[tuple[int, int], Decimal] = field(default_factory=lambda: defaultdict(Decimal))  # order value taken
+    executions: list[Execution] = field(default_factory=list)
+    cancels: dict[int, str] = field(default_factory=dict)  # orders on the book cancelled (trades_clear)
+    levels: set[tuple[str, Decimal]] = field(default_factory=set)  # levels changed outside trades_clear
+    costs: dict[int, Decimal] = field(default_factory=dict)  # what each incoming order will hold
+    open_counts: dict[int, int] = field(default_factory=dict)
+
+    def order(self, engine_order_id: str) -> Order:
+        """The order the engine names (read once per batch; resting orders are read, not locked: every
+        writer of a contract's orders holds its row, ``ccp.locks``)."""
+        order = self.by_engine_id.get(engine_order_id)
+        if order is None:
+            entry, _, leg = engine_order_id.partition(":")
+            order = Order.objects.get(parent_id=int(entry), leg=leg) if leg else Order.objects.get(pk=int(entry))
+            order.contract = self.contract
+            self.by_engine_id[engine_order_id] = order
+        return order
+
+    def state_set(self, order: Order, state: str, reason: str = "") -> None:
+        order_state_set(order, state, now=self.now, reason=reason, histories=self.histories)
+        self.touched[order.pk] = order
+
+    def hold_set(self, order: Order, value: Decimal) -> None:
+        """Set what ``order`` holds; the difference is taken from (or given back to) its fund lock."""
+        self.held[(order.client_id, self.contract.collateral_id)] += value - order.order_value
+        order.order_value = value
+        self.touched[order.pk] = order
 
 
 @transaction.atomic
 def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> int:
-    """Match the next batch of the contract's received orders (at most ``limit``, default
-    ``CCP_BOOK_BATCH``) in arrival order and book the result; returns how many orders it took (the caller
-    runs it again while that is the limit). Safe to run twice and concurrently (see the module
-    docstring). A contract no longer continuous hands its received orders to the auctions' validation."""
+    """Match the next batch of the contract's received orders and modifications (at most ``limit``,
+    default ``CCP_BOOK_BATCH``) in arrival order, after giving the engine the current mark and index
+    prices, and book the result; returns how many orders and modifications it took (the caller runs it
+    again while that is the limit). Safe to run twice and concurrently (see the module docstring). A
+    contract no longer continuous hands its received orders to the auctions' validation."""
     now = require_aware(now)
     limit = limit or settings.CCP_BOOK_BATCH
     pair_id = Contract.objects.filter(pk=contract_id).values_list("pair_id", flat=True).first()
@@ -157,10 +254,8 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
                    .order_by("created_at", "id").values_list("created_at", "id")[:limit],
                    *Order.objects.filter(contract=contract, modify_requested_at__isnull=False)
                    .order_by("modify_requested_at", "id").values_list("modify_requested_at", "id")[:limit]])[:limit]
-    if not work:
-        return 0
     ids = [pk for _, pk in work]
-    locked = {o.pk: o for o in orders_lock(Order.objects.filter(pk__in=ids))}
+    locked = {o.pk: o for o in orders_lock(Order.objects.filter(pk__in=ids))} if ids else {}
     incoming = [locked[pk] for pk in ids]
     for order in incoming:
         order.contract = contract
@@ -168,15 +263,25 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
         orders_validate_later([o for o in incoming if o.state == OrderState.RECEIVED])
         _modifies_refuse([o for o in incoming if o.modify_requested_at], "modify_not_in_auction", now)
         return 0
+    if not incoming and not Order.objects.filter(contract=contract, state=OrderState.UNTRIGGERED,
+                                                 trigger_source__in=[TriggerSource.MARK, TriggerSource.INDEX]).exists():
+        return 0
+    version = book_version(contract_id)
     book = _BOOKS.pop(contract_id, None)  # back only when this batch commits
-    if book is None or book.sequence != contract.book_sequence:
-        book = book_rebuild(contract)
-    batch = _Batch(contract, now, incoming, {o.pk: o for o in incoming}, [], defaultdict(Decimal), [], {}, set(), [],
-                   [])
-    _orders_match(batch, book)
+    if book is None or book.version != version:
+        book = book_rebuild(contract, version)
+    batch = _Batch(contract, book, now, incoming, {engine_id(o): o for o in incoming})
+    moved = [SetPrice(source, price) for source, price in _engine_prices(contract, book.scale, now).items()
+             if book.engine.prices[source] != price]
+    if not incoming and not moved:
+        transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
+        return 0
+    for command in moved:
+        _events_apply(batch, book.engine.apply(command))
+    _orders_match(batch)
     failpoint("matched")
-    _batch_write(batch, book)
-    book.sequence = Contract.objects.filter(pk=contract_id).values_list("book_sequence", flat=True).get()
+    _batch_write(batch)
+    book.version = books_touched([contract_id])[contract_id]
     transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
     order_results_signal(ids)
     transaction.on_commit(lambda: failpoint("committed"))
@@ -184,112 +289,171 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
     return len(ids)
 
 
-def _orders_match(batch: _Batch, book: Book) -> None:
-    """Check each incoming order, hand it to the engine, and collect what the engine did."""
-    contract, scale, incoming = batch.contract, book.scale, batch.incoming
+def _orders_match(batch: _Batch) -> None:
+    """Check each incoming order (rules, open-order cap, collateral), hand it to the engine, and collect what
+    the engine did."""
+    contract, scale, incoming, engine = batch.contract, batch.book.scale, batch.incoming, batch.book.engine
     currency = contract.collateral_id
     fund_locks = fund_locks_lock(keys={(o.client_id, currency) for o in incoming})
-    open_counts = dict(Order.objects.filter(client_id__in={o.client_id for o in incoming}, state__in=BOOK_STATES)
-                       .values_list("client_id").annotate(n=Count("id")).values_list("client_id", "n"))
-    costs: dict[int, Decimal] = {}
-    makers: set[int] = set()
+    batch.open_counts = dict(Order.objects.filter(client_id__in={o.client_id for o in incoming},
+                                                  state__in=HOLDING_STATES)
+                             .values_list("client_id").annotate(n=Count("id")).values_list("client_id", "n"))
     for order in incoming:
         key = (order.client_id, currency)
         if order.state != OrderState.RECEIVED:
-            makers.update(_modify_match(batch, book, order, fund_locks.get(key)))
+            _modify_match(batch, order, fund_locks.get(key))
             continue
         violation = order_violation(order=order, contract=contract, now=batch.now)
-        if not violation and open_counts.get(order.client_id, 0) >= settings.CCP_MAX_OPEN_ORDERS:
+        if not violation and batch.open_counts.get(order.client_id, 0) >= settings.CCP_MAX_OPEN_ORDERS:
             violation = "too_many_open_orders"
         if not violation:
-            costs[order.pk] = cost = order_value(contract.terms, order.side, order.price, order.quantity)
+            batch.costs[order.pk] = cost = order_held(contract.terms, order.side, order.price, order.quantity,
+                                                      order.attached)
             fund_lock = fund_locks.get(key)
             if fund_lock is None or cost > available(fund_lock) - batch.held[key]:
                 violation = "insufficient_collateral"
         if violation:
             _reject(batch, order, violation)
             continue
-        events = book.engine.apply(Submit(
-            str(order.pk), order.client_id, order.side, scale.lots(order.quantity), order.kind,
-            scale.ticks(order.price), order.time_in_force, order.reduce_only, order.self_trade_prevention))
-        for event in events:
-            kind = type(event)
-            if _common_event(batch, book, event, makers):
-                continue
-            if kind is ev.Accepted:
-                reason = ""
-                if (quantity := scale.qty(event.qty)) != order.quantity:  # a reduce-only order cut to the position
-                    order.quantity_requested, order.quantity, reason = order.quantity, quantity, "reduce_only_cut"
-                    costs[order.pk] = order_value(contract.terms, order.side, order.price, quantity)
-                batch.held[key] += costs[order.pk]
-                open_counts[order.client_id] = open_counts.get(order.client_id, 0) + 1
-                order.order_value = costs[order.pk]
-                order_state_set(order, OrderState.ACCEPTED, now=batch.now, reason=reason, histories=batch.histories)
-                batch.events.append((order.client_id, {"type": "order", "order": order_payload(order)}))
-            elif kind is ev.Rejected:
+        price = scale.ticks(order.price)
+        if order.trigger:
+            limit = order.kind == OrderKind.LIMIT
+            command = PlaceTrigger(str(order.pk), order.client_id, order.side, scale.lots(order.quantity),
+                                   order.trigger, scale.ticks(order.trigger_price), order.trigger_source,
+                                   price if limit else None, None if limit else price, order.reduce_only,
+                                   order.self_trade_prevention)
+        else:
+            attached = order.attached or {}
+            command = Submit(str(order.pk), order.client_id, order.side, scale.lots(order.quantity), order.kind,
+                             price, order.time_in_force, order.reduce_only, order.self_trade_prevention,
+                             _engine_leg(attached.get("tp"), scale), _engine_leg(attached.get("sl"), scale))
+        _events_apply(batch, engine.apply(command))
+
+
+def _events_apply(batch: _Batch, events: list) -> None:
+    """What the engine did, onto the orders: acceptances, rejections, trades, rests, cancels, arming and
+    firing of stop and take-profit orders."""
+    scale = batch.book.scale
+    for event in events:
+        kind = type(event)
+        if kind is ev.Trade:
+            buy, sell = batch.order(event.buy_order_id), batch.order(event.sell_order_id)
+            batch.executions.append(Execution(batch.contract.pk, scale.price(event.price), scale.qty(event.qty),
+                                              buy.pk, buy.client_id, sell.pk, sell.client_id, event.aggressor))
+        elif kind is ev.Rested:
+            order = batch.order(event.order_id)
+            batch.book.priority += 1  # the engine numbers its rests 1, 2, 3, ... from the rebuild's highest
+            order.book_priority = batch.book.priority
+            batch.levels.add((order.side, order.price))
+            batch.touched[order.pk] = order
+        elif kind is ev.Cancelled:
+            order = batch.order(event.order_id)
+            if order.state == OrderState.UNTRIGGERED:  # an armed stop or leg: cancelled here, not on the book
+                batch.hold_set(order, ZERO)
+                batch.state_set(order, OrderState.CANCELLED, event.reason)
+            else:
+                batch.cancels[order.pk] = event.reason
+        elif kind is ev.Accepted:
+            _accepted(batch, batch.order(event.order_id), scale.qty(event.qty))
+        elif kind is ev.Rejected:
+            order = batch.order(event.order_id)
+            if order.state == OrderState.RECEIVED:
                 _reject(batch, order, event.reason)
-    if makers:
-        # Resting orders are read, not locked: every writer of a contract's orders holds its row (ccp.locks).
-        for order in Order.objects.filter(pk__in=makers - set(batch.orders)):
-            order.contract = contract
-            batch.orders[order.pk] = order
+            elif order.state == OrderState.UNTRIGGERED:  # fired, then refused as it entered the book
+                batch.hold_set(order, ZERO)
+                batch.state_set(order, OrderState.REJECTED, event.reason)
+                order.reject_reason = event.reason
+        elif kind is ev.Armed:
+            _armed(batch, event)
+        elif kind is ev.Triggered:
+            order = batch.order(event.trigger_id)
+            order.triggered_at = batch.now
+            batch.touched[order.pk] = order
 
 
-def _common_event(batch: _Batch, book: Book, event, makers: set[int]) -> bool:
-    """Collect a trade, a rest or a cancel (of any order the command touched); False for other events."""
-    kind, scale = type(event), book.scale
-    if kind is ev.Trade:
-        buy, sell = int(event.buy_order_id), int(event.sell_order_id)
-        makers.update(pk for pk in (buy, sell) if pk not in batch.orders)
-        batch.executions.append(Execution(batch.contract.pk, scale.price(event.price), scale.qty(event.qty), buy,
-                                          event.buy_user, sell, event.sell_user, event.aggressor))
-    elif kind is ev.Rested:
-        order = batch.orders[int(event.order_id)]
-        book.priority += 1
-        order.book_priority = book.priority
-        batch.levels.add((order.side, order.price))
-    elif kind is ev.Cancelled:
-        pk = int(event.order_id)
-        batch.cancels[pk] = event.reason
-        if pk not in batch.orders:
-            makers.add(pk)
+def _accepted(batch: _Batch, order: Order, quantity: Decimal) -> None:
+    """An order the engine took: a new order (or a stop or take-profit order, armed next), or a fired one
+    entering the book. A reduce-only order may have been cut to the position."""
+    reason = "triggered" if order.state == OrderState.UNTRIGGERED else ""
+    value = batch.costs.get(order.pk, order.order_value)
+    if quantity != order.quantity:  # a reduce-only order cut to the position
+        order.quantity_requested, order.quantity, reason = order.quantity, quantity, "reduce_only_cut"
+        value = order_held(batch.contract.terms, order.side, order.price, quantity - order.filled_quantity,
+                           order.attached)
+    batch.hold_set(order, value)
+    if order.state == OrderState.RECEIVED:
+        batch.open_counts[order.client_id] = batch.open_counts.get(order.client_id, 0) + 1
+    batch.state_set(order, OrderState.UNTRIGGERED if order.state == OrderState.RECEIVED and order.trigger
+                    else OrderState.ACCEPTED, reason)
+
+
+def _armed(batch: _Batch, event) -> None:
+    """A stop or take-profit armed (``trigger_priority``: the engine's arming sequence), or an entry's leg
+    armed or grown with the entry's fills: the leg's order holds its worst case, moved from the entry's."""
+    trigger = batch.book.engine.triggers.get(event.trigger_id)
+    entry_id, _, leg_name = event.trigger_id.partition(":")
+    if not leg_name:
+        order = batch.order(event.trigger_id)
     else:
-        return False
-    return True
+        entry = batch.order(entry_id)
+        order = batch.by_engine_id.get(event.trigger_id) or Order.objects.filter(
+            parent_id=entry.pk, leg=leg_name).first()
+        spec = entry.attached[leg_name]
+        quantity = batch.book.scale.qty(event.qty)
+        if order is None:
+            kind = spec["kind"]
+            order = Order.objects.create(
+                client_id=entry.client_id, contract=batch.contract, client_order_id=f"{entry.pk}/{leg_name}",
+                side=event.side, kind=kind, price=Decimal(spec["price"]), quantity=quantity,
+                time_in_force=TimeInForce.GTC if kind == OrderKind.LIMIT else TimeInForce.IOC, reduce_only=True,
+                self_trade_prevention=entry.self_trade_prevention,
+                trigger=Trigger.TAKE_PROFIT if leg_name == "tp" else Trigger.STOP,
+                trigger_price=Decimal(spec["trigger_price"]), trigger_source=spec["trigger_source"],
+                parent=entry, leg=leg_name, state=OrderState.UNTRIGGERED, created_at=batch.now, updated_at=batch.now)
+            batch.histories.append({"order_id": order.pk, "from_state": None, "to_state": OrderState.UNTRIGGERED,
+                                    "reason": "armed", "filled_quantity": ZERO, "at": batch.now})
+        order.contract = batch.contract
+        batch.by_engine_id[event.trigger_id] = order
+        order.quantity = quantity
+        value = order_value(batch.contract.terms, order.side, order.price, quantity)
+        entry.order_value -= value - order.order_value  # the entry held it for this quantity (order_held)
+        order.order_value = value
+        batch.touched[order.pk] = order
+    if trigger is not None:
+        order.trigger_priority = trigger.seq
+    batch.touched[order.pk] = order
 
 
-def _modify_match(batch: _Batch, book: Book, order: Order, fund_lock) -> set[int]:
+def _modify_match(batch: _Batch, order: Order, fund_lock) -> None:
     """A modification that loses time priority (a new price or a larger size): the new worst case checked
-    against available collateral, then the engine re-enters the order. Returns the resting orders it met."""
+    against available collateral, then the engine re-enters the order."""
     target_price, target_quantity = order.modify_price, order.modify_quantity
     order.modify_price = order.modify_quantity = order.modify_requested_at = None
     order.modify_reject_reason = ""
-    batch.modified.append(order)
+    batch.touched[order.pk] = order
     if order.state not in BOOK_STATES:
-        return set()  # filled or cancelled since it was asked: nothing left to modify
-    contract, scale = batch.contract, book.scale
+        return  # filled or cancelled since it was asked: nothing left to modify
+    contract, scale = batch.contract, batch.book.scale
     remaining = target_quantity - order.filled_quantity
-    value = order_value(contract.terms, order.side, target_price, remaining) if remaining > 0 else ZERO
+    value = order_held(contract.terms, order.side, target_price, remaining, order.attached) if remaining > 0 else ZERO
     key = (order.client_id, contract.collateral_id)
     if value > order.order_value and (fund_lock is None
                                       or value - order.order_value > available(fund_lock) - batch.held[key]):
         order.modify_reject_reason = "insufficient_collateral"
-        return set()
-    makers: set[int] = set()
-    old_level = (order.side, order.price)
-    for event in book.engine.apply(Modify(str(order.pk), order.client_id, scale.ticks(target_price),
-                                          scale.lots(target_quantity))):
-        if _common_event(batch, book, event, makers):
-            continue
-        if type(event) is ev.Rejected:
+        return
+    events = batch.book.engine.apply(Modify(engine_id(order), order.client_id, scale.ticks(target_price),
+                                            scale.lots(target_quantity)))
+    for event in events:
+        if type(event) is ev.Rejected and event.order_id == engine_id(order):
             order.modify_reject_reason = event.reason
         elif type(event) is ev.Modified:
-            batch.levels.add(old_level)
-            batch.held[key] += value - order.order_value
-            order.price, order.order_value = target_price, value
+            batch.levels.add((order.side, order.price))
+            batch.hold_set(order, value)
+            order.price = target_price
             if remaining > 0:  # else the engine cancels the rest (modified_below_filled): its size stays
                 order.quantity = target_quantity
-    return makers
+        else:
+            _events_apply(batch, [event])
 
 
 def _modifies_refuse(orders: list[Order], reason: str, now: datetime) -> None:
@@ -302,36 +466,36 @@ def _modifies_refuse(orders: list[Order], reason: str, now: datetime) -> None:
 
 
 _MODIFY_FIELDS = ("modify_price", "modify_quantity", "modify_requested_at", "modify_reject_reason")
+_TOUCHED_FIELDS = ("state", "reject_reason", "price", "quantity", "quantity_requested", "order_value",
+                   "book_priority", "trigger_priority", "triggered_at", *_MODIFY_FIELDS, "updated_at")
 
 
 def _reject(batch: _Batch, order: Order, reason: str) -> None:
-    order_state_set(order, OrderState.REJECTED, now=batch.now, reason=reason, histories=batch.histories)
+    batch.state_set(order, OrderState.REJECTED, reason)
     order.reject_reason = reason
-    batch.events.append((order.client_id, {"type": "order", "order": order_payload(order)}))
 
 
-def _batch_write(batch: _Batch, book: Book) -> None:
-    """Write the incoming orders' acceptance or rejection and the collateral they hold, then book the
-    trades and cancels through the clearing core, then publish the levels the resting orders joined."""
-    contract, now, incoming = batch.contract, batch.now, batch.incoming
-    for order in incoming:
+def _batch_write(batch: _Batch) -> None:
+    """Write the orders the batch changed and the collateral they hold, publish them, then book the trades
+    and cancels through the clearing core, then publish the levels orders joined or left."""
+    contract, now = batch.contract, batch.now
+    touched = [batch.touched[pk] for pk in sorted(batch.touched)]
+    for order in touched:
         order.updated_at = now
-    bulk_update_rows(Order, incoming, ["state", "reject_reason", "price", "quantity", "quantity_requested",
-                                       "order_value", "book_priority", *_MODIFY_FIELDS, "updated_at"])
+    bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
     bulk_insert_rows(OrderStateHistory, batch.histories)
-    if batch.held:
-        balances_publish(fund_locks_adjust(settle_value={}, order_value=dict(batch.held), lockup_value={},
-                                           now=now).values())
-    for client_id, event in batch.events:
-        stream_publish(client_group(client_id), event)
-    for order in batch.modified:
-        if order.pk not in batch.cancels and not any(e.buy_order_id == order.pk or e.sell_order_id == order.pk
-                                                     for e in batch.executions):
-            stream_publish(client_group(order.client_id), {"type": "order", "order": order_payload(order)})
+    held = {key: value for key, value in batch.held.items() if value}
+    if held:
+        balances_publish(fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now).values())
+    for order in touched:
+        stream_publish(client_group(order.client_id), {"type": "order", "order": order_payload(order)})
     if batch.executions or batch.cancels:
-        trades_clear(venue=Venue.BOOK, venue_ref=f"book-{contract.pk}-{min(o.pk for o in incoming)}",
-                     executions=batch.executions, orders=batch.orders, contracts={contract.pk: contract},
-                     cancels=batch.cancels, now=now, envelope={"type": "book", "contract": contract.symbol})
+        orders = {o.pk: o for o in batch.by_engine_id.values()}
+        # The batch's own name: the book version it commits (each batch bumps it; a retried batch has the same).
+        trades_clear(venue=Venue.BOOK, venue_ref=f"book-{contract.pk}-{batch.book.version + 1}",
+                     executions=batch.executions, orders=orders, contracts={contract.pk: contract},
+                     cancels=batch.cancels, now=now,
+                     envelope={"type": "book", "contract": contract.symbol})
     if batch.levels:
         books_levels_changed(levels={contract.pk: batch.levels})
 
@@ -377,8 +541,9 @@ def order_modify(*, client, order_id: int, price: Decimal | None, quantity: Deci
         return order, False
     if quantity <= order.filled_quantity:
         return order_cancel(client=client, order_id=order_id, now=now, reason="modified_below_filled"), False
-    value = order_value(contract.terms, order.side, price, quantity - order.filled_quantity)
+    value = order_held(contract.terms, order.side, price, quantity - order.filled_quantity, order.attached)
     released = {(order.client_id, contract.collateral_id): value - order.order_value}
+    books_touched([contract.pk])
     order.quantity, order.order_value, order.modify_reject_reason, order.updated_at = quantity, value, "", now
     order.save(update_fields=["quantity", "order_value", "modify_reject_reason", "updated_at"])
     balances_publish(fund_locks_adjust(settle_value={}, order_value=released, lockup_value={}, now=now).values())

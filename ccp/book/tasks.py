@@ -26,3 +26,18 @@ def book_match_task(contract_id: int) -> int:
         if taken < settings.CCP_BOOK_BATCH:
             break
     return matched
+
+
+def book_prices_moved() -> list[int]:
+    """Queue the matcher of every continuous contract with a stop or take-profit order waiting on its
+    mark or index price (after each price update): the matcher gives the engine the new prices."""
+    from ccp.contracts.models import TradingMode
+    from ccp.orders.models import Order, TriggerSource
+    from ccp.orders.states import OrderState
+
+    contract_ids = sorted(set(Order.objects.filter(
+        state=OrderState.UNTRIGGERED, trigger_source__in=[TriggerSource.MARK, TriggerSource.INDEX],
+        contract__trading_mode=TradingMode.CONTINUOUS).values_list("contract_id", flat=True)))
+    for contract_id in contract_ids:
+        book_match_later(contract_id)
+    return contract_ids

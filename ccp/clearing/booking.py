@@ -40,7 +40,7 @@ from ccp.db import bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
 from ccp.locks import fund_locks_lock, position_rows_lock
 from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
-from ccp.orders.rules import order_value
+from ccp.orders.rules import order_held, order_value
 from ccp.orders.serializers import order_payload
 from ccp.orders.services import books_levels_changed
 from ccp.orders.states import BOOK_STATES, OrderState, transition_allowed
@@ -175,8 +175,12 @@ def _order_values_release(changed: Sequence, now: datetime) -> dict[tuple[int, i
     released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
     for order in changed:
         remaining = order.quantity - order.filled_quantity
-        value = held(order.contract_id, order.side, order.price, remaining) \
-            if remaining > 0 and order.state in BOOK_STATES else ZERO
+        if remaining <= 0 or order.state not in BOOK_STATES:
+            value = ZERO
+        elif order.attached:  # an entry with a take-profit or stop-loss (continuous contracts)
+            value = order_held(order.contract.terms, order.side, order.price, remaining, order.attached)
+        else:
+            value = held(order.contract_id, order.side, order.price, remaining)
         released[(order.client_id, order.contract.collateral_id)] += order.order_value - value
         order.order_value, order.updated_at = value, now
     return released

@@ -7,7 +7,8 @@ from ccp.book.services import MODIFY_REASONS, MODIFY_REFUSED, order_modify, posi
 from ccp.clock import utcnow
 from ccp.contracts.models import Contract
 from ccp.errors import ApplicationError, Conflict, NotFound, api_exception_handler
-from ccp.orders.models import Order, OrderKind, SelfTrade, Side, TimeInForce
+from ccp.money import money_str
+from ccp.orders.models import Order, OrderKind, SelfTrade, Side, TimeInForce, Trigger, TriggerSource
 from ccp.orders.results import response_replaced
 from ccp.orders.selectors import order_get, order_list
 from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer, order_payload
@@ -16,6 +17,16 @@ from ccp.orders.states import OrderState
 from ccp.query import query_check, query_filters
 from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
 from ccp.throttling import OrderEntryThrottle, order_entries_allowed
+
+
+class LegSerializer(serializers.Serializer):
+    """A take-profit or stop-loss attached to an entry: a reduce-only order on the other side, for what the
+    entry has filled, that enters the book when its trigger fires (one firing cancels the other)."""
+
+    trigger_price = MoneyField()
+    price = MoneyField(help_text="the limit price, or a market leg's protection price")
+    kind = serializers.ChoiceField(choices=OrderKind.choices, default=OrderKind.MARKET)
+    trigger_source = serializers.ChoiceField(choices=TriggerSource.choices, default=TriggerSource.MARK)
 
 
 class OrderListSubmitApi(generics.ListAPIView):
@@ -38,20 +49,28 @@ class OrderListSubmitApi(generics.ListAPIView):
     class OrderRequestSerializer(serializers.Serializer):
         client_order_id = PatternField(CLIENT_ID_PATTERN, max_length=64, help_text=CLIENT_ID_HELP)
         contract = TextField(max_length=64, help_text="contract symbol")
-        side = serializers.ChoiceField(choices=Side.values)
-        kind = serializers.ChoiceField(choices=OrderKind.values, default=OrderKind.LIMIT,
+        side = serializers.ChoiceField(choices=Side.choices)
+        kind = serializers.ChoiceField(choices=OrderKind.choices, default=OrderKind.LIMIT,
                                        help_text="market orders: continuous contracts only")
         price = MoneyField(help_text="limit price (a market order's protection price: the worst it may trade "
                                      "at), a decimal string on the contract's tick grid")
         quantity = MoneyField(help_text="a decimal string, whole lots")
         time_in_force = serializers.ChoiceField(
-            choices=TimeInForce.values, required=False,
+            choices=TimeInForce.choices, required=False,
             help_text="gtc (a limit order's default), ioc (a market order's default), fok, post_only; "
                       "auctions take gtc only")
         reduce_only = serializers.BooleanField(default=False, help_text="continuous contracts only")
         self_trade_prevention = serializers.ChoiceField(
-            choices=SelfTrade.values, default=SelfTrade.CANCEL_INCOMING,
+            choices=SelfTrade.choices, default=SelfTrade.CANCEL_INCOMING,
             help_text="when it meets a resting order of yours (continuous contracts)")
+        trigger = serializers.ChoiceField(choices=Trigger.choices, required=False,
+                                          help_text="a stop or take-profit order (continuous contracts): armed "
+                                                    "until trigger_source reaches trigger_price")
+        trigger_price = MoneyField(required=False)
+        trigger_source = serializers.ChoiceField(choices=TriggerSource.choices, required=False,
+                                                 help_text="mark (default), index or last")
+        take_profit = LegSerializer(required=False, help_text="continuous contracts: armed as the order fills")
+        stop_loss = LegSerializer(required=False, help_text="continuous contracts: armed as the order fills")
 
     @extend_schema(parameters=[OrderFilterSerializer])
     def get(self, request, *args, **kwargs):
@@ -87,6 +106,12 @@ def order_enter(*, client, data, now, validate_later: bool = True,
     batch reuses for its orders), its contract found, submitted."""
     fields = dict((parser or OrderListSubmitApi.OrderRequestSerializer()).run_validation(data))
     fields.setdefault("time_in_force", TimeInForce.IOC if fields["kind"] == OrderKind.MARKET else TimeInForce.GTC)
+    if "trigger" in fields or "trigger_price" in fields:
+        fields.setdefault("trigger_source", TriggerSource.MARK)
+    legs = {leg: fields.pop(name) for leg, name in (("tp", "take_profit"), ("sl", "stop_loss")) if name in fields}
+    if legs:
+        fields["attached"] = {leg: {**spec, "trigger_price": money_str(spec["trigger_price"]),
+                                    "price": money_str(spec["price"])} for leg, spec in legs.items()}
     contract = Contract.objects.filter(symbol=fields.pop("contract")).first()
     if contract is None:
         raise ApplicationError("No contract with this symbol.", code="unknown_contract")
@@ -249,7 +274,7 @@ class OrderCancelAllApi(APIView):
 
     class CancelAllSerializer(serializers.Serializer):
         contract = TextField(max_length=64, required=False, help_text="only this contract's orders")
-        side = serializers.ChoiceField(choices=Side.values, required=False, help_text="only this side")
+        side = serializers.ChoiceField(choices=Side.choices, required=False, help_text="only this side")
 
     @extend_schema(request=CancelAllSerializer,
                    responses=inline_serializer("CancelledOrders", {"orders": OrderSerializer(many=True)}))

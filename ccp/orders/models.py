@@ -32,6 +32,25 @@ class SelfTrade(models.TextChoices):
     CANCEL_BOTH = "cancel_both"
 
 
+class Trigger(models.TextChoices):
+    """A conditional order: a stop fires when the price moves against the side that would close (a buy
+    stop at or above its trigger price, a sell stop at or below), a take-profit the other way."""
+
+    STOP = "stop"
+    TAKE_PROFIT = "take_profit"
+
+
+class TriggerSource(models.TextChoices):
+    MARK = "mark"
+    INDEX = "index"
+    LAST = "last", "last trade"
+
+
+class Leg(models.TextChoices):
+    TAKE_PROFIT = "tp", "take-profit"
+    STOP_LOSS = "sl", "stop-loss"
+
+
 class Order(models.Model):
     """A client's order. Open ones form the book; every state change is kept in the history. In a
     continuous contract ``book_priority`` orders a resting order within its price level (time priority:
@@ -52,6 +71,17 @@ class Order(models.Model):
                                              default=SelfTrade.CANCEL_INCOMING)
     book_priority = models.BigIntegerField(null=True, blank=True,
                                            help_text="continuous book: time priority while it rests")
+    # Conditional orders (continuous contracts): a standalone stop or take-profit, or a leg an entry armed.
+    trigger = models.CharField(max_length=11, choices=Trigger.choices, blank=True)
+    trigger_price = MoneyField(null=True, blank=True)
+    trigger_source = models.CharField(max_length=5, choices=TriggerSource.choices, blank=True)
+    trigger_priority = models.BigIntegerField(null=True, blank=True, help_text="the engine's arming sequence")
+    triggered_at = models.DateTimeField(null=True, blank=True)
+    parent = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="legs",
+                               help_text="the entry whose fills armed this take-profit or stop-loss leg")
+    leg = models.CharField(max_length=2, choices=Leg.choices, blank=True)
+    # An entry's take-profit and stop-loss: {"tp"|"sl": {"trigger_price", "trigger_source", "kind", "price"}}
+    attached = models.JSONField(null=True, blank=True)
     filled_quantity = MoneyField(default=ZERO)
     average_fill_price = MoneyField(null=True, blank=True, help_text="quantity-weighted price of its fills")
     last_fill_at = models.DateTimeField(null=True, blank=True)
@@ -78,6 +108,14 @@ class Order(models.Model):
             models.CheckConstraint(condition=Q(kind__in=OrderKind.values), name="order_kind_valid"),
             models.CheckConstraint(condition=Q(time_in_force__in=TimeInForce.values), name="order_tif_valid"),
             models.CheckConstraint(condition=Q(self_trade_prevention__in=SelfTrade.values), name="order_stp_valid"),
+            models.CheckConstraint(condition=Q(trigger="", trigger_price__isnull=True, trigger_source="")
+                                   | (Q(trigger__in=Trigger.values, trigger_price__gt=0,
+                                        trigger_source__in=TriggerSource.values)), name="order_trigger_valid"),
+            models.CheckConstraint(
+                condition=Q(leg="", parent__isnull=True) | Q(leg__in=Leg.values, parent__isnull=False),
+                name="order_leg_has_parent"),
+            models.UniqueConstraint(fields=["parent", "leg"], condition=Q(parent__isnull=False),
+                                    name="order_unique_leg"),
             models.CheckConstraint(condition=Q(state__in=OrderState.values), name="order_state_valid"),
             models.CheckConstraint(condition=Q(price__gte=0), name="order_price_non_negative"),
             models.CheckConstraint(condition=Q(quantity__gt=0), name="order_quantity_positive"),
@@ -124,7 +162,8 @@ class Order(models.Model):
 # list, and take each field's form from the model (money as a string, times in ISO 8601, the contract
 # by symbol).
 ORDER_FIELDS = ("id", "client_order_id", "contract", "side", "kind", "price", "quantity", "quantity_requested",
-                "time_in_force", "reduce_only", "self_trade_prevention", "filled_quantity", "average_fill_price",
+                "time_in_force", "reduce_only", "self_trade_prevention", "trigger", "trigger_price", "trigger_source",
+                "triggered_at", "parent", "leg", "attached", "filled_quantity", "average_fill_price",
                 "last_fill_at", "state", "reject_reason", "order_value", "cancel_requested_at", "created_at",
                 "updated_at")
 # Every column of the table, in model order: services that change tens of thousands of orders (an

@@ -11,7 +11,7 @@ from decimal import ROUND_UP, Decimal
 from ccp.contracts.models import Contract, ContractState, TradingMode
 from ccp.contracts.payoffs import Terms, max_payoff_per_unit, order_worst_cost
 from ccp.money import DECIMAL_PLACES, MAX_DIGITS, quantize
-from ccp.orders.models import OrderKind, SelfTrade, Side, TimeInForce
+from ccp.orders.models import OrderKind, SelfTrade, Side, TimeInForce, Trigger, TriggerSource
 
 REASONS = {
     "side_invalid": "Side must be buy or sell.",
@@ -19,7 +19,14 @@ REASONS = {
     "time_in_force_invalid": "Time in force must be gtc, ioc, fok or post_only; a market order's ioc or fok.",
     "self_trade_prevention_invalid": "Self-trade prevention must be cancel_incoming, cancel_resting or cancel_both.",
     "order_type_not_in_auction": ("The contract trades in batch auctions: they take limit orders, good till "
-                                  "cancelled, not reduce-only."),
+                                  "cancelled, not reduce-only, without a trigger, take-profit or stop-loss."),
+    "trigger_invalid": ("A stop or take-profit order needs trigger (stop or take_profit), a trigger_price on the "
+                        "tick grid within the price bounds and a trigger_source (mark, index, last); a limit "
+                        "order then rests good till cancelled, a market order is immediate or cancel; it takes "
+                        "no take-profit or stop-loss of its own."),
+    "attached_invalid": ("A take-profit or stop-loss needs a trigger_price and a price on the tick grid within "
+                         "the price bounds, a kind (limit or market: price is then the protection price) and a "
+                         "trigger_source (mark, index, last)."),
     "contract_not_tradeable": "The contract is not listed for trading.",
     "contract_halted": "The contract stopped trading: 00:00 UTC on its expiry day.",
     "quantity_not_positive": "Quantity must be positive.",
@@ -40,7 +47,9 @@ _STORABLE = Decimal(10) ** (MAX_DIGITS - DECIMAL_PLACES)
 
 def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Decimal, quantity: Decimal,
                          now: datetime, time_in_force: str = TimeInForce.GTC, reduce_only: bool = False,
-                         self_trade_prevention: str = SelfTrade.CANCEL_INCOMING) -> str | None:
+                         self_trade_prevention: str = SelfTrade.CANCEL_INCOMING, trigger: str = "",
+                         trigger_price: Decimal | None = None, trigger_source: str = "",
+                         attached: dict | None = None) -> str | None:
     """The first rule the order breaks, or None. Collateral and the open-order cap are checked by the
     validator (an auction contract's) or the matcher (a continuous contract's). A market order's
     ``price`` is its protection price: every price rule applies to it."""
@@ -54,8 +63,15 @@ def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Dec
     if self_trade_prevention not in SelfTrade.values:
         return "self_trade_prevention_invalid"
     if contract.trading_mode == TradingMode.AUCTION and (
-            kind != OrderKind.LIMIT or time_in_force != TimeInForce.GTC or reduce_only):
+            kind != OrderKind.LIMIT or time_in_force != TimeInForce.GTC or reduce_only or trigger or attached):
         return "order_type_not_in_auction"
+    if (trigger or trigger_price is not None or trigger_source) and not (
+            trigger in Trigger.values and trigger_source in TriggerSource.values and not attached
+            and _on_grid(contract, trigger_price)
+            and time_in_force == (TimeInForce.GTC if kind == OrderKind.LIMIT else TimeInForce.IOC)):
+        return "trigger_invalid"
+    if attached is not None and not _attached_valid(contract, attached):
+        return "attached_invalid"
     if contract.state == ContractState.HALTED or (contract.state == ContractState.LISTED
                                                   and now >= contract.trading_ends_at):
         return "contract_halted"
@@ -72,6 +88,29 @@ def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Dec
     if not _amounts_storable(contract.terms, side, price, quantity):
         return "order_too_large"
     return None
+
+
+def _on_grid(contract: Contract, price) -> bool:
+    """A price on the contract's tick grid within its price bounds."""
+    return (isinstance(price, Decimal) and price.is_finite() and price % contract.tick_size == 0
+            and contract.price_min <= price <= contract.price_max)
+
+
+def _attached_valid(contract: Contract, attached) -> bool:
+    """``Order.attached``: {"tp"|"sl": {"trigger_price", "price": decimal strings, "kind", "trigger_source"}}."""
+    if not isinstance(attached, dict) or not attached or not set(attached) <= {"tp", "sl"}:
+        return False
+    for leg in attached.values():
+        if not isinstance(leg, dict) or set(leg) != {"trigger_price", "price", "kind", "trigger_source"}:
+            return False
+        try:
+            prices = Decimal(leg["trigger_price"]), Decimal(leg["price"])
+        except (ArithmeticError, TypeError, ValueError):
+            return False
+        if not (all(_on_grid(contract, p) for p in prices) and leg["kind"] in OrderKind.values
+                and leg["trigger_source"] in TriggerSource.values):
+            return False
+    return True
 
 
 def _amounts_storable(terms: Terms, side: str, price: Decimal, quantity: Decimal) -> bool:
@@ -91,3 +130,14 @@ def order_value(terms: Terms, side: str, price: Decimal, quantity: Decimal) -> D
     """The collateral an open order holds for ``quantity``: its worst case, rounded up to storage
     precision (the hold must cover it, never fall short)."""
     return quantize(order_worst_cost(terms, side, price, quantity), ROUND_UP)
+
+
+def order_held(terms: Terms, side: str, price: Decimal, quantity: Decimal, attached: dict | None = None) -> Decimal:
+    """What an open order holds for ``quantity`` of it: its worst case (``order_value``), and for an entry
+    with an attached take-profit and stop-loss (``Order.attached``) each leg's worst case for the same
+    quantity too: as the entry fills, each leg it arms holds its own (the value moves from the entry to
+    the legs), so a fill never needs collateral the order did not already hold."""
+    value = order_value(terms, side, price, quantity)
+    for leg in (attached or {}).values():
+        value += order_value(terms, "sell" if side == "buy" else "buy", Decimal(leg["price"]), quantity)
+    return value

@@ -32,6 +32,11 @@ class OrderSerializer(serializers.ModelSerializer):
     average_fill_price = MoneyField(read_only=True, allow_null=True,
                                     help_text="quantity-weighted price of its fills; null before the first")
     order_value = MoneyField(read_only=True)
+    trigger_price = MoneyField(read_only=True, allow_null=True)
+    parent = serializers.IntegerField(source="parent_id", read_only=True, allow_null=True,
+                                      help_text="a take-profit or stop-loss leg: the entry that armed it")
+    attached = serializers.JSONField(read_only=True, allow_null=True,
+                                     help_text="an entry's take-profit and stop-loss, as sent")
 
     class Meta:
         model = Order
@@ -77,6 +82,8 @@ def _field_forms() -> dict[str, object]:
             forms[name] = lambda order: order.contract.symbol
         elif isinstance(field, models.DecimalField):
             forms[name] = lambda order, name=name: (None if (v := getattr(order, name)) is None else money(v))
+        elif isinstance(field, models.ForeignKey):
+            forms[name] = operator.attrgetter(field.attname)
         elif isinstance(field, models.DateTimeField):
             forms[name] = lambda order, name=name: iso(getattr(order, name))
         else:

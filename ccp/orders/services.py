@@ -12,6 +12,7 @@ from django.db import IntegrityError, connection, transaction
 
 from ccp.accounts.models import Client
 from ccp.accounts.services import balances_publish, fund_locks_adjust
+from ccp.book.versions import books_touched
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
 from ccp.db import bulk_insert_rows, bulk_update_rows
@@ -42,6 +43,10 @@ class OrderRequest:
     time_in_force: str = TimeInForce.GTC
     reduce_only: bool = False
     self_trade_prevention: str = SelfTrade.CANCEL_INCOMING
+    trigger: str = ""
+    trigger_price: Decimal | None = None
+    trigger_source: str = ""
+    attached: dict | None = None
 
     def matches(self, order: Order) -> bool:
         asked = {name: getattr(order, name) for name in _TERMS}
@@ -50,7 +55,8 @@ class OrderRequest:
 
 
 # What an order asks for, beyond its client, id and contract: the same names on OrderRequest and Order.
-_TERMS = ("side", "kind", "price", "quantity", "time_in_force", "reduce_only", "self_trade_prevention")
+_TERMS = ("side", "kind", "price", "quantity", "time_in_force", "reduce_only", "self_trade_prevention", "trigger",
+          "trigger_price", "trigger_source", "attached")
 
 
 def order_violation(*, order: Order | OrderRequest, contract: Contract, now: datetime) -> str | None:
@@ -259,6 +265,8 @@ def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = 
         order.order_value = ZERO
         balances_publish([fund_lock])
     order_transition(order=order, new_state=OrderState.CANCELLED, now=now, reason=reason)
+    if contract.trading_mode == TradingMode.CONTINUOUS:
+        books_touched([contract.pk])
     if was_on_book:
         book_level_changed(contract_id=order.contract_id, side=order.side, price=order.price)
     return order
@@ -329,5 +337,6 @@ def orders_cancel(*, orders: list[Order], now: datetime, reason: str) -> list[Or
         balances_publish(fund_locks_adjust(settle_value={}, order_value=released, lockup_value={}, now=now).values())
     for order in changed:
         stream_publish(client_group(order.client_id), _order_event(order))
+    books_touched({o.contract_id for o in changed if o.contract.trading_mode == TradingMode.CONTINUOUS})
     books_levels_changed(levels=levels)
     return changed

@@ -15,6 +15,7 @@ holds confirmed must be applied on chain. Nothing here writes, to the database o
 from __future__ import annotations
 
 import functools
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ from django.db import connection, transaction
 from ccp.contracts.models import Contract, ContractState
 from ccp.contracts.payoffs import Leg
 from ccp.money import ZERO, money_str
-from ccp.orders.rules import order_value
-from ccp.orders.states import BOOK_STATES, OPEN_STATES
+from ccp.orders.rules import order_held
+from ccp.orders.states import HOLDING_STATES, OPEN_STATES
 from ccp.risk.collateral import AVAILABLE_SQL
 from ccp.risk.lockups import lockups_required
 from ccp.settlement.chain.client import FundLockClient
@@ -154,19 +155,19 @@ def order_values(contracts: Callable[[], dict[int, Contract]]) -> list[Violation
     (contract, side, price, remaining) is computed once."""
     rows = _rows("""
         SELECT contract_id, side, price, quantity - filled_quantity, order_value, state = ANY(%s),
-               COUNT(*), MIN(id)
+               attached::text, COUNT(*), MIN(id)
         FROM orders_order WHERE state = ANY(%s) OR order_value <> 0
-        GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 8""", [sorted(BOOK_STATES), sorted(BOOK_STATES)])
+        GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 9""", [sorted(HOLDING_STATES), sorted(HOLDING_STATES)])
     terms = {pk: c.terms for pk, c in contracts().items()}
 
     @functools.cache
-    def expected(contract_id: int, side: str, price: Decimal, remaining: Decimal) -> Decimal:
-        return order_value(terms[contract_id], side, price, remaining)
+    def expected(contract_id: int, side: str, price: Decimal, remaining: Decimal, attached: str | None) -> Decimal:
+        return order_held(terms[contract_id], side, price, remaining, attached and json.loads(attached))
 
     violations = []
-    for contract_id, side, price, remaining, held, on_book, count, first_id in rows:
+    for contract_id, side, price, remaining, held, on_book, attached, count, first_id in rows:
         try:
-            want = expected(contract_id, side, price, remaining) if on_book else ZERO
+            want = expected(contract_id, side, price, remaining, attached) if on_book else ZERO
         except ValueError as exc:  # e.g. a price outside the contract's bounds
             violations.append(Violation("order_value_wrong", f"{_orders(first_id, count)}: no value ({exc})"))
             continue

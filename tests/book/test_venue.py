@@ -25,14 +25,6 @@ from tests.ledger import assert_books_balance
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fresh_engines():
-    """Each test starts with no engine cached in this process."""
-    services._BOOKS.clear()
-    yield
-    services._BOOKS.clear()
-
-
 def continuous_future(**kwargs):
     return ContractFactory(kind="future", strike_px=None, floor_px=D("50"), cap_px=D("150"), tick_size=D("0.5"),
                            lot_size=D("1"), trading_mode=TradingMode.CONTINUOUS, **kwargs)
@@ -46,8 +38,9 @@ _ids = iter(range(1, 10**9))
 
 
 def send(client, contract, side, price, quantity, **terms):
+    coid = terms.pop("client_order_id", None) or f"o{next(_ids)}"
     order, _ = order_submit(client=client, request=OrderRequest(
-        client_order_id=f"o{next(_ids)}", contract=contract, side=side, kind=terms.pop("kind", "limit"),
+        client_order_id=coid, contract=contract, side=side, kind=terms.pop("kind", "limit"),
         price=D(price), quantity=D(quantity), **terms), now=NOW, validate_later=False)
     return order
 

@@ -39,10 +39,26 @@ def test_a_task_lands_in_its_queue_only():
     before = {queue: store.llen(queue) for queue in QUEUES}
     auction_solve_task.delay(-1)
     try:
-        assert {queue: store.llen(queue) - before[queue] for queue in QUEUES} == {"orders": 0, "auctions": 1,
-                                                                                  "celery": 0}
+        assert {queue: store.llen(queue) - before[queue] for queue in QUEUES} == {
+            **{queue: 0 for queue in QUEUES}, "auctions": 1}
     finally:
         store.lpop("auctions")
+
+
+def test_a_contracts_matcher_lands_in_its_book_queue_only(settings):
+    from ccp.book.tasks import book_match_later
+
+    store = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    with app.connection_for_write() as connection:
+        for queue in app.amqp.queues.values():
+            queue(connection.default_channel).declare()
+    before = {queue: store.llen(queue) for queue in QUEUES}
+    book_match_later(7)  # one book queue (CCP_BOOK_QUEUES 1): book-0
+    try:
+        assert {queue: store.llen(queue) - before[queue] for queue in QUEUES} == {
+            **{queue: 0 for queue in QUEUES}, "book-0": 1}
+    finally:
+        store.lpop("book-0")
 
 
 def test_an_order_is_validated_while_a_long_solve_occupies_the_auction_worker(children):
