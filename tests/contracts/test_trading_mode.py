@@ -11,6 +11,7 @@ from threading import Barrier
 
 import pytest
 from django.db import connections
+from rest_framework.test import APIClient
 
 from ccp.accounts.models import FundLock
 from ccp.contracts.models import Contract, TradingModeChange
@@ -154,6 +155,23 @@ def test_an_unknown_mode_contract_or_author_is_refused(market):
                                   now=LATER)
     assert (missing.value.code, missing.value.http_status) == ("not_found", 404)
     assert not TradingModeChange.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_contract_api_and_its_schema_show_the_mode(market):
+    future, _ = market
+    api = APIClient()
+    assert api.get(f"/api/v1/contracts/{future.symbol}").json()["trading_mode"] == "auction"
+
+    set_mode(future, "continuous")
+
+    assert api.get(f"/api/v1/contracts/{future.symbol}").json()["trading_mode"] == "continuous"
+    assert [c["trading_mode"] for c in api.get("/api/v1/contracts").json()["results"]] == ["continuous"]
+    schema = api.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["components"]["schemas"]
+    mode = schema["Contract"]["properties"]["trading_mode"]
+    assert mode["allOf"][0]["$ref"] == "#/components/schemas/TradingModeEnum"
+    assert schema["TradingModeEnum"]["enum"] == ["auction", "continuous"]
+    assert "trading_mode" in schema["Contract"]["required"]
 
 
 def _in_thread(job):
