@@ -24,6 +24,7 @@ from ccp.orders.services import order_validate
 from tests.conftest import NOW
 from tests.factories import ContractFactory, FundLockFactory, ReceivedOrderFactory
 from tests.ledger import assert_books_balance
+from tests.orders.test_lock_order import lock_order_kept
 
 LATER = NOW + timedelta(minutes=5)
 
@@ -80,6 +81,15 @@ def test_the_change_cancels_open_orders_releases_their_collateral_and_writes_the
             change.orders_cancelled, change.at) == (future.pk, "auction", "continuous", "operator",
                                                     "futures trade continuously", 3, LATER)
     assert_books_balance()
+
+
+@pytest.mark.django_db
+def test_the_change_takes_its_locks_in_the_one_order(market):
+    future, _ = market
+    with lock_order_kept("contract_trading_mode_set"):
+        set_mode(future, "continuous")
+    with lock_order_kept("contract_trading_mode_set (nothing to change)"):
+        set_mode(future, "continuous")
 
 
 @pytest.mark.django_db
