@@ -135,7 +135,7 @@ def contract_trading_mode_set(*, contract_id: int, mode: str, by: str, reason: s
     if contract.trading_mode == mode:
         return contract
     if contract.state != ContractState.LISTED or now >= contract.trading_ends_at:
-        raise Conflict(f"{contract.symbol} is not listed for trading ({contract.state}): its mode stays.",
+        raise Conflict(f"{contract.symbol} has stopped trading (from 00:00 UTC of its expiry day): its mode stays.",
                        code="contract_not_listed", extra={"contract": contract.symbol, "state": contract.state})
     if auction_holds_contracts(pair=contract.pair, contract_ids=[contract.pk]):
         raise Conflict(f"An auction of {contract.pair} holds open orders of {contract.symbol}: change its mode "
