@@ -27,6 +27,7 @@ Who takes what:
   order_cancel        book (shared), contract, order, fund lock
   contracts_halt      book (shared), contract, its open orders, their fund locks
   contracts_expire    contracts
+  contract_trading_mode_set  book (exclusive), contract, its open orders, their fund locks
   expiry_settle       book (shared), contracts, fund locks, positions, lockups
   auction_open        nothing (a partial unique constraint keeps one open auction per pair)
   auction_close       book (exclusive), auction

@@ -21,6 +21,7 @@ from eth_account import Account
 
 from ccp.accounts.models import ApiToken, SignInChallenge
 from ccp.clearing.models import Trade
+from ccp.contracts.models import TradingModeChange
 from ccp.marketdata.models import Candle
 from ccp.matching.models import Auction
 from ccp.orders.models import Order, OrderStateHistory
@@ -346,6 +347,17 @@ class ApiTokenFactory(factory.django.DjangoModelFactory):
     expires_at = NOW + timedelta(days=30)
 
 
+class TradingModeChangeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TradingModeChange
+
+    contract = factory.SubFactory(NewContractFactory)
+    from_mode = "auction"
+    to_mode = "continuous"
+    changed_by = "operator"
+    at = NOW
+
+
 # --- The table: constraint name -> a bad row ---
 
 
@@ -453,6 +465,11 @@ CONSTRAINT_CASES = [
     # strike_px >= floor_px is NULL for a NULL strike, and a CHECK passes on NULL
     case("contract_strike_within_bounds", NewContractFactory, "option-without-strike", strike_px=None,
          symbol="X-NO-STRIKE-C"),
+    case("contract_trading_mode_valid", NewContractFactory, trading_mode="rfq"),
+    case("trading_mode_change_modes_valid", TradingModeChangeFactory, "from", from_mode="rfq"),
+    case("trading_mode_change_modes_valid", TradingModeChangeFactory, "to", to_mode="rfq", from_mode="auction"),
+    case("trading_mode_change_changes", TradingModeChangeFactory, to_mode="auction"),
+    case("trading_mode_change_has_author", TradingModeChangeFactory, changed_by=""),
     # orders
     case("order_unique_client_order_id", OrderFactory, same=("client", "client_order_id")),
     case("withdrawal_unique_client_withdrawal_id", WithdrawalFactory, same=("client", "client_withdrawal_id")),

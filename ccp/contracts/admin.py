@@ -2,18 +2,21 @@ from decimal import Decimal, InvalidOperation
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import ValidationError
+from django.db.models import Count, Q
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from ccp.admin_utils import ReadOnlyAdmin
+from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline
 from ccp.clock import utcnow
-from ccp.contracts.models import Contract, Currency, Pair
+from ccp.contracts.models import Contract, Currency, Pair, TradingMode, TradingModeChange
 from ccp.contracts.payoffs import ContractKind
-from ccp.contracts.services import SeriesSpec, contract_series_create
+from ccp.contracts.services import SeriesSpec, contract_series_create, contract_trading_mode_set
 from ccp.errors import ApplicationError
 from ccp.money import DECIMAL_PLACES, MAX_DIGITS
+from ccp.orders.states import OPEN_STATES
 
 
 class CurrencyForm(forms.ModelForm):
@@ -83,16 +86,74 @@ class SeriesForm(forms.Form):
         )
 
 
+# How the admin says a mode: "X now trades continuously".
+TRADES = {TradingMode.AUCTION: "in auctions", TradingMode.CONTINUOUS: "continuously"}
+
+
+class TradingModeForm(forms.Form):
+    reason = forms.CharField(max_length=500, widget=forms.TextInput(attrs={"size": 60}),
+                             help_text="kept with the change in Trading mode changes")
+
+
+class TradingModeChangeInline(ReadOnlyInline):
+    model = TradingModeChange
+    fields = ["at", "from_mode", "to_mode", "changed_by", "reason", "orders_cancelled"]
+    readonly_fields = fields
+    ordering = ["-at", "-id"]
+    show_change_link = False
+
+
 @admin.register(Contract)
 class ContractAdmin(ReadOnlyAdmin):
-    """Contracts are listed through the series form and never edited: open orders rely on their terms."""
+    """Contracts are listed through the series form and never edited: open orders rely on their terms.
+    Their trading mode moves through the actions (``contract_trading_mode_set``), each change kept."""
 
     list_display = ["symbol", "pair", "kind", "strike_px", "expiry_date", "floor_px", "cap_px", "tick_size",
-                    "lot_size", "state"]
-    list_filter = ["state", "kind", "expiry_date", "pair"]
+                    "lot_size", "state", "trading_mode"]
+    list_filter = ["state", "trading_mode", "kind", "expiry_date", "pair"]
     list_select_related = ["pair__base", "pair__quote"]
     search_fields = ["symbol"]
     date_hierarchy = "expiry_date"
+    actions = ["trade_continuously", "trade_in_auctions"]
+    inlines = [TradingModeChangeInline]
+
+    @admin.action(description="Trade continuously (cancels their open orders)", permissions=["trading_mode"])
+    def trade_continuously(self, request, queryset):
+        return self._trading_mode_set(request, queryset, TradingMode.CONTINUOUS, "trade_continuously")
+
+    @admin.action(description="Trade in auctions (cancels their open orders)", permissions=["trading_mode"])
+    def trade_in_auctions(self, request, queryset):
+        return self._trading_mode_set(request, queryset, TradingMode.AUCTION, "trade_in_auctions")
+
+    def _trading_mode_set(self, request, queryset, mode: TradingMode, action: str):
+        """An intermediate page names the contracts and the open orders the change cancels and asks why;
+        then each contract is moved on its own (one refused does not stop the others)."""
+        contracts = list(queryset.annotate(open_orders=Count("orders", filter=Q(orders__state__in=OPEN_STATES)))
+                         .order_by("symbol"))
+        form = TradingModeForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
+                       "contracts": contracts, "mode": mode, "action": action,
+                       "title": f"Trade {len(contracts)} contract(s) {TRADES[mode]}",
+                       "action_checkbox_name": ACTION_CHECKBOX_NAME}
+            return TemplateResponse(request, "admin/contracts/contract/trading_mode.html", context)
+        for contract in contracts:
+            if contract.trading_mode == mode:
+                self.message_user(request, f"{contract.symbol} already trades {TRADES[mode]}.", messages.INFO)
+                continue
+            try:
+                contract_trading_mode_set(contract_id=contract.pk, mode=mode, by=request.user.get_username(),
+                                          reason=form.cleaned_data["reason"], now=utcnow())
+            except ApplicationError as exc:
+                self.message_user(request, f"{contract.symbol}: {exc.message} ({exc.code})", messages.ERROR)
+                continue
+            change = contract.trading_mode_changes.order_by("-id").first()
+            self.message_user(request, f"{contract.symbol} now trades {TRADES[mode]}; "
+                                       f"{change.orders_cancelled} open order(s) cancelled.", messages.SUCCESS)
+        return None
+
+    def has_trading_mode_permission(self, request):
+        return request.user.has_perm("contracts.change_contract")
 
     def has_add_permission(self, request, obj=None):
         return request.user.has_perm("contracts.add_contract")
@@ -122,3 +183,14 @@ class ContractAdmin(ReadOnlyAdmin):
         context = {**self.admin_site.each_context(request), "title": "List an expiry series", "form": form,
                    "opts": self.model._meta, "media": self.media + form.media}
         return TemplateResponse(request, "admin/contracts/series_form.html", context)
+
+
+@admin.register(TradingModeChange)
+class TradingModeChangeAdmin(ReadOnlyAdmin):
+    """Every change of a contract's trading mode, newest first: who, why, and the orders it cancelled."""
+
+    list_display = ["at", "contract", "from_mode", "to_mode", "changed_by", "reason", "orders_cancelled"]
+    list_filter = ["to_mode", "contract__pair", "contract__expiry_date"]
+    list_select_related = ["contract"]
+    search_fields = ["contract__symbol", "changed_by", "reason"]
+    ordering = ["-at", "-id"]

@@ -146,3 +146,30 @@ class Contract(models.Model):
             parts.append(format(strike_px.normalize(), "f"))
         parts.append({"call": "C", "put": "P", "future": "F"}[kind])
         return "-".join(parts)
+
+
+class TradingModeChange(models.Model):
+    """An operator moved a contract from one trading mode to the other (``contract_trading_mode_set``):
+    who, why, when, and how many open orders the move cancelled. Append-only: written by the service,
+    never edited."""
+
+    contract = models.ForeignKey(Contract, on_delete=models.PROTECT, related_name="trading_mode_changes")
+    from_mode = models.CharField(max_length=10, choices=TradingMode.choices)
+    to_mode = models.CharField(max_length=10, choices=TradingMode.choices)
+    changed_by = models.CharField(max_length=150, help_text="the operator's user name")
+    reason = models.TextField(blank=True)
+    orders_cancelled = models.PositiveIntegerField(default=0, help_text="open orders cancelled by the change")
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(from_mode__in=TradingMode.values, to_mode__in=TradingMode.values),
+                                   name="trading_mode_change_modes_valid"),
+            models.CheckConstraint(condition=~Q(from_mode=F("to_mode")), name="trading_mode_change_changes"),
+            models.CheckConstraint(condition=~Q(changed_by=""), name="trading_mode_change_has_author"),
+        ]
+        indexes = [models.Index(fields=["contract", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.contract} {self.from_mode} -> {self.to_mode} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -3,7 +3,7 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ccp.contracts.models import Contract
+from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import mark_px
 from ccp.money import money_str
 from ccp.serializers import MoneyField
@@ -28,6 +28,10 @@ class ContractSerializer(serializers.ModelSerializer):
     mark_price = serializers.SerializerMethodField(
         help_text="a future: the index clamped to [floor, cap]; an option: its intrinsic value at the index (no "
                   "volatility model yet: a lower bound of its worth); null without an index")
+    trading_mode = serializers.ChoiceField(
+        choices=TradingMode.choices, read_only=True,
+        help_text="auction: matched in the pair's periodic batch auctions; continuous: on the order book as orders "
+                  "arrive. The operator moves a contract between the two, cancelling its open orders.")
     expires_at = serializers.DateTimeField(read_only=True)
     trading_ends_at = serializers.DateTimeField(read_only=True)
 
@@ -35,7 +39,7 @@ class ContractSerializer(serializers.ModelSerializer):
         model = Contract
         fields = ["symbol", "underlying", "collateral", "kind", "strike_px", "expiry_date", "expires_at",
                   "trading_ends_at", "floor_px", "cap_px", "tick_size", "lot_size", "price_min", "price_max",
-                  "reference_price", "index_price", "mark_price", "state"]
+                  "reference_price", "index_price", "mark_price", "state", "trading_mode"]
 
     @extend_schema_field({"type": "string", "format": "decimal", "nullable": True})
     def get_reference_price(self, contract: Contract) -> str | None:

@@ -10,9 +10,9 @@ from django.db import IntegrityError, transaction
 from ccp.accounts.services import balance_events, fund_locks_adjust
 from ccp.clearing.booking import cash_book, positions_book
 from ccp.clock import require_aware
-from ccp.contracts.models import Contract, ContractState, Currency, Pair
+from ccp.contracts.models import Contract, ContractState, Currency, Pair, TradingMode, TradingModeChange
 from ccp.contracts.payoffs import ContractKind, Terms, payoff_per_unit
-from ccp.errors import ApplicationError, Conflict
+from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_lock, contract_lock, contracts_lock, fund_locks_lock
 from ccp.matching.selectors import auction_holds_contracts
 from ccp.money import money_str
@@ -102,6 +102,53 @@ def contract_series_create(*, spec: SeriesSpec, now: datetime) -> list[Contract]
         created.append(contract)
     return created
 
+
+
+# Trading mode: an operator moves a listed contract between batch auctions and the continuous book.
+
+@transaction.atomic
+def contract_trading_mode_set(*, contract_id: int, mode: str, by: str, reason: str, now: datetime) -> Contract:
+    """Move a listed contract to trading ``mode`` (auction or continuous), between sessions: every open
+    order of the contract is cancelled (reason ``trading_mode_changed``, order value released, book
+    sequence bumped, events after commit) and a ``TradingModeChange`` row records who, why and when.
+
+    Refused (409) while a closed or solved auction of the pair holds open orders of the contract
+    (``trading_mode_auction_running``: its apply would fill them after the change) and when the contract
+    is not listed or past 00:00 UTC of its expiry day (``contract_not_listed``). Idempotent: a contract
+    already in ``mode`` is returned unchanged, with no audit row, whatever its state.
+
+    Locks (``ccp.locks``) the pair's book (exclusive: no auction snapshot or apply runs meanwhile), the
+    contract, then its open orders and their fund locks (``orders_cancel_open``)."""
+    now = require_aware(now)
+    try:
+        mode = TradingMode(mode)
+    except ValueError:
+        raise ApplicationError(f"Trading mode must be one of {', '.join(TradingMode.values)}.",
+                               code="trading_mode_invalid") from None
+    if not by.strip():
+        raise ApplicationError("Say who changes the trading mode.", code="trading_mode_author_missing")
+    pair_id = Contract.objects.filter(pk=contract_id).values_list("pair_id", flat=True).first()
+    if pair_id is None:
+        raise NotFound("No such contract.")
+    book_lock(pair_id, exclusive=True)
+    contract = contract_lock(contract_id)
+    if contract.trading_mode == mode:
+        return contract
+    if contract.state != ContractState.LISTED or now >= contract.trading_ends_at:
+        raise Conflict(f"{contract.symbol} has stopped trading (from 00:00 UTC of its expiry day): its mode stays.",
+                       code="contract_not_listed", extra={"contract": contract.symbol, "state": contract.state})
+    if auction_holds_contracts(pair=contract.pair, contract_ids=[contract.pk]):
+        raise Conflict(f"An auction of {contract.pair} holds open orders of {contract.symbol}: change its mode "
+                       "once that auction is applied (within seconds).",
+                       code="trading_mode_auction_running", extra={"contract": contract.symbol})
+    change = TradingModeChange(contract=contract, from_mode=contract.trading_mode, to_mode=mode, changed_by=by,
+                               reason=reason, at=now)
+    contract.trading_mode = mode
+    contract.save(update_fields=["trading_mode"])
+    cancelled = orders_cancel_open(contract=contract, now=now, reason="trading_mode_changed")
+    change.orders_cancelled = len(cancelled)
+    change.save()
+    return contract
 
 
 # Lifecycle: listed -> halted (00:00 UTC on the expiry day) -> expired (12:00) -> settled (payoffs booked).

@@ -6,7 +6,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce, Greatest
 
-from ccp.contracts.models import ContractState, Pair
+from ccp.contracts.models import ContractState, Pair, TradingMode
 from ccp.matching.models import Auction, AuctionState
 from ccp.orders.models import Order
 from ccp.orders.states import BOOK_STATES
@@ -16,8 +16,10 @@ HOLDING_STATES = [AuctionState.CLOSED.value, AuctionState.SOLVED.value]
 
 
 def pairs_with_open_orders() -> QuerySet[Pair]:
-    """Pairs with validated open orders on listed contracts."""
-    return (Pair.objects.filter(contracts__state=ContractState.LISTED, contracts__orders__state__in=BOOK_STATES)
+    """Pairs with validated open orders on listed contracts that trade in auctions (a pair whose only
+    orders are on continuous contracts opens no auction)."""
+    return (Pair.objects.filter(contracts__state=ContractState.LISTED, contracts__trading_mode=TradingMode.AUCTION,
+                                contracts__orders__state__in=BOOK_STATES)
             .select_related("base", "quote").distinct().order_by("id"))
 
 

@@ -22,7 +22,7 @@ from ccp.clearing.models import Venue
 from ccp.clearing.pairing import Fill, fills_pair
 from ccp.clearing.services import Execution
 from ccp.clock import require_aware
-from ccp.contracts.models import Contract, ContractState, Pair
+from ccp.contracts.models import Contract, ContractState, Pair, TradingMode
 from ccp.contracts.payoffs import ContractKind, mark_px
 from ccp.locks import auction_lock, book_lock, contracts_lock, order_rows_lock
 from ccp.matching.auction import (
@@ -96,7 +96,7 @@ _SNAPSHOT = """
            o.order_value
     FROM orders_order AS o JOIN contracts_contract AS c ON o.contract_id = c.id
     WHERE c.pair_id = %(pair)s AND c.state = %(listed)s AND c.expiry_date > %(today)s
-      AND o.state = ANY(%(book)s) AND o.cancel_requested_at IS NULL
+      AND c.trading_mode = %(auction)s AND o.state = ANY(%(book)s) AND o.cancel_requested_at IS NULL
 """
 # The snapshot's order ids and the hash of the stored input's text, written on the server.
 _SNAPSHOT_HELD = """
@@ -110,9 +110,10 @@ _SNAPSHOT_HELD = """
 @transaction.atomic
 def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) -> Auction:
     """Snapshot the book: the pair's open, validated orders not held by another auction, on contracts
-    still trading, with their clients' budgets and positions. Holds the book lock of the pair, so a
-    concurrent cancel lands either before the snapshot (the order is left out) or after it (a cancel
-    request, done when the auction is applied); the snapshot's order ids mark what the auction holds.
+    still trading in auctions (a continuous contract's orders are the continuous book's), with their
+    clients' budgets and positions. Holds the book lock of the pair, so a concurrent cancel lands either
+    before the snapshot (the order is left out) or after it (a cancel request, done when the auction is
+    applied); the snapshot's order ids mark what the auction holds.
     Locks (``ccp.locks``) the book (exclusive), then the auction."""
     now = require_aware(now)
     auction = Auction.objects.defer(*_DOCUMENTS).get(pk=auction_id)
@@ -125,7 +126,7 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
         return auction  # a duplicate closed it meanwhile
     with connection.cursor() as cursor:
         cursor.execute(_SNAPSHOT, {"pair": pair.pk, "listed": ContractState.LISTED, "today": now.date(),
-                                   "book": list(BOOK_STATES)})
+                                   "auction": TradingMode.AUCTION, "book": list(BOOK_STATES)})
         cursor.execute("SELECT * FROM ccp_snapshot ORDER BY id")
         rows = cursor.fetchall()
     contracts = Contract.objects.in_bulk({row[2] for row in rows})
