@@ -6,12 +6,14 @@ Quantities are whole lots (ints); prices are Decimals on the contract's tick gri
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from decimal import ROUND_HALF_DOWN, Decimal
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class LotOrder:
+class LotOrder(NamedTuple):
+    """An order in whole lots (immutable; a named tuple: cheaper to build by the hundred thousand than a
+    frozen dataclass)."""
+
     id: str
     side: str  # "buy" | "sell"
     price: Decimal
