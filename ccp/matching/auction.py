@@ -90,8 +90,9 @@ class AuctionInput:
     label: str = ""
 
 
-@dataclass(frozen=True)
-class Fill:
+class Fill(NamedTuple):
+    """An order's fill in a result (immutable; a named tuple, as OrderSpec)."""
+
     order: str
     quantity: Decimal
     price: Decimal
