@@ -30,7 +30,8 @@ Run from the repository root (the defaults take about three and a half minutes o
     .venv/bin/python bench/auction.py [--sizes 1000,10000,100000] [--no-db] [--profile]
 
 ``--profile`` adds, for the largest size, a second database run under cProfile and prints the top
-cumulative entries of auction_close, auction_solve and auction_apply (not used for the figures).
+cumulative entries of auction_close, auction_solve and auction_apply (not used for the figures); the
+whole profiles go to ``<state dir>/logs/profile-<stage>-<orders>.prof``.
 """
 
 from __future__ import annotations
@@ -313,7 +314,10 @@ def db_child(n: int, seed: int, time_limit: str, profile: bool) -> None:
 
         for name in ("close", "solve", "apply"):
             print(f"\n===== cProfile auction_{name}, {n} orders: top cumulative, then the project's own code =====")
-            for restriction in ((24,), ("/work/main/ccp/", 12)):
+            # The whole profile stays in the logs for pstats (python -m pstats <file>).
+            profiles[name].dump_stats(os.path.join(os.environ.get("CCP_STATE_DIR", "."), "logs",
+                                                   f"profile-{name}-{n}.prof"))
+            for restriction in ((24,), (str(REPO / "ccp") + "/", 12)):
                 buf = io.StringIO()
                 pstats.Stats(profiles[name], stream=buf).sort_stats("cumulative").print_stats(*restriction)
                 text = buf.getvalue()

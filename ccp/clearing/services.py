@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.db import connection, transaction
 
@@ -15,9 +15,9 @@ from ccp.db import bulk_insert_rows, ids_reserve
 from ccp.marketdata.services import candles_record, trades_publish
 
 
-@dataclass(frozen=True, slots=True)
-class Execution:
-    """A trade a venue matched, before it is booked."""
+class Execution(NamedTuple):
+    """A trade a venue matched, before it is booked (immutable; a named tuple: an auction makes tens of
+    thousands, and a frozen dataclass's __init__ costs three times as much)."""
 
     contract_id: int
     price: Decimal

@@ -19,6 +19,7 @@ deterministic. Pure: takes an AuctionInput, returns an AuctionResult; floats onl
 from __future__ import annotations
 
 import functools
+import operator
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -98,7 +99,7 @@ def _prepare(auction: AuctionInput) -> _Book:
                   for o in auction.orders}
     by_contract: dict[str, list[str]] = defaultdict(list)
     by_client: dict[str, list[OrderSpec]] = defaultdict(list)
-    for order in sorted(auction.orders, key=lambda o: (o.priority, o.id)):
+    for order in sorted(auction.orders, key=operator.attrgetter("priority", "id")):
         by_contract[order.contract].append(order.id)
         by_client[order.client].append(order)
     book = _Book(auction, contracts, {c.id: c for c in auction.clients}, orders, lot_orders, by_contract, set(), set())
@@ -127,9 +128,11 @@ def _tradeable(book: _Book, order_id: str, with_binding: bool) -> bool:
 
 def _uncross_contracts(book: _Book, symbols: list[str], with_binding: bool) -> dict[str, int]:
     fills: dict[str, int] = {}
+    # _tradeable for every order, asked once: in the live book nobody binds, and every order trades.
+    left_out = book.underwater if with_binding else book.underwater | book.binding
     for symbol in symbols:
         fills.update(uncross(book.lot_orders[i] for i in book.by_contract[symbol]
-                             if _tradeable(book, i, with_binding)))
+                             if not left_out or book.orders[i].client not in left_out))
     return fills
 
 
@@ -208,7 +211,8 @@ def _fills_from_columns(book: _Book, columns: list[Column], lots: list[float]) -
 
 
 def _result(book: _Book, fills: dict[str, int], bound: Decimal, status: str, method: str,
-            timings: dict[str, float]) -> AuctionResult:
+            timings: dict[str, float], welfare: Decimal | None = None) -> AuctionResult:
+    """The result of ``fills``; ``welfare``: their ``_uncross_welfare`` when the caller has it."""
     prices = {}
     for symbol, order_ids in book.by_contract.items():
         contract = book.contracts[symbol]
@@ -220,7 +224,8 @@ def _result(book: _Book, fills: dict[str, int], bound: Decimal, status: str, met
         Fill(order_id, lots * book.contracts[book.orders[order_id].contract].lot,
              prices[book.orders[order_id].contract])
         for order_id, lots in sorted(fills.items(), key=lambda item: _id_key(item[0])) if lots > 0)
-    welfare = _uncross_welfare(book, fills)
+    if welfare is None:
+        welfare = _uncross_welfare(book, fills)
     return AuctionResult(prices=prices, fills=fill_rows, welfare=welfare, upper_bound=max(bound, welfare),
                          status=status, method=method, solver=SOLVER, binding_clients=tuple(sorted(book.binding)),
                          timings=timings)
@@ -268,7 +273,7 @@ def clear(auction: AuctionInput) -> AuctionResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     book = _prepare(auction)
-    coupled = sorted({book.orders[i].contract for i in book.orders if book.orders[i].client in book.binding})
+    coupled = sorted({o.contract for o in book.orders.values() if o.client in book.binding}) if book.binding else []
     free = sorted(set(book.by_contract) - set(coupled))
     fills = _uncross_contracts(book, free, with_binding=True)
     bound = _uncross_welfare(book, fills)
@@ -282,7 +287,8 @@ def clear(auction: AuctionInput) -> AuctionResult:
         fills.update(coupled_fills)
         bound += coupled_bound
         method = "lp-prices+mip"
-    result = _result(book, fills, bound, status, method, timings)
+    # Without a coupled contract the bound is the uncross welfare of these very fills.
+    result = _result(book, fills, bound, status, method, timings, welfare=None if coupled else bound)
     # Proven optimal when the welfare reaches the LP bound (to the solver's tolerance).
     if result.upper_bound - result.welfare > _OPTIMALITY_TOLERANCE * max(Decimal(1), abs(result.upper_bound)):
         result = replace(result, status="feasible")

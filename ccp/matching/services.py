@@ -13,8 +13,10 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
+import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
+from psycopg.types.json import Json
 
 from ccp.accounts.models import Client
 from ccp.clearing.booking import trades_clear
@@ -31,8 +33,8 @@ from ccp.matching.auction import (
     ClientSpec,
     ContractSpec,
     input_from_document,
+    input_text,
     input_to_document,
-    order_entries,
     result_to_document,
 )
 from ccp.matching.engine import clear
@@ -98,11 +100,19 @@ _SNAPSHOT = """
     WHERE c.pair_id = %(pair)s AND c.state = %(listed)s AND c.expiry_date > %(today)s
       AND c.trading_mode = %(auction)s AND o.state = ANY(%(book)s) AND o.cancel_requested_at IS NULL
 """
-# The snapshot's order ids and the hash of the stored input's text, written on the server.
+# Price and quantity as the input document writes them (money_str: no trailing zeros), formatted by the server.
+_SNAPSHOT_ROWS = """
+    SELECT id, client_id, contract_id, side, trim_scale(price)::text, trim_scale(remaining)::text, order_value
+    FROM ccp_snapshot ORDER BY id
+"""
+# The input document as its canonical text, the hash of that text (the stored one: ``json`` keeps it as
+# it is) and the snapshot's order ids, written on the server in one statement.
 _SNAPSHOT_HELD = """
-    UPDATE matching_auction SET order_ids = ARRAY(SELECT id FROM ccp_snapshot ORDER BY id),
-        input_hash = encode(sha256(convert_to(input_document::text, 'UTF8')), 'hex')
-    WHERE id = %s RETURNING input_hash
+    UPDATE matching_auction SET input_document = %(document)s,
+        input_hash = encode(sha256(convert_to(%(document)s::text, 'UTF8')), 'hex'),
+        order_ids = ARRAY(SELECT id FROM ccp_snapshot ORDER BY id),
+        orders_count = %(count)s, state = %(state)s, closed_at = %(now)s
+    WHERE id = %(auction)s
 """
 
 
@@ -121,13 +131,13 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
         return auction
     pair = _pair(auction)
     book_lock(pair.pk, exclusive=True)
-    auction = auction_lock(auction_id)
+    auction = auction_lock(auction_id, defer=_DOCUMENTS)
     if auction.state != AuctionState.OPEN:
         return auction  # a duplicate closed it meanwhile
     with connection.cursor() as cursor:
         cursor.execute(_SNAPSHOT, {"pair": pair.pk, "listed": ContractState.LISTED, "today": now.date(),
                                    "auction": TradingMode.AUCTION, "book": list(BOOK_STATES)})
-        cursor.execute("SELECT * FROM ccp_snapshot ORDER BY id")
+        cursor.execute(_SNAPSHOT_ROWS)
         rows = cursor.fetchall()
     contracts = Contract.objects.in_bulk({row[2] for row in rows})
     traded = {(row[1], contracts[row[2]].expiry_date) for row in rows}
@@ -160,20 +170,17 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
         clients=tuple(ClientSpec(addresses[k], budgets[k], held[k]) for k in sorted(addresses)),
         orders=(), settings=settings, label=f"{auction.group} {auction.slot.isoformat()}",
     ))
-    # Straight from the rows: a hundred thousand OrderSpecs would only be formatted again.
+    # Straight from the rows to the document's text: a hundred thousand order dicts would only be encoded.
     symbols = {pk: c.symbol for pk, c in contracts.items()}
-    document["orders"] = order_entries((str(order_id), addresses[client_id], symbols[contract_id], side, price,
-                                        remaining, order_id)
-                                       for order_id, client_id, contract_id, side, price, remaining, _ in rows)
-    auction.input_document = document
-    auction.orders_count, auction.state, auction.closed_at = len(rows), AuctionState.CLOSED, now
-    auction.save(update_fields=["input_document", "orders_count", "state", "closed_at"])
-    with connection.cursor() as cursor:
-        cursor.execute(_SNAPSHOT_HELD, [auction.pk])
-        (auction.input_hash,) = cursor.fetchone()
+    text = input_text(document, ((pk, addresses[client_id], symbols[contract_id], side, price, remaining, pk)
+                                 for pk, client_id, contract_id, side, price, remaining, _ in rows))
+    # A cursor binding its parameters on the server: the client-side one would escape the document's
+    # megabytes into the statement's text.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_SNAPSHOT_HELD, {"document": Json(text, dumps=str), "count": len(rows),
+                                        "state": AuctionState.CLOSED.value, "now": now, "auction": auction.pk})
         cursor.execute("DROP TABLE ccp_snapshot")
-    auction.order_ids = [row[0] for row in rows]
-    return auction
+    return Auction.objects.defer(*_DOCUMENTS).get(pk=auction.pk)
 
 
 @gc_paused

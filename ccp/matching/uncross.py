@@ -5,13 +5,16 @@ Quantities are whole lots (ints); prices are Decimals on the contract's tick gri
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from decimal import ROUND_HALF_DOWN, Decimal
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class LotOrder:
+class LotOrder(NamedTuple):
+    """An order in whole lots (immutable; a named tuple: cheaper to build by the hundred thousand than a
+    frozen dataclass)."""
+
     id: str
     side: str  # "buy" | "sell"
     price: Decimal
@@ -24,6 +27,10 @@ def priority_key(order: LotOrder) -> tuple:
     return (-order.price if order.side == "buy" else order.price, order.priority, order.id)
 
 
+_TIME, _PRICE, _PRICE_TIME = (operator.attrgetter("priority", "id"), operator.attrgetter("price"),
+                              operator.attrgetter("price", "priority", "id"))
+
+
 def uncross(orders: Iterable[LotOrder]) -> dict[str, int]:
     """Fill the highest buys against the lowest sells while they cross, in price-time priority.
 
@@ -31,8 +38,9 @@ def uncross(orders: Iterable[LotOrder]) -> dict[str, int]:
     which maximises traded surplus without collateral limits. Returns filled lots per order id.
     """
     orders = list(orders)
-    buys = sorted((o for o in orders if o.side == "buy"), key=priority_key)
-    sells = sorted((o for o in orders if o.side == "sell"), key=priority_key)
+    # priority_key's order, by C-level keys: sorts are stable, also reversed (higher buys first).
+    buys = sorted(sorted((o for o in orders if o.side == "buy"), key=_TIME), key=_PRICE, reverse=True)
+    sells = sorted((o for o in orders if o.side == "sell"), key=_PRICE_TIME)
     fills: dict[str, int] = {}
     i = j = 0
     buy_left = buys[0].lots if buys else 0

@@ -184,7 +184,9 @@ OrderRow = make_dataclass("OrderRow", [*ORDER_COLUMNS, ("contract", object, None
 class OrderStateHistory(models.Model):
     """Append-only: one row per state change of an order."""
 
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="history")
+    # No database foreign key check: one per row at commit was a fifth of an auction's commit (bench/auction.py).
+    # Every writer holds the order's row (locked, or inserted in its transaction); orders are never deleted.
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="history", db_constraint=False)
     from_state = models.CharField(max_length=16, choices=OrderState.choices, null=True, blank=True)
     to_state = models.CharField(max_length=16, choices=OrderState.choices)
     reason = models.CharField(max_length=64, blank=True)

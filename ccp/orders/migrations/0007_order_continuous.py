@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('accounts', '0001_initial'),
         ('contracts', '0002_contract_trading_mode'),
-        ('orders', '0005_order_fill_price'),
+        ('orders', '0006_history_no_fk_check'),
     ]
 
     operations = [

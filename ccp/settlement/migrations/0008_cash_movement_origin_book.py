@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('accounts', '0001_initial'),
         ('contracts', '0002_contract_trading_mode'),
-        ('settlement', '0006_chain_balance'),
+        ('settlement', '0007_cash_movement_no_fk_checks'),
     ]
 
     operations = [
