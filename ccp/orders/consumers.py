@@ -8,14 +8,17 @@ from ccp.accounts.services import api_token_authenticate
 from ccp.clock import utcnow
 from ccp.consumers import CLOSE_UNAUTHORIZED, ContractStreamConsumer, StreamConsumer
 from ccp.errors import ApplicationError
-from ccp.orders.selectors import book_levels
+from ccp.marketdata.services import bbo_payload
+from ccp.orders.selectors import bbo_of, book_levels
 from ccp.orders.serializers import BookSerializer
 from ccp.streams import book_group, client_group
 
 
 class BookConsumer(ContractStreamConsumer):
-    """Public book of one contract: a snapshot, then level changes, each with the next sequence number
-    (and the auction's trade reports, which carry none).
+    """Public book of one contract: a snapshot (with its best bid and offer, ``bbo``), then level
+    changes, each with the next sequence number, a ``book.bbo`` after each change that moved the best
+    bid or offer (with the sequence of that change: ``ccp.marketdata.services.books_bbo_publish``), and
+    the auction's trade reports, which carry none.
 
     A client that sees a sequence jump (the channel layer delivers at most once) re-syncs from
     GET /api/v1/contracts/<symbol>/book.
@@ -25,8 +28,9 @@ class BookConsumer(ContractStreamConsumer):
         return book_group(contract_id)
 
     def snapshot(self, contract_id: int, symbol: str) -> dict:
-        return {"type": "book.snapshot",
-                **BookSerializer({"contract": symbol, **book_levels(contract_id=contract_id)}).data}
+        book = book_levels(contract_id=contract_id)
+        return {"type": "book.snapshot", **BookSerializer({"contract": symbol, **book}).data,
+                "bbo": bbo_payload(bbo_of(bids=book["bids"], asks=book["asks"]))}
 
 
 class PrivateConsumer(StreamConsumer):

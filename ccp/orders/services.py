@@ -16,6 +16,7 @@ from ccp.contracts.models import Contract
 from ccp.db import bulk_insert_rows, bulk_update_rows
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_lock, contract_lock, fund_locks_lock, order_lock, orders_lock
+from ccp.marketdata.services import books_bbo_publish
 from ccp.matching.selectors import auction_held_order_ids, auction_holds
 from ccp.money import ZERO, money_str
 from ccp.orders.models import Order, OrderStateHistory
@@ -89,6 +90,7 @@ def books_levels_changed(*, levels: Mapping[int, Iterable[tuple[str, Decimal]]])
             stream_publish(book_group(contract_id), {
                 "type": "book.level", "sequence": sequence, "side": side, "price": money_str(price),
                 "quantity": money_str(level.get("quantity") or ZERO), "orders": level.get("orders", 0)})
+    books_bbo_publish(levels=changed, sequences=last)
 
 
 def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
