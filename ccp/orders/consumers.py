@@ -3,7 +3,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 
 from ccp.accounts.authentication import bearer_token
-from ccp.accounts.models import ApiToken
+from ccp.accounts.models import ApiToken, Client
 from ccp.accounts.services import api_token_authenticate
 from ccp.clock import utcnow
 from ccp.consumers import CLOSE_UNAUTHORIZED, ContractStreamConsumer, StreamConsumer
@@ -36,9 +36,14 @@ class BookConsumer(ContractStreamConsumer):
 class PrivateConsumer(StreamConsumer):
     """A client's own order states, fills and balance changes. Needs the API token, as
     ``Authorization: Bearer <token>`` or ``?token=<token>`` (browsers cannot set headers).
-    Closes with 4401 when that token is revoked (sign-out) or expires."""
+    Closes with 4401 when that token is revoked (sign-out) or expires.
+
+    The ``hello`` carries the client's last private ``sequence``; every message after it carries the
+    next one (``ccp.streams.client_stream_publish_many``): a jump means messages were missed (re-sync
+    over REST)."""
 
     api_token: ApiToken
+    hello_sequence = 0
 
     async def connect(self) -> None:
         api_token = await database_sync_to_async(self._api_token)()
@@ -46,9 +51,20 @@ class PrivateConsumer(StreamConsumer):
             await self.refuse(CLOSE_UNAUTHORIZED)
             return
         self.api_token = api_token
+        # Join before reading the client's sequence, so no message after it is missed; older ones are dropped.
         await self.join(client_group(api_token.client_id))
+        self.hello_sequence = await database_sync_to_async(self._stream_sequence)(api_token.client_id)
         await self.accept()
-        await self.send_json({"type": "hello", "address": api_token.client.checksum_address})
+        await self.send_json({"type": "hello", "address": api_token.client.checksum_address,
+                              "sequence": self.hello_sequence})
+
+    @staticmethod
+    def _stream_sequence(client_id: int) -> int:
+        return Client.objects.values_list("stream_sequence", flat=True).get(pk=client_id)
+
+    def forwards(self, event: dict) -> bool:
+        # Messages numbered before the hello's sequence were committed before it was read: dropped.
+        return event.get("sequence", self.hello_sequence + 1) > self.hello_sequence
 
     def _api_token(self) -> ApiToken | None:
         headers = dict(self.scope.get("headers", []))

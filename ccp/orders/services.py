@@ -26,7 +26,7 @@ from ccp.orders.selectors import level_totals_many, open_orders_count
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
 from ccp.risk.collateral import collateral_covers
-from ccp.streams import book_group, client_group, stream_publish
+from ccp.streams import book_group, client_stream_publish, client_stream_publish_many, stream_publish
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def order_transition(*, order: Order, new_state: str, now: datetime, reason: str
     if new_state == OrderState.REJECTED:
         order.reject_reason = reason
     order.save()
-    stream_publish(client_group(order.client_id), _order_event(order))
+    client_stream_publish(order.client_id, _order_event(order))
 
 
 def book_levels_changed(*, contract_id: int, levels: list[tuple[str, Decimal]]) -> None:
@@ -129,7 +129,7 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime,
                     state=OrderState.RECEIVED, created_at=now, updated_at=now,
                 )
                 OrderStateHistory.objects.create(order=order, from_state=None, to_state=OrderState.RECEIVED, at=now)
-                stream_publish(client_group(client.pk), _order_event(order))
+                client_stream_publish(client.pk, _order_event(order))
                 if validate_later:
                     orders_validate_later([order.pk])
             return order, True
@@ -228,7 +228,7 @@ def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = 
         if order.cancel_requested_at is None:
             order.cancel_requested_at = order.updated_at = now
             order.save(update_fields=["cancel_requested_at", "updated_at"])
-            stream_publish(client_group(order.client_id), _order_event(order))
+            client_stream_publish(order.client_id, _order_event(order))
         return order
     was_on_book = order.state in BOOK_STATES
     if order.order_value:
@@ -276,7 +276,6 @@ def orders_cancel_open(*, contract: Contract, now: datetime, reason: str) -> lis
     bulk_insert_rows(OrderStateHistory, histories)
     if released:
         balances_publish(fund_locks_adjust(settle_value={}, order_value=released, lockup_value={}, now=now).values())
-    for order in changed:
-        stream_publish(client_group(order.client_id), _order_event(order))
+    client_stream_publish_many((order.client_id, _order_event(order)) for order in changed)
     book_levels_changed(contract_id=contract.pk, levels=list(levels))
     return changed
