@@ -39,6 +39,8 @@ Who takes what:
                       the held contracts make the per-contract trade sequence it reads the last one,
                       and serialise the upsert of those contracts' candle rows (in key order)
   deposits, withdrawals and settlement confirmations take fund locks only (``fund_locks_adjust``)
+  private stream messages (``ccp.streams.client_stream_publish_many``) their clients' rows (8), in id
+                      order within a call: a service publishes after taking its other locks
 """
 
 from __future__ import annotations
