@@ -14,6 +14,8 @@ No cycle can form if every transaction takes its locks in one global order. That
   5. fund lock  fund lock rows, by id
   6. position   position rows, by (client, contract)
   7. lockup     lockup rows, by (client, pair, expiry date)
+  8. client     client rows, by id: numbering private stream messages (``client_stream_sequences_take``)
+                bumps each client's ``stream_sequence``, after the rows above, when a service publishes
 
 A service takes the rows of one kind at once (all it will touch, in the order above) and never a kind
 listed before one it already holds. Locking a row again that the transaction holds waits for nothing.
@@ -41,11 +43,13 @@ Who takes what:
                       the held contracts make the per-contract trade sequence it reads the last one,
                       and serialise the upsert of those contracts' candle rows (in key order)
   deposits, withdrawals and settlement confirmations take fund locks only (``fund_locks_adjust``)
+  private stream messages (``ccp.streams.client_stream_publish_many``) their clients' rows (8), in id
+                      order within a call: a service publishes after taking its other locks
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from django.db import connection
 from django.db.models import QuerySet
@@ -138,3 +142,17 @@ def position_rows_lock(client_ids: Collection[int], contract_ids: Collection[int
 def lockups_lock(lockups: QuerySet[Lockup]) -> list[Lockup]:
     """7. These lockup rows, by (client, pair, expiry date)."""
     return list(lockups.select_for_update(no_key=True).order_by("client_id", "pair_id", "expiry_date"))
+
+
+def client_stream_sequences_take(counts: Mapping[int, int]) -> dict[int, int]:
+    """8. Client rows, by id: add ``counts`` (client id -> messages) to each client's stream sequence in
+    one statement; returns each client's new last number (its messages take the ``count`` before it)."""
+    ids = sorted(counts)
+    with connection.cursor() as cursor:
+        # The rows are locked in id order by the subquery (its sort runs below its row locks).
+        cursor.execute("UPDATE accounts_client AS c SET stream_sequence = c.stream_sequence + n.count "
+                       "FROM (SELECT id FROM accounts_client WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE) AS l, "
+                       "unnest(%s::bigint[], %s::bigint[]) AS n(id, count) "
+                       "WHERE c.id = l.id AND c.id = n.id RETURNING c.id, c.stream_sequence",
+                       [ids, ids, [counts[i] for i in ids]])
+        return dict(cursor.fetchall())

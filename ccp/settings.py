@@ -135,7 +135,7 @@ CELERY_DB_REUSE_MAX = 1000
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         # redis-py 8 defaults socket_timeout to 5 s, the same as channels_redis' blocking read: without
         # None, every stream idle for 5 s dies with a TimeoutError (daphne closes it with 1011).
         "CONFIG": {"hosts": [{"address": os.environ.get("CHANNEL_LAYER_URL", REDIS_URL), "socket_timeout": None}]},

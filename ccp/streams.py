@@ -2,19 +2,27 @@
 never see what a rollback undid.
 
 Events of one transaction go out together in one channel-layer round trip. The channel layer
-delivers at most once; every stream carries what a client needs to notice a gap (book sequence
-numbers) and re-sync over REST.
+delivers at most once; every stream carries what a client needs to notice a gap (book and trade
+sequence numbers, the private stream's per-client ``sequence``) and re-sync over REST.
+
+Private stream messages are numbered per client by ``client_stream_publish_many``: 1, 2, 3, ... in the
+publishing transaction (``Client.stream_sequence``, one UPDATE for all the clients of a call), so a
+rolled-back transaction takes its numbers with it and a committed message that never arrives (the
+channel layer dropped it, the process died before sending) leaves a gap its client sees.
 """
 
 import asyncio
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+from ccp.locks import client_stream_sequences_take
 
 logger = logging.getLogger(__name__)
 SYSTEM_GROUP = "system"
@@ -145,6 +153,30 @@ def stream_publish_many(group: str, events: Iterable[dict[str, Any]]) -> None:
     events = list(events)
     _publish_on_commit([(group, {"type": "stream.events", "events": events[i:i + _BUNDLE]})
                         for i in range(0, len(events), _BUNDLE)])
+
+
+def client_stream_publish(client_id: int, event: dict[str, Any]) -> None:
+    """``client_stream_publish_many`` of one event."""
+    client_stream_publish_many([(client_id, event)])
+
+
+def client_stream_publish_many(events: Iterable[tuple[int, dict[str, Any]]]) -> None:
+    """Send each (client id, event) to its client's private stream once the current transaction commits,
+    as a message with the client's next ``sequence`` (a key the event must not have), numbered now, in
+    this transaction, in the given order: one UPDATE of the clients' counters for the whole call, which
+    locks their rows until the commit (``ccp.locks`` 8: publish after the other locks). Every private
+    stream message goes through here."""
+    events = list(events)
+    if not events:
+        return
+    last = client_stream_sequences_take(Counter(client_id for client_id, _ in events))
+    taken = Counter()
+    numbered = []
+    for client_id, event in reversed(events):  # the last of a client's events takes its last number
+        numbered.append((client_group(client_id), {"type": "stream.event",
+                                                   "event": {**event, "sequence": last[client_id] - taken[client_id]}}))
+        taken[client_id] += 1
+    _publish_on_commit(numbered[::-1])
 
 
 def token_revoked_publish(client_id: int, token_id: int) -> None:

@@ -15,6 +15,8 @@ class Client(models.Model):
 
     address = models.CharField(max_length=42, unique=True)
     registered_at = models.DateTimeField()
+    stream_sequence = models.BigIntegerField(
+        default=0, help_text="the last sequence number given to a private stream message (ccp.streams)")
 
     class Meta:
         ordering = ["id"]

@@ -19,7 +19,7 @@ from ccp.clock import require_aware
 from ccp.db import bulk_update_rows
 from ccp.errors import ApplicationError, Unauthorized
 from ccp.locks import fund_locks_lock
-from ccp.streams import client_group, stream_publish, token_revoked_publish
+from ccp.streams import client_stream_publish_many, token_revoked_publish
 
 
 class SignInError(Unauthorized):
@@ -210,5 +210,4 @@ def balance_events(fund_locks: Iterable[FundLock]) -> list[tuple[int, dict]]:
 
 def balances_publish(fund_locks: Iterable[FundLock]) -> None:
     """Push each fund lock's balance to its client's private stream once the transaction commits."""
-    for client_id, event in balance_events(fund_locks):
-        stream_publish(client_group(client_id), event)
+    client_stream_publish_many(balance_events(fund_locks))

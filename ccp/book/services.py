@@ -73,7 +73,7 @@ from ccp.orders.states import BOOK_STATES, HOLDING_STATES, OrderState
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.collateral import available
 from ccp.risk.models import Position
-from ccp.streams import client_group, stream_publish
+from ccp.streams import client_stream_publish, client_stream_publish_many
 
 
 @dataclass
@@ -461,8 +461,8 @@ def _modifies_refuse(orders: list[Order], reason: str, now: datetime) -> None:
         order.modify_price = order.modify_quantity = order.modify_requested_at = None
         order.modify_reject_reason, order.updated_at = reason, now
     bulk_update_rows(Order, orders, [*_MODIFY_FIELDS, "updated_at"])
-    for order in orders:
-        stream_publish(client_group(order.client_id), {"type": "order", "order": order_payload(order)})
+    client_stream_publish_many((order.client_id, {"type": "order", "order": order_payload(order)})
+                               for order in orders)
 
 
 _MODIFY_FIELDS = ("modify_price", "modify_quantity", "modify_requested_at", "modify_reject_reason")
@@ -476,8 +476,10 @@ def _reject(batch: _Batch, order: Order, reason: str) -> None:
 
 
 def _batch_write(batch: _Batch) -> None:
-    """Write the orders the batch changed and the collateral they hold, publish them, then book the trades
-    and cancels through the clearing core, then publish the levels orders joined or left."""
+    """Write the orders the batch changed and the collateral they hold, book the trades and cancels through
+    the clearing core, then publish the orders and balances the clearing core did not (it publishes what it
+    changed: a filled or cancelled order's final state) and the levels orders joined or left. Private
+    messages go out last: their numbering locks the clients' rows (``ccp.locks`` 8)."""
     contract, now = batch.contract, batch.now
     touched = [batch.touched[pk] for pk in sorted(batch.touched)]
     for order in touched:
@@ -485,17 +487,20 @@ def _batch_write(batch: _Batch) -> None:
     bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
     bulk_insert_rows(OrderStateHistory, batch.histories)
     held = {key: value for key, value in batch.held.items() if value}
-    if held:
-        balances_publish(fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now).values())
-    for order in touched:
-        stream_publish(client_group(order.client_id), {"type": "order", "order": order_payload(order)})
+    fund_locks = fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now) if held else {}
+    cleared_orders, cleared_funds = set(), set()
     if batch.executions or batch.cancels:
         orders = {o.pk: o for o in batch.by_engine_id.values()}
         # The batch's own name: the book version it commits (each batch bumps it; a retried batch has the same).
-        trades_clear(venue=Venue.BOOK, venue_ref=f"book-{contract.pk}-{batch.book.version + 1}",
-                     executions=batch.executions, orders=orders, contracts={contract.pk: contract},
-                     cancels=batch.cancels, now=now,
-                     envelope={"type": "book", "contract": contract.symbol})
+        cleared = trades_clear(venue=Venue.BOOK, venue_ref=f"book-{contract.pk}-{batch.book.version + 1}",
+                               executions=batch.executions, orders=orders, contracts={contract.pk: contract},
+                               cancels=batch.cancels, now=now, envelope={"type": "book", "contract": contract.symbol})
+        cleared_orders = set(cleared.filled) | {pk for pk, o in orders.items()
+                                                 if pk in batch.cancels and o.state == OrderState.CANCELLED}
+        cleared_funds = set(cleared.fund_locks)
+    client_stream_publish_many((order.client_id, {"type": "order", "order": order_payload(order)})
+                               for order in touched if order.pk not in cleared_orders)
+    balances_publish(fund_lock for key, fund_lock in fund_locks.items() if key not in cleared_funds)
     if batch.levels:
         books_levels_changed(levels={contract.pk: batch.levels})
 
@@ -547,7 +552,7 @@ def order_modify(*, client, order_id: int, price: Decimal | None, quantity: Deci
     order.quantity, order.order_value, order.modify_reject_reason, order.updated_at = quantity, value, "", now
     order.save(update_fields=["quantity", "order_value", "modify_reject_reason", "updated_at"])
     balances_publish(fund_locks_adjust(settle_value={}, order_value=released, lockup_value={}, now=now).values())
-    stream_publish(client_group(order.client_id), {"type": "order", "order": order_payload(order)})
+    client_stream_publish(order.client_id, {"type": "order", "order": order_payload(order)})
     books_levels_changed(levels={contract.pk: [(order.side, order.price)]})
     return order, False
 

@@ -48,7 +48,7 @@ from ccp.risk.lockups import Portfolio, lockups_recompute, portfolio_of
 from ccp.risk.models import Position
 from ccp.risk.positions import FLAT, PositionState, entry_price, position_move
 from ccp.settlement.models import CashMovement, CashMovementOrigin
-from ccp.streams import client_group, stream_publish
+from ccp.streams import client_stream_publish_many
 
 # The origin of a venue's cash movements (the statement's lines). Venues to come add theirs.
 _ORIGINS = {Venue.AUCTION: CashMovementOrigin.AUCTION, Venue.BOOK: CashMovementOrigin.BOOK}
@@ -156,8 +156,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         events[client_id].append(event)
 
     # 7. pushes after commit
-    for client_id in sorted(events):
-        stream_publish(client_group(client_id), {**envelope, "events": events[client_id]})
+    client_stream_publish_many((client_id, {**envelope, "events": events[client_id]}) for client_id in sorted(events))
     books_levels_changed(levels=levels)
     return cleared
 

@@ -19,7 +19,7 @@ from ccp.money import money_str
 from ccp.orders.services import orders_cancel_open
 from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import CashMovement, CashMovementOrigin
-from ccp.streams import client_group, stream_publish
+from ccp.streams import client_stream_publish_many
 
 
 @dataclass(frozen=True)
@@ -237,8 +237,8 @@ def expiry_settle(*, pair: Pair, expiry_date: date, settlement_px: Decimal, now:
         lines[client_id].append({"contract": contracts[contract_id].symbol,
                                  "amount": money_str(payoffs[(client_id, contract_id)]),
                                  "position_closed": money_str(quantity)})
-    for client_id, event in balance_events(fund_locks.values()):
-        stream_publish(client_group(client_id), {"type": "expiry", "expiry": key, "settlement_price":
-                                                 money_str(settlement_px), "payoffs": lines[client_id],
-                                                 "balance": event["balance"]})
+    client_stream_publish_many((client_id, {"type": "expiry", "expiry": key, "settlement_price":
+                                            money_str(settlement_px), "payoffs": lines[client_id],
+                                            "balance": event["balance"]})
+                               for client_id, event in balance_events(fund_locks.values()))
     return list(CashMovement.objects.filter(origin=CashMovementOrigin.EXPIRY, origin_ref=key).order_by("id"))

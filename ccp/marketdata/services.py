@@ -1,9 +1,11 @@
-"""Market data written as trades are booked: candles, and the public trade stream."""
+"""Market data written as trades are booked and books change: candles, the public trade stream, and
+the best bid and offer on the book stream."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 
 from ccp.clock import iso_utc, require_aware
 from ccp.contracts.models import Contract
@@ -11,7 +13,9 @@ from ccp.db import upsert_values
 from ccp.marketdata.candles import bars_of
 from ccp.marketdata.models import Candle
 from ccp.money import money_str
-from ccp.streams import stream_publish_many, trades_group
+from ccp.orders.models import Side
+from ccp.orders.selectors import books_bbo
+from ccp.streams import book_group, stream_publish, stream_publish_many, trades_group
 
 # A stored bar plus a new bar of the same bucket (``ccp.marketdata.candles.bar_merge``, in SQL).
 _CANDLE_MERGE = {
@@ -66,3 +70,32 @@ def trades_publish(*, trades: Sequence[Mapping]) -> None:
             "venue": str(trade["venue"]), "venue_ref": trade["venue_ref"]})
     for contract_id, events in by_contract.items():
         stream_publish_many(trades_group(contract_id), events)
+
+
+def books_bbo_publish(*, levels: Mapping[int, Iterable[tuple[str, Decimal]]], sequences: Mapping[int, int]) -> None:
+    """After commit, send a ``book.bbo`` (``bid``, ``bid_quantity``, ``ask``, ``ask_quantity``; null on an
+    empty side) on the book stream of each contract whose best bid or offer the changed ``levels``
+    (contract id -> (side, price)) moved: a changed level at or better than the best of its side now
+    is the best (new, or its quantity changed) or was a better one that left. A change behind the best
+    sends none. Called by ``books_levels_changed`` after it numbered the changes, in the same
+    transaction: the message carries the contract's last ``sequences`` number, that of the change
+    that moved the best, and follows its ``book.level`` (it is not a number of its own)."""
+    levels = {contract_id: list(lv) for contract_id, lv in levels.items()}
+    contract_ids = sorted(contract_id for contract_id, lv in levels.items() if lv)
+    if not contract_ids:
+        return
+    for contract_id, bbo in books_bbo(contract_ids=contract_ids).items():
+        if any(_at_or_better(side, price, bbo) for side, price in levels[contract_id]):
+            stream_publish(book_group(contract_id), {"type": "book.bbo", "sequence": sequences[contract_id],
+                                                     **bbo_payload(bbo)})
+
+
+def bbo_payload(bbo: Mapping) -> dict:
+    """A ``bbo_of`` as the book stream sends it: prices and quantities as decimal strings, or null."""
+    return {key: None if value is None else money_str(value) for key, value in bbo.items()}
+
+
+def _at_or_better(side: str, price: Decimal, bbo: Mapping) -> bool:
+    """Whether a level at ``price`` on ``side`` is at or better than that side's best (or the side is empty)."""
+    best = bbo["bid" if side == Side.BUY else "ask"]
+    return best is None or (price >= best if side == Side.BUY else price <= best)

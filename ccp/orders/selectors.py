@@ -2,7 +2,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Count, F, QuerySet, Sum
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 
 from ccp.accounts.models import Client
 from ccp.orders.models import Order, Side
@@ -23,6 +23,32 @@ def book_levels(*, contract_id: int) -> dict:
     bids = sorted((lv for lv in levels if lv["side"] == Side.BUY), key=lambda lv: -lv["price"])
     asks = sorted((lv for lv in levels if lv["side"] == Side.SELL), key=lambda lv: lv["price"])
     return {"sequence": sequence, "bids": bids, "asks": asks}
+
+
+def bbo_of(*, bids: list[dict], asks: list[dict]) -> dict:
+    """Best bid and offer from a book's levels, best first (``book_levels``' ``bids`` and ``asks``):
+    ``bid``, ``bid_quantity``, ``ask``, ``ask_quantity``, each None on an empty side."""
+    bid, ask = (bids[0] if bids else {}), (asks[0] if asks else {})
+    return {"bid": bid.get("price"), "bid_quantity": bid.get("quantity"),
+            "ask": ask.get("price"), "ask_quantity": ask.get("quantity")}
+
+
+def books_bbo(*, contract_ids: list[int]) -> dict[int, dict]:
+    """``bbo_of`` each contract's book as it is in the caller's transaction, in two statements: the
+    best prices per side, then the open quantity at them."""
+    best = {row["contract_id"]: row for row in Order.objects.filter(
+        contract_id__in=contract_ids, state__in=BOOK_STATES).values("contract_id").annotate(
+        bid=Max("price", filter=Q(side=Side.BUY)), ask=Min("price", filter=Q(side=Side.SELL)))}
+    prices = {row[side] for row in best.values() for side in ("bid", "ask") if row[side] is not None}
+    totals = {(row["contract_id"], row["side"], row["price"]): row
+              for row in level_totals_many(contract_ids=list(best), prices=prices)} if prices else {}
+    out = {}
+    for contract_id in contract_ids:
+        row = best.get(contract_id, {})
+        bid = totals.get((contract_id, Side.BUY, row.get("bid")))
+        ask = totals.get((contract_id, Side.SELL, row.get("ask")))
+        out[contract_id] = bbo_of(bids=[bid] if bid else [], asks=[ask] if ask else [])
+    return out
 
 
 def level_totals(*, contract_id: int, prices: set[Decimal] | None = None) -> list[dict]:

@@ -18,6 +18,7 @@ from ccp.contracts.models import Contract, TradingMode
 from ccp.db import bulk_insert_rows, bulk_update_rows
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_lock, contract_lock, contracts_lock, fund_locks_lock, order_lock, orders_lock
+from ccp.marketdata.services import books_bbo_publish
 from ccp.matching.selectors import auction_held_order_ids, auction_holds
 from ccp.money import ZERO, money_str
 from ccp.orders.models import Order, OrderStateHistory, SelfTrade, TimeInForce
@@ -27,7 +28,7 @@ from ccp.orders.selectors import level_totals_many, open_orders_count
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
 from ccp.risk.collateral import collateral_covers
-from ccp.streams import book_group, client_group, stream_publish
+from ccp.streams import book_group, client_stream_publish, client_stream_publish_many, stream_publish
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def order_transition(*, order: Order, new_state: str, now: datetime, reason: str
     if new_state == OrderState.REJECTED:
         order.reject_reason = reason
     order.save()
-    stream_publish(client_group(order.client_id), _order_event(order))
+    client_stream_publish(order.client_id, _order_event(order))
 
 
 def book_levels_changed(*, contract_id: int, levels: list[tuple[str, Decimal]]) -> None:
@@ -109,6 +110,7 @@ def books_levels_changed(*, levels: Mapping[int, Iterable[tuple[str, Decimal]]])
             stream_publish(book_group(contract_id), {
                 "type": "book.level", "sequence": sequence, "side": side, "price": money_str(price),
                 "quantity": money_str(level.get("quantity") or ZERO), "orders": level.get("orders", 0)})
+    books_bbo_publish(levels=changed, sequences=last)
 
 
 def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
@@ -145,7 +147,7 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime,
                     state=OrderState.RECEIVED, created_at=now, updated_at=now,
                     **{name: getattr(request, name) for name in _TERMS})
                 OrderStateHistory.objects.create(order=order, from_state=None, to_state=OrderState.RECEIVED, at=now)
-                stream_publish(client_group(client.pk), _order_event(order))
+                client_stream_publish(client.pk, _order_event(order))
                 if validate_later:
                     orders_validate_later([order])
             return order, True
@@ -252,7 +254,7 @@ def order_cancel(*, client: Client, order_id: int, now: datetime, reason: str = 
         if order.cancel_requested_at is None:
             order.cancel_requested_at = order.updated_at = now
             order.save(update_fields=["cancel_requested_at", "updated_at"])
-            stream_publish(client_group(order.client_id), _order_event(order))
+            client_stream_publish(order.client_id, _order_event(order))
         return order
     was_on_book = order.state in BOOK_STATES
     order.modify_price = order.modify_quantity = order.modify_requested_at = None  # a queued modify is moot
@@ -335,8 +337,7 @@ def orders_cancel(*, orders: list[Order], now: datetime, reason: str) -> list[Or
     bulk_insert_rows(OrderStateHistory, histories)
     if released:
         balances_publish(fund_locks_adjust(settle_value={}, order_value=released, lockup_value={}, now=now).values())
-    for order in changed:
-        stream_publish(client_group(order.client_id), _order_event(order))
+    client_stream_publish_many((order.client_id, _order_event(order)) for order in changed)
     books_touched({o.contract_id for o in changed if o.contract.trading_mode == TradingMode.CONTINUOUS})
     books_levels_changed(levels=levels)
     return changed

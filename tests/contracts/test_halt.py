@@ -75,9 +75,13 @@ def test_the_halt_cancels_hundreds_of_orders_with_a_few_statements(sent, django_
     # ten price levels emptied: ten book sequence numbers, one level event each
     assert Contract.objects.get(pk=contract.pk).book_sequence == sequence + 10
     events = [(group, message["event"]) for group, message in sent]
-    levels = [e for group, e in events if group == f"book.{contract.pk}"]
+    book_events = [e for group, e in events if group == f"book.{contract.pk}"]
+    levels = book_events[:-1]
     assert [e["sequence"] for e in levels] == list(range(sequence + 1, sequence + 11))
     assert {(e["type"], e["quantity"], e["orders"]) for e in levels} == {("book.level", "0", 0)}
+    # and then one best bid and offer: both sides empty, at the last change's sequence
+    assert book_events[-1] == {"type": "book.bbo", "sequence": sequence + 10, "bid": None, "bid_quantity": None,
+                               "ask": None, "ask_quantity": None}
     order_events = [e["order"] for _, e in events if e["type"] == "order"]
     assert Counter(o["state"] for o in order_events) == {"cancelled": 320}
     assert sorted(o["id"] for o in order_events) == sorted(o.pk for o in orders + waiting)

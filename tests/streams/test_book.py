@@ -43,6 +43,7 @@ def _book_sequence(contract: Contract) -> int:
 
 
 db = database_sync_to_async
+EMPTY_BBO = {"bid": None, "bid_quantity": None, "ask": None, "ask_quantity": None}
 
 
 async def test_level_changes_follow_the_snapshot_in_sequence_and_match_the_rest_book():
@@ -51,7 +52,7 @@ async def test_level_changes_follow_the_snapshot_in_sequence_and_match_the_rest_
     async with ws_connect(f"/ws/v1/book/{contract.symbol}") as ws:
         snapshot = await ws.receive_json_from(timeout=TIMEOUT)
         assert snapshot == {"type": "book.snapshot", "contract": contract.symbol,
-                            "sequence": snapshot["sequence"], "bids": [], "asks": []}
+                            "sequence": snapshot["sequence"], "bids": [], "asks": [], "bbo": EMPTY_BBO}
         n = snapshot["sequence"]
         assert n == await db(_book_sequence)(contract)
 
@@ -61,14 +62,17 @@ async def test_level_changes_follow_the_snapshot_in_sequence_and_match_the_rest_
         level = {"type": "book.level", "side": "buy", "price": "100"}
         assert await ws.receive_json_from(timeout=TIMEOUT) == {**level, "sequence": n + 1, "quantity": "1",
                                                                "orders": 1}
+        assert (await ws.receive_json_from(timeout=TIMEOUT))["type"] == "book.bbo"  # the best bid moved (test_bbo)
         # when a second order joins the level, then the level carries the summed quantity
         await db(order_place_accepted)(client=bob, contract=contract, side="buy", price="100", quantity="2.5")
         assert await ws.receive_json_from(timeout=TIMEOUT) == {**level, "sequence": n + 2, "quantity": "3.5",
                                                                "orders": 2}
+        assert (await ws.receive_json_from(timeout=TIMEOUT))["type"] == "book.bbo"
         # when the first is cancelled, then the level keeps what remains
         await db(order_cancel_now)(order=first)
         last = await ws.receive_json_from(timeout=TIMEOUT)
         assert last == {**level, "sequence": n + 3, "quantity": "2.5", "orders": 1}
+        assert (await ws.receive_json_from(timeout=TIMEOUT))["type"] == "book.bbo"
         assert await ws.receive_nothing(timeout=QUIET)
 
     # and the REST book is the state after the last event
@@ -109,11 +113,12 @@ async def test_snapshot_contains_accepted_orders_best_first_at_the_contracts_seq
             "type": "book.snapshot", "contract": contract.symbol, "sequence": 5,
             "bids": [{"price": "120", "quantity": "0.5", "orders": 1}, {"price": "100", "quantity": "3", "orders": 2}],
             "asks": [{"price": "150", "quantity": "0.25", "orders": 1}, {"price": "300", "quantity": "1", "orders": 1}],
+            "bbo": {"bid": "120", "bid_quantity": "0.5", "ask": "150", "ask_quantity": "0.25"},
         }
         # and its sequence is the contract's: the changes it already contains are not replayed
         assert snapshot["sequence"] == await db(_book_sequence)(contract)
         assert await ws.receive_nothing(timeout=QUIET)
-    assert await db(_rest_book)(contract.symbol) == {k: v for k, v in snapshot.items() if k != "type"}
+    assert await db(_rest_book)(contract.symbol) == {k: v for k, v in snapshot.items() if k not in ("type", "bbo")}
 
 
 async def test_events_not_newer_than_the_snapshot_are_dropped():

@@ -105,7 +105,8 @@ async def test_live_token_connects_and_says_hello_with_the_checksummed_address(v
     path, headers = (PATH, bearer(token)) if via == "header" else (f"{PATH}?token={quote(token)}", [])
     # when it connects, then the first message names it by its EIP-55 address
     async with ws_connect(path, headers) as ws:
-        assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "hello", "address": checksum_address}
+        assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "hello", "address": checksum_address,
+                                                               "sequence": 0}
         assert checksum_address != client.address and checksum_address.lower() == client.address
         assert await ws.receive_nothing(timeout=QUIET)
 
