@@ -14,6 +14,7 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from ccp.accounts.models import FundLock
+from ccp.book.services import book_match
 from ccp.contracts.models import Contract, TradingModeChange
 from ccp.contracts.services import contract_trading_mode_set
 from ccp.errors import ApplicationError
@@ -32,7 +33,10 @@ LATER = NOW + timedelta(minutes=5)
 def place(client, contract, side: str, price: str, *, validate: bool = True) -> Order:
     order = ReceivedOrderFactory(client=client, contract=contract, side=side, price=D(price), quantity=D("1"))
     if validate:
-        order_validate(order_id=order.pk, now=NOW)
+        if Contract.objects.get(pk=contract.pk).trading_mode == "continuous":
+            book_match(contract_id=contract.pk, now=NOW)  # a continuous contract's orders meet its matcher
+        else:
+            order_validate(order_id=order.pk, now=NOW)
         order.refresh_from_db()
         assert order.state == "accepted"
     return order

@@ -129,7 +129,10 @@ async def test_client_sees_its_order_accepted_and_its_balance_and_nobody_else_do
         assert received["type"] == "order"
         assert received["order"] | {"created_at": None, "updated_at": None} == {
             "id": order.pk, "client_order_id": "alice-1", "contract": contract.symbol, "side": "buy",
-            "kind": "limit", "price": "100", "quantity": "1", "filled_quantity": "0", "average_fill_price": None,
+            "kind": "limit", "price": "100", "quantity": "1", "quantity_requested": None, "time_in_force": "gtc",
+            "reduce_only": False, "self_trade_prevention": "cancel_incoming", "trigger": "", "trigger_price": None,
+            "trigger_source": "", "triggered_at": None, "parent": None, "leg": "", "attached": None,
+            "filled_quantity": "0", "average_fill_price": None,
             "last_fill_at": None, "state": "received",
             "reject_reason": "", "order_value": "0", "cancel_requested_at": None, "created_at": None,
             "updated_at": None}
