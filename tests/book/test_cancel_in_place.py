@@ -1,0 +1,101 @@
+"""Cancels in the middle of a level: the engine marks the order dead in place instead of searching its level, and
+a modify that loses priority re-enters a copy. These cases pin what that must never change."""
+
+from ccp.book.engine import Cancel, Cancelled, Engine, Modify, Rested, Submit, Trade
+
+
+def trades(events):
+    return [(e.buy_order_id, e.sell_order_id, e.price, e.qty) for e in events if isinstance(e, Trade)]
+
+
+def sells(engine, *specs):
+    for oid, qty, px in specs:
+        engine.apply(Submit(oid, "s-" + oid, "sell", qty, "limit", px))
+
+
+def resting_ids(engine):
+    return [o["order_id"] for o in engine.snapshot()["orders"]]
+
+
+def test_an_order_cancelled_in_the_middle_of_a_level_never_trades():
+    engine = Engine()
+    sells(engine, ("a", 1, 100), ("b", 1, 100), ("c", 1, 100), ("d", 1, 101))
+    assert engine.apply(Cancel("b", "s-b")) == [Cancelled("b", "cancelled", 1)]
+    assert resting_ids(engine) == ["a", "c", "d"]
+    events = engine.apply(Submit("x", "buyer", "buy", 3, "limit", 101))
+    assert trades(events) == [("x", "a", 100, 1), ("x", "c", 100, 1), ("x", "d", 101, 1)]
+    assert engine.best("sell") is None and engine.orders == {}
+
+
+def test_a_level_emptied_by_cancels_in_any_order_disappears_from_best():
+    engine = Engine()
+    sells(engine, ("a", 1, 100), ("b", 1, 100), ("c", 1, 100), ("d", 1, 100), ("e", 2, 101))
+    for oid in ("b", "c", "d"):  # middle, middle, back: b and c stay behind as dead entries
+        engine.apply(Cancel(oid, "s-" + oid))
+        assert engine.best("sell") == 100
+    engine.apply(Cancel("a", "s-a"))  # the last live order of the level, at its front
+    assert engine.best("sell") == 101
+    assert resting_ids(engine) == ["e"]
+    # The price is a fresh level afterwards: a new order there rests alone and trades first.
+    sells(engine, ("f", 1, 100))
+    events = engine.apply(Submit("x", "buyer", "buy", 2, "limit", 101))
+    assert trades(events) == [("x", "f", 100, 1), ("x", "e", 101, 1)]
+
+
+def test_a_level_behind_a_dead_front_is_matched_after_the_front_is_cancelled():
+    engine = Engine()
+    sells(engine, ("a", 1, 100), ("b", 1, 100), ("c", 1, 100))
+    engine.apply(Cancel("b", "s-b"))
+    engine.apply(Cancel("a", "s-a"))  # a leaves; the dead b behind it must not become the front
+    assert engine.best("sell") == 100
+    events = engine.apply(Submit("x", "buyer", "buy", 5, "limit", 100))
+    assert trades(events) == [("x", "c", 100, 1)]
+    assert events[-1] == Rested("x", 100, 4)
+    assert engine.best("sell") is None and engine.best("buy") == 100
+
+
+def test_a_modify_that_loses_priority_leaves_no_live_trace_at_its_old_place():
+    engine = Engine()
+    sells(engine, ("a", 1, 100), ("b", 1, 100), ("c", 1, 100))
+    engine.apply(Modify("b", "s-b", qty=2))  # a size increase: b goes behind c at the same price
+    assert resting_ids(engine) == ["a", "c", "b"]
+    events = engine.apply(Submit("x", "buyer", "buy", 2, "limit", 100))
+    assert trades(events) == [("x", "a", 100, 1), ("x", "c", 100, 1)]
+    events = engine.apply(Submit("y", "buyer", "buy", 3, "limit", 100))
+    assert trades(events) == [("y", "b", 100, 2)]
+    assert engine.best("sell") is None
+
+
+def test_a_moved_order_cancelled_again_leaves_its_level_empty():
+    engine = Engine()
+    sells(engine, ("a", 1, 100), ("b", 1, 100), ("c", 1, 100))
+    engine.apply(Modify("b", "s-b", price=101))
+    engine.apply(Cancel("b", "s-b"))
+    engine.apply(Cancel("a", "s-a"))
+    engine.apply(Cancel("c", "s-c"))
+    assert engine.best("sell") is None and resting_ids(engine) == []
+
+
+def test_fill_or_kill_neither_counts_nor_meets_a_cancelled_order():
+    engine = Engine()
+    sells(engine, ("a", 2, 100))
+    engine.apply(Submit("own", "buyer", "sell", 2, "limit", 100))  # the buyer's own order, cancelled below
+    sells(engine, ("c", 2, 100))
+    engine.apply(Cancel("own", "buyer"))
+    events = engine.apply(Submit("x", "buyer", "buy", 5, "limit", 100, "fok"))
+    assert [(e.order_id, e.reason) for e in events] == [("x", "fok_not_fillable")]
+    # A cancelled order of the buyer's own is no self-trade: the 4 live lots fill.
+    assert trades(engine.apply(Submit("y", "buyer", "buy", 4, "limit", 100, "fok"))) == [
+        ("y", "a", 100, 2), ("y", "c", 100, 2)]
+
+
+def test_a_snapshot_taken_with_dead_entries_rebuilds_the_same_book():
+    engine = Engine()
+    sells(engine, ("a", 1, 100), ("b", 1, 100), ("c", 1, 100), ("d", 1, 100))
+    engine.apply(Cancel("c", "s-c"))
+    engine.apply(Modify("a", "s-a", qty=3))
+    rebuilt = Engine.from_snapshot(engine.snapshot())
+    assert rebuilt.snapshot() == engine.snapshot()
+    buy = Submit("x", "buyer", "buy", 9, "limit", 100)
+    assert engine.apply(buy) == rebuilt.apply(buy)
+    assert trades(rebuilt.apply(Submit("y", "buyer", "buy", 1, "limit", 100))) == []
