@@ -308,15 +308,12 @@ class _Order:
                    self.tp, self.sl)
         o.rem, o.filled, o.legs_done = self.rem, self.filled, self.legs_done
         o.tp_trig, o.sl_trig = self.tp_trig, self.sl_trig
-        for t in (o.tp_trig, o.sl_trig):
-            if t is not None and t.parent is self:
-                t.parent = o
         return o
 
 
 class _Trig:
     __slots__ = ("id", "user", "side", "qty", "px", "up", "source", "limit_px", "protection_px", "ro", "stp",
-                 "seq", "live", "sibling", "parent")
+                 "seq", "live", "sibling", "entry")
 
     def __init__(self, tid, user, side, qty, px, up, source, limit_px, protection_px, ro, stp):
         self.id = tid
@@ -332,8 +329,11 @@ class _Trig:
         self.stp = stp
         self.seq = 0
         self.live = True
+        # The other leg of the pair while both are armed, and the entry's order id for an attached leg. Neither
+        # links back to an object that would keep it alive: a fired or cancelled trigger and a filled or
+        # cancelled order are freed at once, not left to the garbage collector as cycles.
         self.sibling = None
-        self.parent = None
+        self.entry = None
 
 
 _GONE = _Trig("", "", 0, 0, 0, True, "last", None, None, True, "cancel_incoming")
@@ -477,7 +477,7 @@ class Engine:
         o = o.moved()
         o.px, o.rem, o.qty = px, qty - o.filled, qty
         ev.append(Modified(o.id, px, qty, o.rem, False))
-        self._take_and_rest(o)
+        self._enter(o, new=False)
 
     def _cancel(self, c: Cancel) -> None:
         o = self.orders.get(c.order_id)
@@ -524,54 +524,51 @@ class Engine:
         self._dirty = True
 
     # Matching -------------------------------------------------------------------------------------------
-    def _enter(self, o: _Order) -> None:
-        """A new order: reduce-only cut, post-only and fill-or-kill checks, accept, match, rest or cancel."""
+    def _enter(self, o: _Order, new: bool = True) -> None:
+        """An order entering the book. A new one first goes through the reduce-only cut and the post-only and
+        fill-or-kill checks and is accepted; then it matches, and its leftover rests or is cancelled. A modified
+        order that lost its priority re-enters with `new=False`."""
         ev = self._ev
         s = o.side
-        if o.ro:
-            room = -s * self.positions.get(o.user, 0)
-            if room <= 0:
-                ev.append(Rejected(o.id, REDUCE_ONLY_NOTHING))
-                return
-            if o.qty > room:
-                o.qty = o.rem = room
-        tif = o.tif
-        if tif != "gtc":
-            keys = self._keys[-s]
-            bound = s * o.px
-            if tif == "post_only" and keys and keys[0] <= bound:
-                ev.append(Rejected(o.id, POST_ONLY_WOULD_TAKE))
-                return
-            if tif == "fok" and not self._fillable(o, bound):
-                ev.append(Rejected(o.id, FOK_NOT_FILLABLE))
-                return
-        ev.append(Accepted(o.id, o.user, SIDE_NAMES[s], o.kind, o.px, o.qty))
-        self._take_and_rest(o)
-
-    def _take_and_rest(self, o: _Order) -> None:
-        s = o.side
         keys = self._keys[-s]
-        if keys and keys[0] <= s * o.px and not self._match(o):
+        bound = s * o.px  # the opposite side's level keys at or below this cross
+        tif = o.tif
+        if new:
+            if o.ro:
+                room = -s * self.positions.get(o.user, 0)
+                if room <= 0:
+                    ev.append(Rejected(o.id, REDUCE_ONLY_NOTHING))
+                    return
+                if o.qty > room:
+                    o.qty = o.rem = room
+            if tif != "gtc":
+                if tif == "post_only" and keys and keys[0] <= bound:
+                    ev.append(Rejected(o.id, POST_ONLY_WOULD_TAKE))
+                    return
+                if tif == "fok" and not self._fillable(o, bound):
+                    ev.append(Rejected(o.id, FOK_NOT_FILLABLE))
+                    return
+            ev.append(Accepted(o.id, o.user, SIDE_NAMES[s], o.kind, o.px, o.qty))
+        if keys and keys[0] <= bound and not self._match(o):
             return  # cancelled by self-trade prevention or reduce-only
         rem = o.rem
         if not rem:
             return
         if o.kind == "market":
-            self._ev.append(Cancelled(o.id, MARKET_PROTECTION_LEFTOVER, rem))
-        elif o.tif == "ioc" or o.tif == "fok":
-            self._ev.append(Cancelled(o.id, IOC_LEFTOVER, rem))
+            ev.append(Cancelled(o.id, MARKET_PROTECTION_LEFTOVER, rem))
+        elif tif == "ioc" or tif == "fok":
+            ev.append(Cancelled(o.id, IOC_LEFTOVER, rem))
         else:
-            key = -s * o.px
             levels = self._levels[s]
-            q = levels.get(key)
+            q = levels.get(-bound)
             if q is None:
-                levels[key] = deque((o,))
-                heappush(self._keys[s], key)
+                levels[-bound] = deque((o,))
+                heappush(self._keys[s], -bound)
             else:
                 q.append(o)
             self._order_seq = o.seq = self._order_seq + 1
             self.orders[o.id] = o
-            self._ev.append(Rested(o.id, o.px, rem))
+            ev.append(Rested(o.id, o.px, rem))
 
     def _match(self, o: _Order) -> bool:
         """Match the incoming order against the opposite side within its price; False if it was cancelled."""
@@ -635,7 +632,6 @@ class Engine:
                 m.rem = mrem = mrem - fill
                 m.filled += fill
                 rem -= fill
-                o.filled += fill
                 seq += 1
                 if s == 1:
                     positions[user] = mine = mine + fill
@@ -663,6 +659,7 @@ class Engine:
                     heappop(keys)
             if not (alive and rem):
                 break
+        o.filled += o.rem - rem
         o.rem = rem
         self._trade_seq = seq
         if last_px is not None:
@@ -733,7 +730,7 @@ class Engine:
         # The legs close the entry: a buy entry's take-profit fires at or above, its stop-loss at or below.
         t = _Trig(o.id + (":tp" if take_profit else ":sl"), o.user, -o.side, qty, leg.trigger_px,
                   (o.side == 1) == take_profit, leg.source, leg.limit_px, leg.protection_px, True, o.stp)
-        t.parent = o
+        t.entry = o.id
         self._arm(t)
         return t
 
@@ -804,6 +801,9 @@ class Engine:
         t.live = False
         del self.triggers[t.id]
         self._ev.append(Cancelled(t.id, reason, t.qty))
+        if t.sibling is not None:  # the pair ends
+            t.sibling.sibling = None
+            t.sibling = None
 
     def _settle(self) -> None:
         while self._dirty:
@@ -842,8 +842,12 @@ class Engine:
         sibling = t.sibling
         if sibling is not None and sibling.live:
             self._disarm(sibling, OCO_SIBLING_TRIGGERED)
-        if t.parent is not None:
-            t.parent.legs_done = True
+        if t.entry is not None:
+            # The entry's later fills arm nothing. (An entry out of the book never comes back; an order that
+            # reuses its id has other legs.)
+            entry = self.orders.get(t.entry)
+            if entry is not None and (entry.tp_trig is t or entry.sl_trig is t):
+                entry.legs_done = True
         if t.limit_px is not None:
             o = _Order(t.id, t.user, t.side, "limit", t.limit_px, t.qty, "gtc", t.ro, t.stp)
         else:
@@ -904,7 +908,7 @@ class Engine:
             o.sl_trig = _leg_link(d["sl_state"], by_id)
             for trig in (o.tp_trig, o.sl_trig):
                 if trig is not None and trig.live:
-                    trig.parent = o
+                    trig.entry = o.id
             key = -s * o.px
             q = engine._levels[s].get(key)
             if q is None:

@@ -1,7 +1,7 @@
 """Cancels in the middle of a level: the engine marks the order dead in place instead of searching its level, and
 a modify that loses priority re-enters a copy. These cases pin what that must never change."""
 
-from ccp.book.engine import Cancel, Cancelled, Engine, Modify, Rested, Submit, Trade
+from ccp.book.engine import Armed, Cancel, Cancelled, Engine, Leg, Modify, Rested, SetPrice, Submit, Trade, Triggered
 
 
 def trades(events):
@@ -99,3 +99,19 @@ def test_a_snapshot_taken_with_dead_entries_rebuilds_the_same_book():
     buy = Submit("x", "buyer", "buy", 9, "limit", 100)
     assert engine.apply(buy) == rebuilt.apply(buy)
     assert trades(rebuilt.apply(Submit("y", "buyer", "buy", 1, "limit", 100))) == []
+
+
+def test_a_leg_firing_ends_the_pair_for_an_entry_that_was_moved_by_a_modify():
+    engine = Engine()
+    sells(engine, ("a", 2, 100))
+    engine.apply(Submit("bid", "s-bid", "buy", 5, "limit", 94))
+    engine.apply(Submit("e", "u", "buy", 5, "limit", 100, tp=Leg(110, protection_px=100),
+                        sl=Leg(95, "mark", protection_px=90)))
+    engine.apply(Modify("e", "u", price=99))  # loses priority: the entry re-enters the book
+    events = engine.apply(SetPrice("mark", 95))
+    assert [e.trigger_id for e in events if isinstance(e, Triggered)] == ["e:sl"]
+    assert Cancelled("e:tp", "oco_sibling_triggered", 2) in events
+    assert [o["legs_done"] for o in engine.snapshot()["orders"] if o["order_id"] == "e"] == [True]
+    events = engine.apply(Submit("c", "s-c", "sell", 3, "limit", 99))
+    assert trades(events) == [("e", "c", 99, 3)]
+    assert not [e for e in events if isinstance(e, Armed)] and engine.triggers == {}
