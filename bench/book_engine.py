@@ -7,7 +7,12 @@ legs). Prices go from their JSON text to Decimal to ticks (`json.loads(..., pars
 float). The stream is parsed into engine commands first; only `Engine.apply` is timed, one
 `time.perf_counter_ns` pair per event. The baseline, measured in the same run, is a plain loop that parses
 each JSON line and dispatches it into a dict keyed by order id (the least any engine must do per event); the
-first 5,000 events also go through the tests' reference matcher, which must give the same events.
+first 5,000 events also go through the tests' reference matcher, which must give the same events. A last figure
+times only the construction of the events the engine returned (the same event objects, built again from their
+fields): the least any engine with this interface spends, whatever its matching costs.
+
+Garbage collector: on, default thresholds; the parsed stream is frozen out of it first (`gc.freeze()`), as the
+matching worker freezes a book it has just rebuilt. A second figure pauses the collector for the whole replay.
 
 Mapping of the stream (the stream gives no protection prices, so the bench sets them):
 - limit: a gtc limit order; market: an ioc market order protected at the last trade price +/- 2%
@@ -23,6 +28,7 @@ import argparse
 import cProfile
 import gc
 import json
+import os
 import pstats
 import statistics
 import sys
@@ -176,6 +182,32 @@ def reference_check(lines: list[str], n: int = 5000) -> tuple[bool, float]:
     return same, n / (spent / 1e9)
 
 
+def events_floor(cmds: list, runs: int) -> tuple[float, int]:
+    """Nanoseconds to build again, from their fields, every event the engine returns for the stream (median of
+    `runs`): the cost of the output alone; and the number of events."""
+    engine = Engine()
+    guard = MarketProtection()
+    guard.engine = engine
+    recorded = []
+    for cmd in cmds:
+        if cmd.__class__ is Submit and cmd.kind == "market":
+            guard.protect(cmd)
+        recorded.append([(ev.__class__, tuple(getattr(ev, name) for name in ev.__slots__))
+                         for ev in engine.apply(cmd)])
+    gc.collect()
+    gc.freeze()
+    spent = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        for events in recorded:
+            out = []
+            for cls, fields in events:
+                out.append(cls(*fields))
+        spent.append(time.perf_counter_ns() - start)
+    gc.unfreeze()
+    return statistics.median(spent), sum(map(len, recorded))
+
+
 def _count(counters: Counter, events: list) -> None:
     for ev in events:
         cls = ev.__class__
@@ -194,6 +226,10 @@ def _count(counters: Counter, events: list) -> None:
             counters[f"cancelled {ev.reason}"] += 1
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def pct(sorted_ns: list[int], p: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(p * len(sorted_ns)))] / 1000
 
@@ -206,7 +242,9 @@ def main() -> None:
     args = parser.parse_args()
     lines = args.stream.read_text().splitlines()
     n = len(lines)
-    print(f"stream: {args.stream.name}, {n} events")
+    print(f"stream: {args.stream.name}, {n} events; load average at start {_load()}")
+    print("garbage collector: on, default thresholds, the parsed stream frozen out of it (gc.freeze) before each "
+          "replay, as the matching worker freezes a book it has just rebuilt")
 
     counters: Counter = Counter()
     replay(commands(lines), counters)  # warm-up run, also the semantics counters
@@ -222,6 +260,7 @@ def main() -> None:
     base_ns = statistics.median(baseline(lines) for _ in range(args.runs))
 
     same, reference_rate = reference_check(lines)
+    floor_ns, event_count = events_floor(commands(lines), args.runs)
     rate = n / (total_ns / 1e9)
     print(f"engine (median of {args.runs} runs, Engine.apply only): {rate:,.0f} events/s; "
           f"per event p50 {pct(lat, 0.5):.1f} us, p99 {pct(lat, 0.99):.1f} us, p99.9 {pct(lat, 0.999):.1f} us, "
@@ -229,12 +268,16 @@ def main() -> None:
     print(f"engine by CPU time of the whole replay loop (median of {args.runs}, as the peers' figures; includes the "
           f"timing calls): {n / (statistics.median(cpu) / 1e9):,.0f} events/s")
     print(f"engine with the garbage collector paused during the replay: {n / (paused_ns / 1e9):,.0f} events/s")
+    print(f"the output alone (building again the {event_count:,} event objects the engine "
+          f"returned, nothing else): {n / (floor_ns / 1e9):,.0f} events/s, {floor_ns / (total_ns or 1):.0%} of the "
+          f"engine's time")
     print(f"baseline (same run: json.loads with Decimal + dispatch into a dict): {n / (base_ns / 1e9):,.0f} events/s")
     print(f"reference matcher of tests/book (lists and loops), first 5,000 events: {reference_rate:,.0f} events/s; "
           f"same events as the engine: {'yes' if same else 'NO'}")
     for name, figure in PEERS.items():
         print(f"peer {name}: {figure:,} events/s (shared README): engine is {rate / figure:.1f}x")
     print(f"target {TARGET:,} events/s: {'reached' if rate >= TARGET else 'NOT reached'} ({rate / TARGET:.2f}x)")
+    print(f"load average at the end: {_load()}")
     print("semantics counters:")
     for key in sorted(counters):
         print(f"  {key}: {counters[key]:,}")
