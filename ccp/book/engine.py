@@ -373,15 +373,12 @@ class Engine:
         self._dirty = False
         self._ev: list = []
         self._at = 0
-        self._handlers = {Submit: self._submit, Modify: self._modify, Cancel: self._cancel,
-                          CancelAll: self._cancel_all, ClosePosition: self._close, PlaceTrigger: self._place,
-                          SetPrice: self._set_price}
 
     # The one entry point --------------------------------------------------------------------------------
     def apply(self, command) -> list:
         self._ev = ev = []
         self._at = command.at
-        self._handlers[command.__class__](command)
+        _HANDLERS[command.__class__](self, command)
         if self._dirty:
             self._settle()
         return ev
@@ -917,6 +914,11 @@ class Engine:
             q.append(o)
             engine.orders[o.id] = o
         return engine
+
+
+# The command handlers (plain functions, not bound methods kept on the engine: no engine -> method -> engine cycle).
+_HANDLERS = {Submit: Engine._submit, Modify: Engine._modify, Cancel: Engine._cancel, CancelAll: Engine._cancel_all,
+             ClosePosition: Engine._close, PlaceTrigger: Engine._place, SetPrice: Engine._set_price}
 
 
 def _leg_ok(leg: Leg | None) -> bool:
