@@ -370,6 +370,7 @@ class Engine:
         self._heap_pairs = [(s, self._heaps[(s, True)], self._heaps[(s, False)]) for s in SOURCES]
         self._last_up, self._last_down = self._heaps[("last", True)], self._heaps[("last", False)]
         self._order_seq = self._trig_seq = self._trade_seq = 0
+        self._dead = 0  # orders marked dead in the middle of a level since the last compaction (at most)
         self._dirty = False
         self._ev: list = []
         self._at = 0
@@ -713,12 +714,24 @@ class Engine:
                 q.popleft()
         elif q[-1] is o:
             q.pop()
+        else:
+            self._dead += 1
+            if self._dead > len(self.orders) + 1024:
+                self._compact()
         if not q:
             del levels[key]
             keys = self._keys[s]
             while keys and keys[0] not in levels:
                 heappop(keys)
         return rem
+
+    def _compact(self) -> None:
+        """Drop every dead entry (a level whose front order never leaves would otherwise keep the orders
+        cancelled behind it): after more cancels than there are resting orders, so amortised O(1) a cancel."""
+        for levels in self._levels.values():
+            for key, q in levels.items():
+                levels[key] = deque([o for o in q if o.rem])
+        self._dead = 0
 
     # Triggers -------------------------------------------------------------------------------------------
     def _arm_leg(self, o: _Order, take_profit: bool, qty: int) -> _Trig:

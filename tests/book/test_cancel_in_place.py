@@ -115,3 +115,14 @@ def test_a_leg_firing_ends_the_pair_for_an_entry_that_was_moved_by_a_modify():
     events = engine.apply(Submit("c", "s-c", "sell", 3, "limit", 99))
     assert trades(events) == [("e", "c", 99, 3)]
     assert not [e for e in events if isinstance(e, Armed)] and engine.triggers == {}
+
+
+def test_orders_cancelled_behind_a_front_that_never_leaves_do_not_pile_up():
+    engine = Engine()
+    sells(engine, ("front", 1, 100), ("x0", 1, 100))
+    for n in range(3000):  # each cancel is in the middle of the level: "front" before it, the next order after
+        sells(engine, (f"x{n + 1}", 1, 100))
+        engine.apply(Cancel(f"x{n}", f"s-x{n}"))
+    assert len(engine._levels[-1][100]) < 1100  # dead entries are compacted away, not kept for ever
+    events = engine.apply(Submit("t", "buyer", "buy", 5, "limit", 100))
+    assert trades(events) == [("t", "front", 100, 1), ("t", "x3000", 100, 1)]
