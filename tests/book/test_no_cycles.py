@@ -12,15 +12,18 @@ from .strategies import positions, streams
 
 
 def _cyclic_garbage(run) -> list:
-    """The engine objects that only the cycle collector could free after `run()` (the engine itself included:
-    dropped, it must go at once with all it holds)."""
+    """The orders and triggers made by `run()` that only the cycle collector could free. `run` returns its engine,
+    kept alive here: what the engine still holds is not garbage, what it dropped must already be gone."""
     gc.collect()
+    before = {id(o) for o in gc.get_objects() if isinstance(o, (E._Order, E._Trig))}
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
-        run()
+        engine = run()
         gc.collect()
-        return [o for o in gc.garbage if isinstance(o, (E.Engine, E._Order, E._Trig))]
+        found = [o for o in gc.garbage if isinstance(o, (E._Order, E._Trig)) and id(o) not in before]
+        del engine
+        return found
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
@@ -34,6 +37,7 @@ def test_spent_orders_and_triggers_are_not_left_in_cycles(commands, seed):
         engine = E.Engine(seed | {"u4": -sum(seed.values())})
         for command in commands:
             engine.apply(command)
+        return engine
 
     assert _cyclic_garbage(run) == []
 
@@ -48,5 +52,6 @@ def test_a_fired_pair_and_its_filled_entry_are_freed():
         events = engine.apply(E.SetPrice("mark", 95))
         assert [e.trigger_id for e in events if isinstance(e, E.Triggered)] == ["e:sl"]
         assert engine.triggers == {} and "e" not in engine.orders
+        return engine
 
     assert _cyclic_garbage(run) == []
