@@ -1,6 +1,6 @@
 """The continuous matching engine alone on the shared order stream: events/s, per-event latency, semantics counters.
 
-    .venv/bin/python bench/book_engine.py [--stream PATH] [--runs 3] [--profile]
+    .venv/bin/python bench/book_engine.py [--stream PATH] [--runs 3] [--profile] [--against REV]
 
 Every event of the stream is replayed (limit, market, cancel, modify, with their take-profit and stop-loss
 legs). Prices go from their JSON text to Decimal to ticks (`json.loads(..., parse_float=Decimal)`, never a
@@ -10,6 +10,10 @@ each JSON line and dispatches it into a dict keyed by order id (the least any en
 first 5,000 events also go through the tests' reference matcher, which must give the same events. A last figure
 times only the construction of the events the engine returned (the same event objects, built again from their
 fields): the least any engine with this interface spends, whatever its matching costs.
+
+`--against REV` also replays the stream through the engine as it was at git revision REV, alternating with this
+one in the same process (CPU time of the whole replay loop, no per-event timing): the speed-up, measured so that
+the machine's load weighs on both alike.
 
 Garbage collector: on, default thresholds; the parsed stream is frozen out of it first (`gc.freeze()`), as the
 matching worker freezes a book it has just rebuilt. Two more figures: the collector with no full collection
@@ -33,8 +37,10 @@ import json
 import os
 import pstats
 import statistics
+import subprocess
 import sys
 import time
+import types
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -42,6 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ccp.book import engine as this_engine  # noqa: E402
 from ccp.book.engine import (  # noqa: E402
     Armed,
     Cancel,
@@ -170,6 +177,55 @@ def replay(cmds: list, counters: Counter | None = None, collector: bool = True,
     return lat
 
 
+def engine_at(rev: str) -> types.ModuleType:
+    """ccp/book/engine.py as it was at git revision `rev`, loaded as a module of its own."""
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:ccp/book/engine.py"], capture_output=True,
+                            text=True, check=True).stdout
+    module = types.ModuleType(f"engine_at_{rev}")
+    sys.modules[module.__name__] = module  # the dataclasses look their module up
+    exec(compile(source, f"{rev}:ccp/book/engine.py", "exec"), module.__dict__)
+    return module
+
+
+def _commands_for(module: types.ModuleType, cmds: list) -> list:
+    """The same commands, built from another engine module's classes (engines dispatch on the class)."""
+    def leg(value):
+        return None if value is None else module.Leg(*(getattr(value, name) for name in value.__slots__))
+    out = []
+    for cmd in cmds:
+        values = [leg(getattr(cmd, name)) if name in ("tp", "sl") else getattr(cmd, name) for name in cmd.__slots__]
+        out.append(getattr(module, cmd.__class__.__name__)(*values))
+    return out
+
+
+def cpu_replay(module: types.ModuleType, cmds: list) -> int:
+    """CPU nanoseconds of a whole replay through `module.Engine`, collector on, the stream frozen out of it."""
+    gc.collect()
+    gc.freeze()
+    engine = module.Engine()
+    guard = MarketProtection()
+    guard.engine = engine
+    apply = engine.apply
+    start = time.process_time_ns()
+    for cmd in cmds:
+        if getattr(cmd, "kind", None) == "market":
+            guard.protect(cmd)
+        apply(cmd)
+    spent = time.process_time_ns() - start
+    gc.unfreeze()
+    return spent
+
+
+def against(rev: str, lines: list[str], runs: int) -> tuple[float, float]:
+    """Median CPU time of the engine at `rev` and of this one, replays alternating: (theirs, ours) in ns."""
+    module = engine_at(rev)
+    theirs_ns, ours_ns = [], []
+    for _ in range(runs):
+        theirs_ns.append(cpu_replay(module, _commands_for(module, commands(lines))))
+        ours_ns.append(cpu_replay(this_engine, commands(lines)))
+    return statistics.median(theirs_ns), statistics.median(ours_ns)
+
+
 def reference_check(lines: list[str], n: int = 5000) -> tuple[bool, float]:
     """The first n events through the engine and through the simple reference matcher of the tests: same events?
     Also the reference's speed (events/s), a second baseline."""
@@ -248,6 +304,7 @@ def main() -> None:
     parser.add_argument("--stream", type=Path, default=STREAM)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--against", metavar="REV", help="also time the engine at this git revision, alternating")
     args = parser.parse_args()
     lines = args.stream.read_text().splitlines()
     n = len(lines)
@@ -290,6 +347,11 @@ def main() -> None:
     for name, figure in PEERS.items():
         print(f"peer {name}: {figure:,} events/s (shared README): engine is {rate / figure:.1f}x")
     print(f"target {TARGET:,} events/s: {'reached' if rate >= TARGET else 'NOT reached'} ({rate / TARGET:.2f}x)")
+    if args.against:
+        theirs_ns, ours_ns = against(args.against, lines, max(args.runs, 5))
+        print(f"engine at {args.against} and this engine, replays alternating in this process (CPU time of the "
+              f"whole loop, median of {max(args.runs, 5)}): {n / (theirs_ns / 1e9):,.0f} and "
+              f"{n / (ours_ns / 1e9):,.0f} events/s: {theirs_ns / ours_ns:.2f}x")
     print(f"load average at the end: {_load()}")
     print("semantics counters:")
     for key in sorted(counters):
