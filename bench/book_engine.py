@@ -1,13 +1,24 @@
 """The continuous matching engine alone on the shared order stream: events/s, per-event latency, semantics counters.
 
-    .venv/bin/python bench/book_engine.py [--stream PATH] [--runs 3] [--profile]
+    .venv/bin/python bench/book_engine.py [--stream PATH] [--runs 3] [--profile] [--against REV]
 
 Every event of the stream is replayed (limit, market, cancel, modify, with their take-profit and stop-loss
 legs). Prices go from their JSON text to Decimal to ticks (`json.loads(..., parse_float=Decimal)`, never a
 float). The stream is parsed into engine commands first; only `Engine.apply` is timed, one
 `time.perf_counter_ns` pair per event. The baseline, measured in the same run, is a plain loop that parses
 each JSON line and dispatches it into a dict keyed by order id (the least any engine must do per event); the
-first 5,000 events also go through the tests' reference matcher, which must give the same events.
+first 5,000 events also go through the tests' reference matcher, which must give the same events. A last figure
+times only the construction of the events the engine returned (the same event objects, built again from their
+fields): the least any engine with this interface spends, whatever its matching costs.
+
+`--against REV` also replays the stream through the engine as it was at git revision REV, alternating with this
+one in the same process (CPU time of the whole replay loop, no per-event timing): the speed-up, measured so that
+the machine's load weighs on both alike.
+
+Garbage collector: on, default thresholds; the parsed stream is frozen out of it first (`gc.freeze()`), as the
+matching worker freezes a book it has just rebuilt. Two more figures: the collector with no full collection
+during the replay (threshold of the oldest generation raised: the engine makes no reference cycles, so only
+the young generations have anything to find), and the collector paused for the whole replay.
 
 Mapping of the stream (the stream gives no protection prices, so the bench sets them):
 - limit: a gtc limit order; market: an ioc market order protected at the last trade price +/- 2%
@@ -23,10 +34,13 @@ import argparse
 import cProfile
 import gc
 import json
+import os
 import pstats
 import statistics
+import subprocess
 import sys
 import time
+import types
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -34,6 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ccp.book import engine as this_engine  # noqa: E402
 from ccp.book.engine import (  # noqa: E402
     Armed,
     Cancel,
@@ -117,17 +132,23 @@ def baseline(lines: list[str]) -> int:
     return time.perf_counter_ns() - start
 
 
+NO_FULL_COLLECTION = (700, 10, 1_000_000)
+
+
 def replay(cmds: list, counters: Counter | None = None, collector: bool = True,
-           cpu: list | None = None) -> list[int]:
+           cpu: list | None = None, thresholds: tuple[int, int, int] | None = None) -> list[int]:
     """Run the commands through a fresh engine; per-event latencies in ns.
 
     The parsed stream (about 400,000 objects the engine does not own) is frozen out of the garbage collector
     first, so that the collector's pauses are those of the engine's own state. `collector=False` pauses the
-    collector during the replay altogether."""
+    collector during the replay altogether; `thresholds` sets the collector's thresholds for the replay."""
     gc.collect()
     gc.freeze()
     if not collector:
         gc.disable()
+    default_thresholds = gc.get_threshold()
+    if thresholds is not None:
+        gc.set_threshold(*thresholds)
     engine = Engine()
     guard = MarketProtection()
     guard.engine = engine
@@ -147,12 +168,62 @@ def replay(cmds: list, counters: Counter | None = None, collector: bool = True,
     if cpu is not None:
         cpu.append(time.process_time_ns() - cpu_start)
     gc.enable()
+    gc.set_threshold(*default_thresholds)
     gc.unfreeze()
     if counters is not None:
         counters["position sum (must be 0)"] = sum(engine.positions.values())
         counters["resting orders at end"] = len(engine.orders)
         counters["armed triggers at end"] = len(engine.triggers)
     return lat
+
+
+def engine_at(rev: str) -> types.ModuleType:
+    """ccp/book/engine.py as it was at git revision `rev`, loaded as a module of its own."""
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:ccp/book/engine.py"], capture_output=True,
+                            text=True, check=True).stdout
+    module = types.ModuleType(f"engine_at_{rev}")
+    sys.modules[module.__name__] = module  # the dataclasses look their module up
+    exec(compile(source, f"{rev}:ccp/book/engine.py", "exec"), module.__dict__)
+    return module
+
+
+def _commands_for(module: types.ModuleType, cmds: list) -> list:
+    """The same commands, built from another engine module's classes (engines dispatch on the class)."""
+    def leg(value):
+        return None if value is None else module.Leg(*(getattr(value, name) for name in value.__slots__))
+    out = []
+    for cmd in cmds:
+        values = [leg(getattr(cmd, name)) if name in ("tp", "sl") else getattr(cmd, name) for name in cmd.__slots__]
+        out.append(getattr(module, cmd.__class__.__name__)(*values))
+    return out
+
+
+def cpu_replay(module: types.ModuleType, cmds: list) -> int:
+    """CPU nanoseconds of a whole replay through `module.Engine`, collector on, the stream frozen out of it."""
+    gc.collect()
+    gc.freeze()
+    engine = module.Engine()
+    guard = MarketProtection()
+    guard.engine = engine
+    apply = engine.apply
+    start = time.process_time_ns()
+    for cmd in cmds:
+        if getattr(cmd, "kind", None) == "market":
+            guard.protect(cmd)
+        apply(cmd)
+    spent = time.process_time_ns() - start
+    gc.unfreeze()
+    return spent
+
+
+def against(rev: str, lines: list[str], runs: int) -> tuple[float, float]:
+    """Median CPU time of the engine at `rev` and of this one, replays alternating: (theirs, ours) in ns."""
+    module = engine_at(rev)
+    theirs_ns, ours_ns = [], []
+    for _ in range(runs):
+        theirs_ns.append(cpu_replay(module, _commands_for(module, commands(lines))))
+        ours_ns.append(cpu_replay(this_engine, commands(lines)))
+    return statistics.median(theirs_ns), statistics.median(ours_ns)
 
 
 def reference_check(lines: list[str], n: int = 5000) -> tuple[bool, float]:
@@ -176,6 +247,32 @@ def reference_check(lines: list[str], n: int = 5000) -> tuple[bool, float]:
     return same, n / (spent / 1e9)
 
 
+def events_floor(cmds: list, runs: int) -> tuple[float, int]:
+    """Nanoseconds to build again, from their fields, every event the engine returns for the stream (median of
+    `runs`): the cost of the output alone; and the number of events."""
+    engine = Engine()
+    guard = MarketProtection()
+    guard.engine = engine
+    recorded = []
+    for cmd in cmds:
+        if cmd.__class__ is Submit and cmd.kind == "market":
+            guard.protect(cmd)
+        recorded.append([(ev.__class__, tuple(getattr(ev, name) for name in ev.__slots__))
+                         for ev in engine.apply(cmd)])
+    gc.collect()
+    gc.freeze()
+    spent = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        for events in recorded:
+            out = []
+            for cls, fields in events:
+                out.append(cls(*fields))
+        spent.append(time.perf_counter_ns() - start)
+    gc.unfreeze()
+    return statistics.median(spent), sum(map(len, recorded))
+
+
 def _count(counters: Counter, events: list) -> None:
     for ev in events:
         cls = ev.__class__
@@ -194,6 +291,10 @@ def _count(counters: Counter, events: list) -> None:
             counters[f"cancelled {ev.reason}"] += 1
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def pct(sorted_ns: list[int], p: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(p * len(sorted_ns)))] / 1000
 
@@ -203,10 +304,13 @@ def main() -> None:
     parser.add_argument("--stream", type=Path, default=STREAM)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--against", metavar="REV", help="also time the engine at this git revision, alternating")
     args = parser.parse_args()
     lines = args.stream.read_text().splitlines()
     n = len(lines)
-    print(f"stream: {args.stream.name}, {n} events")
+    print(f"stream: {args.stream.name}, {n} events; load average at start {_load()}")
+    print("garbage collector: on, default thresholds, the parsed stream frozen out of it (gc.freeze) before each "
+          "replay, as the matching worker freezes a book it has just rebuilt")
 
     counters: Counter = Counter()
     replay(commands(lines), counters)  # warm-up run, also the semantics counters
@@ -219,22 +323,36 @@ def main() -> None:
     total_ns, lat = runs[len(runs) // 2]
     paused = sorted((sum(lat), lat) for lat in (replay(commands(lines), collector=False) for _ in range(args.runs)))
     paused_ns = paused[len(paused) // 2][0]
+    no_full_ns = statistics.median(sum(replay(commands(lines), thresholds=NO_FULL_COLLECTION))
+                                   for _ in range(args.runs))
     base_ns = statistics.median(baseline(lines) for _ in range(args.runs))
 
     same, reference_rate = reference_check(lines)
+    floor_ns, event_count = events_floor(commands(lines), args.runs)
     rate = n / (total_ns / 1e9)
     print(f"engine (median of {args.runs} runs, Engine.apply only): {rate:,.0f} events/s; "
           f"per event p50 {pct(lat, 0.5):.1f} us, p99 {pct(lat, 0.99):.1f} us, p99.9 {pct(lat, 0.999):.1f} us, "
           f"max {lat[-1] / 1000:.0f} us")
     print(f"engine by CPU time of the whole replay loop (median of {args.runs}, as the peers' figures; includes the "
           f"timing calls): {n / (statistics.median(cpu) / 1e9):,.0f} events/s")
+    print(f"engine with no full collection during the replay (gc thresholds {NO_FULL_COLLECTION}): "
+          f"{n / (no_full_ns / 1e9):,.0f} events/s")
     print(f"engine with the garbage collector paused during the replay: {n / (paused_ns / 1e9):,.0f} events/s")
+    print(f"the output alone (building again the {event_count:,} event objects the engine "
+          f"returned, nothing else): {n / (floor_ns / 1e9):,.0f} events/s, {floor_ns / (total_ns or 1):.0%} of the "
+          f"engine's time")
     print(f"baseline (same run: json.loads with Decimal + dispatch into a dict): {n / (base_ns / 1e9):,.0f} events/s")
     print(f"reference matcher of tests/book (lists and loops), first 5,000 events: {reference_rate:,.0f} events/s; "
           f"same events as the engine: {'yes' if same else 'NO'}")
     for name, figure in PEERS.items():
         print(f"peer {name}: {figure:,} events/s (shared README): engine is {rate / figure:.1f}x")
     print(f"target {TARGET:,} events/s: {'reached' if rate >= TARGET else 'NOT reached'} ({rate / TARGET:.2f}x)")
+    if args.against:
+        theirs_ns, ours_ns = against(args.against, lines, max(args.runs, 5))
+        print(f"engine at {args.against} and this engine, replays alternating in this process (CPU time of the "
+              f"whole loop, median of {max(args.runs, 5)}): {n / (theirs_ns / 1e9):,.0f} and "
+              f"{n / (ours_ns / 1e9):,.0f} events/s: {theirs_ns / ours_ns:.2f}x")
+    print(f"load average at the end: {_load()}")
     print("semantics counters:")
     for key in sorted(counters):
         print(f"  {key}: {counters[key]:,}")

@@ -283,25 +283,57 @@ class _Order:
                  "tp", "sl", "tp_trig", "sl_trig", "legs_done")
 
     def __init__(self, oid, user, side, kind, px, qty, tif, ro, stp, tp=None, sl=None):
-        self.id, self.user, self.side, self.kind, self.px = oid, user, side, kind, px
-        self.qty = self.rem = qty
+        # One statement per slot: cheaper than tuple assignments on the hot path.
+        self.id = oid
+        self.user = user
+        self.side = side
+        self.kind = kind
+        self.px = px
+        self.qty = qty
+        self.rem = qty  # 0 for an order taken out of the book (see Engine._unrest)
         self.filled = 0
-        self.tif, self.ro, self.stp, self.tp, self.sl = tif, ro, stp, tp, sl
+        self.tif = tif
+        self.ro = ro
+        self.stp = stp
         self.seq = 0
-        self.tp_trig = self.sl_trig = None  # None: not armed yet; a _Trig (live or not) once armed
+        self.tp = tp
+        self.sl = sl
+        self.tp_trig = None  # None: not armed yet; a _Trig (live or not) once armed
+        self.sl_trig = None
         self.legs_done = False
+
+    def moved(self) -> _Order:
+        """A copy that re-enters the book (a modify that loses priority); its armed legs follow it."""
+        o = _Order(self.id, self.user, self.side, self.kind, self.px, self.qty, self.tif, self.ro, self.stp,
+                   self.tp, self.sl)
+        o.rem, o.filled, o.legs_done = self.rem, self.filled, self.legs_done
+        o.tp_trig, o.sl_trig = self.tp_trig, self.sl_trig
+        return o
 
 
 class _Trig:
     __slots__ = ("id", "user", "side", "qty", "px", "up", "source", "limit_px", "protection_px", "ro", "stp",
-                 "seq", "live", "sibling", "parent")
+                 "seq", "live", "sibling", "entry")
 
     def __init__(self, tid, user, side, qty, px, up, source, limit_px, protection_px, ro, stp):
-        self.id, self.user, self.side, self.qty, self.px, self.up = tid, user, side, qty, px, up
-        self.source, self.limit_px, self.protection_px, self.ro, self.stp = source, limit_px, protection_px, ro, stp
+        self.id = tid
+        self.user = user
+        self.side = side
+        self.qty = qty
+        self.px = px
+        self.up = up
+        self.source = source
+        self.limit_px = limit_px
+        self.protection_px = protection_px
+        self.ro = ro
+        self.stp = stp
         self.seq = 0
         self.live = True
-        self.sibling = self.parent = None
+        # The other leg of the pair while both are armed, and the entry's order id for an attached leg. Neither
+        # links back to an object that would keep it alive: a fired or cancelled trigger and a filled or
+        # cancelled order are freed at once, not left to the garbage collector as cycles.
+        self.sibling = None
+        self.entry = None
 
 
 _GONE = _Trig("", "", 0, 0, 0, True, "last", None, None, True, "cancel_incoming")
@@ -314,7 +346,16 @@ def _leg_dict(leg: Leg | None) -> dict | None:
 
 
 class Engine:
-    """One contract's book. `positions` seeds each user's position in lots (long > 0, short < 0)."""
+    """One contract's book. `positions` seeds each user's position in lots (long > 0, short < 0).
+
+    How the book is kept (private): each side has a dict of price levels (key -> deque of orders in time
+    priority) and a heap of the level keys whose top is always a level with a live order. A cancelled order is
+    not searched for in its level: it is marked dead (`rem = 0`; no resting order has a zero remainder) and
+    dropped when it reaches the front, so the front of a level is always live and a level is empty exactly when
+    its deque is. An order that loses priority re-enters as a copy (`_Order.moved`), never as the object that
+    may still sit dead in a level. `_dirty` is set only when a trigger may be crossed (a price moved to or past
+    the nearest trigger of its source, or a trigger armed already crossed): otherwise no scan runs.
+    """
 
     def __init__(self, positions: dict[str, int] | None = None):
         self.positions: dict[str, int] = dict(positions or {})
@@ -327,19 +368,18 @@ class Engine:
         self._levels: dict[int, dict[int, deque]] = {1: {}, -1: {}}
         self._heaps = {(s, up): [] for s in SOURCES for up in (True, False)}
         self._heap_pairs = [(s, self._heaps[(s, True)], self._heaps[(s, False)]) for s in SOURCES]
+        self._last_up, self._last_down = self._heaps[("last", True)], self._heaps[("last", False)]
         self._order_seq = self._trig_seq = self._trade_seq = 0
+        self._dead = 0  # orders marked dead in the middle of a level since the last compaction (at most)
         self._dirty = False
         self._ev: list = []
         self._at = 0
-        self._handlers = {Submit: self._submit, Modify: self._modify, Cancel: self._cancel,
-                          CancelAll: self._cancel_all, ClosePosition: self._close, PlaceTrigger: self._place,
-                          SetPrice: self._set_price}
 
     # The one entry point --------------------------------------------------------------------------------
     def apply(self, command) -> list:
         self._ev = ev = []
         self._at = command.at
-        self._handlers[command.__class__](command)
+        _HANDLERS[command.__class__](self, command)
         if self._dirty:
             self._settle()
         return ev
@@ -352,22 +392,25 @@ class Engine:
 
     # Commands -------------------------------------------------------------------------------------------
     def _submit(self, c: Submit) -> None:
-        oid, qty, price, kind, tif, tp, sl = c.order_id, c.qty, c.price, c.kind, c.tif, c.tp, c.sl
-        reason = None
+        oid = c.order_id
+        qty = c.qty
+        price = c.price
+        tp = c.tp
+        sl = c.sl
         if oid in self.orders or oid in self.triggers:
             reason = DUPLICATE_ORDER_ID
         elif qty <= 0:
             reason = INVALID_QUANTITY
         elif price is None or price <= 0:
             reason = INVALID_PRICE
-        elif kind == "market" and tif != "ioc" and tif != "fok":
+        elif c.kind == "market" and c.tif != "ioc" and c.tif != "fok":
             reason = INVALID_TIME_IN_FORCE
-        elif (tp is not None or sl is not None) and not (_leg_ok(tp) and _leg_ok(sl)):
+        elif (tp is not None and not _leg_ok(tp)) or (sl is not None and not _leg_ok(sl)):
             reason = INVALID_PRICE
-        if reason is not None:
-            self._ev.append(Rejected(oid, reason))
+        else:
+            self._enter(_Order(oid, c.user, SIDES[c.side], c.kind, price, qty, c.tif, c.reduce_only, c.stp, tp, sl))
             return
-        self._enter(_Order(oid, c.user, SIDES[c.side], kind, price, qty, tif, c.reduce_only, c.stp, tp, sl))
+        self._ev.append(Rejected(oid, reason))
 
     def _place(self, c: PlaceTrigger) -> None:
         ev = self._ev
@@ -419,10 +462,9 @@ class Engine:
             o.sl = c.sl
             self._rearm(o, False)
         if qty <= o.filled:
-            self._unrest(o)
+            rem = self._unrest(o)
             ev.append(Modified(o.id, px, qty, 0, False))
-            ev.append(Cancelled(o.id, MODIFIED_BELOW_FILLED, o.rem))
-            o.rem = 0
+            ev.append(Cancelled(o.id, MODIFIED_BELOW_FILLED, rem))
             return
         if px == o.px and qty <= o.qty:
             o.rem -= o.qty - qty
@@ -430,9 +472,10 @@ class Engine:
             ev.append(Modified(o.id, px, qty, o.rem, True))
             return
         self._unrest(o)
+        o = o.moved()
         o.px, o.rem, o.qty = px, qty - o.filled, qty
         ev.append(Modified(o.id, px, qty, o.rem, False))
-        self._take_and_rest(o)
+        self._enter(o, new=False)
 
     def _cancel(self, c: Cancel) -> None:
         o = self.orders.get(c.order_id)
@@ -443,8 +486,7 @@ class Engine:
         elif target.user != c.user:
             self._ev.append(Rejected(c.order_id, NOT_OWNER))
         elif o is not None:
-            self._unrest(o)
-            self._ev.append(Cancelled(o.id, CANCELLED, o.rem))
+            self._ev.append(Cancelled(o.id, CANCELLED, self._unrest(o)))
         else:
             self._disarm(t, CANCELLED)
 
@@ -453,8 +495,7 @@ class Engine:
         mine = sorted((o for o in self.orders.values() if o.user == c.user and (side is None or o.side == side)),
                       key=lambda o: o.seq)
         for o in mine:
-            self._unrest(o)
-            self._ev.append(Cancelled(o.id, CANCEL_ALL, o.rem))
+            self._ev.append(Cancelled(o.id, CANCEL_ALL, self._unrest(o)))
         armed = sorted((t for t in self.triggers.values() if t.user == c.user and (side is None or t.side == side)),
                        key=lambda t: t.seq)
         for t in armed:
@@ -481,53 +522,51 @@ class Engine:
         self._dirty = True
 
     # Matching -------------------------------------------------------------------------------------------
-    def _enter(self, o: _Order) -> None:
-        """A new order: reduce-only cut, post-only and fill-or-kill checks, accept, match, rest or cancel."""
+    def _enter(self, o: _Order, new: bool = True) -> None:
+        """An order entering the book. A new one first goes through the reduce-only cut and the post-only and
+        fill-or-kill checks and is accepted; then it matches, and its leftover rests or is cancelled. A modified
+        order that lost its priority re-enters with `new=False`."""
         ev = self._ev
         s = o.side
-        if o.ro:
-            room = -s * self.positions.get(o.user, 0)
-            if room <= 0:
-                ev.append(Rejected(o.id, REDUCE_ONLY_NOTHING))
-                return
-            if o.qty > room:
-                o.qty = o.rem = room
+        keys = self._keys[-s]
+        bound = s * o.px  # the opposite side's level keys at or below this cross
         tif = o.tif
-        if tif != "gtc":
-            keys = self._keys[-s]
-            bound = s * o.px
-            if tif == "post_only" and keys and keys[0] <= bound:
-                ev.append(Rejected(o.id, POST_ONLY_WOULD_TAKE))
-                return
-            if tif == "fok" and not self._fillable(o, bound):
-                ev.append(Rejected(o.id, FOK_NOT_FILLABLE))
-                return
-        ev.append(Accepted(o.id, o.user, SIDE_NAMES[s], o.kind, o.px, o.qty))
-        self._take_and_rest(o)
-
-    def _take_and_rest(self, o: _Order) -> None:
-        keys = self._keys[-o.side]
-        if keys and keys[0] <= o.side * o.px and not self._match(o):
+        if new:
+            if o.ro:
+                room = -s * self.positions.get(o.user, 0)
+                if room <= 0:
+                    ev.append(Rejected(o.id, REDUCE_ONLY_NOTHING))
+                    return
+                if o.qty > room:
+                    o.qty = o.rem = room
+            if tif != "gtc":
+                if tif == "post_only" and keys and keys[0] <= bound:
+                    ev.append(Rejected(o.id, POST_ONLY_WOULD_TAKE))
+                    return
+                if tif == "fok" and not self._fillable(o, bound):
+                    ev.append(Rejected(o.id, FOK_NOT_FILLABLE))
+                    return
+            ev.append(Accepted(o.id, o.user, SIDE_NAMES[s], o.kind, o.px, o.qty))
+        if keys and keys[0] <= bound and not self._match(o):
             return  # cancelled by self-trade prevention or reduce-only
-        if not o.rem:
+        rem = o.rem
+        if not rem:
             return
         if o.kind == "market":
-            self._ev.append(Cancelled(o.id, MARKET_PROTECTION_LEFTOVER, o.rem))
-        elif o.tif == "ioc" or o.tif == "fok":
-            self._ev.append(Cancelled(o.id, IOC_LEFTOVER, o.rem))
+            ev.append(Cancelled(o.id, MARKET_PROTECTION_LEFTOVER, rem))
+        elif tif == "ioc" or tif == "fok":
+            ev.append(Cancelled(o.id, IOC_LEFTOVER, rem))
         else:
-            s = o.side
-            key = -s * o.px
             levels = self._levels[s]
-            q = levels.get(key)
+            q = levels.get(-bound)
             if q is None:
-                levels[key] = q = deque()
-                heappush(self._keys[s], key)
-            q.append(o)
-            self._order_seq += 1
-            o.seq = self._order_seq
+                levels[-bound] = deque((o,))
+                heappush(self._keys[s], -bound)
+            else:
+                q.append(o)
+            self._order_seq = o.seq = self._order_seq + 1
             self.orders[o.id] = o
-            self._ev.append(Rested(o.id, o.px, o.rem))
+            ev.append(Rested(o.id, o.px, rem))
 
     def _match(self, o: _Order) -> bool:
         """Match the incoming order against the opposite side within its price; False if it was cancelled."""
@@ -536,12 +575,16 @@ class Engine:
         keys = self._keys[-s]
         levels = self._levels[-s]
         positions = self.positions
-        ev = self._ev
+        append = self._ev.append
         orders = self.orders
-        user = o.user
+        user, oid, rem, ro = o.user, o.id, o.rem, o.ro
+        legs = o.tp is not None or o.sl is not None
+        mine = positions.get(user, 0)  # the incoming user's position (no maker is theirs: no self-trade)
+        at = self._at
+        seq = self._trade_seq
         alive = True
         last_px = None
-        while alive and o.rem and keys:
+        while keys:
             key = keys[0]
             if key > bound:
                 break
@@ -549,66 +592,80 @@ class Engine:
             px = s * key
             while q:
                 m = q[0]
-                if m.user == user:
+                mrem = m.rem
+                if not mrem:  # cancelled in place: drop it
+                    q.popleft()
+                    continue
+                muser = m.user
+                if muser == user:
                     stp = o.stp
                     if stp != "cancel_incoming":
                         q.popleft()
                         del orders[m.id]
-                        ev.append(Cancelled(m.id, SELF_TRADE_CANCELLED, m.rem))
+                        append(Cancelled(m.id, SELF_TRADE_CANCELLED, mrem))
                     if stp != "cancel_resting":
-                        ev.append(Cancelled(o.id, SELF_TRADE_CANCELLED, o.rem))
+                        append(Cancelled(oid, SELF_TRADE_CANCELLED, rem))
                         alive = False
                         break
                     continue
-                fill = o.rem if o.rem < m.rem else m.rem
+                fill = rem if rem < mrem else mrem
                 if m.ro:
-                    room = s * positions.get(m.user, 0)  # the maker is on side -s
+                    room = s * positions.get(muser, 0)  # the maker is on side -s
                     if room <= 0:
                         q.popleft()
                         del orders[m.id]
-                        ev.append(Cancelled(m.id, REDUCE_ONLY_NOTHING, m.rem))
+                        append(Cancelled(m.id, REDUCE_ONLY_NOTHING, mrem))
                         continue
                     if fill > room:
                         fill = room
-                if o.ro:
-                    room = -s * positions.get(user, 0)
+                if ro:
+                    room = -s * mine
                     if room <= 0:
-                        ev.append(Cancelled(o.id, REDUCE_ONLY_NOTHING, o.rem))
+                        append(Cancelled(oid, REDUCE_ONLY_NOTHING, rem))
                         alive = False
                         break
                     if fill > room:
                         fill = room
                 last_px = px
-                m.rem -= fill
+                m.rem = mrem = mrem - fill
                 m.filled += fill
-                o.rem -= fill
-                o.filled += fill
-                self._trade_seq += 1
+                rem -= fill
+                seq += 1
                 if s == 1:
-                    bp = positions[user] = positions.get(user, 0) + fill
-                    sp = positions[m.user] = positions.get(m.user, 0) - fill
-                    ev.append(Trade(self._trade_seq, o.id, m.id, user, m.user, px, fill, "buy", bp, sp, self._at))
+                    positions[user] = mine = mine + fill
+                    theirs = positions[muser] = positions.get(muser, 0) - fill
+                    append(Trade(seq, oid, m.id, user, muser, px, fill, "buy", mine, theirs, at))
                 else:
-                    sp = positions[user] = positions.get(user, 0) - fill
-                    bp = positions[m.user] = positions.get(m.user, 0) + fill
-                    ev.append(Trade(self._trade_seq, m.id, o.id, m.user, user, px, fill, "sell", bp, sp, self._at))
+                    positions[user] = mine = mine - fill
+                    theirs = positions[muser] = positions.get(muser, 0) + fill
+                    append(Trade(seq, m.id, oid, muser, user, px, fill, "sell", theirs, mine, at))
                 if m.tp is not None or m.sl is not None:
                     self._grow(m, fill)
-                if o.tp is not None or o.sl is not None:
+                if legs:
                     self._grow(o, fill)
-                if not m.rem:
+                if not mrem:
                     q.popleft()
                     del orders[m.id]
-                if not o.rem:
+                if not rem:
                     break
+            while q and not q[0].rem:
+                q.popleft()
             if not q:
                 del levels[key]
                 heappop(keys)
                 while keys and keys[0] not in levels:
                     heappop(keys)
+            if not (alive and rem):
+                break
+        o.filled += o.rem - rem
+        o.rem = rem
+        self._trade_seq = seq
         if last_px is not None:
             self.prices["last"] = last_px
-            self._dirty = True
+            # Scan only if the new price reached the nearest trigger on `last` (a stale heap top only costs a scan).
+            up, down = self._last_up, self._last_down
+            if (up and up[0][0] <= last_px) or (down and -down[0][0] >= last_px):
+                self._dirty = True
         return alive
 
     def _fillable(self, o: _Order, bound: int) -> bool:
@@ -622,6 +679,8 @@ class Engine:
             if key > bound:
                 return False
             for m in levels[key]:
+                if not m.rem:
+                    continue
                 if m.user == o.user:
                     if o.stp == "cancel_resting":
                         continue
@@ -639,52 +698,76 @@ class Engine:
                     return True
         return False
 
-    def _unrest(self, o: _Order) -> None:
+    def _unrest(self, o: _Order) -> int:
+        """Take a resting order out of the book and return its remaining quantity. At either end of its level it
+        is removed; in the middle it is only marked dead (`rem = 0`) and dropped when it reaches the front."""
+        rem = o.rem
+        o.rem = 0
+        del self.orders[o.id]
         s = o.side
         key = -s * o.px
-        q = self._levels[s][key]
-        q.remove(o)
+        levels = self._levels[s]
+        q = levels[key]
+        if q[0] is o:
+            q.popleft()
+            while q and not q[0].rem:
+                q.popleft()
+        elif q[-1] is o:
+            q.pop()
+        else:
+            self._dead += 1
+            if self._dead > len(self.orders) + 1024:
+                self._compact()
         if not q:
-            levels = self._levels[s]
             del levels[key]
             keys = self._keys[s]
             while keys and keys[0] not in levels:
                 heappop(keys)
-        del self.orders[o.id]
+        return rem
+
+    def _compact(self) -> None:
+        """Drop every dead entry (a level whose front order never leaves would otherwise keep the orders
+        cancelled behind it): after more cancels than there are resting orders, so amortised O(1) a cancel."""
+        for levels in self._levels.values():
+            for key, q in levels.items():
+                levels[key] = deque([o for o in q if o.rem])
+        self._dead = 0
 
     # Triggers -------------------------------------------------------------------------------------------
-    def _leg_trig(self, o: _Order, leg: Leg, take_profit: bool, qty: int) -> _Trig:
+    def _arm_leg(self, o: _Order, take_profit: bool, qty: int) -> _Trig:
+        """Arm the entry's take-profit or stop-loss for `qty` lots."""
+        leg = o.tp if take_profit else o.sl
         # The legs close the entry: a buy entry's take-profit fires at or above, its stop-loss at or below.
-        up = (o.side == 1) == take_profit
-        t = _Trig(o.id + (":tp" if take_profit else ":sl"), o.user, -o.side, qty, leg.trigger_px, up,
-                  leg.source, leg.limit_px, leg.protection_px, True, o.stp)
-        t.parent = o
+        t = _Trig(o.id + (":tp" if take_profit else ":sl"), o.user, -o.side, qty, leg.trigger_px,
+                  (o.side == 1) == take_profit, leg.source, leg.limit_px, leg.protection_px, True, o.stp)
+        t.entry = o.id
+        self._arm(t)
         return t
 
     def _grow(self, o: _Order, fill: int) -> None:
+        """The entry filled `fill` more lots: each leg arms at the first fill, sized to it, and grows after."""
         if o.legs_done:
             return
-        ev = self._ev
-        tp, sl = o.tp_trig, o.sl_trig
+        tp = o.tp_trig
+        sl = o.sl_trig
         fresh = False
         if tp is None:
             if o.tp is not None:
-                o.tp_trig = tp = self._leg_trig(o, o.tp, True, fill)
-                self._arm(tp)
+                o.tp_trig = tp = self._arm_leg(o, True, fill)
                 fresh = True
         elif tp.live:
-            tp.qty += fill
-            ev.append(Armed(tp.id, tp.user, SIDE_NAMES[tp.side], tp.qty, tp.px, tp.source))
+            tp.qty = qty = tp.qty + fill
+            self._ev.append(Armed(tp.id, tp.user, SIDE_NAMES[tp.side], qty, tp.px, tp.source))
         if sl is None:
             if o.sl is not None:
-                o.sl_trig = sl = self._leg_trig(o, o.sl, False, fill)
-                self._arm(sl)
+                o.sl_trig = sl = self._arm_leg(o, False, fill)
                 fresh = True
         elif sl.live:
-            sl.qty += fill
-            ev.append(Armed(sl.id, sl.user, SIDE_NAMES[sl.side], sl.qty, sl.px, sl.source))
+            sl.qty = qty = sl.qty + fill
+            self._ev.append(Armed(sl.id, sl.user, SIDE_NAMES[sl.side], qty, sl.px, sl.source))
         if fresh and tp is not None and sl is not None and tp.live and sl.live:
-            tp.sibling, sl.sibling = sl, tp
+            tp.sibling = sl
+            sl.sibling = tp
 
     def _rearm(self, o: _Order, take_profit: bool) -> None:
         """A modified leg: an armed one takes the new trigger (and a new arming sequence); one not armed yet
@@ -699,29 +782,38 @@ class Engine:
             self._grow_one(o, take_profit)
 
     def _grow_one(self, o: _Order, take_profit: bool) -> None:
-        leg = o.tp if take_profit else o.sl
-        t = self._leg_trig(o, leg, take_profit, o.filled)
+        t = self._arm_leg(o, take_profit, o.filled)
         other = o.sl_trig if take_profit else o.tp_trig
         if take_profit:
             o.tp_trig = t
         else:
             o.sl_trig = t
-        self._arm(t)
         if other is not None and other.live:
             t.sibling, other.sibling = other, t
 
     def _arm(self, t: _Trig) -> None:
-        self._trig_seq += 1
-        t.seq = self._trig_seq
+        self._trig_seq = seq = t.seq = self._trig_seq + 1
         self.triggers[t.id] = t
-        heappush(self._heaps[(t.source, t.up)], (t.px if t.up else -t.px, t.seq, t))
-        self._ev.append(Armed(t.id, t.user, SIDE_NAMES[t.side], t.qty, t.px, t.source))
-        self._dirty = True
+        px = t.px
+        source = t.source
+        price = self.prices[source]
+        if t.up:
+            heappush(self._heaps[(source, True)], (px, seq, t))
+            if price is not None and price >= px:
+                self._dirty = True  # already crossed: fires in this command
+        else:
+            heappush(self._heaps[(source, False)], (-px, seq, t))
+            if price is not None and price <= px:
+                self._dirty = True
+        self._ev.append(Armed(t.id, t.user, SIDE_NAMES[t.side], t.qty, px, source))
 
     def _disarm(self, t: _Trig, reason: str) -> None:
         t.live = False
         del self.triggers[t.id]
         self._ev.append(Cancelled(t.id, reason, t.qty))
+        if t.sibling is not None:  # the pair ends
+            t.sibling.sibling = None
+            t.sibling = None
 
     def _settle(self) -> None:
         while self._dirty:
@@ -760,8 +852,12 @@ class Engine:
         sibling = t.sibling
         if sibling is not None and sibling.live:
             self._disarm(sibling, OCO_SIBLING_TRIGGERED)
-        if t.parent is not None:
-            t.parent.legs_done = True
+        if t.entry is not None:
+            # The entry's later fills arm nothing. (An entry out of the book never comes back; an order that
+            # reuses its id has other legs.)
+            entry = self.orders.get(t.entry)
+            if entry is not None and (entry.tp_trig is t or entry.sl_trig is t):
+                entry.legs_done = True
         if t.limit_px is not None:
             o = _Order(t.id, t.user, t.side, "limit", t.limit_px, t.qty, "gtc", t.ro, t.stp)
         else:
@@ -776,6 +872,8 @@ class Engine:
         for s in (1, -1):
             for key in sorted(self._levels[s]):
                 for o in self._levels[s][key]:
+                    if not o.rem:
+                        continue  # cancelled in place
                     orders.append({
                         "order_id": o.id, "user": o.user, "side": SIDE_NAMES[s], "kind": o.kind, "price": o.px,
                         "qty": o.qty, "remaining": o.rem, "filled": o.filled, "tif": o.tif,
@@ -820,7 +918,7 @@ class Engine:
             o.sl_trig = _leg_link(d["sl_state"], by_id)
             for trig in (o.tp_trig, o.sl_trig):
                 if trig is not None and trig.live:
-                    trig.parent = o
+                    trig.entry = o.id
             key = -s * o.px
             q = engine._levels[s].get(key)
             if q is None:
@@ -829,6 +927,11 @@ class Engine:
             q.append(o)
             engine.orders[o.id] = o
         return engine
+
+
+# The command handlers (plain functions, not bound methods kept on the engine: no engine -> method -> engine cycle).
+_HANDLERS = {Submit: Engine._submit, Modify: Engine._modify, Cancel: Engine._cancel, CancelAll: Engine._cancel_all,
+             ClosePosition: Engine._close, PlaceTrigger: Engine._place, SetPrice: Engine._set_price}
 
 
 def _leg_ok(leg: Leg | None) -> bool:
