@@ -401,6 +401,7 @@ def case(rule, factory_class, label="", *, given=None, same=(), marks=(), **chan
 # Consistent (state -> fields) rows of the 1-lot OrderFactory order, one per state.
 ORDER_IN_STATE = {
     S.RECEIVED: {"state": S.RECEIVED},
+    S.UNTRIGGERED: {"state": S.UNTRIGGERED},
     S.ACCEPTED: {"state": S.ACCEPTED},
     S.PARTIALLY_FILLED: {"state": S.PARTIALLY_FILLED, "filled_quantity": D("0.4"), "order_value": D("720")},
     S.FILLED: {"state": S.FILLED, "filled_quantity": D("1"), "order_value": D("0")},
@@ -474,7 +475,14 @@ CONSTRAINT_CASES = [
     case("order_unique_client_order_id", OrderFactory, same=("client", "client_order_id")),
     case("withdrawal_unique_client_withdrawal_id", WithdrawalFactory, same=("client", "client_withdrawal_id")),
     case("order_side_valid", OrderFactory, side="hold"),
-    case("order_kind_valid", OrderFactory, kind="market"),
+    case("order_kind_valid", OrderFactory, kind="stop"),
+    case("order_tif_valid", OrderFactory, time_in_force="day"),
+    case("order_stp_valid", OrderFactory, self_trade_prevention="allow"),
+    case("order_trigger_valid", OrderFactory, "no-price", trigger="stop", trigger_source="mark"),
+    case("order_trigger_valid", OrderFactory, "price-without-trigger", trigger_price=D("100")),
+    case("order_leg_has_parent", OrderFactory, leg="tp"),
+    case("order_unique_leg", OrderFactory, given={"parent": factory.SubFactory(OrderFactory), "leg": "tp"},
+         same=("parent", "leg")),
     case("order_state_valid", OrderFactory, state="open"),
     case("order_price_non_negative", OrderFactory, price=D("-0.01")),
     # a zero quantity can only be consistent with the other rules when 'filled'

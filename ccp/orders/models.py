@@ -109,7 +109,7 @@ class Order(models.Model):
             models.CheckConstraint(condition=Q(time_in_force__in=TimeInForce.values), name="order_tif_valid"),
             models.CheckConstraint(condition=Q(self_trade_prevention__in=SelfTrade.values), name="order_stp_valid"),
             models.CheckConstraint(condition=Q(trigger="", trigger_price__isnull=True, trigger_source="")
-                                   | (Q(trigger__in=Trigger.values, trigger_price__gt=0,
+                                   | (Q(trigger__in=Trigger.values, trigger_price__isnull=False, trigger_price__gt=0,
                                         trigger_source__in=TriggerSource.values)), name="order_trigger_valid"),
             models.CheckConstraint(
                 condition=Q(leg="", parent__isnull=True) | Q(leg__in=Leg.values, parent__isnull=False),
