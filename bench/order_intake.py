@@ -75,8 +75,10 @@ def log(msg: str) -> None:
 # Set-up data: runs in a child process with Django set up against the services' database.
 # --------------------------------------------------------------------------------------------------
 
-def child_setup(n_clients: int) -> None:
-    """Create contracts, clients, fund locks and API tokens; print them as one JSON line."""
+def child_setup(n_clients: int, continuous: bool = False) -> None:
+    """Create contracts, clients, fund locks and API tokens; print them as one JSON line. ``continuous``:
+    the futures trade on the continuous book (the operator's service switches them) and only they are
+    listed for the orders."""
     import secrets
     from datetime import timedelta
 
@@ -115,6 +117,14 @@ def child_setup(n_clients: int) -> None:
                 contract_series_create(spec=spec, now=now)
                 contracts += Contract.objects.filter(pair=pair, expiry_date=spec.expiry_date,
                                                      state=ContractState.LISTED)
+        if continuous:
+            from ccp.contracts.models import TradingMode
+            from ccp.contracts.services import contract_trading_mode_set
+
+            contracts = [c for c in contracts if c.kind == ContractKind.FUTURE]
+            for contract in contracts:
+                contract_trading_mode_set(contract_id=contract.pk, mode=TradingMode.CONTINUOUS, by="bench",
+                                          reason="order intake benchmark", now=now)
         clients = Client.objects.bulk_create(
             [Client(address="0x" + secrets.token_hex(20), registered_at=now) for _ in range(n_clients)])
         FundLock.objects.bulk_create([FundLock(client=c, currency=usdc, fundlock=Decimal(COLLATERAL_PER_CLIENT),
@@ -513,6 +523,8 @@ def report(args, setup, ping: Phase, intake: Phase, states: dict, drained: bool,
           f"{len(setup['tokens'])} clients, "
           f"{len(setup['contracts'])} contracts, {os.cpu_count()} cores shared by the server, the worker, "
           "PostgreSQL, Redis and this client")
+    print("orders: " + ("limit orders on continuous futures, matched by the book worker (one process)"
+                        if args.continuous else "limit orders on auction contracts, validated by the orders worker"))
     print(f"served by python -m ccp.server (uvicorn) x{args.server_workers} processes, CCP_ORDER_WAIT_MS "
           f"{args.order_wait_ms}; Celery prefork x{args.worker_concurrency}; PostgreSQL "
           f"{'durable (fsync on)' if args.durable else 'fsync off (as bin/test)'}; settings "
@@ -582,9 +594,12 @@ def main() -> int:
     parser.add_argument("--durable", action="store_true",
                         help="PostgreSQL with fsync and synchronous commit on (default: off, as bin/test)")
     parser.add_argument("--child-setup", type=int, metavar="CLIENTS", help=argparse.SUPPRESS)
+    parser.add_argument("--continuous", action="store_true",
+                        help="orders on continuous futures: matched by the book worker (order in -> matched -> "
+                             "committed -> answered), not validated for an auction")
     args = parser.parse_args()
     if args.child_setup is not None:
-        child_setup(args.child_setup)
+        child_setup(args.child_setup, args.continuous)
         return 0
     if not 1 <= args.batch_size <= 100:
         parser.error("--batch-size must be 1 to 100")
@@ -617,8 +632,8 @@ def main() -> int:
                    "CCP_ORDER_WAIT_MS": str(args.order_wait_ms), "CCP_THROTTLE_ORDERS": ""}
             t0 = time.monotonic()
             run_step("migrate", [py, "manage.py", "migrate", "--noinput"], env, log_dir, 300)
-            out = run_step("setup", [py, str(Path(__file__).resolve()), "--child-setup", str(args.clients)],
-                           env, log_dir, 300)
+            out = run_step("setup", [py, str(Path(__file__).resolve()), "--child-setup", str(args.clients),
+                                     *(["--continuous"] if args.continuous else [])], env, log_dir, 300)
             setup = json.loads(next(line for line in out.splitlines() if line.startswith(SETUP_MARK))[len(SETUP_MARK):])
             log(f"migrated and set up in {time.monotonic() - t0:.1f} s: {len(setup['contracts'])} contracts, "
                 f"{len(setup['tokens'])} clients")
@@ -633,7 +648,12 @@ def main() -> int:
                 server = children.start("server", [py, "-m", "ccp.server", "-b", HOST, "-p", str(args.port),
                                                    "ccp.asgi:application"], env)
                 worker = children.start("worker", [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel",
-                                                   "WARNING", "--concurrency", str(args.worker_concurrency)], env)
+                                                   "WARNING", "--concurrency", str(args.worker_concurrency),
+                                                   "-Q", "orders,auctions,celery"], env)
+                # The continuous contracts' matcher: one process for the book queue, as bin/run starts it.
+                book = children.start("worker-book", [py, "-m", "celery", "-A", "celery_app", "worker", "-Q",
+                                                      "book-0", "-n", "book@%h", "--loglevel", "WARNING",
+                                                      "--concurrency", "1"], env)
                 deadline = time.monotonic() + 60
                 while stack.port_free(args.port):
                     children.check_alive()
@@ -641,8 +661,9 @@ def main() -> int:
                         raise RuntimeError("the server did not open its port within 60 s")
                     time.sleep(0.1)
                 postmaster = int((state / "pg" / "postmaster.pid").read_text().split()[0])
-                cpu_roots = {"server": [server.pid], "worker": [worker.pid], "postgres": [postmaster],
-                             "redis": [p for p in [_redis_pid(args.redis_port)] if p], "client": [os.getpid()]}
+                cpu_roots = {"server": [server.pid], "worker": [worker.pid], "book": [book.pid],
+                             "postgres": [postmaster], "redis": [p for p in [_redis_pid(args.redis_port)] if p],
+                             "client": [os.getpid()]}
                 code = asyncio.run(bench(args, env, setup, children, cpu_roots))
             finally:
                 # No second Ctrl-C may cut the clean-up short; every step of it is bounded.
