@@ -16,7 +16,7 @@ from ccp_client.errors import ApiError
 from ccp_client.money import decimals, number_text
 
 RETRY_STATUSES = (429, 503)  # throttled; database unavailable (nothing was committed): safe to send again
-OPEN_STATES = ("received", "accepted", "partially_filled")
+OPEN_STATES = ("received", "untriggered", "accepted", "partially_filled")
 
 
 class Client:
@@ -189,16 +189,43 @@ class Client:
     # --- trading ---
 
     def place_order(self, contract: str, side: str, price: Decimal | int | str, quantity: Decimal | int | str,
-                    client_order_id: str | None = None) -> dict:
-        """A limit order; answered ``received`` (validation follows: watch ``order(id)`` or the private
-        stream). Sending the same ``client_order_id`` again returns the stored order, so a retry after
-        a lost answer places nothing twice."""
+                    client_order_id: str | None = None, *, kind: str = "limit", **terms) -> dict:
+        """An order (a limit order; on a continuous contract also ``kind="market"`` with ``price`` its
+        protection price, and the terms of ``POST /orders``: ``time_in_force``, ``reduce_only``,
+        ``self_trade_prevention``, ``trigger``/``trigger_price``/``trigger_source``, ``take_profit`` and
+        ``stop_loss`` dicts); answered as validated or matched within the server's wait, or ``received``
+        (watch ``order(id)`` or the private stream). Sending the same ``client_order_id`` again returns the
+        stored order, so a retry after a lost answer places nothing twice."""
         body = {"client_order_id": client_order_id or f"py-{time.time_ns()}", "contract": contract, "side": side,
-                "kind": "limit", "price": number_text(price), "quantity": number_text(quantity)}
+                "kind": kind, "price": number_text(price), "quantity": number_text(quantity)}
+        for name, value in terms.items():
+            if name == "trigger_price":
+                value = number_text(value)
+            elif name in ("take_profit", "stop_loss"):
+                value = {k: number_text(v) if k in ("trigger_price", "price") else v for k, v in value.items()}
+            body[name] = value
         return self.request("POST", "/api/v1/orders", body=body)
 
     def cancel_order(self, order_id: int) -> dict:
         return self.request("POST", f"/api/v1/orders/{int(order_id)}/cancel")
+
+    def modify_order(self, order_id: int, *, price: Decimal | int | str | None = None,
+                     quantity: Decimal | int | str | None = None) -> dict:
+        """A resting order's new price and/or total size (continuous contracts)."""
+        body = {name: number_text(value) for name, value in (("price", price), ("quantity", quantity))
+                if value is not None}
+        return self.request("POST", f"/api/v1/orders/{int(order_id)}/modify", body=body)
+
+    def cancel_all(self, *, contract: str | None = None, side: str | None = None) -> list[dict]:
+        body = {name: value for name, value in (("contract", contract), ("side", side)) if value is not None}
+        return self.request("POST", "/api/v1/orders/cancel-all", body=body)["orders"]
+
+    def close_position(self, contract: str, protection_price: Decimal | int | str,
+                       client_order_id: str | None = None) -> dict:
+        """A reduce-only market order for your whole position (continuous contracts)."""
+        return self.request("POST", "/api/v1/orders/close", body={
+            "client_order_id": client_order_id or f"py-close-{time.time_ns()}", "contract": contract,
+            "price": number_text(protection_price)})
 
     def order(self, order_id: int) -> dict:
         """One order with its state history and its fills."""
