@@ -36,8 +36,9 @@ MATCH = ("import django; django.setup(); from ccp.book.tasks import book_match_t
 
 
 def scenario(contract, seed=7, orders=40):
-    """The same traders and orders on ``contract``: resting and crossing limits, market and IOC orders,
-    post-only, fill-or-kill and self-trade prevention, left 'received' for the matcher."""
+    """The same traders and orders on ``contract``: resting and crossing limits (some with a take-profit
+    and a stop-loss), market and IOC orders, stop orders, post-only, fill-or-kill and self-trade
+    prevention, left 'received' for the matcher."""
     rng = random.Random(seed)
     traders = [FundLockFactory(currency=contract.collateral, fundlock=D("5000")).client for _ in range(TRADERS)]
     for n in range(orders):
@@ -47,10 +48,19 @@ def scenario(contract, seed=7, orders=40):
         price = D(100) + D(rng.randint(-6, 6)) / 2
         if kind == "market":
             price += D(4) if side == "buy" else D(-4)
+        terms = {}
+        if kind == "limit" and tif == "gtc" and rng.random() < 0.3:  # a take-profit and a stop-loss
+            away = D(2) if side == "buy" else D(-2)
+            terms["attached"] = {"tp": {"trigger_price": str(price + away), "price": str(price - 2 * away),
+                                        "kind": "market", "trigger_source": "last"},
+                                 "sl": {"trigger_price": str(price - away), "price": str(price - 2 * away),
+                                        "kind": "limit", "trigger_source": "last"}}
+        elif kind == "market" and rng.random() < 0.5:  # a stop order instead
+            terms = {"trigger": "stop", "trigger_price": D(100), "trigger_source": "last"}
         order_submit(client=traders[rng.randrange(TRADERS)], now=NOW, validate_later=False, request=OrderRequest(
             client_order_id=f"o{n}", contract=contract, side=side, kind=kind, price=price,
             quantity=D(rng.randint(1, 4)), time_in_force=tif,
-            self_trade_prevention=rng.choice(["cancel_incoming", "cancel_resting", "cancel_both"])))
+            self_trade_prevention=rng.choice(["cancel_incoming", "cancel_resting", "cancel_both"]), **terms))
     return traders
 
 
@@ -73,11 +83,16 @@ def outcome(contract, traders):
     """What the matcher left, by the orders' client ids and the traders' places in the scenario."""
     index = {client.pk: n for n, client in enumerate(traders)}
     coid = dict(Order.objects.filter(contract=contract).values_list("id", "client_order_id"))
-    trades = [(price, quantity, coid[buy], coid[sell], aggressor) for price, quantity, buy, sell, aggressor in
+    name = {pk: coid[parent] + "/" + leg if parent else coid[pk] for pk, parent, leg in
+            Order.objects.filter(contract=contract).values_list("id", "parent_id", "leg")}
+    trades = [(price, quantity, name[buy], name[sell], aggressor) for price, quantity, buy, sell, aggressor in
               Trade.objects.filter(contract=contract).order_by("sequence").values_list(
                   "price", "quantity", "buy_order_id", "sell_order_id", "aggressor_side")]
-    orders = sorted(Order.objects.filter(contract=contract).values_list(
-        "client_order_id", "state", "filled_quantity", "order_value", "reject_reason"))
+    orders = sorted((coid[parent] + "/" + leg if parent else client_order_id, state, filled, value, reason)
+                    for client_order_id, parent, leg, state, filled, value, reason in
+                    Order.objects.filter(contract=contract).values_list(
+                        "client_order_id", "parent_id", "leg", "state", "filled_quantity", "order_value",
+                        "reject_reason"))
     funds = sorted((index[f.client_id], f.settle_value, f.order_value, f.lockup_value)
                    for f in FundLock.objects.filter(client_id__in=index))
     positions = sorted((index[c], q) for c, q in Position.objects.filter(contract=contract)
@@ -99,11 +114,12 @@ def test_a_matcher_killed_mid_batch_and_restarted_books_what_an_undisturbed_one_
     killed = run_matcher(a, failpoint)
     assert killed.returncode == -9, killed.stderr[-2000:]
     batches_done = int(failpoint.partition(":")[2]) - (0 if failpoint.startswith("committed") else 1)
-    assert Order.objects.filter(contract=a).exclude(state="received").count() == 4 * batches_done
+    assert Order.objects.filter(contract=a, parent=None).exclude(state="received").count() == 4 * batches_done
     assert run_matcher(a).returncode == 0
     assert run_matcher(b).returncode == 0
     disturbed, undisturbed = outcome(a, a_traders), outcome(b, b_traders)
     assert undisturbed[0], "the scenario trades"
+    assert any("/" in order[0] for order in undisturbed[1]), "legs were armed"
     assert disturbed == undisturbed
     assert not Order.objects.filter(state="received").exists()
     assert_books_balance()

@@ -15,13 +15,13 @@ def _cyclic_garbage(run) -> list:
     """The orders and triggers made by `run()` that only the cycle collector could free. `run` returns its engine,
     kept alive here: what the engine still holds is not garbage, what it dropped must already be gone."""
     gc.collect()
-    before = {id(o) for o in gc.get_objects() if isinstance(o, (E._Order, E._Trig))}
+    before = {id(o) for o in gc.get_objects() if type(o) in (E._Order, E._Trig)}
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
         engine = run()
         gc.collect()
-        found = [o for o in gc.garbage if isinstance(o, (E._Order, E._Trig)) and id(o) not in before]
+        found = [o for o in gc.garbage if type(o) in (E._Order, E._Trig) and id(o) not in before]
         del engine
         return found
     finally:
