@@ -498,8 +498,10 @@ async def bench(args, env: dict[str, str], setup: dict, children: Children, cpu_
 
 
 def end_to_end(states: dict, phase: Phase) -> tuple[int, float, float]:
-    """(accepted orders, seconds from the phase's first request to the last validation, accepted/s)."""
-    accepted = states.get("accepted", (0, None))[0]
+    """(accepted orders, seconds from the phase's first request to the last validation, accepted/s). On a
+    continuous contract an accepted order may have filled or been cancelled (an IOC leftover, self-trade
+    prevention) by the time it is counted: every order not received and not rejected was accepted."""
+    accepted = sum(n for s, (n, _) in states.items() if s != "received" and not s.startswith("rejected"))
     validated_at = [at for s, (_, at) in states.items() if s != "received" and at]
     last_validated = max(validated_at).timestamp() if validated_at else float("nan")
     seconds = last_validated - phase.wall_start

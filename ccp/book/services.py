@@ -41,7 +41,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 
 from ccp.accounts.services import balances_publish, fund_locks_adjust
 from ccp.book import engine as ev
@@ -185,6 +185,20 @@ class _Row:
         self.pk, self.parent_id, self.leg = row["id"], row["parent_id"], row["leg"]
 
 
+def _prices_matter(contract: Contract, incoming: list[Order]) -> bool:
+    """Whether the batch must give the engine the mark and index: an order waits on one of them, or may
+    arm one (an entry with legs), or arrives with one. Otherwise the engine's mark and index are left as
+    they are: no order reads them until a batch where one does, and that batch gives the current ones
+    first (to an engine in memory and to a rebuilt one alike)."""
+    sources = (TriggerSource.MARK, TriggerSource.INDEX)
+    if any(o.trigger_source in sources or any(leg["trigger_source"] in sources for leg in (o.attached or {}).values())
+           for o in incoming):
+        return True
+    return Order.objects.filter(contract=contract).filter(
+        Q(state=OrderState.UNTRIGGERED, trigger_source__in=sources)
+        | Q(state__in=BOOK_STATES, attached__isnull=False)).exists()
+
+
 def _engine_prices(contract: Contract, scale: Scale, now: datetime) -> dict[str, int]:
     """The contract's mark and index now (fresh ones only), in ticks (half-even)."""
     index = index_by_pair(now=now).get(contract.pair_id)
@@ -263,8 +277,8 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
         orders_validate_later([o for o in incoming if o.state == OrderState.RECEIVED])
         _modifies_refuse([o for o in incoming if o.modify_requested_at], "modify_not_in_auction", now)
         return 0
-    if not incoming and not Order.objects.filter(contract=contract, state=OrderState.UNTRIGGERED,
-                                                 trigger_source__in=[TriggerSource.MARK, TriggerSource.INDEX]).exists():
+    prices_matter = _prices_matter(contract, incoming)
+    if not incoming and not prices_matter:
         return 0
     version = book_version(contract_id)
     book = _BOOKS.pop(contract_id, None)  # back only when this batch commits
@@ -272,7 +286,7 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
         book = book_rebuild(contract, version)
     batch = _Batch(contract, book, now, incoming, {engine_id(o): o for o in incoming})
     moved = [SetPrice(source, price) for source, price in _engine_prices(contract, book.scale, now).items()
-             if book.engine.prices[source] != price]
+             if book.engine.prices[source] != price] if prices_matter else []
     if not incoming and not moved:
         transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
         return 0

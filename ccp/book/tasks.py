@@ -1,8 +1,12 @@
+import contextlib
+
+import redis
 from celery import shared_task
 from django.conf import settings
 
 from ccp.book.services import book_match
 from ccp.clock import utcnow
+from ccp.orders.results import redis_client
 
 
 def book_queue(contract_id: int) -> str:
@@ -11,8 +15,25 @@ def book_queue(contract_id: int) -> str:
     return f"book-{contract_id % settings.CCP_BOOK_QUEUES}"
 
 
+# A contract whose matcher task is queued and not started yet: set when queued, cleared when it starts.
+QUEUED_TTL_S = 5
+
+
+def _queued_key(contract_id: int) -> str:
+    return f"ccp:book-match-queued:{contract_id}"
+
+
 def book_match_later(contract_id: int) -> None:
-    """Queue the contract's matcher (one task matches everything the contract has received by then)."""
+    """Queue the contract's matcher (one task matches everything the contract has received by then),
+    unless one is queued and not started yet: under load one task takes many orders, not one task each.
+    The flag (Redis, ``ccp:book-match-queued:<id>``) is cleared when the task starts, before it reads the
+    orders, so an order stored after that queues a new task; it expires after QUEUED_TTL_S (a task lost
+    with the broker costs at most that, then the stale-order sweep). Redis unreachable: always queued."""
+    try:
+        if not redis_client().set(_queued_key(contract_id), 1, nx=True, ex=QUEUED_TTL_S):
+            return
+    except redis.RedisError:
+        pass
     book_match_task.apply_async((contract_id,), queue=book_queue(contract_id))
 
 
@@ -20,6 +41,8 @@ def book_match_later(contract_id: int) -> None:
 def book_match_task(contract_id: int) -> int:
     """Match the contract's received orders, batch after batch, until none is left. Safe to run twice
     and concurrently: batches of one contract run one at a time (ccp.book.services)."""
+    with contextlib.suppress(redis.RedisError):
+        redis_client().delete(_queued_key(contract_id))
     matched = 0
     while taken := book_match(contract_id=contract_id, now=utcnow()):
         matched += taken

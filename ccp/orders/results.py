@@ -33,7 +33,8 @@ def result_key(order_id: int) -> str:
 
 
 @functools.cache
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
+    """The Redis client of order results and the matchers' queue flags (short timeouts: never blocks a worker)."""
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
 
 
@@ -46,7 +47,7 @@ def order_results_signal(order_ids: Iterable[int]) -> None:
 
     def signal() -> None:
         try:
-            pipe = _redis().pipeline(transaction=False)
+            pipe = redis_client().pipeline(transaction=False)
             for key in keys:
                 pipe.rpush(key, 1)
                 pipe.expire(key, RESULT_TTL_S)

@@ -52,8 +52,10 @@ def test_a_contracts_matcher_lands_in_its_book_queue_only(settings):
     with app.connection_for_write() as connection:
         for queue in app.amqp.queues.values():
             queue(connection.default_channel).declare()
+    redis.Redis.from_url(settings.REDIS_URL).delete("ccp:book-match-queued:7")  # none queued for it yet
     before = {queue: store.llen(queue) for queue in QUEUES}
     book_match_later(7)  # one book queue (CCP_BOOK_QUEUES 1): book-0
+    book_match_later(7)  # queued and not started: not queued again
     try:
         assert {queue: store.llen(queue) - before[queue] for queue in QUEUES} == {
             **{queue: 0 for queue in QUEUES}, "book-0": 1}
