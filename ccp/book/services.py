@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import signal
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -119,9 +119,9 @@ def _engine_leg(spec: dict | None, scale: Scale) -> Leg | None:
                None if limit else price)
 
 
-def _leg_snapshot(leg: Leg | None) -> dict | None:
-    return None if leg is None else {"trigger_px": leg.trigger_px, "source": leg.source, "limit_px": leg.limit_px,
-                                     "protection_px": leg.protection_px}
+def _leg_snapshot(spec: dict | None, scale: Scale) -> dict | None:
+    """An ``Order.attached`` leg as an engine snapshot has it (the fields of ``Leg``)."""
+    return None if spec is None else asdict(_engine_leg(spec, scale))
 
 
 _REBUILD_FIELDS = ("id", "client_id", "side", "kind", "price", "quantity", "filled_quantity", "time_in_force",
@@ -152,8 +152,8 @@ def book_rebuild(contract: Contract, version: int) -> Book:
             "order_id": engine_id(_Row(row)), "user": row["client_id"], "side": row["side"], "kind": row["kind"],
             "price": scale.ticks(row["price"]), "qty": quantity, "remaining": quantity - filled, "filled": filled,
             "tif": row["time_in_force"], "reduce_only": row["reduce_only"], "stp": row["self_trade_prevention"],
-            "seq": row["book_priority"] or 0, "tp": _leg_snapshot(_engine_leg(attached.get("tp"), scale)),
-            "sl": _leg_snapshot(_engine_leg(attached.get("sl"), scale)), "tp_state": states["tp"],
+            "seq": row["book_priority"] or 0, "tp": _leg_snapshot(attached.get("tp"), scale),
+            "sl": _leg_snapshot(attached.get("sl"), scale), "tp_state": states["tp"],
             "sl_state": states["sl"], "legs_done": any(leg["triggered_at"] for leg in mine.values())})
     armed = {engine_id(_Row(r)): r for r in rows if r["state"] == OrderState.UNTRIGGERED}
     for trigger_id, row in sorted(armed.items(), key=lambda item: (item[1]["trigger_priority"] or 0, item[1]["id"])):
@@ -209,6 +209,12 @@ def _engine_prices(contract: Contract, scale: Scale, now: datetime) -> dict[str,
             for source, price in (("mark", mark), ("index", index))}
 
 
+# The engine order ids each event names.
+_NAMING = {ev.Trade: ("buy_order_id", "sell_order_id"), ev.Rested: ("order_id",), ev.Cancelled: ("order_id",),
+           ev.Accepted: ("order_id",), ev.Rejected: ("order_id",), ev.Triggered: ("trigger_id",),
+           ev.Armed: ("trigger_id",)}
+
+
 @dataclass
 class _Batch:
     """What one batch decided, before it is written."""
@@ -228,15 +234,27 @@ class _Batch:
     open_counts: dict[int, int] = field(default_factory=dict)
 
     def order(self, engine_order_id: str) -> Order:
-        """The order the engine names (read once per batch; resting orders are read, not locked: every
-        writer of a contract's orders holds its row, ``ccp.locks``)."""
-        order = self.by_engine_id.get(engine_order_id)
-        if order is None:
-            entry, _, leg = engine_order_id.partition(":")
-            order = Order.objects.get(parent_id=int(entry), leg=leg) if leg else Order.objects.get(pk=int(entry))
+        """The order the engine names (``orders_read`` read it with the others of its command)."""
+        return self.by_engine_id[engine_order_id]
+
+    def orders_read(self, events: list) -> None:
+        """Read, in two queries, the orders a command's events name that the batch has not read yet (the
+        resting orders a taker met, the armed orders that fired); a leg not armed before has no order yet.
+        Resting orders are read, not locked: every writer of a contract's orders holds its row
+        (``ccp.locks``)."""
+        named = {getattr(event, name) for event in events for name in _NAMING.get(type(event), ())}
+        missing = named - self.by_engine_id.keys()
+        if not missing:
+            return
+        plain = [int(i) for i in missing if ":" not in i]
+        legs = [i.partition(":") for i in missing if ":" in i]
+        found = list(Order.objects.filter(pk__in=plain)) if plain else []
+        if legs:
+            found += Order.objects.filter(parent_id__in={int(entry) for entry, _, _ in legs},
+                                          leg__in={leg for _, _, leg in legs}).exclude(parent=None)
+        for order in found:
             order.contract = self.contract
-            self.by_engine_id[engine_order_id] = order
-        return order
+            self.by_engine_id.setdefault(engine_id(order), order)
 
     def state_set(self, order: Order, state: str, reason: str = "") -> None:
         order_state_set(order, state, now=self.now, reason=reason, histories=self.histories)
@@ -348,6 +366,7 @@ def _events_apply(batch: _Batch, events: list) -> None:
     """What the engine did, onto the orders: acceptances, rejections, trades, rests, cancels, arming and
     firing of stop and take-profit orders."""
     scale = batch.book.scale
+    batch.orders_read(events)
     for event in events:
         kind = type(event)
         if kind is ev.Trade:
@@ -410,8 +429,7 @@ def _armed(batch: _Batch, event) -> None:
         order = batch.order(event.trigger_id)
     else:
         entry = batch.order(entry_id)
-        order = batch.by_engine_id.get(event.trigger_id) or Order.objects.filter(
-            parent_id=entry.pk, leg=leg_name).first()
+        order = batch.by_engine_id.get(event.trigger_id)  # None: armed for the first time
         spec = entry.attached[leg_name]
         quantity = batch.book.scale.qty(event.qty)
         if order is None:
@@ -432,7 +450,6 @@ def _armed(batch: _Batch, event) -> None:
         value = order_value(batch.contract.terms, order.side, order.price, quantity)
         entry.order_value -= value - order.order_value  # the entry held it for this quantity (order_held)
         order.order_value = value
-        batch.touched[order.pk] = order
     if trigger is not None:
         order.trigger_priority = trigger.seq
     batch.touched[order.pk] = order
@@ -457,6 +474,7 @@ def _modify_match(batch: _Batch, order: Order, fund_lock) -> None:
         return
     events = batch.book.engine.apply(Modify(engine_id(order), order.client_id, scale.ticks(target_price),
                                             scale.lots(target_quantity)))
+    batch.orders_read(events)
     for event in events:
         if type(event) is ev.Rejected and event.order_id == engine_id(order):
             order.modify_reject_reason = event.reason

@@ -112,11 +112,17 @@ def order_enter(*, client, data, now, validate_later: bool = True,
     if legs:
         fields["attached"] = {leg: {**spec, "trigger_price": money_str(spec["trigger_price"]),
                                     "price": money_str(spec["price"])} for leg, spec in legs.items()}
-    contract = Contract.objects.filter(symbol=fields.pop("contract")).first()
-    if contract is None:
-        raise ApplicationError("No contract with this symbol.", code="unknown_contract")
+    contract = contract_named(fields.pop("contract"))
     return order_submit(client=client, request=OrderRequest(contract=contract, **fields), now=now,
                         validate_later=validate_later)
+
+
+def contract_named(symbol: str) -> Contract:
+    """The contract an order request names; 400 ``unknown_contract`` when none has that symbol."""
+    contract = Contract.objects.filter(symbol=symbol).first()
+    if contract is None:
+        raise ApplicationError("No contract with this symbol.", code="unknown_contract")
+    return contract
 
 
 BATCH_MAX_ORDERS = 100
@@ -284,9 +290,7 @@ class OrderCancelAllApi(APIView):
         fields = serializer.validated_data
         contract = None
         if "contract" in fields:
-            contract = Contract.objects.filter(symbol=fields["contract"]).first()
-            if contract is None:
-                raise ApplicationError("No contract with this symbol.", code="unknown_contract")
+            contract = contract_named(fields["contract"])
         orders = orders_cancel_all(client=request.user, contract=contract, side=fields.get("side"), now=utcnow())
         return Response({"orders": [order_payload(order) for order in orders]})
 
@@ -311,9 +315,7 @@ class PositionCloseApi(APIView):
         serializer = self.CloseSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         fields = serializer.validated_data
-        contract = Contract.objects.filter(symbol=fields["contract"]).first()
-        if contract is None:
-            raise ApplicationError("No contract with this symbol.", code="unknown_contract")
+        contract = contract_named(fields["contract"])
         order, created = position_close(client=request.user, contract=contract, price=fields["price"],
                                         client_order_id=fields["client_order_id"], now=utcnow())
         return _entered(order, created)
