@@ -6,7 +6,10 @@ from django.conf import settings
 
 from ccp.book.services import book_match
 from ccp.clock import utcnow
+from ccp.contracts.models import TradingMode
+from ccp.orders.models import Order, TriggerSource
 from ccp.orders.results import redis_client
+from ccp.orders.states import OrderState
 
 
 def book_queue(contract_id: int) -> str:
@@ -54,10 +57,6 @@ def book_match_task(contract_id: int) -> int:
 def book_prices_moved() -> list[int]:
     """Queue the matcher of every continuous contract with a stop or take-profit order waiting on its
     mark or index price (after each price update): the matcher gives the engine the new prices."""
-    from ccp.contracts.models import TradingMode
-    from ccp.orders.models import Order, TriggerSource
-    from ccp.orders.states import OrderState
-
     contract_ids = sorted(set(Order.objects.filter(
         state=OrderState.UNTRIGGERED, trigger_source__in=[TriggerSource.MARK, TriggerSource.INDEX],
         contract__trading_mode=TradingMode.CONTINUOUS).values_list("contract_id", flat=True)))
