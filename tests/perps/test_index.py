@@ -19,6 +19,9 @@ def test_a_long_is_crossed_at_or_below_its_price_a_short_at_or_above():
     assert index.crossed(7, 101) == []
     assert index.crossed(7, 100) == [1]
     assert index.crossed(7, 80) == [1, 2]
+    both = PriceIndex([(1, 7, LONG, 130), (2, 7, LONG, 125), (3, 7, SHORT, 110), (4, 7, SHORT, 120)]).crossed(7, 121)
+    assert list(both) == [1, 2, 3, 4] and len(both) == 4
+    assert (both[0], both[2], both[-1], both[1:3]) == (1, 3, 4, [2, 3])
     assert index.crossed(7, 115) == [3]
     assert index.nearest(7, 105, 3) == [(1, 5), (3, 5), (2, 15)]
     index.set(1, contract=7, side=LONG, ticks=None)  # closed
@@ -44,5 +47,7 @@ def test_same_as_walking_every_position(ops, marks):
     rebuilt = PriceIndex((k, c, s, t) for k, (c, s, t) in positions.items())
     for contract in range(3):
         for mark in marks:
-            assert index.crossed(contract, mark) == plain(positions, contract, mark)
-            assert rebuilt.crossed(contract, mark) == plain(positions, contract, mark)
+            walked = plain(positions, contract, mark)
+            assert list(index.crossed(contract, mark)) == walked
+            assert list(rebuilt.crossed(contract, mark)) == walked
+            assert [index.crossed(contract, mark)[i] for i in range(len(walked))] == walked
