@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "ccp.settlement",
     "ccp.matching",
     "ccp.book",
+    "ccp.perps",
     "ccp.prices",
 ]
 

@@ -26,6 +26,7 @@ from ccp.marketdata.models import Candle
 from ccp.matching.models import Auction
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.states import TERMINAL_STATES, OrderState
+from ccp.perps.models import MarkPrice, Perpetual
 from ccp.prices.models import ReferencePrice, SpotPrice, VenueSymbol
 from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import (
@@ -196,6 +197,34 @@ class SpotPriceFactory(factory.django.DjangoModelFactory):
     price = D("97000")
     observed_at = NOW
     fetched_at = NOW
+
+
+class PerpetualContractFactory(NewContractFactory):
+    kind = "perpetual"
+    strike_px = None
+    expiry_date = None
+    trading_mode = "continuous"
+
+
+class PerpetualFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Perpetual
+
+    contract = factory.SubFactory(PerpetualContractFactory)
+    tiers = [{"up_to": None, "rate": "0.01", "max_leverage": "50"}]
+    liquidation_fee_rate = D("0.002")
+    funding_cap = D("0.0075")
+
+
+class MarkPriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = MarkPrice
+
+    contract = factory.SubFactory(PerpetualContractFactory)
+    at = NOW
+    index_px = D("97000")
+    basis = D("10")
+    mark_px = D("97010")
 
 
 class ReferencePriceFactory(factory.django.DjangoModelFactory):
@@ -467,6 +496,18 @@ CONSTRAINT_CASES = [
     case("contract_strike_within_bounds", NewContractFactory, "option-without-strike", strike_px=None,
          symbol="X-NO-STRIKE-C"),
     case("contract_trading_mode_valid", NewContractFactory, trading_mode="rfq"),
+    case("contract_perpetual_has_no_expiry", PerpetualContractFactory, "with-expiry", expiry_date=NOW.date()),
+    case("contract_perpetual_has_no_expiry", PerpetualContractFactory, "in-auctions", trading_mode="auction"),
+    case("contract_perpetual_has_no_expiry", NewContractFactory, "dated-without-expiry", expiry_date=None,
+         symbol="X-NO-EXPIRY-C"),
+    # perps
+    case("perpetual_liquidation_fee_range", PerpetualFactory, liquidation_fee_rate=D("0.1")),
+    case("perpetual_funding_cap_range", PerpetualFactory, funding_cap=D("-0.001")),
+    case("perpetual_alpha_range", PerpetualFactory, basis_alpha=D("0")),
+    case("perpetual_basis_bound_range", PerpetualFactory, basis_bound=D("0.5")),
+    case("perpetual_mark_positive", PerpetualFactory, mark_px=D("0")),
+    case("mark_price_unique_time", MarkPriceFactory, same=("contract", "at")),
+    case("mark_price_positive", MarkPriceFactory, index_px=D("0")),
     case("trading_mode_change_modes_valid", TradingModeChangeFactory, "from", from_mode="rfq"),
     case("trading_mode_change_modes_valid", TradingModeChangeFactory, "to", to_mode="rfq", from_mode="auction"),
     case("trading_mode_change_changes", TradingModeChangeFactory, to_mode="auction"),

@@ -56,7 +56,8 @@ class SeriesForm(forms.Form):
     collateral = forms.ModelChoiceField(queryset=Currency.objects.all(), help_text="the pair's quote currency")
     expiry_date = forms.DateField(help_text="YYYY-MM-DD; contracts expire at 12:00 UTC and halt from 00:00 UTC",
                                   widget=forms.DateInput(attrs={"type": "date"}))
-    kinds = forms.MultipleChoiceField(choices=[(k.value, k.value) for k in ContractKind],
+    kinds = forms.MultipleChoiceField(choices=[(k.value, k.value) for k in ContractKind
+                                               if k is not ContractKind.PERPETUAL],
                                       widget=forms.CheckboxSelectMultiple, initial=["call", "put"])
     strikes = forms.CharField(required=False, help_text="for calls and puts, separated by commas or spaces",
                               widget=forms.TextInput(attrs={"size": 60}))

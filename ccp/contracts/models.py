@@ -65,11 +65,16 @@ class TradingMode(models.TextChoices):
     CONTINUOUS = "continuous", "continuous order book"
 
 
-class Contract(models.Model):
-    """A dated call, put or future on a pair, expiring at 12:00 UTC on ``expiry_date``.
+_STRIKELESS = [ContractKind.FUTURE.value, ContractKind.PERPETUAL.value]
 
-    The settlement price is clamped to [floor_px, cap_px], so every payoff is bounded and every
-    position can be fully collateralised.
+
+class Contract(models.Model):
+    """A dated call, put or future on a pair, expiring at 12:00 UTC on ``expiry_date``, or a perpetual.
+
+    A dated contract's settlement price is clamped to [floor_px, cap_px], so every payoff is bounded and
+    every position can be fully collateralised. A perpetual has no expiry (``expiry_date`` empty) and no
+    payoff: its positions are margined (``ccp.perps``), [floor_px, cap_px] is its price band, and it
+    trades continuously.
     """
 
     Kind = models.TextChoices("Kind", [(k.name, k.value) for k in ContractKind])
@@ -77,9 +82,10 @@ class Contract(models.Model):
     symbol = models.CharField(max_length=64, unique=True)
     pair = models.ForeignKey(Pair, on_delete=models.PROTECT, related_name="contracts")
     collateral = models.ForeignKey(Currency, on_delete=models.PROTECT, related_name="+")
-    kind = models.CharField(max_length=8, choices=Kind.choices)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
     strike_px = MoneyField(null=True, blank=True, help_text="empty for futures")
-    expiry_date = models.DateField(help_text="expires at 12:00 UTC on this day")
+    expiry_date = models.DateField(null=True, blank=True,
+                                   help_text="expires at 12:00 UTC on this day; empty for a perpetual")
     floor_px = MoneyField(help_text="lowest settlement price")
     cap_px = MoneyField(help_text="highest settlement price")
     tick_size = MoneyField(help_text="price grid")
@@ -104,11 +110,16 @@ class Contract(models.Model):
             models.CheckConstraint(condition=Q(trading_mode__in=TradingMode.values),
                                    name="contract_trading_mode_valid"),
             models.CheckConstraint(
-                condition=(Q(kind=ContractKind.FUTURE.value, strike_px__isnull=True))
-                | (~Q(kind=ContractKind.FUTURE.value)
+                condition=(Q(kind__in=_STRIKELESS, strike_px__isnull=True))
+                | (~Q(kind__in=_STRIKELESS)
                    & Q(strike_px__isnull=False, strike_px__gte=F("floor_px"), strike_px__lte=F("cap_px"))),
                 name="contract_strike_within_bounds",
             ),
+            models.CheckConstraint(
+                condition=Q(kind=ContractKind.PERPETUAL.value, expiry_date__isnull=True,
+                            trading_mode=TradingMode.CONTINUOUS)
+                | (~Q(kind=ContractKind.PERPETUAL.value) & Q(expiry_date__isnull=False)),
+                name="contract_perpetual_has_no_expiry"),
         ]
         indexes = [models.Index(fields=["state", "expiry_date"])]
 
@@ -116,12 +127,20 @@ class Contract(models.Model):
         return self.symbol
 
     @property
-    def expires_at(self) -> datetime:
-        return expiry_at(self.expiry_date)
+    def is_perpetual(self) -> bool:
+        return self.kind == ContractKind.PERPETUAL
 
     @property
-    def trading_ends_at(self) -> datetime:
-        return trading_ends_at(self.expiry_date)
+    def expires_at(self) -> datetime | None:
+        return None if self.expiry_date is None else expiry_at(self.expiry_date)
+
+    @property
+    def trading_ends_at(self) -> datetime | None:
+        return None if self.expiry_date is None else trading_ends_at(self.expiry_date)
+
+    def trading_ended(self, now: datetime) -> bool:
+        """Whether trading stopped by ``now`` (from 00:00 UTC of the expiry day); a perpetual's never does."""
+        return self.expiry_date is not None and now >= trading_ends_at(self.expiry_date)
 
     @property
     def price_min(self) -> Decimal:
@@ -139,8 +158,10 @@ class Contract(models.Model):
         return Terms(kind=ContractKind(self.kind), floor=self.floor_px, cap=self.cap_px, strike=self.strike_px)
 
     @staticmethod
-    def symbol_for(*, pair: Pair, expiry_date: date, kind: str, strike_px: Decimal | None) -> str:
-        """BTC-USDC-20261225-50000-C; futures end in -F without a strike."""
+    def symbol_for(*, pair: Pair, expiry_date: date | None, kind: str, strike_px: Decimal | None) -> str:
+        """BTC-USDC-20261225-50000-C; futures end in -F without a strike; a perpetual is BTC-USDC-PERP."""
+        if kind == ContractKind.PERPETUAL:
+            return f"{pair.base.symbol}-{pair.quote.symbol}-PERP"
         parts = [pair.base.symbol, pair.quote.symbol, expiry_date.strftime("%Y%m%d")]
         if strike_px is not None:
             parts.append(format(strike_px.normalize(), "f"))

@@ -70,6 +70,8 @@ class ContractKind(enum.StrEnum):
     CALL = "call"
     PUT = "put"
     FUTURE = "future"
+    # No expiry and no payoff: margined (``ccp.perps.margin``), never locked up; [floor, cap] is its price band.
+    PERPETUAL = "perpetual"
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,9 @@ class Terms:
             raise ValueError(f"floor must be >= 0, got {self.floor}")
         if self.cap <= self.floor:
             raise ValueError(f"cap must be > floor, got floor={self.floor} cap={self.cap}")
-        if self.kind is ContractKind.FUTURE:
+        if self.kind in (ContractKind.FUTURE, ContractKind.PERPETUAL):
             if self.strike is not None:
-                raise ValueError(f"a future has no strike, got strike={self.strike}")
+                raise ValueError(f"a {self.kind.value} has no strike, got strike={self.strike}")
             return
         if self.strike is None:
             raise ValueError(f"a {self.kind.value} requires a strike")
@@ -122,9 +124,15 @@ def settlement_px_clamp(terms: Terms, spot_px: Decimal) -> Decimal:
     return min(max(spot_px, terms.floor), terms.cap)
 
 
+def _dated(terms: Terms) -> Terms:
+    if terms.kind is ContractKind.PERPETUAL:
+        raise ValueError("a perpetual has no payoff at expiry: it is margined (ccp.perps.margin)")
+    return terms
+
+
 def payoff_per_unit(terms: Terms, spot_px: Decimal) -> Decimal:
     """Payoff of one long unit at spot ``spot_px`` (clamped first)."""
-    s = settlement_px_clamp(terms, spot_px)
+    s = settlement_px_clamp(_dated(terms), spot_px)
     with _exact():
         if terms.kind is ContractKind.CALL:
             return max(s - terms.strike, _ZERO)  # type: ignore[operator]
@@ -135,6 +143,7 @@ def payoff_per_unit(terms: Terms, spot_px: Decimal) -> Decimal:
 
 def max_payoff_per_unit(terms: Terms) -> Decimal:
     """Largest payoff of one long unit, i.e. the collateral fully backing it."""
+    _dated(terms)
     with _exact():
         if terms.kind is ContractKind.CALL:
             return terms.cap - terms.strike  # type: ignore[operator]
@@ -149,7 +158,7 @@ def mark_px(terms: Terms, index_px: Decimal) -> Decimal:
     A future is quoted as the underlying's price: its mark is the index clamped to [floor, cap]. An
     option's mark is its intrinsic value at the index (what it would pay if it expired now): there
     is no volatility model yet, so this is a lower bound of what an option is worth before expiry."""
-    if terms.kind is ContractKind.FUTURE:
+    if terms.kind in (ContractKind.FUTURE, ContractKind.PERPETUAL):
         return settlement_px_clamp(terms, index_px)
     return payoff_per_unit(terms, index_px)
 
@@ -157,13 +166,15 @@ def mark_px(terms: Terms, index_px: Decimal) -> Decimal:
 def premium_per_unit(terms: Terms, trade_px: Decimal) -> Decimal:
     """Cash a buyer pays per unit at trade (a future's price is quoted, but floor is prepaid)."""
     _require_decimal("trade_px", trade_px)
+    _dated(terms)
     with _exact():
         return trade_px - terms.floor if terms.kind is ContractKind.FUTURE else trade_px
 
 
 def price_bounds(terms: Terms) -> tuple[Decimal, Decimal]:
-    """Valid trade prices: an option's premium in [0, max payoff]; a future's price in [floor, cap]."""
-    if terms.kind is ContractKind.FUTURE:
+    """Valid trade prices: an option's premium in [0, max payoff]; a future's or a perpetual's price in
+    [floor, cap]."""
+    if terms.kind in (ContractKind.FUTURE, ContractKind.PERPETUAL):
         return terms.floor, terms.cap
     return _ZERO, max_payoff_per_unit(terms)
 

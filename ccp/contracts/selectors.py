@@ -11,7 +11,7 @@ def contract_list(*, underlying: str | None = None, expiry_date: date | None = N
                   state: str | None = None) -> QuerySet[Contract]:
     """Contracts, filtered; ``underlying`` is a pair such as BTC/USDC (or BTC-USDC) or a base symbol."""
     latest = ReferencePrice.objects.filter(contract=OuterRef("pk")).order_by("-at", "-id").values("price")[:1]
-    contracts = Contract.objects.select_related("pair__base", "pair__quote", "collateral").annotate(
+    contracts = Contract.objects.select_related("pair__base", "pair__quote", "collateral", "perpetual").annotate(
         latest_reference_price=Subquery(latest))
     if underlying:
         base, _, quote = underlying.upper().replace("-", "/").partition("/")
@@ -24,7 +24,7 @@ def contract_list(*, underlying: str | None = None, expiry_date: date | None = N
         contracts = contracts.filter(kind=kind)
     if state:
         contracts = contracts.filter(state=state)
-    return contracts.order_by("expiry_date", "pair_id", "kind", "strike_px")
+    return contracts.order_by("expiry_date", "pair_id", "kind", "strike_px")  # perpetuals (no expiry) last
 
 
 

@@ -1,6 +1,6 @@
 from decimal import Decimal
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from ccp.contracts.models import Contract, TradingMode
@@ -27,7 +27,12 @@ class ContractSerializer(serializers.ModelSerializer):
         help_text="the underlying's index (GET /api/v1/index); null when no venue price is fresh")
     mark_price = serializers.SerializerMethodField(
         help_text="a future: the index clamped to [floor, cap]; an option: its intrinsic value at the index (no "
-                  "volatility model yet: a lower bound of its worth); null without an index")
+                  "volatility model yet: a lower bound of its worth); a perpetual: the index plus its damped "
+                  "basis at the last price update; null without a fresh index")
+    perpetual = serializers.SerializerMethodField(
+        help_text="a perpetual's margin terms (null for a dated contract): maintenance tiers by position size "
+                  "(base units; up_to null: any size), the highest leverage, the liquidation fee rate and the "
+                  "funding cap per interval")
     trading_mode = serializers.ChoiceField(
         choices=TradingMode.choices, read_only=True,
         help_text="auction: matched in the pair's periodic batch auctions; continuous: on the order book as orders "
@@ -39,7 +44,7 @@ class ContractSerializer(serializers.ModelSerializer):
         model = Contract
         fields = ["symbol", "underlying", "collateral", "kind", "strike_px", "expiry_date", "expires_at",
                   "trading_ends_at", "floor_px", "cap_px", "tick_size", "lot_size", "price_min", "price_max",
-                  "reference_price", "index_price", "mark_price", "state", "trading_mode"]
+                  "reference_price", "index_price", "mark_price", "state", "trading_mode", "perpetual"]
 
     @extend_schema_field({"type": "string", "format": "decimal", "nullable": True})
     def get_reference_price(self, contract: Contract) -> str | None:
@@ -58,4 +63,22 @@ class ContractSerializer(serializers.ModelSerializer):
     @extend_schema_field({"type": "string", "format": "decimal", "nullable": True})
     def get_mark_price(self, contract: Contract) -> str | None:
         index = self._index(contract)
-        return None if index is None else money_str(mark_px(contract.terms, index))
+        if index is None:
+            return None
+        if contract.is_perpetual:
+            mark = contract.perpetual.mark_px
+            return None if mark is None else money_str(mark)
+        return money_str(mark_px(contract.terms, index))
+
+    @extend_schema_field(inline_serializer("PerpetualTerms", {
+        "max_leverage": MoneyField(), "liquidation_fee_rate": MoneyField(), "funding_cap": MoneyField(),
+        "tiers": inline_serializer("MaintenanceTier", {
+            "up_to": MoneyField(allow_null=True), "rate": MoneyField(), "max_leverage": MoneyField()}, many=True)},
+        allow_null=True))
+    def get_perpetual(self, contract: Contract) -> dict | None:
+        if not contract.is_perpetual:
+            return None
+        terms = contract.perpetual
+        return {"max_leverage": money_str(terms.max_leverage), "tiers": terms.tiers,
+                "liquidation_fee_rate": money_str(terms.liquidation_fee_rate),
+                "funding_cap": money_str(terms.funding_cap)}

@@ -50,6 +50,9 @@ def _series_validate(spec: SeriesSpec, now: datetime) -> None:
         raise ApplicationError("The expiry date must be after today (UTC).", code="contract_expiry_in_past")
     if spec.tick_size <= 0 or spec.lot_size <= 0:
         raise ApplicationError("Tick and lot sizes must be positive.", code="contract_grid_invalid")
+    if ContractKind.PERPETUAL in spec.kinds:
+        raise ApplicationError("A perpetual has no expiry: list it as a perpetual, not in a series.",
+                               code="contract_kind_invalid")
     options = [k for k in spec.kinds if k is not ContractKind.FUTURE]
     if not spec.kinds:
         raise ApplicationError("Choose at least one kind.", code="contract_kind_missing")
@@ -114,7 +117,8 @@ def contract_trading_mode_set(*, contract_id: int, mode: str, by: str, reason: s
 
     Refused (409) while a closed or solved auction of the pair holds open orders of the contract
     (``trading_mode_auction_running``: its apply would fill them after the change) and when the contract
-    is not listed or past 00:00 UTC of its expiry day (``contract_not_listed``). Idempotent: a contract
+    is not listed or past 00:00 UTC of its expiry day (``contract_not_listed``); a perpetual stays
+    continuous (``perpetual_trades_continuously``). Idempotent: a contract
     already in ``mode`` is returned unchanged, with no audit row, whatever its state.
 
     Locks (``ccp.locks``) the pair's book (exclusive: no auction snapshot or apply runs meanwhile), the
@@ -134,7 +138,10 @@ def contract_trading_mode_set(*, contract_id: int, mode: str, by: str, reason: s
     contract = contract_lock(contract_id)
     if contract.trading_mode == mode:
         return contract
-    if contract.state != ContractState.LISTED or now >= contract.trading_ends_at:
+    if contract.is_perpetual:
+        raise Conflict(f"{contract.symbol} is a perpetual: it trades on the continuous book only.",
+                       code="perpetual_trades_continuously", extra={"contract": contract.symbol})
+    if contract.state != ContractState.LISTED or contract.trading_ended(now):
         raise Conflict(f"{contract.symbol} has stopped trading (from 00:00 UTC of its expiry day): its mode stays.",
                        code="contract_not_listed", extra={"contract": contract.symbol, "state": contract.state})
     if auction_holds_contracts(pair=contract.pair, contract_ids=[contract.pk]):
@@ -167,7 +174,7 @@ def contracts_halt(*, now: datetime) -> list[Contract]:
         with transaction.atomic():
             book_lock(pair_id, exclusive=False)
             contract = contract_lock(contract_id)
-            if contract.state != ContractState.LISTED or now < contract.trading_ends_at:
+            if contract.state != ContractState.LISTED or not contract.trading_ended(now):
                 continue
             contract.state = ContractState.HALTED
             contract.save(update_fields=["state"])

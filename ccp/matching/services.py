@@ -226,7 +226,7 @@ def _held_orders(pair: Pair, fills: dict[int, Decimal], prices: dict[str, Decima
 def _not_trading(contracts: dict[int, Contract], now: datetime) -> set[int]:
     """The contracts an auction may no longer book fills on at ``now``: not listed, or past 00:00 UTC of
     the expiry day (the halt may not have run yet)."""
-    return {pk for pk, c in contracts.items() if c.state != ContractState.LISTED or now >= c.trading_ends_at}
+    return {pk for pk, c in contracts.items() if c.state != ContractState.LISTED or c.trading_ended(now)}
 
 
 @gc_paused

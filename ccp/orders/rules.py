@@ -73,9 +73,9 @@ def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Dec
     if attached is not None and not _attached_valid(contract, attached):
         return "attached_invalid"
     if contract.state == ContractState.HALTED or (contract.state == ContractState.LISTED
-                                                  and now >= contract.trading_ends_at):
+                                                  and contract.trading_ended(now)):
         return "contract_halted"
-    if contract.state != ContractState.LISTED:
+    if contract.state != ContractState.LISTED or contract.is_perpetual:  # perpetuals: margin trading comes next
         return "contract_not_tradeable"
     if quantity <= 0:
         return "quantity_not_positive"

@@ -66,7 +66,8 @@ class Tier:
 
 
 def tiers_check(tiers: Sequence[Tier], *, fee_rate: Decimal) -> None:
-    """ValueError unless the tiers grow in size and rate, the last one has no bound, and a position opened
+    """ValueError unless the tiers grow in size and rate (and fall in leverage), the last one has no bound,
+    and a position opened
     at a tier's highest leverage starts above its maintenance requirement plus the closing fee."""
     if not tiers or tiers[-1].up_to is not None:
         raise ValueError("tiers must end with one without a bound (up_to None)")
@@ -76,6 +77,9 @@ def tiers_check(tiers: Sequence[Tier], *, fee_rate: Decimal) -> None:
     rates = [t.rate for t in tiers]
     if rates != sorted(rates):
         raise ValueError("maintenance rates must not fall as positions grow")
+    leverages = [t.max_leverage for t in tiers]
+    if leverages != sorted(leverages, reverse=True):
+        raise ValueError("the highest leverage must not grow as positions grow")
     for tier in tiers:
         if tier.max_leverage * (tier.rate + fee_rate) >= ONE:
             raise ValueError(f"at {tier.max_leverage}x a position would open liquidatable: 1 / leverage must "

@@ -108,6 +108,8 @@ def test_maintenance_by_size_tier():
     with pytest.raises(ValueError):
         tiers_check([Tier(None, D("0.01"), D(100))], fee_rate=FEE)  # 1% + 0.05% at 100x: liquidatable at open
     with pytest.raises(ValueError):
+        tiers_check([Tier(D(10), D("0.01"), D(20)), Tier(None, D("0.01"), D(40))], fee_rate=FEE)  # leverage grows
+    with pytest.raises(ValueError):
         Tier(None, D("0.02"), D(100))  # 100x needs more than a 2% maintenance rate can leave
 
 

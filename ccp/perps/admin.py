@@ -1,0 +1,90 @@
+import json
+from decimal import Decimal, InvalidOperation
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from ccp.admin_utils import ReadOnlyAdmin
+from ccp.clock import utcnow
+from ccp.contracts.models import Currency, Pair
+from ccp.errors import ApplicationError
+from ccp.money import DECIMAL_PLACES, MAX_DIGITS
+from ccp.perps.models import MarkPrice, Perpetual, tiers_parse
+from ccp.perps.services import perpetual_list
+
+TIERS_EXAMPLE = ('[{"up_to": "10", "rate": "0.005", "max_leverage": "100"}, '
+                 '{"up_to": null, "rate": "0.01", "max_leverage": "50"}]')
+
+
+def _money(label: str, **kwargs) -> forms.DecimalField:
+    return forms.DecimalField(label=label, max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, **kwargs)
+
+
+class PerpetualForm(forms.Form):
+    pair = forms.ModelChoiceField(queryset=Pair.objects.select_related("base", "quote"))
+    collateral = forms.ModelChoiceField(queryset=Currency.objects.all(), help_text="the pair's quote currency")
+    floor_px = _money("Lowest order price", min_value=Decimal(0))
+    cap_px = _money("Highest order price", min_value=Decimal(0))
+    tick_size = _money("Tick size", min_value=Decimal(0))
+    lot_size = _money("Lot size", min_value=Decimal(0))
+    tiers = forms.CharField(widget=forms.Textarea(attrs={"rows": 4, "cols": 80}), initial=TIERS_EXAMPLE,
+                            help_text="maintenance tiers by position size (base units), as JSON")
+    liquidation_fee_rate = _money("Liquidation fee rate", min_value=Decimal(0), initial=Decimal("0.002"))
+    funding_cap = _money("Funding cap per interval", min_value=Decimal(0), initial=Decimal("0.0075"))
+
+    def clean_tiers(self):
+        try:
+            return tiers_parse(json.loads(self.cleaned_data["tiers"]))
+        except (ValueError, TypeError, KeyError, InvalidOperation) as exc:
+            raise ValidationError(f"Tiers must be a JSON list like {TIERS_EXAMPLE} ({exc}).") from None
+
+
+@admin.register(Perpetual)
+class PerpetualAdmin(ReadOnlyAdmin):
+    """Perpetuals with their margin terms and latest mark; listed through the form, never edited."""
+
+    list_display = ["contract", "mark_px", "index_px", "basis", "marked_at", "settle_px", "liquidation_fee_rate",
+                    "funding_cap", "tiers"]
+    list_select_related = ["contract"]
+
+    def has_add_permission(self, request, obj=None):
+        return request.user.has_perm("contracts.add_contract")
+
+    def get_urls(self):
+        listing = path("list/", self.admin_site.admin_view(self.list_view), name="perps_perpetual_list")
+        return [listing, *super().get_urls()]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return redirect("admin:perps_perpetual_list")
+
+    def list_view(self, request):
+        if not self.has_add_permission(request):
+            return redirect("admin:index")
+        form = PerpetualForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                contract = perpetual_list(**form.cleaned_data, now=utcnow())
+            except ApplicationError as exc:
+                form.add_error(None, f"{exc.message} ({exc.code})")
+            else:
+                self.log_addition(request, contract, [{"added": {}}])
+                messages.success(request, f"Listed {contract.symbol}")
+                return redirect(reverse("admin:perps_perpetual_changelist"))
+        context = {**self.admin_site.each_context(request), "title": "List a perpetual", "form": form,
+                   "opts": self.model._meta, "media": self.media + form.media}
+        return TemplateResponse(request, "admin/perps/perpetual_form.html", context)
+
+
+@admin.register(MarkPrice)
+class MarkPriceAdmin(ReadOnlyAdmin):
+    """Every price update of every perpetual: index, damped basis, mark (funding averages their premium)."""
+
+    list_display = ["at", "contract", "index_px", "basis", "mark_px"]
+    list_filter = ["contract"]
+    list_select_related = ["contract"]
+    date_hierarchy = "at"
+    ordering = ["-at", "-id"]
