@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("ccp.clearing.urls")),
     path("", include("ccp.marketdata.urls")),
     path("", include("ccp.risk.urls")),
+    path("", include("ccp.perps.urls")),
     path("", include("ccp.settlement.urls")),
     path("", include("ccp.prices.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

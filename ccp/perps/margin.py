@@ -196,3 +196,23 @@ def funding_payments(*, positions: dict, mark: Decimal, rate: Decimal) -> tuple[
     if residue < 0:
         raise ValueError("funding positions must sum to zero")
     return payments, residue
+
+
+def protection_price(*, mark: Decimal, slippage_bps: int, long: bool, tick: Decimal) -> Decimal:
+    """The worst price an opening order may trade at: ``mark * (1 +/- slippage)``, on the tick grid towards
+    the mark (a buy's down, a sell's up: never beyond the trader's slippage)."""
+    move = mark * slippage_bps / 10_000
+    return _to_tick(mark + move, tick, ROUND_FLOOR) if long else _to_tick(mark - move, tick, ROUND_CEILING)
+
+
+def sweep(levels: Sequence[tuple[Decimal, Decimal]], quantity: Decimal) -> tuple[Decimal, Decimal | None]:
+    """Fill ``quantity`` against ``levels`` ((price, open quantity), best first): (filled, average price or
+    None when nothing fills). The average is exact (a Decimal quotient at the context's precision)."""
+    filled, notional = ZERO, ZERO
+    for price, available in levels:
+        take = min(available, quantity - filled)
+        if take <= 0:
+            break
+        filled += take
+        notional += take * price
+    return filled, (notional / filled if filled else None)
