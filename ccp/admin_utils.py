@@ -4,12 +4,15 @@ from decimal import Decimal
 from functools import cache
 from urllib.parse import urlencode
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Q
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from ccp.errors import ApplicationError
 from ccp.money import MoneyField, money_str
 
 
@@ -129,3 +132,22 @@ class ReadOnlyInline(admin.TabularInline):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def service_form_view(model_admin, request, form, *, title: str, template: str, submit, done_url: str):
+    """A webconsole page whose form runs a service: ``submit(form)`` (on a valid POST) calls it and returns
+    the objects it added and the success message; the additions go to the admin log and the operator to
+    ``done_url``. A refusal (``ApplicationError``) shows on the form with its code, and nothing changes."""
+    if request.method == "POST" and form.is_valid():
+        try:
+            added, message = submit(form)
+        except ApplicationError as exc:
+            form.add_error(None, f"{exc.message} ({exc.code})")
+        else:
+            for obj in added:
+                model_admin.log_addition(request, obj, [{"added": {}}])
+            messages.success(request, message)
+            return redirect(done_url)
+    context = {**model_admin.admin_site.each_context(request), "title": title, "form": form,
+               "opts": model_admin.model._meta, "media": model_admin.media + form.media}
+    return TemplateResponse(request, template, context)

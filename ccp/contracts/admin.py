@@ -9,7 +9,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline
+from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline, service_form_view
 from ccp.clock import utcnow
 from ccp.contracts.models import Contract, Currency, Pair, TradingMode, TradingModeChange
 from ccp.contracts.payoffs import ContractKind
@@ -169,21 +169,15 @@ class ContractAdmin(ReadOnlyAdmin):
     def series_view(self, request):
         if not self.has_add_permission(request):
             return redirect("admin:index")
-        form = SeriesForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                created = contract_series_create(spec=form.spec(), now=utcnow())
-            except ApplicationError as exc:
-                form.add_error(None, f"{exc.message} ({exc.code})")
-            else:
-                for contract in created:
-                    self.log_addition(request, contract, [{"added": {}}])
-                names = ", ".join(c.symbol for c in created) or "nothing new (all already listed)"
-                messages.success(request, f"Listed {len(created)} contract(s): {names}")
-                return redirect(reverse("admin:contracts_contract_changelist"))
-        context = {**self.admin_site.each_context(request), "title": "List an expiry series", "form": form,
-                   "opts": self.model._meta, "media": self.media + form.media}
-        return TemplateResponse(request, "admin/contracts/series_form.html", context)
+
+        def submit(form):
+            created = contract_series_create(spec=form.spec(), now=utcnow())
+            names = ", ".join(c.symbol for c in created) or "nothing new (all already listed)"
+            return created, f"Listed {len(created)} contract(s): {names}"
+
+        return service_form_view(self, request, SeriesForm(request.POST or None), title="List an expiry series",
+                                 template="admin/contracts/series_form.html", submit=submit,
+                                 done_url=reverse("admin:contracts_contract_changelist"))
 
 
 @admin.register(TradingModeChange)

@@ -2,16 +2,14 @@ import json
 from decimal import Decimal, InvalidOperation
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from ccp.admin_utils import ReadOnlyAdmin
+from ccp.admin_utils import ReadOnlyAdmin, service_form_view
 from ccp.clock import utcnow
 from ccp.contracts.models import Currency, Pair
-from ccp.errors import ApplicationError
 from ccp.money import DECIMAL_PLACES, MAX_DIGITS
 from ccp.perps.models import MarkPrice, Perpetual, tiers_parse
 from ccp.perps.services import perpetual_list
@@ -64,19 +62,14 @@ class PerpetualAdmin(ReadOnlyAdmin):
     def list_view(self, request):
         if not self.has_add_permission(request):
             return redirect("admin:index")
-        form = PerpetualForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                contract = perpetual_list(**form.cleaned_data, now=utcnow())
-            except ApplicationError as exc:
-                form.add_error(None, f"{exc.message} ({exc.code})")
-            else:
-                self.log_addition(request, contract, [{"added": {}}])
-                messages.success(request, f"Listed {contract.symbol}")
-                return redirect(reverse("admin:perps_perpetual_changelist"))
-        context = {**self.admin_site.each_context(request), "title": "List a perpetual", "form": form,
-                   "opts": self.model._meta, "media": self.media + form.media}
-        return TemplateResponse(request, "admin/perps/perpetual_form.html", context)
+
+        def submit(form):
+            contract = perpetual_list(**form.cleaned_data, now=utcnow())
+            return [contract], f"Listed {contract.symbol}"
+
+        return service_form_view(self, request, PerpetualForm(request.POST or None), title="List a perpetual",
+                                 template="admin/perps/perpetual_form.html", submit=submit,
+                                 done_url=reverse("admin:perps_perpetual_changelist"))
 
 
 @admin.register(MarkPrice)
