@@ -42,6 +42,7 @@ import sys
 import time
 import types
 from collections import Counter
+from dataclasses import astuple, fields
 from decimal import Decimal
 from pathlib import Path
 
@@ -190,10 +191,10 @@ def engine_at(rev: str) -> types.ModuleType:
 def _commands_for(module: types.ModuleType, cmds: list) -> list:
     """The same commands, built from another engine module's classes (engines dispatch on the class)."""
     def leg(value):
-        return None if value is None else module.Leg(*(getattr(value, name) for name in value.__slots__))
+        return None if value is None else module.Leg(*astuple(value))
     out = []
     for cmd in cmds:
-        values = [leg(getattr(cmd, name)) if name in ("tp", "sl") else getattr(cmd, name) for name in cmd.__slots__]
+        values = [leg(getattr(cmd, f.name)) if f.name in ("tp", "sl") else getattr(cmd, f.name) for f in fields(cmd)]
         out.append(getattr(module, cmd.__class__.__name__)(*values))
     return out
 
@@ -257,7 +258,7 @@ def events_floor(cmds: list, runs: int) -> tuple[float, int]:
     for cmd in cmds:
         if cmd.__class__ is Submit and cmd.kind == "market":
             guard.protect(cmd)
-        recorded.append([(ev.__class__, tuple(getattr(ev, name) for name in ev.__slots__))
+        recorded.append([(ev.__class__, tuple(getattr(ev, f.name) for f in fields(ev)))
                          for ev in engine.apply(cmd)])
     gc.collect()
     gc.freeze()
@@ -266,8 +267,8 @@ def events_floor(cmds: list, runs: int) -> tuple[float, int]:
         start = time.perf_counter_ns()
         for events in recorded:
             out = []
-            for cls, fields in events:
-                out.append(cls(*fields))
+            for cls, values in events:
+                out.append(cls(*values))
         spent.append(time.perf_counter_ns() - start)
     gc.unfreeze()
     return statistics.median(spent), sum(map(len, recorded))
