@@ -90,6 +90,8 @@ INVALID_PRICE: Final = "invalid_price"
 INVALID_TIME_IN_FORCE: Final = "invalid_time_in_force"
 NO_POSITION: Final = "no_position"
 
+# What `Scale` takes for a price or a quantity (a float is refused: never float).
+Number: TypeAlias = Decimal | int | str
 # A user as the caller names it (the venue passes client ids): only compared and used as a dict key.
 UserId: TypeAlias = str | int
 
@@ -105,20 +107,20 @@ class Scale:
 
     __slots__ = ("tick", "lot")
 
-    def __init__(self, tick: Decimal, lot: Decimal = Decimal(1)):
+    def __init__(self, tick: Number, lot: Number = Decimal(1)):
         self.tick, self.lot = Decimal(tick), Decimal(lot)
 
     @staticmethod
-    def _steps(value: Decimal, step: Decimal) -> int:
+    def _steps(value: Number, step: Decimal) -> int:
         steps, rest = divmod(Decimal(value), step)
         if rest:
             raise ValueError(f"{value} is not a multiple of {step}")
         return int(steps)
 
-    def ticks(self, price: Decimal) -> int:
+    def ticks(self, price: Number) -> int:
         return self._steps(price, self.tick)
 
-    def lots(self, qty: Decimal) -> int:
+    def lots(self, qty: Number) -> int:
         return self._steps(qty, self.lot)
 
     def price(self, ticks: int) -> Decimal:
