@@ -1,6 +1,11 @@
 """The continuous matching engine alone on the shared order stream: events/s, per-event latency, semantics counters.
 
-    .venv/bin/python bench/book_engine.py [--stream PATH] [--runs 3] [--profile] [--against REV]
+    .venv/bin/python bench/book_engine.py [--stream PATH] [--runs 3] [--profile] [--against REV] [--plain]
+
+The engine timed is the module the system imports: compiled with mypyc when bin/bootstrap.sh has built it (the
+bench says which, and refuses a build made from another engine.py), else engine.py as Python. `--plain` times
+engine.py run as plain Python (loaded by path) instead; `--against REV` always loads REV's engine.py as Python,
+so `--against REV` gives compilation and code changes together, `--plain --against REV` the code changes alone.
 
 Every event of the stream is replayed (limit, market, cancel, modify, with their take-profit and stop-loss
 legs). Prices go from their JSON text to Decimal to ticks (`json.loads(..., parse_float=Decimal)`, never a
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import hashlib
 import json
 import os
 import pstats
@@ -42,6 +48,7 @@ import sys
 import time
 import types
 from collections import Counter
+from dataclasses import astuple, fields
 from decimal import Decimal
 from pathlib import Path
 
@@ -49,33 +56,24 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ccp.book import engine as this_engine  # noqa: E402
-from ccp.book.engine import (  # noqa: E402
-    Armed,
-    Cancel,
-    Cancelled,
-    Engine,
-    Leg,
-    Modify,
-    Rejected,
-    Scale,
-    Submit,
-    Trade,
-    Triggered,
-)
+from tests.book.source import PATH as ENGINE_SOURCE  # noqa: E402
+from tests.book.source import is_compiled, plain, source_engine  # noqa: E402
+
+E = this_engine  # the engine module under test: the one the system imports, or with --plain engine.py as Python
 
 STREAM = Path("/work/shared/bench/orders_seed20250309_n100k.jsonl")
-SCALE = Scale(Decimal("0.01"))
+SCALE = this_engine.Scale(Decimal("0.01"))
 PEERS = {"opti-trader v2.0.0": 12_300, "opti-trader main": 6_500}
 TARGET = 250_000
 
 
-def _leg(entry_side: str, trigger: Decimal | None) -> Leg | None:
+def _leg(entry_side: str, trigger: Decimal | None) -> E.Leg | None:
     if trigger is None:
         return None
     px = SCALE.ticks(trigger)
     # The leg sells a long (worst acceptable 2% below) or buys back a short (2% above).
     protection = px * 98 // 100 if entry_side == "buy" else -(-px * 102 // 100)
-    return Leg(px, "last", protection_px=protection)
+    return E.Leg(px, "last", protection_px=protection)
 
 
 class MarketProtection:
@@ -84,9 +82,9 @@ class MarketProtection:
     __slots__ = ("engine",)
 
     def __init__(self) -> None:
-        self.engine: Engine | None = None
+        self.engine: E.Engine | None = None
 
-    def protect(self, cmd: Submit) -> Submit:
+    def protect(self, cmd: E.Submit) -> E.Submit:
         last = self.engine.prices["last"] or 10000
         cmd.price = -(-last * 102 // 100) if cmd.side == "buy" else last * 98 // 100
         return cmd
@@ -99,17 +97,17 @@ def commands(lines: list[str]) -> list:
         kind, oid, user, side = e["type"], e["id"], e["user"], e["side"]
         at = e["ts"]
         if kind == "limit":
-            out.append(Submit(oid, user, side, e["qty"], "limit", SCALE.ticks(e["price"]), "gtc",
+            out.append(E.Submit(oid, user, side, e["qty"], "limit", SCALE.ticks(e["price"]), "gtc",
                               tp=_leg(side, e["tp"]), sl=_leg(side, e["sl"]), at=at))
         elif kind == "market":
-            out.append(Submit(oid, user, side, e["qty"], "market", None, "ioc",
+            out.append(E.Submit(oid, user, side, e["qty"], "market", None, "ioc",
                               tp=_leg(side, e["tp"]), sl=_leg(side, e["sl"]), at=at))
         elif kind == "cancel":
-            out.append(Cancel(oid, user, at=at))
+            out.append(E.Cancel(oid, user, at=at))
         elif kind == "modify":
             price = None if e["price"] is None else SCALE.ticks(e["price"])
             qty = e["qty"]
-            out.append(Modify(oid, user, price, qty, _leg(side, e["tp"]), _leg(side, e["sl"]), at=at))
+            out.append(E.Modify(oid, user, price, qty, _leg(side, e["tp"]), _leg(side, e["sl"]), at=at))
         else:
             raise ValueError(f"unknown event type {kind}")
     return out
@@ -149,7 +147,7 @@ def replay(cmds: list, counters: Counter | None = None, collector: bool = True,
     default_thresholds = gc.get_threshold()
     if thresholds is not None:
         gc.set_threshold(*thresholds)
-    engine = Engine()
+    engine = E.Engine()
     guard = MarketProtection()
     guard.engine = engine
     apply = engine.apply
@@ -158,7 +156,7 @@ def replay(cmds: list, counters: Counter | None = None, collector: bool = True,
     record = lat.append
     cpu_start = time.process_time_ns()
     for cmd in cmds:
-        if cmd.__class__ is Submit and cmd.kind == "market":
+        if cmd.__class__ is E.Submit and cmd.kind == "market":
             guard.protect(cmd)
         t0 = clock()
         events = apply(cmd)
@@ -190,10 +188,10 @@ def engine_at(rev: str) -> types.ModuleType:
 def _commands_for(module: types.ModuleType, cmds: list) -> list:
     """The same commands, built from another engine module's classes (engines dispatch on the class)."""
     def leg(value):
-        return None if value is None else module.Leg(*(getattr(value, name) for name in value.__slots__))
+        return None if value is None else module.Leg(*astuple(value))
     out = []
     for cmd in cmds:
-        values = [leg(getattr(cmd, name)) if name in ("tp", "sl") else getattr(cmd, name) for name in cmd.__slots__]
+        values = [leg(getattr(cmd, f.name)) if f.name in ("tp", "sl") else getattr(cmd, f.name) for f in fields(cmd)]
         out.append(getattr(module, cmd.__class__.__name__)(*values))
     return out
 
@@ -222,7 +220,7 @@ def against(rev: str, lines: list[str], runs: int) -> tuple[float, float]:
     theirs_ns, ours_ns = [], []
     for _ in range(runs):
         theirs_ns.append(cpu_replay(module, _commands_for(module, commands(lines))))
-        ours_ns.append(cpu_replay(this_engine, commands(lines)))
+        ours_ns.append(cpu_replay(E, commands(lines)))
     return statistics.median(theirs_ns), statistics.median(ours_ns)
 
 
@@ -232,32 +230,32 @@ def reference_check(lines: list[str], n: int = 5000) -> tuple[bool, float]:
     from tests.book.reference import Reference
 
     cmds = commands(lines[:n])
-    engine, reference = Engine(), Reference()
+    engine, reference = E.Engine(), Reference()
     guard = MarketProtection()
     guard.engine = engine
     same = True
     spent = 0
     for cmd in cmds:
-        if cmd.__class__ is Submit and cmd.kind == "market":
+        if cmd.__class__ is E.Submit and cmd.kind == "market":
             guard.protect(cmd)
         t0 = time.perf_counter_ns()
         want = reference.apply(cmd)
         spent += time.perf_counter_ns() - t0
-        same = same and engine.apply(cmd) == want
+        same = same and plain(engine.apply(cmd)) == plain(want)
     return same, n / (spent / 1e9)
 
 
 def events_floor(cmds: list, runs: int) -> tuple[float, int]:
     """Nanoseconds to build again, from their fields, every event the engine returns for the stream (median of
     `runs`): the cost of the output alone; and the number of events."""
-    engine = Engine()
+    engine = E.Engine()
     guard = MarketProtection()
     guard.engine = engine
     recorded = []
     for cmd in cmds:
-        if cmd.__class__ is Submit and cmd.kind == "market":
+        if cmd.__class__ is E.Submit and cmd.kind == "market":
             guard.protect(cmd)
-        recorded.append([(ev.__class__, tuple(getattr(ev, name) for name in ev.__slots__))
+        recorded.append([(ev.__class__, tuple(getattr(ev, f.name) for f in fields(ev)))
                          for ev in engine.apply(cmd)])
     gc.collect()
     gc.freeze()
@@ -266,8 +264,8 @@ def events_floor(cmds: list, runs: int) -> tuple[float, int]:
         start = time.perf_counter_ns()
         for events in recorded:
             out = []
-            for cls, fields in events:
-                out.append(cls(*fields))
+            for cls, values in events:
+                out.append(cls(*values))
         spent.append(time.perf_counter_ns() - start)
     gc.unfreeze()
     return statistics.median(spent), sum(map(len, recorded))
@@ -276,19 +274,30 @@ def events_floor(cmds: list, runs: int) -> tuple[float, int]:
 def _count(counters: Counter, events: list) -> None:
     for ev in events:
         cls = ev.__class__
-        if cls is Trade:
+        if cls is E.Trade:
             counters["trades"] += 1
             counters["trade lots"] += ev.qty
             if ev.buy_user == ev.sell_user:
                 counters["self trades (must be 0)"] += 1
-        elif cls is Triggered:
+        elif cls is E.Triggered:
             counters["triggers fired"] += 1
-        elif cls is Armed:
+        elif cls is E.Armed:
             counters["legs armed or grown"] += 1
-        elif cls is Rejected:
+        elif cls is E.Rejected:
             counters[f"rejected {ev.reason}"] += 1
-        elif cls is Cancelled:
+        elif cls is E.Cancelled:
             counters[f"cancelled {ev.reason}"] += 1
+
+
+def _engine_kind() -> str:
+    """Which engine is timed; exits when the compiled module was not built from engine.py as it is now."""
+    if not is_compiled(E):
+        return f"{ENGINE_SOURCE.relative_to(REPO)} run as plain Python (not compiled)"
+    stamp = REPO / ".var" / "mypyc" / "engine.sha256"
+    want = hashlib.sha256(ENGINE_SOURCE.read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text().strip() != want:
+        sys.exit(f"{Path(E.__file__).name} was not built from engine.py as it is now: run bin/bootstrap.sh")
+    return f"compiled with mypyc ({Path(E.__file__).name}, built from engine.py sha256 {want[:12]})"
 
 
 def _load() -> str:
@@ -305,7 +314,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--against", metavar="REV", help="also time the engine at this git revision, alternating")
+    parser.add_argument("--plain", action="store_true", help="time ccp/book/engine.py run as plain Python")
     args = parser.parse_args()
+    global E
+    E = source_engine() if args.plain else this_engine
+    print(f"engine: {_engine_kind()}")
     lines = args.stream.read_text().splitlines()
     n = len(lines)
     print(f"stream: {args.stream.name}, {n} events; load average at start {_load()}")

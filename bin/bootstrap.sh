@@ -38,3 +38,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 export PATH="$REPO/.venv/bin:$PATH"
+
+# The matching engine compiled with mypyc (ccp/book/engine.py stays the one source; BENCHMARKS.md "Continuous
+# matching engine"): built when missing or when engine.py's sha256 is not the one it was built from, then moved
+# into place (a rename: a running process keeps its mapping). A failed build stops here.
+engine_stamp=".var/mypyc/engine.sha256"
+want="$(sha256sum ccp/book/engine.py | cut -d' ' -f1)"
+ext="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
+if [ "$(cat "$engine_stamp" 2>/dev/null)" != "$want" ] || [ ! -f "ccp/book/engine$ext" ]; then
+  apt_install gcc gcc
+  echo "[ccp] compiling ccp/book/engine.py (mypyc)"
+  rm -rf .var/mypyc && mkdir -p .var/mypyc
+  .venv/bin/python bin/build_engine.py >.var/mypyc/build.log 2>&1 || { cat .var/mypyc/build.log >&2; exit 1; }
+  echo "$want" > "$engine_stamp"
+fi

@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from ccp.book.engine import Engine, Trade
 
 from .reference import Reference
+from .source import command_for, plain, source_engine
 from .strategies import positions, streams
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -44,3 +45,16 @@ def test_rebuilt_from_snapshot_behaves_the_same(commands, seed):
     events += [rebuilt.apply(c) for c in commands[half:]]
     assert events == whole
     assert rebuilt.snapshot() == straight.snapshot()
+
+
+@SETTINGS
+@given(streams(), positions())
+def test_the_source_engine_matches_reference(commands, seed):
+    """The same property for ccp/book/engine.py run as plain Python (what runs when it is not compiled)."""
+    module = source_engine()
+    seed = _seed_balanced(seed)
+    engine, reference = module.Engine(seed), Reference(seed)
+    for n, command in enumerate(commands):
+        assert plain(engine.apply(command_for(module, command))) == plain(reference.apply(command)), \
+            f"command {n}: {command}"
+    assert {u: p for u, p in engine.positions.items() if p} == {u: p for u, p in reference.positions.items() if p}
