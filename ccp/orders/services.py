@@ -165,12 +165,12 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     new: list[tuple[int, Order]] = []
     for i in unique:
         request, violation = requests[i], violations[i]
+        if violation is None and open_count >= cap:
+            violation = "too_many_open_orders"
         if request.client_order_id in existing:
             out[i] = _entered_again(request, existing[request.client_order_id], violation)
         elif violation:
-            out[i] = ApplicationError(REASONS[violation], code=violation)
-        elif open_count >= cap:
-            out[i] = Conflict(REASONS["too_many_open_orders"], code="too_many_open_orders", extra={"limit": cap})
+            out[i] = _refusal(violation)
         else:
             open_count += 1
             new.append((i, Order(client=client, contract=request.contract, client_order_id=request.client_order_id,
@@ -203,12 +203,16 @@ def _entered_again(request: OrderRequest, order: Order, violation: str | None) -
     the rule it breaks, or ``client_order_id_reused``."""
     if request.matches(order):
         return order, False
-    if violation == "too_many_open_orders":
-        return Conflict(REASONS[violation], code=violation, extra={"limit": settings.CCP_MAX_OPEN_ORDERS})
     if violation:
-        return ApplicationError(REASONS[violation], code=violation)
+        return _refusal(violation)
     return Conflict("This client_order_id was used for a different order.", code="client_order_id_reused",
                     extra={"order_id": order.pk})
+
+
+def _refusal(violation: str) -> ApplicationError:
+    if violation == "too_many_open_orders":
+        return Conflict(REASONS[violation], code=violation, extra={"limit": settings.CCP_MAX_OPEN_ORDERS})
+    return ApplicationError(REASONS[violation], code=violation)
 
 
 def _orders_by_client_id(client: Client, client_order_ids: list[str]) -> dict[str, Order]:
