@@ -27,16 +27,6 @@ def statuses(response) -> list:
     return [r["status"] if r["status"] < 400 else (r["status"], r["error"]["code"]) for r in response.json()["results"]]
 
 
-@pytest.fixture
-def contract():
-    return ContractFactory()
-
-
-@pytest.fixture
-def trader(contract):
-    return FundLockFactory(currency=contract.collateral, fundlock=D("100000")).client
-
-
 @pytest.mark.django_db
 def test_a_batch_of_100_orders_takes_as_many_statements_as_a_batch_of_one(api_as, trader, contract, settings):
     settings.CCP_THROTTLE_ORDERS = ""
