@@ -5,20 +5,24 @@ import os
 import django
 from django.core.handlers.asgi import ASGIHandler
 
+from ccp.server import RequestThreads, request_threads
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccp.settings")
 
 
 class ProcessThreadHandler(ASGIHandler):
     """Django's ASGI handler without a new thread per request: Django runs each request's synchronous
     code (middleware, view, ORM) in a thread of its own, started and joined per request (about half of
-    a bare request's CPU); here every request of the process uses one long-lived thread. Requests of a
-    process run their sync code one at a time, as they would under the GIL anyway; the server runs a
-    process per core, and what waits (the order result, the streams) waits in the event loop."""
+    a bare request's CPU); here each request takes one of the process's long-lived threads
+    (``ccp.server.RequestThreads``, ``CCP_SERVER_THREADS``)."""
+
+    threads = RequestThreads(request_threads())
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django serves HTTP only, not {scope['type']}.")
-        await self.handle(scope, receive, send)
+        async with self.threads.request():
+            await self.handle(scope, receive, send)
 
 
 django.setup(set_prefix=False)

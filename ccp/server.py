@@ -23,10 +23,15 @@ The limits, as with daphne before:
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
+from asgiref.sync import ThreadSensitiveContext
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ccp.errors import error_body
@@ -54,6 +59,38 @@ class HttpProtocol(HttpToolsProtocol):
         self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                              b"connection: close\r\n\r\n%s" % (status, len(body), body))
         self.transport.close()
+
+
+class RequestThreads:
+    """The threads a server process runs its requests' synchronous code on (middleware, views, the ORM):
+    each request takes one for all of its sync code (Django's thread-sensitive mode: one thread per
+    request), at most ``size`` at once (the others wait their turn in the event loop), and gives it back
+    for the next. Long-lived, unlike Django's thread started and joined per request (about half of a bare
+    request's CPU); several, unlike one per process, so that a request waiting on the database or for its
+    order's result (the sync middleware waits for the async view) does not stop the process's others."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.free: list[ThreadPoolExecutor] = []
+        self.slots: asyncio.Semaphore | None = None
+
+    @contextlib.asynccontextmanager
+    async def request(self) -> AsyncIterator[None]:
+        if self.slots is None:
+            self.slots = asyncio.Semaphore(self.size)  # in the server's event loop
+        async with self.slots:
+            executor = self.free.pop() if self.free else ThreadPoolExecutor(1, thread_name_prefix="ccp-request")
+            try:
+                async with ThreadSensitiveContext(executor=executor):
+                    yield
+            finally:
+                self.free.append(executor)
+
+
+def request_threads() -> int:
+    """``CCP_SERVER_THREADS`` (default 16: below the database pool's 20 connections per process, which each
+    request holds until it ends)."""
+    return int(os.environ.get("CCP_SERVER_THREADS") or 16)
 
 
 def default_workers() -> int:

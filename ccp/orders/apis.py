@@ -1,3 +1,5 @@
+import functools
+
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.response import Response
@@ -12,7 +14,7 @@ from ccp.orders.models import Order, OrderKind, SelfTrade, Side, TimeInForce, Tr
 from ccp.orders.results import response_replaced
 from ccp.orders.selectors import order_get, order_list
 from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer, order_payload
-from ccp.orders.services import OrderRequest, order_cancel, order_submit, orders_cancel_all, orders_validate_later
+from ccp.orders.services import OrderRequest, order_cancel, order_submit, orders_cancel_all, orders_submit
 from ccp.orders.states import OrderState
 from ccp.query import query_check, query_filters
 from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
@@ -95,16 +97,38 @@ def _entered(order: Order, created: bool) -> Response:
     response = Response(order_payload(order), status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
     if created:
         response.awaited_orders = ([order.pk], lambda finished: response_replaced(
-            response, order_payload(Order.objects.select_related("contract").get(pk=order.pk)),
-            status.HTTP_201_CREATED))
+            response, order_payload(orders_reread([order])[0]), status.HTTP_201_CREATED))
     return response
 
 
-def order_enter(*, client, data, now, validate_later: bool = True,
-                parser: serializers.Serializer | None = None) -> tuple[Order, bool]:
-    """One order's entry from its request fields: parsed (by ``parser``, an OrderRequestSerializer a
-    batch reuses for its orders), its contract found, submitted."""
-    fields = dict((parser or OrderListSubmitApi.OrderRequestSerializer()).run_validation(data))
+def orders_reread(orders: list[Order]) -> list[Order]:
+    """The orders as they are now, each with the contract it was entered with (a contract row is not read
+    again: the answer names only its symbol)."""
+    contracts = {order.pk: order.contract for order in orders}
+    now = list(Order.objects.filter(pk__in=contracts))
+    for order in now:
+        order.contract = contracts[order.pk]
+    return now
+
+
+def order_enter(*, client, data, now) -> tuple[Order, bool]:
+    """One order's entry from its request fields: parsed, its contract found, submitted."""
+    fields = order_fields(data)
+    contract = contract_named(fields.pop("contract"))
+    return order_submit(client=client, request=OrderRequest(contract=contract, **fields), now=now)
+
+
+@functools.cache
+def order_parser() -> serializers.Serializer:
+    """One OrderRequestSerializer per process for every order request: building one copies its fields (a
+    tenth of a single order's parsing); ``run_validation`` keeps no state on it, so threads share it."""
+    return OrderListSubmitApi.OrderRequestSerializer()
+
+
+def order_fields(data) -> dict:
+    """An order request's fields, parsed, with the defaults that depend on other fields; ``contract`` is
+    its symbol."""
+    fields = dict(order_parser().run_validation(data))
     fields.setdefault("time_in_force", TimeInForce.IOC if fields["kind"] == OrderKind.MARKET else TimeInForce.GTC)
     if "trigger" in fields or "trigger_price" in fields:
         fields.setdefault("trigger_source", TriggerSource.MARK)
@@ -112,17 +136,19 @@ def order_enter(*, client, data, now, validate_later: bool = True,
     if legs:
         fields["attached"] = {leg: {**spec, "trigger_price": money_str(spec["trigger_price"]),
                                     "price": money_str(spec["price"])} for leg, spec in legs.items()}
-    contract = contract_named(fields.pop("contract"))
-    return order_submit(client=client, request=OrderRequest(contract=contract, **fields), now=now,
-                        validate_later=validate_later)
+    return fields
 
 
 def contract_named(symbol: str) -> Contract:
     """The contract an order request names; 400 ``unknown_contract`` when none has that symbol."""
     contract = Contract.objects.filter(symbol=symbol).first()
     if contract is None:
-        raise ApplicationError("No contract with this symbol.", code="unknown_contract")
+        raise _unknown_contract()
     return contract
+
+
+def _unknown_contract() -> ApplicationError:
+    return ApplicationError("No contract with this symbol.", code="unknown_contract")
 
 
 BATCH_MAX_ORDERS = 100
@@ -169,28 +195,38 @@ class OrderBatchApi(APIView):
         self.BatchRequestSerializer(data=request.data).is_valid(raise_exception=True)
         now = utcnow()
         allowed, wait_s = order_entries_allowed(request.user.pk, len(orders))
-        parser = OrderListSubmitApi.OrderRequestSerializer()
-        results: list[dict] = []
-        received: list[int] = []
+        results: list[dict | None] = [None] * len(orders)
+        parsed: list[tuple[int, dict]] = []
         for position, data in enumerate(orders):
             try:
                 if position >= allowed:
                     raise exceptions.Throttled(wait_s)
-                order, created = order_enter(client=request.user, data=data, now=now, validate_later=False,
-                                             parser=parser)
+                parsed.append((position, order_fields(data)))
             except (ApplicationError, exceptions.APIException) as exc:
-                refused = api_exception_handler(exc, {})
-                results.append({"status": refused.status_code, "error": refused.data})
+                results[position] = _refused(exc)
+        contracts = {c.symbol: c for c in Contract.objects.filter(symbol__in={f["contract"] for _, f in parsed})}
+        entering: list[tuple[int, OrderRequest]] = []
+        for position, fields in parsed:
+            contract = contracts.get(fields.pop("contract"))
+            if contract is None:
+                results[position] = _refused(_unknown_contract())
+            else:
+                entering.append((position, OrderRequest(contract=contract, **fields)))
+        received: list[Order] = []
+        entered = orders_submit(client=request.user, requests=[r for _, r in entering], now=now)
+        for (position, _), outcome in zip(entering, entered, strict=True):
+            if isinstance(outcome, ApplicationError):
+                results[position] = _refused(outcome)
                 continue
-            results.append({"status": status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
-                            "order": order_payload(order)})
+            order, created = outcome
+            results[position] = {"status": status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+                                 "order": order_payload(order)}
             if created:
                 received.append(order)
-        orders_validate_later(received)
         response = Response({"results": results})
 
         def rerender(finished: set[int]) -> Response:
-            validated = {o.pk: o for o in Order.objects.filter(pk__in=finished).select_related("contract")}
+            validated = {o.pk: o for o in orders_reread([o for o in received if o.pk in finished])}
             for result in results:
                 if (order := validated.get(result.get("order", {}).get("id"))) and result["status"] == 202:
                     result.update(status=status.HTTP_201_CREATED, order=order_payload(order))
@@ -198,6 +234,12 @@ class OrderBatchApi(APIView):
 
         response.awaited_orders = ([order.pk for order in received], rerender)
         return response
+
+
+def _refused(exc: Exception) -> dict:
+    """A batch result for an order refused with ``exc``: the status and error body it alone would get."""
+    refused = api_exception_handler(exc, {})
+    return {"status": refused.status_code, "error": refused.data}
 
 
 class OrderDetailApi(APIView):

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 
 from ccp.accounts.models import Client
 from ccp.accounts.services import balances_publish, fund_locks_adjust
@@ -121,44 +121,127 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime,
                  validate_later: bool = True) -> tuple[Order, bool]:
     """Store an order as received and queue its validation after commit (unless ``validate_later`` is
     false: the caller queues it, with others, ``orders_validate_later``). Returns (order, created).
+    ``orders_submit`` of one request: its refusal is raised."""
+    (entered,) = orders_submit(client=client, requests=[request], now=now, validate_later=validate_later)
+    if isinstance(entered, ApplicationError):
+        raise entered
+    return entered
+
+
+Entered = tuple[Order, bool] | ApplicationError  # (order, created), or why the request was refused
+
+
+@transaction.atomic
+def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: datetime,
+                  validate_later: bool = True) -> list[Entered]:
+    """Store a client's orders as received, in one transaction and a few statements whatever their number
+    (the open orders counted once, the new orders and their history rows inserted by one statement, their
+    private-stream events numbered by one UPDATE), and queue their validation after commit (unless
+    ``validate_later`` is false: the caller queues them, ``orders_validate_later``). Returns, in request
+    order, (order, created) or the refusal (an ApplicationError, not raised); one refusal does not refuse
+    the others.
 
     Idempotent on (client, client_order_id): the same request again returns the stored order;
-    a different request under the same id is refused with ``client_order_id_reused``. A client with
+    a different request under the same id is refused with ``client_order_id_reused`` (a retry of an order
+    stored before a rule broke, say the contract halted since, gets that order). A client with
     CCP_MAX_OPEN_ORDERS open orders (received ones included) is refused with ``too_many_open_orders``
     (409); submissions racing each other can all pass that count, and the validator rejects those
-    beyond the cap (``order_validate``).
+    beyond the cap (``order_validate``, ``ccp.book.services``). The insert is ON CONFLICT DO NOTHING in
+    client_order_id order: a concurrent submission of the same id waits for the other's commit, then
+    gets its order. A client_order_id sent twice in one call is entered as if sent again after the call.
     """
     now = require_aware(now)
-    violation = order_violation(order=request, contract=request.contract, now=now)
-    if violation is None and open_orders_count(client_id=client.pk) >= settings.CCP_MAX_OPEN_ORDERS:
-        violation = "too_many_open_orders"
+    out: list[Entered | None] = [None] * len(requests)
+    first: dict[str, int] = {}  # client_order_id -> its first request; the others are entered after
+    for i, request in enumerate(requests):
+        first.setdefault(request.client_order_id, i)
+    unique = sorted(first.values())
+    violations = {i: order_violation(order=requests[i], contract=requests[i].contract, now=now) for i in unique}
+    cap = settings.CCP_MAX_OPEN_ORDERS
+    open_count = open_orders_count(client_id=client.pk)
+    # Stored orders looked up first only when a rule or the cap refuses some: a retry gets its order anyway.
+    existing = _orders_by_client_id(client, [requests[i].client_order_id for i in unique]) if (
+        any(violations.values()) or open_count + len(unique) > cap) else {}
+    new: list[tuple[int, Order]] = []
+    for i in unique:
+        request, violation = requests[i], violations[i]
+        if violation is None and open_count >= cap:
+            violation = "too_many_open_orders"
+        if request.client_order_id in existing:
+            out[i] = _entered_again(request, existing[request.client_order_id], violation)
+        elif violation:
+            out[i] = _refusal(violation)
+        else:
+            open_count += 1
+            new.append((i, Order(client=client, contract=request.contract, client_order_id=request.client_order_id,
+                                 state=OrderState.RECEIVED, created_at=now, updated_at=now,
+                                 **{name: getattr(request, name) for name in _TERMS})))
+    inserted = _orders_insert([order for _, order in new], now=now)
+    lost = [order.client_order_id for _, order in new if order.client_order_id not in inserted]
+    stored = _orders_by_client_id(client, lost) if lost else {}  # stored meanwhile by a concurrent request
+    created = []
+    for i, order in new:
+        if order.client_order_id in inserted:
+            order.pk = inserted[order.client_order_id]
+            out[i] = (order, True)
+            created.append(order)
+        else:
+            out[i] = _entered_again(requests[i], stored[order.client_order_id], None)
+    client_stream_publish_many((client.pk, _order_event(order)) for order in created)
+    if validate_later:
+        orders_validate_later(created)
+    again = [i for i in range(len(requests)) if out[i] is None]
+    if again:
+        for i, entered in zip(again, orders_submit(client=client, requests=[requests[i] for i in again], now=now,
+                                                   validate_later=validate_later), strict=True):
+            out[i] = entered
+    return out
+
+
+def _entered_again(request: OrderRequest, order: Order, violation: str | None) -> Entered:
+    """A request whose client_order_id names a stored order: that order if it is the same request; else
+    the rule it breaks, or ``client_order_id_reused``."""
+    if request.matches(order):
+        return order, False
     if violation:
-        # A retry of an order stored before the rule broke (say the contract halted since) gets that order.
-        existing = Order.objects.filter(client=client, client_order_id=request.client_order_id).first()
-        if existing is None or not request.matches(existing):
-            if violation == "too_many_open_orders":
-                raise Conflict(REASONS[violation], code=violation, extra={"limit": settings.CCP_MAX_OPEN_ORDERS})
-            raise ApplicationError(REASONS[violation], code=violation)
-    else:
-        try:
-            with transaction.atomic():
-                order = Order.objects.create(
-                    client=client, contract=request.contract, client_order_id=request.client_order_id,
-                    state=OrderState.RECEIVED, created_at=now, updated_at=now,
-                    **{name: getattr(request, name) for name in _TERMS})
-                OrderStateHistory.objects.create(order=order, from_state=None, to_state=OrderState.RECEIVED, at=now)
-                client_stream_publish(client.pk, _order_event(order))
-                if validate_later:
-                    orders_validate_later([order])
-            return order, True
-        except IntegrityError:
-            existing = Order.objects.filter(client=client, client_order_id=request.client_order_id).first()
-            if existing is None:
-                raise
-    if not request.matches(existing):
-        raise Conflict("This client_order_id was used for a different order.", code="client_order_id_reused",
-                       extra={"order_id": existing.pk})
-    return existing, False
+        return _refusal(violation)
+    return Conflict("This client_order_id was used for a different order.", code="client_order_id_reused",
+                    extra={"order_id": order.pk})
+
+
+def _refusal(violation: str) -> ApplicationError:
+    if violation == "too_many_open_orders":
+        return Conflict(REASONS[violation], code=violation, extra={"limit": settings.CCP_MAX_OPEN_ORDERS})
+    return ApplicationError(REASONS[violation], code=violation)
+
+
+def _orders_by_client_id(client: Client, client_order_ids: list[str]) -> dict[str, Order]:
+    return {o.client_order_id: o for o in Order.objects.filter(
+        client=client, client_order_id__in=client_order_ids).select_related("contract")}
+
+
+_ORDER_COLUMNS = [f for f in Order._meta.concrete_fields if not f.primary_key]
+
+
+def _orders_insert(orders: list[Order], *, now: datetime) -> dict[str, int]:
+    """Insert new orders (of one client) and their 'received' history rows in one statement, in
+    client_order_id order; an order whose (client, client_order_id) exists is skipped (ON CONFLICT DO
+    NOTHING: a concurrent insert of it is waited for). Returns client_order_id -> id of those inserted."""
+    if not orders:
+        return {}
+    orders = sorted(orders, key=lambda order: order.client_order_id)
+    columns = ", ".join(f'"{f.column}"' for f in _ORDER_COLUMNS)
+    row = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
+    history = OrderStateHistory._meta
+    sql = (f'WITH o AS (INSERT INTO "{Order._meta.db_table}" ({columns}) VALUES {", ".join([row] * len(orders))} '
+           'ON CONFLICT ("client_id", "client_order_id") DO NOTHING RETURNING "id", "client_order_id"), '
+           f'h AS (INSERT INTO "{history.db_table}" ("order_id", "from_state", "to_state", "reason", '
+           '"filled_quantity", "at") SELECT o.id, NULL, %s, \'\', 0, %s FROM o) '
+           'SELECT "id", "client_order_id" FROM o')
+    params = [f.get_db_prep_save(getattr(order, f.attname), connection) for order in orders for f in _ORDER_COLUMNS]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, OrderState.RECEIVED, now])
+        return {client_order_id: pk for pk, client_order_id in cursor.fetchall()}
 
 
 def orders_validate_later(orders: list[Order]) -> None:
