@@ -141,9 +141,11 @@ def child(args) -> None:
 
     # Counters: statements through Django's cursor, COPYs of ccp.db, the engine's time.
     counts = {"statements": 0, "copies": 0, "engine_s": 0.0}
+    shown: list[str] = []
 
     def counting(execute, sql, params, many, context):
         counts["statements"] += 1
+        shown.append(" ".join(sql.split())[:160])
         return execute(sql, params, many, context)
 
     copy = ccp.db._copy
@@ -182,6 +184,7 @@ def child(args) -> None:
             baseline = insert(order_mix(rng, size))
             trades_before = Trade.objects.filter(contract=contract).count()
             counts.update(statements=0, copies=0, engine_s=0.0)
+            shown.clear()
             if profiler:
                 profiler.enable()
             with connection.execute_wrapper(counting):
@@ -191,6 +194,8 @@ def child(args) -> None:
             if profiler:
                 profiler.disable()
             assert taken == size, (taken, size)
+            if args.statements and len(rows) < 3:
+                print(f"-- size {size}, batch {len(rows) + 1}:", *shown, sep="\n  ", file=sys.stderr)
             rows.append({"wall": wall, "cpu": cpu, "engine": counts["engine_s"], "baseline": baseline,
                          "statements": counts["statements"] + counts["copies"],
                          "trades": Trade.objects.filter(contract=contract).count() - trades_before})
@@ -251,6 +256,8 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=0, help="batches per size (0: about 600 orders, at least 10)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="print the cumulative cProfile of the measured calls")
+    parser.add_argument("--statements", action="store_true",
+                        help="print the SQL statements of each size's first three batches (COPYs not shown)")
     parser.add_argument("--pg-port", type=int, default=25951)
     parser.add_argument("--redis-port", type=int, default=26951)
     parser.add_argument("--state-dir", default="/var/tmp/ccp-bench-book-batch",
@@ -274,8 +281,9 @@ def main() -> int:
             return 1
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", ",".join(map(str, args.sizes)),
                 "--batches", str(args.batches), "--seed", str(args.seed)] + (["--profile"] if args.profile else [])
+        argv += ["--statements"] if args.statements else []
         run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-        sys.stderr.write(run.stderr[-6000:] if run.returncode else "")
+        sys.stderr.write(run.stderr[-6000:] if run.returncode else run.stderr if args.statements else "")
         line = next((x for x in run.stdout.splitlines() if x.startswith(RESULT_MARK)), None)
         if run.returncode or line is None:
             log(f"child failed ({run.returncode}):\n{run.stdout[-3000:]}")
