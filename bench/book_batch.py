@@ -225,7 +225,7 @@ def child(args) -> None:
     print(RESULT_MARK + json.dumps(out), flush=True)
     if profiler:
         import pstats
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(90)
 
 
 def load_stack():

@@ -40,8 +40,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count
+from django.db import connection, transaction
 from django.db.models.expressions import RawSQL
 
 from ccp.accounts.services import balance_events, balances_publish, fund_locks_adjust
@@ -192,16 +191,17 @@ class _Row:
 
 def _prices_matter(engine: Engine, incoming: list[Order]) -> bool:
     """Whether the batch must give the engine the mark and index: an order waits on one of them, or may
-    arm one (an entry with legs), or arrives with one. Otherwise the engine's mark and index are left as
-    they are: no order reads them until a batch where one does, and that batch gives the current ones
-    first (to an engine in memory and to a rebuilt one alike). The engine matches the database (its
-    version is current), so it is asked, not the database."""
+    arm one (an entry with a leg on one), or arrives with one (a trigger reads only its own source).
+    Otherwise the engine's mark and index are left as they are: no order reads them until a batch where
+    one does, and that batch gives the current ones first (to an engine in memory and to a rebuilt one
+    alike). The engine matches the database (its version is current), so it is asked, not the database."""
     sources = (TriggerSource.MARK, TriggerSource.INDEX)
     if any(o.trigger_source in sources or any(leg["trigger_source"] in sources for leg in (o.attached or {}).values())
            for o in incoming):
         return True
     return (any(trigger.source in sources for trigger in engine.triggers.values())
-            or any(order.tp or order.sl for order in engine.orders.values()))
+            or any(leg is not None and leg.source in sources for order in engine.orders.values()
+                   for leg in (order.tp, order.sl)))
 
 
 def _engine_prices(contract: Contract, scale: Scale, now: datetime) -> dict[str, int]:
@@ -364,9 +364,10 @@ def _orders_match(batch: _Batch) -> None:
     contract, scale, incoming, engine = batch.contract, batch.book.scale, batch.incoming, batch.book.engine
     currency = contract.collateral_id
     batch.fund_locks = fund_locks = fund_locks_lock(keys={(o.client_id, currency) for o in incoming})
-    batch.open_counts = dict(Order.objects.filter(client_id__in={o.client_id for o in incoming},
-                                                  state__in=HOLDING_STATES)
-                             .values_list("client_id").annotate(n=Count("id")).values_list("client_id", "n"))
+    with connection.cursor() as cursor:  # each client's orders holding collateral (the open-order cap)
+        cursor.execute("SELECT client_id, count(*) FROM orders_order WHERE client_id = ANY(%s) AND state = ANY(%s) "
+                       "GROUP BY client_id", [sorted({o.client_id for o in incoming}), sorted(HOLDING_STATES)])
+        batch.open_counts = dict(cursor.fetchall())
     for order in incoming:
         key = (order.client_id, currency)
         if order.state != OrderState.RECEIVED:
