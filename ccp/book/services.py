@@ -319,8 +319,10 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
     book = _BOOKS.pop(contract_id, None)  # back only when this batch commits
     if book is None or book.version != version:
         book = book_rebuild(contract, version)
-    for order_id in modifying:  # its row changed since the last batch: read it again
-        book.orders.pop(str(order_id), None)
+    if modifying:  # their rows changed since the last batch (a leg on the book too): read them again
+        waiting = set(modifying)
+        for engine_order_id in [key for key, order in book.orders.items() if order.pk in waiting]:
+            del book.orders[engine_order_id]
     prices_matter = _prices_matter(book.engine, incoming)
     if not incoming and not prices_matter:
         transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
@@ -556,6 +558,8 @@ def _batch_write(batch: _Batch) -> None:
     (``ccp.locks`` 8)."""
     contract, now = batch.contract, batch.now
     bulk_insert_rows(Order, batch.created, with_pk=True)
+    for order in batch.created:
+        order._state.adding, order._state.db = False, "default"  # as if saved: they are now rows
     touched = [batch.touched[pk] for pk in sorted(batch.touched)]
     for order in touched:
         order.updated_at = now

@@ -80,3 +80,30 @@ def test_a_modification_waiting_behind_the_batch_is_read_again(django_capture_on
     assert (resting.price, resting.modify_requested_at, resting.filled_quantity) == (D("101"), None, D("1"))
     assert assert_held_orders_are_the_database(contract) == 1
     assert invariants_check().ok
+
+
+def test_a_modification_of_a_leg_on_the_book_is_read_again(django_capture_on_commit_callbacks):
+    """A take-profit that fired as a limit order rests under its engine id ``<entry>:tp``: a modification
+    waiting for it drops it from what the matcher holds all the same."""
+    contract = continuous_future()
+    me, maker, other, taker = (trader(contract) for _ in range(4))
+    send(maker, contract, "sell", "100", "2")
+    entry = send(me, contract, "buy", "100", "2", attached={"tp": {"trigger_price": "105", "price": "106",
+                                                                   "kind": "limit", "trigger_source": "last"}})
+    send(other, contract, "sell", "105", "1")
+    send(maker, contract, "buy", "105", "1")  # the last trade at 105 fires the take-profit: it rests at 106
+    match_committed(contract, django_capture_on_commit_callbacks)
+    leg = Order.objects.get(parent=entry, leg="tp")
+    assert (leg.state, leg.price) == ("accepted", D("106"))
+    assert f"{entry.pk}:tp" in services._BOOKS[contract.pk].orders
+    buy = send(taker, contract, "buy", "106", "1")  # arrives before the modification
+    order_modify(client=me, order_id=leg.pk, price=D("107"), quantity=None, now=NOW + timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert book_match(contract_id=contract.pk, now=NOW + timedelta(seconds=2), limit=1) == 1
+    assert state(buy)[:2] == ("filled", D("1"))
+    assert assert_held_orders_are_the_database(contract) >= 1
+    match_committed(contract, django_capture_on_commit_callbacks, now=NOW + timedelta(seconds=3))
+    leg.refresh_from_db()
+    assert (leg.price, leg.modify_requested_at, leg.filled_quantity) == (D("107"), None, D("1"))
+    assert assert_held_orders_are_the_database(contract) >= 1
+    assert invariants_check().ok
