@@ -18,7 +18,10 @@ contract's orders made outside the matcher (a cancel, a size decrease, a halt, a
 same transaction; a batch that finds the version moved (a cancel, another process's batch, a restart)
 rebuilds the engine from the database first: the resting orders in time priority
 (``Order.book_priority``) with their take-profit and stop-loss legs, the armed stop and take-profit
-orders in arming order (``Order.trigger_priority``), the positions, the last trade price.
+orders in arming order (``Order.trigger_priority``), the positions, the last trade price. With the engine
+it keeps the rows of the orders the engine rests or arms as the batch that last changed them committed
+them, so a taker does not read again the orders it meets; a queued modification (which changes its row
+without bumping the version) drops its order from them.
 
 Prices: each batch gives the engine the contract's current mark and index (fresh ones only, rounded
 half-even to ticks), which fires the stop and take-profit orders they cross; ``book_prices_moved`` queues
