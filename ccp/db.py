@@ -28,22 +28,42 @@ def _stage(cursor, table: str, fields: Sequence[models.Field], rows: Sequence[mo
     _copy(cursor, table, fields, rows)
 
 
+# Up to this many rows, the bulk paths send one statement with one array per column (``unnest``): a
+# temporary table costs four round trips and catalog writes, which dominate a matcher's small batch.
+FEW_ROWS = 1000
+
+
+def _arrays(fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> tuple[str, list[list]]:
+    """``unnest(%s::type[], ...) AS v(columns)`` over ``rows``' values of ``fields``, and its parameters."""
+    names = [f.attname for f in fields]
+    columns = [[row[n] for row in rows] if isinstance(rows[0], dict) else [getattr(row, n) for row in rows]
+               for n in names]
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+    names = ", ".join(f'"{f.column}"' for f in fields)
+    return f"unnest({arrays}) AS v({names})", columns
+
+
 def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model | dict],
                      fields: Sequence[str]) -> None:
-    """Update many rows by primary key: COPY the new values into a temporary table, then one
-    UPDATE ... FROM it. Django's bulk_update builds a CASE per field and row, which grows with the
-    batch; a VALUES list with a parameter per value spends its time converting parameters. Rows are
-    objects with the model's attributes or dicts by attribute name; plain column types only (values
-    go to PostgreSQL as they are)."""
+    """Update many rows by primary key. Up to ``FEW_ROWS`` rows: one UPDATE ... FROM unnest of one array
+    per column. More: COPY the new values into a temporary table, then one UPDATE ... FROM it. Django's
+    bulk_update builds a CASE per field and row, which grows with the batch; a VALUES list with a
+    parameter per value spends its time converting parameters. Rows are objects with the model's
+    attributes or dicts by attribute name; plain column types only (values go to PostgreSQL as they
+    are)."""
     if not objects:
         return
     meta = model._meta
     columns = [meta.pk, *(meta.get_field(name) for name in fields)]
     assignments = ", ".join(f'"{c.column}" = v."{c.column}"' for c in columns[1:])
+    where = f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"'
     with connection.cursor() as cursor:
+        if len(objects) <= FEW_ROWS:
+            source, params = _arrays(columns, objects)
+            cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM {source} {where}', params)
+            return
         _stage(cursor, "ccp_bulk_update", columns, objects)
-        cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM ccp_bulk_update AS v '
-                       f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"')
+        cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM ccp_bulk_update AS v {where}')
         cursor.execute("DROP TABLE ccp_bulk_update")
 
 
@@ -51,8 +71,9 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
                      add: Sequence[str] = (), replace: Sequence[str] = ()) -> None:
     """Insert rows (dicts by attribute name, every concrete column but the primary key), or where a
     row with the same ``key`` (a unique constraint) exists, add to its ``add`` columns and overwrite
-    its ``replace`` columns. COPY into a temporary table, then one INSERT ... ON CONFLICT in key
-    order, so concurrent writers lock rows in the same order."""
+    its ``replace`` columns: one INSERT ... ON CONFLICT in key order, so concurrent writers lock rows
+    in the same order, from an unnest of one array per column (up to ``FEW_ROWS`` rows) or from a
+    temporary table filled by COPY."""
     if not rows:
         return
     meta = model._meta
@@ -62,10 +83,15 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
     keys = ", ".join(column[name] for name in key)
     updates = ", ".join([*(f"{column[n]} = t.{column[n]} + EXCLUDED.{column[n]}" for n in add),
                          *(f"{column[n]} = EXCLUDED.{column[n]}" for n in replace)])
+    conflict = f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {updates}"
     with connection.cursor() as cursor:
+        if len(rows) <= FEW_ROWS:
+            source, params = _arrays(fields, rows)
+            cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM {source} {conflict}',
+                           params)
+            return
         _stage(cursor, "ccp_bulk_upsert", fields, rows)
-        cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM ccp_bulk_upsert '
-                       f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {updates}")
+        cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM ccp_bulk_upsert {conflict}')
         cursor.execute("DROP TABLE ccp_bulk_upsert")
 
 

@@ -13,12 +13,12 @@ from django.db.models import Q
 from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from ccp.accounts.models import ApiToken, Client, FundLock, SignInChallenge
-from ccp.accounts.serializers import BalanceSerializer
 from ccp.accounts.siwe import SignInMessage, signer_recover
-from ccp.clock import require_aware
+from ccp.clock import iso_utc, require_aware
 from ccp.db import bulk_update_rows
 from ccp.errors import ApplicationError, Unauthorized
 from ccp.locks import fund_locks_lock
+from ccp.money import money_str
 from ccp.streams import client_stream_publish_many, token_revoked_publish
 
 
@@ -201,11 +201,13 @@ def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value
 
 def balance_events(fund_locks: Iterable[FundLock]) -> list[tuple[int, dict]]:
     """The private stream's balance event of each fund lock, with its client id: the one place the
-    event is built (one list serializer for all: a serializer per fund lock builds its fields each
-    time)."""
-    fund_locks = list(fund_locks)
-    return [(fund_lock.client_id, {"type": "balance", "balance": balance})
-            for fund_lock, balance in zip(fund_locks, BalanceSerializer(fund_locks, many=True).data, strict=True)]
+    event is built, as ``BalanceSerializer`` renders a balance, built directly (a serializer costs about
+    a millisecond a call, as much as the rest of a continuous matcher's small batch)."""
+    return [(fund_lock.client_id, {"type": "balance", "balance": {
+        "currency": fund_lock.currency.symbol, "fundlock": money_str(fund_lock.fundlock),
+        "settle_value": money_str(fund_lock.settle_value), "order_value": money_str(fund_lock.order_value),
+        "lockups": money_str(fund_lock.lockup_value), "available": money_str(fund_lock.available),
+        "updated_at": iso_utc(fund_lock.updated_at)}}) for fund_lock in fund_locks]
 
 
 def balances_publish(fund_locks: Iterable[FundLock]) -> None:

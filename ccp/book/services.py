@@ -18,7 +18,10 @@ contract's orders made outside the matcher (a cancel, a size decrease, a halt, a
 same transaction; a batch that finds the version moved (a cancel, another process's batch, a restart)
 rebuilds the engine from the database first: the resting orders in time priority
 (``Order.book_priority``) with their take-profit and stop-loss legs, the armed stop and take-profit
-orders in arming order (``Order.trigger_priority``), the positions, the last trade price.
+orders in arming order (``Order.trigger_priority``), the positions, the last trade price. With the engine
+it keeps the rows of the orders the engine rests or arms as the batch that last changed them committed
+them, so a taker does not read again the orders it meets; a queued modification (which changes its row
+without bumping the version) drops its order from them.
 
 Prices: each batch gives the engine the contract's current mark and index (fresh ones only, rounded
 half-even to ticks), which fires the stop and take-profit orders they cross; ``book_prices_moved`` queues
@@ -40,20 +43,20 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, Q
+from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 
-from ccp.accounts.services import balances_publish, fund_locks_adjust
+from ccp.accounts.services import balance_events, balances_publish, fund_locks_adjust
 from ccp.book import engine as ev
 from ccp.book.engine import Engine, Leg, Modify, PlaceTrigger, Scale, SetPrice, Submit
-from ccp.book.versions import book_version, books_touched
+from ccp.book.versions import book_version_modifies, books_touched
 from ccp.clearing.booking import order_state_set, trades_clear
 from ccp.clearing.models import Trade, Venue
 from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import mark_px
-from ccp.db import bulk_insert_rows, bulk_update_rows
+from ccp.db import bulk_insert_rows, bulk_update_rows, ids_reserve
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_lock, contract_lock, fund_locks_lock, order_lock, orders_lock
 from ccp.money import ZERO
@@ -84,10 +87,14 @@ class Book:
     scale: Scale
     version: int  # the contract's book version (``BookVersion``) the engine matches
     priority: int  # the engine's last resting sequence (the next order that rests gets priority + 1)
+    # The engine's resting and armed orders as the last batch committed them, by engine id: a batch reads
+    # from the database only those it has not (a rebuild starts empty; a queued modification evicts one).
+    orders: dict[str, Order] = field(default_factory=dict)
 
 
 # This process's engines, by contract id: a cache of the database (see the module docstring).
 _BOOKS: dict[int, Book] = {}
+_PAIRS: dict[int, int] = {}  # contract id -> its pair id
 
 # Tests only (tests/book/test_matcher_kill.py): "point:n" kills this process with SIGKILL the n-th time a
 # batch reaches the point ("matched": the engine ran, nothing written; "written": everything written,
@@ -185,18 +192,19 @@ class _Row:
         self.pk, self.parent_id, self.leg = row["id"], row["parent_id"], row["leg"]
 
 
-def _prices_matter(contract: Contract, incoming: list[Order]) -> bool:
+def _prices_matter(engine: Engine, incoming: list[Order]) -> bool:
     """Whether the batch must give the engine the mark and index: an order waits on one of them, or may
-    arm one (an entry with legs), or arrives with one. Otherwise the engine's mark and index are left as
-    they are: no order reads them until a batch where one does, and that batch gives the current ones
-    first (to an engine in memory and to a rebuilt one alike)."""
+    arm one (an entry with a leg on one), or arrives with one (a trigger reads only its own source).
+    Otherwise the engine's mark and index are left as they are: no order reads them until a batch where
+    one does, and that batch gives the current ones first (to an engine in memory and to a rebuilt one
+    alike). The engine matches the database (its version is current), so it is asked, not the database."""
     sources = (TriggerSource.MARK, TriggerSource.INDEX)
     if any(o.trigger_source in sources or any(leg["trigger_source"] in sources for leg in (o.attached or {}).values())
            for o in incoming):
         return True
-    return Order.objects.filter(contract=contract).filter(
-        Q(state=OrderState.UNTRIGGERED, trigger_source__in=sources)
-        | Q(state__in=BOOK_STATES, attached__isnull=False)).exists()
+    return (any(trigger.source in sources for trigger in engine.triggers.values())
+            or any(leg is not None and leg.source in sources for order in engine.orders.values()
+                   for leg in (order.tp, order.sl)))
 
 
 def _engine_prices(contract: Contract, scale: Scale, now: datetime) -> dict[str, int]:
@@ -232,6 +240,15 @@ class _Batch:
     levels: set[tuple[str, Decimal]] = field(default_factory=set)  # levels changed outside trades_clear
     costs: dict[int, Decimal] = field(default_factory=dict)  # what each incoming order will hold
     open_counts: dict[int, int] = field(default_factory=dict)
+    fund_locks: dict = field(default_factory=dict)  # the fund locks the batch locked, by (client, currency)
+    created: list[Order] = field(default_factory=list)  # legs armed for the first time, inserted at the write
+    spare_ids: list[int] = field(default_factory=list)  # order ids reserved for them
+
+    def order_id_take(self) -> int:
+        """An id for a new order (reserved a few at a time: one statement for the legs of a batch)."""
+        if not self.spare_ids:
+            self.spare_ids = ids_reserve(Order, 8)
+        return self.spare_ids.pop(0)
 
     def order(self, engine_order_id: str) -> Order:
         """The order the engine names (``orders_read`` read it with the others of its command)."""
@@ -244,6 +261,11 @@ class _Batch:
         (``ccp.locks``)."""
         named = {getattr(event, name) for event in events for name in _NAMING.get(type(event), ())}
         missing = named - self.by_engine_id.keys()
+        cached = self.book.orders
+        for engine_order_id in [i for i in missing if i in cached]:
+            order = self.by_engine_id[engine_order_id] = cached[engine_order_id]
+            order.contract = self.contract
+            missing.discard(engine_order_id)
         if not missing:
             return
         plain = [int(i) for i in missing if ":" not in i]
@@ -276,32 +298,38 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
     contract no longer continuous hands its received orders to the auctions' validation."""
     now = require_aware(now)
     limit = limit or settings.CCP_BOOK_BATCH
-    pair_id = Contract.objects.filter(pk=contract_id).values_list("pair_id", flat=True).first()
+    pair_id = _PAIRS.get(contract_id)
     if pair_id is None:
-        return 0
+        pair_id = Contract.objects.filter(pk=contract_id).values_list("pair_id", flat=True).first()
+        if pair_id is None:
+            return 0
+        _PAIRS[contract_id] = pair_id  # a contract never changes pair
     book_lock(pair_id, exclusive=False)
     contract = contract_lock(contract_id)
-    # Arrival order: new orders by their time of entry, modifications by theirs (then by id).
-    work = sorted([*Order.objects.filter(contract=contract, state=OrderState.RECEIVED)
-                   .order_by("created_at", "id").values_list("created_at", "id")[:limit],
-                   *Order.objects.filter(contract=contract, modify_requested_at__isnull=False)
-                   .order_by("modify_requested_at", "id").values_list("modify_requested_at", "id")[:limit]])[:limit]
-    ids = [pk for _, pk in work]
-    locked = {o.pk: o for o in orders_lock(Order.objects.filter(pk__in=ids))} if ids else {}
-    incoming = [locked[pk] for pk in ids]
+    # Arrival order: new orders by their time of entry, modifications by theirs (then by id); the first
+    # ``limit`` of each read and locked in one statement, then the first ``limit`` of both kept.
+    work = RawSQL(_WORK, [contract_id, OrderState.RECEIVED, limit, contract_id, limit])
+    incoming = sorted(orders_lock(Order.objects.filter(pk__in=work)),
+                      key=lambda o: (o.modify_requested_at or o.created_at, o.pk))[:limit]
+    ids = [o.pk for o in incoming]
     for order in incoming:
         order.contract = contract
     if contract.trading_mode != TradingMode.CONTINUOUS:
         orders_validate_later([o for o in incoming if o.state == OrderState.RECEIVED])
         _modifies_refuse([o for o in incoming if o.modify_requested_at], "modify_not_in_auction", now)
         return 0
-    prices_matter = _prices_matter(contract, incoming)
-    if not incoming and not prices_matter:
-        return 0
-    version = book_version(contract_id)
+    version, modifying = book_version_modifies(contract_id)
     book = _BOOKS.pop(contract_id, None)  # back only when this batch commits
     if book is None or book.version != version:
         book = book_rebuild(contract, version)
+    if modifying:  # their rows changed since the last batch (a leg on the book too): read them again
+        waiting = set(modifying)
+        for engine_order_id in [key for key, order in book.orders.items() if order.pk in waiting]:
+            del book.orders[engine_order_id]
+    prices_matter = _prices_matter(book.engine, incoming)
+    if not incoming and not prices_matter:
+        transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
+        return 0
     batch = _Batch(contract, book, now, incoming, {engine_id(o): o for o in incoming})
     moved = [SetPrice(source, price) for source, price in _engine_prices(contract, book.scale, now).items()
              if book.engine.prices[source] != price] if prices_matter else []
@@ -313,6 +341,11 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
     _orders_match(batch)
     failpoint("matched")
     _batch_write(batch)
+    for engine_order_id, order in batch.by_engine_id.items():
+        if order.state in HOLDING_STATES:
+            book.orders[engine_order_id] = order
+        else:
+            book.orders.pop(engine_order_id, None)
     book.version = books_touched([contract_id])[contract_id]
     transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
     order_results_signal(ids)
@@ -321,15 +354,25 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
     return len(ids)
 
 
+# The ids of a contract's next received orders and next modifications, each in arrival order.
+_WORK = """
+    (SELECT id FROM orders_order WHERE contract_id = %s AND state = %s ORDER BY created_at, id LIMIT %s)
+    UNION ALL
+    (SELECT id FROM orders_order WHERE contract_id = %s AND modify_requested_at IS NOT NULL
+     ORDER BY modify_requested_at, id LIMIT %s)
+"""
+
+
 def _orders_match(batch: _Batch) -> None:
     """Check each incoming order (rules, open-order cap, collateral), hand it to the engine, and collect what
     the engine did."""
     contract, scale, incoming, engine = batch.contract, batch.book.scale, batch.incoming, batch.book.engine
     currency = contract.collateral_id
-    fund_locks = fund_locks_lock(keys={(o.client_id, currency) for o in incoming})
-    batch.open_counts = dict(Order.objects.filter(client_id__in={o.client_id for o in incoming},
-                                                  state__in=HOLDING_STATES)
-                             .values_list("client_id").annotate(n=Count("id")).values_list("client_id", "n"))
+    batch.fund_locks = fund_locks = fund_locks_lock(keys={(o.client_id, currency) for o in incoming})
+    with connection.cursor() as cursor:  # each client's orders holding collateral (the open-order cap)
+        cursor.execute("SELECT client_id, count(*) FROM orders_order WHERE client_id = ANY(%s) AND state = ANY(%s) "
+                       "GROUP BY client_id", [sorted({o.client_id for o in incoming}), sorted(HOLDING_STATES)])
+        batch.open_counts = dict(cursor.fetchall())
     for order in incoming:
         key = (order.client_id, currency)
         if order.state != OrderState.RECEIVED:
@@ -434,14 +477,16 @@ def _armed(batch: _Batch, event) -> None:
         quantity = batch.book.scale.qty(event.qty)
         if order is None:
             kind = spec["kind"]
-            order = Order.objects.create(
-                client_id=entry.client_id, contract=batch.contract, client_order_id=f"{entry.pk}/{leg_name}",
+            order = Order(
+                pk=batch.order_id_take(), client_id=entry.client_id, contract=batch.contract,
+                client_order_id=f"{entry.pk}/{leg_name}",
                 side=event.side, kind=kind, price=Decimal(spec["price"]), quantity=quantity,
                 time_in_force=TimeInForce.GTC if kind == OrderKind.LIMIT else TimeInForce.IOC, reduce_only=True,
                 self_trade_prevention=entry.self_trade_prevention,
                 trigger=Trigger.TAKE_PROFIT if leg_name == "tp" else Trigger.STOP,
                 trigger_price=Decimal(spec["trigger_price"]), trigger_source=spec["trigger_source"],
                 parent=entry, leg=leg_name, state=OrderState.UNTRIGGERED, created_at=batch.now, updated_at=batch.now)
+            batch.created.append(order)
             batch.histories.append({"order_id": order.pk, "from_state": None, "to_state": OrderState.UNTRIGGERED,
                                     "reason": "armed", "filled_quantity": ZERO, "at": batch.now})
         order.contract = batch.contract
@@ -509,32 +554,41 @@ def _reject(batch: _Batch, order: Order, reason: str) -> None:
 
 def _batch_write(batch: _Batch) -> None:
     """Write the orders the batch changed and the collateral they hold, book the trades and cancels through
-    the clearing core, then publish the orders and balances the clearing core did not (it publishes what it
-    changed: a filled or cancelled order's final state) and the levels orders joined or left. Private
-    messages go out last: their numbering locks the clients' rows (``ccp.locks`` 8)."""
+    the clearing core (the order value the batch took or gave back in the same fund lock update), then
+    publish, in one numbering each: the private messages (the clearing core's, then the orders and
+    balances it did not send: a filled or cancelled order's final state is in its messages) and the
+    levels orders joined or left. Private messages are numbered last: that locks the clients' rows
+    (``ccp.locks`` 8)."""
     contract, now = batch.contract, batch.now
+    bulk_insert_rows(Order, batch.created, with_pk=True)
+    for order in batch.created:
+        order._state.adding, order._state.db = False, "default"  # as if saved: they are now rows
     touched = [batch.touched[pk] for pk in sorted(batch.touched)]
     for order in touched:
         order.updated_at = now
     bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
     bulk_insert_rows(OrderStateHistory, batch.histories)
     held = {key: value for key, value in batch.held.items() if value}
-    fund_locks = fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now) if held else {}
-    cleared_orders, cleared_funds = set(), set()
+    messages, levels, cleared_orders = [], {contract.pk: set(batch.levels)}, set()
     if batch.executions or batch.cancels:
         orders = {o.pk: o for o in batch.by_engine_id.values()}
         # The batch's own name: the book version it commits (each batch bumps it; a retried batch has the same).
         cleared = trades_clear(venue=Venue.BOOK, venue_ref=f"book-{contract.pk}-{batch.book.version + 1}",
                                executions=batch.executions, orders=orders, contracts={contract.pk: contract},
-                               cancels=batch.cancels, now=now, envelope={"type": "book", "contract": contract.symbol})
+                               cancels=batch.cancels, now=now, envelope={"type": "book", "contract": contract.symbol},
+                               order_value=held, locked=batch.fund_locks, publish=False)
         cleared_orders = set(cleared.filled) | {pk for pk, o in orders.items()
                                                  if pk in batch.cancels and o.state == OrderState.CANCELLED}
-        cleared_funds = set(cleared.fund_locks)
-    client_stream_publish_many((order.client_id, {"type": "order", "order": order_payload(order)})
-                               for order in touched if order.pk not in cleared_orders)
-    balances_publish(fund_lock for key, fund_lock in fund_locks.items() if key not in cleared_funds)
-    if batch.levels:
-        books_levels_changed(levels={contract.pk: batch.levels})
+        messages, fund_locks = cleared.messages, cleared.others
+        for contract_id, changed in cleared.levels.items():
+            levels.setdefault(contract_id, set()).update(changed)
+    else:
+        fund_locks = fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now,
+                                       locked=batch.fund_locks) if held else {}
+    messages += [(order.client_id, {"type": "order", "order": order_payload(order)})
+                 for order in touched if order.pk not in cleared_orders]
+    client_stream_publish_many([*messages, *balance_events(fund_locks.values())])
+    books_levels_changed(levels=levels)
 
 
 @transaction.atomic

@@ -61,6 +61,11 @@ class Cleared:
     trades: list[dict]  # the fresh trade rows, as trades_book returns them
     fund_locks: dict[tuple[int, int], FundLock] = field(default_factory=dict)
     filled: dict[int, Decimal] = field(default_factory=dict)  # order id -> quantity filled now
+    # The fund locks changed only by the caller's ``order_value`` (their balances are not in ``messages``).
+    others: dict[tuple[int, int], FundLock] = field(default_factory=dict)
+    # With ``publish`` false: the private messages and changed levels, for the caller to publish.
+    messages: list[tuple[int, dict]] = field(default_factory=list)
+    levels: dict[int, set] = field(default_factory=dict)
 
 
 def order_state_set(order, state: str, *, now: datetime, reason: str, histories: list[dict]) -> None:
@@ -85,11 +90,18 @@ def _average(order, price: Decimal, quantity: Decimal) -> Decimal | None:
 
 def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution], orders: Mapping[int, object],
                  contracts: Mapping[int, Contract], cancels: Mapping[int, str], now: datetime,
-                 envelope: Mapping[str, object]) -> Cleared:
+                 envelope: Mapping[str, object], order_value: Mapping[tuple[int, int], Decimal] | None = None,
+                 locked: Mapping[tuple[int, int], FundLock] | None = None, publish: bool = True) -> Cleared:
     """Book ``executions`` of ``venue``'s event ``venue_ref``, then cancel the orders in ``cancels``
     (order id -> reason) still on the book. ``orders`` holds every order of both (Order or OrderRow
     with ``contract`` set, locked by the caller), ``contracts`` their contracts (locked). Each client's
-    events go out after commit as one message ``{**envelope, "events": [...]}``."""
+    events go out after commit as one message ``{**envelope, "events": [...]}``.
+
+    For a venue that changes more in the same transaction (the continuous matcher): ``order_value``,
+    more order value changes per (client, currency), applied in the same fund lock update (``others``
+    returns the fund locks only they changed); ``locked``, fund locks the caller locked already; with
+    ``publish`` false the messages and changed levels are returned (``messages``, ``levels``) for the
+    caller to publish with its own, not published here."""
     trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now)
     cleared = Cleared(trades)
 
@@ -138,15 +150,23 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         events[order.client_id].append({"type": "order", "order": order_payload(order)})
 
     # 3-6. cash, positions, lockups, fund locks
-    locked = fund_locks_lock(keys={(o.client_id, o.contract.collateral_id) for o in changed})
+    locked = dict(locked or {})
+    missing = {(o.client_id, o.contract.collateral_id) for o in changed} - locked.keys()
+    locked.update(fund_locks_lock(keys=missing) if missing else {})
     moves = _premiums(traded, contracts)
     settle = cash_book(origin=_ORIGINS[venue], origin_ref=venue_ref,
                        lines={key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
                               for key, m in moves.items()},
                        contracts=contracts, now=now)
     lockup_delta, positions = positions_book(moves=moves, contracts=contracts, now=now)
-    cleared.fund_locks = fund_locks_adjust(settle_value=settle, order_value={k: -v for k, v in released.items()},
-                                           lockup_value=lockup_delta, now=now, locked=locked)
+    order_deltas = {k: -v for k, v in released.items()}
+    for key, value in (order_value or {}).items():
+        order_deltas[key] = order_deltas.get(key, ZERO) + value
+    adjusted = fund_locks_adjust(settle_value=settle, order_value=order_deltas, lockup_value=lockup_delta, now=now,
+                                 locked=locked)
+    own = set(settle) | set(released) | set(lockup_delta)
+    cleared.fund_locks = {key: fund_lock for key, fund_lock in adjusted.items() if key in own}
+    cleared.others = {key: fund_lock for key, fund_lock in adjusted.items() if key not in own}
     for row in positions:
         events[row["client_id"]].append({"type": "position", "position": {
             "contract": contracts[row["contract_id"]].symbol, "quantity": text(row["quantity"]),
@@ -156,7 +176,11 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         events[client_id].append(event)
 
     # 7. pushes after commit
-    client_stream_publish_many((client_id, {**envelope, "events": events[client_id]}) for client_id in sorted(events))
+    messages = [(client_id, {**envelope, "events": events[client_id]}) for client_id in sorted(events)]
+    if not publish:
+        cleared.messages, cleared.levels = messages, dict(levels)
+        return cleared
+    client_stream_publish_many(messages)
     books_levels_changed(levels=levels)
     return cleared
 

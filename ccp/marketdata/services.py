@@ -72,22 +72,25 @@ def trades_publish(*, trades: Sequence[Mapping]) -> None:
         stream_publish_many(trades_group(contract_id), events)
 
 
-def books_bbo_publish(*, levels: Mapping[int, Iterable[tuple[str, Decimal]]], sequences: Mapping[int, int]) -> None:
+def books_bbo_publish(*, levels: Mapping[int, Iterable[tuple[str, Decimal]]], sequences: Mapping[int, int],
+                      bbo: Mapping[int, Mapping] | None = None) -> None:
     """After commit, send a ``book.bbo`` (``bid``, ``bid_quantity``, ``ask``, ``ask_quantity``; null on an
     empty side) on the book stream of each contract whose best bid or offer the changed ``levels``
     (contract id -> (side, price)) moved: a changed level at or better than the best of its side now
     is the best (new, or its quantity changed) or was a better one that left. A change behind the best
     sends none. Called by ``books_levels_changed`` after it numbered the changes, in the same
     transaction: the message carries the contract's last ``sequences`` number, that of the change
-    that moved the best, and follows its ``book.level`` (it is not a number of its own)."""
+    that moved the best, and follows its ``book.level`` (it is not a number of its own). ``bbo``: each
+    contract's best bid and offer as ``books_bbo`` gives them, when the caller read them already."""
     levels = {contract_id: list(lv) for contract_id, lv in levels.items()}
     contract_ids = sorted(contract_id for contract_id, lv in levels.items() if lv)
     if not contract_ids:
         return
-    for contract_id, bbo in books_bbo(contract_ids=contract_ids).items():
-        if any(_at_or_better(side, price, bbo) for side, price in levels[contract_id]):
+    best = books_bbo(contract_ids=contract_ids) if bbo is None else bbo
+    for contract_id in contract_ids:
+        if any(_at_or_better(side, price, best[contract_id]) for side, price in levels[contract_id]):
             stream_publish(book_group(contract_id), {"type": "book.bbo", "sequence": sequences[contract_id],
-                                                     **bbo_payload(bbo)})
+                                                     **bbo_payload(best[contract_id])})
 
 
 def bbo_payload(bbo: Mapping) -> dict:

@@ -21,10 +21,10 @@ from ccp.locks import book_lock, contract_lock, contracts_lock, fund_locks_lock,
 from ccp.marketdata.services import books_bbo_publish
 from ccp.matching.selectors import auction_held_order_ids, auction_holds
 from ccp.money import ZERO, money_str
-from ccp.orders.models import Order, OrderStateHistory, SelfTrade, TimeInForce
+from ccp.orders.models import Order, OrderStateHistory, SelfTrade, Side, TimeInForce
 from ccp.orders.results import order_results_signal
 from ccp.orders.rules import REASONS, order_rule_violation, order_value
-from ccp.orders.selectors import level_totals_many, open_orders_count
+from ccp.orders.selectors import open_orders_count
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
 from ccp.risk.collateral import collateral_covers
@@ -90,27 +90,62 @@ def book_levels_changed(*, contract_id: int, levels: list[tuple[str, Decimal]]) 
     books_levels_changed(levels={contract_id: levels})
 
 
+# Number a contract's changed levels (the UPDATE locks its row: book changes of one contract are serial),
+# then read each changed level's totals and the best level of each side with its totals: one statement.
+_LEVELS_CHANGED = """
+    WITH bumped AS (
+        UPDATE contracts_contract AS c SET book_sequence = c.book_sequence + n.count
+        FROM unnest(%(ids)s::bigint[], %(counts)s::bigint[]) AS n(id, count) WHERE c.id = n.id
+        RETURNING c.id, c.book_sequence),
+    book AS MATERIALIZED (
+        SELECT contract_id, side, price, quantity - filled_quantity AS open FROM orders_order
+        WHERE contract_id = ANY(%(ids)s) AND state = ANY(%(states)s)),
+    best AS (
+        SELECT contract_id, side, CASE WHEN side = %(buy)s THEN max(price) ELSE min(price) END AS price
+        FROM book GROUP BY contract_id, side),
+    wanted AS (
+        SELECT * FROM unnest(%(level_ids)s::bigint[], %(sides)s::text[], %(prices)s::numeric[])
+            AS l(contract_id, side, price)
+        UNION SELECT contract_id, side, price FROM best)
+    SELECT w.contract_id, w.side, w.price, sum(b.open), count(b.contract_id),
+           EXISTS (SELECT FROM best AS x WHERE (x.contract_id, x.side, x.price) = (w.contract_id, w.side, w.price)),
+           (SELECT book_sequence FROM bumped WHERE bumped.id = w.contract_id)
+    FROM wanted AS w LEFT JOIN book AS b ON (b.contract_id, b.side, b.price) = (w.contract_id, w.side, w.price)
+    GROUP BY w.contract_id, w.side, w.price
+"""
+
+
 def books_levels_changed(*, levels: Mapping[int, Iterable[tuple[str, Decimal]]]) -> None:
-    """``book_levels_changed`` of several contracts (contract id -> its changed levels) in two
-    statements, contracts in id order (an auction changes a whole pair's books)."""
+    """``book_levels_changed`` of several contracts (contract id -> its changed levels) in one statement
+    (the levels numbered, their totals and the best bid and offer read), contracts in id order (an
+    auction changes a whole pair's books)."""
     changed = {contract_id: sorted(set(lv)) for contract_id, lv in sorted(levels.items()) if lv}
     if not changed:
         return
+    flat = [(contract_id, side, price) for contract_id, lv in changed.items() for side, price in lv]
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE contracts_contract AS c SET book_sequence = c.book_sequence + n.count "
-                       "FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, count) WHERE c.id = n.id "
-                       "RETURNING c.id, c.book_sequence", [list(changed), [len(v) for v in changed.values()]])
-        last = dict(cursor.fetchall())
-    totals = {(row["contract_id"], row["side"], row["price"]): row for row in level_totals_many(
-        contract_ids=list(changed), prices={price for lv in changed.values() for _, price in lv})}
+        cursor.execute(_LEVELS_CHANGED, {
+            "ids": list(changed), "counts": [len(v) for v in changed.values()], "states": sorted(BOOK_STATES),
+            "buy": Side.BUY, "level_ids": [c for c, _, _ in flat], "sides": [s for _, s, _ in flat],
+            "prices": [p for _, _, p in flat]})
+        rows = cursor.fetchall()
+    totals, last = {}, {}
+    bbo = {contract_id: {"bid": None, "bid_quantity": None, "ask": None, "ask_quantity": None}
+           for contract_id in changed}
+    for contract_id, side, price, quantity, count, best, sequence in rows:
+        totals[(contract_id, side, price)] = (quantity or ZERO, count)
+        last[contract_id] = sequence
+        if best:
+            name = "bid" if side == Side.BUY else "ask"
+            bbo[contract_id].update({name: price, f"{name}_quantity": quantity})
     for contract_id, contract_levels in changed.items():
         first = last[contract_id] - len(contract_levels) + 1
         for sequence, (side, price) in enumerate(contract_levels, start=first):
-            level = totals.get((contract_id, side, price), {})
+            quantity, count = totals.get((contract_id, side, price), (ZERO, 0))
             stream_publish(book_group(contract_id), {
                 "type": "book.level", "sequence": sequence, "side": side, "price": money_str(price),
-                "quantity": money_str(level.get("quantity") or ZERO), "orders": level.get("orders", 0)})
-    books_bbo_publish(levels=changed, sequences=last)
+                "quantity": money_str(quantity), "orders": count})
+    books_bbo_publish(levels=changed, sequences=last, bbo=bbo)
 
 
 def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
