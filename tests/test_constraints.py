@@ -461,6 +461,7 @@ CONSTRAINT_CASES = [
     case("fundlock_available_non_negative", FundLockFactory, "orders-and-lockups",
          order_value=D("600"), lockup_value=D("400.000000000000000001")),
     case("fundlock_available_non_negative", FundLockFactory, "owes-settlement", settle_value=D("-1000.5")),
+    case("fundlock_available_non_negative", FundLockFactory, "margin", margin_value=D("1000.000000000000000001")),
     case("challenge_address_format", SignInChallengeFactory, address=UPPER_CASE_ADDRESS),
     case("challenge_nonce_format", SignInChallengeFactory, "too-short", nonce="abc123"),
     case("challenge_nonce_format", SignInChallengeFactory, "punctuation", nonce="nonce-0000000000001"),
@@ -572,6 +573,7 @@ CONSTRAINT_CASES = [
     # risk
     case("position_unique_client_contract", PositionFactory, same=("client", "contract")),
     case("position_flat_has_no_entry", PositionFactory, quantity=D("0"), cost=D("1")),
+    case("position_margin_mode_valid", PositionFactory, margin_mode="hedge"),
     case("lockup_unique_portfolio", LockupFactory, same=("client", "pair", "expiry_date")),
     case("lockup_non_negative", LockupFactory, amount=D("-0.000000000000000001")),
     # settlement

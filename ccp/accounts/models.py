@@ -39,9 +39,10 @@ class FundLock(models.Model):
 
     ``fundlock`` is what the chain monitor last saw on the FundLock contract, ``order_value`` is held
     by open orders, ``settle_value`` is the signed sum of cash movements not yet performed on chain,
-    and ``lockup_value`` is the sum of the client's lockups in this currency (kept with them so the
-    database itself guarantees available = fundlock + settle - order - lockups >= 0: the rule of
-    ``ccp.risk.collateral``).
+    ``lockup_value`` is the sum of the client's lockups in this currency and ``margin_value`` what its
+    perpetual positions hold (``ccp.perps.accounting``), kept with them so the database itself
+    guarantees available = fundlock + settle - order - lockups - margin >= 0: the rule of
+    ``ccp.risk.collateral``.
     """
 
     client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="fund_locks")
@@ -50,6 +51,8 @@ class FundLock(models.Model):
     order_value = MoneyField(default=ZERO)
     settle_value = MoneyField(default=ZERO)
     lockup_value = MoneyField(default=ZERO)
+    # Signed: a perpetual position that already paid more than its margin in cash holds less than nothing.
+    margin_value = MoneyField(default=ZERO, db_default=ZERO)
     updated_at = models.DateTimeField()
 
     class Meta:
@@ -60,7 +63,8 @@ class FundLock(models.Model):
             models.CheckConstraint(condition=Q(order_value__gte=0), name="fundlock_order_value_non_negative"),
             models.CheckConstraint(condition=Q(lockup_value__gte=0), name="fundlock_lockup_value_non_negative"),
             models.CheckConstraint(
-                condition=Q(fundlock__gte=F("order_value") + F("lockup_value") - F("settle_value")),
+                condition=Q(fundlock__gte=F("order_value") + F("lockup_value") + F("margin_value")
+                            - F("settle_value")),
                 name="fundlock_available_non_negative",
             ),
         ]

@@ -5,18 +5,22 @@ from ccp.serializers import MoneyField, SignedMoneyField
 
 
 class BalanceSerializer(serializers.ModelSerializer):
-    """A client's collateral in one currency; available = fundlock + settle_value - order_value - lockups."""
+    """A client's collateral in one currency; available = fundlock + settle_value - order_value - lockups -
+    margin."""
 
     currency = serializers.CharField(source="currency.symbol", read_only=True)
     fundlock = MoneyField(read_only=True)
     order_value = MoneyField(read_only=True)
     settle_value = SignedMoneyField(read_only=True)
     lockups = MoneyField(source="lockup_value", read_only=True)
+    margin = SignedMoneyField(source="margin_value", read_only=True,
+                              help_text="held by perpetual positions: their margins, less the cash they already paid")
     available = MoneyField(read_only=True)
 
     class Meta:
         model = FundLock
-        fields = ["currency", "fundlock", "settle_value", "order_value", "lockups", "available", "updated_at"]
+        fields = ["currency", "fundlock", "settle_value", "order_value", "lockups", "margin", "available",
+                  "updated_at"]
 
 
 class StatementTotalsSerializer(serializers.Serializer):

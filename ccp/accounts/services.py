@@ -177,14 +177,14 @@ Deltas = dict[tuple[int, int], Decimal]  # (client id, currency id) -> signed ch
 
 
 def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value: Deltas, now: datetime,
-                      fundlock: Deltas | None = None, locked: Mapping[tuple[int, int], FundLock] | None = None
-                      ) -> dict[tuple[int, int], FundLock]:
+                      fundlock: Deltas | None = None, margin_value: Deltas | None = None,
+                      locked: Mapping[tuple[int, int], FundLock] | None = None) -> dict[tuple[int, int], FundLock]:
     """Apply signed changes to many fund locks at once, locking them in id order (call inside the
     caller's transaction, in the lock order of ``ccp.locks``; ``locked``: fund locks the caller already
     locked in this transaction, by (client, currency), not read again). The database refuses any whose
     available would drop below zero."""
-    fundlock = fundlock or {}
-    keys = set(settle_value) | set(order_value) | set(lockup_value) | set(fundlock)
+    fundlock, margin_value = fundlock or {}, margin_value or {}
+    keys = set(settle_value) | set(order_value) | set(lockup_value) | set(fundlock) | set(margin_value)
     missing = keys - set(locked or {})
     fund_locks = {**(locked or {}), **(fund_locks_lock(keys=missing) if missing else {})}
     for key in sorted(keys):
@@ -193,9 +193,10 @@ def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value
         fund_lock.settle_value += settle_value.get(key, Decimal(0))
         fund_lock.order_value += order_value.get(key, Decimal(0))
         fund_lock.lockup_value += lockup_value.get(key, Decimal(0))
+        fund_lock.margin_value += margin_value.get(key, Decimal(0))
         fund_lock.updated_at = now
     bulk_update_rows(FundLock, [fund_locks[k] for k in sorted(keys)],
-                     ["fundlock", "settle_value", "order_value", "lockup_value", "updated_at"])
+                     ["fundlock", "settle_value", "order_value", "lockup_value", "margin_value", "updated_at"])
     return {key: fund_locks[key] for key in sorted(keys)}
 
 
@@ -206,7 +207,8 @@ def balance_events(fund_locks: Iterable[FundLock]) -> list[tuple[int, dict]]:
     return [(fund_lock.client_id, {"type": "balance", "balance": {
         "currency": fund_lock.currency.symbol, "fundlock": money_str(fund_lock.fundlock),
         "settle_value": money_str(fund_lock.settle_value), "order_value": money_str(fund_lock.order_value),
-        "lockups": money_str(fund_lock.lockup_value), "available": money_str(fund_lock.available),
+        "lockups": money_str(fund_lock.lockup_value), "margin": money_str(fund_lock.margin_value),
+        "available": money_str(fund_lock.available),
         "updated_at": iso_utc(fund_lock.updated_at)}}) for fund_lock in fund_locks]
 
 

@@ -16,6 +16,10 @@ class Position(models.Model):
     cost = MoneyField(default=ZERO, help_text="premiums paid for the open quantity (negative: received)")
     entry_price = MoneyField(null=True, blank=True, help_text="average price of the open quantity; none when flat")
     realised_pnl = MoneyField(default=ZERO, help_text="realised PnL - cost = the position's cash movements")
+    # Perpetuals only (empty and 0 for a dated position): ccp.perps.accounting.
+    margin_mode = models.CharField(max_length=8, blank=True, default="", db_default="",
+                                   help_text="a perpetual position's: cross or isolated")
+    margin = MoneyField(default=ZERO, db_default=ZERO, help_text="isolated: its collateral; cross: its initial margin")
     updated_at = models.DateTimeField()
 
     class Meta:
@@ -25,6 +29,8 @@ class Position(models.Model):
             # Positions booked before entry prices were kept have none: only a flat one must have none.
             models.CheckConstraint(condition=~Q(quantity=0) | Q(entry_price__isnull=True, cost=0),
                                    name="position_flat_has_no_entry"),
+            models.CheckConstraint(condition=Q(margin_mode__in=["", "cross", "isolated"]),
+                                   name="position_margin_mode_valid"),
         ]
 
     def __str__(self) -> str:

@@ -230,6 +230,19 @@ def fund_lock_lockups() -> list[Violation]:
                       f"{_m(held)}, its lockups sum to {_m(total)}") for client_id, currency_id, held, total in rows]
 
 
+def fund_lock_margins() -> list[Violation]:
+    """A fund lock's margin value is what its client's perpetual positions in that currency hold:
+    margin - (cost - quantity x the perpetual's reference price) each (``ccp.perps.accounting``)."""
+    rows = _fund_lock_differences("margin_value", """
+        SELECT p.client_id, k.collateral_id AS currency_id,
+               SUM(p.margin - (p.cost - p.quantity * COALESCE(v.settle_px, 0))) AS total
+        FROM risk_position p JOIN contracts_contract k ON k.id = p.contract_id
+        JOIN perps_perpetual v ON v.contract_id = k.id GROUP BY 1, 2""")
+    return [Violation("fund_lock_margin_wrong", f"client {client_id} currency {currency_id}: margin value "
+                      f"{_m(held)}, its perpetual positions hold {_m(total)}")
+            for client_id, currency_id, held, total in rows]
+
+
 # --- settle values and collateral -----------------------------------------------------------
 
 def settle_values() -> list[Violation]:
@@ -328,6 +341,7 @@ def invariants_check(*, chain: FundLockClient | None = None) -> Report:
             ("fund_lock_order_value_wrong", fund_lock_order_values),
             ("lockup_wrong", lambda: lockups(contracts)),
             ("fund_lock_lockups_wrong", fund_lock_lockups),
+            ("fund_lock_margin_wrong", fund_lock_margins),
             ("settle_value_wrong", settle_values),
             ("available_negative", available_non_negative),
         ]

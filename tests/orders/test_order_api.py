@@ -27,7 +27,7 @@ def test_an_order_is_received_then_validated_and_shows_its_history(api_as, trade
     assert [h["to_state"] for h in detail["history"]] == ["received", "accepted"]
     balance = api.get("/api/v1/balances").json()
     assert balance == [{"currency": "USDC", "fundlock": "1000", "settle_value": "0", "order_value": "100",
-                        "lockups": "0", "available": "900", "updated_at": balance[0]["updated_at"]}]
+                        "lockups": "0", "margin": "0", "available": "900", "updated_at": balance[0]["updated_at"]}]
 
 
 def test_the_same_client_order_id_returns_the_original(api_as, trader, contract):

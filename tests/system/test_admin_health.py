@@ -29,8 +29,8 @@ pytestmark = pytest.mark.django_db
 HEALTH = reverse("admin_health")
 DATABASE_CHECKS = ["movements_not_balanced", "positions_not_balanced", "position_not_journaled",
                    "position_pnl_not_journaled", "position_on_settled_contract", "order_value_wrong",
-                   "fund_lock_order_value_wrong", "lockup_wrong", "fund_lock_lockups_wrong", "settle_value_wrong",
-                   "available_negative"]
+                   "fund_lock_order_value_wrong", "lockup_wrong", "fund_lock_lockups_wrong", "fund_lock_margin_wrong",
+                   "settle_value_wrong", "available_negative"]
 CHAIN_CHECKS = ["fund_lock_differs_from_chain", "confirmed_batch_not_applied"]
 ROW = re.compile(r'<tr id="check-(\w+)">\s*<td>\w+</td>\s*<td>(.*?)</td>\s*</tr>', re.S)
 
@@ -58,7 +58,7 @@ def checks(browser, **params) -> tuple[dict[str, str], str]:
 def test_a_clean_system_shows_every_check_ok(operator, booked):  # noqa: F811
     shown, html = checks(operator)
     assert shown == dict.fromkeys(DATABASE_CHECKS, "OK")
-    assert "ccp_check: 11 invariants hold (8 orders, 3 fund locks, " in html and "chain not checked" in html
+    assert "ccp_check: 12 invariants hold (8 orders, 3 fund locks, " in html and "chain not checked" in html
     assert "VIOLATION" not in html
 
 
@@ -72,7 +72,7 @@ def test_a_broken_lockup_mirror_shows_as_a_violation(operator, booked):  # noqa:
     assert shown.pop("fund_lock_lockups_wrong") == (
         f"VIOLATION client {bob.pk} currency {fund.currency_id}: lockup value 15001, its lockups sum to 15000")
     assert shown == dict.fromkeys(set(DATABASE_CHECKS) - {"fund_lock_lockups_wrong"}, "OK")
-    assert "1 violations of 11 invariants" in html
+    assert "1 violations of 12 invariants" in html
 
 
 def test_a_long_list_of_violations_is_cut_and_counted(operator, booked, monkeypatch):  # noqa: F811
@@ -81,7 +81,7 @@ def test_a_long_list_of_violations_is_cut_and_counted(operator, booked, monkeypa
         cursor.execute("UPDATE accounts_fundlock SET lockup_value = lockup_value + 1")
     shown, html = checks(operator)
     assert shown["fund_lock_lockups_wrong"].count("lockup value") == 2
-    assert shown["fund_lock_lockups_wrong"].endswith("and 1 more") and "3 violations of 11 invariants" in html
+    assert shown["fund_lock_lockups_wrong"].endswith("and 1 more") and "3 violations of 12 invariants" in html
 
 
 def test_only_staff_see_it_and_the_index_links_to_it(operator):

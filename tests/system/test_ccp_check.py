@@ -87,7 +87,7 @@ def test_a_system_booked_by_the_services_passes(booked):
     assert Lockup.objects.filter(amount__gt=0).exists() and CashMovement.objects.filter(origin="expiry").exists()
     code, output = ccp_check()
     assert code == 0, output
-    assert output.startswith("ccp_check: 11 invariants hold (8 orders, 3 fund locks, ")
+    assert output.startswith("ccp_check: 12 invariants hold (8 orders, 3 fund locks, ")
     assert output.strip().endswith("chain not checked") and len(output.strip().splitlines()) == 1
 
 
@@ -121,6 +121,8 @@ PLANTED = {
     "lockup_wrong": "UPDATE risk_lockup SET amount = amount - 1 WHERE id = {lockup}",
     "fund_lock_lockups_wrong": "UPDATE accounts_fundlock SET lockup_value = lockup_value + 1 WHERE client_id = {bob}",
     "settle_value_wrong": "UPDATE accounts_fundlock SET settle_value = settle_value + 5 WHERE client_id = {carol}",
+    # no perpetual position: every margin value must be 0
+    "fund_lock_margin_wrong": "UPDATE accounts_fundlock SET margin_value = margin_value - 1 WHERE client_id = {bob}",
     # the database refuses this one itself: its constraint goes first (inside the test's transaction)
     "available_negative": "SET CONSTRAINTS ALL IMMEDIATE; "
                           "ALTER TABLE accounts_fundlock DROP CONSTRAINT fundlock_available_non_negative; "
@@ -141,7 +143,7 @@ def test_each_planted_violation_is_reported_and_exits_1(booked, check):
     code, output = ccp_check()
     assert code == 1
     assert f"VIOLATION {check}: " in output
-    assert "violations of 11 invariants" in output.splitlines()[-1]
+    assert "violations of 12 invariants" in output.splitlines()[-1]
 
 
 def test_an_order_value_for_another_quantity_is_named_with_what_it_should_be(booked):
