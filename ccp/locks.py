@@ -139,6 +139,16 @@ def position_rows_lock(client_ids: Collection[int], contract_ids: Collection[int
         return cursor.fetchall()
 
 
+def perp_position_rows_lock(client_ids: Collection[int], contract_ids: Collection[int]) -> list[tuple]:
+    """6. ``position_rows_lock`` for perpetuals, with the margin: ``(client_id, contract_id, quantity, cost,
+    realised_pnl, margin_mode, margin)``."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT client_id, contract_id, quantity, cost, realised_pnl, margin_mode, margin "
+                       "FROM risk_position WHERE client_id = ANY(%s) AND contract_id = ANY(%s) "
+                       "ORDER BY client_id, contract_id FOR NO KEY UPDATE", [sorted(client_ids), sorted(contract_ids)])
+        return cursor.fetchall()
+
+
 def lockups_lock(lockups: QuerySet[Lockup]) -> list[Lockup]:
     """7. These lockup rows, by (client, pair, expiry date)."""
     return list(lockups.select_for_update(no_key=True).order_by("client_id", "pair_id", "expiry_date"))

@@ -202,6 +202,8 @@ CCP_AUCTION_MIP_GAP = os.environ.get("CCP_AUCTION_MIP_GAP", "0")
 CCP_AUCTION_RESUME_AFTER = timedelta(seconds=int(os.environ.get("CCP_AUCTION_RESUME_AFTER_SECONDS", "10")))
 # Prices and expiry.
 CCP_VENUE_TIMEOUT_SECONDS = int(os.environ.get("CCP_VENUE_TIMEOUT_SECONDS", "5"))
+# Orders on perpetuals: refused (contract_not_tradeable) until the liquidation engine lands.
+CCP_PERPETUALS_OPEN = env_bool("CCP_PERPETUALS_OPEN", False)
 CCP_SPOT_INTERVAL_SECONDS = int(os.environ.get("CCP_SPOT_INTERVAL_SECONDS", "30"))
 # A venue price older than this is stale: never used for anything that moves money.
 CCP_SPOT_STALE_AFTER = timedelta(seconds=int(os.environ.get("CCP_SPOT_STALE_AFTER_SECONDS", "120")))

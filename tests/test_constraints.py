@@ -532,6 +532,10 @@ CONSTRAINT_CASES = [
          **ORDER_IN_STATE[S.FILLED] | {"quantity": D("0"), "filled_quantity": D("0")}),
     case("order_filled_within_quantity", OrderFactory, filled_quantity=D("-0.01")),
     case("order_value_non_negative", OrderFactory, order_value=D("-1")),
+    case("order_margin_terms_valid", OrderFactory, "leverage-below-1", leverage=D("0.5"), margin_mode="cross"),
+    case("order_margin_terms_valid", OrderFactory, "leverage-without-mode", leverage=D("2")),
+    # leverage >= 1 is NULL for a NULL leverage, and a CHECK passes on NULL: "IS NOT NULL" must catch it
+    case("order_margin_terms_valid", OrderFactory, "mode-without-leverage", margin_mode="isolated"),
     case("order_filled_state_matches_quantity", OrderFactory, "filled-short",
          **ORDER_IN_STATE[S.FILLED] | {"filled_quantity": D("0.99")}),
     case("order_filled_state_matches_quantity", OrderFactory, "partially-but-complete",

@@ -73,6 +73,7 @@ from ccp.orders.services import (
     orders_validate_later,
 )
 from ccp.orders.states import BOOK_STATES, HOLDING_STATES, OrderState
+from ccp.perps.selectors import mark_fresh
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.collateral import available
 from ccp.risk.models import Position
@@ -212,6 +213,11 @@ def _engine_prices(contract: Contract, scale: Scale, now: datetime) -> dict[str,
     index = index_by_pair(now=now).get(contract.pair_id)
     if index is None:
         return {}
+    if contract.is_perpetual:  # its own mark: the index plus its damped basis, if fresh (ccp.perps)
+        mark = mark_fresh(contract.perpetual, now=now)
+        prices = {"index": index} if mark is None else {"mark": mark, "index": index}
+        return {source: int((price / scale.tick).to_integral_value(ROUND_HALF_EVEN))
+                for source, price in prices.items()}
     mark = mark_px(contract.terms, index)
     return {source: int((price / scale.tick).to_integral_value(ROUND_HALF_EVEN))
             for source, price in (("mark", mark), ("index", index))}
@@ -383,7 +389,8 @@ def _orders_match(batch: _Batch) -> None:
             violation = "too_many_open_orders"
         if not violation:
             batch.costs[order.pk] = cost = order_held(contract.terms, order.side, order.price, order.quantity,
-                                                      order.attached)
+                                                      order.attached, leverage=order.leverage,
+                                                      reduce_only=order.reduce_only)
             fund_lock = fund_locks.get(key)
             if fund_lock is None or cost > available(fund_lock) - batch.held[key]:
                 violation = "insufficient_collateral"
@@ -455,7 +462,7 @@ def _accepted(batch: _Batch, order: Order, quantity: Decimal) -> None:
     if quantity != order.quantity:  # a reduce-only order cut to the position
         order.quantity_requested, order.quantity, reason = order.quantity, quantity, "reduce_only_cut"
         value = order_held(batch.contract.terms, order.side, order.price, quantity - order.filled_quantity,
-                           order.attached)
+                           order.attached, leverage=order.leverage, reduce_only=order.reduce_only)
     batch.hold_set(order, value)
     if order.state == OrderState.RECEIVED:
         batch.open_counts[order.client_id] = batch.open_counts.get(order.client_id, 0) + 1
@@ -485,14 +492,16 @@ def _armed(batch: _Batch, event) -> None:
                 self_trade_prevention=entry.self_trade_prevention,
                 trigger=Trigger.TAKE_PROFIT if leg_name == "tp" else Trigger.STOP,
                 trigger_price=Decimal(spec["trigger_price"]), trigger_source=spec["trigger_source"],
-                parent=entry, leg=leg_name, state=OrderState.UNTRIGGERED, created_at=batch.now, updated_at=batch.now)
+                parent=entry, leg=leg_name, state=OrderState.UNTRIGGERED, created_at=batch.now, updated_at=batch.now,
+                leverage=entry.leverage, margin_mode=entry.margin_mode)
             batch.created.append(order)
             batch.histories.append({"order_id": order.pk, "from_state": None, "to_state": OrderState.UNTRIGGERED,
                                     "reason": "armed", "filled_quantity": ZERO, "at": batch.now})
         order.contract = batch.contract
         batch.by_engine_id[event.trigger_id] = order
         order.quantity = quantity
-        value = order_value(batch.contract.terms, order.side, order.price, quantity)
+        value = order_value(batch.contract.terms, order.side, order.price, quantity, leverage=order.leverage,
+                            reduce_only=True)
         entry.order_value -= value - order.order_value  # the entry held it for this quantity (order_held)
         order.order_value = value
     if trigger is not None:
@@ -511,7 +520,8 @@ def _modify_match(batch: _Batch, order: Order, fund_lock) -> None:
         return  # filled or cancelled since it was asked: nothing left to modify
     contract, scale = batch.contract, batch.book.scale
     remaining = target_quantity - order.filled_quantity
-    value = order_held(contract.terms, order.side, target_price, remaining, order.attached) if remaining > 0 else ZERO
+    value = order_held(contract.terms, order.side, target_price, remaining, order.attached, leverage=order.leverage,
+                       reduce_only=order.reduce_only) if remaining > 0 else ZERO
     key = (order.client_id, contract.collateral_id)
     if value > order.order_value and (fund_lock is None
                                       or value - order.order_value > available(fund_lock) - batch.held[key]):
@@ -632,7 +642,8 @@ def order_modify(*, client, order_id: int, price: Decimal | None, quantity: Deci
         return order, False
     if quantity <= order.filled_quantity:
         return order_cancel(client=client, order_id=order_id, now=now, reason="modified_below_filled"), False
-    value = order_held(contract.terms, order.side, price, quantity - order.filled_quantity, order.attached)
+    value = order_held(contract.terms, order.side, price, quantity - order.filled_quantity, order.attached,
+                       leverage=order.leverage, reduce_only=order.reduce_only)
     released = {(order.client_id, contract.collateral_id): value - order.order_value}
     books_touched([contract.pk])
     order.quantity, order.order_value, order.modify_reject_reason, order.updated_at = quantity, value, "", now
@@ -671,13 +682,17 @@ def position_close(*, client, contract: Contract, price: Decimal, client_order_i
     contract, protected at ``price``: ``order_submit``'s answer. The matcher cuts it to the position as it
     is when the order is matched. Idempotent on client_order_id as order entry."""
     existing = Order.objects.filter(client=client, client_order_id=client_order_id).select_related("contract").first()
-    position = Position.objects.filter(client=client, contract=contract).values_list("quantity", flat=True).first()
+    position, mode = Position.objects.filter(client=client, contract=contract).values_list(
+        "quantity", "margin_mode").first() or (ZERO, "")
     if existing is None and not position:
         raise Conflict("You have no position in this contract.", code="no_position")
     if existing is not None:  # the same close again: the order it entered (order_submit checks it is the same)
         side, quantity = existing.side, existing.quantity_requested or existing.quantity
+        margin = {"leverage": existing.leverage, "margin_mode": existing.margin_mode}
     else:
         side, quantity = ("sell" if position > 0 else "buy"), abs(position)
+        # A perpetual's close only reduces: its leverage moves nothing (1), its mode is the position's.
+        margin = {"leverage": Decimal(1), "margin_mode": mode or "cross"} if contract.is_perpetual else {}
     return order_submit(client=client, now=now, request=OrderRequest(
         client_order_id=client_order_id, contract=contract, side=side, kind=OrderKind.MARKET, price=price,
-        quantity=quantity, time_in_force=TimeInForce.IOC, reduce_only=True))
+        quantity=quantity, time_in_force=TimeInForce.IOC, reduce_only=True, **margin))

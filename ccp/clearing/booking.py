@@ -10,9 +10,11 @@ in the caller's transaction:
      (``ccp.orders.states``), then the cancels the venue asks for with them (an auction's cancel
      requests, a halted contract's orders), the order value each still holds, one history row per
      state change
-  3. cash movements: the premiums, one per (client, contract) and venue event
-  4. positions, with entry price and realised PnL (``ccp.risk.positions``)
-  5. lockups of the portfolios the positions changed (``ccp.risk.lockups``)
+  3. cash movements: the premiums, one per (client, contract) and venue event (a perpetual's: the fills'
+     cash relative to its reference price, ``ccp.perps.booking``)
+  4. positions, with entry price and realised PnL (``ccp.risk.positions``; a perpetual's with its margin)
+  5. lockups of the portfolios the positions changed (``ccp.risk.lockups``); a perpetual's positions
+     change the fund lock's margin value instead
   6. fund locks: settle value (cash), order value (released), lockup value (the lockups' change)
   7. stream events, queued for after the commit: per client its fills, orders and balances in one
      message, the book levels that changed
@@ -44,6 +46,7 @@ from ccp.orders.rules import order_held, order_value
 from ccp.orders.serializers import order_payload
 from ccp.orders.services import books_levels_changed
 from ccp.orders.states import BOOK_STATES, OrderState, transition_allowed
+from ccp.perps.booking import perp_fills_book
 from ccp.risk.lockups import Portfolio, lockups_recompute, portfolio_of
 from ccp.risk.models import Position
 from ccp.risk.positions import FLAT, PositionState, entry_price, position_move
@@ -120,9 +123,15 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     text = functools.lru_cache(maxsize=4096)(money_str)  # fills share prices and quantities
     # (client, contract) -> price -> signed quantity: its position's change, fill by fill price
     traded: dict[tuple[int, int], dict[Decimal, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    # (client, perpetual) -> its fills in trade order, with the order's leverage and margin mode
+    perp_fills: dict[tuple[int, int], list[tuple]] = defaultdict(list)
     for (order_id, price), quantity in order_fills.items():
         order = orders[order_id]
-        traded[(order.client_id, order.contract_id)][price] += quantity if order.side == "buy" else -quantity
+        signed = quantity if order.side == "buy" else -quantity
+        if contracts[order.contract_id].is_perpetual:
+            perp_fills[(order.client_id, order.contract_id)].append((signed, price, order.leverage, order.margin_mode))
+        else:
+            traded[(order.client_id, order.contract_id)][price] += signed
         order.average_fill_price = _average(order, price, quantity)
         order.filled_quantity += quantity
         order.last_fill_at = now
@@ -154,17 +163,19 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     missing = {(o.client_id, o.contract.collateral_id) for o in changed} - locked.keys()
     locked.update(fund_locks_lock(keys=missing) if missing else {})
     moves = _premiums(traded, contracts)
+    perps = perp_fills_book(fills=perp_fills, contracts=contracts, now=now)
     settle = cash_book(origin=_ORIGINS[venue], origin_ref=venue_ref,
-                       lines={key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
-                              for key, m in moves.items()},
+                       lines={**{key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
+                                 for key, m in moves.items()}, **perps.lines},
                        contracts=contracts, now=now)
     lockup_delta, positions = positions_book(moves=moves, contracts=contracts, now=now)
+    positions += perps.rows
     order_deltas = {k: -v for k, v in released.items()}
     for key, value in (order_value or {}).items():
         order_deltas[key] = order_deltas.get(key, ZERO) + value
     adjusted = fund_locks_adjust(settle_value=settle, order_value=order_deltas, lockup_value=lockup_delta, now=now,
-                                 locked=locked)
-    own = set(settle) | set(released) | set(lockup_delta)
+                                 margin_value=perps.margin, locked=locked)
+    own = set(settle) | set(released) | set(lockup_delta) | set(perps.margin)
     cleared.fund_locks = {key: fund_lock for key, fund_lock in adjusted.items() if key in own}
     cleared.others = {key: fund_lock for key, fund_lock in adjusted.items() if key not in own}
     for row in positions:
@@ -190,9 +201,11 @@ def _order_values_release(changed: Sequence, now: datetime) -> dict[tuple[int, i
     leaves the book); returns the value released per (client, currency)."""
 
     @functools.cache
-    def held(contract_id: int, side: str, price: Decimal, quantity: Decimal) -> Decimal:
+    def held(contract_id: int, side: str, price: Decimal, quantity: Decimal, leverage: Decimal | None,
+             reduce_only: bool) -> Decimal:
         # Orders share price levels and quantities: one Decimal computation each, not one per order.
-        return order_value(contracts[contract_id].terms, side, price, quantity)
+        return order_value(contracts[contract_id].terms, side, price, quantity, leverage=leverage,
+                           reduce_only=reduce_only)
 
     contracts = {o.contract_id: o.contract for o in changed}
     released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
@@ -201,9 +214,10 @@ def _order_values_release(changed: Sequence, now: datetime) -> dict[tuple[int, i
         if remaining <= 0 or order.state not in BOOK_STATES:
             value = ZERO
         elif order.attached:  # an entry with a take-profit or stop-loss (continuous contracts)
-            value = order_held(order.contract.terms, order.side, order.price, remaining, order.attached)
+            value = order_held(order.contract.terms, order.side, order.price, remaining, order.attached,
+                               leverage=order.leverage, reduce_only=order.reduce_only)
         else:
-            value = held(order.contract_id, order.side, order.price, remaining)
+            value = held(order.contract_id, order.side, order.price, remaining, order.leverage, order.reduce_only)
         released[(order.client_id, order.contract.collateral_id)] += order.order_value - value
         order.order_value, order.updated_at = value, now
     return released

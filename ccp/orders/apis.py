@@ -72,6 +72,11 @@ class OrderListSubmitApi(generics.ListAPIView):
         trigger_source = serializers.ChoiceField(choices=TriggerSource.choices, required=False,
                                                  help_text="mark (default), index or last")
         take_profit = LegSerializer(required=False, help_text="continuous contracts: armed as the order fills")
+        leverage = MoneyField(required=False, help_text="perpetuals only (required there): 1 up to the highest "
+                                                        "leverage of the size's maintenance tier")
+        margin_mode = serializers.ChoiceField(choices=["cross", "isolated"], required=False,
+                                              help_text="perpetuals only: the margin mode of the position it "
+                                                        "opens (default cross)")
         stop_loss = LegSerializer(required=False, help_text="continuous contracts: armed as the order fills")
 
     @extend_schema(parameters=[OrderFilterSerializer])
@@ -115,7 +120,15 @@ def order_enter(*, client, data, now) -> tuple[Order, bool]:
     """One order's entry from its request fields: parsed, its contract found, submitted."""
     fields = order_fields(data)
     contract = contract_named(fields.pop("contract"))
-    return order_submit(client=client, request=OrderRequest(contract=contract, **fields), now=now)
+    return order_submit(client=client, request=order_request(contract, fields), now=now)
+
+
+def order_request(contract: Contract, fields: dict) -> OrderRequest:
+    """The request for ``contract`` from an order's parsed fields: on a perpetual, margin mode cross unless
+    given."""
+    if contract.is_perpetual:
+        fields.setdefault("margin_mode", "cross")
+    return OrderRequest(contract=contract, **fields)
 
 
 @functools.cache
@@ -141,7 +154,7 @@ def order_fields(data) -> dict:
 
 def contract_named(symbol: str) -> Contract:
     """The contract an order request names; 400 ``unknown_contract`` when none has that symbol."""
-    contract = Contract.objects.filter(symbol=symbol).first()
+    contract = Contract.objects.filter(symbol=symbol).select_related("perpetual").first()
     if contract is None:
         raise _unknown_contract()
     return contract
@@ -204,14 +217,15 @@ class OrderBatchApi(APIView):
                 parsed.append((position, order_fields(data)))
             except (ApplicationError, exceptions.APIException) as exc:
                 results[position] = _refused(exc)
-        contracts = {c.symbol: c for c in Contract.objects.filter(symbol__in={f["contract"] for _, f in parsed})}
+        contracts = {c.symbol: c for c in Contract.objects.select_related("perpetual").filter(
+            symbol__in={f["contract"] for _, f in parsed})}
         entering: list[tuple[int, OrderRequest]] = []
         for position, fields in parsed:
             contract = contracts.get(fields.pop("contract"))
             if contract is None:
                 results[position] = _refused(_unknown_contract())
             else:
-                entering.append((position, OrderRequest(contract=contract, **fields)))
+                entering.append((position, order_request(contract, fields)))
         received: list[Order] = []
         entered = orders_submit(client=request.user, requests=[r for _, r in entering], now=now)
         for (position, _), outcome in zip(entering, entered, strict=True):

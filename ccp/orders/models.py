@@ -82,6 +82,10 @@ class Order(models.Model):
     leg = models.CharField(max_length=2, choices=Leg.choices, blank=True)
     # An entry's take-profit and stop-loss: {"tp"|"sl": {"trigger_price", "trigger_source", "kind", "price"}}
     attached = models.JSONField(null=True, blank=True)
+    # Perpetuals only: the leverage its opening part's margin is taken at, and the margin mode of the
+    # position it opens (ccp.perps.accounting); none and empty for a dated contract's order.
+    leverage = MoneyField(null=True, blank=True)
+    margin_mode = models.CharField(max_length=8, blank=True, default="", db_default="")
     filled_quantity = MoneyField(default=ZERO)
     average_fill_price = MoneyField(null=True, blank=True, help_text="quantity-weighted price of its fills")
     last_fill_at = models.DateTimeField(null=True, blank=True)
@@ -117,6 +121,9 @@ class Order(models.Model):
             models.UniqueConstraint(fields=["parent", "leg"], condition=Q(parent__isnull=False),
                                     name="order_unique_leg"),
             models.CheckConstraint(condition=Q(state__in=OrderState.values), name="order_state_valid"),
+            models.CheckConstraint(condition=Q(leverage__isnull=True, margin_mode="")
+                                   | Q(leverage__isnull=False, leverage__gte=1, margin_mode__in=["cross", "isolated"]),
+                                   name="order_margin_terms_valid"),
             models.CheckConstraint(condition=Q(price__gte=0), name="order_price_non_negative"),
             models.CheckConstraint(condition=Q(quantity__gt=0), name="order_quantity_positive"),
             models.CheckConstraint(condition=Q(filled_quantity__gte=0, filled_quantity__lte=F("quantity")),

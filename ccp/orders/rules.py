@@ -8,10 +8,13 @@ them again with the collateral check and the open-order cap, because time passes
 from datetime import datetime
 from decimal import ROUND_UP, Decimal
 
+from django.conf import settings
+
 from ccp.contracts.models import Contract, ContractState, TradingMode
-from ccp.contracts.payoffs import Terms, max_payoff_per_unit, order_worst_cost
+from ccp.contracts.payoffs import ContractKind, Terms, max_payoff_per_unit, order_worst_cost
 from ccp.money import DECIMAL_PLACES, MAX_DIGITS, quantize
 from ccp.orders.models import OrderKind, SelfTrade, Side, TimeInForce, Trigger, TriggerSource
+from ccp.perps.margin import initial_margin, tier_of
 
 REASONS = {
     "side_invalid": "Side must be buy or sell.",
@@ -28,6 +31,10 @@ REASONS = {
                          "the price bounds, a kind (limit or market: price is then the protection price) and a "
                          "trigger_source (mark, index, last)."),
     "contract_not_tradeable": "The contract is not listed for trading.",
+    "margin_mode_invalid": "An order on a perpetual needs margin_mode cross or isolated.",
+    "leverage_invalid": ("An order on a perpetual needs a leverage from 1 up to the highest of the maintenance tier "
+                         "its size falls in (GET /contracts: perpetual.tiers)."),
+    "margin_terms_not_perpetual": "Only orders on perpetuals take a leverage and a margin_mode.",
     "contract_halted": "The contract stopped trading: 00:00 UTC on its expiry day.",
     "quantity_not_positive": "Quantity must be positive.",
     "quantity_off_lot": "Quantity must be a whole number of lots.",
@@ -49,7 +56,8 @@ def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Dec
                          now: datetime, time_in_force: str = TimeInForce.GTC, reduce_only: bool = False,
                          self_trade_prevention: str = SelfTrade.CANCEL_INCOMING, trigger: str = "",
                          trigger_price: Decimal | None = None, trigger_source: str = "",
-                         attached: dict | None = None) -> str | None:
+                         attached: dict | None = None, leverage: Decimal | None = None,
+                         margin_mode: str = "") -> str | None:
     """The first rule the order breaks, or None. Collateral and the open-order cap are checked by the
     validator (an auction contract's) or the matcher (a continuous contract's). A market order's
     ``price`` is its protection price: every price rule applies to it."""
@@ -75,10 +83,18 @@ def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Dec
     if contract.state == ContractState.HALTED or (contract.state == ContractState.LISTED
                                                   and contract.trading_ended(now)):
         return "contract_halted"
-    if contract.state != ContractState.LISTED or contract.is_perpetual:  # perpetuals: margin trading comes next
+    if contract.state != ContractState.LISTED or (contract.is_perpetual and not settings.CCP_PERPETUALS_OPEN):
         return "contract_not_tradeable"
     if quantity <= 0:
         return "quantity_not_positive"
+    if contract.is_perpetual:
+        if margin_mode not in ("cross", "isolated"):
+            return "margin_mode_invalid"
+        if not (isinstance(leverage, Decimal) and leverage.is_finite()
+                and 1 <= leverage <= tier_of(contract.perpetual.tier_list, quantity).max_leverage):
+            return "leverage_invalid"
+    elif leverage is not None or margin_mode:
+        return "margin_terms_not_perpetual"
     if quantity % contract.lot_size != 0:
         return "quantity_off_lot"
     if price % contract.tick_size != 0:
@@ -119,6 +135,8 @@ def _amounts_storable(terms: Terms, side: str, price: Decimal, quantity: Decimal
     that cannot store an amount would fail on every retry."""
     try:
         # Rounded only beyond 60 digits, far above the limit: the comparison below stays right.
+        if terms.kind is ContractKind.PERPETUAL:
+            return price * quantity < _STORABLE  # its notional bounds its margin
         notional = max_payoff_per_unit(terms) * quantity
         order_value(terms, side, price, quantity)
     except ArithmeticError:  # the exact context refuses to round: beyond 60 significant digits
@@ -126,18 +144,27 @@ def _amounts_storable(terms: Terms, side: str, price: Decimal, quantity: Decimal
     return notional < _STORABLE
 
 
-def order_value(terms: Terms, side: str, price: Decimal, quantity: Decimal) -> Decimal:
+def order_value(terms: Terms, side: str, price: Decimal, quantity: Decimal, *, leverage: Decimal | None = None,
+                reduce_only: bool = False) -> Decimal:
     """The collateral an open order holds for ``quantity``: its worst case, rounded up to storage
-    precision (the hold must cover it, never fall short)."""
+    precision (the hold must cover it, never fall short). On a perpetual: the initial margin of its
+    notional at ``leverage`` (``ccp.perps.margin.initial_margin``), nothing for a reduce-only order (it
+    only closes: its margin comes back)."""
+    if terms.kind is ContractKind.PERPETUAL:
+        return Decimal(0) if reduce_only else initial_margin(quantity=quantity, price=price, leverage=leverage)
     return quantize(order_worst_cost(terms, side, price, quantity), ROUND_UP)
 
 
-def order_held(terms: Terms, side: str, price: Decimal, quantity: Decimal, attached: dict | None = None) -> Decimal:
+def order_held(terms: Terms, side: str, price: Decimal, quantity: Decimal, attached: dict | None = None, *,
+               leverage: Decimal | None = None, reduce_only: bool = False) -> Decimal:
     """What an open order holds for ``quantity`` of it: its worst case (``order_value``), and for an entry
     with an attached take-profit and stop-loss (``Order.attached``) each leg's worst case for the same
     quantity too: as the entry fills, each leg it arms holds its own (the value moves from the entry to
-    the legs), so a fill never needs collateral the order did not already hold."""
-    value = order_value(terms, side, price, quantity)
+    the legs), so a fill never needs collateral the order did not already hold. A perpetual's legs are
+    reduce-only: they hold nothing."""
+    value = order_value(terms, side, price, quantity, leverage=leverage, reduce_only=reduce_only)
+    if terms.kind is ContractKind.PERPETUAL:
+        return value
     for leg in (attached or {}).values():
         value += order_value(terms, "sell" if side == "buy" else "buy", Decimal(leg["price"]), quantity)
     return value

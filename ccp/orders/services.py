@@ -48,6 +48,8 @@ class OrderRequest:
     trigger_price: Decimal | None = None
     trigger_source: str = ""
     attached: dict | None = None
+    leverage: Decimal | None = None  # perpetuals only
+    margin_mode: str = ""  # perpetuals only: cross or isolated
 
     def matches(self, order: Order) -> bool:
         asked = {name: getattr(order, name) for name in _TERMS}
@@ -57,7 +59,8 @@ class OrderRequest:
 
 # What an order asks for, beyond its client, id and contract: the same names on OrderRequest and Order.
 _TERMS = ("side", "kind", "price", "quantity", "time_in_force", "reduce_only", "self_trade_prevention", "trigger",
-          "trigger_price", "trigger_source", "attached")
+          "trigger_price", "trigger_source", "attached", "leverage",
+          "margin_mode")
 
 
 def order_violation(*, order: Order | OrderRequest, contract: Contract, now: datetime) -> str | None:
@@ -326,7 +329,8 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
     violation = order_violation(order=order, contract=contract, now=now)
     if not violation:
         fund_lock = fund_locks_lock(client_ids=[order.client_id]).get((order.client_id, contract.collateral_id))
-        cost = order_value(contract.terms, order.side, order.price, order.quantity)
+        cost = order_value(contract.terms, order.side, order.price, order.quantity, leverage=order.leverage,
+                           reduce_only=order.reduce_only)
         if open_orders_count(client_id=order.client_id, validated_only=True) >= settings.CCP_MAX_OPEN_ORDERS:
             violation = "too_many_open_orders"
         elif not collateral_covers(fund_lock, cost):

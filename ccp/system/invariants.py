@@ -127,13 +127,17 @@ def positions_journaled() -> list[Violation]:
 
 def positions_pnl_journaled() -> list[Violation]:
     """Each position's realised PnL less its cost equals the sum of its cash movements
-    (``ccp.risk.positions``): PnL is never made up, and no premium or payoff is left out of it."""
+    (``ccp.risk.positions``): PnL is never made up, and no premium or payoff is left out of it. A
+    perpetual's cost counts from its reference price (``ccp.perps.accounting``: cost - quantity x R)."""
     rows = _rows("""
-        SELECT p.client_id, p.contract_id, p.realised_pnl - p.cost, COALESCE(j.amount, 0) FROM risk_position p
+        SELECT p.client_id, p.contract_id, p.realised_pnl - p.cost + p.quantity * COALESCE(v.settle_px, 0),
+               COALESCE(j.amount, 0) FROM risk_position p
+        LEFT JOIN perps_perpetual v ON v.contract_id = p.contract_id
         LEFT JOIN (SELECT client_id, contract_id, SUM(amount) AS amount FROM settlement_cashmovement
                    WHERE contract_id IS NOT NULL GROUP BY 1, 2) j
           ON j.client_id = p.client_id AND j.contract_id = p.contract_id
-        WHERE p.realised_pnl - p.cost <> COALESCE(j.amount, 0) ORDER BY 1, 2""")
+        WHERE p.realised_pnl - p.cost + p.quantity * COALESCE(v.settle_px, 0) <> COALESCE(j.amount, 0)
+        ORDER BY 1, 2""")
     return [Violation("position_pnl_not_journaled", f"client {client_id} contract {contract_id}: realised PnL "
                       f"- cost {_m(held)}, its cash movements sum to {_m(journaled)}")
             for client_id, contract_id, held, journaled in rows]
@@ -155,19 +159,21 @@ def order_values(contracts: Callable[[], dict[int, Contract]]) -> list[Violation
     (contract, side, price, remaining) is computed once."""
     rows = _rows("""
         SELECT contract_id, side, price, quantity - filled_quantity, order_value, state = ANY(%s),
-               attached::text, COUNT(*), MIN(id)
+               attached::text, leverage, reduce_only, COUNT(*), MIN(id)
         FROM orders_order WHERE state = ANY(%s) OR order_value <> 0
-        GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 9""", [sorted(HOLDING_STATES), sorted(HOLDING_STATES)])
+        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 11""", [sorted(HOLDING_STATES), sorted(HOLDING_STATES)])
     terms = {pk: c.terms for pk, c in contracts().items()}
 
     @functools.cache
-    def expected(contract_id: int, side: str, price: Decimal, remaining: Decimal, attached: str | None) -> Decimal:
-        return order_held(terms[contract_id], side, price, remaining, attached and json.loads(attached))
+    def expected(contract_id: int, side: str, price: Decimal, remaining: Decimal, attached: str | None,
+                 leverage: Decimal | None, reduce_only: bool) -> Decimal:
+        return order_held(terms[contract_id], side, price, remaining, attached and json.loads(attached),
+                          leverage=leverage, reduce_only=reduce_only)
 
     violations = []
-    for contract_id, side, price, remaining, held, on_book, attached, count, first_id in rows:
+    for contract_id, side, price, remaining, held, on_book, attached, leverage, reduce_only, count, first_id in rows:
         try:
-            want = expected(contract_id, side, price, remaining, attached) if on_book else ZERO
+            want = expected(contract_id, side, price, remaining, attached, leverage, reduce_only) if on_book else ZERO
         except ValueError as exc:  # e.g. a price outside the contract's bounds
             violations.append(Violation("order_value_wrong", f"{_orders(first_id, count)}: no value ({exc})"))
             continue
@@ -205,8 +211,9 @@ def lockups(contracts: Callable[[], dict[int, Contract]]) -> list[Violation]:
     the booking's rule); a portfolio that needs collateral has a lockup."""
     every = contracts()
     legs: dict[tuple[int, int, object], list[Leg]] = defaultdict(list)
-    for client_id, contract_id, quantity in _rows(
-            "SELECT client_id, contract_id, quantity FROM risk_position WHERE quantity <> 0 ORDER BY id"):
+    for client_id, contract_id, quantity in _rows(  # a perpetual is margined, never locked up
+            "SELECT p.client_id, p.contract_id, p.quantity FROM risk_position p JOIN contracts_contract k "
+            "ON k.id = p.contract_id WHERE p.quantity <> 0 AND k.kind <> %s ORDER BY p.id", ["perpetual"]):
         contract = every[contract_id]
         legs[(client_id, contract.pair_id, contract.expiry_date)].append(Leg(contract.terms, quantity))
     stored = {(client_id, pair_id, expiry): amount for client_id, pair_id, expiry, amount in _rows(

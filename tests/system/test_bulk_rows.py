@@ -10,7 +10,8 @@ from ccp.risk.models import Position
 from tests.factories import ClientFactory, ContractFactory
 
 pytestmark = pytest.mark.django_db
-EMPTY = {"cost": D(0), "entry_price": None, "realised_pnl": D(0)}  # the other columns of a position
+# the other columns of a position
+EMPTY = {"cost": D(0), "entry_price": None, "realised_pnl": D(0), "margin_mode": "", "margin": D(0)}
 
 
 def test_upsert_inserts_new_rows_adds_to_existing_ones_and_replaces_the_rest(now):
