@@ -164,9 +164,10 @@ def mark_px(terms: Terms, index_px: Decimal) -> Decimal:
 
 
 def premium_per_unit(terms: Terms, trade_px: Decimal) -> Decimal:
-    """Cash a buyer pays per unit at trade (a future's price is quoted, but floor is prepaid)."""
+    """Cash a buyer pays per unit at trade (a future's price is quoted, but floor is prepaid). A perpetual's
+    is its price: the notional a position's cost counts (its cash moves relative to a reference price
+    instead, ``ccp.perps.accounting``)."""
     _require_decimal("trade_px", trade_px)
-    _dated(terms)
     with _exact():
         return trade_px - terms.floor if terms.kind is ContractKind.FUTURE else trade_px
 

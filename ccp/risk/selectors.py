@@ -7,6 +7,7 @@ from django.db.models import Q, QuerySet
 
 from ccp.contracts.models import Contract, ContractState
 from ccp.contracts.payoffs import mark_px
+from ccp.perps.selectors import mark_fresh
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.models import Position
 from ccp.risk.positions import PositionState, unrealised_pnl
@@ -17,17 +18,20 @@ def positions_of(*, client_id: int) -> QuerySet[Position]:
     contracts not yet settled. A settled contract's result is in the statement."""
     return (Position.objects.filter(client_id=client_id)
             .filter(~Q(quantity=0) | ~Q(contract__state=ContractState.SETTLED))
-            .select_related("contract").order_by("contract__expiry_date", "contract__symbol"))
+            .select_related("contract__perpetual").order_by("contract__expiry_date", "contract__symbol"))
 
 
 def positions_marked(positions: list[Position], *, now: datetime) -> list[Position]:
     """Set ``mark_price`` and ``unrealised_pnl`` on each position (None without a fresh index for its
-    pair: ``ccp.contracts.payoffs.mark_px``)."""
+    pair: ``ccp.contracts.payoffs.mark_px``; a perpetual's own mark, ``ccp.perps.selectors.mark_fresh``)."""
     indices = index_by_pair(now=now) if positions else {}
     for position in positions:
         contract: Contract = position.contract
         index: Decimal | None = indices.get(contract.pair_id)
-        position.mark_price = None if index is None else mark_px(contract.terms, index)
+        if contract.is_perpetual:
+            position.mark_price = mark_fresh(contract.perpetual, now=now)
+        else:
+            position.mark_price = None if index is None else mark_px(contract.terms, index)
         state = PositionState(position.quantity, position.cost, position.realised_pnl)
         position.unrealised_pnl = unrealised_pnl(contract.terms, state, position.mark_price)
     return positions

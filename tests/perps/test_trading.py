@@ -10,13 +10,14 @@ from ccp.accounts.models import FundLock
 from ccp.book.services import position_close
 from ccp.orders.models import Order
 from ccp.perps.models import Perpetual
+from ccp.perps.services import perpetual_marks_update
 from ccp.risk.models import Position
 from ccp.settlement.models import CashMovement
 from ccp.system.invariants import invariants_check
 from tests.book.test_venue import match, send, state, trader
 from tests.conftest import NOW
 from tests.factories import ContractFactory
-from tests.perps.test_listing import list_btc
+from tests.perps.test_listing import list_btc, quote
 
 pytestmark = pytest.mark.django_db
 
@@ -104,3 +105,16 @@ def test_closed_until_opened(settings, now, api_as):
         "client_order_id": "p1", "contract": contract.symbol, "side": "buy", "price": "50000", "quantity": "0.01",
         "leverage": "10"}, format="json")
     assert (answer.status_code, answer.json()["code"]) == (400, "contract_not_tradeable")
+
+
+def test_a_perpetual_position_is_marked_with_the_perpetual_s_own_mark(perp, api_as, now, time_machine):
+    time_machine.move_to(now)
+    alice, bob = trader(perp, "10000"), trader(perp, "10000")
+    send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="isolated")
+    match(perp)
+    quote(perp.pair, "binance", "50500", now)
+    perpetual_marks_update(now=now)  # an empty book: the mark is the index
+    [mine] = api_as(alice).get("/api/v1/positions").json()["results"]
+    assert (mine["contract"], mine["quantity"], mine["entry_price"], mine["mark_price"], mine["unrealised_pnl"]) == (
+        perp.symbol, "0.1", "50000", "50500", "50")
