@@ -204,6 +204,8 @@ CCP_AUCTION_RESUME_AFTER = timedelta(seconds=int(os.environ.get("CCP_AUCTION_RES
 CCP_VENUE_TIMEOUT_SECONDS = int(os.environ.get("CCP_VENUE_TIMEOUT_SECONDS", "5"))
 # Orders on perpetuals: refused (contract_not_tradeable) until the liquidation engine lands.
 CCP_PERPETUALS_OPEN = env_bool("CCP_PERPETUALS_OPEN", False)
+# Perpetuals' funding times: every this many hours from 00:00 UTC (a divisor of 24).
+CCP_FUNDING_INTERVAL_HOURS = int(os.environ.get("CCP_FUNDING_INTERVAL_HOURS", "8"))
 CCP_SPOT_INTERVAL_SECONDS = int(os.environ.get("CCP_SPOT_INTERVAL_SECONDS", "30"))
 # A venue price older than this is stale: never used for anything that moves money.
 CCP_SPOT_STALE_AFTER = timedelta(seconds=int(os.environ.get("CCP_SPOT_STALE_AFTER_SECONDS", "120")))

@@ -29,9 +29,13 @@ class StatementTotalsSerializer(serializers.Serializer):
     currency = serializers.CharField()
     deposit = MoneyField(help_text="deposits seen on chain")
     auction = SignedMoneyField(help_text="premiums paid and received in auctions")
+    book = SignedMoneyField(help_text="premiums paid and received on the continuous book (a perpetual's: its "
+                                      "trades' cash relative to its reference price)")
     expiry = SignedMoneyField(help_text="payoffs at expiry")
     withdrawal = SignedMoneyField(help_text="withdrawals (negative)")
     adjustment = SignedMoneyField(help_text="operator adjustments")
+    variation = SignedMoneyField(help_text="perpetuals: positions settled to the mark at each funding time")
+    funding = SignedMoneyField(help_text="perpetuals: funding paid (negative) or received")
     total = SignedMoneyField(help_text="the sum of the above")
     balance = SignedMoneyField(help_text="fundlock + settle value")
     unrecorded = SignedMoneyField(help_text="balance - total: credits made outside the chain monitor (demo only); "
@@ -39,7 +43,8 @@ class StatementTotalsSerializer(serializers.Serializer):
 
 
 class StatementLineSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=["deposit", "auction", "expiry", "withdrawal", "adjustment"])
+    kind = serializers.ChoiceField(choices=["deposit", "auction", "book", "expiry", "withdrawal", "adjustment",
+                                            "variation", "funding"])
     ref = serializers.CharField(help_text="the deposit's transaction hash, or the auction, expiry or withdrawal")
     contract = serializers.CharField(allow_null=True)
     amount = SignedMoneyField(help_text="signed: positive credits you")

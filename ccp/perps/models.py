@@ -26,6 +26,8 @@ class Perpetual(models.Model):
     basis = MoneyField(default=ZERO, help_text="latest damped basis")
     mark_px = MoneyField(null=True, blank=True, help_text="latest mark; empty: no fresh index")
     marked_at = models.DateTimeField(null=True, blank=True)
+    funded_at = models.DateTimeField(null=True, blank=True,
+                                     help_text="the last funding time settled (variation and funding)")
 
     class Meta:
         ordering = ["contract_id"]

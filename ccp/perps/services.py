@@ -1,24 +1,33 @@
-"""Perpetuals: listing one, and its mark price at every price update."""
+"""Perpetuals: listing one, its mark price at every price update, and its variation and funding at each
+funding time."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
+from ccp.accounts.services import balances_publish, fund_locks_adjust
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Currency, Pair, TradingMode
 from ccp.contracts.payoffs import ContractKind, Terms
 from ccp.errors import ApplicationError, Conflict
-from ccp.locks import contracts_lock
-from ccp.money import money_str
+from ccp.locks import contract_lock, contracts_lock, perp_position_rows_lock
+from ccp.money import ZERO, money_str
 from ccp.orders.selectors import books_bbo
-from ccp.perps.margin import Tier, basis_damped, mark_price, tiers_check
+from ccp.perps.accounting import PerpPosition, funding_book, variation_book
+from ccp.perps.margin import Tier, basis_damped, funding_payments, funding_rate, mark_price, premium, tiers_check
 from ccp.perps.models import MarkPrice, Perpetual
+from ccp.perps.selectors import mark_fresh
 from ccp.prices.selectors import index_by_pair
+from ccp.risk.models import Position
+from ccp.settlement.models import CashMovement, CashMovementOrigin
 
 
 @transaction.atomic
@@ -95,3 +104,79 @@ def perpetual_marks_update(*, now: datetime) -> list[MarkPrice]:
         perpetual.save(update_fields=["index_px", "basis", "mark_px", "marked_at"])
     MarkPrice.objects.bulk_create(stored)
     return stored
+
+
+def funding_time(now: datetime) -> datetime:
+    """The latest funding time at or before ``now``: every CCP_FUNDING_INTERVAL_HOURS from 00:00 UTC."""
+    hours = settings.CCP_FUNDING_INTERVAL_HOURS
+    return require_aware(now).replace(hour=now.hour - now.hour % hours, minute=0, second=0, microsecond=0)
+
+
+def perpetuals_fund(*, now: datetime) -> list[str]:
+    """Settle every listed perpetual whose latest funding time has not been settled yet
+    (``perpetual_fund``); one transaction each. Returns the symbols settled."""
+    at = funding_time(now)
+    due = Perpetual.objects.filter(contract__state=ContractState.LISTED).filter(
+        Q(funded_at__isnull=True) | Q(funded_at__lt=at)).values_list("contract_id", flat=True)
+    return [symbol for contract_id in sorted(due) if (symbol := perpetual_fund(contract_id=contract_id, at=at,
+                                                                                now=now))]
+
+
+@transaction.atomic
+def perpetual_fund(*, contract_id: int, at: datetime, now: datetime) -> str | None:
+    """At funding time ``at``, settle every open position of the perpetual to its mark ``M`` and pay its
+    funding (``ccp.perps.accounting``): variation ``q x (M - R)`` (then ``R = M``) and funding at the rate of
+    the interval's mean premium, capped (``ccp.perps.margin.funding_rate``; longs pay shorts when positive).
+    Each is a cash movement (origins ``variation`` and ``funding``, ref ``<symbol>@<at>``) summing to zero:
+    payers round up, receivers down, and the rounding residue goes to the largest receiver. An isolated
+    position's margin takes its funding; the fund locks' margin values move with what the positions hold.
+    Without a fresh mark nothing is settled and the next run tries again (returns None). Locks the
+    contract (3), the fund locks (5), the positions (6). Idempotent: a funding time settled is not again."""
+    require_aware(now)
+    contract = contract_lock(contract_id)
+    perpetual = Perpetual.objects.get(contract=contract)
+    if perpetual.funded_at is not None and perpetual.funded_at >= at:
+        return None
+    mark = mark_fresh(perpetual, now=now)
+    if mark is None:
+        return None
+    ref = f"{contract.symbol}@{at.isoformat()}"
+    start = at - timedelta(hours=settings.CCP_FUNDING_INTERVAL_HOURS)
+    premiums = [premium(mark=m.mark_px, index=m.index_px) for m in MarkPrice.objects.filter(
+        contract=contract, at__gt=start, at__lte=at)]
+    rate = funding_rate(premiums=premiums, cap=perpetual.funding_cap)
+    client_ids = set(Position.objects.filter(contract=contract).exclude(quantity=0).values_list("client_id", flat=True))
+    settle_px = perpetual.settle_px
+    rows = perp_position_rows_lock(client_ids, [contract_id]) if client_ids and settle_px is not None else []
+    positions = {c: PerpPosition(quantity=q, cost=cost, margin=margin, mode=mode, realised_pnl=realised)
+                 for c, _, q, cost, realised, mode, margin in rows if q}
+    payments, residue = funding_payments(positions={c: p.quantity for c, p in positions.items()}, mark=mark,
+                                         rate=rate)
+    if residue:  # to the largest receiver: the payments sum to exactly zero
+        largest = max((c for c, amount in payments.items() if amount > 0), key=lambda c: (payments[c], -c))
+        payments[largest] += residue
+    movements, settle, held, changed = [], defaultdict(Decimal), defaultdict(Decimal), []
+    for client_id, position in sorted(positions.items()):
+        key = (client_id, contract.collateral_id)
+        variation = variation_book(position, settle_px=settle_px, mark=mark)
+        funded = funding_book(position, payment=payments.get(client_id, ZERO))
+        for origin, amount in ((CashMovementOrigin.VARIATION, variation.cash), (CashMovementOrigin.FUNDING,
+                                                                                 funded.cash)):
+            if amount:
+                movements.append(CashMovement(client_id=client_id, currency_id=contract.collateral_id,
+                                              contract=contract, amount=amount, origin=origin, origin_ref=ref,
+                                              created_at=now))
+                settle[key] += amount
+        held[key] += variation.held_change + funded.held_change
+        if funded.position.margin != position.margin:
+            changed.append((client_id, funded.position.margin))
+    CashMovement.objects.bulk_create(movements)
+    for client_id, margin in changed:
+        Position.objects.filter(client_id=client_id, contract=contract).update(margin=margin, updated_at=now)
+    perpetual.settle_px = mark if positions else perpetual.settle_px
+    perpetual.funded_at = at
+    perpetual.save(update_fields=["settle_px", "funded_at"])
+    if settle or held:
+        balances_publish(fund_locks_adjust(settle_value=dict(settle), order_value={}, lockup_value={},
+                                           margin_value=dict(held), now=now).values())
+    return contract.symbol

@@ -12,6 +12,8 @@ class CashMovementOrigin(models.TextChoices):
     EXPIRY = "expiry", "expiry payoff"
     WITHDRAWAL = "withdrawal", "withdrawal"
     ADJUSTMENT = "adjustment", "operator adjustment"
+    VARIATION = "variation", "perpetual variation settlement"
+    FUNDING = "funding", "perpetual funding"
 
 
 class CashMovement(models.Model):

@@ -14,6 +14,7 @@ def default_schedules() -> list[dict]:
         {"name": "sweep sign-in challenges and tokens", "task": "accounts.sweep", "every_seconds": 600},
         {"name": "contract lifecycle and expiry", "task": "contracts.lifecycle", "every_seconds": 60},
         {"name": "spot prices", "task": "prices.load_spot", "every_seconds": settings.CCP_SPOT_INTERVAL_SECONDS},
+        {"name": "perpetual funding", "task": "perps.fund", "every_seconds": 60},
         {"name": "chain deposits", "task": "settlement.monitor_deposits", "every_seconds": 5},
         {"name": "chain settlement: submit", "task": "settlement.submit", "every_seconds": 5},
         {"name": "chain settlement: confirm", "task": "settlement.confirm", "every_seconds": 5},
