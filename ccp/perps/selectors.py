@@ -125,3 +125,15 @@ def open_estimate(*, perpetual: Perpetual, side: str, margin: Decimal, leverage:
 def _leverage_refused(tier: Tier) -> ApplicationError:
     return ApplicationError(f"The leverage must lie in 1..{tier.max_leverage} for this size.",
                             code="leverage_invalid", extra={"max": str(tier.max_leverage)})
+
+
+def isolated_liquidation_price(*, perpetual: Perpetual, quantity: Decimal, entry_px: Decimal | None,
+                               margin: Decimal) -> Decimal | None:
+    """An isolated position's liquidation price (``ccp.perps.margin.liquidation_price``), or None when flat
+    or when no positive price liquidates it."""
+    if not quantity or entry_px is None:
+        return None
+    contract = perpetual.contract
+    return liquidation_price(quantity=quantity, entry_px=entry_px, margin=margin,
+                             rate=tier_of(perpetual.tier_list, quantity).rate,
+                             fee_rate=perpetual.liquidation_fee_rate, tick=contract.tick_size)

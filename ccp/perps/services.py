@@ -21,10 +21,11 @@ from ccp.errors import ApplicationError, Conflict
 from ccp.locks import contract_lock, contracts_lock, perp_position_rows_lock
 from ccp.money import ZERO, money_str
 from ccp.orders.selectors import books_bbo
+from ccp.orders.services import OrderRequest, order_submit
 from ccp.perps.accounting import PerpPosition, funding_book, variation_book
-from ccp.perps.margin import Tier, basis_damped, funding_payments, funding_rate, mark_price, premium, tiers_check
+from ccp.perps.margin import LONG, Tier, basis_damped, funding_payments, funding_rate, mark_price, premium, tiers_check
 from ccp.perps.models import MarkPrice, Perpetual
-from ccp.perps.selectors import mark_fresh
+from ccp.perps.selectors import mark_fresh, open_estimate
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.models import Position
 from ccp.settlement.models import CashMovement, CashMovementOrigin
@@ -180,3 +181,29 @@ def perpetual_fund(*, contract_id: int, at: datetime, now: datetime) -> str | No
         balances_publish(fund_locks_adjust(settle_value=dict(settle), order_value={}, lockup_value={},
                                            margin_value=dict(held), now=now).values())
     return contract.symbol
+
+
+def position_open(*, client, perpetual: Perpetual, side: str, margin: Decimal, leverage: Decimal,
+                  slippage_bps: int, client_order_id: str, now: datetime):
+    """Open (or add to) an isolated position the way the seed's traders do: an immediate-or-cancel market
+    order for ``margin x leverage / mark`` (down to the lot), protected at ``mark x (1 +/- slippage)``, with
+    the refusals of ``ccp.perps.selectors.open_estimate`` and 409 ``nothing_fillable`` when the book holds
+    nothing within the slippage now. Returns ``order_submit``'s (order, created): the matcher fills it (or
+    rejects it, e.g. ``insufficient_collateral``). Idempotent on ``client_order_id`` as order entry."""
+    existing = client.orders.filter(client_order_id=client_order_id).select_related("contract").first()
+    if existing is not None:  # the same open again: order_submit answers with it (or client_order_id_reused)
+        request = OrderRequest(client_order_id=client_order_id, contract=perpetual.contract, side=existing.side,
+                               kind=existing.kind, price=existing.price, quantity=existing.quantity,
+                               time_in_force=existing.time_in_force, leverage=existing.leverage,
+                               margin_mode=existing.margin_mode)
+        return order_submit(client=client, request=request, now=now)
+    estimate = open_estimate(perpetual=perpetual, side=side, margin=margin, leverage=leverage,
+                             slippage_bps=slippage_bps, now=now)
+    if not estimate.filled_quantity:
+        raise Conflict(f"Nothing on the book of {perpetual.contract.symbol} within {slippage_bps} basis points of "
+                       f"the mark ({estimate.mark_price}).", code="nothing_fillable",
+                       extra={"protection_price": money_str(estimate.protection_price)})
+    return order_submit(client=client, now=now, request=OrderRequest(
+        client_order_id=client_order_id, contract=perpetual.contract, side="buy" if side == LONG else "sell",
+        kind="market", price=estimate.protection_price, quantity=estimate.quantity, time_in_force="ioc",
+        leverage=leverage, margin_mode="isolated"))
