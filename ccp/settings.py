@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -206,6 +207,8 @@ CCP_VENUE_TIMEOUT_SECONDS = int(os.environ.get("CCP_VENUE_TIMEOUT_SECONDS", "5")
 CCP_PERPETUALS_OPEN = env_bool("CCP_PERPETUALS_OPEN", False)
 # Perpetuals' funding times: every this many hours from 00:00 UTC (a divisor of 24).
 CCP_FUNDING_INTERVAL_HOURS = int(os.environ.get("CCP_FUNDING_INTERVAL_HOURS", "8"))
+if CCP_FUNDING_INTERVAL_HOURS not in (1, 2, 3, 4, 6, 8, 12, 24):
+    raise ImproperlyConfigured("CCP_FUNDING_INTERVAL_HOURS must divide 24: 1, 2, 3, 4, 6, 8, 12 or 24")
 CCP_SPOT_INTERVAL_SECONDS = int(os.environ.get("CCP_SPOT_INTERVAL_SECONDS", "30"))
 # A venue price older than this is stale: never used for anything that moves money.
 CCP_SPOT_STALE_AFTER = timedelta(seconds=int(os.environ.get("CCP_SPOT_STALE_AFTER_SECONDS", "120")))

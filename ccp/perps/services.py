@@ -154,7 +154,8 @@ def perpetual_fund(*, contract_id: int, at: datetime, now: datetime) -> str | No
     payments, residue = funding_payments(positions={c: p.quantity for c, p in positions.items()}, mark=mark,
                                          rate=rate)
     if residue:  # to the largest receiver: the payments sum to exactly zero
-        largest = max((c for c, amount in payments.items() if amount > 0), key=lambda c: (payments[c], -c))
+        # (a receiver whose share rounded down to 0 is still one: positions sum to zero, so one exists)
+        largest = max((c for c, amount in payments.items() if amount >= 0), key=lambda c: (payments[c], -c))
         payments[largest] += residue
     movements, settle, held, changed = [], defaultdict(Decimal), defaultdict(Decimal), []
     for client_id, position in sorted(positions.items()):
