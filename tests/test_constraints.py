@@ -26,7 +26,7 @@ from ccp.marketdata.models import Candle
 from ccp.matching.models import Auction
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.states import TERMINAL_STATES, OrderState
-from ccp.perps.models import MarkPrice, Perpetual
+from ccp.perps.models import Liquidation, MarkPrice, Perpetual
 from ccp.prices.models import ReferencePrice, SpotPrice, VenueSymbol
 from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import (
@@ -225,6 +225,22 @@ class MarkPriceFactory(factory.django.DjangoModelFactory):
     index_px = D("97000")
     basis = D("10")
     mark_px = D("97010")
+
+
+class LiquidationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Liquidation
+
+    order = factory.SubFactory(OrderFactory)
+    contract = factory.SelfAttribute("order.contract")
+    client = factory.SelfAttribute("order.client")
+    mark_px = D("45300")
+    quantity = D("0.1")
+    equity = D("30")
+    requirement = D("31.71")
+    size = D("0.046")
+    bankruptcy_px = D("45000")
+    at = NOW
 
 
 class ReferencePriceFactory(factory.django.DjangoModelFactory):
@@ -509,6 +525,7 @@ CONSTRAINT_CASES = [
     case("perpetual_mark_positive", PerpetualFactory, mark_px=D("0")),
     case("mark_price_unique_time", MarkPriceFactory, same=("contract", "at")),
     case("mark_price_positive", MarkPriceFactory, index_px=D("0")),
+    case("liquidation_size_positive", LiquidationFactory, size=D("0")),
     case("trading_mode_change_modes_valid", TradingModeChangeFactory, "from", from_mode="rfq"),
     case("trading_mode_change_modes_valid", TradingModeChangeFactory, "to", to_mode="rfq", from_mode="auction"),
     case("trading_mode_change_changes", TradingModeChangeFactory, to_mode="auction"),
@@ -628,6 +645,7 @@ CONSTRAINT_CASES = [
 
 # unique=True fields: Django names their constraints itself, so these assert on the key column.
 UNIQUE_FIELD_CASES = [
+    case("Liquidation.order", LiquidationFactory, same=("order",)),
     case("Client.address", ClientFactory, same=("address",)),
     case("Currency.symbol", NewCurrencyFactory, same=("symbol",)),
     case("Currency.token_address", NewCurrencyFactory, given={"token_address": "0x" + "12" * 20},

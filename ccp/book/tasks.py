@@ -10,6 +10,8 @@ from ccp.contracts.models import TradingMode
 from ccp.orders.models import Order, TriggerSource
 from ccp.orders.results import redis_client
 from ccp.orders.states import OrderState
+from ccp.perps.models import Perpetual
+from ccp.perps.services import perpetual_liquidations_enter
 
 
 def book_queue(contract_id: int) -> str:
@@ -42,8 +44,10 @@ def book_match_later(contract_id: int) -> None:
 
 @shared_task(name="book.match")
 def book_match_task(contract_id: int) -> int:
-    """Match the contract's received orders, batch after batch, until none is left. Safe to run twice
-    and concurrently: batches of one contract run one at a time (ccp.book.services)."""
+    """Match the contract's received orders, batch after batch, until none is left; on a perpetual, then
+    liquidate the positions its trades left at or below their requirement (their orders queue this task
+    again). Safe to run twice and concurrently: batches of one contract run one at a time
+    (ccp.book.services)."""
     with contextlib.suppress(redis.RedisError):
         redis_client().delete(_queued_key(contract_id))
     matched = 0
@@ -51,6 +55,8 @@ def book_match_task(contract_id: int) -> int:
         matched += taken
         if taken < settings.CCP_BOOK_BATCH:
             break
+    if matched and Perpetual.objects.filter(contract_id=contract_id).exists():
+        perpetual_liquidations_enter(contract_id=contract_id, now=utcnow())
     return matched
 
 

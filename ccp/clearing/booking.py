@@ -46,7 +46,7 @@ from ccp.orders.rules import order_held, order_value
 from ccp.orders.serializers import order_payload
 from ccp.orders.services import books_levels_changed
 from ccp.orders.states import BOOK_STATES, OrderState, transition_allowed
-from ccp.perps.booking import perp_fills_book
+from ccp.perps.booking import liquidation_order_ids, perp_fills_book
 from ccp.risk.lockups import Portfolio, lockups_recompute, portfolio_of
 from ccp.risk.models import Position
 from ccp.risk.positions import FLAT, PositionState, entry_price, position_move
@@ -125,11 +125,14 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     traded: dict[tuple[int, int], dict[Decimal, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     # (client, perpetual) -> its fills in trade order, with the order's leverage and margin mode
     perp_fills: dict[tuple[int, int], list[tuple]] = defaultdict(list)
+    liquidations = liquidation_order_ids(order_id for order_id, _ in order_fills
+                                         if contracts[orders[order_id].contract_id].is_perpetual)
     for (order_id, price), quantity in order_fills.items():
         order = orders[order_id]
         signed = quantity if order.side == "buy" else -quantity
         if contracts[order.contract_id].is_perpetual:
-            perp_fills[(order.client_id, order.contract_id)].append((signed, price, order.leverage, order.margin_mode))
+            perp_fills[(order.client_id, order.contract_id)].append(
+                (signed, price, order.leverage, order.margin_mode, order_id in liquidations))
         else:
             traded[(order.client_id, order.contract_id)][price] += signed
         order.average_fill_price = _average(order, price, quantity)

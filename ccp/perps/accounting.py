@@ -70,11 +70,14 @@ class Booked:
 
 
 def fill_book(position: PerpPosition, *, quantity: Decimal, price: Decimal, leverage: Decimal,
-              settle_px: Decimal) -> Booked:
+              settle_px: Decimal, keep_margin: bool = False) -> Booked:
     """A fill of signed ``quantity`` at ``price`` from an order placed at ``leverage``: a reducing part closes
     at ``price`` (realised PnL as ``position_move`` rules, margin released in proportion, rounded down: the
     position keeps the residue until it is flat), a part beyond the position opens at ``price`` with margin
-    ``|part| * price / leverage`` (rounded up)."""
+    ``|part| * price / leverage`` (rounded up). ``keep_margin`` (a liquidation's fill): a reducing part
+    releases no margin, its realised PnL goes into the margin instead, so the rest keeps the equity and
+    its ratio to its requirement rises (available collateral does not move); all of it is released once
+    the position is flat."""
     if not quantity:
         raise ValueError("a fill has a quantity")
     q, margin = position.quantity, position.margin
@@ -82,6 +85,8 @@ def fill_book(position: PerpPosition, *, quantity: Decimal, price: Decimal, leve
     closing = ZERO if not q or (q > 0) == (quantity > 0) else min(abs(quantity), abs(q))
     if closing == abs(q) and closing:
         margin = ZERO
+    elif closing and keep_margin:
+        margin += moved.realised_pnl - position.realised_pnl
     elif closing:
         margin -= (margin * closing / abs(q)).quantize(QUANTUM, rounding=ROUND_FLOOR)
     opening = abs(quantity) - closing

@@ -11,7 +11,7 @@ from ccp.admin_utils import ReadOnlyAdmin, service_form_view
 from ccp.clock import utcnow
 from ccp.contracts.models import Currency, Pair
 from ccp.money import DECIMAL_PLACES, MAX_DIGITS
-from ccp.perps.models import MarkPrice, Perpetual, tiers_parse
+from ccp.perps.models import Liquidation, MarkPrice, Perpetual, tiers_parse
 from ccp.perps.services import perpetual_list
 
 TIERS_EXAMPLE = ('[{"up_to": "10", "rate": "0.005", "max_leverage": "100"}, '
@@ -79,5 +79,17 @@ class MarkPriceAdmin(ReadOnlyAdmin):
     list_display = ["at", "contract", "index_px", "basis", "mark_px"]
     list_filter = ["contract"]
     list_select_related = ["contract"]
+    date_hierarchy = "at"
+    ordering = ["-at", "-id"]
+
+
+@admin.register(Liquidation)
+class LiquidationAdmin(ReadOnlyAdmin):
+    """Every liquidation step, newest first: what the engine saw and the order it entered."""
+
+    list_display = ["at", "contract", "client", "mark_px", "quantity", "equity", "requirement", "size",
+                    "bankruptcy_px", "order"]
+    list_filter = ["contract"]
+    list_select_related = ["contract", "client", "order"]
     date_hierarchy = "at"
     ordering = ["-at", "-id"]

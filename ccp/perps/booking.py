@@ -24,11 +24,12 @@ from ccp.db import bulk_upsert_rows
 from ccp.locks import perp_position_rows_lock
 from ccp.money import ZERO
 from ccp.perps.accounting import PerpPosition, fill_book
-from ccp.perps.models import Perpetual
+from ccp.perps.models import Liquidation, Perpetual
 from ccp.risk.models import Position
 
-# (client, contract) -> its fills in trade order: (signed quantity, price, the order's leverage and margin mode)
-Fills = Mapping[tuple[int, int], Sequence[tuple[Decimal, Decimal, Decimal, str]]]
+# (client, contract) -> its fills in trade order: (signed quantity, price, the order's leverage and margin mode,
+# whether the order is a liquidation's)
+Fills = Mapping[tuple[int, int], Sequence[tuple[Decimal, Decimal, Decimal, str, bool]]]
 
 
 @dataclass
@@ -49,7 +50,7 @@ def perp_fills_book(*, fills: Fills, contracts: Mapping[int, Contract], now: dat
         perpetual = perpetuals[contract_id]
         if perpetual.settle_px is None:
             perpetual.settle_px = next(price for (_, c), changes in sorted(fills.items()) if c == contract_id
-                                       for _, price, _, _ in changes)
+                                       for _, price, *_ in changes)
             perpetual.save(update_fields=["settle_px"])
     positions = {(c, k): PerpPosition(quantity=q, cost=cost, margin=margin, mode=mode, realised_pnl=realised)
                  for c, k, q, cost, realised, mode, margin in perp_position_rows_lock(
@@ -59,10 +60,11 @@ def perp_fills_book(*, fills: Fills, contracts: Mapping[int, Contract], now: dat
         settle_px = perpetuals[key[1]].settle_px
         position = positions.get(key) or PerpPosition()
         cash, moved = ZERO, ZERO
-        for quantity, price, leverage, mode in changes:
+        for quantity, price, leverage, mode, liquidation in changes:
             if not position.quantity:  # a flat position takes the order's mode
                 position = PerpPosition(mode=mode, realised_pnl=position.realised_pnl)
-            result = fill_book(position, quantity=quantity, price=price, leverage=leverage, settle_px=settle_px)
+            result = fill_book(position, quantity=quantity, price=price, leverage=leverage, settle_px=settle_px,
+                               keep_margin=liquidation)
             position, cash, moved = result.position, cash + result.cash, moved + quantity
             booked.margin[(key[0], contract.collateral_id)] += result.held_change
         booked.lines[key] = (cash, moved)
@@ -75,3 +77,10 @@ def perp_fills_book(*, fills: Fills, contracts: Mapping[int, Contract], now: dat
                      replace=["quantity", "cost", "entry_price", "realised_pnl", "margin_mode", "margin", "updated_at"])
     booked.margin = dict(booked.margin)
     return booked
+
+
+def liquidation_order_ids(order_ids) -> set[int]:
+    """Which of these orders a liquidation entered (``Liquidation``): their fills keep the margin."""
+    order_ids = set(order_ids)
+    return set(Liquidation.objects.filter(order_id__in=order_ids).values_list("order_id", flat=True)) if order_ids \
+        else set()

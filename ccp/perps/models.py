@@ -80,3 +80,27 @@ class MarkPrice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.contract} mark {self.mark_px} index {self.index_px} @ {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class Liquidation(models.Model):
+    """One step of a position's liquidation: what the engine saw (the mark, the position, its equity and its
+    requirement) and the reduce-only order it entered on the book. Append-only: written by
+    ``perpetual_liquidations_enter``."""
+
+    contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="liquidations")
+    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="liquidations")
+    order = models.OneToOneField("orders.Order", on_delete=models.PROTECT, related_name="liquidation")
+    mark_px = MoneyField()
+    quantity = MoneyField(help_text="the position's signed quantity when it was found")
+    equity = MoneyField(help_text="margin + quantity x (mark - entry)")
+    requirement = MoneyField(help_text="(maintenance rate + liquidation fee) x notional at the mark")
+    size = MoneyField(help_text="what the order closes: the fewest lots restoring 1.5x the requirement, or all")
+    bankruptcy_px = MoneyField(help_text="the order's protection price: no fill beyond it")
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        constraints = [models.CheckConstraint(condition=Q(size__gt=0), name="liquidation_size_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.contract} {self.client}: {self.size} at mark {self.mark_px}"

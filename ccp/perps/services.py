@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -19,12 +19,26 @@ from ccp.contracts.models import Contract, ContractState, Currency, Pair, Tradin
 from ccp.contracts.payoffs import ContractKind, Terms
 from ccp.errors import ApplicationError, Conflict
 from ccp.locks import contract_lock, contracts_lock, perp_position_rows_lock
-from ccp.money import ZERO, money_str
+from ccp.money import ZERO, money_str, quantize
 from ccp.orders.selectors import books_bbo
 from ccp.orders.services import OrderRequest, order_submit
-from ccp.perps.accounting import PerpPosition, funding_book, variation_book
-from ccp.perps.margin import LONG, Tier, basis_damped, funding_payments, funding_rate, mark_price, premium, tiers_check
-from ccp.perps.models import MarkPrice, Perpetual
+from ccp.orders.states import OPEN_STATES
+from ccp.perps.accounting import ISOLATED, PerpPosition, funding_book, variation_book
+from ccp.perps.liquidation import liquidation_size
+from ccp.perps.margin import (
+    LONG,
+    Tier,
+    bankruptcy_price,
+    basis_damped,
+    funding_payments,
+    funding_rate,
+    liquidatable,
+    mark_price,
+    premium,
+    tier_of,
+    tiers_check,
+)
+from ccp.perps.models import Liquidation, MarkPrice, Perpetual
 from ccp.perps.selectors import mark_fresh, open_estimate
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.models import Position
@@ -208,3 +222,50 @@ def position_open(*, client, perpetual: Perpetual, side: str, margin: Decimal, l
         client_order_id=client_order_id, contract=perpetual.contract, side="buy" if side == LONG else "sell",
         kind="market", price=estimate.protection_price, quantity=estimate.quantity, time_in_force="ioc",
         leverage=leverage, margin_mode="isolated"))
+
+
+LIQUIDATION_TARGET = Decimal("1.5")  # a partial liquidation restores 1.5x the requirement (ccp.perps.liquidation)
+
+
+@transaction.atomic
+def perpetual_liquidations_enter(*, contract_id: int, now: datetime) -> list[Liquidation]:
+    """Find the perpetual's isolated positions at or below their maintenance requirement plus closing fee at
+    the current mark (``ccp.perps.margin.liquidatable``) and enter, for each, a reduce-only immediate-or-cancel
+    market order for the fewest lots that restore 1.5x the requirement (all of it when that is not enough,
+    ``ccp.perps.liquidation.liquidation_size``), protected at the position's bankruptcy price (within the
+    price band): the matcher fills it as any order, never beyond that price. A ``Liquidation`` row keeps
+    each step. Nothing happens without a mark from a fresh index. A position with a liquidation order
+    still open gets no second one. Locks the contract (3); the orders go through ``order_submit`` (queued
+    for the matcher after commit). Safe to run twice: the client_order_id names the position and the
+    mark's time."""
+    contract = contract_lock(contract_id)
+    perpetual = Perpetual.objects.get(contract=contract)
+    mark = mark_fresh(perpetual, now=now)
+    if mark is None:
+        return []
+    tiers, fee = perpetual.tier_list, perpetual.liquidation_fee_rate
+    pending = set(Liquidation.objects.filter(contract=contract, order__state__in=OPEN_STATES)
+                  .values_list("client_id", flat=True))
+    found = []
+    for position in Position.objects.filter(contract=contract, margin_mode=ISOLATED).exclude(quantity=0).select_related(
+            "client").order_by("id"):
+        q, entry = position.quantity, position.cost / position.quantity
+        rate = tier_of(tiers, q).rate
+        if position.client_id in pending or not liquidatable(quantity=q, entry_px=entry, margin=position.margin,
+                                                               mark=mark, rate=rate, fee_rate=fee):
+            continue
+        equity = position.margin + q * (mark - entry)
+        size = liquidation_size(quantity=q, equity=equity, mark=mark, rate=rate, fee_rate=fee,
+                                lot=contract.lot_size, target=LIQUIDATION_TARGET)
+        worst = bankruptcy_price(quantity=q, entry_px=entry, margin=position.margin, tick=contract.tick_size)
+        worst = min(max(worst, contract.price_min), contract.price_max)
+        order, _ = order_submit(client=position.client, now=now, request=OrderRequest(
+            client_order_id=f"liq-{position.pk}-{perpetual.marked_at:%Y%m%dT%H%M%S%f}", contract=contract,
+            side="sell" if q > 0 else "buy", kind="market", price=worst, quantity=size, time_in_force="ioc",
+            reduce_only=True, leverage=Decimal(1), margin_mode=ISOLATED))
+        liquidation, _ = Liquidation.objects.get_or_create(order=order, defaults={
+            "contract": contract, "client_id": position.client_id, "mark_px": mark, "quantity": q,
+            "equity": quantize(equity), "requirement": quantize((rate + fee) * abs(q) * mark, ROUND_CEILING),
+            "size": size, "bankruptcy_px": worst, "at": now})
+        found.append(liquidation)
+    return found

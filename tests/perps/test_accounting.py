@@ -81,3 +81,18 @@ def test_realised_pnl_less_cost_is_the_cash_and_flat_holds_nothing(steps, mode):
         assert position.held(settle) == (position.margin if mode == ISOLATED else 0)
         if mode == CROSS:
             assert available == position.realised_pnl + funding  # every margin back, PnL and funding in
+
+
+def test_a_liquidation_fill_keeps_the_margin_in_the_position():
+    # Long 0.1 at 50,000 with 500 of margin, 0.046 closed at 45,400 by its liquidation: the 211.6 realised loss
+    # comes out of the margin (500 -> 288.4), nothing is released, available does not move.
+    position = PerpPosition(quantity=D("0.1"), cost=D(5000), margin=D(500), mode=ISOLATED)
+    closed = fill_book(position, quantity=D("-0.046"), price=D(45400), leverage=D(1), settle_px=D(50000),
+                       keep_margin=True)
+    assert (closed.position.quantity, closed.position.margin, closed.position.realised_pnl) == (
+        D("0.054"), D("288.4"), D("-211.6"))
+    assert available_change(closed) == 0
+    rest = fill_book(closed.position, quantity=D("-0.054"), price=D(45400), leverage=D(1), settle_px=D(50000),
+                     keep_margin=True)
+    assert (rest.position.quantity, rest.position.margin) == (D(0), D(0))  # flat: what is left comes back
+    assert available_change(rest) == D("288.4") - D("0.054") * D(4600)

@@ -31,6 +31,7 @@ def test_list_a_perpetual_then_see_it(admin_client):
     assert perpetual.max_leverage == D(100) and perpetual.contract.trading_mode == "continuous"
     assert admin_client.get(reverse("admin:perps_perpetual_changelist")).status_code == 200
     assert admin_client.get(reverse("admin:perps_markprice_changelist")).status_code == 200
+    assert admin_client.get(reverse("admin:perps_liquidation_changelist")).status_code == 200
 
 
 @pytest.mark.parametrize("tiers, says", [
