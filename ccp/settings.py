@@ -169,6 +169,7 @@ SPECTACULAR_SETTINGS = {
         "ContractStateEnum": "ccp.contracts.models.ContractState",
         "OrderStateEnum": "ccp.orders.states.OrderState",
         "SideEnum": "ccp.orders.models.Side",
+        "PositionSideEnum": ["long", "short"],
         "OrderKindEnum": "ccp.orders.models.OrderKind",
         "TimeInForceEnum": "ccp.orders.models.TimeInForce",
         "SelfTradePreventionEnum": "ccp.orders.models.SelfTrade",
