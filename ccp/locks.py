@@ -49,18 +49,56 @@ Who takes what:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Mapping
 
+from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 from ccp.accounts.models import FundLock
-from ccp.contracts.models import Contract
+from ccp.contracts.models import Contract, Currency, Pair
 from ccp.matching.models import Auction
 from ccp.orders.models import Order
 from ccp.risk.models import Lockup, Position
 
 _BOOK_LOCK = 7001  # advisory lock namespace: a pair's book
+
+
+class _Columns:
+    """A model's concrete columns read by plain SQL and turned into instances as the ORM does (``from_db``
+    after the fields' database converters): the hot locks skip compiling a queryset, which cost a small
+    batch more than its SQL."""
+
+    def __init__(self, model: type[Model]):
+        fields = model._meta.concrete_fields
+        self.model, self.columns, self.attnames = model, [f.column for f in fields], [f.attname for f in fields]
+        cols = [f.get_col(model._meta.db_table) for f in fields]
+        self.converters = [(i, [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)], col)
+                           for i, col in enumerate(cols)]
+        self.converters = [(i, found, col) for i, found, col in self.converters if found]
+
+    @staticmethod
+    @functools.cache
+    def of(model: type[Model]) -> _Columns:
+        return _Columns(model)
+
+    def select(self, alias: str) -> str:
+        return ", ".join(f'{alias}."{column}"' for column in self.columns)
+
+    def instance(self, row: tuple) -> Model:
+        if self.converters:
+            row = list(row)
+            for i, converters, col in self.converters:
+                for converter in converters:
+                    row[i] = converter(row[i], col, connection)
+        return self.model.from_db(connection.alias, self.attnames, row)
+
+
+_CONTRACT_PAIR = Contract._meta.get_field("pair")
+_PAIR_BASE = Pair._meta.get_field("base")
+_PAIR_QUOTE = Pair._meta.get_field("quote")
+_FUND_LOCK_CURRENCY = FundLock._meta.get_field("currency")
 
 
 def book_lock(pair_id: int, *, exclusive: bool) -> None:
@@ -83,14 +121,46 @@ def contracts_lock(contracts: QuerySet[Contract]) -> dict[int, Contract]:
 
 
 def contract_lock(contract_id: int) -> Contract:
-    """3. One contract row (its pair and currencies read with it, not locked)."""
-    return (Contract.objects.select_for_update(no_key=True, of=("self",))
-            .select_related("pair__base", "pair__quote").get(pk=contract_id))
+    """3. One contract row (its pair and currencies read with it, not locked). Raises
+    ``Contract.DoesNotExist`` when there is none."""
+    contract, pair, base, quote = _Columns.of(Contract), _Columns.of(Pair), _Columns.of(Currency), _Columns.of(Currency)
+    with connection.cursor() as cursor:  # the locked table unaliased: OF names it as ccp.locks' order does
+        cursor.execute(f"SELECT {contract.select('contracts_contract')}, {pair.select('p')}, {base.select('b')}, "
+                       f"{quote.select('q')} FROM contracts_contract "
+                       "JOIN contracts_pair AS p ON p.id = contracts_contract.pair_id "
+                       "JOIN contracts_currency AS b ON b.id = p.base_id "
+                       "JOIN contracts_currency AS q ON q.id = p.quote_id "
+                       "WHERE contracts_contract.id = %s FOR NO KEY UPDATE OF contracts_contract", [contract_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Contract.DoesNotExist(f"Contract matching id {contract_id} does not exist.")
+    at = len(contract.attnames)
+    locked, pair_row = contract.instance(row[:at]), pair.instance(row[at:at + len(pair.attnames)])
+    at += len(pair.attnames)
+    _PAIR_BASE.set_cached_value(pair_row, base.instance(row[at:at + len(base.attnames)]))
+    _PAIR_QUOTE.set_cached_value(pair_row, quote.instance(row[at + len(base.attnames):]))
+    _CONTRACT_PAIR.set_cached_value(locked, pair_row)
+    return locked
 
 
 def orders_lock(orders: QuerySet[Order]) -> list[Order]:
     """4. These order rows, by id (rows joined by ``select_related`` are read, not locked)."""
-    return list(orders.select_for_update(no_key=True, of=("self",)).order_by("id"))
+    query = orders.query
+    if query.select_related or len(query.alias_map) > 1 or query.is_sliced or query.distinct or query.combinator:
+        return list(orders.select_for_update(no_key=True, of=("self",)).order_by("id"))
+    # Only the filter is compiled (the rows and their recheck after a lock wait are the queryset's): the whole
+    # model's select with its lock cost a matcher's batch of one order more than its matching.
+    try:
+        where, params = query.get_compiler(connection=connection).compile(query.where)
+    except EmptyResultSet:
+        return []
+    except FullResultSet:
+        where, params = "TRUE", []
+    columns = _Columns.of(Order)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns.select('orders_order')} FROM orders_order WHERE {where} "
+                       "ORDER BY orders_order.id FOR NO KEY UPDATE OF orders_order", params)
+        return [columns.instance(row) for row in cursor.fetchall()]
 
 
 def order_lock(order_id: int) -> Order:
@@ -116,12 +186,24 @@ def fund_locks_lock(*, keys: Collection[tuple[int, int]] = (), client_ids: Colle
     if not keys and not client_ids:
         return {}
     wanted = set(keys)
-    rows = (FundLock.objects.select_for_update(no_key=True, of=("self",)).select_related("currency")
-            .filter(client_id__in={c for c, _ in wanted} | set(client_ids)).order_by("id"))
+    fund_lock, currency = _Columns.of(FundLock), _Columns.of(Currency)
+    sql = (f"SELECT {fund_lock.select('accounts_fundlock')}, {currency.select('c')} FROM accounts_fundlock "
+           "JOIN contracts_currency AS c ON c.id = accounts_fundlock.currency_id "
+           "WHERE accounts_fundlock.client_id = ANY(%s)")
+    params = [sorted({c for c, _ in wanted} | set(client_ids))]
     if not client_ids:
-        rows = rows.filter(currency_id__in={c for _, c in wanted})
-    return {(f.client_id, f.currency_id): f for f in rows
-            if f.client_id in client_ids or (f.client_id, f.currency_id) in wanted}
+        sql += " AND accounts_fundlock.currency_id = ANY(%s)"
+        params.append(sorted({c for _, c in wanted}))
+    with connection.cursor() as cursor:
+        cursor.execute(sql + " ORDER BY accounts_fundlock.id FOR NO KEY UPDATE OF accounts_fundlock", params)
+        rows = cursor.fetchall()
+    at, locked = len(fund_lock.attnames), {}
+    for row in rows:
+        f = fund_lock.instance(row[:at])
+        if f.client_id in client_ids or (f.client_id, f.currency_id) in wanted:
+            _FUND_LOCK_CURRENCY.set_cached_value(f, currency.instance(row[at:]))
+            locked[(f.client_id, f.currency_id)] = f
+    return locked
 
 
 def positions_lock(positions: QuerySet[Position]) -> list[Position]:

@@ -11,7 +11,7 @@ from django.db import connection, transaction
 
 from ccp.clearing.models import Trade, Venue
 from ccp.clock import require_aware
-from ccp.db import bulk_insert_rows, ids_reserve
+from ccp.db import bulk_insert_rows
 from ccp.marketdata.services import candles_record, trades_publish
 
 
@@ -29,9 +29,23 @@ class Execution(NamedTuple):
     aggressor_side: str | None = None
 
 
-_LAST_SEQUENCES = """
-    SELECT c.id, (SELECT max(t.sequence) FROM clearing_trade AS t WHERE t.contract_id = c.id)
-    FROM unnest(%s::bigint[]) AS c(id)
+# One statement for what booking needs before its insert: which executions are not booked yet (by venue,
+# venue ref, buy order, sell order: the unique constraint's key), each one's contract's last sequence, and
+# an id per fresh execution. The ids come from the sequence in any order: the caller hands them out sorted.
+_FRESH = """
+    WITH e AS (
+        SELECT * FROM unnest(%(buys)s::bigint[], %(sells)s::bigint[], %(contracts)s::bigint[])
+            WITH ORDINALITY AS e(buy_order_id, sell_order_id, contract_id, n)
+    ), fresh AS (
+        SELECT e.n, e.contract_id FROM e WHERE NOT EXISTS (
+            SELECT 1 FROM clearing_trade AS t WHERE t.venue = %(venue)s AND t.venue_ref = %(venue_ref)s
+            AND t.buy_order_id = e.buy_order_id AND t.sell_order_id = e.sell_order_id)
+    ), last AS (
+        SELECT c.id, (SELECT max(t.sequence) FROM clearing_trade AS t WHERE t.contract_id = c.id) AS sequence
+        FROM (SELECT DISTINCT contract_id AS id FROM fresh) AS c
+    )
+    SELECT f.n, nextval(pg_get_serial_sequence('clearing_trade', 'id')), l.sequence
+    FROM fresh AS f JOIN last AS l ON l.id = f.contract_id
 """
 
 
@@ -49,16 +63,22 @@ def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution]
     The booked trades go into the candles and, after commit, to the public trade stream
     (``ccp.marketdata``); the caller publishes the rest."""
     now = require_aware(now)
-    booked = set(Trade.objects.filter(venue=venue, venue_ref=venue_ref)
-                 .values_list("buy_order_id", "sell_order_id")) if executions else set()
-    fresh = [e for e in executions if (e.buy_order_id, e.sell_order_id) not in booked]
-    if not fresh:
+    if not executions:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(_LAST_SEQUENCES, [sorted({e.contract_id for e in fresh})])
-        last = {contract_id: sequence or 0 for contract_id, sequence in cursor.fetchall()}
+        cursor.execute(_FRESH, {"buys": [e.buy_order_id for e in executions],
+                                "sells": [e.sell_order_id for e in executions],
+                                "contracts": [e.contract_id for e in executions],
+                                "venue": venue, "venue_ref": venue_ref})
+        found = cursor.fetchall()
+    if not found:
+        return []
+    found.sort()
+    fresh = [executions[n - 1] for n, _, _ in found]
+    last = {executions[n - 1].contract_id: sequence or 0 for n, _, sequence in found}
+    ids = sorted(trade_id for _, trade_id, _ in found)
     rows = []
-    for trade_id, e in zip(ids_reserve(Trade, len(fresh)), fresh, strict=True):
+    for trade_id, e in zip(ids, fresh, strict=True):
         last[e.contract_id] += 1
         rows.append({"id": trade_id, "venue": venue, "venue_ref": venue_ref, "contract_id": e.contract_id,
                      "sequence": last[e.contract_id], "price": e.price, "quantity": e.quantity,
