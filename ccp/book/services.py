@@ -213,14 +213,10 @@ def _engine_prices(contract: Contract, scale: Scale, now: datetime) -> dict[str,
     index = index_by_pair(now=now).get(contract.pair_id)
     if index is None:
         return {}
-    if contract.is_perpetual:  # its own mark: the index plus its damped basis, if fresh (ccp.perps)
-        mark = mark_fresh(contract.perpetual, now=now)
-        prices = {"index": index} if mark is None else {"mark": mark, "index": index}
-        return {source: int((price / scale.tick).to_integral_value(ROUND_HALF_EVEN))
-                for source, price in prices.items()}
-    mark = mark_px(contract.terms, index)
-    return {source: int((price / scale.tick).to_integral_value(ROUND_HALF_EVEN))
-            for source, price in (("mark", mark), ("index", index))}
+    # A perpetual's own mark (the index plus its damped basis), if fresh (ccp.perps); else the contract's rule.
+    mark = mark_fresh(contract.perpetual, now=now) if contract.is_perpetual else mark_px(contract.terms, index)
+    prices = {"index": index} if mark is None else {"mark": mark, "index": index}
+    return {source: int((price / scale.tick).to_integral_value(ROUND_HALF_EVEN)) for source, price in prices.items()}
 
 
 # The engine order ids each event names.
