@@ -1,0 +1,98 @@
+"""Cross margin (``ccp.perps.cross``): an account's equity and requirement over all its cross positions in a
+currency, the margin the rest of the account puts behind one position, its liquidation price at open (long and
+short, with fees, against hand-worked numbers), and the selector that finds the accounts a new mark leaves at or
+below their requirement."""
+
+from datetime import timedelta
+from decimal import Decimal as D
+
+import pytest
+
+from ccp.perps.cross import CrossLeg, cross_accounts_below, cross_below, cross_cash, leg_margin
+from ccp.perps.margin import bankruptcy_price, liquidation_price
+from ccp.perps.services import perpetual_marks_update
+from tests.book.test_venue import match, send, trader
+from tests.perps.test_listing import quote
+from tests.perps.test_trading import balance, perp  # noqa: F401 - fixture
+
+RATE, FEE, TICK = D("0.005"), D("0.0005"), D("0.01")
+
+
+def leg(contract_id, quantity, entry, mark, *, settle=None, margin=D(0), rate=RATE):
+    return CrossLeg(contract_id=contract_id, quantity=D(quantity), cost=D(quantity) * D(entry), margin=margin,
+                    settle_px=D(settle or entry), mark=D(mark), rate=rate, fee_rate=FEE)
+
+
+def test_a_single_cross_long_and_short_liquidate_where_the_hand_worked_numbers_say():
+    # 10,000 of cash behind 1 BTC bought (or sold) at 50,000, R = 50,000: m = 10,000.
+    # Long: (50,000 - 10,000) / (1 - 0.005 - 0.0005) = 40,221.2166... -> 40,221.21 (the first tick that liquidates)
+    # Short: (50,000 + 10,000) / (1 + 0.005 + 0.0005) = 59,671.8050... -> 59,671.81; bankruptcy 40,000 and 60,000.
+    for quantity, liquidation, bankruptcy in ((1, D("40221.21"), D(40000)), (-1, D("59671.81"), D(60000))):
+        long = leg(1, quantity, 50000, 50000)
+        margin = leg_margin(D(10000), [long], long)
+        assert margin == D(10000)
+        assert liquidation_price(quantity=long.quantity, entry_px=long.entry_px, margin=margin, rate=RATE,
+                                 fee_rate=FEE, tick=TICK) == liquidation
+        assert bankruptcy_price(quantity=long.quantity, entry_px=long.entry_px, margin=margin, tick=TICK) == bankruptcy
+
+
+def test_the_other_cross_positions_count_with_their_pnl_less_their_requirement():
+    # The same long beside 10 ETH short at 3,000 now marked 2,900 (entered at 3,100, R = 3,000, rate 1%):
+    # its value relative to R is -10 x (2,900 - 3,000) = 1,000, its requirement (0.01 + 0.0005) x 10 x 2,900 = 304.5.
+    # m = 10,000 + 1,000 - 304.5 = 10,695.5: the long liquidates at (50,000 - 10,695.5) / 0.9945 = 39,521.87... -> .87
+    btc = leg(1, 1, 50000, 50000)
+    eth = leg(2, -10, 3100, 2900, settle=3000, rate=D("0.01"))
+    margin = leg_margin(D(10000), [btc, eth], btc)
+    assert margin == D("10695.5")
+    assert liquidation_price(quantity=D(1), entry_px=D(50000), margin=margin, rate=RATE, fee_rate=FEE,
+                             tick=TICK) == D("39521.87")
+    # The ETH leg's own entry counts too: seen from it, m = 10,000 - 10 x (3,100 - 3,000) + 0 - 275 = 8,725.
+    assert leg_margin(D(10000), [btc, eth], eth) == D(10000) - D(1000) - D("275")
+
+
+def test_an_account_is_below_exactly_when_its_equity_reaches_its_requirement():
+    # 1 BTC long at 50,000 with 10,000: at 40,221.21 equity 221.21 <= requirement 0.0055 x 40,221.21 = 221.2166...
+    at = leg(1, 1, 50000, "40221.21")
+    found = cross_below(client_id=7, cash=D(10000), legs=[at], contract_id=1)
+    assert found is not None and (found.equity, found.account_equity) == (D("221.21"), D("221.21"))
+    assert found.requirement == D("0.0055") * D("40221.21") and found.margin == D(10000)
+    assert cross_below(client_id=7, cash=D(10000), legs=[leg(1, 1, 50000, "40221.22")], contract_id=1) is None
+    assert cross_below(client_id=7, cash=D(10000), legs=[at], contract_id=2) is None  # no leg there
+
+
+def test_the_cash_outside_isolated_margins_and_lockups_comes_from_the_fund_lock():
+    # fundlock 1,000 + settle -30 - lockups 100 - margin value 700 (isolated holds 400, the cross leg 300) = 170;
+    # plus the cross leg's holding 300: 470.
+    cross_leg = leg(1, "0.1", 50000, 49000, settle=50300, margin=D(270))  # held 270 - (5,000 - 5,030) = 300
+    assert cross_leg.held == D(300)
+    assert cross_cash(fundlock=D(1000), settle_value=D(-30), lockup_value=D(100), margin_value=D(700),
+                      legs=[cross_leg]) == D(470)
+
+
+@pytest.mark.django_db
+def test_the_selector_finds_a_cross_account_only_once_its_mark_reaches_the_liquidation_price(perp, now,  # noqa: F811
+                                                                                            time_machine):
+    time_machine.move_to(now)
+    alice, bob = trader(perp, "1000"), trader(perp, "100000")
+    send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="cross")
+    match(perp)  # Alice: 0.1 long at 50,000, cross, 1,000 deposited: m = 1,000 -> (5,000 - 1,000) / 0.0993 = 40,281.97
+    assert balance(alice, perp) == (D(500), D(500))
+
+    def below(price, at):
+        quote(perp.pair, "binance", price, at)
+        perpetual_marks_update(now=at)
+        return cross_accounts_below(contract_id=perp.pk, currency_id=perp.collateral_id, fresh_since=at)
+
+    assert below("40500", now) == []
+    later = now + timedelta(seconds=1)
+    time_machine.move_to(later)
+    [found] = below("40000", later)  # Bob's short is far from it
+    # equity 1,000 + 0.1 x (40,000 - 50,000) = 0; requirement (0.005 + 0.002) x 0.1 x 40,000 = 28
+    assert (found.client_id, found.quantity, found.margin, found.equity, found.requirement) == (
+        alice.pk, D("0.1"), D(1000), D(0), D(28))
+    # a mark older than asked is stale: nothing liquidates on it
+    assert cross_accounts_below(contract_id=perp.pk, currency_id=perp.collateral_id,
+                                fresh_since=later + timedelta(seconds=1)) == []
+    assert cross_accounts_below(contract_id=perp.pk, currency_id=perp.collateral_id, fresh_since=later,
+                                exclude=[alice.pk]) == []
