@@ -180,3 +180,23 @@ def cross_accounts_below(*, contract_id: int, currency_id: int, fresh_since: dat
         if below is not None:
             found.append(below)
     return found
+
+
+_LOSS_SQL = """
+SELECT COALESCE(SUM(p.quantity * (COALESCE(pp.mark_px, pp.settle_px) - pp.settle_px)), 0)
+FROM risk_position p
+JOIN contracts_contract c ON c.id = p.contract_id
+JOIN perps_perpetual pp ON pp.contract_id = p.contract_id
+WHERE p.client_id = %s AND c.collateral_id = %s AND p.margin_mode = %s AND p.quantity <> 0
+  AND pp.settle_px IS NOT NULL
+"""
+
+
+def cross_unrealised_loss(*, client_id: int, currency_id: int) -> Decimal:
+    """What the client's cross positions in the currency have lost at their latest marks since their cash was
+    last settled (``max(0, -sum q * (M - R))``): collateral that backs a loss no cash movement took yet, so
+    not withdrawable. A gain is not withdrawable before it is settled either (it counts for nothing here)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LOSS_SQL, [client_id, currency_id, CROSS])
+        (value,) = cursor.fetchone()
+    return max(ZERO, -Decimal(value))

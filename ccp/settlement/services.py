@@ -44,6 +44,7 @@ from ccp.contracts.models import Currency
 from ccp.errors import ApplicationError, Conflict
 from ccp.locks import fund_locks_lock
 from ccp.money import money_str
+from ccp.perps.cross import cross_unrealised_loss
 from ccp.risk.collateral import collateral_covers
 from ccp.settlement.chain.client import FundLockClient, SignedTx
 from ccp.settlement.models import (
@@ -617,11 +618,14 @@ def withdrawal_request(*, client: Client, ask: WithdrawalAsk, now: datetime) -> 
         token_units(amount, currency.decimals)
     except ValueError as exc:
         raise ApplicationError(str(exc), code="amount_too_precise") from exc
-    if not collateral_covers(fund_lock, amount):
-        available = fund_lock.available if fund_lock else Decimal(0)
-        raise ApplicationError("The amount exceeds your available collateral (collateral held by open orders "
-                               "and lockups cannot be withdrawn).", code="insufficient_collateral",
-                               extra={"available": money_str(available)}, http_status=409)
+    # A cross perpetual loss at the mark not settled in cash yet is backed by this collateral too.
+    loss = cross_unrealised_loss(client_id=client.pk, currency_id=currency.pk) if fund_lock else Decimal(0)
+    if not collateral_covers(fund_lock, amount + loss):
+        available = fund_lock.available - loss if fund_lock else Decimal(0)
+        raise ApplicationError("The amount exceeds your available collateral (collateral held by open orders, "
+                               "lockups, perpetual margins and cross losses at the mark cannot be withdrawn).",
+                               code="insufficient_collateral", extra={"available": money_str(max(available, 0))},
+                               http_status=409)
     try:
         with transaction.atomic():
             movement = CashMovement.objects.create(client=client, currency=currency, amount=-amount,

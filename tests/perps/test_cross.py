@@ -8,9 +8,18 @@ from decimal import Decimal as D
 
 import pytest
 
-from ccp.perps.cross import CrossLeg, cross_accounts_below, cross_below, cross_cash, leg_margin
+from ccp.errors import ApplicationError
+from ccp.perps.cross import (
+    CrossLeg,
+    cross_accounts_below,
+    cross_below,
+    cross_cash,
+    cross_unrealised_loss,
+    leg_margin,
+)
 from ccp.perps.margin import bankruptcy_price, liquidation_price
 from ccp.perps.services import perpetual_marks_update
+from ccp.settlement.services import WithdrawalAsk, withdrawal_request
 from tests.book.test_venue import match, send, trader
 from tests.perps.test_listing import quote
 from tests.perps.test_trading import balance, perp  # noqa: F401 - fixture
@@ -96,3 +105,25 @@ def test_the_selector_finds_a_cross_account_only_once_its_mark_reaches_the_liqui
                                 fresh_since=later + timedelta(seconds=1)) == []
     assert cross_accounts_below(contract_id=perp.pk, currency_id=perp.collateral_id, fresh_since=later,
                                 exclude=[alice.pk]) == []
+
+
+@pytest.mark.django_db
+def test_a_cross_loss_at_the_mark_not_yet_settled_cannot_be_withdrawn(perp, now, time_machine):  # noqa: F811
+    time_machine.move_to(now)
+    alice, bob = trader(perp, "1000"), trader(perp, "100000")
+    send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="cross")
+    match(perp)
+    quote(perp.pair, "binance", "48000", now)
+    perpetual_marks_update(now=now)  # Alice has lost 0.1 x 2,000 = 200 at the mark; no cash has moved yet
+    assert balance(alice, perp) == (D(500), D(500))
+    currency = perp.collateral
+    currency.token_address = "0x" + "7" * 40  # held on chain
+    currency.save(update_fields=["token_address"])
+    with pytest.raises(ApplicationError) as refused:
+        withdrawal_request(client=alice, ask=WithdrawalAsk("w1", currency, D("300.01")), now=now)
+    assert (refused.value.code, refused.value.extra) == ("insufficient_collateral", {"available": "300"})
+    withdrawal, created = withdrawal_request(client=alice, ask=WithdrawalAsk("w2", currency, D(300)), now=now)
+    assert created and balance(alice, perp) == (D(500), D(200))
+    # Bob's gain is not withdrawable before it is settled, and not taken from him either
+    assert cross_unrealised_loss(client_id=bob.pk, currency_id=currency.pk) == 0
