@@ -207,6 +207,12 @@ CCP_VENUE_TIMEOUT_SECONDS = int(os.environ.get("CCP_VENUE_TIMEOUT_SECONDS", "5")
 # Orders on perpetuals: refused (contract_not_tradeable) until the liquidation engine lands.
 CCP_PERPETUALS_OPEN = env_bool("CCP_PERPETUALS_OPEN", False)
 # Perpetuals' funding times: every this many hours from 00:00 UTC (a divisor of 24).
+# A perpetual position's margin call goes out when maintenance plus closing fee reaches this share of its equity,
+# and again every CCP_MARGIN_CALL_REPEAT_SECONDS while it stays there.
+CCP_MARGIN_CALL_RATIO = Decimal(os.environ.get("CCP_MARGIN_CALL_RATIO", "0.8"))
+if not Decimal("0.1") < CCP_MARGIN_CALL_RATIO <= 1:
+    raise ImproperlyConfigured("CCP_MARGIN_CALL_RATIO must lie in (0.1, 1]")
+CCP_MARGIN_CALL_REPEAT_SECONDS = int(os.environ.get("CCP_MARGIN_CALL_REPEAT_SECONDS", "600"))
 CCP_FUNDING_INTERVAL_HOURS = int(os.environ.get("CCP_FUNDING_INTERVAL_HOURS", "8"))
 if CCP_FUNDING_INTERVAL_HOURS not in (1, 2, 3, 4, 6, 8, 12, 24):
     raise ImproperlyConfigured("CCP_FUNDING_INTERVAL_HOURS must divide 24: 1, 2, 3, 4, 6, 8, 12 or 24")

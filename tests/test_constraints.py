@@ -595,6 +595,9 @@ CONSTRAINT_CASES = [
     case("position_unique_client_contract", PositionFactory, same=("client", "contract")),
     case("position_flat_has_no_entry", PositionFactory, quantity=D("0"), cost=D("1")),
     case("position_margin_mode_valid", PositionFactory, margin_mode="hedge"),
+    case("position_triggers_isolated", PositionFactory, "cross", margin_mode="cross", liquidation_px=D("1")),
+    case("position_triggers_isolated", PositionFactory, "flat", margin_mode="isolated", quantity=D("0"), cost=D("0"),
+         entry_price=None, call_px=D("1")),
     case("lockup_unique_portfolio", LockupFactory, same=("client", "pair", "expiry_date")),
     case("lockup_non_negative", LockupFactory, amount=D("-0.000000000000000001")),
     # settlement

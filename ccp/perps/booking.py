@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
+
 from ccp.contracts.models import Contract
 from ccp.db import bulk_upsert_rows
 from ccp.locks import perp_position_rows_lock
 from ccp.money import ZERO
-from ccp.perps.accounting import PerpPosition, fill_book
+from ccp.perps.accounting import ISOLATED, PerpPosition, fill_book
+from ccp.perps.margin import isolated_triggers
 from ccp.perps.models import Liquidation, Perpetual
 from ccp.risk.models import Position
 
@@ -72,11 +75,24 @@ def perp_fills_book(*, fills: Fills, contracts: Mapping[int, Contract], now: dat
                             "cost": position.cost, "entry_price": position.entry_shown,
                             "realised_pnl": position.realised_pnl,
                             "margin_mode": position.mode if position.quantity else "", "margin": position.margin,
+                            **position_triggers(position, perpetuals[key[1]], contract), "margin_called_at": None,
                             "updated_at": now})
     bulk_upsert_rows(Position, booked.rows, key=["client_id", "contract_id"],
-                     replace=["quantity", "cost", "entry_price", "realised_pnl", "margin_mode", "margin", "updated_at"])
+                     replace=["quantity", "cost", "entry_price", "realised_pnl", "margin_mode", "margin",
+                              "liquidation_px", "call_px", "margin_called_at", "updated_at"])
     booked.margin = dict(booked.margin)
     return booked
+
+
+def position_triggers(position: PerpPosition, perpetual: Perpetual, contract: Contract) -> dict[str, Decimal | None]:
+    """The position's stored trigger prices (``Position.liquidation_px`` and ``call_px``): an isolated one's
+    (``ccp.perps.margin.isolated_triggers``), none for a cross or flat one (its account is checked whole)."""
+    if position.mode != ISOLATED or not position.quantity:
+        return {"liquidation_px": None, "call_px": None}
+    liquidation, call = isolated_triggers(quantity=position.quantity, cost=position.cost, margin=position.margin,
+                                          tiers=perpetual.tier_list, fee_rate=perpetual.liquidation_fee_rate,
+                                          call_ratio=settings.CCP_MARGIN_CALL_RATIO, tick=contract.tick_size)
+    return {"liquidation_px": liquidation, "call_px": call}
 
 
 def liquidation_order_ids(order_ids) -> set[int]:

@@ -126,6 +126,33 @@ def liquidation_price(*, quantity: Decimal, entry_px: Decimal, margin: Decimal, 
     return _to_tick((n * entry_px + margin) / (n * (ONE + rate + fee_rate)), tick, ROUND_CEILING)
 
 
+def margin_call_price(*, quantity: Decimal, entry_px: Decimal, margin: Decimal, rate: Decimal, fee_rate: Decimal,
+                      call_ratio: Decimal, tick: Decimal) -> Decimal | None:
+    """The first mark on the tick grid at which the position's maintenance plus closing fee reaches
+    ``call_ratio`` of its equity (``ccp.perps.liquidation.margin_call``): the liquidation price with the rate
+    ``(rate + fee) / call_ratio`` and no fee, so it comes before the liquidation price. None: a long that no
+    positive price calls. ``call_ratio`` must lie in (rate + fee, 1]."""
+    if not rate + fee_rate < call_ratio <= ONE:
+        raise ValueError(f"call ratio {call_ratio} must lie in (rate + fee, 1]")
+    return liquidation_price(quantity=quantity, entry_px=entry_px, margin=margin, rate=(rate + fee_rate) / call_ratio,
+                             fee_rate=ZERO, tick=tick)
+
+
+def isolated_triggers(*, quantity: Decimal, cost: Decimal, margin: Decimal, tiers: Sequence[Tier],
+                      fee_rate: Decimal, call_ratio: Decimal, tick: Decimal) -> tuple[Decimal | None, Decimal | None]:
+    """An isolated position's (liquidation price, margin call price), from its stored quantity, cost (entry =
+    cost / quantity) and margin; (None, None) when flat."""
+    if not quantity:
+        return None, None
+    entry, rate = cost / quantity, tier_of(tiers, quantity).rate
+    liquidation = liquidation_price(quantity=quantity, entry_px=entry, margin=margin, rate=rate, fee_rate=fee_rate,
+                                    tick=tick)
+    if rate + fee_rate >= call_ratio:  # a tier this steep has no warning before liquidation
+        return liquidation, liquidation
+    return liquidation, margin_call_price(quantity=quantity, entry_px=entry, margin=margin, rate=rate,
+                                          fee_rate=fee_rate, call_ratio=call_ratio, tick=tick)
+
+
 def bankruptcy_price(*, quantity: Decimal, entry_px: Decimal, margin: Decimal, tick: Decimal) -> Decimal:
     """The mark at which the position's equity is zero, on the tick grid towards the clearing house: no
     liquidation order trades beyond it."""

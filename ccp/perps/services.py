@@ -24,6 +24,7 @@ from ccp.orders.selectors import books_bbo
 from ccp.orders.services import OrderRequest, order_submit
 from ccp.orders.states import OPEN_STATES
 from ccp.perps.accounting import ISOLATED, PerpPosition, funding_book, variation_book
+from ccp.perps.booking import position_triggers
 from ccp.perps.liquidation import liquidation_size
 from ccp.perps.margin import (
     LONG,
@@ -185,10 +186,11 @@ def perpetual_fund(*, contract_id: int, at: datetime, now: datetime) -> str | No
                 settle[key] += amount
         held[key] += variation.held_change + funded.held_change
         if funded.position.margin != position.margin:
-            changed.append((client_id, funded.position.margin))
+            changed.append((client_id, funded.position))
     CashMovement.objects.bulk_create(movements)
-    for client_id, margin in changed:
-        Position.objects.filter(client_id=client_id, contract=contract).update(margin=margin, updated_at=now)
+    for client_id, funded_position in changed:  # an isolated position's margin took its funding
+        Position.objects.filter(client_id=client_id, contract=contract).update(
+            margin=funded_position.margin, **position_triggers(funded_position, perpetual, contract), updated_at=now)
     perpetual.settle_px = mark if positions else perpetual.settle_px
     perpetual.funded_at = at
     perpetual.save(update_fields=["settle_px", "funded_at"])

@@ -20,6 +20,14 @@ class Position(models.Model):
     margin_mode = models.CharField(max_length=8, blank=True, default="", db_default="",
                                    help_text="a perpetual position's: cross or isolated")
     margin = MoneyField(default=ZERO, db_default=ZERO, help_text="isolated: its collateral; cross: its initial margin")
+    # An isolated perpetual position's trigger prices (ccp.perps.margin), kept with every change of the position
+    # so a new mark finds the positions it reaches through an index, without walking the others.
+    liquidation_px = MoneyField(null=True, blank=True,
+                                help_text="isolated: the first mark that liquidates it; empty: none does")
+    call_px = MoneyField(null=True, blank=True,
+                         help_text="isolated: the first mark that sends its margin call (before liquidation)")
+    margin_called_at = models.DateTimeField(null=True, blank=True,
+                                            help_text="its last margin call; cleared when the position changes")
     updated_at = models.DateTimeField()
 
     class Meta:
@@ -31,6 +39,14 @@ class Position(models.Model):
                                    name="position_flat_has_no_entry"),
             models.CheckConstraint(condition=Q(margin_mode__in=["", "cross", "isolated"]),
                                    name="position_margin_mode_valid"),
+            models.CheckConstraint(condition=Q(liquidation_px__isnull=True, call_px__isnull=True)
+                                   | (Q(margin_mode="isolated") & ~Q(quantity=0)), name="position_triggers_isolated"),
+        ]
+        indexes = [  # the positions a mark reaches: a long's call at or above it, a short's at or below
+            models.Index(fields=["contract", "call_px"], condition=Q(quantity__gt=0, call_px__isnull=False),
+                         name="position_long_call_px"),
+            models.Index(fields=["contract", "call_px"], condition=Q(quantity__lt=0, call_px__isnull=False),
+                         name="position_short_call_px"),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,75 @@
+"""Trigger prices kept with each isolated position (``Position.liquidation_px``, ``call_px``), the positions a mark
+reaches found through their index (``ccp.perps.watch``), and the margin call sent before liquidation."""
+
+from datetime import timedelta
+from decimal import Decimal as D
+
+import pytest
+
+from ccp.perps.watch import isolated_reached, margin_calls_send
+from ccp.risk.models import Position
+from tests.book.test_venue import match, send, trader
+from tests.contracts.test_halt import sent  # noqa: F401 - fixture
+from tests.perps.test_trading import perp  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.django_db
+
+
+def triggers(client, contract):
+    p = Position.objects.get(client=client, contract=contract)
+    return p.liquidation_px, p.call_px
+
+
+def test_an_isolated_position_keeps_its_liquidation_and_call_prices(perp):  # noqa: F811
+    alice, bob = trader(perp, "10000"), trader(perp, "10000")
+    send(bob, perp, "sell", "50000", "0.2", leverage=D(5), margin_mode="cross")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="isolated")
+    match(perp)
+    # margin 500: liquidated at (5,000 - 500) / (0.1 x (1 - 0.005 - 0.002)) = 45,317.22 -> 45,317 on the 0.5 grid;
+    # called when 0.007 x notional reaches 80% of equity: 4,500 / (0.1 x (1 - 0.007 / 0.8)) = 45,397.22 -> 45,397
+    assert triggers(alice, perp) == (D(45317), D(45397))
+    assert triggers(bob, perp) == (None, None)  # cross: its account is checked whole
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(2), margin_mode="isolated")
+    match(perp)  # 0.2 at 50,000 with 500 + 2,500: (10,000 - 3,000) / 0.1986 = 35,246.72 -> 35,246.5
+    assert triggers(alice, perp)[0] == D("35246.5")
+    send(bob, perp, "buy", "50000", "0.2", leverage=D(5), margin_mode="cross")
+    send(alice, perp, "sell", "50000", "0.2", leverage=D(2), margin_mode="isolated")
+    match(perp)
+    assert triggers(alice, perp) == (None, None)  # flat
+
+
+def test_a_mark_reaches_exactly_the_positions_whose_call_price_it_crossed(perp):  # noqa: F811
+    alice, bob, carol = trader(perp, "10000"), trader(perp, "10000"), trader(perp, "10000")
+    send(bob, perp, "sell", "50000", "0.1", leverage=D(10), margin_mode="isolated")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="isolated")
+    send(carol, perp, "sell", "50000", "0.1", leverage=D(2), margin_mode="cross")
+    send(carol, perp, "buy", "50000", "0.1", leverage=D(2), margin_mode="cross")
+    match(perp)
+    # Bob's short: called from 5,500 / (0.1 x (1 + 0.00875)) = 54,522.92 -> 54,523 up
+    assert triggers(bob, perp)[1] == D(54523)
+    def reached(mark):
+        return [p.client_id for p in isolated_reached(contract_id=perp.pk, mark=D(mark))]
+
+    assert reached("45397.5") == [] and reached("45397") == [alice.pk]
+    assert reached("54522.5") == [] and reached("54523") == [bob.pk]
+
+
+def test_a_margin_call_goes_out_once_then_again_after_the_repeat_interval(perp, now, sent, settings,  # noqa: F811
+                                                                          django_capture_on_commit_callbacks):
+    alice, bob = trader(perp, "10000"), trader(perp, "10000")
+    send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="isolated")
+    match(perp)
+    sent.clear()
+    reached = list(isolated_reached(contract_id=perp.pk, mark=D(45390)))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert margin_calls_send(positions=reached, symbol=perp.symbol, mark=D(45390), now=now) == reached
+    [(_, message)] = sent
+    event = message["event"]
+    assert (event["type"], event["contract"], event["quantity"], event["mark_price"], event["liquidation_price"]) == (
+        "margin_call", perp.symbol, "0.1", "45390", "45317")
+    reached = list(isolated_reached(contract_id=perp.pk, mark=D(45390)))
+    later = now + timedelta(seconds=settings.CCP_MARGIN_CALL_REPEAT_SECONDS)
+    assert margin_calls_send(positions=reached, symbol=perp.symbol, mark=D(45390), now=later - timedelta(seconds=1)) \
+        == []
+    assert margin_calls_send(positions=reached, symbol=perp.symbol, mark=D(45390), now=later) == reached
