@@ -109,18 +109,25 @@ class CrossFound:
     requirement: Decimal  # this leg's maintenance plus closing fee
     account_equity: Decimal
     account_requirement: Decimal
+    below: bool = True  # at or below its requirement: liquidated; else only past its margin call
 
 
-def cross_below(*, client_id: int, cash: Decimal, legs: Sequence[CrossLeg], contract_id: int) -> CrossFound | None:
-    """The account's leg on ``contract_id`` when the account is at or below its requirement; else None."""
+def cross_below(*, client_id: int, cash: Decimal, legs: Sequence[CrossLeg], contract_id: int,
+                call_ratio: Decimal | None = None) -> CrossFound | None:
+    """The account's leg on ``contract_id`` when the account is at or below its requirement, or (with
+    ``call_ratio``) when its requirement has reached ``call_ratio`` of its equity (``below`` false); else None."""
     equity, requirement = cross_equity(cash, legs), cross_requirement(legs)
     leg = next((leg for leg in legs if leg.contract_id == contract_id), None)
-    if leg is None or equity > requirement:
+    if leg is None:
+        return None
+    below = equity <= requirement
+    if not below and (call_ratio is None or (equity > 0 and requirement < call_ratio * equity)):
         return None
     margin = leg_margin(cash, legs, leg)
     return CrossFound(client_id=client_id, contract_id=contract_id, quantity=leg.quantity, entry_px=leg.entry_px,
                       margin=margin, equity=margin + leg.quantity * (leg.mark - leg.entry_px),
-                      requirement=leg.requirement, account_equity=equity, account_requirement=requirement)
+                      requirement=leg.requirement, account_equity=equity, account_requirement=requirement,
+                      below=below)
 
 
 # The cross accounts holding a position on the contract, with every cross leg they hold in its currency and
@@ -141,12 +148,14 @@ ORDER BY p.client_id, p.contract_id
 
 
 def cross_accounts_below(*, contract_id: int, currency_id: int, fresh_since: datetime,
-                         exclude: Iterable[int] = ()) -> list[CrossFound]:
+                         exclude: Iterable[int] = (), call_ratio: Decimal | None = None) -> list[CrossFound]:
     """Every cross account holding a position on the perpetual ``contract_id`` that its perpetuals' current
-    marks leave at or below its requirement, as ``CrossFound`` for its leg on that contract. An account
-    with a leg whose mark is not fresh (set before ``fresh_since``, or none) is left alone: nothing
-    liquidates on a stale price. ``exclude``: clients never liquidated (the insurance fund). Reads
-    without locks; the liquidation service rechecks under its own."""
+    marks leave at or below its requirement (with ``call_ratio``, also those only past their margin call:
+    ``below`` false), as ``CrossFound`` for its leg on that contract, by client. An account with a leg whose
+    mark is not fresh (set before ``fresh_since``, or none) is left alone: nothing liquidates on a stale
+    price. ``exclude``: clients never liquidated (the insurance fund). Reads every cross account on the
+    contract (their trigger moves with their other positions and collateral); the caller holds the
+    contract's row, which every booking on it holds too."""
     from ccp.perps.models import tiers_parse  # models import this module's callers
 
     excluded = set(exclude)
@@ -176,9 +185,10 @@ def cross_accounts_below(*, contract_id: int, currency_id: int, fresh_since: dat
         fundlock, settle_value, lockup_value, margin_value = funds[client_id]
         cash = cross_cash(fundlock=fundlock, settle_value=settle_value, lockup_value=lockup_value,
                           margin_value=margin_value, legs=legs)
-        below = cross_below(client_id=client_id, cash=cash, legs=legs, contract_id=contract_id)
-        if below is not None:
-            found.append(below)
+        reached = cross_below(client_id=client_id, cash=cash, legs=legs, contract_id=contract_id,
+                              call_ratio=call_ratio)
+        if reached is not None:
+            found.append(reached)
     return found
 
 

@@ -69,6 +69,20 @@ def test_an_account_is_below_exactly_when_its_equity_reaches_its_requirement():
     assert cross_below(client_id=7, cash=D(10000), legs=[at], contract_id=2) is None  # no leg there
 
 
+def test_an_account_past_its_margin_call_is_reached_but_not_below():
+    # At 44,000: equity 10,000 - 6,000 = 4,000; requirement 0.0055 x 44,000 = 242 < 80% of 4,000: nothing.
+    # At 40,300: equity 300, requirement 221.65 >= 0.8 x 300 = 240? no: 221.65 < 240. At 40,270: equity 270,
+    # requirement 221.485 >= 216: called, not below (270 > 221.485).
+    assert cross_below(client_id=7, cash=D(10000), legs=[leg(1, 1, 50000, 44000)], contract_id=1,
+                       call_ratio=D("0.8")) is None
+    assert cross_below(client_id=7, cash=D(10000), legs=[leg(1, 1, 50000, 40300)], contract_id=1,
+                       call_ratio=D("0.8")) is None
+    called = cross_below(client_id=7, cash=D(10000), legs=[leg(1, 1, 50000, 40270)], contract_id=1,
+                         call_ratio=D("0.8"))
+    assert called is not None and not called.below and called.account_equity == D(270)
+    assert cross_below(client_id=7, cash=D(10000), legs=[leg(1, 1, 50000, 40270)], contract_id=1) is None
+
+
 def test_the_cash_outside_isolated_margins_and_lockups_comes_from_the_fund_lock():
     # fundlock 1,000 + settle -30 - lockups 100 - margin value 700 (isolated holds 400, the cross leg 300) = 170;
     # plus the cross leg's holding 300: 470.
