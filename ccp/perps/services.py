@@ -261,12 +261,15 @@ def perpetual_liquidations_enter(*, contract_id: int, now: datetime) -> list[Liq
     if mark is None:
         return []
     fund = insurance_fund_client(now=now)
-    steps, messages = [], []
+    steps, events = [], defaultdict(list)
     for candidate in isolated_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk}):
-        steps += candidate_liquidate(candidate, contract=contract, perpetual=perpetual, mark=mark, fund=fund,
-                                     messages=messages, now=now)
+        taken = candidate_liquidate(candidate, contract=contract, perpetual=perpetual, mark=mark, fund=fund,
+                                    events=events, now=now)
+        events[candidate.client_id] += [liquidation_event(step) for step in taken]
+        steps += taken
     insurance_fund_unwind(contract=contract, perpetual=perpetual, mark=mark, fund=fund, now=now)
-    client_stream_publish_many([*messages, *((step.client_id, liquidation_event(step)) for step in steps)])
+    client_stream_publish_many([(client_id, {"type": "liquidation", "contract": contract.symbol, "events": found})
+                                for client_id, found in sorted(events.items()) if found])
     return steps
 
 
@@ -296,7 +299,7 @@ def isolated_candidates(*, contract: Contract, perpetual: Perpetual, mark: Decim
 
 
 def candidate_liquidate(candidate: Candidate, *, contract: Contract, perpetual: Perpetual, mark: Decimal,
-                        fund: Client, messages: list, now: datetime) -> list[Liquidation]:
+                        fund: Client, events: dict[int, list], now: datetime) -> list[Liquidation]:
     """One step of the waterfall for ``candidate`` (in the caller's transaction, the contract locked):
     - a liquidation order of the position still open: nothing (the matcher has it);
     - equity above zero and no order of its own left a leftover the book could not take: a reduce-only
@@ -307,7 +310,8 @@ def candidate_liquidate(candidate: Candidate, *, contract: Contract, perpetual: 
       collateral covers the taken part's initial margin at the tier's highest leverage and its loss at the
       mark (``takeover_size``), the rest against the most profitable opposite positions in ADL order
       (``adl``). What neither covers stays open for the next check.
-    Returns the steps; the private stream messages of the trades go into ``messages``."""
+    Returns the steps; the private stream events of the trades (fills, orders, positions, balances, and each
+    deleveraged trader's ``liquidation`` event) go into ``events`` (client id -> events)."""
     last = (Liquidation.objects.filter(contract=contract, client_id=candidate.client_id).select_related("order")
             .order_by("-id").first())
     if last is not None and last.order.state in OPEN_STATES:
@@ -318,7 +322,7 @@ def candidate_liquidate(candidate: Candidate, *, contract: Contract, perpetual: 
     if candidate.equity > 0 and not leftover:
         return [_liquidation_order_enter(candidate, contract=contract, perpetual=perpetual, mark=mark, now=now)]
     return _bankrupt_close(candidate, contract=contract, perpetual=perpetual, mark=mark, fund=fund,
-                           attempt=last.pk if last is not None else 0, messages=messages, now=now)
+                           attempt=last.pk if last is not None else 0, events=events, now=now)
 
 
 def _step(candidate: Candidate, *, contract: Contract, kind: str, order: Order, size: Decimal, mark: Decimal,
@@ -346,7 +350,7 @@ def _liquidation_order_enter(candidate: Candidate, *, contract: Contract, perpet
 
 
 def _bankrupt_close(candidate: Candidate, *, contract: Contract, perpetual: Perpetual, mark: Decimal, fund: Client,
-                    attempt: int, messages: list, now: datetime) -> list[Liquidation]:
+                    attempt: int, events: dict[int, list], now: datetime) -> list[Liquidation]:
     """Close the whole candidate at its bankruptcy price: the insurance fund's takeover, then ADL."""
     price, n, currency_id = candidate.bankruptcy_px, abs(candidate.quantity), contract.collateral_id
     insurance_fund_locks(currency_ids=[currency_id], now=now)  # created on first use, then locked
@@ -401,12 +405,14 @@ def _bankrupt_close(candidate: Candidate, *, contract: Contract, perpetual: Perp
                            orders={o.pk: o for o in orders}, contracts={contract.pk: contract}, cancels={}, now=now,
                            envelope={"type": "liquidation", "contract": contract.symbol}, locked=locked,
                            publish=False)
-    messages += cleared.messages
+    for client_id, message in cleared.messages:
+        events[client_id] += message["events"]
     fees = dict(Liquidation.objects.filter(pk__in=[s.pk for s in steps]).values_list("pk", "fee"))
     for step in steps:
         step.fee = fees[step.pk]
-    messages += [(other.client_id, liquidation_event(step, deleveraged_order=other))
-                 for step, (kind, _, other, _) in zip(steps, legs, strict=True) if kind == LiquidationStep.ADL]
+    for step, (kind, _, other, _) in zip(steps, legs, strict=True):
+        if kind == LiquidationStep.ADL:
+            events[other.client_id].append(liquidation_event(step, deleveraged_order=other))
     return steps
 
 
