@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal as D
 
 import pytest
+from django.urls import reverse
 
 from ccp.accounts.selectors import statement_totals
 from ccp.accounts.services import fund_lock_credit
@@ -231,3 +232,20 @@ def test_the_insurance_fund_is_created_once_and_never_liquidated(perp, now, time
     mark_at(perp, "44000", now, time_machine)
     assert perpetual_liquidations_enter(contract_id=perp.pk, now=now) == []
     assert not Liquidation.objects.exists()
+
+
+def test_the_webconsole_shows_the_fund_s_balance_movements_and_the_steps(perp, now, time_machine, admin_client):
+    bob = trader(perp, "10000")
+    alice = long_alice(perp, (bob, "0.1", 5, "cross"))
+    funded(perp, "10000", now)
+    mark_at(perp, "44000", now, time_machine)
+    perpetual_liquidations_enter(contract_id=perp.pk, now=now)
+    balances = admin_client.get(reverse("admin:perps_insurancefundbalance_changelist"))
+    assert balances.status_code == 200 and b"9955" in balances.content  # 10,000 less the takeover's margin 45
+    assert list(balances.context["cl"].result_list.values_list("client__address", flat=True)) == [
+        "0x00000000000000000000000000000000000f00d1"]
+    movements = admin_client.get(reverse("admin:perps_insurancefundmovement_changelist"))
+    # The fund bought 0.1 at 45,000 against the reference price 50,000: -0.1 x (45,000 - 50,000)
+    assert [(m.origin, m.amount) for m in movements.context["cl"].result_list] == [("liquidation", D(500))]
+    steps = admin_client.get(reverse("admin:perps_liquidation_changelist"), {"kind": "takeover"})
+    assert [(s.client_id, s.kind) for s in steps.context["cl"].result_list] == [(alice.pk, "takeover")]
