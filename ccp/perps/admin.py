@@ -12,7 +12,6 @@ from ccp.admin_utils import ReadOnlyAdmin, service_form_view
 from ccp.clock import utcnow
 from ccp.contracts.models import Currency, Pair
 from ccp.money import DECIMAL_PLACES, MAX_DIGITS
-from ccp.perps.fund import insurance_fund_address
 from ccp.perps.models import (
     InsuranceFundBalance,
     InsuranceFundMovement,
@@ -106,19 +105,12 @@ class LiquidationAdmin(ReadOnlyAdmin):
     ordering = ["-at", "-id"]
 
 
-def _of_the_fund(queryset):
-    return queryset.filter(client__address=insurance_fund_address())
-
-
 @admin.register(InsuranceFundBalance)
 class InsuranceFundBalanceAdmin(ReadOnlyAdmin):
     """The insurance fund's balance per collateral currency (its fund locks, CCP_INSURANCE_FUND_ADDRESS)."""
 
     list_display = ["currency", "fundlock", "settle_value", "margin_value", available, "updated_at"]
     list_select_related = ["client", "currency"]
-
-    def get_queryset(self, request):
-        return _of_the_fund(super().get_queryset(request))
 
 
 @admin.register(InsuranceFundMovement)
@@ -130,6 +122,3 @@ class InsuranceFundMovementAdmin(ReadOnlyAdmin):
     list_select_related = ["currency", "contract"]
     date_hierarchy = "created_at"
     ordering = ["-created_at", "-id"]
-
-    def get_queryset(self, request):
-        return _of_the_fund(super().get_queryset(request))

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -132,8 +133,17 @@ class Liquidation(models.Model):
         return f"{self.contract} {self.client}: {self.kind} {self.size} at mark {self.mark_px}"
 
 
+class _OfTheInsuranceFund(models.Manager):
+    """Only the insurance fund's rows (``CCP_INSURANCE_FUND_ADDRESS``)."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(client__address=settings.CCP_INSURANCE_FUND_ADDRESS)
+
+
 class InsuranceFundBalance(FundLock):
     """The insurance fund's fund locks (``ccp.perps.fund``): its balance per collateral currency."""
+
+    objects = _OfTheInsuranceFund()
 
     class Meta:
         proxy = True
@@ -142,6 +152,8 @@ class InsuranceFundBalance(FundLock):
 
 class InsuranceFundMovement(CashMovement):
     """The insurance fund's cash movements: liquidation fees in, takeovers, its unwinds, variation, funding."""
+
+    objects = _OfTheInsuranceFund()
 
     class Meta:
         proxy = True
