@@ -249,3 +249,19 @@ def test_the_webconsole_shows_the_fund_s_balance_movements_and_the_steps(perp, n
     assert [(m.origin, m.amount) for m in movements.context["cl"].result_list] == [("liquidation", D(500))]
     steps = admin_client.get(reverse("admin:perps_liquidation_changelist"), {"kind": "takeover"})
     assert [(s.client_id, s.kind) for s in steps.context["cl"].result_list] == [(alice.pk, "takeover")]
+
+
+def test_adl_never_reaches_the_fund_and_leaves_open_what_nobody_covers(perp, now, time_machine):
+    bob = trader(perp, "10000")
+    fund = funded(perp, "300", now)  # short 0.05 at 10x below: 250 of margin, 50 available
+    alice = long_alice(perp, (bob, "0.05", 5, "cross"), (fund, "0.05", 10, "cross"))
+    assert balance(fund, perp)[1] == D(50)
+    mark_at(perp, "44000", now, time_machine)
+    steps = perpetual_liquidations_enter(contract_id=perp.pk, now=now)
+    # The fund's short scores 300 / 250 x 2,200 / 250 = 10.56, Bob's 300 / 500 x 2,200 / 500 = 2.64, but the
+    # fund is never deleveraged: it takes 0.034 over (as it affords), Bob's 0.05 is closed, 0.016 stays open.
+    assert [(s.kind, s.counterparty_id, s.size) for s in steps] == [
+        ("takeover", fund.pk, D("0.034")), ("adl", bob.pk, D("0.05"))]
+    assert position(alice, perp)[0] == D("0.016") and position(bob, perp)[0] == 0
+    assert position(fund, perp)[0] == D("-0.016")  # its short, less what it took over
+    assert_balanced()
