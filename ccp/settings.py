@@ -5,6 +5,7 @@ The defaults match what ``bin/run`` starts: PostgreSQL on 127.0.0.1:15439 and Re
 """
 
 import os
+import re
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -216,6 +217,16 @@ CCP_MARGIN_CALL_REPEAT_SECONDS = int(os.environ.get("CCP_MARGIN_CALL_REPEAT_SECO
 CCP_FUNDING_INTERVAL_HOURS = int(os.environ.get("CCP_FUNDING_INTERVAL_HOURS", "8"))
 if CCP_FUNDING_INTERVAL_HOURS not in (1, 2, 3, 4, 6, 8, 12, 24):
     raise ImproperlyConfigured("CCP_FUNDING_INTERVAL_HOURS must divide 24: 1, 2, 3, 4, 6, 8, 12 or 24")
+# The insurance fund: an ordinary client (fund locks, cash movements settled on chain) at this address; operators
+# fund it by depositing from it. It takes over what a liquidation's book cannot (ccp.perps.fund).
+CCP_INSURANCE_FUND_ADDRESS = os.environ.get("CCP_INSURANCE_FUND_ADDRESS",
+                                            "0x00000000000000000000000000000000000f00d1")
+if not re.fullmatch(r"0x[0-9a-f]{40}", CCP_INSURANCE_FUND_ADDRESS):
+    raise ImproperlyConfigured("CCP_INSURANCE_FUND_ADDRESS must be a lower-case address: 0x and 40 hex digits")
+# The insurance fund's unwind orders are protected at the mark -/+ this many basis points.
+CCP_INSURANCE_UNWIND_BPS = int(os.environ.get("CCP_INSURANCE_UNWIND_BPS", "200"))
+if not 0 <= CCP_INSURANCE_UNWIND_BPS < 10_000:
+    raise ImproperlyConfigured("CCP_INSURANCE_UNWIND_BPS must lie in 0..9999")
 CCP_SPOT_INTERVAL_SECONDS = int(os.environ.get("CCP_SPOT_INTERVAL_SECONDS", "30"))
 # A venue price older than this is stale: never used for anything that moves money.
 CCP_SPOT_STALE_AFTER = timedelta(seconds=int(os.environ.get("CCP_SPOT_STALE_AFTER_SECONDS", "120")))

@@ -11,7 +11,8 @@ in the caller's transaction:
      requests, a halted contract's orders), the order value each still holds, one history row per
      state change
   3. cash movements: the premiums, one per (client, contract) and venue event (a perpetual's: the fills'
-     cash relative to its reference price, ``ccp.perps.booking``)
+     cash relative to its reference price, ``ccp.perps.booking``; a liquidation's fills also the fee to the
+     insurance fund, origin ``liquidation_fee``)
   4. positions, with entry price and realised PnL (``ccp.risk.positions``; a perpetual's with its margin)
   5. lockups of the portfolios the positions changed (``ccp.risk.lockups``); a perpetual's positions
      change the fund lock's margin value instead
@@ -46,7 +47,7 @@ from ccp.orders.rules import order_held, order_value
 from ccp.orders.serializers import order_payload
 from ccp.orders.services import books_levels_changed
 from ccp.orders.states import BOOK_STATES, OrderState, transition_allowed
-from ccp.perps.booking import liquidation_order_ids, perp_fills_book
+from ccp.perps.booking import insurance_fund_keys, liquidation_orders, perp_fills_book
 from ccp.risk.lockups import Portfolio, lockups_recompute, portfolio_of
 from ccp.risk.models import Position
 from ccp.risk.positions import FLAT, PositionState, entry_price, position_move
@@ -54,7 +55,8 @@ from ccp.settlement.models import CashMovement, CashMovementOrigin
 from ccp.streams import client_stream_publish_many
 
 # The origin of a venue's cash movements (the statement's lines). Venues to come add theirs.
-_ORIGINS = {Venue.AUCTION: CashMovementOrigin.AUCTION, Venue.BOOK: CashMovementOrigin.BOOK}
+_ORIGINS = {Venue.AUCTION: CashMovementOrigin.AUCTION, Venue.BOOK: CashMovementOrigin.BOOK,
+            Venue.LIQUIDATION: CashMovementOrigin.LIQUIDATION}
 
 
 @dataclass
@@ -125,14 +127,14 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     traded: dict[tuple[int, int], dict[Decimal, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     # (client, perpetual) -> its fills in trade order, with the order's leverage and margin mode
     perp_fills: dict[tuple[int, int], list[tuple]] = defaultdict(list)
-    liquidations = liquidation_order_ids(order_id for order_id, _ in order_fills
-                                         if contracts[orders[order_id].contract_id].is_perpetual)
+    liquidations = liquidation_orders(order_id for order_id, _ in order_fills
+                                      if contracts[orders[order_id].contract_id].is_perpetual)
     for (order_id, price), quantity in order_fills.items():
         order = orders[order_id]
         signed = quantity if order.side == "buy" else -quantity
         if contracts[order.contract_id].is_perpetual:
             perp_fills[(order.client_id, order.contract_id)].append(
-                (signed, price, order.leverage, order.margin_mode, order_id in liquidations))
+                (signed, price, order.leverage, order.margin_mode, liquidations.get(order_id, ""), order_id))
         else:
             traded[(order.client_id, order.contract_id)][price] += signed
         order.average_fill_price = _average(order, price, quantity)
@@ -164,6 +166,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     # 3-6. cash, positions, lockups, fund locks
     locked = dict(locked or {})
     missing = {(o.client_id, o.contract.collateral_id) for o in changed} - locked.keys()
+    missing |= insurance_fund_keys(liquidations, orders, contracts, now) - locked.keys()  # liquidation fees
     locked.update(fund_locks_lock(keys=missing) if missing else {})
     moves = _premiums(traded, contracts)
     perps = perp_fills_book(fills=perp_fills, contracts=contracts, now=now)
@@ -171,6 +174,10 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
                        lines={**{key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
                                  for key, m in moves.items()}, **perps.lines},
                        contracts=contracts, now=now)
+    if perps.fee_lines:
+        for key, amount in cash_book(origin=CashMovementOrigin.LIQUIDATION_FEE, origin_ref=venue_ref,
+                                     lines=perps.fee_lines, contracts=contracts, now=now).items():
+            settle[key] = settle.get(key, ZERO) + amount
     lockup_delta, positions = positions_book(moves=moves, contracts=contracts, now=now)
     positions += perps.rows
     order_deltas = {k: -v for k, v in released.items()}

@@ -7,11 +7,19 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
 from django.urls import path, reverse
 
+from ccp.accounts.admin import available
 from ccp.admin_utils import ReadOnlyAdmin, service_form_view
 from ccp.clock import utcnow
 from ccp.contracts.models import Currency, Pair
 from ccp.money import DECIMAL_PLACES, MAX_DIGITS
-from ccp.perps.models import Liquidation, MarkPrice, Perpetual, tiers_parse
+from ccp.perps.models import (
+    InsuranceFundBalance,
+    InsuranceFundMovement,
+    Liquidation,
+    MarkPrice,
+    Perpetual,
+    tiers_parse,
+)
 from ccp.perps.services import perpetual_list
 
 TIERS_EXAMPLE = ('[{"up_to": "10", "rate": "0.005", "max_leverage": "100"}, '
@@ -85,11 +93,32 @@ class MarkPriceAdmin(ReadOnlyAdmin):
 
 @admin.register(Liquidation)
 class LiquidationAdmin(ReadOnlyAdmin):
-    """Every liquidation step, newest first: what the engine saw and the order it entered."""
+    """Every liquidation step, newest first: what the engine saw, what it did (an order on the book, the insurance
+    fund's takeover, ADL against a counterparty), the order and the fee its fills paid."""
 
-    list_display = ["at", "contract", "client", "mark_px", "quantity", "equity", "requirement", "size",
-                    "bankruptcy_px", "order"]
-    list_filter = ["contract"]
-    list_select_related = ["contract", "client", "order"]
+    list_display = ["at", "contract", "client", "kind", "mark_px", "quantity", "equity", "requirement", "size",
+                    "bankruptcy_px", "fee", "counterparty", "order"]
+    list_filter = ["kind", "contract"]
+    list_select_related = ["contract", "client", "order", "counterparty"]
+    search_fields = ["client__address", "counterparty__address"]
     date_hierarchy = "at"
     ordering = ["-at", "-id"]
+
+
+@admin.register(InsuranceFundBalance)
+class InsuranceFundBalanceAdmin(ReadOnlyAdmin):
+    """The insurance fund's balance per collateral currency (its fund locks, CCP_INSURANCE_FUND_ADDRESS)."""
+
+    list_display = ["currency", "fundlock", "settle_value", "margin_value", available, "updated_at"]
+    list_select_related = ["client", "currency"]
+
+
+@admin.register(InsuranceFundMovement)
+class InsuranceFundMovementAdmin(ReadOnlyAdmin):
+    """The insurance fund's cash movements, newest first: fees in, takeovers, its unwinds, variation and funding."""
+
+    list_display = ["created_at", "currency", "amount", "origin", "origin_ref", "contract", "position_delta"]
+    list_filter = ["origin", "currency"]
+    list_select_related = ["currency", "contract"]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at", "-id"]

@@ -7,6 +7,13 @@ cost, realised PnL and margin (taken at the order's leverage for the part that o
 takes the margin mode of the order that opens it; while it is open, its own mode holds whatever later
 orders say. Nothing is locked up: the fund lock's ``margin_value`` moves by what the positions hold.
 
+A liquidation's fill (an order a ``Liquidation`` step names) keeps the margin in the position; the fills of
+``order`` and ``takeover`` steps (not ``adl``) also pay the liquidation fee to the insurance fund
+(``ccp.perps.liquidation.liquidation_fee``): taken out of an isolated position's margin while it stays open
+(held and cash move together, available does not), capped at the position's equity at the fill price.
+``fee_lines`` are the fee's cash lines (origin ``liquidation_fee``): the payer's, and the fund's one per
+contract, summing to zero; each step's ``fee`` adds up what its fills paid.
+
 Locks (``ccp.locks``): the positions (6); the caller holds the contracts (3), which guard their
 ``Perpetual`` rows (every writer of R holds the contract's row).
 """
@@ -15,24 +22,29 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
+from django.db.models import F
 
 from ccp.contracts.models import Contract
 from ccp.db import bulk_upsert_rows
 from ccp.locks import perp_position_rows_lock
 from ccp.money import ZERO
 from ccp.perps.accounting import ISOLATED, PerpPosition, fill_book
+from ccp.perps.fund import insurance_fund_locks
+from ccp.perps.liquidation import liquidation_fee
 from ccp.perps.margin import isolated_triggers
-from ccp.perps.models import Liquidation, Perpetual
+from ccp.perps.models import Liquidation, LiquidationStep, Perpetual
 from ccp.risk.models import Position
 
 # (client, contract) -> its fills in trade order: (signed quantity, price, the order's leverage and margin mode,
-# whether the order is a liquidation's)
-Fills = Mapping[tuple[int, int], Sequence[tuple[Decimal, Decimal, Decimal, str, bool]]]
+# the liquidation step the order is for ("" for none), the order's id)
+Fills = Mapping[tuple[int, int], Sequence[tuple[Decimal, Decimal, Decimal, str, str, int]]]
+# The steps whose fills pay the liquidation fee (ADL is exempt).
+FEE_STEPS = frozenset({LiquidationStep.ORDER, LiquidationStep.TAKEOVER})
 
 
 @dataclass
@@ -40,6 +52,7 @@ class PerpsBooked:
     lines: dict[tuple[int, int], tuple[Decimal, Decimal]]  # (client, contract) -> (cash, position change)
     margin: dict[tuple[int, int], Decimal]  # (client, currency) -> change of the fund lock's margin_value
     rows: list[dict]  # the changed positions, as ccp.clearing.booking's position rows
+    fee_lines: dict[tuple[int, int], tuple[Decimal, Decimal]] = field(default_factory=dict)  # as ``lines``
 
 
 def perp_fills_book(*, fills: Fills, contracts: Mapping[int, Contract], now: datetime) -> PerpsBooked:
@@ -58,18 +71,31 @@ def perp_fills_book(*, fills: Fills, contracts: Mapping[int, Contract], now: dat
     positions = {(c, k): PerpPosition(quantity=q, cost=cost, margin=margin, mode=mode, realised_pnl=realised)
                  for c, k, q, cost, realised, mode, margin in perp_position_rows_lock(
                      {c for c, _ in fills}, contract_ids)}
+    fees: dict[tuple[int, int], Decimal] = defaultdict(Decimal)  # (client, contract) -> fee paid
+    step_fees: dict[int, Decimal] = defaultdict(Decimal)  # order id -> fee paid
     for key, changes in sorted(fills.items()):
         contract = contracts[key[1]]
         settle_px = perpetuals[key[1]].settle_px
         position = positions.get(key) or PerpPosition()
         cash, moved = ZERO, ZERO
-        for quantity, price, leverage, mode, liquidation in changes:
+        for quantity, price, leverage, mode, step, order_id in changes:
             if not position.quantity:  # a flat position takes the order's mode
                 position = PerpPosition(mode=mode, realised_pnl=position.realised_pnl)
+            before = position
             result = fill_book(position, quantity=quantity, price=price, leverage=leverage, settle_px=settle_px,
-                               keep_margin=liquidation)
-            position, cash, moved = result.position, cash + result.cash, moved + quantity
-            booked.margin[(key[0], contract.collateral_id)] += result.held_change
+                               keep_margin=bool(step))
+            position, held = result.position, result.held_change
+            if step in FEE_STEPS and before.quantity:
+                isolated = before.mode == ISOLATED
+                fee = liquidation_fee(quantity=quantity, price=price, fee_rate=perpetuals[key[1]].liquidation_fee_rate,
+                                      equity=before.margin + before.quantity * (price - before.entry_px)
+                                      if isolated else None)
+                if fee and isolated and position.quantity:  # out of the margin: held falls with the cash
+                    position, held = replace(position, margin=position.margin - fee), held - fee
+                fees[key] += fee
+                step_fees[order_id] += fee
+            cash, moved = cash + result.cash, moved + quantity
+            booked.margin[(key[0], contract.collateral_id)] += held
         booked.lines[key] = (cash, moved)
         booked.rows.append({"client_id": key[0], "contract_id": key[1], "quantity": position.quantity,
                             "cost": position.cost, "entry_price": position.entry_shown,
@@ -81,6 +107,10 @@ def perp_fills_book(*, fills: Fills, contracts: Mapping[int, Contract], now: dat
                      replace=["quantity", "cost", "entry_price", "realised_pnl", "margin_mode", "margin",
                               "liquidation_px", "call_px", "margin_called_at", "updated_at"])
     booked.margin = dict(booked.margin)
+    booked.fee_lines = _fee_lines(fees, contracts, now) if any(fees.values()) else {}
+    for order_id, fee in sorted(step_fees.items()):
+        if fee:
+            Liquidation.objects.filter(order_id=order_id).update(fee=F("fee") + fee)
     return booked
 
 
@@ -95,8 +125,36 @@ def position_triggers(position: PerpPosition, perpetual: Perpetual, contract: Co
     return {"liquidation_px": liquidation, "call_px": call}
 
 
-def liquidation_order_ids(order_ids) -> set[int]:
-    """Which of these orders a liquidation entered (``Liquidation``): their fills keep the margin."""
+def _fee_lines(fees: Mapping[tuple[int, int], Decimal], contracts: Mapping[int, Contract], now: datetime
+               ) -> dict[tuple[int, int], tuple[Decimal, Decimal]]:
+    """The fee's cash lines: each payer's, and the insurance fund's per contract (their sum)."""
+    funds = insurance_fund_locks(currency_ids={contracts[c].collateral_id for _, c in fees}, now=now)
+    lines: dict[tuple[int, int], tuple[Decimal, Decimal]] = {}
+    received: dict[int, Decimal] = defaultdict(Decimal)
+    for (client_id, contract_id), fee in sorted(fees.items()):
+        if fee:
+            lines[(client_id, contract_id)] = (-fee, ZERO)
+            received[contract_id] += fee
+    for contract_id, fee in sorted(received.items()):
+        lines[(funds[contracts[contract_id].collateral_id].client_id, contract_id)] = (fee, ZERO)
+    return lines
+
+
+def liquidation_orders(order_ids) -> dict[int, str]:
+    """Which of these orders a liquidation step names (``Liquidation``), with the step's kind: their fills
+    keep the margin, and those of ``FEE_STEPS`` pay the fee."""
     order_ids = set(order_ids)
-    return set(Liquidation.objects.filter(order_id__in=order_ids).values_list("order_id", flat=True)) if order_ids \
-        else set()
+    return dict(Liquidation.objects.filter(order_id__in=order_ids).values_list("order_id", "kind")) if order_ids \
+        else {}
+
+
+def insurance_fund_keys(steps: Mapping[int, str], orders: Mapping[int, object], contracts: Mapping[int, Contract],
+                        now: datetime) -> set[tuple[int, int]]:
+    """The insurance fund's (client, currency) fund lock keys the fees of these liquidation ``steps`` (order id
+    -> kind) may pay into (created on first use): the caller locks them with the rest (``ccp.locks`` 5)."""
+    currency_ids = {contracts[orders[order_id].contract_id].collateral_id for order_id, kind in steps.items()
+                    if kind in FEE_STEPS}
+    if not currency_ids:
+        return set()
+    return {(f.client_id, currency_id) for currency_id, f in insurance_fund_locks(currency_ids=currency_ids,
+                                                                                    now=now).items()}

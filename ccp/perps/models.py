@@ -1,10 +1,13 @@
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from ccp.accounts.models import FundLock
 from ccp.money import ZERO, MoneyField
 from ccp.perps.margin import Tier
+from ccp.settlement.models import CashMovement
 
 
 class Perpetual(models.Model):
@@ -82,25 +85,76 @@ class MarkPrice(models.Model):
         return f"{self.contract} mark {self.mark_px} index {self.index_px} @ {self.at:%Y-%m-%d %H:%M:%S}"
 
 
+class LiquidationStep(models.TextChoices):
+    ORDER = "order", "reduce-only order on the book"
+    TAKEOVER = "takeover", "taken over by the insurance fund"
+    ADL = "adl", "auto-deleveraged"
+
+
 class Liquidation(models.Model):
     """One step of a position's liquidation: what the engine saw (the mark, the position, its equity and its
-    requirement) and the reduce-only order it entered on the book. Append-only: written by
-    ``perpetual_liquidations_enter``."""
+    requirement) and what it did (``kind``): entered a reduce-only order on the book (``order``), had the
+    insurance fund take the position over at its bankruptcy price (``takeover``, ``counterparty`` the fund),
+    or closed it against an opposite position at its bankruptcy price (``adl``, ``counterparty`` the
+    deleveraged trader). ``order`` is the liquidated client's order of the step: its fills keep the margin
+    in the position, and those of ``order`` and ``takeover`` steps pay the liquidation fee (``fee``, summed
+    as they book). Append-only but for ``fee``: written by ``perpetual_liquidations_enter`` and, for the fee,
+    by the booking (``ccp.perps.booking``)."""
 
     contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="liquidations")
     client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="liquidations")
+    kind = models.CharField(max_length=8, choices=LiquidationStep.choices, default=LiquidationStep.ORDER)
     order = models.OneToOneField("orders.Order", on_delete=models.PROTECT, related_name="liquidation")
+    counterparty = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, null=True, blank=True,
+                                     related_name="+", help_text="takeover: the insurance fund; adl: the "
+                                                                 "deleveraged trader")
     mark_px = MoneyField()
     quantity = MoneyField(help_text="the position's signed quantity when it was found")
     equity = MoneyField(help_text="margin + quantity x (mark - entry)")
     requirement = MoneyField(help_text="(maintenance rate + liquidation fee) x notional at the mark")
-    size = MoneyField(help_text="what the order closes: the fewest lots restoring 1.5x the requirement, or all")
-    bankruptcy_px = MoneyField(help_text="the order's protection price: no fill beyond it")
+    size = MoneyField(help_text="order: what it closes (the fewest lots restoring 1.5x the requirement, or all); "
+                                "takeover, adl: what was closed at the bankruptcy price")
+    bankruptcy_px = MoneyField(help_text="the order's protection price, or the takeover's and ADL's price")
+    fee = MoneyField(default=ZERO, db_default=ZERO, help_text="liquidation fee its fills paid to the insurance fund")
     at = models.DateTimeField()
 
     class Meta:
         ordering = ["-at", "-id"]
-        constraints = [models.CheckConstraint(condition=Q(size__gt=0), name="liquidation_size_positive")]
+        constraints = [
+            models.CheckConstraint(condition=Q(size__gt=0), name="liquidation_size_positive"),
+            models.CheckConstraint(condition=Q(kind__in=LiquidationStep.values), name="liquidation_kind_valid"),
+            models.CheckConstraint(condition=Q(kind=LiquidationStep.ORDER) | Q(counterparty__isnull=False),
+                                   name="liquidation_counterparty_present"),
+            models.CheckConstraint(condition=Q(fee__gte=0), name="liquidation_fee_non_negative"),
+        ]
+        indexes = [models.Index(fields=["contract", "client", "-id"], name="liquidation_position")]
 
     def __str__(self) -> str:
-        return f"{self.contract} {self.client}: {self.size} at mark {self.mark_px}"
+        return f"{self.contract} {self.client}: {self.kind} {self.size} at mark {self.mark_px}"
+
+
+class _OfTheInsuranceFund(models.Manager):
+    """Only the insurance fund's rows (``CCP_INSURANCE_FUND_ADDRESS``)."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(client__address=settings.CCP_INSURANCE_FUND_ADDRESS)
+
+
+class InsuranceFundBalance(FundLock):
+    """The insurance fund's fund locks (``ccp.perps.fund``): its balance per collateral currency."""
+
+    objects = _OfTheInsuranceFund()
+
+    class Meta:
+        proxy = True
+        verbose_name = "insurance fund balance"
+
+
+class InsuranceFundMovement(CashMovement):
+    """The insurance fund's cash movements: liquidation fees in, takeovers, its unwinds, variation, funding."""
+
+    objects = _OfTheInsuranceFund()
+
+    class Meta:
+        proxy = True
+        verbose_name = "insurance fund movement"

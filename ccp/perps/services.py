@@ -1,10 +1,10 @@
-"""Perpetuals: listing one, its mark price at every price update, and its variation and funding at each
-funding time."""
+"""Perpetuals: listing one, its mark price at every price update, its variation and funding at each
+funding time, and the liquidation of positions below their requirement (``ccp.perps.liquidation``)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -13,19 +13,33 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
+from ccp.accounts.models import Client
 from ccp.accounts.services import balances_publish, fund_locks_adjust
-from ccp.clock import require_aware
+from ccp.clearing.booking import trades_clear
+from ccp.clearing.models import Venue
+from ccp.clearing.services import Execution
+from ccp.clock import iso_utc, require_aware
 from ccp.contracts.models import Contract, ContractState, Currency, Pair, TradingMode
 from ccp.contracts.payoffs import ContractKind, Terms
+from ccp.db import bulk_insert_rows
 from ccp.errors import ApplicationError, Conflict
-from ccp.locks import contract_lock, contracts_lock, perp_position_rows_lock
+from ccp.locks import contract_lock, contracts_lock, fund_locks_lock, perp_position_rows_lock
 from ccp.money import ZERO, money_str, quantize
+from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.selectors import books_bbo
 from ccp.orders.services import OrderRequest, order_submit
-from ccp.orders.states import OPEN_STATES
-from ccp.perps.accounting import ISOLATED, PerpPosition, funding_book, variation_book
+from ccp.orders.states import OPEN_STATES, OrderState
+from ccp.perps.accounting import CROSS, ISOLATED, PerpPosition, funding_book, variation_book
 from ccp.perps.booking import position_triggers
-from ccp.perps.liquidation import liquidation_size
+from ccp.perps.fund import insurance_fund_client, insurance_fund_locks
+from ccp.perps.liquidation import (
+    Candidate,
+    Counterparty,
+    adl_fills,
+    adl_ranking,
+    liquidation_size,
+    takeover_size,
+)
 from ccp.perps.margin import (
     LONG,
     Tier,
@@ -36,14 +50,16 @@ from ccp.perps.margin import (
     liquidatable,
     mark_price,
     premium,
+    protection_price,
     tier_of,
     tiers_check,
 )
-from ccp.perps.models import Liquidation, MarkPrice, Perpetual
+from ccp.perps.models import Liquidation, LiquidationStep, MarkPrice, Perpetual
 from ccp.perps.selectors import mark_fresh, open_estimate
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.models import Position
 from ccp.settlement.models import CashMovement, CashMovementOrigin
+from ccp.streams import client_stream_publish_many
 
 
 @transaction.atomic
@@ -231,43 +247,220 @@ LIQUIDATION_TARGET = Decimal("1.5")  # a partial liquidation restores 1.5x the r
 
 @transaction.atomic
 def perpetual_liquidations_enter(*, contract_id: int, now: datetime) -> list[Liquidation]:
-    """Find the perpetual's isolated positions at or below their maintenance requirement plus closing fee at
-    the current mark (``ccp.perps.margin.liquidatable``) and enter, for each, a reduce-only immediate-or-cancel
-    market order for the fewest lots that restore 1.5x the requirement (all of it when that is not enough,
-    ``ccp.perps.liquidation.liquidation_size``), protected at the position's bankruptcy price (within the
-    price band): the matcher fills it as any order, never beyond that price. A ``Liquidation`` row keeps
-    each step. Nothing happens without a mark from a fresh index. A position with a liquidation order
-    still open gets no second one. Locks the contract (3); the orders go through ``order_submit`` (queued
-    for the matcher after commit). Safe to run twice: the client_order_id names the position and the
-    mark's time."""
+    """Liquidate the perpetual's positions at or below their maintenance requirement plus closing fee at the
+    current mark: the finders list them (``isolated_candidates``), then each goes down the waterfall
+    (``candidate_liquidate``): a reduce-only order on the book, or what the book cannot take taken over by the
+    insurance fund at the bankruptcy price as far as it can afford, the rest auto-deleveraged. Then the
+    fund's own position is unwound on the book (``insurance_fund_unwind``). Nothing happens without a mark
+    from a fresh index. Each step is a ``Liquidation`` row, pushed to its trader (and to each deleveraged
+    trader) as a ``liquidation`` event after commit. Locks the contract (3); a takeover and ADL lock fund
+    locks (5) and positions (6) through ``trades_clear``; orders go through ``order_submit``. Safe to run
+    twice: an order's client_order_id names the position and the mark's time, and a position taken over
+    is flat."""
     contract = contract_lock(contract_id)
     perpetual = Perpetual.objects.get(contract=contract)
     mark = mark_fresh(perpetual, now=now)
     if mark is None:
         return []
+    fund = insurance_fund_client(now=now)
+    steps, events = [], defaultdict(list)
+    for candidate in isolated_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk}):
+        taken = candidate_liquidate(candidate, contract=contract, perpetual=perpetual, mark=mark, fund=fund,
+                                    events=events, now=now)
+        events[candidate.client_id] += [liquidation_event(step) for step in taken]
+        steps += taken
+    insurance_fund_unwind(contract=contract, perpetual=perpetual, mark=mark, fund=fund, now=now)
+    client_stream_publish_many([(client_id, {"type": "liquidation", "contract": contract.symbol, "events": found})
+                                for client_id, found in sorted(events.items()) if found])
+    return steps
+
+
+def isolated_candidates(*, contract: Contract, perpetual: Perpetual, mark: Decimal,
+                        exclude: Collection[int] = ()) -> list[Candidate]:
+    """The perpetual's isolated positions at or below their requirement plus closing fee at ``mark``
+    (``ccp.perps.margin.liquidatable``), by position id, but those of ``exclude`` (the insurance fund): each
+    with the size a partial liquidation closes (``liquidation_size``) and its bankruptcy price within the
+    price band. Reads, locks nothing."""
     tiers, fee = perpetual.tier_list, perpetual.liquidation_fee_rate
-    pending = set(Liquidation.objects.filter(contract=contract, order__state__in=OPEN_STATES)
-                  .values_list("client_id", flat=True))
     found = []
-    for position in Position.objects.filter(contract=contract, margin_mode=ISOLATED).exclude(quantity=0).select_related(
-            "client").order_by("id"):
+    for position in Position.objects.filter(contract=contract, margin_mode=ISOLATED).exclude(quantity=0).exclude(
+            client_id__in=exclude).order_by("id"):
         q, entry = position.quantity, position.cost / position.quantity
         rate = tier_of(tiers, q).rate
-        if position.client_id in pending or not liquidatable(quantity=q, entry_px=entry, margin=position.margin,
-                                                               mark=mark, rate=rate, fee_rate=fee):
+        if not liquidatable(quantity=q, entry_px=entry, margin=position.margin, mark=mark, rate=rate, fee_rate=fee):
             continue
         equity = position.margin + q * (mark - entry)
-        size = liquidation_size(quantity=q, equity=equity, mark=mark, rate=rate, fee_rate=fee,
-                                lot=contract.lot_size, target=LIQUIDATION_TARGET)
         worst = bankruptcy_price(quantity=q, entry_px=entry, margin=position.margin, tick=contract.tick_size)
-        worst = min(max(worst, contract.price_min), contract.price_max)
-        order, _ = order_submit(client=position.client, now=now, request=OrderRequest(
-            client_order_id=f"liq-{position.pk}-{perpetual.marked_at:%Y%m%dT%H%M%S%f}", contract=contract,
-            side="sell" if q > 0 else "buy", kind="market", price=worst, quantity=size, time_in_force="ioc",
-            reduce_only=True, leverage=Decimal(1), margin_mode=ISOLATED))
-        liquidation, _ = Liquidation.objects.get_or_create(order=order, defaults={
-            "contract": contract, "client_id": position.client_id, "mark_px": mark, "quantity": q,
-            "equity": quantize(equity), "requirement": quantize((rate + fee) * abs(q) * mark, ROUND_CEILING),
-            "size": size, "bankruptcy_px": worst, "at": now})
-        found.append(liquidation)
+        found.append(Candidate(
+            client_id=position.client_id, contract_id=contract.pk, position_id=position.pk, quantity=q, entry_px=entry,
+            margin=position.margin, equity=equity, requirement=(rate + fee) * abs(q) * mark,
+            size=liquidation_size(quantity=q, equity=equity, mark=mark, rate=rate, fee_rate=fee,
+                                  lot=contract.lot_size, target=LIQUIDATION_TARGET),
+            bankruptcy_px=min(max(worst, contract.price_min), contract.price_max), mode=ISOLATED))
     return found
+
+
+def candidate_liquidate(candidate: Candidate, *, contract: Contract, perpetual: Perpetual, mark: Decimal,
+                        fund: Client, events: dict[int, list], now: datetime) -> list[Liquidation]:
+    """One step of the waterfall for ``candidate`` (in the caller's transaction, the contract locked):
+    - a liquidation order of the position still open: nothing (the matcher has it);
+    - equity above zero and no order of its own left a leftover the book could not take: a reduce-only
+      immediate-or-cancel market order for ``size`` protected at the bankruptcy price (``order`` step);
+    - otherwise (equity at or below zero: the mark at or beyond the bankruptcy price; or the last step's
+      order ended with a leftover and left the position as it is now, still liquidatable): the whole
+      position is closed at its bankruptcy price, taken over by the insurance fund as far as its available
+      collateral covers the taken part's initial margin at the tier's highest leverage and its loss at the
+      mark (``takeover_size``), the rest against the most profitable opposite positions in ADL order
+      (``adl``). What neither covers stays open for the next check.
+    Returns the steps; the private stream events of the trades (fills, orders, positions, balances, and each
+    deleveraged trader's ``liquidation`` event) go into ``events`` (client id -> events)."""
+    last = (Liquidation.objects.filter(contract=contract, client_id=candidate.client_id).select_related("order")
+            .order_by("-id").first())
+    if last is not None and last.order.state in OPEN_STATES:
+        return []
+    filled = last.order.filled_quantity if last is not None else ZERO
+    leftover = (last is not None and last.kind == LiquidationStep.ORDER and filled < last.order.quantity
+                and last.quantity - (filled if last.quantity > 0 else -filled) == candidate.quantity)
+    if candidate.equity > 0 and not leftover:
+        return [_liquidation_order_enter(candidate, contract=contract, perpetual=perpetual, mark=mark, now=now)]
+    return _bankrupt_close(candidate, contract=contract, perpetual=perpetual, mark=mark, fund=fund,
+                           attempt=last.pk if last is not None else 0, events=events, now=now)
+
+
+def _step(candidate: Candidate, *, contract: Contract, kind: str, order: Order, size: Decimal, mark: Decimal,
+          now: datetime, counterparty_id: int | None = None) -> Liquidation:
+    return Liquidation(contract=contract, client_id=candidate.client_id, kind=kind, order=order,
+                       counterparty_id=counterparty_id, mark_px=mark, quantity=candidate.quantity,
+                       equity=quantize(candidate.equity), requirement=quantize(candidate.requirement, ROUND_CEILING),
+                       size=size, bankruptcy_px=candidate.bankruptcy_px, at=now)
+
+
+def _liquidation_order_enter(candidate: Candidate, *, contract: Contract, perpetual: Perpetual, mark: Decimal,
+                             now: datetime) -> Liquidation:
+    client = Client.objects.get(pk=candidate.client_id)
+    order, _ = order_submit(client=client, now=now, request=OrderRequest(
+        client_order_id=f"liq-{candidate.position_id}-{perpetual.marked_at:%Y%m%dT%H%M%S%f}", contract=contract,
+        side="sell" if candidate.quantity > 0 else "buy", kind="market", price=candidate.bankruptcy_px,
+        quantity=candidate.size, time_in_force="ioc", reduce_only=True, leverage=Decimal(1),
+        margin_mode=candidate.mode))
+    step = Liquidation.objects.filter(order=order).first()
+    if step is None:
+        step = _step(candidate, contract=contract, kind=LiquidationStep.ORDER, order=order, size=candidate.size,
+                     mark=mark, now=now)
+        step.save()
+    return step
+
+
+def _bankrupt_close(candidate: Candidate, *, contract: Contract, perpetual: Perpetual, mark: Decimal, fund: Client,
+                    attempt: int, events: dict[int, list], now: datetime) -> list[Liquidation]:
+    """Close the whole candidate at its bankruptcy price: the insurance fund's takeover, then ADL."""
+    price, n, currency_id = candidate.bankruptcy_px, abs(candidate.quantity), contract.collateral_id
+    insurance_fund_locks(currency_ids=[currency_id], now=now)  # created on first use, then locked
+    locked = fund_locks_lock(keys={(candidate.client_id, currency_id), (fund.pk, currency_id)})
+    leverage = tier_of(perpetual.tier_list, candidate.quantity).max_leverage
+    taken = takeover_size(available=locked[(fund.pk, currency_id)].available, quantity=candidate.quantity,
+                          bankruptcy_px=price, mark=mark, leverage=leverage, lot=contract.lot_size)
+    deleveraged = adl_fills(adl_ranking(_adl_counterparties(contract=contract, candidate=candidate, mark=mark,
+                                                            exclude={fund.pk})), quantity=n - taken)
+    closing = "sell" if candidate.quantity > 0 else "buy"
+    opposite = "buy" if closing == "sell" else "sell"
+    orders: list[Order] = []
+    legs: list[tuple[str, Order, Order, Decimal]] = []  # (step kind, the candidate's order, the other, quantity)
+
+    def order(client_id: int, coid: str, side: str, quantity: Decimal, *, reduce_only: bool, leverage: Decimal,
+              mode: str) -> Order:
+        made = Order(client_id=client_id, contract=contract, client_order_id=coid, side=side, kind="market",
+                     price=price, quantity=quantity, time_in_force="ioc", reduce_only=reduce_only, leverage=leverage,
+                     margin_mode=mode, state=OrderState.ACCEPTED, created_at=now, updated_at=now)
+        orders.append(made)
+        return made
+
+    ref = f"liq-{candidate.position_id}-{attempt}"
+    if taken:
+        legs.append((LiquidationStep.TAKEOVER,
+                     order(candidate.client_id, f"{ref}-takeover", closing, taken, reduce_only=True,
+                           leverage=Decimal(1), mode=candidate.mode),
+                     order(fund.pk, ref, opposite, taken, reduce_only=False, leverage=leverage, mode=CROSS), taken))
+    modes = dict(Position.objects.filter(contract=contract, client_id__in=[c for c, _ in deleveraged]).values_list(
+        "client_id", "margin_mode"))
+    for client_id, quantity in deleveraged:
+        legs.append((LiquidationStep.ADL,
+                     order(candidate.client_id, f"{ref}-adl-{client_id}", closing, quantity, reduce_only=True,
+                           leverage=Decimal(1), mode=candidate.mode),
+                     order(client_id, f"adl-{ref}", opposite, quantity, reduce_only=True, leverage=Decimal(1),
+                           mode=modes[client_id]), quantity))
+    if not legs:
+        return []
+    Order.objects.bulk_create(orders)
+    bulk_insert_rows(OrderStateHistory, [{"order_id": o.pk, "from_state": None, "to_state": OrderState.ACCEPTED,
+                                          "reason": "liquidation", "filled_quantity": ZERO, "at": now} for o in orders])
+    steps = [_step(candidate, contract=contract, kind=kind, order=mine, size=quantity, mark=mark, now=now,
+                   counterparty_id=other.client_id) for kind, mine, other, quantity in legs]
+    Liquidation.objects.bulk_create(steps)
+    executions = [Execution(contract_id=contract.pk, price=price, quantity=quantity,
+                            buy_order_id=(mine if closing == "buy" else other).pk,
+                            buy_client_id=(mine if closing == "buy" else other).client_id,
+                            sell_order_id=(other if closing == "buy" else mine).pk,
+                            sell_client_id=(other if closing == "buy" else mine).client_id)
+                  for _, mine, other, quantity in legs]
+    cleared = trades_clear(venue=Venue.LIQUIDATION, venue_ref=ref, executions=executions,
+                           orders={o.pk: o for o in orders}, contracts={contract.pk: contract}, cancels={}, now=now,
+                           envelope={"type": "liquidation", "contract": contract.symbol}, locked=locked,
+                           publish=False)
+    for client_id, message in cleared.messages:
+        events[client_id] += message["events"]
+    fees = dict(Liquidation.objects.filter(pk__in=[s.pk for s in steps]).values_list("pk", "fee"))
+    for step in steps:
+        step.fee = fees[step.pk]
+    for step, (kind, _, other, _) in zip(steps, legs, strict=True):
+        if kind == LiquidationStep.ADL:
+            events[other.client_id].append(liquidation_event(step, deleveraged_order=other))
+    return steps
+
+
+def _adl_counterparties(*, contract: Contract, candidate: Candidate, mark: Decimal,
+                        exclude: Collection[int]) -> list[Counterparty]:
+    """The positions opposite to ``candidate``'s (but the candidate's own client's and ``exclude``'s), as
+    ``ccp.perps.liquidation.adl_ranking`` ranks them: profit at the mark, the margin behind each (isolated:
+    its margin; cross: its initial margin)."""
+    opposite = Q(quantity__lt=0) if candidate.quantity > 0 else Q(quantity__gt=0)
+    return [Counterparty(key=p.client_id, quantity=p.quantity, unrealised_pnl=p.quantity * mark - p.cost,
+                         margin=p.margin, notional=abs(p.quantity) * mark)
+            for p in Position.objects.filter(opposite, contract=contract).exclude(
+                client_id__in={candidate.client_id, *exclude}).order_by("id")]
+
+
+def insurance_fund_unwind(*, contract: Contract, perpetual: Perpetual, mark: Decimal, fund: Client,
+                          now: datetime) -> Order | None:
+    """Close what the insurance fund holds of the perpetual on the book: a reduce-only immediate-or-cancel
+    market order for all of it, protected at the mark -/+ CCP_INSURANCE_UNWIND_BPS (within the price band),
+    unless one is still open. In the caller's transaction (the contract locked); through ``order_submit``.
+    Safe to run twice: the client_order_id names the contract and the mark's time."""
+    position = Position.objects.filter(client=fund, contract=contract).exclude(quantity=0).first()
+    if position is None or Order.objects.filter(client=fund, contract=contract, state__in=OPEN_STATES,
+                                                client_order_id__startswith="unwind-").exists():
+        return None
+    long = position.quantity < 0  # buying back a short
+    worst = protection_price(mark=mark, slippage_bps=settings.CCP_INSURANCE_UNWIND_BPS, long=long,
+                             tick=contract.tick_size)
+    order, _ = order_submit(client=fund, now=now, request=OrderRequest(
+        client_order_id=f"unwind-{contract.pk}-{perpetual.marked_at:%Y%m%dT%H%M%S%f}", contract=contract,
+        side="buy" if long else "sell", kind="market", price=min(max(worst, contract.price_min), contract.price_max),
+        quantity=abs(position.quantity), time_in_force="ioc", reduce_only=True, leverage=Decimal(1),
+        margin_mode=position.margin_mode or CROSS))
+    return order
+
+
+def liquidation_event(step: Liquidation, *, deleveraged_order: Order | None = None) -> dict:
+    """The private stream's ``liquidation`` event of a step: to the liquidated trader (``role`` liquidated),
+    or, with ``deleveraged_order``, to the trader an ADL step closed against (``role`` deleveraged, their
+    order)."""
+    payload = {"id": step.pk, "contract": step.contract.symbol, "step": step.kind,
+               "role": "deleveraged" if deleveraged_order is not None else "liquidated",
+               "mark_price": money_str(step.mark_px), "size": money_str(step.size),
+               "price": money_str(step.bankruptcy_px),
+               "order_id": (deleveraged_order or step.order).pk, "at": iso_utc(step.at)}
+    if deleveraged_order is None:
+        payload.update({"quantity": money_str(step.quantity), "equity": money_str(step.equity),
+                        "requirement": money_str(step.requirement), "fee": money_str(step.fee)})
+    return {"type": "liquidation", "liquidation": payload}

@@ -14,6 +14,8 @@ class CashMovementOrigin(models.TextChoices):
     ADJUSTMENT = "adjustment", "operator adjustment"
     VARIATION = "variation", "perpetual variation settlement"
     FUNDING = "funding", "perpetual funding"
+    LIQUIDATION_FEE = "liquidation_fee", "perpetual liquidation fee (to the insurance fund)"
+    LIQUIDATION = "liquidation", "perpetual liquidation trade (takeover, ADL)"
 
 
 class CashMovement(models.Model):

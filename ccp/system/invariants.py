@@ -38,7 +38,8 @@ from ccp.settlement.services import DEPOSITS_EDGE
 
 # Origins whose movements are one balanced journal each: premiums of an auction, payoffs of an expiry.
 BALANCED_ORIGINS = (CashMovementOrigin.AUCTION, CashMovementOrigin.BOOK, CashMovementOrigin.EXPIRY,
-                    CashMovementOrigin.VARIATION, CashMovementOrigin.FUNDING)
+                    CashMovementOrigin.VARIATION, CashMovementOrigin.FUNDING, CashMovementOrigin.LIQUIDATION,
+                    CashMovementOrigin.LIQUIDATION_FEE)
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,8 @@ def _m(value: Decimal | None) -> str:
 # --- journals -------------------------------------------------------------------------------
 
 def movements_balanced() -> list[Violation]:
-    """Cash movements of each auction, book batch, expiry, variation settlement and funding sum to zero per
-    currency."""
+    """Cash movements of each auction, book batch, expiry, variation settlement, funding, liquidation trade and
+    liquidation fee sum to zero per currency."""
     rows = _rows("""
         SELECT m.origin, m.origin_ref, c.symbol, SUM(m.amount)
         FROM settlement_cashmovement m JOIN contracts_currency c ON c.id = m.currency_id
@@ -131,16 +132,16 @@ def positions_pnl_journaled() -> list[Violation]:
     """Each position's realised PnL less its cost equals the sum of its cash movements
     (``ccp.risk.positions``): PnL is never made up, and no premium or payoff is left out of it. A
     perpetual's cost counts from its reference price (``ccp.perps.accounting``: cost - quantity x R), and its
-    funding is not PnL."""
+    funding and liquidation fees are not PnL."""
     rows = _rows("""
         SELECT p.client_id, p.contract_id, p.realised_pnl - p.cost + p.quantity * COALESCE(v.settle_px, 0),
                COALESCE(j.amount, 0) FROM risk_position p
         LEFT JOIN perps_perpetual v ON v.contract_id = p.contract_id
         LEFT JOIN (SELECT client_id, contract_id, SUM(amount) AS amount FROM settlement_cashmovement
-                   WHERE contract_id IS NOT NULL AND origin <> %s GROUP BY 1, 2) j
+                   WHERE contract_id IS NOT NULL AND origin <> ALL(%s) GROUP BY 1, 2) j
           ON j.client_id = p.client_id AND j.contract_id = p.contract_id
         WHERE p.realised_pnl - p.cost + p.quantity * COALESCE(v.settle_px, 0) <> COALESCE(j.amount, 0)
-        ORDER BY 1, 2""", [CashMovementOrigin.FUNDING])
+        ORDER BY 1, 2""", [[CashMovementOrigin.FUNDING, CashMovementOrigin.LIQUIDATION_FEE]])
     return [Violation("position_pnl_not_journaled", f"client {client_id} contract {contract_id}: realised PnL "
                       f"- cost {_m(held)}, its cash movements sum to {_m(journaled)}")
             for client_id, contract_id, held, journaled in rows]

@@ -41,9 +41,10 @@ def test_a_position_below_its_requirement_is_reduced_until_margin_is_restored(pe
     assert (step.order.reduce_only, step.order.kind, step.order.price) == (True, "market", D(45000))
     assert perpetual_liquidations_enter(contract_id=perp.pk, now=later) == []  # its order is still open
     match(perp)  # sold to Carol's bid at 45,400
-    assert position(alice, perp)[:1] == (D("0.054"),) and position(alice, perp)[4] == D("288.4")
-    assert balance(alice, perp)[1] == available_before  # the loss came out of the isolated margin
-    assert perpetual_liquidations_enter(contract_id=perp.pk, now=later) == []  # restored: 34.6 >= 1.5 x 17.12
+    # 500 - 0.046 x 4,600 = 288.4, less the fee 0.002 x 0.046 x 45,400 = 4.1768
+    assert position(alice, perp)[:1] == (D("0.054"),) and position(alice, perp)[4] == D("284.2232")
+    assert balance(alice, perp)[1] == available_before  # the loss and the fee came out of the isolated margin
+    assert perpetual_liquidations_enter(contract_id=perp.pk, now=later) == []  # restored: 30.42 >= 1.5 x 17.12
     assert Liquidation.objects.count() == 1
     report = invariants_check()
     assert report.ok, report.violations
