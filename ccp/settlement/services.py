@@ -70,7 +70,10 @@ DEPOSITS_EDGE = "fundlock-deposits"
 REORG_ALERT = f"reorg:{DEPOSITS_EDGE}"
 PENDING_PAGE = 100  # origins read per query by settlement_submit
 RECHECK_MAX = 20  # confirmed batches checked against the chain per settlement_confirm run, newest first
-ON_CHAIN_ORIGINS = [CashMovementOrigin.AUCTION, CashMovementOrigin.EXPIRY, CashMovementOrigin.WITHDRAWAL]
+# Every origin that moves collateral between clients: each origin ref sums to zero (``BALANCED_ORIGINS``).
+ON_CHAIN_ORIGINS = [CashMovementOrigin.AUCTION, CashMovementOrigin.BOOK, CashMovementOrigin.EXPIRY,
+                    CashMovementOrigin.VARIATION, CashMovementOrigin.FUNDING, CashMovementOrigin.LIQUIDATION,
+                    CashMovementOrigin.LIQUIDATION_FEE, CashMovementOrigin.WITHDRAWAL]
 
 
 def token_units(amount: Decimal, decimals: int) -> int:

@@ -182,3 +182,22 @@ def test_a_credited_deposit_pushes_the_clients_new_balance(chain, django_capture
     pushed = [(group, m["event"]["type"], m["event"]["balance"]["fundlock"])
               for hook in hooks for group, m in hook.__self__.messages]
     assert pushed == [(f"client.{fund.client_id}", "balance", "1000")]
+
+
+@pytest.mark.parametrize("origin", ["book", "variation", "funding", "liquidation", "liquidation_fee"])
+def test_every_venue_s_cash_movements_settle_on_chain(chain, settle_all, origin):
+    # A trader's gain on the continuous book (or a perpetual's settlement, funding or liquidation) must reach
+    # the chain, or it could never be withdrawn there.
+    w3, token, fund_lock, client, operator, usdc, (alice, bob), house = chain
+    for who in (alice, bob):
+        deposit(w3, token, fund_lock, who, 1_000_000_000)
+    w3.testing.mine(3)
+    deposits_monitor(chain=client, now=NOW)
+    locks = {f.client.address: f for f in FundLock.objects.select_related("client")}
+    for who, amount in ((alice, D("-40.25")), (bob, D("40.25"))):
+        CashMovement.objects.create(client=locks[who.lower()].client, currency=usdc, amount=amount,
+                                    origin=origin, origin_ref=f"{origin}-1", created_at=NOW)
+        FundLock.objects.filter(pk=locks[who.lower()].pk).update(settle_value=amount)
+    assert len(settle_all(w3, client, operator, house)) == 1
+    assert client.balance(token.address, bob) == 1_040_250_000
+    assert FundLock.objects.get(client__address=bob.lower()).fundlock == D("1040.25")
