@@ -201,7 +201,7 @@ _ORDER_ANSWERS = {
     200: OpenApiResponse(description="the same client_order_id sent again")}
 
 
-class PositionCloseApi(APIView):
+class PerpPositionCloseApi(APIView):
     """Close your position in a perpetual, whole or part: a reduce-only immediate-or-cancel market order on
     the other side for ``quantity`` (default: the whole position), protected at mark x (1 -/+ slippage).
     Answers as POST /positions does. Refusals: 409 ``position_flat``, ``quantity_invalid`` (not whole lots, or
@@ -210,7 +210,7 @@ class PositionCloseApi(APIView):
 
     throttle_classes = [OrderEntryThrottle]
 
-    class CloseSerializer(serializers.Serializer):
+    class PositionCloseSerializer(serializers.Serializer):
         contract = TextField(max_length=64, help_text="a perpetual's symbol")
         quantity = MoneyField(required=False, help_text="whole lots, at most the position; default all of it")
         slippage_bps = serializers.IntegerField(min_value=0, max_value=MAX_SLIPPAGE_BPS, default=50,
@@ -218,9 +218,9 @@ class PositionCloseApi(APIView):
         client_order_id = PatternField(CLIENT_ID_PATTERN, max_length=64, required=False, help_text=CLIENT_ID_HELP
                                        + "; default: a new one (the close is then not idempotent)")
 
-    @extend_schema(request=CloseSerializer, responses=_ORDER_ANSWERS)
+    @extend_schema(request=PositionCloseSerializer, responses=_ORDER_ANSWERS)
     def post(self, request):
-        terms = self.CloseSerializer(data=request.data)
+        terms = self.PositionCloseSerializer(data=request.data)
         terms.is_valid(raise_exception=True)
         data = terms.validated_data
         order, created = perp_position_close(
@@ -238,22 +238,24 @@ class PositionMarginApi(APIView):
     ``position_flat``, ``position_not_isolated``, ``insufficient_collateral`` (``extra.available``),
     ``index_stale`` (taking out), ``margin_remove_too_large`` (``extra.max``)."""
 
-    class MarginSerializer(serializers.Serializer):
+    throttle_classes = [OrderEntryThrottle]
+
+    class PositionMarginSerializer(serializers.Serializer):
         contract = TextField(max_length=64, help_text="a perpetual's symbol")
         amount = SignedMoneyField(help_text="positive adds margin, negative takes it out")
 
-    class MarginAnswerSerializer(serializers.Serializer):
+    class PositionMarginAnswerSerializer(serializers.Serializer):
         position = PositionSerializer()
         available = MoneyField(help_text="your available collateral in the perpetual's currency now")
 
-    @extend_schema(request=MarginSerializer, responses={200: MarginAnswerSerializer})
+    @extend_schema(request=PositionMarginSerializer, responses={200: PositionMarginAnswerSerializer})
     def post(self, request):
-        terms = self.MarginSerializer(data=request.data)
+        terms = self.PositionMarginSerializer(data=request.data)
         terms.is_valid(raise_exception=True)
         data = terms.validated_data
         adjusted = position_margin_adjust(client=request.user, contract=perpetual_named(data["contract"]).contract,
                                           amount=data["amount"], now=utcnow())
-        return Response(self.MarginAnswerSerializer({
+        return Response(self.PositionMarginAnswerSerializer({
             "position": positions_shown(request.user.pk, [adjusted.position])[0],
             "available": adjusted.available}).data)
 
@@ -270,7 +272,7 @@ class PositionTpSlApi(APIView):
 
     throttle_classes = [OrderEntryThrottle]
 
-    class TpSlSerializer(serializers.Serializer):
+    class PositionTpSlSerializer(serializers.Serializer):
         contract = TextField(max_length=64, help_text="a perpetual's symbol")
         take_profit = MoneyField(required=False, help_text="trigger price: above the mark for a long, below "
                                                            "for a short")
@@ -280,17 +282,17 @@ class PositionTpSlApi(APIView):
         slippage_bps = serializers.IntegerField(min_value=0, max_value=MAX_SLIPPAGE_BPS, default=TPSL_SLIPPAGE_BPS,
                                                 help_text="worst price: trigger x (1 -/+ slippage_bps / 10,000)")
 
-    class TpSlAnswerSerializer(serializers.Serializer):
+    class PositionTpSlAnswerSerializer(serializers.Serializer):
         take_profit = OrderSerializer(allow_null=True)
         stop_loss = OrderSerializer(allow_null=True)
         cancelled = serializers.ListField(child=serializers.IntegerField(),
                                           help_text="the ids of the earlier take-profit and stop-loss cancelled")
 
-    @extend_schema(request=TpSlSerializer, responses={
-        201: OpenApiResponse(TpSlAnswerSerializer, description="armed within the wait"),
-        202: OpenApiResponse(TpSlAnswerSerializer, description="received: the matcher arms them")})
+    @extend_schema(request=PositionTpSlSerializer, responses={
+        201: OpenApiResponse(PositionTpSlAnswerSerializer, description="armed within the wait"),
+        202: OpenApiResponse(PositionTpSlAnswerSerializer, description="received: the matcher arms them")})
     def post(self, request):
-        terms = self.TpSlSerializer(data=request.data)
+        terms = self.PositionTpSlSerializer(data=request.data)
         terms.is_valid(raise_exception=True)
         data = terms.validated_data
         done = position_tpsl_set(client=request.user, perpetual=perpetual_named(data["contract"]),
