@@ -14,7 +14,7 @@ from ccp.money import money_str
 from ccp.orders.models import Order
 from ccp.perps.margin import Tier
 from ccp.perps.models import Perpetual
-from ccp.perps.positions import margin_removable
+from ccp.perps.positions import margin_removable, position_margin_adjust
 from ccp.perps.selectors import isolated_liquidation_price
 from ccp.perps.services import perpetual_marks_update
 from ccp.risk.models import Position
@@ -150,6 +150,21 @@ def test_margin_refusals(perp, alice, api_as, now, time_machine):  # noqa: F811
     assert post(api, "margin", {"contract": perp.symbol, "amount": "-1"})[1]["code"] == "index_stale"
     assert post(api, "margin", {"contract": perp.symbol, "amount": "1"})[0] == 200  # adding needs no mark
     assert held(alice, perp)[1] == D("501.1")
+
+
+def test_the_balance_event_goes_out_after_the_commit(perp, alice, now, monkeypatch,  # noqa: F811
+                                                     django_capture_on_commit_callbacks):
+    sent = []
+    monkeypatch.setattr("ccp.streams._send", sent.extend)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        adjusted = position_margin_adjust(client=alice, contract=perp, amount=D(-100), now=now)
+    assert sent == [] and callbacks
+    for callback in callbacks:
+        callback()
+    [event] = [message["event"] for _, message in sent if message["event"]["type"] == "balance"]
+    _, margin, margin_value, available = held(alice, perp)
+    assert (adjusted.position.margin, adjusted.available) == (margin, available) == (D("400.1"), D("9599.9"))
+    assert (event["balance"]["margin"], event["balance"]["available"]) == (money_str(margin_value), "9599.9")
 
 
 def test_margin_removable_keeps_the_initial_margin_at_the_highest_leverage():
