@@ -266,9 +266,10 @@ class PositionTpSlApi(APIView):
     protected at that price moved ``slippage_bps`` against you (default 500). It replaces the position's earlier
     ones (cancelled, reason ``tpsl_replaced``): send one, both, or neither to cancel both. The two do not cancel
     each other: the second is refused by the book when it fires on a flat position. Answers 201 once the
-    matcher armed them within the wait, 202 received. Refusals: 409 ``position_flat``, 409 ``index_stale``,
-    ``trigger_price_invalid`` (a take-profit not beyond the mark in your favour, a stop-loss not beyond it
-    against you: ``extra.field``), ``trigger_invalid`` (off the tick grid or outside the price band)."""
+    matcher armed them within the wait, 202 received, 200 when neither was sent. Refusals: 409
+    ``position_flat``, 409 ``index_stale``, ``trigger_price_invalid`` (a take-profit not beyond the mark in your
+    favour, a stop-loss not beyond it against you: ``extra.field``), ``trigger_invalid`` (off the tick grid or
+    outside the price band)."""
 
     throttle_classes = [OrderEntryThrottle]
 
@@ -290,7 +291,8 @@ class PositionTpSlApi(APIView):
 
     @extend_schema(request=PositionTpSlSerializer, responses={
         201: OpenApiResponse(PositionTpSlAnswerSerializer, description="armed within the wait"),
-        202: OpenApiResponse(PositionTpSlAnswerSerializer, description="received: the matcher arms them")})
+        202: OpenApiResponse(PositionTpSlAnswerSerializer, description="received: the matcher arms them"),
+        200: OpenApiResponse(PositionTpSlAnswerSerializer, description="neither sent: both cancelled")})
     def post(self, request):
         terms = self.PositionTpSlSerializer(data=request.data)
         terms.is_valid(raise_exception=True)
@@ -306,7 +308,7 @@ class PositionTpSlApi(APIView):
             return {"take_profit": done.take_profit and order_payload(by_id[done.take_profit.pk]),
                     "stop_loss": done.stop_loss and order_payload(by_id[done.stop_loss.pk]), "cancelled": cancelled}
 
-        response = Response(answer(orders), status=status.HTTP_202_ACCEPTED)
+        response = Response(answer(orders), status=status.HTTP_202_ACCEPTED if orders else status.HTTP_200_OK)
         if orders:
             response.awaited_orders = ([order.pk for order in orders], lambda finished: response_replaced(
                 response, answer(orders_reread(orders)), status.HTTP_201_CREATED))

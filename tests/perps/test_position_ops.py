@@ -223,7 +223,7 @@ def test_tpsl_neither_cancels_both_and_a_flat_position_has_none(perp, alice, api
     first = post(api, "tpsl", {"contract": perp.symbol, "stop_loss": "49000"})[1]
     assert first["take_profit"] is None
     status, answer = post(api, "tpsl", {"contract": perp.symbol})
-    assert (status, answer["cancelled"], answer["stop_loss"]) == (202, [first["stop_loss"]["id"]], None)
+    assert (status, answer["cancelled"], answer["stop_loss"]) == (200, [first["stop_loss"]["id"]], None)
     assert post(api, "tpsl", {"contract": perp.symbol, "take_profit": "50000.3"})[1]["code"] == "trigger_invalid"
     assert post(api_as(trader(perp)), "tpsl", {"contract": perp.symbol, "take_profit": "52000"})[1]["code"] == (
         "position_flat")
