@@ -156,7 +156,7 @@ def isolated_margin_ratio(*, perpetual: Perpetual, quantity: Decimal, entry_px: 
     flat, without a mark, or when its equity is gone (<= 0)."""
     if not quantity or entry_px is None or mark is None:
         return None
-    equity = margin + quantity * (mark - entry_px)
+    equity = quantize(margin + quantity * (mark - entry_px))  # at storage precision: the quotient stays storable
     if equity <= 0:
         return None
     rate = tier_of(perpetual.tier_list, quantity).rate + perpetual.liquidation_fee_rate

@@ -15,7 +15,7 @@ from ccp.orders.models import Order
 from ccp.perps.margin import Tier
 from ccp.perps.models import Perpetual
 from ccp.perps.positions import margin_removable, position_margin_adjust
-from ccp.perps.selectors import isolated_liquidation_price
+from ccp.perps.selectors import isolated_liquidation_price, isolated_margin_ratio
 from ccp.perps.services import perpetual_marks_update
 from ccp.risk.models import Position
 from ccp.system.invariants import invariants_check
@@ -257,3 +257,10 @@ def test_positions_show_the_bankruptcy_price_and_margin_ratio(perp, alice, api_a
     maker = Order.objects.filter(contract=perp, side="sell").exclude(client=alice).first().client
     [theirs] = api_as(maker).get("/api/v1/positions").json()["results"]
     assert (theirs["quantity"], theirs["bankruptcy_price"], theirs["margin_ratio"]) == ("-0.1", None, None)
+
+
+def test_the_margin_ratio_of_a_position_with_no_equity_left_is_null(perp):  # noqa: F811
+    # 1 + 3 x (33 - 100 / 3) is zero, but the quotient 100 / 3 leaves a residue of 1e-58: as a ratio's
+    # denominator it made the ratio too long to quantize (a 500 on GET /positions)
+    assert isolated_margin_ratio(perpetual=perp.perpetual, quantity=D(3), entry_px=D(100) / D(3), margin=D(1),
+                                 mark=D(33)) is None
