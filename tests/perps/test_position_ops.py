@@ -264,3 +264,20 @@ def test_the_margin_ratio_of_a_position_with_no_equity_left_is_null(perp):  # no
     # denominator it made the ratio too long to quantize (a 500 on GET /positions)
     assert isolated_margin_ratio(perpetual=perp.perpetual, quantity=D(3), entry_px=D(100) / D(3), margin=D(1),
                                  mark=D(33)) is None
+
+
+def test_a_short_closes_and_takes_its_tpsl_on_the_buy_side(perp, alice, api_as):  # noqa: F811
+    maker = Order.objects.filter(contract=perp, side="sell").exclude(client=alice).first().client  # short 0.1, cross
+    api = api_as(maker)
+    status, answer = post(api, "tpsl", {"contract": perp.symbol, "take_profit": "51000"})
+    assert (status, answer["code"], answer["extra"]["field"]) == (400, "trigger_price_invalid", "take_profit")
+    status, answer = post(api, "tpsl", {"contract": perp.symbol, "take_profit": "49000", "stop_loss": "51000"})
+    tp, sl = answer["take_profit"], answer["stop_loss"]
+    # buys protected 5% above their trigger prices
+    assert (tp["side"], tp["price"], sl["side"], sl["price"], sl["quantity"]) == ("buy", "51450", "buy", "53550",
+                                                                                  "0.1")
+    status, answer = post(api, "close", {"contract": perp.symbol, "quantity": "0.05"})
+    assert (answer["order"]["side"], answer["order"]["price"]) == ("buy", "50250")  # 50,000 x 1.005
+    assert Order.objects.get(pk=answer["order"]["id"]).margin_mode == "cross"
+    match(perp)  # the maker's own asks at 50,010: no self-trade, nothing filled
+    assert Position.objects.get(client=maker, contract=perp).quantity == D("-0.1")
