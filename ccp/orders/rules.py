@@ -35,6 +35,8 @@ REASONS = {
     "leverage_invalid": ("An order on a perpetual needs a leverage from 1 up to the highest of the maintenance tier "
                          "its size falls in (GET /contracts: perpetual.tiers)."),
     "margin_terms_not_perpetual": "Only orders on perpetuals take a leverage and a margin_mode.",
+    "margin_mode_mismatch": ("Your position in this perpetual has the other margin mode: send the position's mode "
+                             "(GET /positions: margin_mode), or close it first. Reduce-only orders take either."),
     "contract_halted": "The contract stopped trading: 00:00 UTC on its expiry day.",
     "quantity_not_positive": "Quantity must be positive.",
     "quantity_off_lot": "Quantity must be a whole number of lots.",

@@ -28,6 +28,7 @@ from ccp.orders.selectors import open_orders_count
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
 from ccp.risk.collateral import collateral_covers
+from ccp.risk.models import Position
 from ccp.streams import book_group, client_stream_publish, client_stream_publish_many, stream_publish
 
 
@@ -195,6 +196,7 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
         first.setdefault(request.client_order_id, i)
     unique = sorted(first.values())
     violations = {i: order_violation(order=requests[i], contract=requests[i].contract, now=now) for i in unique}
+    _margin_modes_check(client, requests, violations)
     cap = settings.CCP_MAX_OPEN_ORDERS
     open_count = open_orders_count(client_id=client.pk)
     # Stored orders looked up first only when a rule or the cap refuses some: a retry gets its order anyway.
@@ -236,6 +238,21 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     return out
 
 
+def _margin_modes_check(client: Client, requests: Sequence[OrderRequest], violations: dict[int, str | None]) -> None:
+    """Set ``margin_mode_mismatch`` on each request (by index, not yet refused) on a perpetual whose margin mode
+    differs from the client's open position's there: one query, only when such requests exist. Reduce-only
+    orders take either mode: they only close, and the position keeps its own."""
+    asking = {i: requests[i] for i, violation in violations.items() if violation is None
+              and requests[i].contract.is_perpetual and not requests[i].reduce_only}
+    if not asking:
+        return
+    modes = dict(Position.objects.filter(client=client, contract_id__in={r.contract.pk for r in asking.values()})
+                 .exclude(quantity=0).values_list("contract_id", "margin_mode"))
+    for i, request in asking.items():
+        if modes.get(request.contract.pk, request.margin_mode) != request.margin_mode:
+            violations[i] = "margin_mode_mismatch"
+
+
 def _entered_again(request: OrderRequest, order: Order, violation: str | None) -> Entered:
     """A request whose client_order_id names a stored order: that order if it is the same request; else
     the rule it breaks, or ``client_order_id_reused``."""
@@ -250,6 +267,8 @@ def _entered_again(request: OrderRequest, order: Order, violation: str | None) -
 def _refusal(violation: str) -> ApplicationError:
     if violation == "too_many_open_orders":
         return Conflict(REASONS[violation], code=violation, extra={"limit": settings.CCP_MAX_OPEN_ORDERS})
+    if violation == "margin_mode_mismatch":
+        return Conflict(REASONS[violation], code=violation)
     return ApplicationError(REASONS[violation], code=violation)
 
 

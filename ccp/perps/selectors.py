@@ -15,9 +15,10 @@ from ccp.contracts.payoffs import ContractKind
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.money import quantize
 from ccp.orders.models import Order, Side
-from ccp.orders.states import BOOK_STATES
+from ccp.orders.states import BOOK_STATES, OPEN_STATES
 from ccp.perps.margin import (
     LONG,
+    RATE_QUANTUM,
     Tier,
     bankruptcy_price,
     initial_margin,
@@ -137,3 +138,45 @@ def isolated_liquidation_price(*, perpetual: Perpetual, quantity: Decimal, entry
     return liquidation_price(quantity=quantity, entry_px=entry_px, margin=margin,
                              rate=tier_of(perpetual.tier_list, quantity).rate,
                              fee_rate=perpetual.liquidation_fee_rate, tick=contract.tick_size)
+
+
+def isolated_bankruptcy_price(*, perpetual: Perpetual, quantity: Decimal, entry_px: Decimal | None,
+                              margin: Decimal) -> Decimal | None:
+    """An isolated position's bankruptcy price (``ccp.perps.margin.bankruptcy_price``: its equity is zero
+    there), or None when flat."""
+    if not quantity or entry_px is None:
+        return None
+    return bankruptcy_price(quantity=quantity, entry_px=entry_px, margin=margin, tick=perpetual.contract.tick_size)
+
+
+def isolated_margin_ratio(*, perpetual: Perpetual, quantity: Decimal, entry_px: Decimal | None, margin: Decimal,
+                          mark: Decimal | None) -> Decimal | None:
+    """An isolated position's requirement over its equity at ``mark``: ``(rate + liquidation fee) x |q| x mark
+    / (margin + q x (mark - entry))``, to 1e-8 half-even; at 1 or above the position is liquidated. None when
+    flat, without a mark, or when its equity is gone (<= 0)."""
+    if not quantity or entry_px is None or mark is None:
+        return None
+    equity = quantize(margin + quantity * (mark - entry_px))  # at storage precision: the quotient stays storable
+    if equity <= 0:
+        return None
+    rate = tier_of(perpetual.tier_list, quantity).rate + perpetual.liquidation_fee_rate
+    return (rate * abs(quantity) * mark / equity).quantize(RATE_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def tpsl_prefix(contract_id: int) -> str:
+    """The start of the client_order_id of a position's take-profit and stop-loss orders
+    (``ccp.perps.positions``): "/" is never in a client's own id."""
+    return f"position/{contract_id}/"
+
+
+def positions_tpsl(*, client_id: int, contract_ids) -> dict[int, dict[str, int]]:
+    """contract id -> {"tp": order id, "sl": order id} of the client's open position take-profit and stop-loss
+    orders in those contracts (the newest of each, should two be open)."""
+    found: dict[int, dict[str, int]] = {}
+    orders = Order.objects.filter(client_id=client_id, contract_id__in=list(contract_ids), state__in=OPEN_STATES,
+                                  client_order_id__startswith="position/").order_by("id")
+    for contract_id, order_id, client_order_id in orders.values_list("contract_id", "id", "client_order_id"):
+        leg = client_order_id.removeprefix(tpsl_prefix(contract_id)).partition("/")[0]
+        if leg in ("tp", "sl"):
+            found.setdefault(contract_id, {})[leg] = order_id
+    return found
