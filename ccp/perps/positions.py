@@ -35,7 +35,8 @@ from ccp.money import QUANTUM, ZERO, money_str
 from ccp.orders.models import Order, OrderKind, TimeInForce, Trigger
 from ccp.orders.services import OrderRequest, order_submit, orders_cancel, orders_submit
 from ccp.orders.states import OPEN_STATES
-from ccp.perps.accounting import ISOLATED
+from ccp.perps.accounting import ISOLATED, PerpPosition
+from ccp.perps.booking import position_triggers
 from ccp.perps.margin import Tier, initial_margin, protection_price, tier_of
 from ccp.perps.models import Perpetual
 from ccp.perps.selectors import MAX_SLIPPAGE_BPS, book_depth, mark_fresh, tpsl_prefix
@@ -161,8 +162,11 @@ def position_margin_adjust(*, client, contract, amount: Decimal, now: datetime) 
             raise Conflict("Taking this much out would leave the position below its initial margin at the mark.",
                            code="margin_remove_too_large", extra={"max": money_str(most)})
     position.margin += amount
-    position.updated_at = now
-    position.save(update_fields=["margin", "updated_at"])
+    triggers = position_triggers(PerpPosition(quantity=position.quantity, cost=position.cost, margin=position.margin,
+                                              mode=ISOLATED), perpetual, contract)
+    position.liquidation_px, position.call_px = triggers["liquidation_px"], triggers["call_px"]
+    position.margin_called_at, position.updated_at = None, now
+    position.save(update_fields=["margin", "liquidation_px", "call_px", "margin_called_at", "updated_at"])
     fund_locks = fund_locks_adjust(settle_value={}, order_value={}, lockup_value={}, margin_value={key: amount},
                                    now=now, locked={key: fund_lock})
     balances_publish(fund_locks.values())

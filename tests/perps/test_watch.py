@@ -6,6 +6,7 @@ from decimal import Decimal as D
 
 import pytest
 
+from ccp.perps.positions import position_margin_adjust
 from ccp.perps.watch import isolated_reached, margin_calls_send
 from ccp.risk.models import Position
 from tests.book.test_venue import match, send, trader
@@ -73,3 +74,17 @@ def test_a_margin_call_goes_out_once_then_again_after_the_repeat_interval(perp, 
     assert margin_calls_send(positions=reached, symbol=perp.symbol, mark=D(45390), now=later - timedelta(seconds=1)) \
         == []
     assert margin_calls_send(positions=reached, symbol=perp.symbol, mark=D(45390), now=later) == reached
+
+
+def test_margin_added_or_taken_out_moves_the_stored_trigger_prices(perp, now, time_machine):  # noqa: F811
+    time_machine.move_to(now)
+    alice, bob = trader(perp, "10000"), trader(perp, "10000")
+    send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="isolated")
+    match(perp)
+    position = Position.objects.get(client=alice, contract=perp)
+    Position.objects.filter(pk=position.pk).update(margin_called_at=now)
+    position_margin_adjust(client=alice, contract=perp, amount=D(100), now=now)
+    # margin 600: (5,000 - 600) / 0.0993 = 44,310.17 -> 44,310; 4,400 / 0.099125 = 44,388.40 -> 44,388
+    assert triggers(alice, perp) == (D(44310), D(44388))
+    assert Position.objects.get(pk=position.pk).margin_called_at is None  # the next call is due at once
