@@ -71,6 +71,11 @@ def perp_fills_book(*, fills: Fills, contracts: Mapping[int, Contract], now: dat
     positions = {(c, k): PerpPosition(quantity=q, cost=cost, margin=margin, mode=mode, realised_pnl=realised)
                  for c, k, q, cost, realised, mode, margin in perp_position_rows_lock(
                      {c for c, _ in fills}, contract_ids)}
+    # A cross position's fee is capped at what its equity has left at the fill price, n x |p - B|: B, the
+    # bankruptcy price its step saw, is where the account's share behind it runs out (ccp.perps.cross).
+    bankrupt_at = dict(Liquidation.objects.filter(order_id__in=[
+        order_id for changes in fills.values() for *_, step, order_id in changes if step in FEE_STEPS]).values_list(
+        "order_id", "bankruptcy_px")) if any(step for changes in fills.values() for *_, step, _ in changes) else {}
     fees: dict[tuple[int, int], Decimal] = defaultdict(Decimal)  # (client, contract) -> fee paid
     step_fees: dict[int, Decimal] = defaultdict(Decimal)  # order id -> fee paid
     for key, changes in sorted(fills.items()):
@@ -87,9 +92,10 @@ def perp_fills_book(*, fills: Fills, contracts: Mapping[int, Contract], now: dat
             position, held = result.position, result.held_change
             if step in FEE_STEPS and before.quantity:
                 isolated = before.mode == ISOLATED
+                left = (before.margin + before.quantity * (price - before.entry_px) if isolated
+                        else before.quantity * (price - bankrupt_at[order_id]))  # n x |p - B|: B is beyond p
                 fee = liquidation_fee(quantity=quantity, price=price, fee_rate=perpetuals[key[1]].liquidation_fee_rate,
-                                      equity=before.margin + before.quantity * (price - before.entry_px)
-                                      if isolated else None)
+                                      equity=left)
                 if fee and isolated and position.quantity:  # out of the margin: held falls with the cash
                     position, held = replace(position, margin=position.margin - fee), held - fee
                 fees[key] += fee

@@ -49,6 +49,7 @@ class CrossLeg:
     """One cross position of an account, with its perpetual's prices and terms."""
 
     contract_id: int
+    position_id: int
     quantity: Decimal  # signed
     cost: Decimal  # notional paid for the open quantity (entry = cost / quantity)
     margin: Decimal  # its initial margin (what it holds of available collateral, with its settled cost)
@@ -102,6 +103,7 @@ class CrossFound:
 
     client_id: int
     contract_id: int
+    position_id: int
     quantity: Decimal
     entry_px: Decimal
     margin: Decimal
@@ -124,7 +126,8 @@ def cross_below(*, client_id: int, cash: Decimal, legs: Sequence[CrossLeg], cont
     if not below and (call_ratio is None or (equity > 0 and requirement < call_ratio * equity)):
         return None
     margin = leg_margin(cash, legs, leg)
-    return CrossFound(client_id=client_id, contract_id=contract_id, quantity=leg.quantity, entry_px=leg.entry_px,
+    return CrossFound(client_id=client_id, contract_id=contract_id, position_id=leg.position_id,
+                      quantity=leg.quantity, entry_px=leg.entry_px,
                       margin=margin, equity=margin + leg.quantity * (leg.mark - leg.entry_px),
                       requirement=leg.requirement, account_equity=equity, account_requirement=requirement,
                       below=below)
@@ -134,7 +137,7 @@ def cross_below(*, client_id: int, cash: Decimal, legs: Sequence[CrossLeg], cont
 # each leg's perpetual prices. One statement: the fund lock, the legs and their perpetuals.
 _ACCOUNTS_SQL = """
 SELECT p.client_id, f.fundlock, f.settle_value, f.lockup_value, f.margin_value,
-       p.contract_id, p.quantity, p.cost, p.margin, pp.settle_px, pp.mark_px, pp.marked_at, pp.tiers,
+       p.contract_id, p.id, p.quantity, p.cost, p.margin, pp.settle_px, pp.mark_px, pp.marked_at, pp.tiers,
        pp.liquidation_fee_rate
 FROM risk_position p
 JOIN contracts_contract c ON c.id = p.contract_id
@@ -165,8 +168,8 @@ def cross_accounts_below(*, contract_id: int, currency_id: int, fresh_since: dat
         cursor.execute(_ACCOUNTS_SQL, {"cross": CROSS, "currency": currency_id, "contract": contract_id})
         rows = cursor.fetchall()
     tiers_cache: dict[str, list] = {}
-    for (client_id, fundlock, settle_value, lockup_value, margin_value, leg_contract, quantity, cost, margin,
-         settle_px, mark, marked_at, tiers, fee_rate) in rows:
+    for (client_id, fundlock, settle_value, lockup_value, margin_value, leg_contract, position_id, quantity, cost,
+         margin, settle_px, mark, marked_at, tiers, fee_rate) in rows:
         if client_id in excluded:
             continue
         funds[client_id] = (fundlock, settle_value, lockup_value, margin_value)
@@ -176,7 +179,8 @@ def cross_accounts_below(*, contract_id: int, currency_id: int, fresh_since: dat
         key = tiers if isinstance(tiers, str) else json.dumps(tiers)
         parsed = tiers_cache.get(key) or tiers_cache.setdefault(key, tiers_parse(json.loads(key)))
         accounts[client_id].append(CrossLeg(
-            contract_id=leg_contract, quantity=quantity, cost=cost, margin=margin, settle_px=settle_px, mark=mark,
+            contract_id=leg_contract, position_id=position_id, quantity=quantity, cost=cost, margin=margin,
+            settle_px=settle_px, mark=mark,
             rate=tier_of(parsed, quantity).rate, fee_rate=fee_rate))
     found = []
     for client_id, legs in accounts.items():

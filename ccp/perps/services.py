@@ -7,13 +7,13 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from ccp.accounts.models import Client
+from ccp.accounts.models import Client, FundLock
 from ccp.accounts.services import balances_publish, fund_locks_adjust
 from ccp.clearing.booking import trades_clear
 from ccp.clearing.models import Venue
@@ -31,6 +31,7 @@ from ccp.orders.services import OrderRequest, order_submit
 from ccp.orders.states import OPEN_STATES, OrderState
 from ccp.perps.accounting import CROSS, ISOLATED, PerpPosition, funding_book, variation_book
 from ccp.perps.booking import position_triggers
+from ccp.perps.cross import cross_accounts_below
 from ccp.perps.fund import insurance_fund_client, insurance_fund_locks
 from ccp.perps.liquidation import (
     Candidate,
@@ -48,6 +49,7 @@ from ccp.perps.margin import (
     funding_payments,
     funding_rate,
     liquidatable,
+    liquidation_price,
     mark_price,
     premium,
     protection_price,
@@ -56,6 +58,7 @@ from ccp.perps.margin import (
 )
 from ccp.perps.models import Liquidation, LiquidationStep, MarkPrice, Perpetual
 from ccp.perps.selectors import mark_fresh, open_estimate
+from ccp.perps.watch import isolated_reached, margin_calls_send
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.models import Position
 from ccp.settlement.models import CashMovement, CashMovementOrigin
@@ -263,41 +266,80 @@ def perpetual_liquidations_enter(*, contract_id: int, now: datetime) -> list[Liq
     if mark is None:
         return []
     fund = insurance_fund_client(now=now)
+    isolated, called = isolated_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk})
+    cross, cross_called = cross_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk},
+                                           now=now)
     steps, events = [], defaultdict(list)
-    for candidate in isolated_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk}):
+    for candidate in isolated + cross:
         taken = candidate_liquidate(candidate, contract=contract, perpetual=perpetual, mark=mark, fund=fund,
                                     events=events, now=now)
         events[candidate.client_id] += [liquidation_event(step) for step in taken]
         steps += taken
-    insurance_fund_unwind(contract=contract, perpetual=perpetual, mark=mark, fund=fund, now=now)
+    steps += insurance_fund_unwind(contract=contract, perpetual=perpetual, mark=mark, fund=fund, events=events,
+                                   now=now)
     client_stream_publish_many([(client_id, {"type": "liquidation", "contract": contract.symbol, "events": found})
                                 for client_id, found in sorted(events.items()) if found])
+    margin_calls_send(positions=called + cross_called, symbol=contract.symbol, mark=mark, now=now)
     return steps
 
 
+def _candidate(*, contract: Contract, perpetual: Perpetual, mark: Decimal, client_id: int, position_id: int,
+               quantity: Decimal, entry_px: Decimal, margin: Decimal, mode: str) -> Candidate:
+    """A position at or below its requirement at ``mark``, backed by ``margin``: the size a partial liquidation
+    closes (``liquidation_size``) and its bankruptcy price within the price band."""
+    rate, fee = tier_of(perpetual.tier_list, quantity).rate, perpetual.liquidation_fee_rate
+    equity = margin + quantity * (mark - entry_px)
+    worst = bankruptcy_price(quantity=quantity, entry_px=entry_px, margin=margin, tick=contract.tick_size)
+    return Candidate(
+        client_id=client_id, contract_id=contract.pk, position_id=position_id, quantity=quantity, entry_px=entry_px,
+        margin=margin, equity=equity, requirement=(rate + fee) * abs(quantity) * mark,
+        size=liquidation_size(quantity=quantity, equity=equity, mark=mark, rate=rate, fee_rate=fee,
+                              lot=contract.lot_size, target=LIQUIDATION_TARGET),
+        bankruptcy_px=min(max(worst, contract.price_min), contract.price_max), mode=mode)
+
+
 def isolated_candidates(*, contract: Contract, perpetual: Perpetual, mark: Decimal,
-                        exclude: Collection[int] = ()) -> list[Candidate]:
-    """The perpetual's isolated positions at or below their requirement plus closing fee at ``mark``
-    (``ccp.perps.margin.liquidatable``), by position id, but those of ``exclude`` (the insurance fund): each
-    with the size a partial liquidation closes (``liquidation_size``) and its bankruptcy price within the
-    price band. Reads, locks nothing."""
+                        exclude: Collection[int] = ()) -> tuple[list[Candidate], list[Position]]:
+    """The perpetual's isolated positions ``mark`` reached (``ccp.perps.watch.isolated_reached``: through the
+    call price index, not a walk of every position), but those of ``exclude`` (the insurance fund), split
+    into those at or below their requirement plus closing fee (``ccp.perps.margin.liquidatable``), as
+    candidates, and the others, past their margin call only. By position id. Reads, locks nothing."""
     tiers, fee = perpetual.tier_list, perpetual.liquidation_fee_rate
-    found = []
-    for position in Position.objects.filter(contract=contract, margin_mode=ISOLATED).exclude(quantity=0).exclude(
-            client_id__in=exclude).order_by("id"):
+    found, called = [], []
+    for position in isolated_reached(contract_id=contract.pk, mark=mark).exclude(client_id__in=exclude):
         q, entry = position.quantity, position.cost / position.quantity
-        rate = tier_of(tiers, q).rate
-        if not liquidatable(quantity=q, entry_px=entry, margin=position.margin, mark=mark, rate=rate, fee_rate=fee):
+        if not liquidatable(quantity=q, entry_px=entry, margin=position.margin, mark=mark,
+                            rate=tier_of(tiers, q).rate, fee_rate=fee):
+            called.append(position)
             continue
-        equity = position.margin + q * (mark - entry)
-        worst = bankruptcy_price(quantity=q, entry_px=entry, margin=position.margin, tick=contract.tick_size)
-        found.append(Candidate(
-            client_id=position.client_id, contract_id=contract.pk, position_id=position.pk, quantity=q, entry_px=entry,
-            margin=position.margin, equity=equity, requirement=(rate + fee) * abs(q) * mark,
-            size=liquidation_size(quantity=q, equity=equity, mark=mark, rate=rate, fee_rate=fee,
-                                  lot=contract.lot_size, target=LIQUIDATION_TARGET),
-            bankruptcy_px=min(max(worst, contract.price_min), contract.price_max), mode=ISOLATED))
-    return found
+        found.append(_candidate(contract=contract, perpetual=perpetual, mark=mark, client_id=position.client_id,
+                                position_id=position.pk, quantity=q, entry_px=entry, margin=position.margin,
+                                mode=ISOLATED))
+    return found, called
+
+
+def cross_candidates(*, contract: Contract, perpetual: Perpetual, mark: Decimal, exclude: Collection[int],
+                     now: datetime) -> tuple[list[Candidate], list[Position]]:
+    """The cross accounts holding the perpetual that their marks leave at or below their requirement
+    (``ccp.perps.cross.cross_accounts_below``), each as a candidate for its position on this perpetual backed
+    by the rest of the account (``leg_margin``), and the positions of the accounts past their margin call
+    only (with the liquidation price the account gives them now). Accounts with any leg on a stale mark are
+    left alone."""
+    fresh_since = now - settings.CCP_SPOT_STALE_AFTER
+    reached = cross_accounts_below(contract_id=contract.pk, currency_id=contract.collateral_id,
+                                   fresh_since=fresh_since, exclude=exclude, call_ratio=settings.CCP_MARGIN_CALL_RATIO)
+    found = [_candidate(contract=contract, perpetual=perpetual, mark=mark, client_id=r.client_id,
+                        position_id=r.position_id, quantity=r.quantity, entry_px=r.entry_px, margin=r.margin,
+                        mode=CROSS) for r in reached if r.below]
+    calls = {r.position_id: r for r in reached if not r.below}
+    called = list(Position.objects.filter(pk__in=list(calls)).order_by("id"))
+    for position in called:  # shown in the call: where the account liquidates this position now
+        r = calls[position.pk]
+        position.liquidation_px = liquidation_price(
+            quantity=r.quantity, entry_px=r.entry_px, margin=r.margin,
+            rate=tier_of(perpetual.tier_list, r.quantity).rate, fee_rate=perpetual.liquidation_fee_rate,
+            tick=contract.tick_size)
+    return found, called
 
 
 def candidate_liquidate(candidate: Candidate, *, contract: Contract, perpetual: Perpetual, mark: Decimal,
@@ -322,7 +364,8 @@ def candidate_liquidate(candidate: Candidate, *, contract: Contract, perpetual: 
     leftover = (last is not None and last.kind == LiquidationStep.ORDER and filled < last.order.quantity
                 and last.quantity - (filled if last.quantity > 0 else -filled) == candidate.quantity)
     if candidate.equity > 0 and not leftover:
-        return [_liquidation_order_enter(candidate, contract=contract, perpetual=perpetual, mark=mark, now=now)]
+        return [_liquidation_order_enter(candidate, contract=contract, perpetual=perpetual, mark=mark,
+                                         attempt=last.pk if last is not None else 0, now=now)]
     return _bankrupt_close(candidate, contract=contract, perpetual=perpetual, mark=mark, fund=fund,
                            attempt=last.pk if last is not None else 0, events=events, now=now)
 
@@ -336,10 +379,12 @@ def _step(candidate: Candidate, *, contract: Contract, kind: str, order: Order, 
 
 
 def _liquidation_order_enter(candidate: Candidate, *, contract: Contract, perpetual: Perpetual, mark: Decimal,
-                             now: datetime) -> Liquidation:
+                             attempt: int, now: datetime) -> Liquidation:
+    """The reduce-only order step; its client_order_id names the position and the step before it, so the same
+    check twice enters one order, and a position still liquidatable after its order filled gets the next."""
     client = Client.objects.get(pk=candidate.client_id)
     order, _ = order_submit(client=client, now=now, request=OrderRequest(
-        client_order_id=f"liq-{candidate.position_id}-{perpetual.marked_at:%Y%m%dT%H%M%S%f}", contract=contract,
+        client_order_id=f"liq-{candidate.position_id}-{attempt}", contract=contract,
         side="sell" if candidate.quantity > 0 else "buy", kind="market", price=candidate.bankruptcy_px,
         quantity=candidate.size, time_in_force="ioc", reduce_only=True, leverage=Decimal(1),
         margin_mode=candidate.mode))
@@ -358,8 +403,9 @@ def _bankrupt_close(candidate: Candidate, *, contract: Contract, perpetual: Perp
     insurance_fund_locks(currency_ids=[currency_id], now=now)  # created on first use, then locked
     locked = fund_locks_lock(keys={(candidate.client_id, currency_id), (fund.pk, currency_id)})
     leverage = tier_of(perpetual.tier_list, candidate.quantity).max_leverage
-    taken = takeover_size(available=locked[(fund.pk, currency_id)].available, quantity=candidate.quantity,
-                          bankruptcy_px=price, mark=mark, leverage=leverage, lot=contract.lot_size)
+    taken = ZERO if candidate.client_id == fund.pk else takeover_size(  # the fund run dry: all of it to ADL
+        available=locked[(fund.pk, currency_id)].available, quantity=candidate.quantity, bankruptcy_px=price,
+        mark=mark, leverage=leverage, lot=contract.lot_size)
     deleveraged = adl_fills(adl_ranking(_adl_counterparties(contract=contract, candidate=candidate, mark=mark,
                                                             exclude={fund.pk})), quantity=n - taken)
     closing = "sell" if candidate.quantity > 0 else "buy"
@@ -431,24 +477,44 @@ def _adl_counterparties(*, contract: Contract, candidate: Candidate, mark: Decim
 
 
 def insurance_fund_unwind(*, contract: Contract, perpetual: Perpetual, mark: Decimal, fund: Client,
-                          now: datetime) -> Order | None:
-    """Close what the insurance fund holds of the perpetual on the book: a reduce-only immediate-or-cancel
-    market order for all of it, protected at the mark -/+ CCP_INSURANCE_UNWIND_BPS (within the price band),
-    unless one is still open. In the caller's transaction (the contract locked); through ``order_submit``.
-    Safe to run twice: the client_order_id names the contract and the mark's time."""
+                          events: dict[int, list], now: datetime) -> list[Liquidation]:
+    """Close what the insurance fund holds of the perpetual (in the caller's transaction, the contract locked):
+    - while the fund can pay its loss at the mark: on the book, a reduce-only immediate-or-cancel market order
+      for all of it, protected at the mark -/+ CCP_INSURANCE_UNWIND_BPS but never beyond the fund's own
+      bankruptcy price (where closing would take its available collateral below zero), within the price band,
+      unless one is still open; through ``order_submit``, idempotent per mark time;
+    - once the mark is at or beyond that price (the fund has run dry): auto-deleveraged, all of it, against the
+      most profitable opposite positions at the fund's bankruptcy price (``_bankrupt_close``: ADL steps).
+    The fund's bankruptcy price of a position ``q`` (cost ``c``, margin ``m``) with available ``A``: closing at
+    ``p`` moves available by ``m + q * p - c``, so ``p = (c - m - A) / q``, on the tick grid towards the fund.
+    Its available is all of the currency's, whatever else it holds (one perpetual per currency is the rule;
+    several share it)."""
     position = Position.objects.filter(client=fund, contract=contract).exclude(quantity=0).first()
     if position is None or Order.objects.filter(client=fund, contract=contract, state__in=OPEN_STATES,
                                                 client_order_id__startswith="unwind-").exists():
-        return None
-    long = position.quantity < 0  # buying back a short
-    worst = protection_price(mark=mark, slippage_bps=settings.CCP_INSURANCE_UNWIND_BPS, long=long,
-                             tick=contract.tick_size)
-    order, _ = order_submit(client=fund, now=now, request=OrderRequest(
+        return []
+    q, tick = position.quantity, contract.tick_size
+    funds = FundLock.objects.get(client=fund, currency_id=contract.collateral_id).available
+    dry = (position.cost - position.margin - funds) / q
+    dry = (dry / tick).to_integral_value(ROUND_CEILING if q > 0 else ROUND_FLOOR) * tick
+    if (q > 0 and dry >= mark) or (q < 0 and dry <= mark):
+        last = Liquidation.objects.filter(contract=contract, client=fund).order_by("-id").first()
+        equity = funds + position.margin + q * mark - position.cost
+        candidate = Candidate(client_id=fund.pk, contract_id=contract.pk, position_id=position.pk, quantity=q,
+                              entry_px=position.cost / q, margin=funds + position.margin, equity=equity,
+                              requirement=ZERO, size=abs(q), mode=position.margin_mode or CROSS,
+                              bankruptcy_px=min(max(dry, contract.price_min), contract.price_max))
+        return _bankrupt_close(candidate, contract=contract, perpetual=perpetual, mark=mark, fund=fund,
+                               attempt=last.pk if last is not None else 0, events=events, now=now)
+    long = q < 0  # buying back a short
+    worst = protection_price(mark=mark, slippage_bps=settings.CCP_INSURANCE_UNWIND_BPS, long=long, tick=tick)
+    worst = min(worst, dry) if long else max(worst, dry)
+    order_submit(client=fund, now=now, request=OrderRequest(
         client_order_id=f"unwind-{contract.pk}-{perpetual.marked_at:%Y%m%dT%H%M%S%f}", contract=contract,
         side="buy" if long else "sell", kind="market", price=min(max(worst, contract.price_min), contract.price_max),
-        quantity=abs(position.quantity), time_in_force="ioc", reduce_only=True, leverage=Decimal(1),
+        quantity=abs(q), time_in_force="ioc", reduce_only=True, leverage=Decimal(1),
         margin_mode=position.margin_mode or CROSS))
-    return order
+    return []
 
 
 def liquidation_event(step: Liquidation, *, deleveraged_order: Order | None = None) -> dict:

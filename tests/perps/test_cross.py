@@ -28,8 +28,8 @@ RATE, FEE, TICK = D("0.005"), D("0.0005"), D("0.01")
 
 
 def leg(contract_id, quantity, entry, mark, *, settle=None, margin=D(0), rate=RATE):
-    return CrossLeg(contract_id=contract_id, quantity=D(quantity), cost=D(quantity) * D(entry), margin=margin,
-                    settle_px=D(settle or entry), mark=D(mark), rate=rate, fee_rate=FEE)
+    return CrossLeg(contract_id=contract_id, position_id=contract_id, quantity=D(quantity), cost=D(quantity) * D(entry),
+                    margin=margin, settle_px=D(settle or entry), mark=D(mark), rate=rate, fee_rate=FEE)
 
 
 def test_a_single_cross_long_and_short_liquidate_where_the_hand_worked_numbers_say():
