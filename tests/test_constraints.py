@@ -26,7 +26,7 @@ from ccp.marketdata.models import Candle
 from ccp.matching.models import Auction
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.states import TERMINAL_STATES, OrderState
-from ccp.perps.models import Liquidation, MarkPrice, Perpetual
+from ccp.perps.models import Funding, Liquidation, MarkPrice, Perpetual
 from ccp.prices.models import ReferencePrice, SpotPrice, VenueSymbol
 from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import (
@@ -225,6 +225,19 @@ class MarkPriceFactory(factory.django.DjangoModelFactory):
     index_px = D("97000")
     basis = D("10")
     mark_px = D("97010")
+
+
+class FundingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Funding
+
+    contract = factory.SubFactory(PerpetualContractFactory)
+    at = NOW
+    rate = D("0.0001")
+    mark_px = D("97010")
+    samples = 960
+    paid = D("12.5")
+    settled_at = NOW
 
 
 class LiquidationFactory(factory.django.DjangoModelFactory):
@@ -525,6 +538,9 @@ CONSTRAINT_CASES = [
     case("perpetual_mark_positive", PerpetualFactory, mark_px=D("0")),
     case("mark_price_unique_time", MarkPriceFactory, same=("contract", "at")),
     case("mark_price_positive", MarkPriceFactory, index_px=D("0")),
+    case("funding_unique_time", FundingFactory, same=("contract", "at")),
+    case("funding_amounts_valid", FundingFactory, "paid", paid=D("-0.01")),
+    case("funding_amounts_valid", FundingFactory, "mark", mark_px=D("0")),
     case("liquidation_size_positive", LiquidationFactory, size=D("0")),
     case("liquidation_kind_valid", LiquidationFactory, kind="call",
          counterparty=factory.SelfAttribute("order.client")),

@@ -1,26 +1,30 @@
 import json
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from ccp.accounts.admin import available
 from ccp.admin_utils import ReadOnlyAdmin, service_form_view
 from ccp.clock import utcnow
 from ccp.contracts.models import Currency, Pair
-from ccp.money import DECIMAL_PLACES, MAX_DIGITS
+from ccp.money import DECIMAL_PLACES, MAX_DIGITS, money_str, quantize
 from ccp.perps.models import (
+    Funding,
     InsuranceFundBalance,
     InsuranceFundMovement,
     Liquidation,
     MarkPrice,
     Perpetual,
+    PositionAtRisk,
     tiers_parse,
 )
 from ccp.perps.services import perpetual_list
+from ccp.perps.watch import positions_nearest_liquidation
 
 TIERS_EXAMPLE = ('[{"up_to": "10", "rate": "0.005", "max_leverage": "100"}, '
                  '{"up_to": null, "rate": "0.01", "max_leverage": "50"}]')
@@ -122,3 +126,29 @@ class InsuranceFundMovementAdmin(ReadOnlyAdmin):
     list_select_related = ["currency", "contract"]
     date_hierarchy = "created_at"
     ordering = ["-created_at", "-id"]
+
+
+@admin.register(Funding)
+class FundingAdmin(ReadOnlyAdmin):
+    """The funding history: each funding time of each perpetual, its rate, mark and what was paid."""
+
+    list_display = ["at", "contract", "rate", "mark_px", "samples", "paid", "settled_at"]
+    list_filter = ["contract"]
+    list_select_related = ["contract"]
+    date_hierarchy = "at"
+    ordering = ["-at", "contract_id"]
+
+
+@admin.register(PositionAtRisk)
+class PositionAtRiskAdmin(ReadOnlyAdmin):
+    """The 100 perpetual positions nearest liquidation at their perpetual's latest mark, isolated and cross."""
+
+    def changelist_view(self, request, extra_context=None):
+        rows = [{"contract": r.contract, "client": r.client, "mode": r.mode, "quantity": money_str(r.quantity),
+                 "entry": money_str(quantize(r.entry_px, ROUND_HALF_EVEN)), "mark": money_str(r.mark_px),
+                 "liquidation": "none" if r.liquidation_px is None else money_str(r.liquidation_px),
+                 "distance": "" if r.distance is None else f"{r.distance * 100:.2f}%"}
+                for r in positions_nearest_liquidation(limit=100)]
+        context = {**self.admin_site.each_context(request), "title": "Positions nearest liquidation",
+                   "opts": self.model._meta, "rows": rows}
+        return TemplateResponse(request, "admin/perps/positions_at_risk.html", context)

@@ -150,15 +150,11 @@ ORDER BY p.client_id, p.contract_id
 """
 
 
-def cross_accounts_below(*, contract_id: int, currency_id: int, fresh_since: datetime,
-                         exclude: Iterable[int] = (), call_ratio: Decimal | None = None) -> list[CrossFound]:
-    """Every cross account holding a position on the perpetual ``contract_id`` that its perpetuals' current
-    marks leave at or below its requirement (with ``call_ratio``, also those only past their margin call:
-    ``below`` false), as ``CrossFound`` for its leg on that contract, by client. An account with a leg whose
-    mark is not fresh (set before ``fresh_since``, or none) is left alone: nothing liquidates on a stale
-    price. ``exclude``: clients never liquidated (the insurance fund). Reads every cross account on the
-    contract (their trigger moves with their other positions and collateral); the caller holds the
-    contract's row, which every booking on it holds too."""
+def cross_accounts(*, contract_id: int, currency_id: int, fresh_since: datetime,
+                   exclude: Iterable[int] = ()) -> dict[int, tuple[Decimal, list[CrossLeg]]]:
+    """Every cross account holding a position on the perpetual ``contract_id``: client -> (its cash ``C``, its
+    cross legs in the currency), in one statement. An account with a leg whose mark is not fresh (set before
+    ``fresh_since``, or none) is left out: nothing liquidates on a stale price; so are ``exclude``'s."""
     from ccp.perps.models import tiers_parse  # models import this module's callers
 
     excluded = set(exclude)
@@ -180,15 +176,27 @@ def cross_accounts_below(*, contract_id: int, currency_id: int, fresh_since: dat
         parsed = tiers_cache.get(key) or tiers_cache.setdefault(key, tiers_parse(json.loads(key)))
         accounts[client_id].append(CrossLeg(
             contract_id=leg_contract, position_id=position_id, quantity=quantity, cost=cost, margin=margin,
-            settle_px=settle_px, mark=mark,
-            rate=tier_of(parsed, quantity).rate, fee_rate=fee_rate))
-    found = []
+            settle_px=settle_px, mark=mark, rate=tier_of(parsed, quantity).rate, fee_rate=fee_rate))
+    found = {}
     for client_id, legs in accounts.items():
-        if any(leg is None for leg in legs):
-            continue
-        fundlock, settle_value, lockup_value, margin_value = funds[client_id]
-        cash = cross_cash(fundlock=fundlock, settle_value=settle_value, lockup_value=lockup_value,
-                          margin_value=margin_value, legs=legs)
+        if all(leg is not None for leg in legs):
+            fundlock, settle_value, lockup_value, margin_value = funds[client_id]
+            found[client_id] = (cross_cash(fundlock=fundlock, settle_value=settle_value, lockup_value=lockup_value,
+                                           margin_value=margin_value, legs=legs), legs)
+    return found
+
+
+def cross_accounts_below(*, contract_id: int, currency_id: int, fresh_since: datetime,
+                         exclude: Iterable[int] = (), call_ratio: Decimal | None = None) -> list[CrossFound]:
+    """Every cross account holding a position on the perpetual ``contract_id`` that its perpetuals' current
+    marks leave at or below its requirement (with ``call_ratio``, also those only past their margin call:
+    ``below`` false), as ``CrossFound`` for its leg on that contract, by client (``cross_accounts``: stale
+    ones left alone). ``exclude``: clients never liquidated (the insurance fund). Reads every cross account
+    on the contract (their trigger moves with their other positions and collateral); the caller holds the
+    contract's row, which every booking on it holds too."""
+    found = []
+    for client_id, (cash, legs) in cross_accounts(contract_id=contract_id, currency_id=currency_id,
+                                                  fresh_since=fresh_since, exclude=exclude).items():
         reached = cross_below(client_id=client_id, cash=cash, legs=legs, contract_id=contract_id,
                               call_ratio=call_ratio)
         if reached is not None:

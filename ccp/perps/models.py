@@ -7,6 +7,7 @@ from django.db.models import Q
 from ccp.accounts.models import FundLock
 from ccp.money import ZERO, MoneyField
 from ccp.perps.margin import Tier
+from ccp.risk.models import Position
 from ccp.settlement.models import CashMovement
 
 
@@ -91,6 +92,28 @@ class LiquidationStep(models.TextChoices):
     ADL = "adl", "auto-deleveraged"
 
 
+class Funding(models.Model):
+    """One funding time of a perpetual, as ``perpetual_fund`` settled it: the rate (the interval's mean premium,
+    capped; longs paid shorts when positive), the mark the positions were settled to, how many mark updates the
+    mean took, and what the payers paid in all (the receivers got as much, rounding residue included)."""
+
+    contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="fundings")
+    at = models.DateTimeField(help_text="the funding time")
+    rate = MoneyField()
+    mark_px = MoneyField()
+    samples = models.PositiveIntegerField(help_text="mark updates in the interval")
+    paid = MoneyField(help_text="the sum of the payments (each side's total)")
+    settled_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-at", "contract_id"]
+        constraints = [models.UniqueConstraint(fields=["contract", "at"], name="funding_unique_time"),
+                       models.CheckConstraint(condition=Q(paid__gte=0, mark_px__gt=0), name="funding_amounts_valid")]
+
+    def __str__(self) -> str:
+        return f"{self.contract} funding {self.rate} @ {self.at:%Y-%m-%d %H:%M}"
+
+
 class Liquidation(models.Model):
     """One step of a position's liquidation: what the engine saw (the mark, the position, its equity and its
     requirement) and what it did (``kind``): entered a reduce-only order on the book (``order``), had the
@@ -158,3 +181,19 @@ class InsuranceFundMovement(CashMovement):
     class Meta:
         proxy = True
         verbose_name = "insurance fund movement"
+
+
+class _OpenPerpetual(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().exclude(margin_mode="").exclude(quantity=0)
+
+
+class PositionAtRisk(Position):
+    """The webconsole's watch list: perpetual positions nearest liquidation (``ccp.perps.watch``)."""
+
+    objects = _OpenPerpetual()
+
+    class Meta:
+        proxy = True
+        verbose_name = "position nearest liquidation"
+        verbose_name_plural = "positions nearest liquidation"

@@ -56,7 +56,7 @@ from ccp.perps.margin import (
     tier_of,
     tiers_check,
 )
-from ccp.perps.models import Liquidation, LiquidationStep, MarkPrice, Perpetual
+from ccp.perps.models import Funding, Liquidation, LiquidationStep, MarkPrice, Perpetual
 from ccp.perps.selectors import mark_fresh, open_estimate
 from ccp.perps.watch import isolated_reached, margin_calls_send
 from ccp.prices.selectors import index_by_pair
@@ -207,6 +207,8 @@ def perpetual_fund(*, contract_id: int, at: datetime, now: datetime) -> str | No
         if funded.position.margin != position.margin:
             changed.append((client_id, funded.position))
     CashMovement.objects.bulk_create(movements)
+    Funding.objects.create(contract=contract, at=at, rate=rate, mark_px=mark, samples=len(premiums),
+                           paid=sum((-amount for amount in payments.values() if amount < 0), ZERO), settled_at=now)
     for client_id, funded_position in changed:  # an isolated position's margin took its funding
         Position.objects.filter(client_id=client_id, contract=contract).update(
             margin=funded_position.margin, **position_triggers(funded_position, perpetual, contract), updated_at=now)

@@ -14,15 +14,19 @@ positions and collateral, so the accounts holding one on the perpetual are read 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Sign
 
 from ccp.money import money_str
 from ccp.perps.accounting import ISOLATED
+from ccp.perps.cross import cross_accounts, leg_margin
+from ccp.perps.margin import liquidation_price
 from ccp.risk.models import Position
 from ccp.streams import client_stream_publish_many
 
@@ -50,3 +54,58 @@ def margin_calls_send(*, positions: list[Position], symbol: str, mark: Decimal, 
             "liquidation_price": None if p.liquidation_px is None else money_str(p.liquidation_px),
             "at": now.isoformat()}) for p in due)
     return due
+
+
+@dataclass(frozen=True)
+class AtRisk:
+    """A position and how far its perpetual's mark is from liquidating it (the webconsole's watch list)."""
+
+    contract: str
+    client: str
+    mode: str
+    quantity: Decimal
+    entry_px: Decimal
+    mark_px: Decimal
+    liquidation_px: Decimal | None
+    distance: Decimal | None  # (mark - liquidation) / mark for a long, the other way for a short
+
+
+def positions_nearest_liquidation(*, limit: int = 100) -> list[AtRisk]:
+    """The ``limit`` open perpetual positions whose liquidation price is nearest their perpetual's latest mark,
+    isolated (their stored price, through SQL) and cross (their account's price for the position, the other
+    legs at their marks), nearest first; the insurance fund's left out. For operators: it reads every cross
+    account, so it is a page, not a loop."""
+    from ccp.perps.fund import insurance_fund_address
+    from ccp.perps.models import Perpetual
+
+    rows = []
+    for position in (Position.objects.filter(margin_mode=ISOLATED, liquidation_px__isnull=False,
+                                             contract__perpetual__mark_px__isnull=False)
+                     .exclude(client__address=insurance_fund_address())
+                     .annotate(mark=F("contract__perpetual__mark_px"))
+                     .annotate(distance=Sign("quantity") * (F("mark") - F("liquidation_px")) / F("mark"))
+                     .select_related("contract", "client").order_by("distance", "id")[:limit]):
+        rows.append(_at_risk(position, position.mark, position.liquidation_px))
+    for perpetual in Perpetual.objects.filter(mark_px__isnull=False).select_related("contract"):
+        contract = perpetual.contract
+        accounts = cross_accounts(contract_id=contract.pk, currency_id=contract.collateral_id,
+                                  fresh_since=datetime.min.replace(tzinfo=UTC))
+        positions = Position.objects.in_bulk([leg.position_id for _, legs in accounts.values() for leg in legs
+                                              if leg.contract_id == contract.pk])
+        for cash, legs in accounts.values():
+            leg = next(leg for leg in legs if leg.contract_id == contract.pk)
+            position = positions[leg.position_id]
+            if position.client.address == insurance_fund_address():
+                continue
+            price = liquidation_price(quantity=leg.quantity, entry_px=leg.entry_px, margin=leg_margin(cash, legs, leg),
+                                      rate=leg.rate, fee_rate=leg.fee_rate, tick=contract.tick_size)
+            rows.append(_at_risk(position, perpetual.mark_px, price))
+    return sorted(rows, key=lambda r: (r.distance is None, r.distance or 0))[:limit]
+
+
+def _at_risk(position: Position, mark: Decimal, liquidation: Decimal | None) -> AtRisk:
+    long = position.quantity > 0
+    distance = None if liquidation is None else ((mark - liquidation) if long else (liquidation - mark)) / mark
+    return AtRisk(contract=position.contract.symbol, client=position.client.checksum_address,
+                  mode=position.margin_mode, quantity=position.quantity, entry_px=position.cost / position.quantity,
+                  mark_px=mark, liquidation_px=liquidation, distance=distance)

@@ -7,7 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from ccp.perps.models import MarkPrice, Perpetual
+from ccp.perps.models import Funding, MarkPrice, Perpetual
 from ccp.perps.services import funding_time, perpetuals_fund
 from ccp.settlement.models import CashMovement
 from ccp.system.invariants import invariants_check
@@ -44,6 +44,9 @@ def test_variation_and_funding_at_a_funding_time(perp, now):  # noqa: F811 - the
     assert balance(alice, perp)[1] == before[alice][1]
     assert balance(bob, perp)[1] == before[bob][1] + D("20.08")  # cross: available received it
     assert Perpetual.objects.get(contract=perp).settle_px == D(50200)
+    funding = Funding.objects.get(contract=perp)  # the funding history's row
+    assert (funding.at, funding.rate, funding.mark_px, funding.samples, funding.paid) == (
+        at, D("0.004"), D(50200), 2, D("20.08"))
     report = invariants_check()
     assert report.ok, report.violations
 

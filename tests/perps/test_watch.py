@@ -5,12 +5,15 @@ from datetime import timedelta
 from decimal import Decimal as D
 
 import pytest
+from django.urls import reverse
 
 from ccp.perps.positions import position_margin_adjust
-from ccp.perps.watch import isolated_reached, margin_calls_send
+from ccp.perps.services import perpetual_marks_update
+from ccp.perps.watch import isolated_reached, margin_calls_send, positions_nearest_liquidation
 from ccp.risk.models import Position
 from tests.book.test_venue import match, send, trader
 from tests.contracts.test_halt import sent  # noqa: F401 - fixture
+from tests.perps.test_listing import quote
 from tests.perps.test_trading import perp  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.django_db
@@ -88,3 +91,22 @@ def test_margin_added_or_taken_out_moves_the_stored_trigger_prices(perp, now, ti
     # margin 600: (5,000 - 600) / 0.0993 = 44,310.17 -> 44,310; 4,400 / 0.099125 = 44,388.40 -> 44,388
     assert triggers(alice, perp) == (D(44310), D(44388))
     assert Position.objects.get(pk=position.pk).margin_called_at is None  # the next call is due at once
+
+
+def test_operators_see_the_positions_nearest_liquidation_first(perp, now, time_machine, admin_client):  # noqa: F811
+    time_machine.move_to(now)
+    alice, bob, carol = trader(perp, "10000"), trader(perp, "1000"), trader(perp, "100000")
+    send(carol, perp, "sell", "50000", "0.2", leverage=D(2), margin_mode="cross")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="isolated")  # liquidates at 45,317
+    send(bob, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="cross")  # 1,000 behind it: 40,281.5
+    match(perp)
+    quote(perp.pair, "binance", "46000", now)
+    perpetual_marks_update(now=now)
+    rows = positions_nearest_liquidation(limit=10)
+    assert [(r.client, r.mode, r.liquidation_px) for r in rows[:2]] == [
+        (alice.checksum_address, "isolated", D(45317)), (bob.checksum_address, "cross", D("40281.5"))]
+    assert rows[0].distance == (D(46000) - D(45317)) / D(46000)
+    page = admin_client.get(reverse("admin:perps_positionatrisk_changelist"))
+    assert page.status_code == 200 and alice.checksum_address.encode() in page.content
+    assert b">45317<" in page.content and b">1.48%<" in page.content  # plain digits
+    assert admin_client.get(reverse("admin:perps_funding_changelist")).status_code == 200
