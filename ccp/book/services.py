@@ -40,7 +40,7 @@ import signal
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -73,6 +73,7 @@ from ccp.orders.services import (
     orders_validate_later,
 )
 from ccp.orders.states import BOOK_STATES, HOLDING_STATES, OrderState
+from ccp.perps.margin import close_bound
 from ccp.perps.selectors import mark_fresh
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.collateral import available
@@ -375,6 +376,10 @@ def _orders_match(batch: _Batch) -> None:
         cursor.execute("SELECT client_id, count(*) FROM orders_order WHERE client_id = ANY(%s) AND state = ANY(%s) "
                        "GROUP BY client_id", [sorted({o.client_id for o in incoming}), sorted(HOLDING_STATES)])
         batch.open_counts = dict(cursor.fetchall())
+    # A perpetual's positions of these clients: an order that reduces one trades no further than its collateral
+    positions = ({c: (q, cost, margin) for c, q, cost, margin in Position.objects.filter(
+        contract_id=contract.pk, client_id__in={o.client_id for o in incoming}).exclude(quantity=0).values_list(
+        "client_id", "quantity", "cost", "margin")} if contract.is_perpetual else {})
     for order in incoming:
         key = (order.client_id, currency)
         if order.state != OrderState.RECEIVED:
@@ -390,10 +395,13 @@ def _orders_match(batch: _Batch) -> None:
             fund_lock = fund_locks.get(key)
             if fund_lock is None or cost > available(fund_lock) - batch.held[key]:
                 violation = "insufficient_collateral"
+        price = scale.ticks(order.price)
+        if not violation and order.client_id in positions:
+            price, violation = _close_bounded(order, price, positions[order.client_id],
+                                              available(fund_locks[key]) - batch.held[key] - cost, contract, scale)
         if violation:
             _reject(batch, order, violation)
             continue
-        price = scale.ticks(order.price)
         if order.trigger:
             limit = order.kind == OrderKind.LIMIT
             command = PlaceTrigger(str(order.pk), order.client_id, order.side, scale.lots(order.quantity),
@@ -406,6 +414,32 @@ def _orders_match(batch: _Batch) -> None:
                              price, order.time_in_force, order.reduce_only, order.self_trade_prevention,
                              _engine_leg(attached.get("tp"), scale), _engine_leg(attached.get("sl"), scale))
         _events_apply(batch, engine.apply(command))
+
+
+def _close_bounded(order: Order, price: int, position: tuple[Decimal, Decimal, Decimal], free: Decimal,
+                   contract: Contract, scale) -> tuple[int, str]:
+    """(the engine's price in ticks, a refusal or "") of a perpetual order against its client's position
+    (quantity, cost, margin): an order that reduces it may not trade beyond the price at which the part it
+    closes would take the client's available collateral (``free``, after the batch's other holds and this
+    order's own) below zero (``ccp.perps.margin.close_bound``). A market, immediate or conditional market
+    order is protected at that price; a limit order that could rest beyond it is refused
+    (``insufficient_collateral``)."""
+    quantity, cost, margin = position
+    if (quantity > 0) == (order.side == "buy"):
+        return price, ""  # it adds to the position
+    closing = min(order.quantity, abs(quantity))
+    bound = close_bound(quantity=quantity, cost=cost, margin=margin, free=free, closing=closing)
+    tick = contract.tick_size
+    bound = (bound / tick).to_integral_value(ROUND_CEILING if quantity > 0 else ROUND_FLOOR) * tick
+    if bound <= 0:
+        return price, ""  # no positive price takes it below zero
+    bound_ticks = scale.ticks(bound)
+    beyond = price < bound_ticks if quantity > 0 else price > bound_ticks
+    if not beyond:
+        return price, ""
+    if order.kind == OrderKind.LIMIT and order.time_in_force not in (TimeInForce.IOC, TimeInForce.FOK):
+        return price, "insufficient_collateral"
+    return bound_ticks, ""
 
 
 def _events_apply(batch: _Batch, events: list) -> None:

@@ -153,6 +153,21 @@ def isolated_triggers(*, quantity: Decimal, cost: Decimal, margin: Decimal, tier
                                           fee_rate=fee_rate, call_ratio=call_ratio, tick=tick)
 
 
+def close_bound(*, quantity: Decimal, cost: Decimal, margin: Decimal, free: Decimal, closing: Decimal) -> Decimal:
+    """The worst price at which closing ``closing`` (0 < closing <= ``|quantity|``) of a position with ``cost``
+    (entry = cost / quantity) and ``margin`` keeps the client's free collateral ``free`` (available, net of
+    whatever else is held) at or above zero: closing ``x`` of ``n`` at ``p`` releases ``margin * x / n`` (rounded
+    down, as ``ccp.perps.accounting.fill_book`` does) and realises ``x * (p - entry)`` for a long (the other way
+    for a short), so a long may sell down to ``entry - (free + released) / x`` and a short buy up to
+    ``entry + (free + released) / x``. Exact; the caller puts it on the tick grid towards the clearing house."""
+    if not 0 < closing <= abs(quantity):
+        raise ValueError(f"closing {closing} must lie in (0, |{quantity}|]")
+    released = (margin * closing / abs(quantity)).quantize(QUANTUM, rounding=ROUND_FLOOR)
+    room = (free + released) / closing
+    entry = cost / quantity
+    return entry - room if quantity > 0 else entry + room
+
+
 def bankruptcy_price(*, quantity: Decimal, entry_px: Decimal, margin: Decimal, tick: Decimal) -> Decimal:
     """The mark at which the position's equity is zero, on the tick grid towards the clearing house: no
     liquidation order trades beyond it."""
