@@ -73,6 +73,7 @@ from ccp.orders.services import (
     orders_validate_later,
 )
 from ccp.orders.states import BOOK_STATES, HOLDING_STATES, OrderState
+from ccp.perps.cross import cross_unrealised_losses
 from ccp.perps.margin import close_bound
 from ccp.perps.selectors import mark_fresh
 from ccp.prices.selectors import index_by_pair
@@ -380,6 +381,8 @@ def _orders_match(batch: _Batch) -> None:
     positions = ({c: (q, cost, margin) for c, q, cost, margin in Position.objects.filter(
         contract_id=contract.pk, client_id__in={o.client_id for o in incoming}).exclude(quantity=0).values_list(
         "client_id", "quantity", "cost", "margin")} if contract.is_perpetual else {})
+    # Cross perpetual losses at the mark not settled yet: that collateral backs them, not new orders
+    losses = cross_unrealised_losses(client_ids={o.client_id for o in incoming}, currency_id=currency)
     for order in incoming:
         key = (order.client_id, currency)
         if order.state != OrderState.RECEIVED:
@@ -393,7 +396,8 @@ def _orders_match(batch: _Batch) -> None:
                                                       order.attached, leverage=order.leverage,
                                                       reduce_only=order.reduce_only)
             fund_lock = fund_locks.get(key)
-            if fund_lock is None or cost > available(fund_lock) - batch.held[key]:
+            if fund_lock is None or cost > available(fund_lock) - batch.held[key] - (
+                    losses.get(order.client_id, ZERO) if cost else ZERO):
                 violation = "insufficient_collateral"
         price = scale.ticks(order.price)
         if not violation and order.client_id in positions:

@@ -205,20 +205,29 @@ def cross_accounts_below(*, contract_id: int, currency_id: int, fresh_since: dat
 
 
 _LOSS_SQL = """
-SELECT COALESCE(SUM(p.quantity * (COALESCE(pp.mark_px, pp.settle_px) - pp.settle_px)), 0)
+SELECT p.client_id, SUM(p.quantity * (COALESCE(pp.mark_px, pp.settle_px) - pp.settle_px))
 FROM risk_position p
 JOIN contracts_contract c ON c.id = p.contract_id
 JOIN perps_perpetual pp ON pp.contract_id = p.contract_id
-WHERE p.client_id = %s AND c.collateral_id = %s AND p.margin_mode = %s AND p.quantity <> 0
+WHERE p.client_id = ANY(%s) AND c.collateral_id = %s AND p.margin_mode = %s AND p.quantity <> 0
   AND pp.settle_px IS NOT NULL
+GROUP BY p.client_id
 """
 
 
-def cross_unrealised_loss(*, client_id: int, currency_id: int) -> Decimal:
-    """What the client's cross positions in the currency have lost at their latest marks since their cash was
-    last settled (``max(0, -sum q * (M - R))``): collateral that backs a loss no cash movement took yet, so
-    not withdrawable. A gain is not withdrawable before it is settled either (it counts for nothing here)."""
+def cross_unrealised_losses(*, client_ids: Iterable[int], currency_id: int) -> dict[int, Decimal]:
+    """What each client's cross positions in the currency have lost at their latest marks since their cash was
+    last settled (``max(0, -sum q * (M - R))``; clients without a loss left out): collateral that backs a loss
+    no cash movement took yet, so it neither backs new orders nor leaves on a withdrawal. A gain counts for
+    nothing before it is settled."""
+    ids = sorted(set(client_ids))
+    if not ids:
+        return {}
     with connection.cursor() as cursor:
-        cursor.execute(_LOSS_SQL, [client_id, currency_id, CROSS])
-        (value,) = cursor.fetchone()
-    return max(ZERO, -Decimal(value))
+        cursor.execute(_LOSS_SQL, [ids, currency_id, CROSS])
+        return {client_id: -value for client_id, value in cursor.fetchall() if value < 0}
+
+
+def cross_unrealised_loss(*, client_id: int, currency_id: int) -> Decimal:
+    """``cross_unrealised_losses`` of one client (zero without a loss)."""
+    return cross_unrealised_losses(client_ids=[client_id], currency_id=currency_id).get(client_id, ZERO)

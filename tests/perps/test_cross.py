@@ -20,7 +20,7 @@ from ccp.perps.cross import (
 from ccp.perps.margin import bankruptcy_price, liquidation_price
 from ccp.perps.services import perpetual_marks_update
 from ccp.settlement.services import WithdrawalAsk, withdrawal_request
-from tests.book.test_venue import match, send, trader
+from tests.book.test_venue import match, send, state, trader
 from tests.perps.test_listing import quote
 from tests.perps.test_trading import balance, perp  # noqa: F401 - fixture
 
@@ -141,3 +141,20 @@ def test_a_cross_loss_at_the_mark_not_yet_settled_cannot_be_withdrawn(perp, now,
     assert created and balance(alice, perp) == (D(500), D(200))
     # Bob's gain is not withdrawable before it is settled, and not taken from him either
     assert cross_unrealised_loss(client_id=bob.pk, currency_id=currency.pk) == 0
+
+
+@pytest.mark.django_db
+def test_a_cross_loss_at_the_mark_does_not_back_new_orders(perp, now, time_machine):  # noqa: F811
+    time_machine.move_to(now)
+    alice, bob = trader(perp, "1000"), trader(perp, "100000")
+    send(bob, perp, "sell", "50000", "0.2", leverage=D(5), margin_mode="cross")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="cross")
+    match(perp)
+    quote(perp.pair, "binance", "48000", now)
+    perpetual_marks_update(now=now)  # lost 200 at the mark: 500 available, 300 of it free
+    too_much = send(alice, perp, "buy", "40000", "0.038", leverage=D(5), margin_mode="cross")  # holds 304
+    enough = send(alice, perp, "buy", "40000", "0.037", leverage=D(5), margin_mode="cross")  # holds 296
+    closing = send(alice, perp, "sell", "60000", "0.1", reduce_only=True, leverage=D(1), margin_mode="cross")
+    match(perp)
+    assert state(too_much) == ("rejected", D(0), "insufficient_collateral")
+    assert state(enough)[0] == "accepted" and state(closing)[0] == "accepted"
