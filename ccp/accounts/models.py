@@ -53,6 +53,9 @@ class FundLock(models.Model):
     lockup_value = MoneyField(default=ZERO)
     # Signed: a perpetual position that already paid more than its margin in cash holds less than nothing.
     margin_value = MoneyField(default=ZERO, db_default=ZERO)
+    # The insurance fund's (ccp.perps.fund): its available may fall below zero, a loss beyond the fund that the
+    # clearing house carries until operators refill it (an operator alert says so).
+    insurance_fund = models.BooleanField(default=False, db_default=False)
     updated_at = models.DateTimeField()
 
     class Meta:
@@ -64,7 +67,7 @@ class FundLock(models.Model):
             models.CheckConstraint(condition=Q(lockup_value__gte=0), name="fundlock_lockup_value_non_negative"),
             models.CheckConstraint(
                 condition=Q(fundlock__gte=F("order_value") + F("lockup_value") + F("margin_value")
-                            - F("settle_value")),
+                            - F("settle_value")) | Q(insurance_fund=True),
                 name="fundlock_available_non_negative",
             ),
         ]

@@ -38,6 +38,7 @@ class StatementTotalsSerializer(serializers.Serializer):
     funding = SignedMoneyField(help_text="perpetuals: funding paid (negative) or received")
     liquidation = SignedMoneyField(help_text="perpetuals: takeover and ADL trades at the bankruptcy price")
     liquidation_fee = SignedMoneyField(help_text="perpetuals: liquidation fees paid (negative) or received")
+    insurance = SignedMoneyField(help_text="perpetuals: a loss beyond your collateral the insurance fund covered")
     total = SignedMoneyField(help_text="the sum of the above")
     balance = SignedMoneyField(help_text="fundlock + settle value")
     unrecorded = SignedMoneyField(help_text="balance - total: credits made outside the chain monitor (demo only); "
@@ -46,7 +47,8 @@ class StatementTotalsSerializer(serializers.Serializer):
 
 class StatementLineSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["deposit", "auction", "book", "expiry", "withdrawal", "adjustment",
-                                            "variation", "funding", "liquidation", "liquidation_fee"])
+                                            "variation", "funding", "liquidation", "liquidation_fee",
+                                            "insurance"])
     ref = serializers.CharField(help_text="the deposit's transaction hash, or the auction, expiry or withdrawal")
     contract = serializers.CharField(allow_null=True)
     amount = SignedMoneyField(help_text="signed: positive credits you")

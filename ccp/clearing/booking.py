@@ -47,7 +47,7 @@ from ccp.orders.rules import order_held, order_value
 from ccp.orders.serializers import order_payload
 from ccp.orders.services import books_levels_changed
 from ccp.orders.states import BOOK_STATES, OrderState, transition_allowed
-from ccp.perps.booking import insurance_fund_keys, liquidation_orders, perp_fills_book
+from ccp.perps.booking import insurance_fund_keys, liquidation_orders, perp_fills_book, shortfall_lines
 from ccp.risk.lockups import Portfolio, lockups_recompute, portfolio_of
 from ccp.risk.models import Position
 from ccp.risk.positions import FLAT, PositionState, entry_price, position_move
@@ -183,6 +183,13 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     order_deltas = {k: -v for k, v in released.items()}
     for key, value in (order_value or {}).items():
         order_deltas[key] = order_deltas.get(key, ZERO) + value
+    if perp_fills and (covered := shortfall_lines(fills=perp_fills, locked=locked, contracts=contracts, now=now,
+                                                  deltas=(settle, order_deltas, lockup_delta, perps.margin))):
+        fund_keys = {(c, contracts[k].collateral_id) for c, k in covered} - locked.keys()
+        locked.update(fund_locks_lock(keys=fund_keys) if fund_keys else {})  # the fund, last: rarely taken here
+        for key, amount in cash_book(origin=CashMovementOrigin.INSURANCE, origin_ref=f"{venue_ref}:shortfall",
+                                     lines=covered, contracts=contracts, now=now).items():
+            settle[key] = settle.get(key, ZERO) + amount
     adjusted = fund_locks_adjust(settle_value=settle, order_value=order_deltas, lockup_value=lockup_delta, now=now,
                                  margin_value=perps.margin, locked=locked)
     own = set(settle) | set(released) | set(lockup_delta) | set(perps.margin)

@@ -164,3 +164,34 @@ def insurance_fund_keys(steps: Mapping[int, str], orders: Mapping[int, object], 
         return set()
     return {(f.client_id, currency_id) for currency_id, f in insurance_fund_locks(currency_ids=currency_ids,
                                                                                     now=now).items()}
+
+
+def shortfall_lines(*, fills: Fills, locked: Mapping[tuple[int, int], object], deltas: Sequence[Mapping],
+                    contracts: Mapping[int, Contract], now: datetime) -> dict[tuple[int, int], tuple[Decimal, Decimal]]:
+    """The safety net under every perpetual fill: a client whose available collateral these fills would take
+    below zero (a loss beyond everything it has: the liquidation engine and the matcher's close bound keep it
+    from happening, but a price can gap) is brought back to exactly zero by the insurance fund. ``deltas``:
+    the booking's changes of settle, order, lockup and margin value per (client, currency), in that order;
+    ``locked``: the clients' fund locks before them. Returns the cash lines (client, contract) -> (amount, 0):
+    each such client's (on its first perpetual of the currency in ``fills``), and the fund's per contract
+    (their sum, negative); the fund's own available may go below zero (``FundLock.insurance_fund``)."""
+    settle, order, lockup, margin = deltas
+    lines: dict[tuple[int, int], tuple[Decimal, Decimal]] = {}
+    paid: dict[int, Decimal] = defaultdict(Decimal)
+    seen = set()
+    for client_id, contract_id in sorted(fills):
+        key = (client_id, contracts[contract_id].collateral_id)
+        if key in seen or locked[key].insurance_fund:
+            continue
+        seen.add(key)
+        after = (locked[key].available + settle.get(key, ZERO) - order.get(key, ZERO) - lockup.get(key, ZERO)
+                 - margin.get(key, ZERO))
+        if after < 0:
+            lines[(client_id, contract_id)] = (-after, ZERO)
+            paid[contract_id] -= after
+    if lines:
+        funds = insurance_fund_locks(currency_ids={contracts[c].collateral_id for c in paid}, now=now)
+        for contract_id, amount in sorted(paid.items()):
+            fund_key = (funds[contracts[contract_id].collateral_id].client_id, contract_id)
+            lines[fund_key] = (lines.get(fund_key, (ZERO, ZERO))[0] - amount, ZERO)
+    return lines

@@ -40,9 +40,14 @@ def insurance_fund_locks(*, currency_ids: Collection[int], now: datetime) -> dic
     not locked."""
     client = insurance_fund_client(now=now)
     found = {f.currency_id: f for f in FundLock.objects.filter(client=client, currency_id__in=currency_ids)}
+    if any(not f.insurance_fund for f in found.values()):  # made by a deposit before the fund was first used
+        FundLock.objects.filter(client=client, currency_id__in=currency_ids, insurance_fund=False).update(
+            insurance_fund=True)
+        found = {f.currency_id: f for f in FundLock.objects.filter(client=client, currency_id__in=currency_ids)}
     missing = set(currency_ids) - set(found)
     if missing:
-        FundLock.objects.bulk_create([FundLock(client=client, currency_id=currency_id, updated_at=require_aware(now))
+        FundLock.objects.bulk_create([FundLock(client=client, currency_id=currency_id, insurance_fund=True,
+                                               updated_at=require_aware(now))
                                       for currency_id in sorted(missing)], ignore_conflicts=True)
         found = {f.currency_id: f for f in FundLock.objects.filter(client=client, currency_id__in=currency_ids)}
     return found

@@ -63,6 +63,8 @@ from ccp.prices.selectors import index_by_pair
 from ccp.risk.models import Position
 from ccp.settlement.models import CashMovement, CashMovementOrigin
 from ccp.streams import client_stream_publish_many
+from ccp.system.models import AlertKind
+from ccp.system.services import alert_raise, alert_resolve
 
 
 @transaction.atomic
@@ -282,7 +284,22 @@ def perpetual_liquidations_enter(*, contract_id: int, now: datetime) -> list[Liq
     client_stream_publish_many([(client_id, {"type": "liquidation", "contract": contract.symbol, "events": found})
                                 for client_id, found in sorted(events.items()) if found])
     margin_calls_send(positions=called + cross_called, symbol=contract.symbol, mark=mark, now=now)
+    insurance_fund_alert(fund=fund, currency=contract.collateral, now=now)
     return steps
+
+
+def insurance_fund_alert(*, fund: Client, currency: Currency, now: datetime) -> None:
+    """An operator alert while the insurance fund's available collateral in ``currency`` is below zero: it paid
+    a loss beyond everything a trader had (``ccp.perps.booking.shortfall_lines``) or lost more unwinding than it
+    held, and the clearing house carries the difference until operators deposit to the fund's address."""
+    fund_lock = FundLock.objects.filter(client=fund, currency=currency).first()
+    key = f"insurance_fund:{currency.symbol}"
+    if fund_lock is not None and fund_lock.available < 0:
+        alert_raise(key=key, kind=AlertKind.INSURANCE_FUND, now=now, message=(
+            f"The insurance fund's {currency.symbol} is {money_str(fund_lock.available)} available: deposit to "
+            f"{fund.checksum_address} to refill it."))
+    else:
+        alert_resolve(key=key, now=now)
 
 
 def _candidate(*, contract: Contract, perpetual: Perpetual, mark: Decimal, client_id: int, position_id: int,

@@ -16,6 +16,7 @@ class CashMovementOrigin(models.TextChoices):
     FUNDING = "funding", "perpetual funding"
     LIQUIDATION_FEE = "liquidation_fee", "perpetual liquidation fee (to the insurance fund)"
     LIQUIDATION = "liquidation", "perpetual liquidation trade (takeover, ADL)"
+    INSURANCE = "insurance", "insurance fund cover of a loss beyond a trader's collateral"
 
 
 class CashMovement(models.Model):

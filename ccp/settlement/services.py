@@ -45,6 +45,7 @@ from ccp.errors import ApplicationError, Conflict
 from ccp.locks import fund_locks_lock
 from ccp.money import money_str
 from ccp.perps.cross import cross_unrealised_loss
+from ccp.perps.fund import insurance_fund_address
 from ccp.risk.collateral import collateral_covers
 from ccp.settlement.chain.client import FundLockClient, SignedTx
 from ccp.settlement.models import (
@@ -73,7 +74,7 @@ RECHECK_MAX = 20  # confirmed batches checked against the chain per settlement_c
 # Every origin that moves collateral between clients: each origin ref sums to zero (``BALANCED_ORIGINS``).
 ON_CHAIN_ORIGINS = [CashMovementOrigin.AUCTION, CashMovementOrigin.BOOK, CashMovementOrigin.EXPIRY,
                     CashMovementOrigin.VARIATION, CashMovementOrigin.FUNDING, CashMovementOrigin.LIQUIDATION,
-                    CashMovementOrigin.LIQUIDATION_FEE, CashMovementOrigin.WITHDRAWAL]
+                    CashMovementOrigin.LIQUIDATION_FEE, CashMovementOrigin.INSURANCE, CashMovementOrigin.WITHDRAWAL]
 
 
 def token_units(amount: Decimal, decimals: int) -> int:
@@ -122,7 +123,9 @@ def deposits_monitor(*, chain: FundLockClient, now: datetime, start_block: int =
                     credited += 1
             # All at once, the fund locks locked in id order as every writer locks them (crediting in
             # log order could deadlock with an auction's apply).
-            FundLock.objects.bulk_create([FundLock(client_id=client_id, currency_id=currency_id, updated_at=now)
+            fund = Client.objects.filter(address=insurance_fund_address()).values_list("pk", flat=True).first()
+            FundLock.objects.bulk_create([FundLock(client_id=client_id, currency_id=currency_id, updated_at=now,
+                                                   insurance_fund=client_id == fund)
                                           for client_id, currency_id in credits], ignore_conflicts=True)
             balances_publish(fund_locks_adjust(settle_value={}, order_value={}, lockup_value={}, fundlock=credits,
                                                now=now).values())

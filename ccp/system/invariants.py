@@ -39,7 +39,7 @@ from ccp.settlement.services import DEPOSITS_EDGE
 # Origins whose movements are one balanced journal each: premiums of an auction, payoffs of an expiry.
 BALANCED_ORIGINS = (CashMovementOrigin.AUCTION, CashMovementOrigin.BOOK, CashMovementOrigin.EXPIRY,
                     CashMovementOrigin.VARIATION, CashMovementOrigin.FUNDING, CashMovementOrigin.LIQUIDATION,
-                    CashMovementOrigin.LIQUIDATION_FEE)
+                    CashMovementOrigin.LIQUIDATION_FEE, CashMovementOrigin.INSURANCE)
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,8 @@ def positions_pnl_journaled() -> list[Violation]:
                    WHERE contract_id IS NOT NULL AND origin <> ALL(%s) GROUP BY 1, 2) j
           ON j.client_id = p.client_id AND j.contract_id = p.contract_id
         WHERE p.realised_pnl - p.cost + p.quantity * COALESCE(v.settle_px, 0) <> COALESCE(j.amount, 0)
-        ORDER BY 1, 2""", [[CashMovementOrigin.FUNDING, CashMovementOrigin.LIQUIDATION_FEE]])
+        ORDER BY 1, 2""", [[CashMovementOrigin.FUNDING, CashMovementOrigin.LIQUIDATION_FEE,
+                             CashMovementOrigin.INSURANCE]])
     return [Violation("position_pnl_not_journaled", f"client {client_id} contract {contract_id}: realised PnL "
                       f"- cost {_m(held)}, its cash movements sum to {_m(journaled)}")
             for client_id, contract_id, held, journaled in rows]
@@ -272,7 +273,7 @@ def settle_values() -> list[Violation]:
 def available_non_negative() -> list[Violation]:
     rows = _rows(f"""
         SELECT client_id, currency_id, {AVAILABLE_SQL} FROM accounts_fundlock
-        WHERE {AVAILABLE_SQL} < 0 ORDER BY 1, 2""")
+        WHERE {AVAILABLE_SQL} < 0 AND NOT insurance_fund ORDER BY 1, 2""")  # the fund's is alerted instead
     return [Violation("available_negative", f"client {client_id} currency {currency_id}: available {_m(available)}")
             for client_id, currency_id, available in rows]
 

@@ -36,6 +36,7 @@ class AlertKind(models.TextChoices):
     EXPIRY_SETTLEMENT = "expiry_settlement", "expiry payoffs could not be booked"
     PRICES_STALE = "prices_stale", "no fresh spot price from any venue"
     SETTLEMENT_STUCK = "settlement_stuck", "settlement batch failing or unconfirmed"
+    INSURANCE_FUND = "insurance_fund", "insurance fund below zero"
 
 
 class OperatorAlert(models.Model):

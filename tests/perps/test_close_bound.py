@@ -7,8 +7,14 @@ from decimal import Decimal as D
 
 import pytest
 
+from ccp.accounts.models import FundLock
+from ccp.perps.fund import insurance_fund_client
 from ccp.perps.margin import close_bound
+from ccp.perps.models import MarkPrice, Perpetual
+from ccp.perps.services import funding_time, perpetual_liquidations_enter, perpetuals_fund
+from ccp.settlement.models import CashMovement
 from ccp.system.invariants import invariants_check
+from ccp.system.models import OperatorAlert
 from tests.book.test_venue import match, send, state, trader
 from tests.perps.test_trading import balance, perp, position  # noqa: F401 - fixture
 
@@ -51,5 +57,36 @@ def test_a_close_into_a_thin_book_stops_at_the_bound_and_the_matcher_goes_on(per
     match(perp)  # 0.05 to Bob's bid at 49,000, 0.05 to Carol's at 45,000, the bound: 300 of her 500 lost
     assert state(fair)[:2] == ("filled", D("0.1"))
     assert position(alice, perp)[0] == D(0) and balance(alice, perp) == (D(0), D(200))
+    report = invariants_check()
+    assert report.ok, report.violations
+
+
+def test_a_loss_beyond_everything_a_trader_has_is_the_insurance_fund_s(perp, now, time_machine):  # noqa: F811
+    # Alice's resting reduce-only sell at 45,000 was within her collateral when she placed it; a funding payment
+    # since took 20 of her margin, so a fill there now loses 20 more than she has. The fund pays it: she ends at
+    # exactly zero, the fund 20 below, its alert raised; the batch goes through for everyone.
+    time_machine.move_to(now)
+    alice, bob, carol = trader(perp, "500"), trader(perp, "10000"), trader(perp, "100000")
+    send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="isolated")
+    match(perp)
+    resting = send(alice, perp, "sell", "45000", "0.1", reduce_only=True, leverage=D(1), margin_mode="isolated")
+    match(perp)
+    assert state(resting)[0] == "accepted"
+    at = funding_time(now)
+    MarkPrice.objects.create(contract=perp, at=at, index_px=D(50000), basis=D(200), mark_px=D(50200))
+    Perpetual.objects.filter(contract=perp).update(mark_px=D(50000), index_px=D(50000), marked_at=now)
+    perpetuals_fund(now=now)  # 0.4% capped at 0.75%: Alice pays 0.1 x 50,000 x 0.004 = 20 from her margin
+    assert position(alice, perp)[4] == D(480)
+    send(carol, perp, "buy", "45000", "0.1", leverage=D(2), margin_mode="cross")
+    match(perp)
+    assert state(resting)[:2] == ("filled", D("0.1"))
+    assert balance(alice, perp) == (D(0), D(0))
+    fund = insurance_fund_client(now=now)
+    [shortfall] = CashMovement.objects.filter(origin="insurance", client=alice)
+    assert shortfall.amount == D(20) and shortfall.origin_ref.endswith(":shortfall")
+    assert FundLock.objects.get(client=fund, currency=perp.collateral).available == D(-20)
+    perpetual_liquidations_enter(contract_id=perp.pk, now=now)
+    assert OperatorAlert.objects.get(resolved_at__isnull=True).kind == "insurance_fund"
     report = invariants_check()
     assert report.ok, report.violations
