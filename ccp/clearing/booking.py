@@ -304,7 +304,7 @@ def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contract
         rows.append({"client_id": key[0], "contract_id": key[1], "quantity": state.quantity, "cost": state.cost,
                      "entry_price": entry_price(terms, state), "realised_pnl": state.realised_pnl,
                      "margin_mode": "", "margin": ZERO, "liquidation_px": None, "call_px": None,
-                     "margin_called_at": None, "updated_at": now})
+                     "liquidation_key": None, "call_key": None, "margin_called_at": None, "updated_at": now})
     bulk_upsert_rows(Position, rows, key=["client_id", "contract_id"],
                      replace=["quantity", "cost", "entry_price", "realised_pnl", "updated_at"])
     return lockups_recompute(quantities={k: s.quantity for k, s in states.items()}, contracts=every,

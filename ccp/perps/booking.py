@@ -111,7 +111,8 @@ def perp_fills_book(*, fills: Fills, contracts: Mapping[int, Contract], now: dat
                             "updated_at": now})
     bulk_upsert_rows(Position, booked.rows, key=["client_id", "contract_id"],
                      replace=["quantity", "cost", "entry_price", "realised_pnl", "margin_mode", "margin",
-                              "liquidation_px", "call_px", "margin_called_at", "updated_at"])
+                              "liquidation_px", "call_px", "liquidation_key", "call_key", "margin_called_at",
+                              "updated_at"])
     booked.margin = dict(booked.margin)
     booked.fee_lines = _fee_lines(fees, contracts, now) if any(fees.values()) else {}
     for order_id, fee in sorted(step_fees.items()):
@@ -124,11 +125,14 @@ def position_triggers(position: PerpPosition, perpetual: Perpetual, contract: Co
     """The position's stored trigger prices (``Position.liquidation_px`` and ``call_px``): an isolated one's
     (``ccp.perps.margin.isolated_triggers``), none for a cross or flat one (its account is checked whole)."""
     if position.mode != ISOLATED or not position.quantity:
-        return {"liquidation_px": None, "call_px": None}
+        return {"liquidation_px": None, "call_px": None, "liquidation_key": None, "call_key": None}
     liquidation, call = isolated_triggers(quantity=position.quantity, cost=position.cost, margin=position.margin,
                                           tiers=perpetual.tier_list, fee_rate=perpetual.liquidation_fee_rate,
                                           call_ratio=settings.CCP_MARGIN_CALL_RATIO, tick=contract.tick_size)
-    return {"liquidation_px": liquidation, "call_px": call}
+    sign = 1 if position.quantity > 0 else -1
+    return {"liquidation_px": liquidation, "call_px": call,
+            "liquidation_key": None if liquidation is None else sign * liquidation,
+            "call_key": None if call is None else sign * call}
 
 
 def _fee_lines(fees: Mapping[tuple[int, int], Decimal], contracts: Mapping[int, Contract], now: datetime

@@ -164,9 +164,10 @@ def position_margin_adjust(*, client, contract, amount: Decimal, now: datetime) 
     position.margin += amount
     triggers = position_triggers(PerpPosition(quantity=position.quantity, cost=position.cost, margin=position.margin,
                                               mode=ISOLATED), perpetual, contract)
-    position.liquidation_px, position.call_px = triggers["liquidation_px"], triggers["call_px"]
+    for name, value in triggers.items():
+        setattr(position, name, value)
     position.margin_called_at, position.updated_at = None, now
-    position.save(update_fields=["margin", "liquidation_px", "call_px", "margin_called_at", "updated_at"])
+    position.save(update_fields=["margin", *triggers, "margin_called_at", "updated_at"])
     fund_locks = fund_locks_adjust(settle_value={}, order_value={}, lockup_value={}, margin_value={key: amount},
                                    now=now, locked={key: fund_lock})
     balances_publish(fund_locks.values())

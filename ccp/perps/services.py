@@ -58,7 +58,7 @@ from ccp.perps.margin import (
 )
 from ccp.perps.models import Funding, Liquidation, LiquidationStep, MarkPrice, Perpetual
 from ccp.perps.selectors import mark_fresh, open_estimate
-from ccp.perps.watch import isolated_reached, margin_calls_send
+from ccp.perps.watch import isolated_called, isolated_reached, margin_calls_send
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.models import Position
 from ccp.settlement.models import CashMovement, CashMovementOrigin
@@ -270,7 +270,7 @@ def perpetual_liquidations_enter(*, contract_id: int, now: datetime) -> list[Liq
     if mark is None:
         return []
     fund = insurance_fund_client(now=now)
-    isolated, called = isolated_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk})
+    isolated = isolated_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk})
     cross, cross_called = cross_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk},
                                            now=now)
     steps, events = [], defaultdict(list)
@@ -283,7 +283,7 @@ def perpetual_liquidations_enter(*, contract_id: int, now: datetime) -> list[Liq
                                    now=now)
     client_stream_publish_many([(client_id, {"type": "liquidation", "contract": contract.symbol, "events": found})
                                 for client_id, found in sorted(events.items()) if found])
-    margin_calls_send(positions=called + cross_called, symbol=contract.symbol, mark=mark, now=now)
+    margin_calls_send(positions=cross_called, symbol=contract.symbol, mark=mark, now=now)  # isolated: each minute
     insurance_fund_alert(fund=fund, currency=contract.collateral, now=now)
     return steps
 
@@ -318,23 +318,36 @@ def _candidate(*, contract: Contract, perpetual: Perpetual, mark: Decimal, clien
 
 
 def isolated_candidates(*, contract: Contract, perpetual: Perpetual, mark: Decimal,
-                        exclude: Collection[int] = ()) -> tuple[list[Candidate], list[Position]]:
-    """The perpetual's isolated positions ``mark`` reached (``ccp.perps.watch.isolated_reached``: through the
-    call price index, not a walk of every position), but those of ``exclude`` (the insurance fund), split
-    into those at or below their requirement plus closing fee (``ccp.perps.margin.liquidatable``), as
-    candidates, and the others, past their margin call only. By position id. Reads, locks nothing."""
-    tiers, fee = perpetual.tier_list, perpetual.liquidation_fee_rate
-    found, called = [], []
-    for position in isolated_reached(contract_id=contract.pk, mark=mark).exclude(client_id__in=exclude):
+                        exclude: Collection[int] = ()) -> list[Candidate]:
+    """The perpetual's isolated positions at or below their requirement plus closing fee at ``mark`` (found
+    through their liquidation price, ``ccp.perps.watch.isolated_reached``, not a walk of every position, and
+    checked exactly, ``ccp.perps.margin.liquidatable``), but those of ``exclude`` (the insurance fund), by
+    position id. Reads, locks nothing."""
+    tiers, fee, excluded = perpetual.tier_list, perpetual.liquidation_fee_rate, set(exclude)
+    found = []
+    for position in isolated_reached(contract_id=contract.pk, mark=mark):
         q, entry = position.quantity, position.cost / position.quantity
-        if not liquidatable(quantity=q, entry_px=entry, margin=position.margin, mark=mark,
-                            rate=tier_of(tiers, q).rate, fee_rate=fee):
-            called.append(position)
+        if position.client_id in excluded or not liquidatable(quantity=q, entry_px=entry, margin=position.margin,
+                                                               mark=mark, rate=tier_of(tiers, q).rate, fee_rate=fee):
             continue
         found.append(_candidate(contract=contract, perpetual=perpetual, mark=mark, client_id=position.client_id,
-                                position_id=position.pk, quantity=q, entry_px=entry, margin=position.margin,
-                                mode=ISOLATED))
-    return found, called
+                                position_id=position.position_id, quantity=q, entry_px=entry,
+                                margin=position.margin, mode=ISOLATED))
+    return found
+
+
+def perpetuals_margin_call(*, now: datetime) -> int:
+    """Beat (with funding, every minute): each listed perpetual's isolated positions past their margin call
+    price at its fresh mark get a ``margin_call`` event (``ccp.perps.watch``), at most every
+    CCP_MARGIN_CALL_REPEAT_SECONDS each. Cross accounts get theirs at every price update, with their check.
+    Returns how many were sent."""
+    sent = 0
+    for perpetual in Perpetual.objects.filter(contract__state=ContractState.LISTED).select_related("contract"):
+        mark = mark_fresh(perpetual, now=now)
+        if mark is not None:
+            called = isolated_called(contract_id=perpetual.contract_id, mark=mark, now=now)
+            sent += len(margin_calls_send(positions=called, symbol=perpetual.contract.symbol, mark=mark, now=now))
+    return sent
 
 
 def cross_candidates(*, contract: Contract, perpetual: Perpetual, mark: Decimal, exclude: Collection[int],

@@ -1,12 +1,14 @@
 """Which perpetual positions a new mark reaches, and their margin calls.
 
-Every isolated position keeps its trigger prices with it (``Position.liquidation_px`` and ``call_px``, written
-with every change of the position: ``ccp.perps.booking.position_triggers``). A mark reaches a long whose margin
-call price is at or above it and a short whose call price is at or below it: two partial indexes
-(``position_long_call_px``, ``position_short_call_px``) hand those over without walking the positions the mark
-does not reach, and since they live in PostgreSQL a restarted worker has nothing to rebuild: the next mark finds
-every position that crossed meanwhile. Those below the liquidation price are liquidated
-(``ccp.perps.services.perpetual_liquidations_enter``); the others get a margin call.
+Every isolated position keeps its trigger prices with it (``Position.liquidation_px`` and ``call_px``, and the
+same signed, a short's negative: ``liquidation_key``, ``call_key``), written with every change of the position
+(``ccp.perps.booking.position_triggers``). A mark ``M`` liquidates a long whose liquidation price is at or
+above it and a short whose price is at or below it: a key at or above ``M``, or in ``[-M, 0)``. One index per
+key (``position_liquidation_key``, ``position_call_key``) hands those over without reading the positions the
+mark does not reach, with the column's own statistics for the planner; since they live in PostgreSQL a
+restarted worker has nothing to rebuild: the next mark finds every position that crossed meanwhile. Each price
+update probes the liquidation key (``isolated_reached``: on a quiet tick it returns nothing); the margin calls,
+a warning, are swept once a minute through the call key (``perpetuals_margin_call``).
 
 Cross positions are checked per account (``ccp.perps.cross``): their trigger moves with the client's other
 positions and collateral, so the accounts holding one on the perpetual are read and checked at each mark.
@@ -20,7 +22,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q
 from django.db.models.functions import Sign
 
 from ccp.money import money_str
@@ -31,11 +33,37 @@ from ccp.risk.models import Position
 from ccp.streams import client_stream_publish_many
 
 
-def isolated_reached(*, contract_id: int, mark: Decimal) -> QuerySet[Position]:
-    """The perpetual's isolated positions whose margin call price ``mark`` has reached (a long's at or above
-    it, a short's at or below), by id: through the call price indexes, without reading the others."""
-    return Position.objects.filter(contract_id=contract_id, margin_mode=ISOLATED).filter(
-        Q(quantity__gt=0, call_px__gte=mark) | Q(quantity__lt=0, call_px__lte=mark)).order_by("id")
+@dataclass(frozen=True, order=True)
+class Reached:
+    """An isolated position a mark reached: the columns the liquidation check needs, no model instance."""
+
+    position_id: int
+    client_id: int
+    quantity: Decimal
+    cost: Decimal
+    margin: Decimal
+
+
+def _key_reached(key: str, mark: Decimal) -> Q:
+    return Q(**{f"{key}__gte": mark}) | Q(**{f"{key}__gte": -mark, f"{key}__lt": 0})
+
+
+def isolated_reached(*, contract_id: int, mark: Decimal) -> list[Reached]:
+    """The perpetual's isolated positions whose liquidation price ``mark`` has reached (a long's at or above it,
+    a short's at or below), by position id: through the liquidation key index (module docstring)."""
+    rows = Position.objects.filter(_key_reached("liquidation_key", mark), contract_id=contract_id).values_list(
+        "id", "client_id", "quantity", "cost", "margin")
+    return sorted(Reached(*row) for row in rows)  # sorted here: an ORDER BY made the planner walk the table
+
+
+def isolated_called(*, contract_id: int, mark: Decimal, now: datetime) -> list[Position]:
+    """The perpetual's isolated positions past their margin call price at ``mark`` but not their liquidation
+    price, whose last call (if any) is at least CCP_MARGIN_CALL_REPEAT_SECONDS old: through the call key
+    index."""
+    repeat = now - timedelta(seconds=settings.CCP_MARGIN_CALL_REPEAT_SECONDS)
+    return list(Position.objects.filter(_key_reached("call_key", mark), contract_id=contract_id).exclude(
+        _key_reached("liquidation_key", mark)).filter(Q(margin_called_at__isnull=True)
+                                                      | Q(margin_called_at__lte=repeat)).order_by("id"))
 
 
 def margin_calls_send(*, positions: list[Position], symbol: str, mark: Decimal, now: datetime) -> list[Position]:

@@ -26,6 +26,10 @@ class Position(models.Model):
                                 help_text="isolated: the first mark that liquidates it; empty: none does")
     call_px = MoneyField(null=True, blank=True,
                          help_text="isolated: the first mark that sends its margin call (before liquidation)")
+    # The same, signed (a short's negative): one plain index per price finds the positions a mark reaches on both
+    # sides, a long's key at or above the mark, a short's in [-mark, 0), with the column's own statistics.
+    liquidation_key = MoneyField(null=True, blank=True)
+    call_key = MoneyField(null=True, blank=True)
     margin_called_at = models.DateTimeField(null=True, blank=True,
                                             help_text="its last margin call; cleared when the position changes")
     updated_at = models.DateTimeField()
@@ -39,14 +43,15 @@ class Position(models.Model):
                                    name="position_flat_has_no_entry"),
             models.CheckConstraint(condition=Q(margin_mode__in=["", "cross", "isolated"]),
                                    name="position_margin_mode_valid"),
-            models.CheckConstraint(condition=Q(liquidation_px__isnull=True, call_px__isnull=True)
+            models.CheckConstraint(condition=Q(liquidation_px__isnull=True, call_px__isnull=True,
+                                             liquidation_key__isnull=True, call_key__isnull=True)
                                    | (Q(margin_mode="isolated") & ~Q(quantity=0)), name="position_triggers_isolated"),
         ]
-        indexes = [  # the positions a mark reaches: a long's call at or above it, a short's at or below
-            models.Index(fields=["contract", "call_px"], condition=Q(quantity__gt=0, call_px__isnull=False),
-                         name="position_long_call_px"),
-            models.Index(fields=["contract", "call_px"], condition=Q(quantity__lt=0, call_px__isnull=False),
-                         name="position_short_call_px"),
+        indexes = [  # the positions a mark reaches (ccp.perps.watch)
+            models.Index(fields=["contract", "liquidation_key"], condition=Q(liquidation_key__isnull=False),
+                         name="position_liquidation_key"),
+            models.Index(fields=["contract", "call_key"], condition=Q(call_key__isnull=False),
+                         name="position_call_key"),
         ]
 
     def __str__(self) -> str:

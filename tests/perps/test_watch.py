@@ -7,9 +7,10 @@ from decimal import Decimal as D
 import pytest
 from django.urls import reverse
 
+from ccp.perps.models import Perpetual
 from ccp.perps.positions import position_margin_adjust
-from ccp.perps.services import perpetual_marks_update
-from ccp.perps.watch import isolated_reached, margin_calls_send, positions_nearest_liquidation
+from ccp.perps.services import perpetual_marks_update, perpetuals_margin_call
+from ccp.perps.watch import isolated_called, isolated_reached, positions_nearest_liquidation
 from ccp.risk.models import Position
 from tests.book.test_venue import match, send, trader
 from tests.contracts.test_halt import sent  # noqa: F401 - fixture
@@ -42,20 +43,27 @@ def test_an_isolated_position_keeps_its_liquidation_and_call_prices(perp):  # no
     assert triggers(alice, perp) == (None, None)  # flat
 
 
-def test_a_mark_reaches_exactly_the_positions_whose_call_price_it_crossed(perp):  # noqa: F811
+def test_a_mark_reaches_exactly_the_positions_whose_prices_it_crossed(perp, now):  # noqa: F811
     alice, bob, carol = trader(perp, "10000"), trader(perp, "10000"), trader(perp, "10000")
     send(bob, perp, "sell", "50000", "0.1", leverage=D(10), margin_mode="isolated")
     send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="isolated")
     send(carol, perp, "sell", "50000", "0.1", leverage=D(2), margin_mode="cross")
     send(carol, perp, "buy", "50000", "0.1", leverage=D(2), margin_mode="cross")
     match(perp)
-    # Bob's short: called from 5,500 / (0.1 x (1 + 0.00875)) = 54,522.92 -> 54,523 up
-    assert triggers(bob, perp)[1] == D(54523)
+    # Bob's short: liquidated from 5,500 / (0.1 x 1.007) = 54,617.68 -> 54,618 up, called from
+    # 5,500 / (0.1 x (1 + 0.00875)) = 54,522.92 -> 54,523
+    assert triggers(bob, perp) == (D(54618), D(54523))
+
     def reached(mark):
         return [p.client_id for p in isolated_reached(contract_id=perp.pk, mark=D(mark))]
 
-    assert reached("45397.5") == [] and reached("45397") == [alice.pk]
-    assert reached("54522.5") == [] and reached("54523") == [bob.pk]
+    def called(mark):
+        return [p.client_id for p in isolated_called(contract_id=perp.pk, mark=D(mark), now=now)]
+
+    assert reached("45317.5") == [] and reached("45317") == [alice.pk] and reached("40000") == [alice.pk]
+    assert reached("54617.5") == [] and reached("54618") == [bob.pk]
+    assert called("45397.5") == [] and called("45397") == [alice.pk] and called("45317") == []  # liquidated
+    assert called("54522.5") == [] and called("54523") == [bob.pk]
 
 
 def test_a_margin_call_goes_out_once_then_again_after_the_repeat_interval(perp, now, sent, settings,  # noqa: F811
@@ -64,19 +72,18 @@ def test_a_margin_call_goes_out_once_then_again_after_the_repeat_interval(perp, 
     send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
     send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="isolated")
     match(perp)
+    Perpetual.objects.filter(contract=perp).update(mark_px=D(45390), index_px=D(45390), marked_at=now)
     sent.clear()
-    reached = list(isolated_reached(contract_id=perp.pk, mark=D(45390)))
     with django_capture_on_commit_callbacks(execute=True):
-        assert margin_calls_send(positions=reached, symbol=perp.symbol, mark=D(45390), now=now) == reached
+        assert perpetuals_margin_call(now=now) == 1
     [(_, message)] = sent
     event = message["event"]
     assert (event["type"], event["contract"], event["quantity"], event["mark_price"], event["liquidation_price"]) == (
         "margin_call", perp.symbol, "0.1", "45390", "45317")
-    reached = list(isolated_reached(contract_id=perp.pk, mark=D(45390)))
     later = now + timedelta(seconds=settings.CCP_MARGIN_CALL_REPEAT_SECONDS)
-    assert margin_calls_send(positions=reached, symbol=perp.symbol, mark=D(45390), now=later - timedelta(seconds=1)) \
-        == []
-    assert margin_calls_send(positions=reached, symbol=perp.symbol, mark=D(45390), now=later) == reached
+    Perpetual.objects.filter(contract=perp).update(marked_at=later)
+    assert perpetuals_margin_call(now=later - timedelta(seconds=1)) == 0
+    assert perpetuals_margin_call(now=later) == 1
 
 
 def test_margin_added_or_taken_out_moves_the_stored_trigger_prices(perp, now, time_machine):  # noqa: F811

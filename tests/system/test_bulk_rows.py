@@ -12,7 +12,7 @@ from tests.factories import ClientFactory, ContractFactory
 pytestmark = pytest.mark.django_db
 # the other columns of a position
 EMPTY = {"cost": D(0), "entry_price": None, "realised_pnl": D(0), "margin_mode": "", "margin": D(0),
-         "liquidation_px": None, "call_px": None, "margin_called_at": None}
+         "liquidation_px": None, "call_px": None, "liquidation_key": None, "call_key": None, "margin_called_at": None}
 
 
 def test_upsert_inserts_new_rows_adds_to_existing_ones_and_replaces_the_rest(now):

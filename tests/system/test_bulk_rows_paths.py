@@ -33,7 +33,8 @@ def _write(now):
     bulk_upsert_rows(Position, [
         {"client_id": client.pk, "contract_id": call.pk, "quantity": D(q), "cost": D(0), "entry_price": None,
          "realised_pnl": D("-0.000000000000000001"), "margin_mode": "", "margin": D(0),
-         "liquidation_px": None, "call_px": None, "margin_called_at": None, "updated_at": later}
+         "liquidation_px": None, "call_px": None, "liquidation_key": None, "call_key": None,
+         "margin_called_at": None, "updated_at": later}
         for client, q in ((bob, "-2"), (alice, "0.25"))], key=["client_id", "contract_id"], add=["quantity"],
         replace=["realised_pnl", "entry_price", "updated_at"])
     return ([tuple(getattr(o, f) for f in ORDER_FIELDS) for o in Order.objects.order_by("id")],
