@@ -39,7 +39,6 @@ and stopped at the end; Django runs in a child process. About 10 minutes with th
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
@@ -53,6 +52,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.book_batch import load_stack, log  # noqa: E402
 from bench.liquidation_scan import FEE, PEER, RATE, TICK  # noqa: E402
 from bench.liquidation_scan import positions as scan_positions  # noqa: E402
 from ccp.perps.margin import LONG, SHORT, initial_margin, liquidation_price  # noqa: E402
@@ -60,10 +60,6 @@ from ccp.perps.margin import LONG, SHORT, initial_margin, liquidation_price  # n
 RESULT_MARK = "BENCH-LIQUIDATION-DB-JSON "
 REFERENCE = Decimal(100)
 TICKS = (("quiet", Decimal("99.99")), ("crash", Decimal("98.00")))
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def drawn(count: int, seed: int) -> list[tuple[Decimal, Decimal, Decimal, int]]:
@@ -248,14 +244,6 @@ def child(args) -> None:
     beside = Position.objects.filter(contract_id=contract_id, margin_mode=ISOLATED).count()
     print(RESULT_MARK + json.dumps({"results": results, "explains": explains, "cross": cross,
                                     "beside": beside, "call_ratio": str(ratio)}), flush=True)
-
-
-def load_stack():
-    spec = importlib.util.spec_from_file_location("ccp_bin_stack", REPO / "bin" / "stack.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def uses_indexes(plan: list[str]) -> bool:
