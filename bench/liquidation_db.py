@@ -22,8 +22,8 @@ Per tick, wall ms (what a worker waits: the query, building the rows, Python's c
   checked with ``liquidatable``.
 Both must find the same liquidatable set, or the bench stops. The CPU ms of this process (the Python side;
 PostgreSQL's own work is in the wall time) and the peer's figures (``bench/liquidation_scan.py``'s PEER: an
-in-memory loop, CPU time) are printed beside. The crash tick's query is shown once per size with
-``EXPLAIN (ANALYZE, BUFFERS)``, with whether it went through both partial indexes.
+in-memory loop, CPU time) are printed beside. Each tick's query is shown once per size with
+``EXPLAIN (ANALYZE, BUFFERS)`` (the crash tick's first), with whether it went through both partial indexes.
 
 Cross margin: ``ccp.perps.cross.cross_accounts_below`` reads every cross account holding the perpetual at
 each mark (by design: a cross trigger moves with the account's other positions). It is timed for
@@ -216,7 +216,7 @@ def child(args) -> None:
                 "reached": reached, "liquidatable": len(hit), "called": len(called), "index_ms": index_ms,
                 "index_cpu_ms": index_cpu, "read": read, "walk_ms": walk_ms, "walk_cpu_ms": walk_cpu}
             log(f"{size:,} {name}: {json.dumps(results[size]['ticks'][name])}")
-        explains[size] = explain(TICKS[1][1])
+        explains[size] = {name: explain(mark) for name, mark in TICKS}
 
     # Cross accounts, cumulative: the first size's accounts stay when the next size adds the rest.
     cross = {}
@@ -269,10 +269,11 @@ def report(out: dict, runs: int, loads: tuple) -> None:
           "reached but only margin-called; walk: every isolated position read and checked (baseline); "
           "ratio = walk / indexed; (cpu): this process's CPU ms (PostgreSQL's work is in wall only); peer: "
           "in-memory loop, CPU ms (shared/bench/README.md)")
-    for size, plan in out["explains"].items():
-        verdict = "both partial indexes" if uses_indexes(plan) else "NOT through both partial indexes"
-        print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the crash tick's query at {int(size):,} positions ({verdict}):")
-        print("\n".join(f"  {line}" for line in plan))
+    for size, plans in out["explains"].items():
+        for name, plan in reversed(plans.items()):
+            verdict = "both partial indexes" if uses_indexes(plan) else "NOT through both partial indexes"
+            print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the {name} tick's query at {int(size):,} positions ({verdict}):")
+            print("\n".join(f"  {line}" for line in plan))
     if out["cross"]:
         print(f"\ncross_accounts_below: one leg per account, wall ms per mark, median of {runs} "
               f"(beside: on BTC-USDC-PERP with its {out['beside']:,} isolated positions)")
