@@ -2,7 +2,7 @@
 identified, the way the service does it, next to the plain walk it did before, measured in the same run.
 
     .venv/bin/python bench/liquidation_db.py [--sizes 10000 100000 1000000] [--cross-sizes 1000 10000]
-                                             [--runs 3] [--seed 1]
+                                             [--runs 3] [--seed 1] [--proposal]
 
 One perpetual (BTC-USDC-PERP: tick 0.01, lot 0.1, one maintenance tier at 0.5% up to 100x, liquidation fee
 0.05%, reference price 100) holding ``size`` open isolated positions, one client each: the generator of
@@ -24,6 +24,13 @@ Both must find the same liquidatable set, or the bench stops. The CPU ms of this
 PostgreSQL's own work is in the wall time) and the peer's figures (``bench/liquidation_scan.py``'s PEER: an
 in-memory loop, CPU time) are printed beside. Each tick's query is shown once per size with
 ``EXPLAIN (ANALYZE, BUFFERS)`` (the crash tick's first), with whether it went through both partial indexes.
+
+``--proposal``: the planner does not know that a long's call price lies below the mark and a short's above
+(partial indexes keep no statistics of their own), so it takes the probe for a large share of the table and may
+walk it by primary key instead. The proposal keys both sides on one signed call price (``SIGNED_CALL``: a long
+is reached at or above the mark, a short in [-mark, 0)) through an index on that expression with its
+statistics (``CREATE STATISTICS``), created in the bench's database only after the measurements above, and
+times that probe (no ORDER BY; the rows sorted in Python) with the same check: it must find the same rows.
 
 Cross margin: ``ccp.perps.cross.cross_accounts_below`` reads every cross account holding the perpetual at
 each mark (by design: a cross trigger moves with the account's other positions). It is timed for
@@ -60,6 +67,9 @@ from ccp.perps.margin import LONG, SHORT, initial_margin, liquidation_price  # n
 RESULT_MARK = "BENCH-LIQUIDATION-DB-JSON "
 REFERENCE = Decimal(100)
 TICKS = (("quiet", Decimal("99.99")), ("crash", Decimal("98.00")))
+# --proposal: one key for both sides, so that one histogram tells them apart (a long is reached when it is at or
+# above the mark, a short when it lies in [-mark, 0)).
+SIGNED_CALL = "CASE WHEN quantity > 0 THEN call_px ELSE -call_px END"
 
 
 def drawn(count: int, seed: int) -> list[tuple[Decimal, Decimal, Decimal, int]]:
@@ -184,11 +194,42 @@ def child(args) -> None:
                      .order_by("id"))
         return len(every), *check(every, mark)
 
-    def explain(mark: Decimal) -> list[str]:
-        sql, params = isolated_reached(contract_id=contract_id, mark=mark).query.sql_with_params()
+    def explain(queryset) -> list[str]:
+        sql, params = queryset.query.sql_with_params()
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
             return [row[0] for row in cursor.fetchall()]
+
+    def signed_reached(mark: Decimal):
+        """The proposal's probe: the positions whose signed call price (``SIGNED_CALL``) the mark reached."""
+        return Position.objects.filter(contract_id=contract_id, margin_mode=ISOLATED, call_px__isnull=False).extra(
+            where=[f"({SIGNED_CALL}) >= %s OR (({SIGNED_CALL}) >= %s AND ({SIGNED_CALL}) < 0)"],
+            params=[mark, -mark]).order_by()  # not even the model's default order
+
+    def signed(mark: Decimal) -> tuple[int, list[int], list[int]]:
+        reached = sorted(signed_reached(mark), key=lambda p: p.pk)
+        return len(reached), *check(reached, mark)
+
+    def proposal(size: int, ticks: dict) -> tuple[dict, dict]:
+        """Time ``signed`` through an index on the signed call price with its statistics (created here, dropped
+        after); it must find what the service's probe found."""
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE INDEX bench_signed_call ON risk_position (contract_id, ({SIGNED_CALL})) "
+                           "WHERE call_px IS NOT NULL")
+            cursor.execute(f"CREATE STATISTICS bench_signed_call ON ({SIGNED_CALL}) FROM risk_position")
+            cursor.execute("ANALYZE risk_position")
+        figures, plans = {}, {}
+        for name, mark in TICKS:
+            ms, cpu, (reached, hit, called) = timed(lambda mark=mark: signed(mark), args.runs)
+            if (reached, len(hit), len(called)) != tuple(ticks[name][k] for k in ("reached", "liquidatable", "called")):
+                raise SystemExit(f"the proposal's probe finds other positions at {size}, {name} tick")
+            figures[name] = {"ms": ms, "cpu_ms": cpu}
+            plans[name] = explain(signed_reached(mark))
+            log(f"{size:,} {name}, proposal: {json.dumps(figures[name])}")
+        with connection.cursor() as cursor:
+            cursor.execute("DROP STATISTICS bench_signed_call")
+            cursor.execute("DROP INDEX bench_signed_call")
+        return figures, plans
 
     results, explains = {}, {}
     for number, size in enumerate(args.sizes):
@@ -216,7 +257,11 @@ def child(args) -> None:
                 "reached": reached, "liquidatable": len(hit), "called": len(called), "index_ms": index_ms,
                 "index_cpu_ms": index_cpu, "read": read, "walk_ms": walk_ms, "walk_cpu_ms": walk_cpu}
             log(f"{size:,} {name}: {json.dumps(results[size]['ticks'][name])}")
-        explains[size] = {name: explain(mark) for name, mark in TICKS}
+        explains[size] = {name: explain(isolated_reached(contract_id=contract_id, mark=mark))
+                          for name, mark in reversed(TICKS)}
+        if args.proposal:
+            results[size]["proposal"], plans = proposal(size, results[size]["ticks"])
+            explains[size].update((f"proposal {name}", plans[name]) for name, _ in reversed(TICKS))
 
     # Cross accounts, cumulative: the first size's accounts stay when the next size adds the rest.
     cross = {}
@@ -269,9 +314,19 @@ def report(out: dict, runs: int, loads: tuple) -> None:
           "reached but only margin-called; walk: every isolated position read and checked (baseline); "
           "ratio = walk / indexed; (cpu): this process's CPU ms (PostgreSQL's work is in wall only); peer: "
           "in-memory loop, CPU ms (shared/bench/README.md)")
+    proposed = {size: entry["proposal"] for size, entry in out["results"].items() if "proposal" in entry}
+    if proposed:
+        print("\n--proposal: the probe through an index on the signed call price (with its statistics), no ORDER BY, "
+              "then the same check; wall ms (cpu), median")
+        for size, ticks in proposed.items():
+            print(f"{int(size):>10,} " + ", ".join(f"{name} {r['ms']:.1f} ({r['cpu_ms']:.1f})"
+                                                  for name, r in ticks.items()))
     for size, plans in out["explains"].items():
-        for name, plan in reversed(plans.items()):
-            verdict = "both partial indexes" if uses_indexes(plan) else "NOT through both partial indexes"
+        for name, plan in plans.items():
+            if name.startswith("proposal"):
+                verdict = ("" if "bench_signed_call" in "".join(plan) else "NOT ") + "through the signed index"
+            else:
+                verdict = "both partial indexes" if uses_indexes(plan) else "NOT through both partial indexes"
             print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the {name} tick's query at {int(size):,} positions ({verdict}):")
             print("\n".join(f"  {line}" for line in plan))
     if out["cross"]:
@@ -292,6 +347,8 @@ def main() -> int:
     parser.add_argument("--cross-sizes", type=int, nargs="*", default=[1_000, 10_000],
                         help="cross accounts, cumulative (none: skip)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--proposal", action="store_true",
+                        help="also time the probe through an index on the signed call price (see the docstring)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pg-port", type=int, default=25611)
     parser.add_argument("--redis-port", type=int, default=26611)
@@ -316,6 +373,7 @@ def main() -> int:
             return 1
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", *map(str, args.sizes),
                 "--cross-sizes", *map(str, args.cross_sizes), "--runs", str(args.runs), "--seed", str(args.seed)]
+        argv += ["--proposal"] if args.proposal else []
         run = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, timeout=7200)
         line = next((x for x in run.stdout.splitlines() if x.startswith(RESULT_MARK)), None)
         if run.returncode or line is None:
