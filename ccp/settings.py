@@ -205,8 +205,8 @@ CCP_AUCTION_MIP_GAP = os.environ.get("CCP_AUCTION_MIP_GAP", "0")
 CCP_AUCTION_RESUME_AFTER = timedelta(seconds=int(os.environ.get("CCP_AUCTION_RESUME_AFTER_SECONDS", "10")))
 # Prices and expiry.
 CCP_VENUE_TIMEOUT_SECONDS = int(os.environ.get("CCP_VENUE_TIMEOUT_SECONDS", "5"))
-# Orders on perpetuals: refused (contract_not_tradeable) until the liquidation engine lands.
-CCP_PERPETUALS_OPEN = env_bool("CCP_PERPETUALS_OPEN", False)
+# Orders on perpetuals: 0 refuses them (contract_not_tradeable), e.g. while operators stop margin trading.
+CCP_PERPETUALS_OPEN = env_bool("CCP_PERPETUALS_OPEN", True)
 # Perpetuals' funding times: every this many hours from 00:00 UTC (a divisor of 24).
 # A perpetual position's margin call goes out when maintenance plus closing fee reaches this share of its equity,
 # and again every CCP_MARGIN_CALL_REPEAT_SECONDS while it stays there.

@@ -139,7 +139,8 @@ def test_the_contract_api_shows_a_perpetual_and_its_terms(now):
     assert [c["symbol"] for c in listed["results"]] == ["BTC-USDC-PERP"]
 
 
-def test_orders_on_a_perpetual_are_refused_until_margin_trading_opens(now, api_as):
+def test_orders_on_a_perpetual_are_refused_while_operators_close_margin_trading(now, api_as, settings):
+    settings.CCP_PERPETUALS_OPEN = False
     contract = list_btc(now)
     client = ClientFactory()
     answer = api_as(client).post("/api/v1/orders", {"client_order_id": "p1", "contract": contract.symbol,

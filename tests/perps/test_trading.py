@@ -99,7 +99,8 @@ def test_orders_on_a_perpetual_need_its_margin_terms(perp, api_as):
     assert (answer.status_code, answer.json()["code"]) == (400, "margin_terms_not_perpetual")
 
 
-def test_closed_until_opened(settings, now, api_as):
+def test_closed_when_operators_close_them(settings, now, api_as):
+    settings.CCP_PERPETUALS_OPEN = False
     contract = list_btc(now)
     answer = api_as(trader(contract, "10000")).post("/api/v1/orders", {
         "client_order_id": "p1", "contract": contract.symbol, "side": "buy", "price": "50000", "quantity": "0.01",
