@@ -155,12 +155,13 @@ def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
     book_levels_changed(contract_id=contract_id, levels=[(side, price)])
 
 
-def order_submit(*, client: Client, request: OrderRequest, now: datetime,
-                 validate_later: bool = True) -> tuple[Order, bool]:
+def order_submit(*, client: Client, request: OrderRequest, now: datetime, validate_later: bool = True,
+                 open_count: int | None = None) -> tuple[Order, bool]:
     """Store an order as received and queue its validation after commit (unless ``validate_later`` is
     false: the caller queues it, with others, ``orders_validate_later``). Returns (order, created).
     ``orders_submit`` of one request: its refusal is raised."""
-    (entered,) = orders_submit(client=client, requests=[request], now=now, validate_later=validate_later)
+    (entered,) = orders_submit(client=client, requests=[request], now=now, validate_later=validate_later,
+                               open_count=open_count)
     if isinstance(entered, ApplicationError):
         raise entered
     return entered
@@ -171,7 +172,7 @@ Entered = tuple[Order, bool] | ApplicationError  # (order, created), or why the 
 
 @transaction.atomic
 def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: datetime,
-                  validate_later: bool = True) -> list[Entered]:
+                  validate_later: bool = True, open_count: int | None = None) -> list[Entered]:
     """Store a client's orders as received, in one transaction and a few statements whatever their number
     (the open orders counted once, the new orders and their history rows inserted by one statement, their
     private-stream events numbered by one UPDATE), and queue their validation after commit (unless
@@ -187,6 +188,8 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     beyond the cap (``order_validate``, ``ccp.book.services``). The insert is ON CONFLICT DO NOTHING in
     client_order_id order: a concurrent submission of the same id waits for the other's commit, then
     gets its order. A client_order_id sent twice in one call is entered as if sent again after the call.
+    ``open_count``: the client's open orders as the caller just counted them (``open_orders_count``), if it
+    did, with another read.
     """
     now = require_aware(now)
     out: list[Entered | None] = [None] * len(requests)
@@ -196,7 +199,8 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     unique = sorted(first.values())
     violations = {i: order_violation(order=requests[i], contract=requests[i].contract, now=now) for i in unique}
     cap = settings.CCP_MAX_OPEN_ORDERS
-    open_count = open_orders_count(client_id=client.pk)
+    if open_count is None:
+        open_count = open_orders_count(client_id=client.pk)
     # Stored orders looked up first only when a rule or the cap refuses some: a retry gets its order anyway.
     existing = _orders_by_client_id(client, [requests[i].client_order_id for i in unique]) if (
         any(violations.values()) or open_count + len(unique) > cap) else {}
