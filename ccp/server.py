@@ -79,11 +79,12 @@ class RequestThreads:
         self.size = size
         self.free: list[ThreadPoolExecutor] = []
         self.slots: asyncio.Semaphore | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @contextlib.asynccontextmanager
     async def request(self) -> AsyncIterator[None]:
-        if self.slots is None:
-            self.slots = asyncio.Semaphore(self.size)  # in the server's event loop
+        if self.loop is not asyncio.get_running_loop():  # the server's one loop (a test may run several)
+            self.slots, self.loop = asyncio.Semaphore(self.size), asyncio.get_running_loop()
         async with self.slots:
             executor = self.free.pop() if self.free else ThreadPoolExecutor(1, thread_name_prefix="ccp-request")
             token = _request_thread.set(executor)
