@@ -43,8 +43,10 @@ def _stage(cursor, table: str, fields: Sequence[models.Field], rows: Sequence[mo
 FEW_ROWS = 1000
 
 
-def _arrays(fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> tuple[str, list[list]]:
-    """``unnest(%s::type[], ...) AS v(columns)`` over ``rows``' values of ``fields``, and its parameters."""
+def unnest_source(fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> tuple[str, list[list]]:
+    """``unnest(%s::type[], ...) AS v(columns)`` over ``rows``' values of ``fields``, and its parameters: one
+    parameter per column whatever the number of rows (a VALUES list has one per value, which the driver
+    splits and converts one by one)."""
     names = [f.attname for f in fields]
     columns = [[row[n] for row in rows] if isinstance(rows[0], dict) else [getattr(row, n) for row in rows]
                for n in names]
@@ -69,7 +71,7 @@ def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model |
     where = f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"'
     with connection.cursor() as cursor:
         if len(objects) <= FEW_ROWS:
-            source, params = _arrays(columns, objects)
+            source, params = unnest_source(columns, objects)
             cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM {source} {where}', params)
             return
         _stage(cursor, "ccp_bulk_update", columns, objects)
@@ -96,7 +98,7 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
     conflict = f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {updates}"
     with connection.cursor() as cursor:
         if len(rows) <= FEW_ROWS:
-            source, params = _arrays(fields, rows)
+            source, params = unnest_source(fields, rows)
             cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM {source} {conflict}',
                            params)
             return

@@ -8,14 +8,14 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 
 from ccp.accounts.models import Client
 from ccp.accounts.services import balances_publish, fund_locks_adjust
 from ccp.book.versions import books_touched
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
-from ccp.db import bulk_insert_rows, bulk_update_rows
+from ccp.db import bulk_insert_rows, bulk_update_rows, unnest_source
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_lock, contract_lock, contracts_lock, fund_locks_lock, order_lock, orders_lock
 from ccp.marketdata.services import books_bbo_publish
@@ -263,24 +263,30 @@ def _orders_by_client_id(client: Client, client_order_ids: list[str]) -> dict[st
 
 
 _ORDER_COLUMNS = [f for f in Order._meta.concrete_fields if not f.primary_key]
+_ORDER_JSON = [f for f in _ORDER_COLUMNS if isinstance(f, models.JSONField)]  # adapted; the others go as they are
+_ORDERS_INSERT = """
+    WITH o AS (INSERT INTO {orders} ({columns}) SELECT {columns} FROM {source} ORDER BY v.client_order_id
+               ON CONFLICT (client_id, client_order_id) DO NOTHING RETURNING id, client_order_id),
+    h AS (INSERT INTO {history} (order_id, from_state, to_state, reason, filled_quantity, at)
+          SELECT o.id, NULL, %s, '', 0, %s FROM o)
+    SELECT id, client_order_id FROM o
+"""
 
 
 def _orders_insert(orders: list[Order], *, now: datetime) -> dict[str, int]:
     """Insert new orders (of one client) and their 'received' history rows in one statement, in
     client_order_id order; an order whose (client, client_order_id) exists is skipped (ON CONFLICT DO
-    NOTHING: a concurrent insert of it is waited for). Returns client_order_id -> id of those inserted."""
+    NOTHING: a concurrent insert of it is waited for). Returns client_order_id -> id of those inserted.
+    The rows go as one array per column (``ccp.db.unnest_source``)."""
     if not orders:
         return {}
-    orders = sorted(orders, key=lambda order: order.client_order_id)
-    columns = ", ".join(f'"{f.column}"' for f in _ORDER_COLUMNS)
-    row = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
-    history = OrderStateHistory._meta
-    sql = (f'WITH o AS (INSERT INTO "{Order._meta.db_table}" ({columns}) VALUES {", ".join([row] * len(orders))} '
-           'ON CONFLICT ("client_id", "client_order_id") DO NOTHING RETURNING "id", "client_order_id"), '
-           f'h AS (INSERT INTO "{history.db_table}" ("order_id", "from_state", "to_state", "reason", '
-           '"filled_quantity", "at") SELECT o.id, NULL, %s, \'\', 0, %s FROM o) '
-           'SELECT "id", "client_order_id" FROM o')
-    params = [f.get_db_prep_save(getattr(order, f.attname), connection) for order in orders for f in _ORDER_COLUMNS]
+    rows = [{f.attname: getattr(order, f.attname) for f in _ORDER_COLUMNS} for order in orders]
+    for row in rows:
+        for f in _ORDER_JSON:
+            row[f.attname] = f.get_db_prep_save(row[f.attname], connection)
+    source, params = unnest_source(_ORDER_COLUMNS, rows)
+    sql = _ORDERS_INSERT.format(orders=Order._meta.db_table, history=OrderStateHistory._meta.db_table, source=source,
+                                columns=", ".join(f'"{f.column}"' for f in _ORDER_COLUMNS))
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, OrderState.RECEIVED, now])
         return {client_order_id: pk for pk, client_order_id in cursor.fetchall()}
