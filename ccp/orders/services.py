@@ -265,28 +265,38 @@ def _orders_by_client_id(client: Client, client_order_ids: list[str]) -> dict[st
 _ORDER_COLUMNS = [f for f in Order._meta.concrete_fields if not f.primary_key]
 _ORDER_JSON = [f for f in _ORDER_COLUMNS if isinstance(f, models.JSONField)]  # adapted; the others go as they are
 _ORDERS_INSERT = """
-    WITH o AS (INSERT INTO {orders} ({columns}) SELECT {columns} FROM {source} ORDER BY v.client_order_id
+    WITH o AS (INSERT INTO {orders} ({columns}) {rows}
                ON CONFLICT (client_id, client_order_id) DO NOTHING RETURNING id, client_order_id),
     h AS (INSERT INTO {history} (order_id, from_state, to_state, reason, filled_quantity, at)
           SELECT o.id, NULL, %s, '', 0, %s FROM o)
     SELECT id, client_order_id FROM o
 """
+_VALUES_MAX = 4  # up to this many orders a VALUES list (cheapest for one); more, one array per column
 
 
 def _orders_insert(orders: list[Order], *, now: datetime) -> dict[str, int]:
     """Insert new orders (of one client) and their 'received' history rows in one statement, in
     client_order_id order; an order whose (client, client_order_id) exists is skipped (ON CONFLICT DO
     NOTHING: a concurrent insert of it is waited for). Returns client_order_id -> id of those inserted.
-    The rows go as one array per column (``ccp.db.unnest_source``)."""
+    A few orders go as a VALUES list, more as one array per column (``ccp.db.unnest_source``: a VALUES list
+    of a hundred orders has thousands of parameters, which the driver splits and converts one by one)."""
     if not orders:
         return {}
+    orders = sorted(orders, key=lambda order: order.client_order_id)
     rows = [{f.attname: getattr(order, f.attname) for f in _ORDER_COLUMNS} for order in orders]
     for row in rows:
         for f in _ORDER_JSON:
             row[f.attname] = f.get_db_prep_save(row[f.attname], connection)
-    source, params = unnest_source(_ORDER_COLUMNS, rows)
-    sql = _ORDERS_INSERT.format(orders=Order._meta.db_table, history=OrderStateHistory._meta.db_table, source=source,
-                                columns=", ".join(f'"{f.column}"' for f in _ORDER_COLUMNS))
+    columns = ", ".join(f'"{f.column}"' for f in _ORDER_COLUMNS)
+    if len(rows) <= _VALUES_MAX:
+        values = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
+        sql_rows, params = f"VALUES {', '.join([values] * len(rows))}", [row[f.attname] for row in rows
+                                                                          for f in _ORDER_COLUMNS]
+    else:
+        source, params = unnest_source(_ORDER_COLUMNS, rows)
+        sql_rows = f"SELECT {columns} FROM {source} ORDER BY v.client_order_id"
+    sql = _ORDERS_INSERT.format(orders=Order._meta.db_table, history=OrderStateHistory._meta.db_table,
+                                columns=columns, rows=sql_rows)
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, OrderState.RECEIVED, now])
         return {client_order_id: pk for pk, client_order_id in cursor.fetchall()}
