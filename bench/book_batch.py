@@ -81,34 +81,15 @@ def order_mix(rng: random.Random, n: int) -> list[dict]:
     return out
 
 
-def child(args) -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccp.settings")
-    import django
-
-    django.setup()
+def continuous_market(n_clients: int, now):
+    """One continuous BTC/USDC future (floor 50,000, cap 150,000, tick 1, lot 0.01) and ``n_clients``
+    clients with 10^9 USDC each: (contract, clients). Django set up."""
     from datetime import date
     from decimal import Decimal
 
-    from django.db import connection, transaction
-    from django.db.models import Sum
-    from psycopg.types.json import Jsonb
-
-    import ccp.db
     from ccp.accounts.models import Client, FundLock
-    from ccp.book.engine import Engine
-    from ccp.book.services import book_match
-    from ccp.clearing.models import Trade
-    from ccp.clock import utcnow
     from ccp.contracts.models import Contract, ContractState, Currency, Pair, TradingMode
-    from ccp.db import bulk_insert_rows
-    from ccp.orders.models import Order
-    from ccp.risk.collateral import available
-    from ccp.risk.models import Position
-    from ccp.settlement.models import CashMovement
-    from ccp.system.invariants import invariants_check
 
-    rng = random.Random(args.seed)
-    now = utcnow()
     usdc = Currency.objects.create(symbol="USDC", name="USD Coin", decimals=6)
     btc = Currency.objects.create(symbol="BTC", name="Bitcoin", decimals=8)
     pair = Pair.objects.create(base=btc, quote=usdc)
@@ -119,9 +100,39 @@ def child(args) -> None:
         cap_px=Decimal(CAP), tick_size=Decimal(1), lot_size=Decimal("0.01"), state=ContractState.LISTED,
         trading_mode=TradingMode.CONTINUOUS)
     clients = Client.objects.bulk_create([Client(address=f"0x{k:040x}", registered_at=now)
-                                          for k in range(1, CLIENTS + 1)])
+                                          for k in range(1, n_clients + 1)])
     FundLock.objects.bulk_create([FundLock(client=c, currency=usdc, fundlock=Decimal(10**9), updated_at=now)
                                   for c in clients])
+    return contract, clients
+
+
+def child(args) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccp.settings")
+    import django
+
+    django.setup()
+    from decimal import Decimal
+
+    from django.db import connection, transaction
+    from django.db.models import Sum
+    from psycopg.types.json import Jsonb
+
+    import ccp.db
+    from ccp.accounts.models import FundLock
+    from ccp.book.engine import Engine
+    from ccp.book.services import book_match
+    from ccp.clearing.models import Trade
+    from ccp.clock import utcnow
+    from ccp.db import bulk_insert_rows
+    from ccp.orders.models import Order
+    from ccp.risk.collateral import available
+    from ccp.risk.models import Position
+    from ccp.settlement.models import CashMovement
+    from ccp.system.invariants import invariants_check
+
+    rng = random.Random(args.seed)
+    now = utcnow()
+    contract, clients = continuous_market(CLIENTS, now)
     serial = iter(range(1, 10**9))
 
     def insert(terms: list[dict]) -> float:
@@ -175,7 +186,7 @@ def child(args) -> None:
     profiler = None
     if args.profile:
         import cProfile
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.process_time)  # CPU, not the waits on PostgreSQL
     results = {}
     for size in args.sizes:
         batches = args.batches or max(10, 600 // size)

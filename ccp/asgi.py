@@ -3,7 +3,14 @@
 import os
 
 import django
-from django.core.handlers.asgi import ASGIHandler
+from django.conf import settings
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.base import BaseHandler
+from django.db import close_old_connections
+from django.http import FileResponse
+from django.urls import set_script_prefix
 
 from ccp.server import RequestThreads, request_threads
 
@@ -11,12 +18,22 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccp.settings")
 
 
 class ProcessThreadHandler(ASGIHandler):
-    """Django's ASGI handler without a new thread per request: Django runs each request's synchronous
-    code (middleware, view, ORM) in a thread of its own, started and joined per request (about half of
-    a bare request's CPU); here each request takes one of the process's long-lived threads
-    (``ccp.server.RequestThreads``, ``CCP_SERVER_THREADS``)."""
+    """Django's ASGI handler with each request's synchronous code run in one call on one of the process's
+    long-lived threads (``ccp.server.RequestThreads``, ``CCP_SERVER_THREADS``).
+
+    Django's own handler starts and joins a thread per request (about half of a bare request's CPU) and,
+    with synchronous middleware, hands a request between the event loop and a thread four or five times
+    (the request_started signal, the middleware, an async view and its sync code, the response's close).
+    Here the middleware chain is synchronous and one call on the request's thread runs the signal, the
+    middleware, the view, the rendering and the close; the event loop reads the body and sends the answer.
+    A response that waits for its orders' results (``awaited_orders``, ``ccp.orders.results``) waits in the
+    event loop, then one more call on the thread re-renders it."""
 
     threads = RequestThreads(request_threads())
+
+    def __init__(self):
+        BaseHandler.__init__(self)
+        self.load_middleware(is_async=False)  # the whole chain runs on the request's thread
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -24,12 +41,72 @@ class ProcessThreadHandler(ASGIHandler):
         async with self.threads.request():
             await self.handle(scope, receive, send)
 
+    async def handle(self, scope, receive, send):
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            response = await self.threads.run(self.respond, scope, body_file)
+            awaited = getattr(response, "awaited_orders", None)
+            if awaited is not None:
+                response = await self.results_awaited(response, *awaited)
+            await self.send_response(response, send)
+            if response.streaming:
+                await self.threads.run(response.close)
+        finally:
+            body_file.close()
+
+    def respond(self, scope, body_file):
+        """A request's response, on its thread: Django's request_started signal, the request, the
+        middleware and the view; a response that is not streamed is closed here (request_finished: the
+        request's database connection goes back to the pool), having its content already."""
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = self.get_response(request)
+            response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size
+        if not response.streaming:
+            response.close()
+        return response
+
+    async def results_awaited(self, response, order_ids, rerender):
+        """The response as it is once its orders have their results, waited for up to
+        ``CCP_ORDER_WAIT_MS`` in the event loop (``ccp.orders.results``): re-rendered on the request's
+        thread when a result came, the middleware's headers kept."""
+        from ccp.orders.results import order_results_wait
+
+        wait_s = settings.CCP_ORDER_WAIT_MS / 1000
+        if wait_s <= 0:
+            return response
+        finished = await order_results_wait(order_ids, timeout_s=wait_s)
+        if not finished:
+            return response
+        return await self.threads.run(_rerendered, response, rerender, finished)
+
+
+def _rerendered(response, rerender, finished):
+    """``response`` (closed, its middleware done) with the content and status of ``rerender(finished)``;
+    the database connection the re-rendering took goes back to the pool."""
+    try:
+        again = rerender(finished)
+        if again is not response:
+            again.render()
+            response.content, response.status_code = again.content, again.status_code
+            if response.has_header("Content-Length"):
+                response["Content-Length"] = str(len(response.content))
+        return response
+    finally:
+        close_old_connections()
+
 
 django.setup(set_prefix=False)
 django_asgi_app = ProcessThreadHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
-from django.conf import settings  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
 import ccp.converters  # noqa: E402,F401  (registers <symbol:...>)

@@ -1,9 +1,13 @@
 """Database helpers for the bulk paths (auctions, expiry): one statement for many rows."""
 
+from __future__ import annotations
+
+import functools
 import operator
 from collections.abc import Mapping, Sequence
 
 from django.db import connection, models
+from django.db.models import Model
 
 
 def _copy(cursor, table: str, fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> None:
@@ -20,10 +24,16 @@ def _copy(cursor, table: str, fields: Sequence[models.Field], rows: Sequence[mod
             copy.write_row(by_key(row) if isinstance(row, dict) else by_attribute(row))
 
 
+@functools.cache
+def _db_type(field: models.Field) -> str:
+    """A field's column type (``Field.db_type`` builds it from the backend's templates at every call)."""
+    return field.db_type(connection)
+
+
 def _stage(cursor, table: str, fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> None:
     """A temporary ``table`` with the columns of ``fields`` (dropped at commit at the latest), filled
     by COPY."""
-    definition = ", ".join(f'"{f.column}" {f.db_type(connection)}' for f in fields)
+    definition = ", ".join(f'"{f.column}" {_db_type(f)}' for f in fields)
     cursor.execute(f'CREATE TEMPORARY TABLE "{table}" ({definition}) ON COMMIT DROP')
     _copy(cursor, table, fields, rows)
 
@@ -33,12 +43,14 @@ def _stage(cursor, table: str, fields: Sequence[models.Field], rows: Sequence[mo
 FEW_ROWS = 1000
 
 
-def _arrays(fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> tuple[str, list[list]]:
-    """``unnest(%s::type[], ...) AS v(columns)`` over ``rows``' values of ``fields``, and its parameters."""
+def unnest_source(fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> tuple[str, list[list]]:
+    """``unnest(%s::type[], ...) AS v(columns)`` over ``rows``' values of ``fields``, and its parameters: one
+    parameter per column whatever the number of rows (a VALUES list has one per value, which the driver
+    splits and converts one by one)."""
     names = [f.attname for f in fields]
     columns = [[row[n] for row in rows] if isinstance(rows[0], dict) else [getattr(row, n) for row in rows]
                for n in names]
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+    arrays = ", ".join(f"%s::{_db_type(f)}[]" for f in fields)
     names = ", ".join(f'"{f.column}"' for f in fields)
     return f"unnest({arrays}) AS v({names})", columns
 
@@ -59,7 +71,7 @@ def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model |
     where = f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"'
     with connection.cursor() as cursor:
         if len(objects) <= FEW_ROWS:
-            source, params = _arrays(columns, objects)
+            source, params = unnest_source(columns, objects)
             cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM {source} {where}', params)
             return
         _stage(cursor, "ccp_bulk_update", columns, objects)
@@ -86,7 +98,7 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
     conflict = f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {updates}"
     with connection.cursor() as cursor:
         if len(rows) <= FEW_ROWS:
-            source, params = _arrays(fields, rows)
+            source, params = unnest_source(fields, rows)
             cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM {source} {conflict}',
                            params)
             return
@@ -139,3 +151,34 @@ def bulk_insert_rows(model: type[models.Model], objects: Sequence[models.Model |
     meta = model._meta
     with connection.cursor() as cursor:
         _copy(cursor, meta.db_table, [f for f in meta.concrete_fields if with_pk or not f.primary_key], objects)
+
+
+class Columns:
+    """A model's concrete columns read by plain SQL and turned into instances as the ORM does (``from_db``
+    after the fields' database converters): the hot paths (the matcher's locks, order entry's reads) skip
+    compiling a queryset, which cost a small batch or a single order more than its SQL. ``Columns.of(Model)``
+    is built once per model."""
+
+    def __init__(self, model: type[Model]):
+        fields = model._meta.concrete_fields
+        self.model, self.columns, self.attnames = model, [f.column for f in fields], [f.attname for f in fields]
+        cols = [f.get_col(model._meta.db_table) for f in fields]
+        self.converters = [(i, [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)], col)
+                           for i, col in enumerate(cols)]
+        self.converters = [(i, found, col) for i, found, col in self.converters if found]
+
+    @staticmethod
+    @functools.cache
+    def of(model: type[Model]) -> Columns:
+        return Columns(model)
+
+    def select(self, alias: str) -> str:
+        return ", ".join(f'{alias}."{column}"' for column in self.columns)
+
+    def instance(self, row: tuple) -> Model:
+        if self.converters:
+            row = list(row)
+            for i, converters, col in self.converters:
+                for converter in converters:
+                    row[i] = converter(row[i], col, connection)
+        return self.model.from_db(connection.alias, self.attnames, row)

@@ -49,50 +49,20 @@ Who takes what:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Iterable, Mapping
 
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import connection
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 
 from ccp.accounts.models import FundLock
 from ccp.contracts.models import Contract, Currency, Pair
+from ccp.db import Columns
 from ccp.matching.models import Auction
 from ccp.orders.models import Order
 from ccp.risk.models import Lockup, Position
 
 _BOOK_LOCK = 7001  # advisory lock namespace: a pair's book
-
-
-class _Columns:
-    """A model's concrete columns read by plain SQL and turned into instances as the ORM does (``from_db``
-    after the fields' database converters): the hot locks skip compiling a queryset, which cost a small
-    batch more than its SQL."""
-
-    def __init__(self, model: type[Model]):
-        fields = model._meta.concrete_fields
-        self.model, self.columns, self.attnames = model, [f.column for f in fields], [f.attname for f in fields]
-        cols = [f.get_col(model._meta.db_table) for f in fields]
-        self.converters = [(i, [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)], col)
-                           for i, col in enumerate(cols)]
-        self.converters = [(i, found, col) for i, found, col in self.converters if found]
-
-    @staticmethod
-    @functools.cache
-    def of(model: type[Model]) -> _Columns:
-        return _Columns(model)
-
-    def select(self, alias: str) -> str:
-        return ", ".join(f'{alias}."{column}"' for column in self.columns)
-
-    def instance(self, row: tuple) -> Model:
-        if self.converters:
-            row = list(row)
-            for i, converters, col in self.converters:
-                for converter in converters:
-                    row[i] = converter(row[i], col, connection)
-        return self.model.from_db(connection.alias, self.attnames, row)
 
 
 _CONTRACT_PAIR = Contract._meta.get_field("pair")
@@ -123,7 +93,7 @@ def contracts_lock(contracts: QuerySet[Contract]) -> dict[int, Contract]:
 def contract_lock(contract_id: int) -> Contract:
     """3. One contract row (its pair and currencies read with it, not locked). Raises
     ``Contract.DoesNotExist`` when there is none."""
-    contract, pair, base, quote = _Columns.of(Contract), _Columns.of(Pair), _Columns.of(Currency), _Columns.of(Currency)
+    contract, pair, base, quote = Columns.of(Contract), Columns.of(Pair), Columns.of(Currency), Columns.of(Currency)
     with connection.cursor() as cursor:  # the locked table unaliased: OF names it as ccp.locks' order does
         cursor.execute(f"SELECT {contract.select('contracts_contract')}, {pair.select('p')}, {base.select('b')}, "
                        f"{quote.select('q')} FROM contracts_contract "
@@ -156,7 +126,7 @@ def orders_lock(orders: QuerySet[Order]) -> list[Order]:
         return []
     except FullResultSet:
         where, params = "TRUE", []
-    columns = _Columns.of(Order)
+    columns = Columns.of(Order)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {columns.select('orders_order')} FROM orders_order WHERE {where} "
                        "ORDER BY orders_order.id FOR NO KEY UPDATE OF orders_order", params)
@@ -186,7 +156,7 @@ def fund_locks_lock(*, keys: Collection[tuple[int, int]] = (), client_ids: Colle
     if not keys and not client_ids:
         return {}
     wanted = set(keys)
-    fund_lock, currency = _Columns.of(FundLock), _Columns.of(Currency)
+    fund_lock, currency = Columns.of(FundLock), Columns.of(Currency)
     sql = (f"SELECT {fund_lock.select('accounts_fundlock')}, {currency.select('c')} FROM accounts_fundlock "
            "JOIN contracts_currency AS c ON c.id = accounts_fundlock.currency_id "
            "WHERE accounts_fundlock.client_id = ANY(%s)")

@@ -25,11 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
+import functools
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -61,30 +64,44 @@ class HttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+_request_thread: contextvars.ContextVar[ThreadPoolExecutor] = contextvars.ContextVar("ccp_request_thread")
+
+
 class RequestThreads:
     """The threads a server process runs its requests' synchronous code on (middleware, views, the ORM):
     each request takes one for all of its sync code (Django's thread-sensitive mode: one thread per
-    request), at most ``size`` at once (the others wait their turn in the event loop), and gives it back
-    for the next. Long-lived, unlike Django's thread started and joined per request (about half of a bare
-    request's CPU); several, unlike one per process, so that a request waiting on the database or for its
-    order's result (the sync middleware waits for the async view) does not stop the process's others."""
+    request, so its database connection is its own), at most ``size`` at once (the others wait their turn
+    in the event loop), and gives it back for the next. Long-lived, unlike Django's thread started and
+    joined per request (about half of a bare request's CPU); several, unlike one per process, so that a
+    request waiting on the database or for its order's result does not stop the process's others."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.free: list[ThreadPoolExecutor] = []
         self.slots: asyncio.Semaphore | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @contextlib.asynccontextmanager
     async def request(self) -> AsyncIterator[None]:
-        if self.slots is None:
-            self.slots = asyncio.Semaphore(self.size)  # in the server's event loop
+        if self.loop is not asyncio.get_running_loop():  # the server's one loop (a test may run several)
+            self.slots, self.loop = asyncio.Semaphore(self.size), asyncio.get_running_loop()
         async with self.slots:
             executor = self.free.pop() if self.free else ThreadPoolExecutor(1, thread_name_prefix="ccp-request")
+            token = _request_thread.set(executor)
             try:
                 async with ThreadSensitiveContext(executor=executor):
                     yield
             finally:
+                _request_thread.reset(token)
                 self.free.append(executor)
+
+    @staticmethod
+    async def run(function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` on the current request's thread (inside ``request()``), in a copy of the
+        caller's context: one hand-over each way, without asgiref's per-call machinery (a request's sync
+        code runs in one or two such calls, not one per middleware, signal and view)."""
+        call = functools.partial(contextvars.copy_context().run, function, *args)
+        return await asyncio.get_running_loop().run_in_executor(_request_thread.get(), call)
 
 
 def request_threads() -> int:

@@ -1,25 +1,31 @@
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from ccp.accounts.models import ApiToken, Client, FundLock, SignInChallenge
 from ccp.accounts.siwe import SignInMessage, signer_recover
 from ccp.clock import iso_utc, require_aware
-from ccp.db import bulk_update_rows
+from ccp.db import Columns, bulk_update_rows
 from ccp.errors import ApplicationError, Unauthorized
 from ccp.locks import fund_locks_lock
 from ccp.money import money_str
 from ccp.streams import client_stream_publish_many, token_revoked_publish
+
+logger = logging.getLogger(__name__)
 
 
 class SignInError(Unauthorized):
@@ -140,8 +146,9 @@ def signin_records_sweep(*, now: datetime, batch: int = 5000, max_batches: int =
 
 
 def api_token_authenticate(*, token: str, now: datetime) -> ApiToken:
-    """The live token for this bearer string; Unauthorized ``token_invalid`` / ``token_expired`` otherwise."""
-    api_token = ApiToken.objects.select_related("client").filter(key_hash=token_hash(token)).first()
+    """The live token for this bearer string, its client read with it (``_api_token_cached``); Unauthorized
+    ``token_invalid`` / ``token_expired`` otherwise."""
+    api_token = _api_token_cached(token_hash(token))
     if api_token is None or api_token.revoked_at is not None:
         raise Unauthorized("Unknown or revoked API token.", code="token_invalid")
     if require_aware(now) >= api_token.expires_at:
@@ -149,10 +156,87 @@ def api_token_authenticate(*, token: str, now: datetime) -> ApiToken:
     return api_token
 
 
+_TOKEN_CLIENT = ApiToken._meta.get_field("client")
+
+# Live tokens a process read in the last TOKEN_CACHE_S seconds, by key hash: (when read, the revocation epoch
+# then, the token's and its client's rows). An entry serves only while Redis holds the same epoch: every
+# revocation changes it (``api_token_revoke``, before and after its commit), so a revoked token is refused
+# at once by every process; without Redis nothing is served from here. The epoch lives with the request
+# counters (CCP_THROTTLE_REDIS_URL): state every request reads, which tests empty between tests.
+TOKEN_CACHE_S = 5.0
+TOKEN_CACHE_MAX = 10_000  # entries per process; emptied when full
+_TOKEN_EPOCH_KEY = "ccp:api-tokens:epoch"
+_tokens: dict[str, tuple[float, bytes, tuple]] = {}
+
+
+@functools.cache
+def _epoch_redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.CCP_THROTTLE_REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def _tokens_epoch() -> bytes | None:
+    """The revocation epoch (one is set if Redis has none, say after a restart); None without Redis."""
+    try:
+        epoch = _epoch_redis().get(_TOKEN_EPOCH_KEY)
+        if epoch is None:
+            _epoch_redis().set(_TOKEN_EPOCH_KEY, secrets.token_hex(8), nx=True)
+            epoch = _epoch_redis().get(_TOKEN_EPOCH_KEY)
+        return epoch
+    except redis.RedisError:
+        return None
+
+
+def _tokens_epoch_move() -> None:
+    """A new revocation epoch: every process reads its cached tokens again. Never fails its caller (without
+    Redis no process serves a cached token)."""
+    try:
+        _epoch_redis().set(_TOKEN_EPOCH_KEY, secrets.token_hex(8))
+    except redis.RedisError as exc:
+        logger.warning("API token epoch not moved, Redis unreachable: %s", exc)
+
+
+def _api_token_cached(key_hash: str) -> ApiToken | None:
+    """``_api_token_read``, from this process's cache while the entry is under TOKEN_CACHE_S old and the
+    revocation epoch has not moved (one Redis read instead of the database's; fresh instances each time)."""
+    epoch = _tokens_epoch()
+    hit = _tokens.get(key_hash)
+    if epoch is not None and hit is not None and hit[1] == epoch and time.monotonic() - hit[0] < TOKEN_CACHE_S:
+        return _api_token_instance(hit[2])
+    read_at = time.monotonic()
+    row = _api_token_row(key_hash)
+    api_token = None if row is None else _api_token_instance(row)
+    if epoch is not None and api_token is not None and api_token.revoked_at is None:
+        if len(_tokens) >= TOKEN_CACHE_MAX:
+            _tokens.clear()
+        _tokens[key_hash] = (read_at, epoch, row)
+    return api_token
+
+
+def _api_token_row(key_hash: str) -> tuple | None:
+    """The row of the token with this hash and its client's, in one plain statement (every request reads it:
+    compiling the queryset cost more than the query)."""
+    token, client = Columns.of(ApiToken), Columns.of(Client)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {token.select('t')}, {client.select('c')} FROM {ApiToken._meta.db_table} AS t "
+                       f"JOIN {Client._meta.db_table} AS c ON c.id = t.client_id WHERE t.key_hash = %s", [key_hash])
+        return cursor.fetchone()
+
+
+def _api_token_instance(row: tuple) -> ApiToken:
+    token, client = Columns.of(ApiToken), Columns.of(Client)
+    api_token = token.instance(row[:len(token.attnames)])
+    _TOKEN_CLIENT.set_cached_value(api_token, client.instance(row[len(token.attnames):]))
+    return api_token
+
+
 @transaction.atomic
 def api_token_revoke(*, api_token: ApiToken, now: datetime) -> None:
-    """Sign out: the token stops working, and private streams opened with it close after commit. Idempotent."""
+    """Sign out: the token stops working at once, in every process (the API token cache's epoch moves before
+    the update and again after commit: a process that read the token meanwhile reads it again), and private
+    streams opened with it close after commit. Idempotent."""
+    _tokens_epoch_move()
     ApiToken.objects.filter(pk=api_token.pk, revoked_at__isnull=True).update(revoked_at=require_aware(now))
+    transaction.on_commit(_tokens_epoch_move)
     token_revoked_publish(api_token.client_id, api_token.pk)
 
 

@@ -93,6 +93,8 @@ class Book:
     # The engine's resting and armed orders as the last batch committed them, by engine id: a batch reads
     # from the database only those it has not (a rebuild starts empty; a queued modification evicts one).
     orders: dict[str, Order] = field(default_factory=dict)
+    # Engine ids that may wait on the mark or index (``_prices_matter``): a superset, pruned each batch.
+    watching: set[str] = field(default_factory=set)
 
 
 # This process's engines, by contract id: a cache of the database (see the module docstring).
@@ -185,7 +187,7 @@ def book_rebuild(contract: Contract, version: int) -> Book:
         "prices": {"last": None if last is None else scale.ticks(last), "mark": None, "index": None},
         "counters": {"order_seq": priority, "trade_seq": 0,
                      "trigger_seq": max((r["trigger_priority"] or 0 for r in rows), default=0)}})
-    return Book(engine, scale, version, priority)
+    return Book(engine, scale, version, priority, watching=_watching(engine))
 
 
 class _Row:
@@ -195,19 +197,41 @@ class _Row:
         self.pk, self.parent_id, self.leg = row["id"], row["parent_id"], row["leg"]
 
 
-def _prices_matter(engine: Engine, incoming: list[Order]) -> bool:
+_PRICE_SOURCES = (TriggerSource.MARK, TriggerSource.INDEX)
+
+
+def _on_prices(order: Order) -> bool:
+    """The order waits on the mark or index, or carries a leg that will."""
+    return order.trigger_source in _PRICE_SOURCES or any(
+        leg["trigger_source"] in _PRICE_SOURCES for leg in (order.attached or {}).values())
+
+
+def _watching(engine: Engine) -> set[str]:
+    """The engine ids of the stop and take-profit orders waiting on the mark or index, and of the resting
+    orders carrying a leg on one (scanned once, when an engine is rebuilt)."""
+    return ({trigger_id for trigger_id, trigger in engine.triggers.items() if trigger.source in _PRICE_SOURCES}
+            | {order_id for order_id, order in engine.orders.items()
+               if any(leg is not None and leg.source in _PRICE_SOURCES for leg in (order.tp, order.sl))})
+
+
+def _prices_matter(book: Book, incoming: list[Order]) -> bool:
     """Whether the batch must give the engine the mark and index: an order waits on one of them, or may
     arm one (an entry with a leg on one), or arrives with one (a trigger reads only its own source).
     Otherwise the engine's mark and index are left as they are: no order reads them until a batch where
     one does, and that batch gives the current ones first (to an engine in memory and to a rebuilt one
-    alike). The engine matches the database (its version is current), so it is asked, not the database."""
-    sources = (TriggerSource.MARK, TriggerSource.INDEX)
-    if any(o.trigger_source in sources or any(leg["trigger_source"] in sources for leg in (o.attached or {}).values())
-           for o in incoming):
-        return True
-    return (any(trigger.source in sources for trigger in engine.triggers.values())
-            or any(leg is not None and leg.source in sources for order in engine.orders.values()
-                   for leg in (order.tp, order.sl)))
+    alike). The engine matches the database (its version is current), so it is asked, not the database:
+    through ``Book.watching``, every engine id that may wait on those prices (the rebuild's scan, then each
+    batch's incoming orders that do), less those no longer in the engine (an entry counts while a leg it
+    armed waits), instead of scanning every resting order each batch."""
+    engine, watching = book.engine, book.watching
+    arriving = [o for o in incoming if _on_prices(o)]
+    watching.difference_update([engine_order_id for engine_order_id in watching
+                                if engine_order_id not in engine.orders and engine_order_id not in engine.triggers
+                                and f"{engine_order_id}:tp" not in engine.triggers
+                                and f"{engine_order_id}:sl" not in engine.triggers])
+    matter = bool(arriving or watching)
+    watching.update(engine_id(o) for o in arriving)
+    return matter
 
 
 def _engine_prices(contract: Contract, scale: Scale, now: datetime) -> dict[str, int]:
@@ -330,7 +354,7 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
         waiting = set(modifying)
         for engine_order_id in [key for key, order in book.orders.items() if order.pk in waiting]:
             del book.orders[engine_order_id]
-    prices_matter = _prices_matter(book.engine, incoming)
+    prices_matter = _prices_matter(book, incoming)
     if not incoming and not prices_matter:
         transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
         return 0

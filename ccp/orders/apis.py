@@ -1,5 +1,6 @@
 import functools
 
+from django.db import connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.response import Response
@@ -8,6 +9,7 @@ from rest_framework.views import APIView
 from ccp.book.services import MODIFY_REASONS, MODIFY_REFUSED, order_modify, position_close
 from ccp.clock import utcnow
 from ccp.contracts.models import Contract
+from ccp.db import Columns
 from ccp.errors import ApplicationError, Conflict, NotFound, api_exception_handler
 from ccp.money import money_str
 from ccp.orders.models import Order, OrderKind, SelfTrade, Side, TimeInForce, Trigger, TriggerSource
@@ -15,7 +17,8 @@ from ccp.orders.results import response_replaced
 from ccp.orders.selectors import order_get, order_list
 from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer, order_payload
 from ccp.orders.services import OrderRequest, order_cancel, order_submit, orders_cancel_all, orders_submit
-from ccp.orders.states import OrderState
+from ccp.orders.states import OPEN_STATES, OrderState
+from ccp.perps.models import Perpetual
 from ccp.query import query_check, query_filters
 from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
 from ccp.throttling import OrderEntryThrottle, order_entries_allowed
@@ -110,17 +113,57 @@ def orders_reread(orders: list[Order]) -> list[Order]:
     """The orders as they are now, each with the contract it was entered with (a contract row is not read
     again: the answer names only its symbol)."""
     contracts = {order.pk: order.contract for order in orders}
-    now = list(Order.objects.filter(pk__in=contracts))
+    columns = Columns.of(Order)
+    with connection.cursor() as cursor:  # plain SQL: compiling the queryset cost more than the query
+        cursor.execute(f"SELECT {columns.select('o')} FROM {Order._meta.db_table} AS o WHERE o.id = ANY(%s) "
+                       "ORDER BY o.id", [sorted(contracts)])
+        now = [columns.instance(row) for row in cursor.fetchall()]
     for order in now:
         order.contract = contracts[order.pk]
     return now
 
 
 def order_enter(*, client, data, now) -> tuple[Order, bool]:
-    """One order's entry from its request fields: parsed, its contract found, submitted."""
+    """One order's entry from its request fields: parsed, its contract found (with the client's open orders
+    counted in the same statement), submitted."""
     fields = order_fields(data)
-    contract = contract_named(fields.pop("contract"))
-    return order_submit(client=client, request=order_request(contract, fields), now=now)
+    contracts, open_count = entry_reads(symbols=[fields["contract"]], client_id=client.pk)
+    contract = contracts.get(fields.pop("contract"))
+    if contract is None:
+        raise _unknown_contract()
+    return order_submit(client=client, request=order_request(contract, fields), now=now, open_count=open_count)
+
+
+_PERPETUAL = Contract._meta.get_field("perpetual")  # the reverse one-to-one: a contract's perpetual terms
+_ENTRY_READS = """
+    SELECT (SELECT count(*) FROM {orders} WHERE client_id = %s AND state = ANY(%s)), {contract}, {perpetual}
+    FROM (SELECT) AS one LEFT JOIN {contracts} AS c ON c.symbol = ANY(%s)
+    LEFT JOIN {perpetuals} AS p ON p.contract_id = c.id
+"""
+
+
+def entry_reads(*, symbols: list[str], client_id: int) -> tuple[dict[str, Contract], int]:
+    """Order entry's reads in one plain statement: the contracts with these symbols, each with its perpetual
+    terms (None on a dated contract), and the client's open orders counted (``open_orders_count``, which
+    ``orders_submit`` caps). A queryset per read cost a single order more than the queries themselves."""
+    contract, perpetual = Columns.of(Contract), Columns.of(Perpetual)
+    sql = _ENTRY_READS.format(orders=Order._meta.db_table, contracts=Contract._meta.db_table,
+                              perpetuals=Perpetual._meta.db_table, contract=contract.select("c"),
+                              perpetual=perpetual.select("p"))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [client_id, sorted(OPEN_STATES), sorted(set(symbols))])
+        rows = cursor.fetchall()
+    found, at = {}, 1 + len(contract.attnames)
+    for row in rows:
+        if row[1] is None:  # no contract has these symbols: the count alone
+            continue
+        named = contract.instance(row[1:at])
+        terms = None if row[at] is None else perpetual.instance(row[at:])
+        _PERPETUAL.set_cached_value(named, terms)
+        if terms is not None:
+            _PERPETUAL.remote_field.set_cached_value(terms, named)
+        found[named.symbol] = named
+    return found, rows[0][0]
 
 
 def order_request(contract: Contract, fields: dict) -> OrderRequest:
@@ -217,8 +260,7 @@ class OrderBatchApi(APIView):
                 parsed.append((position, order_fields(data)))
             except (ApplicationError, exceptions.APIException) as exc:
                 results[position] = _refused(exc)
-        contracts = {c.symbol: c for c in Contract.objects.select_related("perpetual").filter(
-            symbol__in={f["contract"] for _, f in parsed})}
+        contracts, open_count = entry_reads(symbols=[f["contract"] for _, f in parsed], client_id=request.user.pk)
         entering: list[tuple[int, OrderRequest]] = []
         for position, fields in parsed:
             contract = contracts.get(fields.pop("contract"))
@@ -227,7 +269,8 @@ class OrderBatchApi(APIView):
             else:
                 entering.append((position, order_request(contract, fields)))
         received: list[Order] = []
-        entered = orders_submit(client=request.user, requests=[r for _, r in entering], now=now)
+        entered = orders_submit(client=request.user, requests=[r for _, r in entering], now=now,
+                                open_count=open_count)
         for (position, _), outcome in zip(entering, entered, strict=True):
             if isinstance(outcome, ApplicationError):
                 results[position] = _refused(outcome)

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable
 
 import redis
 import redis.asyncio
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 
@@ -105,23 +104,10 @@ def response_replaced(original, data, status: int):
 
 
 def order_results_awaited(view: Callable) -> Callable:
-    """Wrap a view whose response may ask to wait for order results: a response with
-    ``awaited_orders = (order_ids, rerender)`` is held up to ``CCP_ORDER_WAIT_MS`` while the worker
-    validates; then ``rerender(finished_ids)`` (run like any sync view code) gives the response sent.
-    The view's own code runs as every view's does; only the wait happens in the event loop."""
-    sync_view = sync_to_async(view)
-
-    @functools.wraps(view)  # keeps the DRF view's attributes (cls, initkwargs, csrf_exempt) for the schema
-    async def wrapper(request, *args, **kwargs):
-        response = await sync_view(request, *args, **kwargs)
-        awaited = getattr(response, "awaited_orders", None)
-        wait_s = settings.CCP_ORDER_WAIT_MS / 1000
-        if not awaited or wait_s <= 0:
-            return response
-        order_ids, rerender = awaited
-        finished = await order_results_wait(order_ids, timeout_s=wait_s)
-        if not finished:
-            return response
-        return await sync_to_async(rerender)(finished)
-
-    return wrapper
+    """A view whose response may ask to wait for order results: a response with
+    ``awaited_orders = (order_ids, rerender)`` is held by the served application (``ccp.asgi``) up to
+    ``CCP_ORDER_WAIT_MS`` in its event loop while the worker validates, after the view, the middleware and
+    the request's database connection are done; then ``rerender(finished_ids)`` (run on the request's
+    thread) gives the content and status sent. The view itself is unchanged: synchronous, one call with
+    the middleware on the request's thread. Elsewhere (the test client) the response is sent as it is."""
+    return view

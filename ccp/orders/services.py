@@ -8,14 +8,14 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 
 from ccp.accounts.models import Client
 from ccp.accounts.services import balances_publish, fund_locks_adjust
 from ccp.book.versions import books_touched
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
-from ccp.db import bulk_insert_rows, bulk_update_rows
+from ccp.db import bulk_insert_rows, bulk_update_rows, unnest_source
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_lock, contract_lock, contracts_lock, fund_locks_lock, order_lock, orders_lock
 from ccp.marketdata.services import books_bbo_publish
@@ -156,12 +156,13 @@ def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
     book_levels_changed(contract_id=contract_id, levels=[(side, price)])
 
 
-def order_submit(*, client: Client, request: OrderRequest, now: datetime,
-                 validate_later: bool = True) -> tuple[Order, bool]:
+def order_submit(*, client: Client, request: OrderRequest, now: datetime, validate_later: bool = True,
+                 open_count: int | None = None) -> tuple[Order, bool]:
     """Store an order as received and queue its validation after commit (unless ``validate_later`` is
     false: the caller queues it, with others, ``orders_validate_later``). Returns (order, created).
     ``orders_submit`` of one request: its refusal is raised."""
-    (entered,) = orders_submit(client=client, requests=[request], now=now, validate_later=validate_later)
+    (entered,) = orders_submit(client=client, requests=[request], now=now, validate_later=validate_later,
+                               open_count=open_count)
     if isinstance(entered, ApplicationError):
         raise entered
     return entered
@@ -172,7 +173,7 @@ Entered = tuple[Order, bool] | ApplicationError  # (order, created), or why the 
 
 @transaction.atomic
 def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: datetime,
-                  validate_later: bool = True) -> list[Entered]:
+                  validate_later: bool = True, open_count: int | None = None) -> list[Entered]:
     """Store a client's orders as received, in one transaction and a few statements whatever their number
     (the open orders counted once, the new orders and their history rows inserted by one statement, their
     private-stream events numbered by one UPDATE), and queue their validation after commit (unless
@@ -188,6 +189,8 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     beyond the cap (``order_validate``, ``ccp.book.services``). The insert is ON CONFLICT DO NOTHING in
     client_order_id order: a concurrent submission of the same id waits for the other's commit, then
     gets its order. A client_order_id sent twice in one call is entered as if sent again after the call.
+    ``open_count``: the client's open orders as the caller just counted them (``open_orders_count``), if it
+    did, with another read.
     """
     now = require_aware(now)
     out: list[Entered | None] = [None] * len(requests)
@@ -198,7 +201,8 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     violations = {i: order_violation(order=requests[i], contract=requests[i].contract, now=now) for i in unique}
     _margin_modes_check(client, requests, violations)
     cap = settings.CCP_MAX_OPEN_ORDERS
-    open_count = open_orders_count(client_id=client.pk)
+    if open_count is None:
+        open_count = open_orders_count(client_id=client.pk)
     # Stored orders looked up first only when a rule or the cap refuses some: a retry gets its order anyway.
     existing = _orders_by_client_id(client, [requests[i].client_order_id for i in unique]) if (
         any(violations.values()) or open_count + len(unique) > cap) else {}
@@ -278,24 +282,40 @@ def _orders_by_client_id(client: Client, client_order_ids: list[str]) -> dict[st
 
 
 _ORDER_COLUMNS = [f for f in Order._meta.concrete_fields if not f.primary_key]
+_ORDER_JSON = [f for f in _ORDER_COLUMNS if isinstance(f, models.JSONField)]  # adapted; the others go as they are
+_ORDERS_INSERT = """
+    WITH o AS (INSERT INTO {orders} ({columns}) {rows}
+               ON CONFLICT (client_id, client_order_id) DO NOTHING RETURNING id, client_order_id),
+    h AS (INSERT INTO {history} (order_id, from_state, to_state, reason, filled_quantity, at)
+          SELECT o.id, NULL, %s, '', 0, %s FROM o)
+    SELECT id, client_order_id FROM o
+"""
+_VALUES_MAX = 4  # up to this many orders a VALUES list (cheapest for one); more, one array per column
 
 
 def _orders_insert(orders: list[Order], *, now: datetime) -> dict[str, int]:
     """Insert new orders (of one client) and their 'received' history rows in one statement, in
     client_order_id order; an order whose (client, client_order_id) exists is skipped (ON CONFLICT DO
-    NOTHING: a concurrent insert of it is waited for). Returns client_order_id -> id of those inserted."""
+    NOTHING: a concurrent insert of it is waited for). Returns client_order_id -> id of those inserted.
+    A few orders go as a VALUES list, more as one array per column (``ccp.db.unnest_source``: a VALUES list
+    of a hundred orders has thousands of parameters, which the driver splits and converts one by one)."""
     if not orders:
         return {}
     orders = sorted(orders, key=lambda order: order.client_order_id)
+    rows = [{f.attname: getattr(order, f.attname) for f in _ORDER_COLUMNS} for order in orders]
+    for row in rows:
+        for f in _ORDER_JSON:
+            row[f.attname] = f.get_db_prep_save(row[f.attname], connection)
     columns = ", ".join(f'"{f.column}"' for f in _ORDER_COLUMNS)
-    row = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
-    history = OrderStateHistory._meta
-    sql = (f'WITH o AS (INSERT INTO "{Order._meta.db_table}" ({columns}) VALUES {", ".join([row] * len(orders))} '
-           'ON CONFLICT ("client_id", "client_order_id") DO NOTHING RETURNING "id", "client_order_id"), '
-           f'h AS (INSERT INTO "{history.db_table}" ("order_id", "from_state", "to_state", "reason", '
-           '"filled_quantity", "at") SELECT o.id, NULL, %s, \'\', 0, %s FROM o) '
-           'SELECT "id", "client_order_id" FROM o')
-    params = [f.get_db_prep_save(getattr(order, f.attname), connection) for order in orders for f in _ORDER_COLUMNS]
+    if len(rows) <= _VALUES_MAX:
+        values = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
+        sql_rows, params = f"VALUES {', '.join([values] * len(rows))}", [row[f.attname] for row in rows
+                                                                          for f in _ORDER_COLUMNS]
+    else:
+        source, params = unnest_source(_ORDER_COLUMNS, rows)
+        sql_rows = f"SELECT {columns} FROM {source} ORDER BY v.client_order_id"
+    sql = _ORDERS_INSERT.format(orders=Order._meta.db_table, history=OrderStateHistory._meta.db_table,
+                                columns=columns, rows=sql_rows)
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, OrderState.RECEIVED, now])
         return {client_order_id: pk for pk, client_order_id in cursor.fetchall()}
