@@ -52,6 +52,9 @@ class Position(models.Model):
                          name="position_liquidation_key"),
             models.Index(fields=["contract", "call_key"], condition=Q(call_key__isnull=False),
                          name="position_call_key"),
+            # the cross accounts holding a perpetual (ccp.perps.cross), without reading its isolated positions
+            models.Index(fields=["contract", "client"], condition=Q(margin_mode="cross") & ~Q(quantity=0),
+                         name="position_cross_holders"),
         ]
 
     def __str__(self) -> str:
