@@ -514,7 +514,8 @@ def insurance_fund_unwind(*, contract: Contract, perpetual: Perpetual, mark: Dec
     - while the fund can pay its loss at the mark: on the book, a reduce-only immediate-or-cancel market order
       for all of it, protected at the mark -/+ CCP_INSURANCE_UNWIND_BPS but never beyond the fund's own
       bankruptcy price (where closing would take its available collateral below zero), within the price band,
-      unless one is still open; through ``order_submit``, idempotent per mark time;
+      unless one is still open; through ``order_submit``, named after the fund's previous unwind order (the same
+      check twice enters one, a leftover after a partial fill gets the next);
     - once the mark is at or beyond that price (the fund has run dry): auto-deleveraged, all of it, against the
       most profitable opposite positions at the fund's bankruptcy price (``_bankrupt_close``: ADL steps).
     The fund's bankruptcy price of a position ``q`` (cost ``c``, margin ``m``) with available ``A``: closing at
@@ -522,8 +523,9 @@ def insurance_fund_unwind(*, contract: Contract, perpetual: Perpetual, mark: Dec
     Its available is all of the currency's, whatever else it holds (one perpetual per currency is the rule;
     several share it)."""
     position = Position.objects.filter(client=fund, contract=contract).exclude(quantity=0).first()
-    if position is None or Order.objects.filter(client=fund, contract=contract, state__in=OPEN_STATES,
-                                                client_order_id__startswith="unwind-").exists():
+    last = (Order.objects.filter(client=fund, contract=contract, client_order_id__startswith="unwind-")
+            .only("pk", "state").order_by("-id").first())
+    if position is None or (last is not None and last.state in OPEN_STATES):
         return []
     q, tick = position.quantity, contract.tick_size
     funds = FundLock.objects.get(client=fund, currency_id=contract.collateral_id).available
@@ -542,7 +544,7 @@ def insurance_fund_unwind(*, contract: Contract, perpetual: Perpetual, mark: Dec
     worst = protection_price(mark=mark, slippage_bps=settings.CCP_INSURANCE_UNWIND_BPS, long=long, tick=tick)
     worst = min(worst, dry) if long else max(worst, dry)
     order_submit(client=fund, now=now, request=OrderRequest(
-        client_order_id=f"unwind-{contract.pk}-{perpetual.marked_at:%Y%m%dT%H%M%S%f}", contract=contract,
+        client_order_id=f"unwind-{contract.pk}-{last.pk if last is not None else 0}", contract=contract,
         side="buy" if long else "sell", kind="market", price=min(max(worst, contract.price_min), contract.price_max),
         quantity=abs(q), time_in_force="ioc", reduce_only=True, leverage=Decimal(1),
         margin_mode=position.margin_mode or CROSS))

@@ -52,8 +52,8 @@ def isolated_reached(*, contract_id: int, mark: Decimal) -> list[Reached]:
     """The perpetual's isolated positions whose liquidation price ``mark`` has reached (a long's at or above it,
     a short's at or below), by position id: through the liquidation key index (module docstring)."""
     rows = Position.objects.filter(_key_reached("liquidation_key", mark), contract_id=contract_id).values_list(
-        "id", "client_id", "quantity", "cost", "margin")
-    return sorted(Reached(*row) for row in rows)  # sorted here: an ORDER BY made the planner walk the table
+        "id", "client_id", "quantity", "cost", "margin").order_by()  # no ORDER BY (not even Meta's): the planner
+    return sorted(Reached(*row) for row in rows)  # walked the table by it; sorted here instead
 
 
 def isolated_called(*, contract_id: int, mark: Decimal, now: datetime) -> list[Position]:
