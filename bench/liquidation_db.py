@@ -209,6 +209,12 @@ def child(args) -> None:
         return Position.objects.filter(_key_reached("call_key", mark), contract_id=contract_id).exclude(
             _key_reached("liquidation_key", mark)).filter(margin_called_at__isnull=True).order_by("id")
 
+    def unordered(mark: Decimal) -> tuple[int, list[int], list[int]]:
+        """The probe without the model's default ordering (``Meta.ordering`` puts ORDER BY client_id, contract_id
+        on ``isolated_reached``'s query), sorted in Python as the service sorts: the proposed fix."""
+        rows = sorted(probe_query(mark).order_by())
+        return len(rows), *check(((pk, q, cost, margin) for pk, _, q, cost, margin in rows), mark)
+
     def explain(queryset) -> dict:
         return {"sql": str(queryset.query), "plan": queryset.explain(analyze=True, buffers=True).splitlines()}
 
@@ -232,19 +238,23 @@ def child(args) -> None:
             index_ms, index_cpu, (reached, hit, called) = timed(lambda mark=mark: indexed(mark), args.runs)
             walk_ms, walk_cpu, (read, walked, past_call) = timed(lambda mark=mark: walk(mark), args.runs)
             sweep_ms, sweep_cpu, swept = timed(lambda mark=mark: sweep(mark), args.runs)
+            bare_ms, bare_cpu, (_, bare, _) = timed(lambda mark=mark: unordered(mark), args.runs)
             if hit != walked:
                 raise SystemExit(f"indexed and walk disagree at {size} positions, {name} tick: "
                                  f"{len(hit)} vs {len(walked)} liquidatable")
+            if bare != hit:
+                raise SystemExit(f"the probe without ORDER BY finds other positions at {size}, {name} tick")
             if swept != past_call:
                 raise SystemExit(f"isolated_called and walk disagree at {size} positions, {name} tick: "
                                  f"{len(swept)} vs {len(past_call)} margin-called")
             results[size]["ticks"][name] = {
                 "reached": reached, "liquidatable": len(hit), "not": len(called), "index_ms": index_ms,
                 "index_cpu_ms": index_cpu, "read": read, "walk_ms": walk_ms, "walk_cpu_ms": walk_cpu,
-                "called": len(swept), "sweep_ms": sweep_ms, "sweep_cpu_ms": sweep_cpu}
+                "called": len(swept), "sweep_ms": sweep_ms, "sweep_cpu_ms": sweep_cpu, "bare_ms": bare_ms,
+                "bare_cpu_ms": bare_cpu}
             log(f"{size:,} {name}: {json.dumps(results[size]['ticks'][name])}")
-        explains[size] = {name: {"probe": explain(probe_query(mark)), "sweep": explain(sweep_query(mark))}
-                          for name, mark in reversed(TICKS)}
+        explains[size] = {name: {"probe": explain(probe_query(mark)), "sweep": explain(sweep_query(mark)),
+                                 "bare": explain(probe_query(mark).order_by())} for name, mark in reversed(TICKS)}
 
     # Cross accounts, cumulative: the first size's accounts stay when the next size adds the rest.
     cross = {}
@@ -286,28 +296,32 @@ def report(out: dict, runs: int, loads: tuple) -> None:
     print(f"liquidation check through PostgreSQL: one perpetual, isolated positions, leverage 1..100, call ratio "
           f"{out['call_ratio']}; wall ms per tick, median of {runs}")
     print(f"{'positions':>10} {'tick':>6} {'reached':>8} {'liquid.':>8} {'indexed':>9} {'(cpu)':>8} "
-          f"{'walk ms':>9} {'(cpu)':>8} {'ratio':>7} {'peer ms':>8} {'called':>7} {'sweep ms':>9} {'(cpu)':>8}")
+          f"{'walk ms':>9} {'(cpu)':>8} {'ratio':>7} {'peer ms':>8} {'no ORDER':>9} {'(cpu)':>8} {'called':>7} "
+          f"{'sweep ms':>9} {'(cpu)':>8}")
     for size, entry in out["results"].items():
         for name, r in entry["ticks"].items():
             peer = PEER.get(int(size), (None, None))[0 if name == "quiet" else 1]
             print(f"{int(size):>10,} {name:>6} {r['reached']:>8,} {r['liquidatable']:>8,} "
                   f"{r['index_ms']:>9.1f} {r['index_cpu_ms']:>8.1f} {r['walk_ms']:>9.1f} {r['walk_cpu_ms']:>8.1f} "
-                  f"{r['walk_ms'] / r['index_ms']:>6.1f}x {peer or '-':>8} {r['called']:>7,} {r['sweep_ms']:>9.1f} "
-                  f"{r['sweep_cpu_ms']:>8.1f}")
+                  f"{r['walk_ms'] / r['index_ms']:>6.1f}x {peer or '-':>8} {r['bare_ms']:>9.1f} "
+                  f"{r['bare_cpu_ms']:>8.1f} {r['called']:>7,} {r['sweep_ms']:>9.1f} {r['sweep_cpu_ms']:>8.1f}")
         s = entry["setup"]
         print(f"{'':>10} set-up: drawn {s['drawn_s']:.1f} s, priced and rows built {s['rows_s']:.1f} s, COPY "
               f"(clients, fund locks, positions) {s['copy_s']:.1f} s, ANALYZE {s['analyze_s']:.1f} s")
     print("reached: rows isolated_reached returned (liquidation key reached); liquid.: liquidatable (the same set "
           "on both paths); indexed: isolated_reached + liquidatable on each; walk: every isolated position read and "
-          "checked (baseline); ratio = walk / indexed; peer: in-memory loop, CPU ms (shared/bench/README.md); "
+          "checked (baseline); ratio = walk / indexed; peer: in-memory loop, CPU ms (shared/bench/README.md); no "
+          "ORDER: the probe's query without the model's default ordering, sorted in Python (the proposed fix); "
           "called, sweep: isolated_called (the minute sweep of margin calls, not on every tick); (cpu): this "
           "process's CPU ms (PostgreSQL's work is in wall only)")
     for size, ticks in out["explains"].items():
         for name, queries in ticks.items():
             for query, function, index in (("probe", "isolated_reached", "position_liquidation_key"),
+                                           ("bare", "isolated_reached's query with .order_by(), the proposed fix",
+                                            "position_liquidation_key"),
                                            ("sweep", "isolated_called", "position_call_key")):
                 e = queries[query]
-                print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the {query} ({function}) at the {name} tick, "
+                print(f"\nEXPLAIN (ANALYZE, BUFFERS) of {function} at the {name} tick, "
                       f"{int(size):,} positions: {through(e['plan'], index)}")
                 print(f"  {e['sql']}")
                 print("\n".join(f"  {line}" for line in e["plan"]))
