@@ -21,16 +21,19 @@ Per tick, wall ms (what a worker waits: the query, building the rows, Python's c
 - walk (baseline): every open isolated position of the contract read (the query of
   ``perpetual_liquidations_enter`` before the indexes, without its ``select_related("client")``) and each one
   checked with ``liquidatable``;
+- no ORDER: the probe's queryset with ``.order_by()`` (``Position.Meta.ordering`` puts ``ORDER BY client_id,
+  contract_id`` on ``isolated_reached``'s query, so the planner may walk the client index instead of the key's),
+  its rows sorted in Python and checked the same way: the proposed fix, timed beside; it must find the same set;
 - sweep: ``ccp.perps.watch.isolated_called`` at the tick's mark (the minute sweep of margin calls,
   ``perpetuals_margin_call``, through the call key; no position has been called yet, so every position past its
   call price but not its liquidation price comes back), a figure of its own: it no longer runs on every tick.
-Both paths must find the same liquidatable set, and the sweep the positions the walk finds past their call key
+The three paths must find the same liquidatable set, and the sweep the positions the walk finds past their call key
 but not their liquidation key, or the bench stops. The CPU ms of this process (the Python side; PostgreSQL's
 own work is in the wall time) and the peer's figures (``bench/liquidation_scan.py``'s PEER: an in-memory loop,
 CPU time) are printed beside. For each size and tick the probe's SQL (the queryset of ``isolated_reached``,
 built here with ``_key_reached``, the model's default ordering included) is shown with ``EXPLAIN (ANALYZE,
-BUFFERS)``, with whether it went through ``position_liquidation_key``; the sweep's likewise with
-``position_call_key``.
+BUFFERS)``, with whether it went through ``position_liquidation_key``; the same without ORDER BY, and the
+sweep's with ``position_call_key``.
 
 Cross margin: ``ccp.perps.cross.cross_accounts_below`` reads every cross account holding the perpetual at
 each mark (by design: a cross trigger moves with the account's other positions). It is timed for
