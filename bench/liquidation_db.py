@@ -2,35 +2,38 @@
 identified, the way the service does it, next to the plain walk it did before, measured in the same run.
 
     .venv/bin/python bench/liquidation_db.py [--sizes 10000 100000 1000000] [--cross-sizes 1000 10000]
-                                             [--runs 3] [--seed 1] [--proposal]
+                                             [--runs 3] [--seed 1]
 
 One perpetual (BTC-USDC-PERP: tick 0.01, lot 0.1, one maintenance tier at 0.5% up to 100x, liquidation fee
 0.05%, reference price 100) holding ``size`` open isolated positions, one client each: the generator of
 ``bench/liquidation_scan.py`` (half long, half short, entry 99..101, leverage 1..100, size 0.1..10; a
 position already liquidatable at 99.99..100.01 is drawn again; the same draws for the same seed, checked
-against that bench's own generator on the first size), each with its cost, margin and trigger prices from
-``ccp.perps.margin.isolated_triggers`` (call ratio ``CCP_MARGIN_CALL_RATIO``). Clients, fund locks (the
-deposit is the margin; the trade's cash is in ``settle_value``) and positions go in with COPY, then ANALYZE;
-that set-up is timed apart. A quiet tick moves the mark from 100 to 99.99 (0.01%), a crash tick to 98.00 (2%).
+against that bench's own generator on the first size), each with its cost, margin, trigger prices and signed
+keys (``liquidation_key``, ``call_key``: a short's negative) from ``ccp.perps.booking.position_triggers`` (call
+ratio ``CCP_MARGIN_CALL_RATIO``). Clients, fund locks (the deposit is the margin; the trade's cash is in
+``settle_value``) and positions go in with COPY, then ANALYZE; that set-up is timed apart. A quiet tick moves
+the mark from 100 to 99.99 (0.01%), a crash tick to 98.00 (2%).
 
 Per tick, wall ms (what a worker waits: the query, building the rows, Python's check), medians of ``--runs``:
-- indexed: ``list(ccp.perps.watch.isolated_reached(contract_id=..., mark=...))`` (the call price indexes hand
-  over the positions the mark reached) then ``ccp.perps.margin.liquidatable`` on each: liquidatable or
-  margin-called;
+- indexed: ``ccp.perps.watch.isolated_reached(contract_id=..., mark=...)`` (the positions whose liquidation key
+  the mark reached: a long's key at or above it, a short's in [-mark, 0); ``Reached`` tuples, no model
+  objects) then ``ccp.perps.margin.liquidatable`` on each, as ``ccp.perps.services.isolated_candidates`` does;
 - walk (baseline): every open isolated position of the contract read (the query of
   ``perpetual_liquidations_enter`` before the indexes, without its ``select_related("client")``) and each one
-  checked with ``liquidatable``.
-Both must find the same liquidatable set, or the bench stops. The CPU ms of this process (the Python side;
-PostgreSQL's own work is in the wall time) and the peer's figures (``bench/liquidation_scan.py``'s PEER: an
-in-memory loop, CPU time) are printed beside. Each tick's query is shown once per size with
-``EXPLAIN (ANALYZE, BUFFERS)`` (the crash tick's first), with whether it went through both partial indexes.
-
-``--proposal``: the planner does not know that a long's call price lies below the mark and a short's above
-(partial indexes keep no statistics of their own), so it takes the probe for a large share of the table and may
-walk it by primary key instead. The proposal keys both sides on one signed call price (``SIGNED_CALL``: a long
-is reached at or above the mark, a short in [-mark, 0)) through an index on that expression with its
-statistics (``CREATE STATISTICS``), created in the bench's database only after the measurements above, and
-times that probe (no ORDER BY; the rows sorted in Python) with the same check: it must find the same rows.
+  checked with ``liquidatable``;
+- no ORDER: the probe's queryset with ``.order_by()`` (``Position.Meta.ordering`` puts ``ORDER BY client_id,
+  contract_id`` on ``isolated_reached``'s query, so the planner may walk the client index instead of the key's),
+  its rows sorted in Python and checked the same way: the proposed fix, timed beside; it must find the same set;
+- sweep: ``ccp.perps.watch.isolated_called`` at the tick's mark (the minute sweep of margin calls,
+  ``perpetuals_margin_call``, through the call key; no position has been called yet, so every position past its
+  call price but not its liquidation price comes back), a figure of its own: it no longer runs on every tick.
+The three paths must find the same liquidatable set, and the sweep the positions the walk finds past their call key
+but not their liquidation key, or the bench stops. The CPU ms of this process (the Python side; PostgreSQL's
+own work is in the wall time) and the peer's figures (``bench/liquidation_scan.py``'s PEER: an in-memory loop,
+CPU time) are printed beside. For each size and tick the probe's SQL (the queryset of ``isolated_reached``,
+built here with ``_key_reached``, the model's default ordering included) is shown with ``EXPLAIN (ANALYZE,
+BUFFERS)``, with whether it went through ``position_liquidation_key``; the same without ORDER BY, and the
+sweep's with ``position_call_key``.
 
 Cross margin: ``ccp.perps.cross.cross_accounts_below`` reads every cross account holding the perpetual at
 each mark (by design: a cross trigger moves with the account's other positions). It is timed for
@@ -67,9 +70,6 @@ from ccp.perps.margin import LONG, SHORT, initial_margin, liquidation_price  # n
 RESULT_MARK = "BENCH-LIQUIDATION-DB-JSON "
 REFERENCE = Decimal(100)
 TICKS = (("quiet", Decimal("99.99")), ("crash", Decimal("98.00")))
-# --proposal: one key for both sides, so that one histogram tells them apart (a long is reached when it is at or
-# above the mark, a short when it lies in [-mark, 0)).
-SIGNED_CALL = "CASE WHEN quantity > 0 THEN call_px ELSE -call_px END"
 
 
 def drawn(count: int, seed: int) -> list[tuple[Decimal, Decimal, Decimal, int]]:
@@ -115,12 +115,13 @@ def child(args) -> None:
     from ccp.clock import utcnow
     from ccp.contracts.models import Currency, Pair
     from ccp.db import bulk_insert_rows, ids_reserve
-    from ccp.perps.accounting import CROSS, ISOLATED
+    from ccp.perps.accounting import CROSS, ISOLATED, PerpPosition
+    from ccp.perps.booking import position_triggers
     from ccp.perps.cross import cross_accounts_below
-    from ccp.perps.margin import Tier, isolated_triggers, liquidatable, tier_of
+    from ccp.perps.margin import Tier, liquidatable, tier_of
     from ccp.perps.models import Perpetual
     from ccp.perps.services import perpetual_list
-    from ccp.perps.watch import isolated_reached
+    from ccp.perps.watch import _key_reached, isolated_called, isolated_reached
     from ccp.risk.models import Position
 
     now = utcnow()
@@ -138,7 +139,8 @@ def child(args) -> None:
 
     btc = listed("BTC")
     contract_id = btc.pk
-    position_defaults = {f.attname: f.get_default() for f in Position._meta.concrete_fields if not f.primary_key}
+    position_defaults, lock_defaults = ({f.attname: f.get_default() for f in model._meta.concrete_fields
+                                         if not f.primary_key} for model in (Position, FundLock))
 
     def store(rows: list[tuple], perpetual: Perpetual, mode: str) -> tuple[list[int], dict]:
         """One client, fund lock and position of ``mode`` per drawn row (COPY), then ANALYZE; the clients' ids
@@ -149,20 +151,19 @@ def child(args) -> None:
         clients, locks, positions = [], [], []
         for client_id, (quantity, entry, margin, _) in zip(ids, rows, strict=True):
             cost = quantity * entry
-            liquidation, call = (isolated_triggers(
-                quantity=quantity, cost=cost, margin=margin, tiers=tiers, fee_rate=FEE, call_ratio=ratio, tick=TICK)
-                if mode == ISOLATED else (None, None))
+            triggers = position_triggers(PerpPosition(quantity=quantity, cost=cost, margin=margin, mode=mode),
+                                         perpetual, perpetual.contract)
             clients.append({"id": client_id, "address": f"0x{client_id:040x}", "registered_at": now,
                             "stream_sequence": 0})
             # The deposit is the margin; the opening trade paid q * (entry - R) in cash (settle_value), and the
             # position holds its margin less that (ccp.perps.accounting): available is then zero.
             paid = cost - quantity * REFERENCE
-            locks.append({"client_id": client_id, "currency_id": usdc.pk, "fundlock": margin, "order_value": 0,
-                          "settle_value": -paid, "lockup_value": 0, "margin_value": margin - paid,
+            locks.append({**lock_defaults, "client_id": client_id, "currency_id": usdc.pk, "fundlock": margin,
+                          "order_value": 0, "settle_value": -paid, "lockup_value": 0, "margin_value": margin - paid,
                           "updated_at": now})
             positions.append({**position_defaults, "client_id": client_id, "contract_id": perpetual.pk,
                               "quantity": quantity, "cost": cost, "entry_price": entry, "margin_mode": mode,
-                              "margin": margin, "liquidation_px": liquidation, "call_px": call, "updated_at": now})
+                              "margin": margin, **triggers, "updated_at": now})
         took["rows_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         with transaction.atomic():
@@ -176,60 +177,49 @@ def child(args) -> None:
         took["analyze_s"] = time.perf_counter() - t0
         return ids, took
 
-    def check(positions, mark: Decimal) -> tuple[list[int], list[int]]:
-        """The exact check on each position: (liquidatable ids, the others')."""
+    def check(rows, mark: Decimal) -> tuple[list[int], list[int]]:
+        """The exact check on each (id, quantity, cost, margin): (liquidatable ids, the others')."""
         hit, missed = [], []
-        for p in positions:
-            q = p.quantity
-            (hit if liquidatable(quantity=q, entry_px=p.cost / q, margin=p.margin, mark=mark,
-                                 rate=tier_of(tiers, q).rate, fee_rate=FEE) else missed).append(p.pk)
+        for pk, q, cost, margin in rows:
+            (hit if liquidatable(quantity=q, entry_px=cost / q, margin=margin, mark=mark,
+                                 rate=tier_of(tiers, q).rate, fee_rate=FEE) else missed).append(pk)
         return hit, missed
 
     def indexed(mark: Decimal) -> tuple[int, list[int], list[int]]:
-        reached = list(isolated_reached(contract_id=contract_id, mark=mark))
-        return len(reached), *check(reached, mark)
+        reached = isolated_reached(contract_id=contract_id, mark=mark)
+        return len(reached), *check(((r.position_id, r.quantity, r.cost, r.margin) for r in reached), mark)
+
+    def past(key: Decimal | None, mark: Decimal) -> bool:
+        return key is not None and (key >= mark or -mark <= key < 0)
 
     def walk(mark: Decimal) -> tuple[int, list[int], list[int]]:
+        """(positions read, liquidatable ids, ids past their call key but not their liquidation key)."""
         every = list(Position.objects.filter(contract_id=contract_id, margin_mode=ISOLATED).exclude(quantity=0)
                      .order_by("id"))
-        return len(every), *check(every, mark)
+        hit, _ = check(((p.pk, p.quantity, p.cost, p.margin) for p in every), mark)
+        return len(every), hit, [p.pk for p in every if past(p.call_key, mark) and not past(p.liquidation_key, mark)]
 
-    def explain(queryset) -> list[str]:
-        sql, params = queryset.query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
-            return [row[0] for row in cursor.fetchall()]
+    def sweep(mark: Decimal) -> list[int]:
+        return [p.pk for p in isolated_called(contract_id=contract_id, mark=mark, now=utcnow())]
 
-    def signed_reached(mark: Decimal):
-        """The proposal's probe: the positions whose signed call price (``SIGNED_CALL``) the mark reached."""
-        return Position.objects.filter(contract_id=contract_id, margin_mode=ISOLATED, call_px__isnull=False).extra(
-            where=[f"({SIGNED_CALL}) >= %s OR (({SIGNED_CALL}) >= %s AND ({SIGNED_CALL}) < 0)"],
-            params=[mark, -mark]).order_by()  # not even the model's default order
+    def probe_query(mark: Decimal):
+        """The queryset ``isolated_reached`` runs (ccp.perps.watch), as it is built there."""
+        return Position.objects.filter(_key_reached("liquidation_key", mark), contract_id=contract_id).values_list(
+            "id", "client_id", "quantity", "cost", "margin")
 
-    def signed(mark: Decimal) -> tuple[int, list[int], list[int]]:
-        reached = sorted(signed_reached(mark), key=lambda p: p.pk)
-        return len(reached), *check(reached, mark)
+    def sweep_query(mark: Decimal):
+        """The queryset ``isolated_called`` runs, as it is built there (no position called yet)."""
+        return Position.objects.filter(_key_reached("call_key", mark), contract_id=contract_id).exclude(
+            _key_reached("liquidation_key", mark)).filter(margin_called_at__isnull=True).order_by("id")
 
-    def proposal(size: int, ticks: dict) -> tuple[dict, dict]:
-        """Time ``signed`` through an index on the signed call price with its statistics (created here, dropped
-        after); it must find what the service's probe found."""
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE INDEX bench_signed_call ON risk_position (contract_id, ({SIGNED_CALL})) "
-                           "WHERE call_px IS NOT NULL")
-            cursor.execute(f"CREATE STATISTICS bench_signed_call ON ({SIGNED_CALL}) FROM risk_position")
-            cursor.execute("ANALYZE risk_position")
-        figures, plans = {}, {}
-        for name, mark in TICKS:
-            ms, cpu, (reached, hit, called) = timed(lambda mark=mark: signed(mark), args.runs)
-            if (reached, len(hit), len(called)) != tuple(ticks[name][k] for k in ("reached", "liquidatable", "called")):
-                raise SystemExit(f"the proposal's probe finds other positions at {size}, {name} tick")
-            figures[name] = {"ms": ms, "cpu_ms": cpu}
-            plans[name] = explain(signed_reached(mark))
-            log(f"{size:,} {name}, proposal: {json.dumps(figures[name])}")
-        with connection.cursor() as cursor:
-            cursor.execute("DROP STATISTICS bench_signed_call")
-            cursor.execute("DROP INDEX bench_signed_call")
-        return figures, plans
+    def unordered(mark: Decimal) -> tuple[int, list[int], list[int]]:
+        """The probe without the model's default ordering (``Meta.ordering`` puts ORDER BY client_id, contract_id
+        on ``isolated_reached``'s query), sorted in Python as the service sorts: the proposed fix."""
+        rows = sorted(probe_query(mark).order_by())
+        return len(rows), *check(((pk, q, cost, margin) for pk, _, q, cost, margin in rows), mark)
+
+    def explain(queryset) -> dict:
+        return {"sql": str(queryset.query), "plan": queryset.explain(analyze=True, buffers=True).splitlines()}
 
     results, explains = {}, {}
     for number, size in enumerate(args.sizes):
@@ -249,19 +239,25 @@ def child(args) -> None:
         results[size] = {"setup": {"drawn_s": made_s, **took}, "ticks": {}}
         for name, mark in TICKS:
             index_ms, index_cpu, (reached, hit, called) = timed(lambda mark=mark: indexed(mark), args.runs)
-            walk_ms, walk_cpu, (read, walked, _) = timed(lambda mark=mark: walk(mark), args.runs)
+            walk_ms, walk_cpu, (read, walked, past_call) = timed(lambda mark=mark: walk(mark), args.runs)
+            sweep_ms, sweep_cpu, swept = timed(lambda mark=mark: sweep(mark), args.runs)
+            bare_ms, bare_cpu, (_, bare, _) = timed(lambda mark=mark: unordered(mark), args.runs)
             if hit != walked:
                 raise SystemExit(f"indexed and walk disagree at {size} positions, {name} tick: "
                                  f"{len(hit)} vs {len(walked)} liquidatable")
+            if bare != hit:
+                raise SystemExit(f"the probe without ORDER BY finds other positions at {size}, {name} tick")
+            if swept != past_call:
+                raise SystemExit(f"isolated_called and walk disagree at {size} positions, {name} tick: "
+                                 f"{len(swept)} vs {len(past_call)} margin-called")
             results[size]["ticks"][name] = {
-                "reached": reached, "liquidatable": len(hit), "called": len(called), "index_ms": index_ms,
-                "index_cpu_ms": index_cpu, "read": read, "walk_ms": walk_ms, "walk_cpu_ms": walk_cpu}
+                "reached": reached, "liquidatable": len(hit), "not": len(called), "index_ms": index_ms,
+                "index_cpu_ms": index_cpu, "read": read, "walk_ms": walk_ms, "walk_cpu_ms": walk_cpu,
+                "called": len(swept), "sweep_ms": sweep_ms, "sweep_cpu_ms": sweep_cpu, "bare_ms": bare_ms,
+                "bare_cpu_ms": bare_cpu}
             log(f"{size:,} {name}: {json.dumps(results[size]['ticks'][name])}")
-        explains[size] = {name: explain(isolated_reached(contract_id=contract_id, mark=mark))
-                          for name, mark in reversed(TICKS)}
-        if args.proposal:
-            results[size]["proposal"], plans = proposal(size, results[size]["ticks"])
-            explains[size].update((f"proposal {name}", plans[name]) for name, _ in reversed(TICKS))
+        explains[size] = {name: {"probe": explain(probe_query(mark)), "sweep": explain(sweep_query(mark)),
+                                 "bare": explain(probe_query(mark).order_by())} for name, mark in reversed(TICKS)}
 
     # Cross accounts, cumulative: the first size's accounts stay when the next size adds the rest.
     cross = {}
@@ -291,44 +287,47 @@ def child(args) -> None:
                                     "beside": beside, "call_ratio": str(ratio)}), flush=True)
 
 
-def uses_indexes(plan: list[str]) -> bool:
+def through(plan: list[str], index: str) -> str:
+    """Whether the plan reads the index (an Index Scan using it or a Bitmap Index Scan on it)."""
     text = "\n".join(plan)
-    return "position_long_call_px" in text and "position_short_call_px" in text
+    if index in text:
+        return f"through {index}"
+    return f"NOT through {index}" + (" (Seq Scan of risk_position)" if "Seq Scan on risk_position" in text else "")
 
 
 def report(out: dict, runs: int, loads: tuple) -> None:
     print(f"liquidation check through PostgreSQL: one perpetual, isolated positions, leverage 1..100, call ratio "
           f"{out['call_ratio']}; wall ms per tick, median of {runs}")
-    print(f"{'positions':>10} {'tick':>6} {'reached':>8} {'liquid.':>8} {'called':>7} {'indexed':>9} {'(cpu)':>8} "
-          f"{'walk ms':>9} {'(cpu)':>8} {'ratio':>7} {'peer ms':>8}")
+    print(f"{'positions':>10} {'tick':>6} {'reached':>8} {'liquid.':>8} {'indexed':>9} {'(cpu)':>8} "
+          f"{'walk ms':>9} {'(cpu)':>8} {'ratio':>7} {'peer ms':>8} {'no ORDER':>9} {'(cpu)':>8} {'called':>7} "
+          f"{'sweep ms':>9} {'(cpu)':>8}")
     for size, entry in out["results"].items():
         for name, r in entry["ticks"].items():
             peer = PEER.get(int(size), (None, None))[0 if name == "quiet" else 1]
-            print(f"{int(size):>10,} {name:>6} {r['reached']:>8,} {r['liquidatable']:>8,} {r['called']:>7,} "
+            print(f"{int(size):>10,} {name:>6} {r['reached']:>8,} {r['liquidatable']:>8,} "
                   f"{r['index_ms']:>9.1f} {r['index_cpu_ms']:>8.1f} {r['walk_ms']:>9.1f} {r['walk_cpu_ms']:>8.1f} "
-                  f"{r['walk_ms'] / r['index_ms']:>6.1f}x {peer or '-':>8}")
+                  f"{r['walk_ms'] / r['index_ms']:>6.1f}x {peer or '-':>8} {r['bare_ms']:>9.1f} "
+                  f"{r['bare_cpu_ms']:>8.1f} {r['called']:>7,} {r['sweep_ms']:>9.1f} {r['sweep_cpu_ms']:>8.1f}")
         s = entry["setup"]
         print(f"{'':>10} set-up: drawn {s['drawn_s']:.1f} s, priced and rows built {s['rows_s']:.1f} s, COPY "
               f"(clients, fund locks, positions) {s['copy_s']:.1f} s, ANALYZE {s['analyze_s']:.1f} s")
-    print("reached: rows the index probe returned; liquid.: liquidatable (the same set on both paths); called: "
-          "reached but only margin-called; walk: every isolated position read and checked (baseline); "
-          "ratio = walk / indexed; (cpu): this process's CPU ms (PostgreSQL's work is in wall only); peer: "
-          "in-memory loop, CPU ms (shared/bench/README.md)")
-    proposed = {size: entry["proposal"] for size, entry in out["results"].items() if "proposal" in entry}
-    if proposed:
-        print("\n--proposal: the probe through an index on the signed call price (with its statistics), no ORDER BY, "
-              "then the same check; wall ms (cpu), median")
-        for size, ticks in proposed.items():
-            print(f"{int(size):>10,} " + ", ".join(f"{name} {r['ms']:.1f} ({r['cpu_ms']:.1f})"
-                                                  for name, r in ticks.items()))
-    for size, plans in out["explains"].items():
-        for name, plan in plans.items():
-            if name.startswith("proposal"):
-                verdict = ("" if "bench_signed_call" in "".join(plan) else "NOT ") + "through the signed index"
-            else:
-                verdict = "both partial indexes" if uses_indexes(plan) else "NOT through both partial indexes"
-            print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the {name} tick's query at {int(size):,} positions ({verdict}):")
-            print("\n".join(f"  {line}" for line in plan))
+    print("reached: rows isolated_reached returned (liquidation key reached); liquid.: liquidatable (the same set "
+          "on both paths); indexed: isolated_reached + liquidatable on each; walk: every isolated position read and "
+          "checked (baseline); ratio = walk / indexed; peer: in-memory loop, CPU ms (shared/bench/README.md); no "
+          "ORDER: the probe's query without the model's default ordering, sorted in Python (the proposed fix); "
+          "called, sweep: isolated_called (the minute sweep of margin calls, not on every tick); (cpu): this "
+          "process's CPU ms (PostgreSQL's work is in wall only)")
+    for size, ticks in out["explains"].items():
+        for name, queries in ticks.items():
+            for query, function, index in (("probe", "isolated_reached", "position_liquidation_key"),
+                                           ("bare", "isolated_reached's query with .order_by(), the proposed fix",
+                                            "position_liquidation_key"),
+                                           ("sweep", "isolated_called", "position_call_key")):
+                e = queries[query]
+                print(f"\nEXPLAIN (ANALYZE, BUFFERS) of {function} at the {name} tick, "
+                      f"{int(size):,} positions: {through(e['plan'], index)}")
+                print(f"  {e['sql']}")
+                print("\n".join(f"  {line}" for line in e["plan"]))
     if out["cross"]:
         print(f"\ncross_accounts_below: one leg per account, wall ms per mark, median of {runs} "
               f"(beside: on BTC-USDC-PERP with its {out['beside']:,} isolated positions)")
@@ -347,8 +346,6 @@ def main() -> int:
     parser.add_argument("--cross-sizes", type=int, nargs="*", default=[1_000, 10_000],
                         help="cross accounts, cumulative (none: skip)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--proposal", action="store_true",
-                        help="also time the probe through an index on the signed call price (see the docstring)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pg-port", type=int, default=25611)
     parser.add_argument("--redis-port", type=int, default=26611)
@@ -373,7 +370,6 @@ def main() -> int:
             return 1
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", *map(str, args.sizes),
                 "--cross-sizes", *map(str, args.cross_sizes), "--runs", str(args.runs), "--seed", str(args.seed)]
-        argv += ["--proposal"] if args.proposal else []
         run = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, timeout=7200)
         line = next((x for x in run.stdout.splitlines() if x.startswith(RESULT_MARK)), None)
         if run.returncode or line is None:
