@@ -224,6 +224,8 @@ CCP_INSURANCE_FUND_ADDRESS = os.environ.get("CCP_INSURANCE_FUND_ADDRESS",
 if not re.fullmatch(r"0x[0-9a-f]{40}", CCP_INSURANCE_FUND_ADDRESS):
     raise ImproperlyConfigured("CCP_INSURANCE_FUND_ADDRESS must be a lower-case address: 0x and 40 hex digits")
 # The insurance fund's unwind orders are protected at the mark -/+ this many basis points.
+# The liquidation tasks enter at most this many positions' steps per transaction, worst first, then go on.
+CCP_LIQUIDATIONS_PER_CHECK = int(os.environ.get("CCP_LIQUIDATIONS_PER_CHECK", "100"))
 CCP_INSURANCE_UNWIND_BPS = int(os.environ.get("CCP_INSURANCE_UNWIND_BPS", "200"))
 if not 0 <= CCP_INSURANCE_UNWIND_BPS < 10_000:
     raise ImproperlyConfigured("CCP_INSURANCE_UNWIND_BPS must lie in 0..9999")

@@ -11,7 +11,7 @@ from ccp.orders.models import Order, TriggerSource
 from ccp.orders.results import redis_client
 from ccp.orders.states import OrderState
 from ccp.perps.models import Perpetual
-from ccp.perps.services import perpetual_liquidations_enter
+from ccp.perps.services import perpetual_liquidations_run
 
 
 def book_queue(contract_id: int) -> str:
@@ -56,7 +56,7 @@ def book_match_task(contract_id: int) -> int:
         if taken < settings.CCP_BOOK_BATCH:
             break
     if matched and Perpetual.objects.filter(contract_id=contract_id).exists():
-        perpetual_liquidations_enter(contract_id=contract_id, now=utcnow())
+        perpetual_liquidations_run(contract_id=contract_id, now=utcnow())
     return matched
 
 

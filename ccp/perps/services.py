@@ -252,8 +252,28 @@ def position_open(*, client, perpetual: Perpetual, side: str, margin: Decimal, l
 LIQUIDATION_TARGET = Decimal("1.5")  # a partial liquidation restores 1.5x the requirement (ccp.perps.liquidation)
 
 
+def perpetual_liquidations_run(*, contract_id: int, now: datetime) -> list[Liquidation]:
+    """What the tasks call: ``perpetual_liquidations_enter`` in transactions of at most
+    CCP_LIQUIDATIONS_PER_CHECK positions each, worst first, until none is left (at most 100 rounds): a crash
+    tick's thousands of liquidations never hold the contract's row (and its matcher) for long, and the mark
+    stays fresh while they are entered."""
+    steps: list[Liquidation] = []
+    for _ in range(100):
+        entered, more = _liquidations_enter(contract_id=contract_id, now=now,
+                                            limit=settings.CCP_LIQUIDATIONS_PER_CHECK)
+        steps += entered
+        if not more:
+            break
+    return steps
+
+
+def perpetual_liquidations_enter(*, contract_id: int, now: datetime, limit: int | None = None) -> list[Liquidation]:
+    """One check (``_liquidations_enter``): every position found, or the ``limit`` worst."""
+    return _liquidations_enter(contract_id=contract_id, now=now, limit=limit)[0]
+
+
 @transaction.atomic
-def perpetual_liquidations_enter(*, contract_id: int, now: datetime) -> list[Liquidation]:
+def _liquidations_enter(*, contract_id: int, now: datetime, limit: int | None) -> tuple[list[Liquidation], bool]:
     """Liquidate the perpetual's positions at or below their maintenance requirement plus closing fee at the
     current mark: the finders list them (``isolated_candidates``), then each goes down the waterfall
     (``candidate_liquidate``): a reduce-only order on the book, or what the book cannot take taken over by the
@@ -263,18 +283,26 @@ def perpetual_liquidations_enter(*, contract_id: int, now: datetime) -> list[Liq
     trader) as a ``liquidation`` event after commit. Locks the contract (3); a takeover and ADL lock fund
     locks (5) and positions (6) through ``trades_clear``; orders go through ``order_submit``. Safe to run
     twice: an order's client_order_id names the position and the mark's time, and a position taken over
-    is flat."""
+    is flat. With ``limit``: the positions whose liquidation order is still open are left aside, the others
+    taken worst first (lowest equity / requirement), at most ``limit``; also returns whether more are left."""
     contract = contract_lock(contract_id)
     perpetual = Perpetual.objects.get(contract=contract)
     mark = mark_fresh(perpetual, now=now)
     if mark is None:
-        return []
+        return [], False
     fund = insurance_fund_client(now=now)
     isolated = isolated_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk})
     cross, cross_called = cross_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk},
                                            now=now)
+    candidates, more = isolated + cross, False
+    if limit is not None:
+        pending = set(Liquidation.objects.filter(contract=contract, order__state__in=OPEN_STATES).values_list(
+            "client_id", flat=True))
+        candidates = sorted((c for c in candidates if c.client_id not in pending),
+                            key=lambda c: (c.equity / c.requirement, c.position_id))
+        candidates, more = candidates[:limit], len(candidates) > limit
     steps, events = [], defaultdict(list)
-    for candidate in isolated + cross:
+    for candidate in candidates:
         taken = candidate_liquidate(candidate, contract=contract, perpetual=perpetual, mark=mark, fund=fund,
                                     events=events, now=now)
         events[candidate.client_id] += [liquidation_event(step) for step in taken]
@@ -285,7 +313,7 @@ def perpetual_liquidations_enter(*, contract_id: int, now: datetime) -> list[Liq
                                 for client_id, found in sorted(events.items()) if found])
     margin_calls_send(positions=cross_called, symbol=contract.symbol, mark=mark, now=now)  # isolated: each minute
     insurance_fund_alert(fund=fund, currency=contract.collateral, now=now)
-    return steps
+    return steps, more
 
 
 def insurance_fund_alert(*, fund: Client, currency: Currency, now: datetime) -> None:
@@ -438,8 +466,8 @@ def _bankrupt_close(candidate: Candidate, *, contract: Contract, perpetual: Perp
     taken = ZERO if candidate.client_id == fund.pk else takeover_size(  # the fund run dry: all of it to ADL
         available=locked[(fund.pk, currency_id)].available, quantity=candidate.quantity, bankruptcy_px=price,
         mark=mark, leverage=leverage, lot=contract.lot_size)
-    deleveraged = adl_fills(adl_ranking(_adl_counterparties(contract=contract, candidate=candidate, mark=mark,
-                                                            exclude={fund.pk})), quantity=n - taken)
+    deleveraged = [] if taken == n else adl_fills(adl_ranking(_adl_counterparties(
+        contract=contract, candidate=candidate, mark=mark, exclude={fund.pk})), quantity=n - taken)
     closing = "sell" if candidate.quantity > 0 else "buy"
     opposite = "buy" if closing == "sell" else "sell"
     orders: list[Order] = []

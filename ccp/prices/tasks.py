@@ -2,7 +2,7 @@ from celery import shared_task
 
 from ccp.book.tasks import book_prices_moved
 from ccp.clock import utcnow
-from ccp.perps.services import perpetual_liquidations_enter, perpetual_marks_update
+from ccp.perps.services import perpetual_liquidations_run, perpetual_marks_update
 from ccp.prices.services import spot_prices_load
 
 
@@ -15,6 +15,6 @@ def spot_prices_load_task() -> int:
     now = utcnow()
     loaded = len(spot_prices_load(now=now))
     for mark in perpetual_marks_update(now=now):  # a new mark: liquidate what it crossed
-        perpetual_liquidations_enter(contract_id=mark.contract_id, now=now)
+        perpetual_liquidations_run(contract_id=mark.contract_id, now=now)
     book_prices_moved()
     return loaded

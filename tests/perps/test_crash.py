@@ -14,7 +14,13 @@ from ccp.perps.cross import CrossLeg, cross_accounts_below, cross_cash, cross_eq
 from ccp.perps.fund import insurance_fund_client
 from ccp.perps.margin import liquidatable, tier_of
 from ccp.perps.models import Liquidation, Perpetual
-from ccp.perps.services import perpetual_liquidations_enter, perpetual_marks_update
+from ccp.perps.services import (
+    cross_candidates,
+    isolated_candidates,
+    perpetual_liquidations_enter,
+    perpetual_liquidations_run,
+    perpetual_marks_update,
+)
 from ccp.risk.models import Position
 from ccp.system.invariants import invariants_check
 from tests.book.test_venue import match, send, trader
@@ -117,3 +123,24 @@ def test_a_restart_mid_crash_finds_every_position_that_crossed_meanwhile(perp, n
     assert len(crossed) >= 5  # a plain walk over every position, against what the check finds
     steps = perpetual_liquidations_enter(contract_id=perp.pk, now=at)
     assert {step.client_id for step in steps} == crossed
+
+
+def test_a_crash_is_liquidated_in_small_transactions_worst_first(perp, now, time_machine, settings):  # noqa: F811
+    # The tasks enter a crash tick's liquidations a few positions per transaction, worst first, until none is
+    # left: the contract's row (and its matcher) is never held for the whole crash.
+    settings.CCP_LIQUIDATIONS_PER_CHECK = 3
+    time_machine.move_to(now)
+    market(perp, now, random.Random(20261205))
+    at = now + timedelta(seconds=5)
+    time_machine.move_to(at)
+    quote(perp.pair, "binance", "45000", at)
+    perpetual_marks_update(now=at)
+    perpetual = Perpetual.objects.get(contract=perp)
+    fund = insurance_fund_client(now=at).pk
+    found = isolated_candidates(contract=perp, perpetual=perpetual, mark=perpetual.mark_px, exclude={fund})
+    found += cross_candidates(contract=perp, perpetual=perpetual, mark=perpetual.mark_px, exclude={fund}, now=at)[0]
+    assert len(found) > 6
+    worst = min(found, key=lambda c: (c.equity / c.requirement, c.position_id))
+    steps = perpetual_liquidations_run(contract_id=perp.pk, now=at)
+    assert steps[0].client_id == worst.client_id
+    assert {step.client_id for step in steps} == {c.client_id for c in found}  # every one, three at a time
