@@ -23,7 +23,10 @@ CPU is in the wall time):
 2. enter: ``perpetual_liquidations_enter`` (the reduce-only orders, takeovers and ADL it books directly);
 3. book: the matcher (``book_match`` until it takes nothing, as the task does) for the liquidation orders, then
    the next check (``perpetual_liquidations_enter``: takeovers of the leftovers, the fund's unwind) and the
-   matcher again, until a check enters no step (at most ``--rounds`` checks).
+   matcher again, until a check enters no step (at most ``--rounds`` checks). A check that would find the mark
+   stale (older than CCP_SPOT_STALE_AFTER: it would do nothing) gets a new price tick at the same index first, as
+   the beat's next spot load would give it, and so does one refused ``client_order_id_reused`` (the insurance
+   fund's unwind order asked again at the same mark after a partial fill); both are counted and printed.
 
 Baseline, same run, after the crash is booked: the maker's ladder again (same levels and quantities), and as many
 plain reduce-only immediate-or-cancel market sells as the crash entered liquidation orders, by ordinary clients
@@ -41,6 +44,7 @@ PostgreSQL and Redis are the repository's own (``bin/stack.py``, fsync off as fo
 stopped at the end; Django runs in a child process. About 10 minutes with the default sizes on 2 cores:
 
     .venv/bin/python bench/liquidation_book.py [--sizes 1000,10000] [--ladder 0.05] [--fund 10] [--rounds 10]
+                                               [--profile]
 """
 
 from __future__ import annotations
@@ -129,9 +133,18 @@ def child(args) -> None:
             taken += step
         return taken
 
-    def timed(fn):
+    profiler = None
+    if args.profile:
+        import cProfile
+        profiler = cProfile.Profile()
+
+    def timed(fn, profiled=True):
         w, c = time.perf_counter(), time.process_time()
+        if profiler and profiled:
+            profiler.enable()
         out = fn()
+        if profiler and profiled:
+            profiler.disable()
         return out, (time.perf_counter() - w) * 1000, (time.process_time() - c) * 1000
 
     def ladder(contract, maker, total: D) -> None:
@@ -207,20 +220,29 @@ def child(args) -> None:
         first, enter_ms, enter_cpu = timed(lambda: perpetual_liquidations_enter(contract_id=contract.pk,
                                                                                 now=utcnow()))
 
+        def tick() -> None:
+            """The next spot load at the same index (the beat's, every CCP_SPOT_INTERVAL_SECONDS)."""
+            quote(pair, "binance", "49000", utcnow())
+            perpetual_marks_update(now=utcnow())
+
         def check() -> list:
-            """The next check; refused ``client_order_id_reused`` (the fund's unwind order after a partial fill,
-            a second check at the same mark: see the report), the next price tick (same index) and again."""
+            """The next check. The mark stale (the checks before took longer than CCP_SPOT_STALE_AFTER: the check
+            would do nothing) or the check refused ``client_order_id_reused`` (the fund's unwind order after a
+            partial fill, asked again at the same mark: see the report): the next price tick first."""
+            if mark_fresh(Perpetual.objects.get(contract=contract), now=utcnow()) is None:
+                stale.append(1)
+                tick()
             try:
                 return perpetual_liquidations_enter(contract_id=contract.pk, now=utcnow())
             except ApplicationError as refused:
                 if refused.code != "client_order_id_reused":
                     raise
                 reticks.append(str(refused))
-            quote(pair, "binance", "49000", utcnow())
-            perpetual_marks_update(now=utcnow())
+            tick()
             return check()
 
         reticks: list[str] = []
+        stale: list[int] = []
 
         def book():
             checks, matched, steps = 0, 0, []
@@ -252,7 +274,7 @@ def child(args) -> None:
         for position, order in zip(longs, orders, strict=False):
             submit(position.client, [request(contract, "sell", order.price, min(order.quantity, position.quantity),
                                              kind="market", time_in_force="ioc", reduce_only=True)])
-        baseline, base_ms, base_cpu = timed(lambda: match(contract.pk))
+        baseline, base_ms, base_cpu = timed(lambda: match(contract.pk), profiled=False)
         fills = Order.objects.filter(pk__in=[o.pk for o in orders]).aggregate(s=Sum("filled_quantity"))["s"] or 0
 
         # Checks.
@@ -266,8 +288,8 @@ def child(args) -> None:
                             f"({len(negative)} in all)")
         return {"positions": size, "found": len(isolated) + len(cross), "isolated": len(isolated),
                 "cross": len(cross), "mark": str(mark), "steps": dict(kinds), "first_steps": len(first),
-                "later_steps": len(later), "checks": checks, "reticks": len(reticks), "matched": matched,
-                "liquidated": liquidated,
+                "later_steps": len(later), "checks": checks, "reticks": len(reticks), "stale": len(stale),
+                "matched": matched, "liquidated": liquidated,
                 "liquidation_orders": len(orders), "liquidation_filled": str(fills),
                 "identify_ms": identify_ms, "identify_cpu": identify_cpu, "enter_ms": enter_ms,
                 "enter_cpu": enter_cpu, "book_ms": book_ms, "book_cpu": book_cpu, "total_ms": total_ms,
@@ -287,6 +309,9 @@ def child(args) -> None:
     if not report.ok:
         failures.append(f"invariants: {report.violations}")
     print(RESULT_MARK + json.dumps({"results": results, "failures": failures}), flush=True)
+    if profiler:
+        import pstats
+        pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(60)
 
 
 def report(out: dict) -> None:
@@ -305,7 +330,8 @@ def report(out: dict) -> None:
     for r in out["results"].values():
         print(f"  {r['positions']}: mark {r['mark']}, found {r['isolated']} isolated + {r['cross']} cross, "
               f"{r['liquidated']} positions liquidated, {r['first_steps']} steps at the first check and "
-              f"{r['later_steps']} after, {r['reticks']} checks refused client_order_id_reused (a new tick then), "
+              f"{r['later_steps']} after, {r['reticks']} checks refused client_order_id_reused and "
+              f"{r['stale']} found the mark stale (a new tick then), "
               f"{r['matched']} orders matched in 'book'; {r['liquidation_orders']} "
               f"liquidation orders filled {r['liquidation_filled']}; baseline {r['baseline_orders']} reduce-only "
               f"market orders ({r['baseline_taken']} taken by the matcher)")
@@ -325,6 +351,8 @@ def main() -> int:
     parser.add_argument("--redis-port", type=int, default=26621)
     parser.add_argument("--state-dir", default="/var/tmp/ccp-bench-liquidation-book",
                         help="PostgreSQL data and logs (wiped at each start)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the cProfile of the measured phases (identify, enter, book; not the baseline)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
@@ -344,7 +372,7 @@ def main() -> int:
             return 1
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", ",".join(map(str, args.sizes)),
                 "--ladder", str(args.ladder), "--fund", str(args.fund), "--rounds", str(args.rounds),
-                "--seed", str(args.seed)]
+                "--seed", str(args.seed)] + (["--profile"] if args.profile else [])
         run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
         sys.stderr.write(run.stderr[-6000:])
         line = next((x for x in run.stdout.splitlines() if x.startswith(RESULT_MARK)), None)
@@ -353,6 +381,8 @@ def main() -> int:
             return 1
     out = json.loads(line[len(RESULT_MARK):])
     report(out)
+    if args.profile:
+        print(run.stdout.split(line, 1)[1])
     for failure in out["failures"]:
         print(f"FAILED: {failure}")
     return 1 if out["failures"] else 0
