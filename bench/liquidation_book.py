@@ -20,9 +20,11 @@ CPU is in the wall time):
 
 1. identify: ``isolated_candidates`` + ``cross_candidates`` at the new mark (what the tick finds; the check
    does it again inside ``enter``);
-2. enter: ``perpetual_liquidations_enter`` (the reduce-only orders, takeovers and ADL it books directly);
+2. enter: ``perpetual_liquidations_run``, what the tasks call (``perpetual_liquidations_enter`` in transactions
+   of at most CCP_LIQUIDATIONS_PER_CHECK positions, worst first): the reduce-only orders, and the takeovers and
+   ADL it books directly;
 3. book: the matcher (``book_match`` until it takes nothing, as the task does) for the liquidation orders, then
-   the next check (``perpetual_liquidations_enter``: takeovers of the leftovers, the fund's unwind) and the
+   the next check (``perpetual_liquidations_run``: takeovers of the leftovers, the fund's unwind) and the
    matcher again, until a check enters no step (at most ``--rounds`` checks). A check that would find the mark
    stale (older than CCP_SPOT_STALE_AFTER: it would do nothing) gets a new price tick at the same index first, as
    the beat's next spot load would give it, and so does one refused ``client_order_id_reused`` (the insurance
@@ -93,7 +95,7 @@ def child(args) -> None:
     from ccp.perps.services import (
         cross_candidates,
         isolated_candidates,
-        perpetual_liquidations_enter,
+        perpetual_liquidations_run,
         perpetual_list,
         perpetual_marks_update,
     )
@@ -217,7 +219,7 @@ def child(args) -> None:
             return isolated, cross
 
         (isolated, cross), identify_ms, identify_cpu = timed(identify)
-        first, enter_ms, enter_cpu = timed(lambda: perpetual_liquidations_enter(contract_id=contract.pk,
+        first, enter_ms, enter_cpu = timed(lambda: perpetual_liquidations_run(contract_id=contract.pk,
                                                                                 now=utcnow()))
 
         def tick() -> None:
@@ -233,7 +235,7 @@ def child(args) -> None:
                 stale.append(1)
                 tick()
             try:
-                return perpetual_liquidations_enter(contract_id=contract.pk, now=utcnow())
+                return perpetual_liquidations_run(contract_id=contract.pk, now=utcnow())
             except ApplicationError as refused:
                 if refused.code != "client_order_id_reused":
                     raise
