@@ -205,7 +205,7 @@ def child(args) -> None:
     def probe_query(mark: Decimal):
         """The queryset ``isolated_reached`` runs (ccp.perps.watch), as it is built there."""
         return Position.objects.filter(_key_reached("liquidation_key", mark), contract_id=contract_id).values_list(
-            "id", "client_id", "quantity", "cost", "margin")
+            "id", "client_id", "quantity", "cost", "margin").order_by()
 
     def sweep_query(mark: Decimal):
         """The queryset ``isolated_called`` runs, as it is built there (no position called yet)."""
