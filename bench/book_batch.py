@@ -247,6 +247,34 @@ def load_stack():
     return module
 
 
+def child_run(args, argv: list[str], *, mark: str, timeout: int,
+              stderr: bool = True) -> tuple[subprocess.CompletedProcess, str] | None:
+    """A bench's parent side: its own PostgreSQL and Redis started fresh (``args.pg_port``, ``args.redis_port``,
+    ``args.state_dir``), migrated, then ``argv`` (the bench in ``--child`` mode) run against them; everything
+    stopped at the end. Returns the run and its result line (the stdout line starting with ``mark``), or None
+    after logging why not. ``stderr``: capture the child's (else it goes to the terminal as it comes)."""
+    os.environ["CCP_STATE_DIR"] = args.state_dir
+    stack = load_stack()
+    log(f"starting PostgreSQL :{args.pg_port} and Redis :{args.redis_port} in {stack.state_dir('bench')}")
+    with stack.services("bench", args.pg_port, args.redis_port, fresh=True) as svc_env:
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ccp.settings", **svc_env, "PYTHONUNBUFFERED": "1",
+               "CCP_DEBUG": "0"}
+        step = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        if step.returncode:
+            log(f"migrate failed:\n{(step.stdout + step.stderr)[-3000:]}")
+            return None
+        run = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE if stderr else None, text=True, timeout=timeout)
+    line = next((x for x in run.stdout.splitlines() if x.startswith(mark)), None)
+    if run.returncode or line is None:
+        if run.stderr:
+            sys.stderr.write(run.stderr[-6000:])
+        log(f"child failed ({run.returncode}):\n{run.stdout[-3000:]}")
+        return None
+    return run, line
+
+
 def report(out: dict) -> None:
     print(f"book_match alone, one continuous contract ({out['orders']} orders, {out['trades']} trades in the run)")
     print(f"{'size':>5} {'batches':>7} {'wall ms':>8} {'p90':>7} {'cpu ms':>7} {'engine':>7} {'wall/ord':>8} "
@@ -279,26 +307,14 @@ def main() -> int:
     if args.child:
         child(args)
         return 0
-    os.environ["CCP_STATE_DIR"] = args.state_dir
-    stack = load_stack()
-    log(f"starting PostgreSQL :{args.pg_port} and Redis :{args.redis_port} in {stack.state_dir('bench')}")
-    with stack.services("bench", args.pg_port, args.redis_port, fresh=True) as svc_env:
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ccp.settings", **svc_env, "PYTHONUNBUFFERED": "1",
-               "CCP_DEBUG": "0"}
-        step = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
-        if step.returncode:
-            log(f"migrate failed:\n{(step.stdout + step.stderr)[-3000:]}")
-            return 1
-        argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", ",".join(map(str, args.sizes)),
-                "--batches", str(args.batches), "--seed", str(args.seed)] + (["--profile"] if args.profile else [])
-        argv += ["--statements"] if args.statements else []
-        run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-        sys.stderr.write(run.stderr[-6000:] if run.returncode else run.stderr if args.statements else "")
-        line = next((x for x in run.stdout.splitlines() if x.startswith(RESULT_MARK)), None)
-        if run.returncode or line is None:
-            log(f"child failed ({run.returncode}):\n{run.stdout[-3000:]}")
-            return 1
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", ",".join(map(str, args.sizes)),
+            "--batches", str(args.batches), "--seed", str(args.seed)] + (["--profile"] if args.profile else [])
+    argv += ["--statements"] if args.statements else []
+    if (done := child_run(args, argv, mark=RESULT_MARK, timeout=1200)) is None:
+        return 1
+    run, line = done
+    if args.statements:
+        sys.stderr.write(run.stderr)
     out = json.loads(line[len(RESULT_MARK):])
     report(out)
     if args.profile:

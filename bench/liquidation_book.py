@@ -55,7 +55,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,7 +62,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.book_batch import load_stack, log  # noqa: E402 - the repository root on the path first
+from bench.book_batch import child_run, log  # noqa: E402 - the repository root on the path first
 
 RESULT_MARK = "BENCH-LIQUIDATION-BOOK-JSON "
 LEVERAGES = (2, 5, 10, 20, 25, 40, 40, 50, 50)  # a third at 40 or 50: a 2% drop reaches those
@@ -361,26 +360,13 @@ def main() -> int:
     if args.child:
         child(args)
         return 0
-    os.environ["CCP_STATE_DIR"] = args.state_dir
-    stack = load_stack()
-    log(f"starting PostgreSQL :{args.pg_port} and Redis :{args.redis_port} in {stack.state_dir('bench')}")
-    with stack.services("bench", args.pg_port, args.redis_port, fresh=True) as svc_env:
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ccp.settings", **svc_env, "PYTHONUNBUFFERED": "1",
-               "CCP_DEBUG": "0"}
-        step = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
-        if step.returncode:
-            log(f"migrate failed:\n{(step.stdout + step.stderr)[-3000:]}")
-            return 1
-        argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", ",".join(map(str, args.sizes)),
-                "--ladder", str(args.ladder), "--fund", str(args.fund), "--rounds", str(args.rounds),
-                "--seed", str(args.seed)] + (["--profile"] if args.profile else [])
-        run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
-        sys.stderr.write(run.stderr[-6000:])
-        line = next((x for x in run.stdout.splitlines() if x.startswith(RESULT_MARK)), None)
-        if run.returncode or line is None:
-            log(f"child failed ({run.returncode}):\n{run.stdout[-3000:]}")
-            return 1
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", ",".join(map(str, args.sizes)),
+            "--ladder", str(args.ladder), "--fund", str(args.fund), "--rounds", str(args.rounds),
+            "--seed", str(args.seed)] + (["--profile"] if args.profile else [])
+    if (done := child_run(args, argv, mark=RESULT_MARK, timeout=3600)) is None:
+        return 1
+    run, line = done
+    sys.stderr.write(run.stderr[-6000:])
     out = json.loads(line[len(RESULT_MARK):])
     report(out)
     if args.profile:

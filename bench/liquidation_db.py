@@ -53,7 +53,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from decimal import Decimal
@@ -62,7 +61,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.book_batch import load_stack, log  # noqa: E402
+from bench.book_batch import child_run, log  # noqa: E402
 from bench.liquidation_scan import FEE, PEER, RATE, TICK  # noqa: E402
 from bench.liquidation_scan import positions as scan_positions  # noqa: E402
 from ccp.perps.margin import LONG, SHORT, initial_margin, liquidation_price  # noqa: E402
@@ -357,24 +356,11 @@ def main() -> int:
         child(args)
         return 0
     loads = [os.getloadavg()]
-    os.environ["CCP_STATE_DIR"] = args.state_dir
-    stack = load_stack()
-    log(f"starting PostgreSQL :{args.pg_port} and Redis :{args.redis_port} in {stack.state_dir('bench')}")
-    with stack.services("bench", args.pg_port, args.redis_port, fresh=True) as svc_env:
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ccp.settings", **svc_env, "PYTHONUNBUFFERED": "1",
-               "CCP_DEBUG": "0"}
-        step = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
-        if step.returncode:
-            log(f"migrate failed:\n{(step.stdout + step.stderr)[-3000:]}")
-            return 1
-        argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", *map(str, args.sizes),
-                "--cross-sizes", *map(str, args.cross_sizes), "--runs", str(args.runs), "--seed", str(args.seed)]
-        run = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, timeout=7200)
-        line = next((x for x in run.stdout.splitlines() if x.startswith(RESULT_MARK)), None)
-        if run.returncode or line is None:
-            log(f"child failed ({run.returncode}):\n{run.stdout[-3000:]}")
-            return 1
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", *map(str, args.sizes),
+            "--cross-sizes", *map(str, args.cross_sizes), "--runs", str(args.runs), "--seed", str(args.seed)]
+    if (done := child_run(args, argv, mark=RESULT_MARK, timeout=7200, stderr=False)) is None:
+        return 1
+    _, line = done
     loads.append(os.getloadavg())
     report(json.loads(line[len(RESULT_MARK):]), args.runs, tuple(loads))
     return 0
