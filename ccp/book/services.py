@@ -74,7 +74,7 @@ from ccp.orders.services import (
 )
 from ccp.orders.states import BOOK_STATES, HOLDING_STATES, OrderState
 from ccp.perps.cross import cross_unrealised_losses
-from ccp.perps.margin import close_bound
+from ccp.perps.margin import close_bound, to_tick
 from ccp.perps.selectors import mark_fresh
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.collateral import available
@@ -458,7 +458,7 @@ def _close_bounded(order: Order, price: int, position: tuple[Decimal, Decimal, D
     closing = min(order.quantity, abs(quantity))
     bound = close_bound(quantity=quantity, cost=cost, margin=margin, free=free, closing=closing)
     tick = contract.tick_size
-    bound = (bound / tick).to_integral_value(ROUND_CEILING if quantity > 0 else ROUND_FLOOR) * tick
+    bound = to_tick(bound, tick, ROUND_CEILING if quantity > 0 else ROUND_FLOOR)
     if bound <= 0:
         return price, ""  # no positive price takes it below zero
     bound_ticks = scale.ticks(bound)

@@ -107,7 +107,8 @@ def maintenance_margin(*, tiers: Sequence[Tier], quantity: Decimal, price: Decim
     return (tier_of(tiers, quantity).rate * abs(quantity) * price).quantize(QUANTUM, rounding=ROUND_CEILING)
 
 
-def _to_tick(value: Decimal, tick: Decimal, rounding: str) -> Decimal:
+def to_tick(value: Decimal, tick: Decimal, rounding: str) -> Decimal:
+    """``value`` on the tick grid, rounded as named."""
     return (value / tick).to_integral_value(rounding=rounding) * tick
 
 
@@ -121,9 +122,9 @@ def liquidation_price(*, quantity: Decimal, entry_px: Decimal, margin: Decimal, 
     n = abs(quantity)
     if quantity > 0:
         price = (n * entry_px - margin) / (n * (ONE - rate - fee_rate))
-        price = _to_tick(price, tick, ROUND_FLOOR)
+        price = to_tick(price, tick, ROUND_FLOOR)
         return price if price > 0 else None
-    return _to_tick((n * entry_px + margin) / (n * (ONE + rate + fee_rate)), tick, ROUND_CEILING)
+    return to_tick((n * entry_px + margin) / (n * (ONE + rate + fee_rate)), tick, ROUND_CEILING)
 
 
 def margin_call_price(*, quantity: Decimal, entry_px: Decimal, margin: Decimal, rate: Decimal, fee_rate: Decimal,
@@ -175,8 +176,8 @@ def bankruptcy_price(*, quantity: Decimal, entry_px: Decimal, margin: Decimal, t
         raise ValueError("a flat position has no bankruptcy price")
     n = abs(quantity)
     if quantity > 0:
-        return max(_to_tick(entry_px - margin / n, tick, ROUND_CEILING), ZERO)
-    return _to_tick(entry_px + margin / n, tick, ROUND_FLOOR)
+        return max(to_tick(entry_px - margin / n, tick, ROUND_CEILING), ZERO)
+    return to_tick(entry_px + margin / n, tick, ROUND_FLOOR)
 
 
 def equity(*, quantity: Decimal, entry_px: Decimal, margin: Decimal, mark: Decimal) -> Decimal:
@@ -193,7 +194,7 @@ def liquidatable(*, quantity: Decimal, entry_px: Decimal, margin: Decimal, mark:
 
 def mark_price(*, index: Decimal, basis: Decimal, tick: Decimal) -> Decimal:
     """Index plus the damped basis, half-even to the tick."""
-    return _to_tick(index + basis, tick, ROUND_HALF_EVEN)
+    return to_tick(index + basis, tick, ROUND_HALF_EVEN)
 
 
 def basis_damped(*, previous: Decimal, index: Decimal, best_bid: Decimal | None, best_ask: Decimal | None,
@@ -244,7 +245,7 @@ def protection_price(*, mark: Decimal, slippage_bps: int, long: bool, tick: Deci
     """The worst price an opening order may trade at: ``mark * (1 +/- slippage)``, on the tick grid towards
     the mark (a buy's down, a sell's up: never beyond the trader's slippage)."""
     move = mark * slippage_bps / 10_000
-    return _to_tick(mark + move, tick, ROUND_FLOOR) if long else _to_tick(mark - move, tick, ROUND_CEILING)
+    return to_tick(mark + move, tick, ROUND_FLOOR) if long else to_tick(mark - move, tick, ROUND_CEILING)
 
 
 def sweep(levels: Sequence[tuple[Decimal, Decimal]], quantity: Decimal) -> tuple[Decimal, Decimal | None]:

@@ -55,6 +55,7 @@ from ccp.perps.margin import (
     protection_price,
     tier_of,
     tiers_check,
+    to_tick,
 )
 from ccp.perps.models import Funding, Liquidation, LiquidationStep, MarkPrice, Perpetual
 from ccp.perps.selectors import mark_fresh, open_estimate
@@ -558,7 +559,7 @@ def insurance_fund_unwind(*, contract: Contract, perpetual: Perpetual, mark: Dec
     q, tick = position.quantity, contract.tick_size
     funds = FundLock.objects.get(client=fund, currency_id=contract.collateral_id).available
     dry = (position.cost - position.margin - funds) / q
-    dry = (dry / tick).to_integral_value(ROUND_CEILING if q > 0 else ROUND_FLOOR) * tick
+    dry = to_tick(dry, tick, ROUND_CEILING if q > 0 else ROUND_FLOOR)
     if (q > 0 and dry >= mark) or (q < 0 and dry <= mark):
         last = Liquidation.objects.filter(contract=contract, client=fund).order_by("-id").first()
         equity = funds + position.margin + q * mark - position.cost

@@ -119,8 +119,8 @@ def positions_nearest_liquidation(*, limit: int = 100) -> list[AtRisk]:
         contract = perpetual.contract
         accounts = cross_accounts(contract_id=contract.pk, currency_id=contract.collateral_id,
                                   fresh_since=datetime.min.replace(tzinfo=UTC))
-        positions = Position.objects.in_bulk([leg.position_id for _, legs in accounts.values() for leg in legs
-                                              if leg.contract_id == contract.pk])
+        positions = Position.objects.select_related("client", "contract").in_bulk(
+            [leg.position_id for _, legs in accounts.values() for leg in legs if leg.contract_id == contract.pk])
         for cash, legs in accounts.values():
             leg = next(leg for leg in legs if leg.contract_id == contract.pk)
             position = positions[leg.position_id]

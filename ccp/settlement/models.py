@@ -19,6 +19,13 @@ class CashMovementOrigin(models.TextChoices):
     INSURANCE = "insurance", "insurance fund cover of a loss beyond a trader's collateral"
 
 
+# Origins whose movements are one balanced journal per origin ref (an auction's premiums, an expiry's payoffs, a
+# book batch, a funding time, a liquidation): they move collateral between clients, so they settle on chain.
+BALANCED_ORIGINS = (CashMovementOrigin.AUCTION, CashMovementOrigin.BOOK, CashMovementOrigin.EXPIRY,
+                    CashMovementOrigin.VARIATION, CashMovementOrigin.FUNDING, CashMovementOrigin.LIQUIDATION,
+                    CashMovementOrigin.LIQUIDATION_FEE, CashMovementOrigin.INSURANCE)
+
+
 class CashMovement(models.Model):
     """Collateral to move for a client, with the position change it pays for (if any).
 

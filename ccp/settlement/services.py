@@ -49,6 +49,7 @@ from ccp.perps.fund import insurance_fund_address
 from ccp.risk.collateral import collateral_covers
 from ccp.settlement.chain.client import FundLockClient, SignedTx
 from ccp.settlement.models import (
+    BALANCED_ORIGINS,
     LIVE_TRACKING_STATES,
     BatchState,
     CashMovement,
@@ -71,10 +72,8 @@ DEPOSITS_EDGE = "fundlock-deposits"
 REORG_ALERT = f"reorg:{DEPOSITS_EDGE}"
 PENDING_PAGE = 100  # origins read per query by settlement_submit
 RECHECK_MAX = 20  # confirmed batches checked against the chain per settlement_confirm run, newest first
-# Every origin that moves collateral between clients: each origin ref sums to zero (``BALANCED_ORIGINS``).
-ON_CHAIN_ORIGINS = [CashMovementOrigin.AUCTION, CashMovementOrigin.BOOK, CashMovementOrigin.EXPIRY,
-                    CashMovementOrigin.VARIATION, CashMovementOrigin.FUNDING, CashMovementOrigin.LIQUIDATION,
-                    CashMovementOrigin.LIQUIDATION_FEE, CashMovementOrigin.INSURANCE, CashMovementOrigin.WITHDRAWAL]
+# Every origin that moves collateral between clients (each origin ref sums to zero), and withdrawals (releases).
+ON_CHAIN_ORIGINS = [*BALANCED_ORIGINS, CashMovementOrigin.WITHDRAWAL]
 
 
 def token_units(amount: Decimal, decimals: int) -> int:

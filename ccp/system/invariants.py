@@ -33,13 +33,8 @@ from ccp.risk.collateral import AVAILABLE_SQL
 from ccp.risk.lockups import lockups_required
 from ccp.settlement.chain.client import FundLockClient
 from ccp.settlement.chain.connect import fund_lock_client
-from ccp.settlement.models import BatchState, CashMovementOrigin, ChainContract, TrackingState
+from ccp.settlement.models import BALANCED_ORIGINS, BatchState, CashMovementOrigin, ChainContract, TrackingState
 from ccp.settlement.services import DEPOSITS_EDGE
-
-# Origins whose movements are one balanced journal each: premiums of an auction, payoffs of an expiry.
-BALANCED_ORIGINS = (CashMovementOrigin.AUCTION, CashMovementOrigin.BOOK, CashMovementOrigin.EXPIRY,
-                    CashMovementOrigin.VARIATION, CashMovementOrigin.FUNDING, CashMovementOrigin.LIQUIDATION,
-                    CashMovementOrigin.LIQUIDATION_FEE, CashMovementOrigin.INSURANCE)
 
 
 @dataclass(frozen=True)
