@@ -48,7 +48,7 @@ from django.db.models.expressions import RawSQL
 
 from ccp.accounts.services import balance_events, balances_publish, fund_locks_adjust
 from ccp.book import engine as ev
-from ccp.book.engine import Engine, Leg, Modify, PlaceTrigger, Scale, SetPrice, Submit
+from ccp.book.engine import Cancel, Engine, Leg, Modify, PlaceTrigger, Scale, SetPrice, Submit
 from ccp.book.versions import book_version_modifies, books_touched
 from ccp.clearing.booking import order_state_set, trades_clear
 from ccp.clearing.models import Trade, Venue
@@ -75,7 +75,7 @@ from ccp.orders.services import (
 from ccp.orders.states import BOOK_STATES, HOLDING_STATES, OrderState
 from ccp.perps.cross import cross_unrealised_losses
 from ccp.perps.margin import close_bound, to_tick
-from ccp.perps.selectors import mark_fresh
+from ccp.perps.selectors import mark_fresh, tpsl_prefix
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.collateral import available
 from ccp.risk.models import Position
@@ -365,7 +365,7 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
         transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
         return 0
     for command in moved:
-        _events_apply(batch, book.engine.apply(command))
+        _command_apply(batch, command)
     _orders_match(batch)
     failpoint("matched")
     _batch_write(batch)
@@ -394,7 +394,7 @@ _WORK = """
 def _orders_match(batch: _Batch) -> None:
     """Check each incoming order (rules, open-order cap, collateral), hand it to the engine, and collect what
     the engine did."""
-    contract, scale, incoming, engine = batch.contract, batch.book.scale, batch.incoming, batch.book.engine
+    contract, scale, incoming = batch.contract, batch.book.scale, batch.incoming
     currency = contract.collateral_id
     batch.fund_locks = fund_locks = fund_locks_lock(keys={(o.client_id, currency) for o in incoming})
     with connection.cursor() as cursor:  # each client's orders holding collateral (the open-order cap)
@@ -441,7 +441,50 @@ def _orders_match(batch: _Batch) -> None:
             command = Submit(str(order.pk), order.client_id, order.side, scale.lots(order.quantity), order.kind,
                              price, order.time_in_force, order.reduce_only, order.self_trade_prevention,
                              _engine_leg(attached.get("tp"), scale), _engine_leg(attached.get("sl"), scale))
-        _events_apply(batch, engine.apply(command))
+        _command_apply(batch, command)
+
+
+def _command_apply(batch: _Batch, command) -> None:
+    """Hand the engine one command and apply what it did."""
+    events = batch.book.engine.apply(command)
+    _events_apply(batch, events)
+    if batch.contract.is_perpetual:
+        _position_tpsl_end(batch, events)
+
+
+# A perpetual position's take-profit and stop-loss end with it (``ccp.perps.positions``).
+POSITION_CLOSED = "position_closed"
+
+
+def _position_tpsl_end(batch: _Batch, events: list) -> None:
+    """Cancel (reason ``position_closed``) the take-profit and stop-loss of every position these events
+    closed or turned to the other side: sized and sided for the position they were set on, one left armed
+    would close part of the next position its owner opens. Only their trigger orders armed in the engine
+    (one that fired is an ordinary order by now)."""
+    ended = set()
+    for event in events:
+        if type(event) is ev.Trade:
+            for order_id, after, before in ((event.buy_order_id, event.buy_position, event.buy_position - event.qty),
+                                            (event.sell_order_id, event.sell_position,
+                                             event.sell_position + event.qty)):
+                if before and (after == 0 or (after > 0) != (before > 0)):
+                    ended.add(batch.order(order_id).client_id)
+    if not ended:
+        return
+    engine, armed = batch.book.engine, []
+    for row in Order.objects.filter(contract_id=batch.contract.pk, client_id__in=ended,
+                                    state__in=[OrderState.RECEIVED, OrderState.UNTRIGGERED],  # or armed in this batch
+                                    client_order_id__startswith=tpsl_prefix(batch.contract.pk)).order_by("pk"):
+        key = engine_id(row)
+        order = batch.by_engine_id.get(key) or batch.book.orders.get(key) or row  # the batch's copy first
+        if order.state == OrderState.UNTRIGGERED and key in engine.triggers:
+            order.contract = batch.contract
+            batch.by_engine_id[key] = order
+            armed.append(order)
+    for order in armed:
+        _events_apply(batch, [ev.Cancelled(event.order_id, POSITION_CLOSED, event.remaining)
+                              if type(event) is ev.Cancelled else event
+                              for event in engine.apply(Cancel(engine_id(order), order.client_id))])
 
 
 def _close_bounded(order: Order, price: int, position: tuple[Decimal, Decimal, Decimal], free: Decimal,
@@ -599,6 +642,8 @@ def _modify_match(batch: _Batch, order: Order, fund_lock) -> None:
                 order.quantity = target_quantity
         else:
             _events_apply(batch, [event])
+    if contract.is_perpetual:
+        _position_tpsl_end(batch, events)
 
 
 def _modifies_refuse(orders: list[Order], reason: str, now: datetime) -> None:

@@ -13,9 +13,10 @@ part; add margin to an isolated one or take some out; set its take-profit and st
 - A position's take-profit and stop-loss are standalone reduce-only trigger orders of the book (``trigger``
   ``take_profit`` / ``stop``), sized to the position when set, their ``client_order_id``
   ``position/<contract id>/tp|sl/<random>`` ("/" is never in a client's own id). Setting them cancels the
-  earlier ones of the position. The book has no one-cancels-other between standalone orders: when one fires
-  and closes the position, the other stays armed and, reduce-only, is refused when it fires on a flat
-  position (``reduce_only_nothing_to_reduce``); set them again (or cancel them) after the position changes.
+  earlier ones of the position. They end with the position: the matcher cancels those still armed when a fill
+  closes the position or turns it to the other side (``position_closed``, ``ccp.book.services``), so one
+  left over never closes part of the next position. A takeover or ADL that closes it does not (they are
+  refused, reduce-only, when they fire on a flat position: ``reduce_only_nothing_to_reduce``).
 """
 
 from __future__ import annotations

@@ -205,8 +205,38 @@ def test_tpsl_replaces_the_earlier_and_the_stop_closes_the_position(perp, alice,
     match(perp)
     assert state(Order.objects.get(pk=sl["id"]))[:2] == ("filled", D("0.1"))
     assert held(alice, perp)[:3] == (0, 0, 0)
-    # no one-cancels-other between standalone orders: the take-profit stays armed, reduce-only on nothing
-    assert state(Order.objects.get(pk=tp["id"]))[0] == "untriggered"
+    # the take-profit ends with the position it was set on
+    taken = Order.objects.get(pk=tp["id"])
+    assert (taken.state, taken.history.last().reason, taken.order_value) == ("cancelled", "position_closed", 0)
+    report = invariants_check()
+    assert report.ok, report.violations
+
+
+def test_tpsl_end_when_a_fill_closes_the_position_not_when_it_reduces_it(perp, alice, api_as, now):  # noqa: F811
+    """Alice long 0.1 with a stop at 49,000 and a take-profit at 52,000: selling 0.05 leaves both armed; selling the
+    other 0.05 closes the position and cancels both (``position_closed``); when she opens a new long and the mark
+    falls through 49,000, nothing of the old stop sells it."""
+    api = api_as(alice)
+    answer = post(api, "tpsl", {"contract": perp.symbol, "take_profit": "52000", "stop_loss": "49000"})[1]
+    ids = [answer["take_profit"]["id"], answer["stop_loss"]["id"]]
+    match(perp)
+    send(alice, perp, "sell", "49990", "0.05", leverage=D(10), margin_mode="isolated")
+    match(perp)
+    assert held(alice, perp)[0] == D("0.05")
+    assert [o.state for o in Order.objects.filter(pk__in=ids).order_by("pk")] == ["untriggered"] * 2
+    send(alice, perp, "sell", "49990", "0.05", leverage=D(10), margin_mode="isolated")
+    match(perp)
+    assert held(alice, perp)[0] == 0
+    assert [(o.state, o.history.last().reason) for o in Order.objects.filter(pk__in=ids).order_by("pk")] == [
+        ("cancelled", "position_closed")] * 2
+    assert [o.order_value for o in Order.objects.filter(pk__in=ids)] == [0, 0]
+    # a new long, then the mark through the old stop's price: the new position stays whole
+    send(alice, perp, "buy", "50010", "0.1", leverage=D(10), margin_mode="isolated")
+    match(perp)
+    quote(perp.pair, "binance", "48000", now + timedelta(seconds=1))
+    perpetual_marks_update(now=now + timedelta(seconds=1))
+    match(perp)
+    assert held(alice, perp)[0] == D("0.1")
     report = invariants_check()
     assert report.ok, report.violations
 
