@@ -11,6 +11,7 @@ from django.core.handlers.base import BaseHandler
 from django.db import close_old_connections
 from django.http import FileResponse
 from django.urls import set_script_prefix
+from rest_framework.renderers import JSONRenderer
 
 from ccp.server import RequestThreads, request_threads
 
@@ -85,7 +86,21 @@ class ProcessThreadHandler(ASGIHandler):
         finished = await order_results_wait(order_ids, timeout_s=wait_s)
         if not finished:
             return response
-        return await self.threads.run(_rerendered, response, rerender, finished)
+        direct = getattr(response, "awaited_payload", None)
+        if direct is not None and finished.get(direct[0]) is not None and isinstance(
+                response.accepted_renderer, JSONRenderer):
+            # The order as the worker committed it came with the signal: rendered here, no thread or query
+            return _content_replaced(response, response.accepted_renderer.render(
+                finished[direct[0]], response.accepted_media_type, response.renderer_context), direct[1])
+        return await self.threads.run(_rerendered, response, rerender, set(finished))
+
+
+def _content_replaced(response, content: bytes, status: int):
+    """``response`` (rendered, its middleware's headers kept) with another content and status."""
+    response.content, response.status_code = content, status
+    if response.has_header("Content-Length"):
+        response["Content-Length"] = str(len(response.content))
+    return response
 
 
 def _rerendered(response, rerender, finished):
@@ -95,9 +110,7 @@ def _rerendered(response, rerender, finished):
         again = rerender(finished)
         if again is not response:
             again.render()
-            response.content, response.status_code = again.content, again.status_code
-            if response.has_header("Content-Length"):
-                response["Content-Length"] = str(len(response.content))
+            _content_replaced(response, again.content, again.status_code)
         return response
     finally:
         close_old_connections()

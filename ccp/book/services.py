@@ -376,7 +376,7 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
             book.orders.pop(engine_order_id, None)
     book.version = books_touched([contract_id])[contract_id]
     transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
-    order_results_signal(ids)
+    order_results_signal(ids, incoming)
     transaction.on_commit(lambda: failpoint("committed"))
     failpoint("written")
     return len(ids)

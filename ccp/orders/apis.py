@@ -106,6 +106,7 @@ def _entered(order: Order, created: bool) -> Response:
     if created:
         response.awaited_orders = ([order.pk], lambda finished: response_replaced(
             response, order_payload(orders_reread([order])[0]), status.HTTP_201_CREATED))
+        response.awaited_payload = (order.pk, status.HTTP_201_CREATED)
     return response
 
 

@@ -5,14 +5,17 @@ The worker signals each order it validated after its transaction committed (dura
 visible): one Redis list per order, ``ccp:order-result:<id>``, kept ``RESULT_TTL_S`` seconds, so a
 signal sent before the request started waiting is not lost. The request waits with BLPOP in the
 server's event loop (other requests of the process go on meanwhile), then re-reads the orders from
-the database: the signal says only "look again". A lost signal (Redis down) costs the wait, not
-the result: the order is answered ``received`` and its state follows on the private stream.
+the database, unless the signal carried the order as committed (``order_payload``: the matcher and the
+validation send it): then the answer is rendered from it in the event loop, without a thread or a query.
+A lost signal (Redis down) costs the wait, not the result: the order is answered ``received`` and its
+state follows on the private stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import weakref
 from collections.abc import Callable, Iterable
@@ -37,22 +40,29 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
 
 
-def order_results_signal(order_ids: Iterable[int]) -> None:
+def order_results_signal(order_ids: Iterable[int], orders: Iterable = ()) -> None:
     """Tell the waiting requests, once the caller's transaction commits, that these orders have their
-    result (validated: accepted or rejected). Never fails the caller: a missed signal costs a wait."""
-    keys = [result_key(order_id) for order_id in order_ids]
-    if not keys:
+    result (validated: accepted or rejected); ``orders`` (Order objects among them, their contract set) go
+    with their representation as they are at the commit (``order_payload``), the others with "look again".
+    Never fails the caller: a missed signal costs a wait."""
+    ids = list(order_ids)
+    if not ids:
         return
+    orders = list(orders)
 
     def signal() -> None:
+        from ccp.orders.serializers import order_payload
+
+        sent = {order.pk: json.dumps(order_payload(order), separators=(",", ":")) for order in orders}
         try:
             pipe = redis_client().pipeline(transaction=False)
-            for key in keys:
-                pipe.rpush(key, 1)
+            for order_id in ids:
+                key = result_key(order_id)
+                pipe.rpush(key, sent.get(order_id, "1"))
                 pipe.expire(key, RESULT_TTL_S)
             pipe.execute()
         except redis.RedisError as exc:
-            logger.warning("order results not signalled (%s orders), Redis unreachable: %s", len(keys), exc)
+            logger.warning("order results not signalled (%s orders), Redis unreachable: %s", len(ids), exc)
 
     transaction.on_commit(signal)
 
@@ -69,13 +79,14 @@ def _async_redis() -> redis.asyncio.Redis:
     return client
 
 
-async def order_results_wait(order_ids: Iterable[int], *, timeout_s: float) -> set[int]:
+async def order_results_wait(order_ids: Iterable[int], *, timeout_s: float) -> dict[int, dict | None]:
     """The orders among ``order_ids`` whose result was signalled within ``timeout_s`` (all of them,
-    or those that made it before the deadline)."""
+    or those that made it before the deadline), each with its representation when the signal carried it
+    (else None: read it again)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     waiting = {result_key(order_id): order_id for order_id in order_ids}
-    done: set[int] = set()
+    done: dict[int, dict | None] = {}
     try:
         client = _async_redis()
         while waiting:
@@ -86,7 +97,8 @@ async def order_results_wait(order_ids: Iterable[int], *, timeout_s: float) -> s
             popped = await asyncio.wait_for(client.blpop(list(waiting), timeout=max(left, 0.001)), left + 1)
             if popped is None:
                 break
-            done.add(waiting.pop(popped[0].decode()))
+            key, value = popped
+            done[waiting.pop(key.decode())] = json.loads(value) if value.startswith(b"{") else None
     except (redis.RedisError, TimeoutError, OSError) as exc:
         logger.warning("order results not awaited, Redis unreachable: %s", exc)
     return done
@@ -108,6 +120,8 @@ def order_results_awaited(view: Callable) -> Callable:
     ``awaited_orders = (order_ids, rerender)`` is held by the served application (``ccp.asgi``) up to
     ``CCP_ORDER_WAIT_MS`` in its event loop while the worker validates, after the view, the middleware and
     the request's database connection are done; then ``rerender(finished_ids)`` (run on the request's
-    thread) gives the content and status sent. The view itself is unchanged: synchronous, one call with
+    thread) gives the content and status sent. A response that also has ``awaited_payload = (order_id,
+    status)`` is answered, when that order's signal carried it, with its representation and ``status``,
+    rendered in the event loop. The view itself is unchanged: synchronous, one call with
     the middleware on the request's thread. Elsewhere (the test client) the response is sent as it is."""
     return view

@@ -359,7 +359,7 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
     contract = contract_lock(contract_id)
     order = order_lock(order_id)
     order.contract = contract
-    order_results_signal([order_id])
+    order_results_signal([order_id], [order])  # as it is at the commit
     if order.state != OrderState.RECEIVED:
         return order
     if contract.trading_mode == TradingMode.CONTINUOUS:

@@ -17,9 +17,12 @@ from django.db import connection
 from ccp.accounts.models import ApiToken
 from ccp.accounts.services import token_hash
 from ccp.asgi import application
+from ccp.book.services import book_match
 from ccp.clock import utcnow
+from ccp.orders import services
 from ccp.orders.models import Order
 from ccp.orders.services import order_validate
+from tests.book.test_venue import continuous_future, match, send
 from tests.factories import ContractFactory, FundLockFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -117,5 +120,65 @@ def test_an_order_answered_after_its_result_keeps_the_middleware_headers(setting
     assert (status, order["state"], order["order_value"]) == (201, "accepted", "100")
     assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
     assert headers["content-type"] == "application/json" and int(headers["content-length"]) == len(answer)
-    # one call for the request, one to re-render it after the wait (Django's handler: five or more)
+    # the signal carried the order as committed: rendered in the event loop, no second call on a thread
+    assert hand_overs == ["ccp-request"]
+    # and it is the order as a read of it gives it
+    status, _, again = asgi_request("GET", f"/api/v1/orders/{order['id']}", token=token)
+    detail = json.loads(again)
+    assert status == 200 and {k: v for k, v in order.items() if detail[k] != v} == {}
+
+
+def _answered_after(token: str, client_order_id: str, body: dict, work) -> tuple[int, bytes]:
+    """POST /orders with ``body`` while a worker thread runs ``work(order_id)`` once the order is stored."""
+    def worker_part():
+        try:
+            deadline = time.monotonic() + 10
+            while not Order.objects.filter(client_order_id=client_order_id).exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            work(Order.objects.get(client_order_id=client_order_id).pk)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=worker_part)
+    worker.start()
+    try:
+        status, _, answer = asgi_request("POST", "/api/v1/orders", json.dumps(
+            {"client_order_id": client_order_id, **body}).encode(), token)
+    finally:
+        worker.join(15)
+    return status, answer
+
+
+def test_a_continuous_order_is_answered_as_the_matcher_committed_it(settings, trader, hand_overs):
+    """The matcher's signal carries the order as its batch committed (filled here, against a resting sell)."""
+    settings.CCP_ORDER_WAIT_MS = 10000
+    token, _ = trader
+    contract = continuous_future()  # the same collateral as the trader's fund lock
+    seller = FundLockFactory(currency=contract.collateral, fundlock=D("1000")).client
+    send(seller, contract, "sell", "100", "2")
+    match(contract)
+    hand_overs.clear()
+    status, answer = _answered_after(token, "taker", {"contract": contract.symbol, "side": "buy", "price": "100",
+                                                      "quantity": "1"},
+                                     lambda _: book_match(contract_id=contract.pk, now=utcnow()))
+    order = json.loads(answer)
+    assert (status, order["state"], order["filled_quantity"], order["average_fill_price"]) == (
+        201, "filled", "1", "100")
+    assert hand_overs == ["ccp-request"]
+    status, _, again = asgi_request("GET", f"/api/v1/orders/{order['id']}", token=token)
+    detail = json.loads(again)
+    assert status == 200 and {k: v for k, v in order.items() if detail[k] != v} == {}
+
+
+def test_a_signal_without_the_order_reads_it_again(settings, trader, hand_overs, monkeypatch):
+    """A signal that says only "look again" (the order not sent with it): the answer reads the order on the
+    request's thread."""
+    settings.CCP_ORDER_WAIT_MS = 10000
+    token, contract = trader
+    signal = services.order_results_signal
+    monkeypatch.setattr(services, "order_results_signal", lambda order_ids, orders=(): signal(order_ids))
+    status, answer = _answered_after(token, "bare", {"contract": contract.symbol, "side": "buy", "price": "100",
+                                                     "quantity": "1"},
+                                     lambda order_id: order_validate(order_id=order_id, now=utcnow()))
+    assert (status, json.loads(answer)["state"]) == (201, "accepted")
     assert hand_overs == ["ccp-request", "ccp-request"]
