@@ -55,9 +55,19 @@ def book_match_task(contract_id: int) -> int:
         matched += taken
         if taken < settings.CCP_BOOK_BATCH:
             break
-    if matched and Perpetual.objects.filter(contract_id=contract_id).exists():
+    if matched and _is_perpetual(contract_id):
         perpetual_liquidations_run(contract_id=contract_id, now=utcnow())
     return matched
+
+
+_PERPETUALS: dict[int, bool] = {}  # a contract's kind never changes
+
+
+def _is_perpetual(contract_id: int) -> bool:
+    known = _PERPETUALS.get(contract_id)
+    if known is None:
+        known = _PERPETUALS[contract_id] = Perpetual.objects.filter(contract_id=contract_id).exists()
+    return known
 
 
 def book_prices_moved() -> list[int]:
