@@ -3,6 +3,7 @@ which every request's view runs on (``ccp.asgi``): a slow view, or 1,000 subscri
 behind the others on that one thread, must not hold a book change up."""
 
 import asyncio
+import os
 import threading
 from decimal import Decimal
 
@@ -72,3 +73,24 @@ async def test_subscribers_of_one_book_in_one_process_share_one_subscription_and
         for ws in (a, b, c):
             assert [await ws.receive_json_from(timeout=TIMEOUT) for _ in events] == events
         assert await d.receive_nothing(timeout=QUIET)
+
+
+async def test_the_service_side_publishes_straight_to_the_layer_s_redis_channels_in_order():
+    """``ccp.streams._send`` (what every commit hook calls) publishes with one pipelined round trip on the
+    pub/sub layer's own Redis channels, not through an event loop: a subscriber of the layer gets a group's
+    events bundled and in order, and another group's subscriber only its own."""
+    from ccp import streams
+
+    assert streams._publisher(os.getpid()) is not None  # the configured layer is the pub/sub one
+    layer = get_channel_layer()
+    mine, other = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("client.777", mine)
+    await layer.group_add("client.778", other)
+    await asyncio.sleep(0.1)  # the subscriptions are in place
+    events = [{"type": "stream.event", "event": {"n": n}} for n in range(3)]
+    await sync_to_async(streams._send)([("client.777", e) for e in events] + [("client.778", events[0])]
+                                       + [("client.777", {"type": "token.revoked", "token_id": 5})])
+    got = await asyncio.wait_for(layer.receive(mine), 5)
+    assert got == {"type": "stream.events", "events": [{"n": 0}, {"n": 1}, {"n": 2}]}
+    assert await asyncio.wait_for(layer.receive(mine), 5) == {"type": "token.revoked", "token_id": 5}
+    assert await asyncio.wait_for(layer.receive(other), 5) == {"type": "stream.events", "events": [{"n": 0}]}
