@@ -47,8 +47,13 @@ RESULT_FORMAT = "ccp-auction-result/1"
 
 @dataclass(frozen=True)
 class AuctionSettings:
+    """How hard the engine works. The limits in work (``simplex_iteration_limit`` per LP solve,
+    ``mip_max_nodes`` per MIP stage) decide the result; ``time_limit_s`` is a wall-clock guard only."""
+
     time_limit_s: Decimal = Decimal("10")
     mip_rel_gap: Decimal = Decimal("0")
+    simplex_iteration_limit: int = 1_000_000
+    mip_max_nodes: int = 1_000
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,14 @@ class AuctionResult:
     solver: str
     binding_clients: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    reasons: dict[str, str] = field(default_factory=dict)  # order id -> why it is (partly) open (REASONS)
+    fallback_welfare: Decimal | None = None  # the welfare of the fallback clearing of the same input
+    terminations: dict[str, str] = field(default_factory=dict)  # solver stage -> how it ended
+
+    @property
+    def time_guard(self) -> bool:
+        """Whether the wall-clock guard stopped a solver stage: only then may a replay differ."""
+        return "maxTimeLimit" in self.terminations.values()
 
     @property
     def gap(self) -> Decimal:
@@ -167,8 +180,20 @@ def input_from_document(doc: dict) -> AuctionInput:
         contracts=tuple(contracts), clients=tuple(clients), orders=tuple(orders), label=str(doc.get("auction", "")),
         settings=AuctionSettings(
             time_limit_s=_dec(settings.get("time_limit_s", "10"), "settings.time_limit_s"),
-            mip_rel_gap=_dec(settings.get("mip_rel_gap", "0"), "settings.mip_rel_gap")),
+            mip_rel_gap=_dec(settings.get("mip_rel_gap", "0"), "settings.mip_rel_gap"),
+            simplex_iteration_limit=_count(settings, "simplex_iteration_limit"),
+            mip_max_nodes=_count(settings, "mip_max_nodes")),
     )
+
+
+def _count(settings: dict, name: str) -> int:
+    """A work limit of the settings (a whole number as a decimal string), its default when absent."""
+    if name not in settings:
+        return getattr(AuctionSettings, name)
+    number = _dec(settings[name], f"settings.{name}")
+    if number != number.to_integral_value() or number < 0 or number > 2**31 - 1:
+        raise ValueError(f"settings.{name}: a whole number from 0 to 2147483647, got {settings[name]!r}")
+    return int(number)
 
 
 class _Numbers(dict):
@@ -233,7 +258,9 @@ def input_to_document(auction: AuctionInput) -> dict:
         "format": INPUT_FORMAT,
         "auction": auction.label,
         "settings": {"time_limit_s": money_str(auction.settings.time_limit_s),
-                     "mip_rel_gap": money_str(auction.settings.mip_rel_gap)},
+                     "mip_rel_gap": money_str(auction.settings.mip_rel_gap),
+                     "simplex_iteration_limit": str(auction.settings.simplex_iteration_limit),
+                     "mip_max_nodes": str(auction.settings.mip_max_nodes)},
         "contracts": [{"symbol": c.symbol, "kind": c.terms.kind.value, "strike": opt(c.terms.strike),
                        "floor": money_str(c.terms.floor), "cap": money_str(c.terms.cap), "tick": money_str(c.tick),
                        "lot": money_str(c.lot), "portfolio": c.portfolio, "reference_price": opt(c.reference_price)}
@@ -307,4 +334,28 @@ def result_to_document(result: AuctionResult) -> dict:
         "fills": [{"order": f.order, "quantity": money_str(f.quantity), "price": money_str(f.price)}
                   for f in result.fills],
         "binding_clients": list(result.binding_clients),
+        "fallback_welfare": money_str(result.welfare if result.fallback_welfare is None else result.fallback_welfare),
+        "terminations": dict(sorted(result.terminations.items())),
+        "time_guard": result.time_guard,
+        # Grouped by reason, ids in the fills' order: a hundred thousand open orders stay a small text.
+        "reasons": {code: sorted((i for i, c in result.reasons.items() if c == code), key=order_id_key)
+                    for code in REASONS if code in result.reasons.values()},
     }
+
+
+REASONS = ("limit", "collateral", "priority", "halted")
+
+
+def order_id_key(order_id: str) -> tuple:
+    return (0, int(order_id), "") if order_id.isdigit() else (1, 0, order_id)
+
+
+def reasons_from_document(doc: dict) -> dict[str, str]:
+    """order id -> reason of a result document (empty for documents written before reasons existed)."""
+    return {order_id: code for code, ids in doc.get("reasons", {}).items() for order_id in ids}
+
+
+def reasons_halted(reasons: dict[str, str], orders: Iterable[tuple[str, str]], halted: set[str]) -> dict[str, str]:
+    """``reasons`` with every order on a contract no longer trading (``halted`` symbols) as ``halted``:
+    the apply books none of their fills. ``orders``: (order id, contract symbol) of the auction."""
+    return {**reasons, **{order_id: "halted" for order_id, symbol in orders if symbol in halted}}
