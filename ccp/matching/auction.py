@@ -117,6 +117,7 @@ class AuctionResult:
     reasons: dict[str, str] = field(default_factory=dict)  # order id -> why it is (partly) open (REASONS)
     fallback_welfare: Decimal | None = None  # the welfare of the fallback clearing of the same input
     terminations: dict[str, str] = field(default_factory=dict)  # solver stage -> how it ended
+    candidates: dict[str, Decimal] = field(default_factory=dict)  # answer -> its welfare after the repair
 
     @property
     def time_guard(self) -> bool:
@@ -336,6 +337,7 @@ def result_to_document(result: AuctionResult) -> dict:
         "binding_clients": list(result.binding_clients),
         "fallback_welfare": money_str(result.welfare if result.fallback_welfare is None else result.fallback_welfare),
         "terminations": dict(sorted(result.terminations.items())),
+        "candidates": {name: money_str(w) for name, w in sorted(result.candidates.items())},
         "time_guard": result.time_guard,
         # Grouped by reason, ids in the fills' order: a hundred thousand open orders stay a small text.
         "reasons": {code: sorted((i for i, c in result.reasons.items() if c == code), key=order_id_key)

@@ -213,7 +213,8 @@ def _fills_from_columns(book: _Book, columns: list[Column], lots: list[float]) -
 
 def _result(book: _Book, fills: dict[str, int], bound: Decimal, status: str, method: str,
             timings: dict[str, float], welfare: Decimal | None = None, head: Headroom | None = None,
-            fallback_welfare: Decimal | None = None, terminations: dict[str, str] | None = None) -> AuctionResult:
+            fallback_welfare: Decimal | None = None, terminations: dict[str, str] | None = None,
+            candidates: dict[str, Decimal] | None = None) -> AuctionResult:
     """The result of ``fills``; ``welfare``: their ``_uncross_welfare`` when the caller has it; ``head``:
     the collateral state of these fills (None when no client binds)."""
     started = time.perf_counter()
@@ -252,7 +253,7 @@ def _result(book: _Book, fills: dict[str, int], bound: Decimal, status: str, met
                          status=status, method=method, solver=SOLVER, binding_clients=tuple(sorted(book.binding)),
                          timings=timings, reasons=reasons,
                          fallback_welfare=welfare if fallback_welfare is None else fallback_welfare,
-                         terminations=terminations or {})
+                         terminations=terminations or {}, candidates=candidates or {})
 
 
 def _reason(order: LotOrder, price: Decimal | None, cap: int) -> str:
@@ -358,7 +359,8 @@ def clear(auction: AuctionInput) -> AuctionResult:
             "MIP answer rejected" if "lp-prices+mip_rejected" in terminations else "MIP answer below it")
         name = f"{name} ({why})"
     result = _result(book, fills, bound, status, name, timings, welfare=welfare, head=head,
-                     fallback_welfare=free_welfare + fallback_welfare, terminations=terminations)
+                     fallback_welfare=free_welfare + fallback_welfare, terminations=terminations,
+                     candidates={n: free_welfare + w for n, _, w, _ in finished})
     if problem := verify(book, result, everyone=False):
         # Never expected (every candidate was checked as it was built): the clients who cannot bind alone.
         timings["rejected_solution"] = 1.0
@@ -503,6 +505,9 @@ def _solve_coupled(book: _Book, symbols: list[str], timings: dict[str, float], t
     model = AuctionModel(columns, len(symbols), clients, settings)
     timings["build_s"] = time.perf_counter() - started
     started = time.perf_counter()
+    if started >= deadline:  # the guard: no stage starts after the deadline
+        terminations["lp"] = "maxTimeLimit"
+        return None, None
     relaxed = model.solve_relaxation(deadline - started)
     terminations["lp"] = relaxed.termination
     timings["lp_s"] = time.perf_counter() - started
@@ -516,6 +521,9 @@ def _solve_coupled(book: _Book, symbols: list[str], timings: dict[str, float], t
         slack = _PRICE_TOLERANCE * max(1.0, price)
         eligible.append(limit >= price - slack if column.side > 0 else limit <= price + slack)
     started = time.perf_counter()
+    if started >= deadline:
+        terminations["mip"] = "maxTimeLimit"
+        return None, bound
     solved = model.solve_integer(eligible, deadline - started)
     terminations["mip"] = solved.termination
     timings["mip_s"] = time.perf_counter() - started
@@ -524,7 +532,9 @@ def _solve_coupled(book: _Book, symbols: list[str], timings: dict[str, float], t
     if solved.objective < relaxed.bound - float(_OPTIMALITY_TOLERANCE) * max(1.0, abs(relaxed.bound)):
         # Below the bound: search all price choices, starting from this solution.
         started = time.perf_counter()
-        if deadline > started:
+        if started >= deadline:
+            terminations["exact"] = "maxTimeLimit"
+        else:
             exact = model.solve_price_consistent(solved.lots, deadline - started)
             terminations["exact"] = exact.termination
             timings["exact_s"] = time.perf_counter() - started
