@@ -54,6 +54,8 @@ class AuctionSettings:
     mip_rel_gap: Decimal = Decimal("0")
     simplex_iteration_limit: int = 1_000_000
     mip_max_nodes: int = 1_000
+    # The exact price-choice stage runs only while the best answer is further than this from the bound.
+    exact_stage_gap: Decimal = Decimal("0.0001")
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,9 @@ def input_from_document(doc: dict) -> AuctionInput:
             time_limit_s=_dec(settings.get("time_limit_s", "10"), "settings.time_limit_s"),
             mip_rel_gap=_dec(settings.get("mip_rel_gap", "0"), "settings.mip_rel_gap"),
             simplex_iteration_limit=_count(settings, "simplex_iteration_limit"),
-            mip_max_nodes=_count(settings, "mip_max_nodes")),
+            mip_max_nodes=_count(settings, "mip_max_nodes"),
+            exact_stage_gap=_dec(settings.get("exact_stage_gap", str(AuctionSettings.exact_stage_gap)),
+                                 "settings.exact_stage_gap")),
     )
 
 
@@ -261,7 +265,8 @@ def input_to_document(auction: AuctionInput) -> dict:
         "settings": {"time_limit_s": money_str(auction.settings.time_limit_s),
                      "mip_rel_gap": money_str(auction.settings.mip_rel_gap),
                      "simplex_iteration_limit": str(auction.settings.simplex_iteration_limit),
-                     "mip_max_nodes": str(auction.settings.mip_max_nodes)},
+                     "mip_max_nodes": str(auction.settings.mip_max_nodes),
+                     "exact_stage_gap": money_str(auction.settings.exact_stage_gap)},
         "contracts": [{"symbol": c.symbol, "kind": c.terms.kind.value, "strike": opt(c.terms.strike),
                        "floor": money_str(c.terms.floor), "cap": money_str(c.terms.cap), "tick": money_str(c.tick),
                        "lot": money_str(c.lot), "portfolio": c.portfolio, "reference_price": opt(c.reference_price)}

@@ -19,15 +19,26 @@ deterministic. Pure: takes an AuctionInput, returns an AuctionResult; floats onl
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import time
 from collections import defaultdict
-from dataclasses import dataclass
-from decimal import Decimal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal
 from importlib.metadata import version
 
 from ccp.contracts.payoffs import Leg, kink_points, lockup_amount, order_worst_cost, payoff_per_unit, premium_per_unit
-from ccp.matching.auction import AuctionInput, AuctionResult, ClientSpec, ContractSpec, Fill, OrderSpec, order_id_key
+from ccp.matching.auction import (
+    AuctionInput,
+    AuctionResult,
+    ClientSpec,
+    ContractSpec,
+    Fill,
+    OrderSpec,
+    auction_gap,
+    order_id_key,
+)
 from ccp.matching.headroom import UNLIMITED, Headroom
 from ccp.matching.model import AuctionModel, BindingClient, Column
 from ccp.matching.uncross import LotOrder, allocate_by_priority, by_priority, clearing_price, priority_key, uncross
@@ -52,6 +63,7 @@ class _Book:
     by_contract: dict[str, list[str]]
     binding: set[str]  # client ids whose collateral can bind
     underwater: set[str]  # clients whose budget does not even cover their current lockups
+    sides: dict[str, tuple[list[LotOrder], list[LotOrder]]] = field(default_factory=dict)  # ``_sides``
 
 
 def _lots(order: OrderSpec, contract: ContractSpec) -> int:
@@ -169,6 +181,10 @@ def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[Bindin
             column = columns[merged[key]]
             column.lots += lots
             column.order_ids.append(order_id)
+    @functools.cache
+    def unit_payoff(contract: int, point: Decimal) -> Decimal:
+        return payoff_per_unit(book.contracts[symbols[contract]].terms, point)
+
     by_client: dict[int, list[int]] = defaultdict(list)
     for i, column in enumerate(columns):
         if column.client is not None:
@@ -190,8 +206,7 @@ def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[Bindin
             for point in kink_points(legs):
                 held = sum((leg.qty * payoff_per_unit(leg.terms, point) for leg in positions.get(portfolio, [])),
                            Decimal(0))
-                coefs = {i: float(columns[i].side * columns[i].lot *
-                                  payoff_per_unit(book.contracts[symbols[columns[i].contract]].terms, point))
+                coefs = {i: float(columns[i].side * columns[i].lot * unit_payoff(columns[i].contract, point))
                          for i in cols}
                 rows[portfolio].append((float(-held), coefs))
         clients.append(BindingClient(float(budget), rows, premium))
@@ -241,7 +256,7 @@ def _result(book: _Book, fills: dict[str, int], bound: Decimal, status: str, met
             prices[symbol] = price
         for order in orders:
             if order.lots > fills.get(order.id, 0):
-                reasons[order.id] = _reason(order, price, cap(order))
+                reasons[order.id] = _reason(order, price, cap)
     fill_rows = tuple(
         Fill(order_id, lots * book.contracts[book.orders[order_id].contract].lot,
              prices[book.orders[order_id].contract])
@@ -256,15 +271,15 @@ def _result(book: _Book, fills: dict[str, int], bound: Decimal, status: str, met
                          terminations=terminations or {}, candidates=candidates or {})
 
 
-def _reason(order: LotOrder, price: Decimal | None, cap: int) -> str:
+def _reason(order: LotOrder, price: Decimal | None, cap: Callable[[LotOrder], int]) -> str:
     """Why an order is (partly) open: its limit is outside the price (or nothing crossing it traded and
     it could afford a lot), its collateral allows no further lot, or the volume went to orders ahead of
     it (time priority at the margin, or the other side's collateral)."""
     if price is None:
-        return "collateral" if cap == 0 else "limit"
+        return "collateral" if cap(order) == 0 else "limit"
     if (order.side == "buy" and order.price < price) or (order.side == "sell" and order.price > price):
         return "limit"
-    return "collateral" if cap == 0 else "priority"
+    return "collateral" if cap(order) == 0 else "priority"
 
 
 def verify(book: _Book, result: AuctionResult, everyone: bool = True) -> str | None:
@@ -319,33 +334,33 @@ def clear(auction: AuctionInput) -> AuctionResult:
         return result
     terminations: dict[str, str] = {}
     deadline = started + float(auction.settings.time_limit_s)
-    solved = _solve_coupled(book, coupled, timings, terminations, deadline)
-    started_fallback = time.perf_counter()
-    # The fallback: the collateral-capped price-time uncross, and the uncross of the clients that cannot
-    # bind (always feasible); the better of the two after the repair.
-    fallbacks = [("greedy", _greedy(book, coupled)), ("fallback-uncross", _uncross_contracts(book, coupled, False))]
-    mip_fills, lp_bound = solved
-    candidates: list[tuple[str, dict[str, int]]] = ([("lp-prices+mip", mip_fills)] if mip_fills else []) + fallbacks
-    finished = []
-    for name, candidate in candidates:
-        head = _headroom(book)
-        candidate = dict(candidate)
-        for order_id, lots in candidate.items():
-            head.add(order_id, lots)
-        if problem := _unfit(book, head, candidate):
-            terminations[f"{name}_rejected"] = problem
-            continue
-        for symbol in coupled:
-            _walk(book, head, symbol, candidate)
-            _prioritise(book, head, symbol, candidate)
-            _walk(book, head, symbol, candidate)
-        finished.append((name, candidate, _uncross_welfare(book, candidate), head))
-    timings["fallback_s"] = time.perf_counter() - started_fallback
-    fallback_welfare = max(w for n, _, w, _ in finished if n != "lp-prices+mip")
-    # The best welfare; on a tie the first: the MIP's answer, then the greedy one.
+    # The fallback first: the collateral-capped price-time uncross, repaired like every answer.
+    stage = time.perf_counter()
+    finished = [_finish(book, coupled, "greedy", {}, terminations)]  # the repair from nothing: the greedy
+    timings["greedy_s"] = time.perf_counter() - stage
+    fallback_welfare = finished[0][2]
+    solver = _Solver(book, coupled, timings, terminations, deadline)
+    mip_fills = solver.lp_and_mip()
+    lp_bound = solver.bound
+    if mip_fills is not None:
+        stage = time.perf_counter()
+        finished.insert(0, _finish(book, coupled, "lp-prices+mip", mip_fills, terminations))
+        timings["repair_s"] = time.perf_counter() - stage
+        best = max(f[2] for f in finished if f[1] is not None)
+        if auction_gap(best, _grid_bound(book, coupled, solver.bound)) > auction.settings.exact_stage_gap:
+            # Below the bound: search all price choices, starting from the best answer so far.
+            start = max((f for f in finished if f[1] is not None), key=lambda f: f[2])[1]
+            exact = solver.price_choice(start)
+            lp_bound = solver.bound
+            if exact is not None:
+                stage = time.perf_counter()
+                finished.insert(0, _finish(book, coupled, "lp-prices+mip+exact", exact, terminations))
+                timings["repair_s"] += time.perf_counter() - stage
+    finished = [f for f in finished if f[1] is not None]
+    # The best welfare; on a tie the first: the exact stage's answer, then the MIP's, then the fallback.
     name, coupled_fills, coupled_welfare, head = max(finished, key=lambda f: f[2])  # max keeps the first of ties
     if lp_bound is not None:
-        bound = Decimal(repr(lp_bound))
+        bound = _grid_bound(book, coupled, lp_bound)
     else:
         # No LP bound: the welfare without collateral (the uncross of everyone) bounds every answer.
         bound = _uncross_welfare(book, _uncross_contracts(book, coupled, True))
@@ -353,10 +368,10 @@ def clear(auction: AuctionInput) -> AuctionResult:
     welfare = free_welfare + coupled_welfare
     bound = max(free_welfare + bound, welfare)
     proven = bound - welfare <= _OPTIMALITY_TOLERANCE * max(Decimal(1), abs(bound))
-    status = "optimal" if proven else "feasible" if name == "lp-prices+mip" else "fallback"
-    if name != "lp-prices+mip":
+    status = "optimal" if proven else "fallback" if name == "greedy" else "feasible"
+    if name == "greedy":
         why = "no MIP answer" if mip_fills is None else (
-            "MIP answer rejected" if "lp-prices+mip_rejected" in terminations else "MIP answer below it")
+            "MIP answer rejected" if "lp-prices+mip_rejected" in terminations else "MIP answer not better")
         name = f"{name} ({why})"
     result = _result(book, fills, bound, status, name, timings, welfare=welfare, head=head,
                      fallback_welfare=free_welfare + fallback_welfare, terminations=terminations,
@@ -413,70 +428,83 @@ def _interval(book: _Book, symbol: str, fills: dict[str, int]) -> tuple[Decimal 
     return low, high
 
 
-def _greedy(book: _Book, symbols: list[str]) -> dict[str, int]:
-    """The simple clearing with collateral: each contract's price-time uncross in turn, every bound
-    client's order filled by what its collateral still allows (``Headroom.cap``), skipped at 0."""
-    head = _headroom(book)
-    fills: dict[str, int] = {}
-    for symbol in symbols:
-        _walk(book, head, symbol, fills)
-    return fills
+def _sides(book: _Book, symbol: str) -> tuple[list[LotOrder], list[LotOrder]]:
+    """A contract's buys and sells that may trade (their clients are not under water), each in price-time
+    priority; sorted once per auction."""
+    if (sides := book.sides.get(symbol)) is None:
+        sides = book.sides[symbol] = by_priority(
+            book.lot_orders[i] for i in book.by_contract[symbol] if book.orders[i].client not in book.underwater)
+    return sides
 
 
 def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int]) -> None:
     """Fill what is left of a contract's crossing orders in price-time priority (the uncross rule), within
     each client's collateral and keeping one uniform price possible: every fill added keeps the highest
     filled sell limit at or below the lowest filled buy limit. Stops at the first pair that no longer
-    crosses or would leave no uniform price (the next pairs would not either). In place."""
-    orders = [book.lot_orders[i] for i in book.by_contract[symbol] if book.orders[i].client not in book.underwater]
-    buys, sells = by_priority(orders)
+    crosses or would leave no uniform price (the next pairs would not either). From no fills at all it
+    is the simple clearing with collateral: each bound client's order filled by what its collateral still
+    allows (``Headroom.cap``), skipped at 0. In place."""
+    buys, sells = _sides(book, symbol)
     low, high = _interval(book, symbol, fills)
     i = j = 0
+    buy_left = sell_left = None  # what the current buy (sell) may still take: open lots within its cap
     while i < len(buys) and j < len(sells):
         buy, sell = buys[i], sells[j]
         if buy.price < sell.price or (low is not None and buy.price < low) or (high is not None and sell.price > high):
             return
-        buy_left = min(buy.lots - fills.get(buy.id, 0), head.cap(buy.id))
+        if buy_left is None:
+            buy_left = buy.lots - fills.get(buy.id, 0)
+            if buy_left > 0:
+                buy_left = min(buy_left, head.cap(buy.id))
         if buy_left <= 0:
-            i += 1
+            i, buy_left = i + 1, None
             continue
-        sell_left = min(sell.lots - fills.get(sell.id, 0), head.cap(sell.id))
+        if sell_left is None:
+            sell_left = sell.lots - fills.get(sell.id, 0)
+            if sell_left > 0:
+                sell_left = min(sell_left, head.cap(sell.id))
         if sell_left <= 0:
-            j += 1
+            j, sell_left = j + 1, None
             continue
         take = min(buy_left, sell_left)
-        if book.orders[buy.id].client == book.orders[sell.id].client:
+        same = book.orders[buy.id].client == book.orders[sell.id].client
+        if same:
             take = head.largest([(buy.id, 1), (sell.id, 1)], take)
             if take == 0:  # the pair does not fit together: the later of the two steps aside
                 if priority_key(buy)[1:] > priority_key(sell)[1:]:
-                    i += 1
+                    i, buy_left = i + 1, None
                 else:
-                    j += 1
+                    j, sell_left = j + 1, None
                 continue
         for order in (buy, sell):
             fills[order.id] = fills.get(order.id, 0) + take
             head.add(order.id, take)
+        # Along one order's fill the allowed lots are an interval from 0: its cap falls by what it took,
+        # unless the same client's other order moved too.
+        buy_left, sell_left = (None, None) if same else (buy_left - take, sell_left - take)
         low = sell.price if low is None else max(low, sell.price)
         high = buy.price if high is None else min(high, buy.price)
 
 
-def _prioritise(book: _Book, head: Headroom, symbol: str, fills: dict[str, int]) -> None:
+def _prioritise(book: _Book, head: Headroom, symbol: str, fills: dict[str, int]) -> bool:
     """Price-time priority among the filled: on each side of a contract, lots move from the last filled
     order (worst price, then latest) to the first order with room (best price, then earliest) while both
     clients' collateral allows. Welfare never falls (the taker's limit is at least as good), the volume
-    per side stays, and the prices every fill allows only widen. In place."""
-    for side in ("buy", "sell"):
-        orders = sorted((book.lot_orders[i] for i in book.by_contract[symbol]
-                         if book.orders[i].side == side and book.orders[i].client not in book.underwater),
-                        key=priority_key)
+    per side stays, and the prices every fill allows only widen. In place; whether anything moved."""
+    moved = False
+    for orders in _sides(book, symbol):
         first, last = 0, len(orders) - 1
         while first < last:
             taker, giver = orders[first], orders[last]
-            room = min(taker.lots - fills.get(taker.id, 0), head.cap(taker.id))
+            room = taker.lots - fills.get(taker.id, 0)
+            if room > 0:
+                room = min(room, head.cap(taker.id))
             if room <= 0:
                 first += 1
                 continue
-            given = min(fills.get(giver.id, 0), head.cap(giver.id, -1))
+            given = fills.get(giver.id, 0)
+            if given > 0:
+                given = min(given, head.cap(giver.id, -1))
             if given <= 0:
                 last -= 1
                 continue
@@ -492,57 +520,105 @@ def _prioritise(book: _Book, head: Headroom, symbol: str, fills: dict[str, int])
             head.add(giver.id, -move)
             if not fills[giver.id]:
                 del fills[giver.id]
+            moved = True
+    return moved
 
 
-def _solve_coupled(book: _Book, symbols: list[str], timings: dict[str, float], terminations: dict[str, str],
-                   deadline: float) -> tuple[dict[str, int] | None, float | None]:
-    """The MIP's fills of the coupled contracts (None without an answer) and the certified bound on their
-    welfare (LP relaxation, or the MIP's own when tighter; None without an optimal LP). Work limits
-    (``AuctionSettings``) stop each stage; the wall clock only as a guard (``deadline``)."""
-    started = time.perf_counter()
-    columns, clients = _columns(book, symbols)
-    settings = book.auction.settings
-    model = AuctionModel(columns, len(symbols), clients, settings)
-    timings["build_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    if started >= deadline:  # the guard: no stage starts after the deadline
-        terminations["lp"] = "maxTimeLimit"
-        return None, None
-    relaxed = model.solve_relaxation(deadline - started)
-    terminations["lp"] = relaxed.termination
-    timings["lp_s"] = time.perf_counter() - started
-    if relaxed.lots is None:
-        return None, None
-    bound = relaxed.bound
-    prices = [abs(d) / float(book.contracts[symbols[j]].lot) for j, d in enumerate(relaxed.duals)]
-    eligible = []
-    for column in columns:
-        price, limit = prices[column.contract], float(column.price)
-        slack = _PRICE_TOLERANCE * max(1.0, price)
-        eligible.append(limit >= price - slack if column.side > 0 else limit <= price + slack)
-    started = time.perf_counter()
-    if started >= deadline:
-        terminations["mip"] = "maxTimeLimit"
-        return None, bound
-    solved = model.solve_integer(eligible, deadline - started)
-    terminations["mip"] = solved.termination
-    timings["mip_s"] = time.perf_counter() - started
-    if solved.lots is None:
-        return None, bound
-    if solved.objective < relaxed.bound - float(_OPTIMALITY_TOLERANCE) * max(1.0, abs(relaxed.bound)):
-        # Below the bound: search all price choices, starting from this solution.
+def _grid_bound(book: _Book, symbols: list[str], bound: float) -> Decimal:
+    """A solver's bound on the welfare of ``symbols`` as a Decimal, down to the grid every welfare lies on:
+    each fill adds lots x limit x lot size, a multiple of tick x lot size, so every welfare is a multiple
+    of q, the greatest common divisor of those. The float's own error (relative 1e-9, HiGHS' tolerances
+    are tighter) is added first, so the result stays a bound."""
+    steps = [book.contracts[s].tick * book.contracts[s].lot for s in symbols]
+    exponent = min(step.as_tuple().exponent for step in steps)
+    quantum = Decimal(functools.reduce(math.gcd, (int(step.scaleb(-exponent)) for step in steps))).scaleb(exponent)
+    loose = Decimal(repr(bound)) + Decimal("1e-9") * max(Decimal(1), abs(Decimal(repr(bound))))
+    return (loose / quantum).to_integral_value(ROUND_FLOOR) * quantum
+
+
+def _finish(book: _Book, symbols: list[str], name: str, fills: dict[str, int], terminations: dict[str, str]
+            ) -> tuple[str, dict[str, int] | None, Decimal, Headroom | None]:
+    """An answer repaired: refused (fills None) when a client is over budget or a contract has no uniform
+    price (a solver's floats); else the crossing orders left open filled within collateral and prices,
+    then price-time priority among the filled (``_walk``, ``_prioritise``). (name, fills, welfare, state)."""
+    head = _headroom(book)
+    fills = dict(fills)
+    for order_id, lots in fills.items():
+        head.add(order_id, lots)
+    if problem := _unfit(book, head, fills):
+        terminations[f"{name}_rejected"] = problem
+        return name, None, Decimal(0), None
+    for symbol in symbols:
+        _walk(book, head, symbol, fills)
+        if _prioritise(book, head, symbol, fills):
+            _walk(book, head, symbol, fills)
+    return name, fills, _uncross_welfare(book, fills), head
+
+
+class _Solver:
+    """The coupled contracts through the model: LP relaxation (certified bound, prices), the MIP at those
+    prices, and the exact price-choice MIP. Work limits (``AuctionSettings``) stop each stage; the wall
+    clock only as a guard (``deadline``): no stage starts after it, and a stage it stops says
+    ``maxTimeLimit`` in ``terminations``."""
+
+    def __init__(self, book: _Book, symbols: list[str], timings: dict[str, float], terminations: dict[str, str],
+                 deadline: float) -> None:
+        self.book, self.symbols, self.timings, self.terminations, self.deadline = (
+            book, symbols, timings, terminations, deadline)
+        self.bound: float | None = None  # on the coupled contracts' welfare, once the LP is optimal
+        self.lots: list[float] | None = None
+
+    def _late(self, stage: str) -> bool:
+        if time.perf_counter() >= self.deadline:
+            self.terminations[stage] = "maxTimeLimit"
+            return True
+        return False
+
+    def lp_and_mip(self) -> dict[str, int] | None:
+        book, symbols = self.book, self.symbols
         started = time.perf_counter()
-        if started >= deadline:
-            terminations["exact"] = "maxTimeLimit"
-        else:
-            exact = model.solve_price_consistent(solved.lots, deadline - started)
-            terminations["exact"] = exact.termination
-            timings["exact_s"] = time.perf_counter() - started
-            if exact.bound is not None:  # the MIP's own bound is at least as tight as the LP's
-                bound = min(bound, exact.bound)
-            if exact.lots is not None and exact.objective >= solved.objective:
-                solved = exact
-    return _fills_from_columns(book, columns, solved.lots), bound
+        self.columns, clients = _columns(book, symbols)
+        self.model = AuctionModel(self.columns, len(symbols), clients, book.auction.settings)
+        self.timings["build_s"] = time.perf_counter() - started
+        if self._late("lp"):
+            return None
+        started = time.perf_counter()
+        relaxed = self.model.solve_relaxation(self.deadline - started)
+        self.terminations["lp"] = relaxed.termination
+        self.timings["lp_s"] = time.perf_counter() - started
+        if relaxed.lots is None:
+            return None
+        self.bound = relaxed.bound
+        prices = [abs(d) / float(book.contracts[symbols[j]].lot) for j, d in enumerate(relaxed.duals)]
+        eligible = []
+        for column in self.columns:
+            price, limit = prices[column.contract], float(column.price)
+            slack = _PRICE_TOLERANCE * max(1.0, price)
+            eligible.append(limit >= price - slack if column.side > 0 else limit <= price + slack)
+        if self._late("mip"):
+            return None
+        started = time.perf_counter()
+        solved = self.model.solve_integer(eligible, self.deadline - started)
+        self.terminations["mip"] = solved.termination
+        self.timings["mip_s"] = time.perf_counter() - started
+        if solved.lots is None:
+            return None
+        return _fills_from_columns(book, self.columns, solved.lots)
+
+    def price_choice(self, start: dict[str, int]) -> dict[str, int] | None:
+        """The exact stage, warm-started from ``start`` (fills with a uniform price per contract)."""
+        if self._late("exact"):
+            return None
+        started = time.perf_counter()
+        lots = [float(sum(start.get(i, 0) for i in column.order_ids)) for column in self.columns]
+        exact = self.model.solve_price_consistent(lots, self.deadline - started)
+        self.terminations["exact"] = exact.termination
+        self.timings["exact_s"] = time.perf_counter() - started
+        if exact.bound is not None:  # the MIP's own bound is at least as tight as the LP's
+            self.bound = min(self.bound, exact.bound)
+        if exact.lots is None:
+            return None
+        return _fills_from_columns(self.book, self.columns, exact.lots)
 
 
 def _fallback(book: _Book, timings: dict[str, float], started: float, reason: str = "") -> AuctionResult:

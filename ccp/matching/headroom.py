@@ -12,8 +12,8 @@ fills, the changes a budget allows from a feasible state form an interval starti
   at once fits; a bisection on exact checks (used when one client is on two sides of a change).
 
 Clients whose collateral cannot bind fit any fills (their caps are the order's lots); clients under
-water (budget below their current lockups) trade nothing. Arithmetic in an exact Decimal context:
-sums and products never round; the only division (the closed form) is checked back exactly.
+water (budget below their current lockups) trade nothing. Arithmetic in integers (multiples of
+10^-40 of the currency): sums, products and the closed form's floor division are exact.
 """
 
 from __future__ import annotations
@@ -21,26 +21,31 @@ from __future__ import annotations
 import decimal
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
 
 from ccp.contracts.payoffs import Leg, kink_points, payoff_per_unit, premium_per_unit
 
-_EXACT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN,
-                         traps=[decimal.Inexact, decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow])
-_DIVIDE = decimal.Context(prec=60, rounding=ROUND_FLOOR, traps=[decimal.InvalidOperation, decimal.DivisionByZero])
-_ZERO = Decimal(0)
 UNLIMITED = 1 << 62
+# Amounts as whole multiples of 10^-SCALE: money has at most 18 decimals, a per-lot amount (price x lot
+# size) at most 36, so integer arithmetic is exact (and a few times faster than Decimal's).
+SCALE = 40
+_EXACT = decimal.Context(prec=120, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+
+
+def _units(value: Decimal) -> int:
+    scaled = _EXACT.scaleb(value, SCALE)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{value} has more than {SCALE} decimals")
+    return int(scaled)
 
 
 @dataclass
 class _Client:
-    budget: Decimal
-    premiums: Decimal
-    payoffs: dict[str, list[Decimal]]  # portfolio -> payoff at each of its kink points (positions + fills)
-    lockups: dict[str, Decimal] = field(default_factory=dict)
-
-    def cost(self) -> Decimal:
-        return self.premiums + sum(self.lockups.values(), _ZERO)
+    budget: int
+    premiums: int
+    payoffs: dict[str, list[int]]  # portfolio -> payoff at each of its kink points (positions + fills)
+    lockups: dict[str, int] = field(default_factory=dict)
+    cost: int = 0  # premiums + lockups
 
 
 class Headroom:
@@ -59,21 +64,21 @@ class Headroom:
         for portfolio, terms in by_portfolio.items():
             self._kinks[portfolio] = kink_points(Leg(t, Decimal(1)) for t in terms)
         self._unit_payoffs: dict[str, list[Decimal]] = {}
-        self._units: dict[tuple[str, str, Decimal], tuple[Decimal, list[Decimal]]] = {}
+        self._units: dict[tuple[str, str, Decimal], tuple[int, list[int], str]] = {}
         self.clients: dict[str, _Client] = {}
-        with decimal.localcontext(_EXACT):
-            for client_id, (budget, positions) in clients.items():
-                payoffs: dict[str, list[Decimal]] = {}
-                for symbol, qty in sorted(positions.items()):
-                    if not qty:
-                        continue
-                    portfolio = contracts[symbol][2]
-                    row = payoffs.setdefault(portfolio, [_ZERO] * len(self._kinks[portfolio]))
-                    for j, unit in enumerate(self._unit_payoff(symbol)):
-                        row[j] += qty * unit
-                client = _Client(budget, _ZERO, payoffs)
-                client.lockups = {p: max(_ZERO, -min(row)) for p, row in payoffs.items()}
-                self.clients[client_id] = client
+        for client_id, (budget, positions) in clients.items():
+            payoffs: dict[str, list[int]] = {}
+            for symbol, qty in sorted(positions.items()):
+                if not qty:
+                    continue
+                portfolio = contracts[symbol][2]
+                row = payoffs.setdefault(portfolio, [0] * len(self._kinks[portfolio]))
+                for j, unit in enumerate(self._unit_payoff(symbol)):
+                    row[j] += _units(_EXACT.multiply(qty, unit))
+            client = _Client(_units(budget), 0, payoffs)
+            client.lockups = {p: max(0, -min(row)) for p, row in payoffs.items()}
+            client.cost = sum(client.lockups.values())
+            self.clients[client_id] = client
 
     def _unit_payoff(self, symbol: str) -> list[Decimal]:
         if (units := self._unit_payoffs.get(symbol)) is None:
@@ -81,16 +86,16 @@ class Headroom:
             units = self._unit_payoffs[symbol] = [payoff_per_unit(terms, s) for s in self._kinks[portfolio]]
         return units
 
-    def _unit(self, order_id: str) -> tuple[Decimal, list[Decimal]]:
-        """Per lot of this order filled: (premium paid, payoff at each kink point of its portfolio)."""
-        _, symbol, side, price, _ = self.orders[order_id]
+    def _unit(self, order: tuple) -> tuple[int, list[int], str]:
+        """Per lot of this order filled: (premium paid, payoff at each kink point of its portfolio, the
+        portfolio), in units of 10^-SCALE."""
+        _, symbol, side, price, _ = order
         key = (symbol, side, price)
         if (unit := self._units.get(key)) is None:
-            terms, lot, _ = self.contracts[symbol]
+            terms, lot, portfolio = self.contracts[symbol]
             sign = 1 if side == "buy" else -1
-            with decimal.localcontext(_EXACT):
-                unit = (sign * premium_per_unit(terms, price) * lot,
-                        [sign * lot * u for u in self._unit_payoff(symbol)])
+            unit = (sign * _units(_EXACT.multiply(premium_per_unit(terms, price), lot)),
+                    [sign * _units(_EXACT.multiply(lot, u)) for u in self._unit_payoff(symbol)], portfolio)
             self._units[key] = unit
         return unit
 
@@ -99,49 +104,47 @@ class Headroom:
 
     def add(self, order_id: str, lots: int) -> None:
         """Record ``lots`` more (fewer when negative) of the order filled."""
-        client = self.clients.get(self.orders[order_id][0])
+        order = self.orders[order_id]
+        client = self.clients.get(order[0])
         if client is None or not lots:
             return
-        premium, payoff = self._unit(order_id)
-        portfolio = self.contracts[self.orders[order_id][1]][2]
-        with decimal.localcontext(_EXACT):
-            client.premiums += lots * premium
-            row = client.payoffs.setdefault(portfolio, [_ZERO] * len(payoff))
-            for j, unit in enumerate(payoff):
-                row[j] += lots * unit
-            client.lockups[portfolio] = max(_ZERO, -min(row))
+        premium, payoff, portfolio = self._unit(order)
+        client.premiums += lots * premium
+        row = client.payoffs.get(portfolio)
+        if row is None:
+            row = client.payoffs[portfolio] = [0] * len(payoff)
+        for j, unit in enumerate(payoff):
+            row[j] += lots * unit
+        before = client.lockups.get(portfolio, 0)
+        after = client.lockups[portfolio] = max(0, -min(row))
+        client.cost += lots * premium + after - before
 
     def fits(self, client_id: str) -> bool:
         client = self.clients.get(client_id)
-        return client is None or client.cost() <= client.budget
+        return client is None or client.cost <= client.budget
 
     def cap(self, order_id: str, direction: int = 1) -> int:
         """The most whole lots by which this order's fill may grow (``direction`` 1) or shrink (-1)
         with its client's collateral still within budget; ``UNLIMITED`` for a client that cannot bind."""
-        client_id = self.orders[order_id][0]
-        if client_id in self.barred:
-            return 0
-        client = self.clients.get(client_id)
+        order = self.orders[order_id]
+        client = self.clients.get(order[0])
         if client is None:
-            return UNLIMITED
-        premium, payoff = self._unit(order_id)
-        portfolio = self.contracts[self.orders[order_id][1]][2]
-        with decimal.localcontext(_EXACT):
-            held = client.payoffs.get(portfolio) or [_ZERO] * len(payoff)
-            room = client.budget - client.cost() + client.lockups.get(portfolio, _ZERO)  # budget - others
-            # k lots: room - k*p >= 0 and, per kink j, room - k*p + held_j + k*u_j >= 0
-            rows = [(direction * premium, room)] + [(direction * (premium - u), room + h)
-                                                    for u, h in zip(payoff, held, strict=True)]
-        most = UNLIMITED
-        for a, b in rows:
+            return 0 if order[0] in self.barred else UNLIMITED
+        premium, payoff, portfolio = self._unit(order)
+        room = client.budget - client.cost + client.lockups.get(portfolio, 0)  # budget - everything else
+        if room < 0:
+            return 0
+        # k lots: room - k*p >= 0 and, per kink j, room - k*p + held_j + k*u_j >= 0
+        p = direction * premium
+        most = room // p if p > 0 else UNLIMITED
+        held = client.payoffs.get(portfolio)
+        for j, unit in enumerate(payoff):
+            b = room + (held[j] if held else 0)
             if b < 0:
                 return 0  # not feasible now: nothing more
-            if a > 0:
-                k = int(_DIVIDE.divide(b, a).to_integral_value(ROUND_FLOOR))
-                with decimal.localcontext(_EXACT):
-                    while k > 0 and a * k > b:  # the division is rounded: check it back exactly
-                        k -= 1
-                most = min(most, k)
+            a = p - direction * unit
+            if a > 0 and b // a < most:
+                most = b // a
         return most
 
     def largest(self, changes: list[tuple[str, int]], most: int) -> int:

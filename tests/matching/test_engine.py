@@ -74,7 +74,7 @@ def test_the_same_input_gives_the_same_result_bit_for_bit():
     big = book(3000, contract_count=6, clients=200, binding_share=0.2, seed=3)
     first, second = clear(big), clear(input_from_document(input_to_document(big)))
     assert result_to_document(first) == result_to_document(second)
-    assert first.binding_clients and first.method == "lp-prices+mip"  # the book does exercise the solver
+    assert first.binding_clients and first.method.startswith("lp-prices+mip")  # the book exercises the solver
 
 
 def test_a_tiny_time_limit_falls_back_to_a_feasible_clearing_and_says_the_guard_fired():

@@ -32,7 +32,7 @@ def test_the_same_result_with_every_core_busy():
         stop.set()
         for burner in burners:
             burner.join(10)
-    assert idle.method == "lp-prices+mip" and idle.binding_clients  # the solver ran, with bound clients
+    assert idle.method.startswith("lp-prices+mip") and idle.binding_clients  # the solver ran, with bound clients
     assert not idle.time_guard and not loaded.time_guard
     assert result_to_document(loaded) == result_to_document(idle)
     assert loaded.reasons == idle.reasons
