@@ -55,7 +55,7 @@ class AuctionSettings:
     simplex_iteration_limit: int = 1_000_000
     mip_max_nodes: int = 1_000
     # The exact price-choice stage runs only while the best answer is further than this from the bound.
-    exact_stage_gap: Decimal = Decimal("0.0001")
+    exact_stage_gap: Decimal = Decimal("0.001")
 
 
 @dataclass(frozen=True)

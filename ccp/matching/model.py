@@ -21,6 +21,7 @@ from decimal import Decimal
 import pyomo.environ as pyo
 from pyomo.contrib.appsi.base import TerminationCondition
 from pyomo.contrib.appsi.solvers import Highs
+from pyomo.core.expr.numeric_expr import LinearExpression
 
 from ccp.matching.auction import AuctionSettings
 
@@ -67,26 +68,32 @@ class AuctionModel:
         m.x = pyo.Var(m.C, domain=pyo.NonNegativeReals, bounds=lambda _, i: (0, columns[i].lots))
         # Objective coefficients in currency: limit price x lot size.
         weight = [float(c.price * c.lot) * c.side for c in columns]
-        m.welfare = pyo.Objective(expr=sum(weight[i] * m.x[i] for i in range(n)), sense=pyo.maximize)
+        # Linear expressions built from their coefficients and variables: Pyomo then skips walking an
+        # expression tree per row (most of the model's build and load time at 100,000 orders).
+        m.welfare = pyo.Objective(expr=LinearExpression(constant=0.0, linear_coefs=weight,
+                                                        linear_vars=[m.x[i] for i in range(n)]), sense=pyo.maximize)
         by_contract: list[list[int]] = [[] for _ in range(contracts)]
         for i, column in enumerate(columns):
             by_contract[column.contract].append(i)
         m.J = pyo.RangeSet(0, contracts - 1) if contracts else pyo.Set(initialize=[])
         m.balance = pyo.Constraint(
-            m.J, rule=lambda _, j: sum(columns[i].side * m.x[i] for i in by_contract[j]) == 0
-            if by_contract[j] else pyo.Constraint.Skip)
+            m.J, rule=lambda _, j: LinearExpression(
+                constant=0.0, linear_coefs=[float(columns[i].side) for i in by_contract[j]],
+                linear_vars=[m.x[i] for i in by_contract[j]]) == 0 if by_contract[j] else pyo.Constraint.Skip)
         keys = [(k, p) for k, client in enumerate(clients) for p in sorted(client.lockup_rows)]
         m.P = pyo.Set(initialize=keys, dimen=2)
         m.lockup = pyo.Var(m.P, domain=pyo.NonNegativeReals)
         rows = [(k, p, rhs, coefs) for k, client in enumerate(clients) for p in sorted(client.lockup_rows)
                 for rhs, coefs in client.lockup_rows[p]]
         m.R = pyo.RangeSet(0, len(rows) - 1) if rows else pyo.Set(initialize=[])
-        m.kink = pyo.Constraint(m.R, rule=lambda _, r: m.lockup[rows[r][0], rows[r][1]] + sum(
-            coef * m.x[i] for i, coef in rows[r][3].items()) >= rows[r][2])
+        m.kink = pyo.Constraint(m.R, rule=lambda _, r: LinearExpression(
+            constant=0.0, linear_coefs=[1.0, *rows[r][3].values()],
+            linear_vars=[m.lockup[rows[r][0], rows[r][1]], *(m.x[i] for i in rows[r][3])]) >= rows[r][2])
         m.K = pyo.RangeSet(0, len(clients) - 1) if clients else pyo.Set(initialize=[])
-        m.budget = pyo.Constraint(m.K, rule=lambda _, k: sum(
-            m.lockup[k, p] for p in sorted(clients[k].lockup_rows)) + sum(
-            coef * m.x[i] for i, coef in clients[k].premium.items()) <= clients[k].budget)
+        m.budget = pyo.Constraint(m.K, rule=lambda _, k: LinearExpression(
+            constant=0.0, linear_coefs=[1.0] * len(clients[k].lockup_rows) + list(clients[k].premium.values()),
+            linear_vars=[m.lockup[k, p] for p in sorted(clients[k].lockup_rows)]
+            + [m.x[i] for i in clients[k].premium]) <= clients[k].budget)
         self.solver = Highs()
         self.solver.config.mip_gap = float(settings.mip_rel_gap)
         self.solver.config.load_solution = False
