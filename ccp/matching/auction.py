@@ -4,7 +4,8 @@ Input document (``format: "ccp-auction-input/1"``), every number a decimal strin
 
     {"format": "ccp-auction-input/1",
      "auction": "BTC/USDC 2026-11-21T10:00:00Z",          # any label
-     "settings": {"time_limit_s": "10", "mip_rel_gap": "0"},
+     "settings": {"time_limit_s": "10", "mip_rel_gap": "0", "simplex_iteration_limit": "1000000",
+                  "mip_max_nodes": "1000", "exact_stage_gap": "0.001"},
      "contracts": [{"symbol": "BTC-USDC-20261225-100000-C", "kind": "call", "strike": "100000",
                     "floor": "50000", "cap": "150000", "tick": "1", "lot": "0.01",
                     "portfolio": "BTC/USDC 2026-12-25", "reference_price": "2100"}],
@@ -22,11 +23,26 @@ Input document (``format: "ccp-auction-input/1"``), every number a decimal strin
   (lower is earlier). Premiums in the collateral check are taken at the limit price (the clearing
   price is never worse for the client), lockups at the kink points of each portfolio.
 
+- ``settings``: the work limits decide the result (``simplex_iteration_limit`` per LP solve,
+  ``mip_max_nodes`` per MIP stage, ``exact_stage_gap``: the exact price-choice stage runs only while
+  the best answer is further than this from the bound); ``time_limit_s`` is a wall-clock guard only;
+  ``mip_rel_gap`` is HiGHS' own. Every key is optional; a document without the work limits (stored
+  before issue 14) clears with the defaults shown, and its ``time_limit_s`` is the guard.
+
 Result document (``format: "ccp-auction-result/1"``): ``prices`` (symbol -> clearing price, for
 contracts that traded), ``fills`` ([{order, quantity, price}] by order id), ``welfare`` (sum of filled
-quantity x limit price, buys minus sells), ``upper_bound`` (the LP relaxation's welfare: no solution
-can beat it), ``status`` (``optimal``: proven; ``feasible``: best found within the time limit;
-``fallback``: the simple clearing), ``gap`` (1 - welfare / upper_bound), ``method``, ``solver``.
+quantity x limit price, buys minus sells), ``upper_bound`` (the LP relaxation's welfare or a MIP's bound,
+floored to the welfare grid: no solution can beat it), ``status`` (``optimal``: proven; ``feasible``: a
+solver's answer below the bound; ``fallback``: the simple clearing with collateral kept), ``gap``
+(1 - welfare / upper_bound), ``method`` (the answer kept, ``ccp/matching/engine.py``), ``solver``,
+``binding_clients``; since issue 14 also ``fallback_welfare`` (the simple clearing's welfare: the result
+is never below it), ``candidates`` (each answer's welfare after the repair), ``terminations`` (solver
+stage -> how it ended: ``optimal``, ``maxIterations`` for a work limit, ``maxTimeLimit`` for the guard),
+``time_guard`` (whether the guard stopped a stage: only then may a replay differ) and ``reasons`` (why
+each order is open or partly open, ids grouped by code: ``limit``, its limit is outside the clearing
+price, or nothing it could afford crossed it; ``collateral``, its client cannot afford one more lot;
+``priority``, its limit reaches the price but the volume went to orders ahead of it in price-time
+priority; ``halted``, the contract stopped trading before the apply: set by ``reasons_halted``).
 """
 
 from __future__ import annotations

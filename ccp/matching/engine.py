@@ -4,16 +4,38 @@ deterministic. Pure: takes an AuctionInput, returns an AuctionResult; floats onl
 1. Reduce. A client whose collateral cannot bind even if all its orders fill (its current lockups
    plus every order's worst case fit its budget; lockups are subadditive) needs no collateral row,
    and its orders at one price share a column. Contracts that no binding client trades are cleared
-   exactly by the price-time uncross, without a solver.
-2. The other contracts go to the Pyomo model (``model.py``): its LP relaxation gives the certified
+   exactly by the price-time uncross, without a solver (method ``uncross``).
+2. The fallback, always computed: the simple clearing with collateral (``greedy``), each coupled
+   contract's price-time uncross in which a bound client's order fills by what its collateral still
+   allows (``headroom.Headroom``, exact).
+3. The coupled contracts go to the Pyomo model (``model.py``): its LP relaxation gives the certified
    upper bound on welfare and, from the balance rows' duals, a price per contract; the MIP then
-   fills whole lots, only of orders in the money at those prices (buys at or above, sells at or
-   below), so one uniform price fits every fill.
-3. Merged columns are shared by time priority; each contract's price comes from its fills by the
-   rule in ``uncross.clearing_price``.
-4. Every result is checked in Decimal (balance, limits, lots, every client's collateral). If the
-   solver fails, runs out of time without a solution, or the check fails, the fallback clears each
-   contract by the uncross among clients whose collateral cannot bind: still collateral-feasible.
+   fills whole lots, only of orders in the money at those prices (``lp-prices+mip``). While the best
+   answer is further than ``exact_stage_gap`` from the bound, the exact price-choice MIP, warm-started
+   from it (``lp-prices+mip+exact``). Merged columns are shared by time priority.
+4. Every answer is repaired (``_finish``): refused if a client is over budget or no uniform price fits
+   (a solver's floats); else crossing orders left open are filled within collateral and the prices
+   the other fills allow (``_walk``: no two crossing orders of clients whose collateral does not bind
+   stay open), and lots move to orders ahead in price-time priority at the same or a better limit
+   whenever both clients' collateral allows (``_prioritise``: time priority among bound clients at the
+   marginal price). Welfare never falls in the repair.
+5. The best welfare is kept, the fallback's on no better answer: never worse than the simple clearing.
+   Each contract's price comes from its fills by the rule in ``uncross.clearing_price``, counting only
+   lots their clients can still afford; each order left open gets its reason (``_reason``).
+6. The result is checked in Decimal (balance, limits, lots, every bound client's collateral); a
+   failure (never expected) falls back to the uncross among clients whose collateral cannot bind.
+
+Determinism: HiGHS runs on one thread with a fixed seed and stops on work limits (simplex iterations,
+branch-and-bound nodes: ``AuctionSettings``); everything else is exact arithmetic in a fixed order, so
+the same input gives the same result on any machine under any load. The settings' ``time_limit_s`` is
+a wall-clock guard only: no stage starts after it, a stage it stops reports ``maxTimeLimit`` in the
+result's ``terminations`` and ``time_guard`` is true (only then may a replay differ).
+
+``status``: ``optimal`` (the welfare reaches the certified bound, floored to the welfare grid), else
+``feasible`` (a solver's answer, kept) or ``fallback`` (the greedy clearing kept: the solver gave no
+answer, an answer refused, or none better). ``method``: ``uncross``, ``lp-prices+mip``,
+``lp-prices+mip+exact``, ``greedy (no MIP answer)``, ``greedy (MIP answer rejected)``, ``greedy (MIP
+answer not better)``; ``fallback-uncross (<problem>)`` after a failed final check.
 """
 
 from __future__ import annotations
