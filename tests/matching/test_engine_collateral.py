@@ -90,6 +90,27 @@ def test_a_solver_answer_below_the_fallback_is_not_kept():
             assert verify(_prepare(limited), result) is None and "rejected_solution" not in result.timings
             if nodes == 0:  # no node at all: no MIP answer
                 assert result.method == "greedy (no MIP answer)" and result.terminations["mip"] == "maxIterations"
+            assert not crossing_pairs_left(limited, result)
+
+
+def crossing_pairs_left(auction_in, result):
+    """Pairs of a buy and a sell of clients whose collateral cannot bind, both with lots open, that could
+    fill together with one uniform price still fitting every fill of their contract."""
+    bound, filled = set(result.binding_clients), fills(result)
+    pairs = []
+    for symbol in {o.contract for o in auction_in.orders}:
+        mine = [o for o in auction_in.orders if o.contract == symbol]
+        done = [o for o in mine if filled.get(o.id)]
+        low = max((o.price for o in done if o.side == "sell"), default=None)
+        high = min((o.price for o in done if o.side == "buy"), default=None)
+        open_ = [o for o in mine if o.client not in bound and filled.get(o.id, D(0)) < o.quantity]
+        for buy in (o for o in open_ if o.side == "buy"):
+            for sell in (o for o in open_ if o.side == "sell"):
+                lo = sell.price if low is None else max(low, sell.price)
+                hi = buy.price if high is None else min(high, buy.price)
+                if buy.price >= sell.price and lo <= hi:
+                    pairs.append((buy.id, sell.id))
+    return pairs
 
 
 def test_the_repair_fills_crossing_orders_of_unbound_clients():
