@@ -569,7 +569,7 @@ def main() -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,100000", help="order counts, comma-separated")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated book")
-    parser.add_argument("--time-limit", default="10", help="the engine's time limit, s (AuctionSettings)")
+    parser.add_argument("--time-limit", default="60", help="the engine's wall-clock guard, s")
     parser.add_argument("--no-db", action="store_true", help="engine and baseline only, no database run")
     parser.add_argument("--bound-share", type=float, default=0.05,
                         help="share of the clients whose collateral binds (a third of what their orders could cost)")

@@ -4,7 +4,7 @@ Input document (``format: "ccp-auction-input/1"``), every number a decimal strin
 
     {"format": "ccp-auction-input/1",
      "auction": "BTC/USDC 2026-11-21T10:00:00Z",          # any label
-     "settings": {"time_limit_s": "10", "mip_rel_gap": "0", "simplex_iteration_limit": "1000000",
+     "settings": {"time_limit_s": "60", "mip_rel_gap": "0", "simplex_iteration_limit": "1000000",
                   "mip_max_nodes": "1000", "exact_stage_gap": "0.001"},
      "contracts": [{"symbol": "BTC-USDC-20261225-100000-C", "kind": "call", "strike": "100000",
                     "floor": "50000", "cap": "150000", "tick": "1", "lot": "0.01",
@@ -66,7 +66,7 @@ class AuctionSettings:
     """How hard the engine works. The limits in work (``simplex_iteration_limit`` per LP solve,
     ``mip_max_nodes`` per MIP stage) decide the result; ``time_limit_s`` is a wall-clock guard only."""
 
-    time_limit_s: Decimal = Decimal("10")
+    time_limit_s: Decimal = Decimal("60")
     mip_rel_gap: Decimal = Decimal("0")
     simplex_iteration_limit: int = 1_000_000
     mip_max_nodes: int = 1_000
@@ -198,7 +198,7 @@ def input_from_document(doc: dict) -> AuctionInput:
     return AuctionInput(
         contracts=tuple(contracts), clients=tuple(clients), orders=tuple(orders), label=str(doc.get("auction", "")),
         settings=AuctionSettings(
-            time_limit_s=_dec(settings.get("time_limit_s", "10"), "settings.time_limit_s"),
+            time_limit_s=_dec(settings.get("time_limit_s", str(AuctionSettings.time_limit_s)), "settings.time_limit_s"),
             mip_rel_gap=_dec(settings.get("mip_rel_gap", "0"), "settings.mip_rel_gap"),
             simplex_iteration_limit=_count(settings, "simplex_iteration_limit"),
             mip_max_nodes=_count(settings, "mip_max_nodes"),
