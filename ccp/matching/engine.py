@@ -230,6 +230,10 @@ def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[Bindin
                            Decimal(0))
                 coefs = {i: float(columns[i].side * columns[i].lot * unit_payoff(columns[i].contract, point))
                          for i in cols}
+                # A row no fills can make bind (lockup >= 0 already implies it) stays out of the model:
+                # fewer rows for Pyomo to translate (a client with only bought options has none).
+                if -held <= 0 and all(coef >= 0 for coef in coefs.values()):
+                    continue
                 rows[portfolio].append((float(-held), coefs))
         clients.append(BindingClient(float(budget), rows, premium))
     return columns, clients
