@@ -37,7 +37,8 @@ solver's answer below the bound; ``fallback``: the simple clearing with collater
 (1 - welfare / upper_bound), ``method`` (the answer kept, ``ccp/matching/engine.py``), ``solver``,
 ``binding_clients``; since issue 14 also ``fallback_welfare`` (the simple clearing's welfare: the result
 is never below it), ``candidates`` (each answer's welfare after the repair), ``terminations`` (solver
-stage -> how it ended: ``optimal``, ``maxIterations`` for a work limit, ``maxTimeLimit`` for the guard),
+stage -> how it ended: ``optimal``, ``maxIterations`` for a work limit, ``maxTimeLimit`` for the guard;
+``<answer>_rejected`` -> why a solver's answer was refused),
 ``time_guard`` (whether the guard stopped a stage: only then may a replay differ) and ``reasons`` (why
 each order is open or partly open, ids grouped by code: ``limit``, its limit is outside the clearing
 price, or nothing it could afford crossed it; ``collateral``, its client cannot afford one more lot;
