@@ -40,7 +40,7 @@ def contracts(count: int = 20) -> list[ContractSpec]:
 
 
 def book(orders: int, contract_count: int = 20, clients: int = 2000, binding_share: float = 0.05,
-         seed: int = 7, time_limit_s: str = "10") -> AuctionInput:
+         seed: int = 7, time_limit_s: str = "60") -> AuctionInput:
     rng = random.Random(seed)
     specs = contracts(contract_count)
     order_specs = []

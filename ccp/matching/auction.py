@@ -4,7 +4,8 @@ Input document (``format: "ccp-auction-input/1"``), every number a decimal strin
 
     {"format": "ccp-auction-input/1",
      "auction": "BTC/USDC 2026-11-21T10:00:00Z",          # any label
-     "settings": {"time_limit_s": "10", "mip_rel_gap": "0"},
+     "settings": {"time_limit_s": "60", "mip_rel_gap": "0", "simplex_iteration_limit": "1000000",
+                  "mip_max_nodes": "1000", "exact_stage_gap": "0.001"},
      "contracts": [{"symbol": "BTC-USDC-20261225-100000-C", "kind": "call", "strike": "100000",
                     "floor": "50000", "cap": "150000", "tick": "1", "lot": "0.01",
                     "portfolio": "BTC/USDC 2026-12-25", "reference_price": "2100"}],
@@ -22,11 +23,27 @@ Input document (``format: "ccp-auction-input/1"``), every number a decimal strin
   (lower is earlier). Premiums in the collateral check are taken at the limit price (the clearing
   price is never worse for the client), lockups at the kink points of each portfolio.
 
+- ``settings``: the work limits decide the result (``simplex_iteration_limit`` per LP solve,
+  ``mip_max_nodes`` per MIP stage, ``exact_stage_gap``: the exact price-choice stage runs only while
+  the best answer is further than this from the bound); ``time_limit_s`` is a wall-clock guard only;
+  ``mip_rel_gap`` is HiGHS' own. Every key is optional; a document without the work limits (stored
+  before issue 14) clears with the defaults shown, and its ``time_limit_s`` is the guard.
+
 Result document (``format: "ccp-auction-result/1"``): ``prices`` (symbol -> clearing price, for
 contracts that traded), ``fills`` ([{order, quantity, price}] by order id), ``welfare`` (sum of filled
-quantity x limit price, buys minus sells), ``upper_bound`` (the LP relaxation's welfare: no solution
-can beat it), ``status`` (``optimal``: proven; ``feasible``: best found within the time limit;
-``fallback``: the simple clearing), ``gap`` (1 - welfare / upper_bound), ``method``, ``solver``.
+quantity x limit price, buys minus sells), ``upper_bound`` (the LP relaxation's welfare or a MIP's bound,
+floored to the welfare grid: no solution can beat it), ``status`` (``optimal``: proven; ``feasible``: a
+solver's answer below the bound; ``fallback``: the simple clearing with collateral kept), ``gap``
+(1 - welfare / upper_bound), ``method`` (the answer kept, ``ccp/matching/engine.py``), ``solver``,
+``binding_clients``; since issue 14 also ``fallback_welfare`` (the simple clearing's welfare: the result
+is never below it), ``candidates`` (each answer's welfare after the repair), ``terminations`` (solver
+stage -> how it ended: ``optimal``, ``maxIterations`` for a work limit, ``maxTimeLimit`` for the guard;
+``<answer>_rejected`` -> why a solver's answer was refused),
+``time_guard`` (whether the guard stopped a stage: only then may a replay differ) and ``reasons`` (why
+each order is open or partly open, ids grouped by code: ``limit``, its limit is outside the clearing
+price, or nothing it could afford crossed it; ``collateral``, its client cannot afford one more lot;
+``priority``, its limit reaches the price but the volume went to orders ahead of it in price-time
+priority; ``halted``, the contract stopped trading before the apply: set by ``reasons_halted``).
 """
 
 from __future__ import annotations
@@ -47,8 +64,15 @@ RESULT_FORMAT = "ccp-auction-result/1"
 
 @dataclass(frozen=True)
 class AuctionSettings:
-    time_limit_s: Decimal = Decimal("10")
+    """How hard the engine works. The limits in work (``simplex_iteration_limit`` per LP solve,
+    ``mip_max_nodes`` per MIP stage) decide the result; ``time_limit_s`` is a wall-clock guard only."""
+
+    time_limit_s: Decimal = Decimal("60")
     mip_rel_gap: Decimal = Decimal("0")
+    simplex_iteration_limit: int = 1_000_000
+    mip_max_nodes: int = 1_000
+    # The exact price-choice stage runs only while the best answer is further than this from the bound.
+    exact_stage_gap: Decimal = Decimal("0.001")
 
 
 @dataclass(frozen=True)
@@ -109,6 +133,15 @@ class AuctionResult:
     solver: str
     binding_clients: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    reasons: dict[str, str] = field(default_factory=dict)  # order id -> why it is (partly) open (REASONS)
+    fallback_welfare: Decimal | None = None  # the welfare of the fallback clearing of the same input
+    terminations: dict[str, str] = field(default_factory=dict)  # solver stage -> how it ended
+    candidates: dict[str, Decimal] = field(default_factory=dict)  # answer -> its welfare after the repair
+
+    @property
+    def time_guard(self) -> bool:
+        """Whether the wall-clock guard stopped a solver stage: only then may a replay differ."""
+        return "maxTimeLimit" in self.terminations.values()
 
     @property
     def gap(self) -> Decimal:
@@ -166,9 +199,23 @@ def input_from_document(doc: dict) -> AuctionInput:
     return AuctionInput(
         contracts=tuple(contracts), clients=tuple(clients), orders=tuple(orders), label=str(doc.get("auction", "")),
         settings=AuctionSettings(
-            time_limit_s=_dec(settings.get("time_limit_s", "10"), "settings.time_limit_s"),
-            mip_rel_gap=_dec(settings.get("mip_rel_gap", "0"), "settings.mip_rel_gap")),
+            time_limit_s=_dec(settings.get("time_limit_s", str(AuctionSettings.time_limit_s)), "settings.time_limit_s"),
+            mip_rel_gap=_dec(settings.get("mip_rel_gap", "0"), "settings.mip_rel_gap"),
+            simplex_iteration_limit=_count(settings, "simplex_iteration_limit"),
+            mip_max_nodes=_count(settings, "mip_max_nodes"),
+            exact_stage_gap=_dec(settings.get("exact_stage_gap", str(AuctionSettings.exact_stage_gap)),
+                                 "settings.exact_stage_gap")),
     )
+
+
+def _count(settings: dict, name: str) -> int:
+    """A work limit of the settings (a whole number as a decimal string), its default when absent."""
+    if name not in settings:
+        return getattr(AuctionSettings, name)
+    number = _dec(settings[name], f"settings.{name}")
+    if number != number.to_integral_value() or number < 0 or number > 2**31 - 1:
+        raise ValueError(f"settings.{name}: a whole number from 0 to 2147483647, got {settings[name]!r}")
+    return int(number)
 
 
 class _Numbers(dict):
@@ -233,7 +280,10 @@ def input_to_document(auction: AuctionInput) -> dict:
         "format": INPUT_FORMAT,
         "auction": auction.label,
         "settings": {"time_limit_s": money_str(auction.settings.time_limit_s),
-                     "mip_rel_gap": money_str(auction.settings.mip_rel_gap)},
+                     "mip_rel_gap": money_str(auction.settings.mip_rel_gap),
+                     "simplex_iteration_limit": str(auction.settings.simplex_iteration_limit),
+                     "mip_max_nodes": str(auction.settings.mip_max_nodes),
+                     "exact_stage_gap": money_str(auction.settings.exact_stage_gap)},
         "contracts": [{"symbol": c.symbol, "kind": c.terms.kind.value, "strike": opt(c.terms.strike),
                        "floor": money_str(c.terms.floor), "cap": money_str(c.terms.cap), "tick": money_str(c.tick),
                        "lot": money_str(c.lot), "portfolio": c.portfolio, "reference_price": opt(c.reference_price)}
@@ -307,4 +357,29 @@ def result_to_document(result: AuctionResult) -> dict:
         "fills": [{"order": f.order, "quantity": money_str(f.quantity), "price": money_str(f.price)}
                   for f in result.fills],
         "binding_clients": list(result.binding_clients),
+        "fallback_welfare": money_str(result.welfare if result.fallback_welfare is None else result.fallback_welfare),
+        "terminations": dict(sorted(result.terminations.items())),
+        "candidates": {name: money_str(w) for name, w in sorted(result.candidates.items())},
+        "time_guard": result.time_guard,
+        # Grouped by reason, ids in the fills' order: a hundred thousand open orders stay a small text.
+        "reasons": {code: sorted((i for i, c in result.reasons.items() if c == code), key=order_id_key)
+                    for code in REASONS if code in result.reasons.values()},
     }
+
+
+REASONS = ("limit", "collateral", "priority", "halted")
+
+
+def order_id_key(order_id: str) -> tuple:
+    return (0, int(order_id), "") if order_id.isdigit() else (1, 0, order_id)
+
+
+def reasons_from_document(doc: dict) -> dict[str, str]:
+    """order id -> reason of a result document (empty for documents written before reasons existed)."""
+    return {order_id: code for code, ids in doc.get("reasons", {}).items() for order_id in ids}
+
+
+def reasons_halted(reasons: dict[str, str], orders: Iterable[tuple[str, str]], halted: set[str]) -> dict[str, str]:
+    """``reasons`` with every order on a contract no longer trading (``halted`` symbols) as ``halted``:
+    the apply books none of their fills. ``orders``: (order id, contract symbol) of the auction."""
+    return {**reasons, **{order_id: "halted" for order_id, symbol in orders if symbol in halted}}

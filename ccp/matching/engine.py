@@ -4,32 +4,66 @@ deterministic. Pure: takes an AuctionInput, returns an AuctionResult; floats onl
 1. Reduce. A client whose collateral cannot bind even if all its orders fill (its current lockups
    plus every order's worst case fit its budget; lockups are subadditive) needs no collateral row,
    and its orders at one price share a column. Contracts that no binding client trades are cleared
-   exactly by the price-time uncross, without a solver.
-2. The other contracts go to the Pyomo model (``model.py``): its LP relaxation gives the certified
+   exactly by the price-time uncross, without a solver (method ``uncross``).
+2. The fallback, always computed: the simple clearing with collateral (``greedy``), each coupled
+   contract's price-time uncross in which a bound client's order fills by what its collateral still
+   allows (``headroom.Headroom``, exact).
+3. The coupled contracts go to the Pyomo model (``model.py``): its LP relaxation gives the certified
    upper bound on welfare and, from the balance rows' duals, a price per contract; the MIP then
-   fills whole lots, only of orders in the money at those prices (buys at or above, sells at or
-   below), so one uniform price fits every fill.
-3. Merged columns are shared by time priority; each contract's price comes from its fills by the
-   rule in ``uncross.clearing_price``.
-4. Every result is checked in Decimal (balance, limits, lots, every client's collateral). If the
-   solver fails, runs out of time without a solution, or the check fails, the fallback clears each
-   contract by the uncross among clients whose collateral cannot bind: still collateral-feasible.
+   fills whole lots, only of orders in the money at those prices (``lp-prices+mip``). While the best
+   answer is further than ``exact_stage_gap`` from the bound, the exact price-choice MIP, warm-started
+   from it (``lp-prices+mip+exact``). Merged columns are shared by time priority.
+4. Every answer is repaired (``_finish``): refused if a client is over budget or no uniform price fits
+   (a solver's floats); else crossing orders left open are filled within collateral and the prices
+   the other fills allow (``_walk``: no two crossing orders of clients whose collateral does not bind
+   stay open), and lots move to orders ahead in price-time priority at the same or a better limit
+   whenever both clients' collateral allows (``_prioritise``: time priority among bound clients at the
+   marginal price). Welfare never falls in the repair.
+5. The best welfare is kept, the fallback's on no better answer: never worse than the simple clearing.
+   Each contract's price comes from its fills by the rule in ``uncross.clearing_price``, counting only
+   lots their clients can still afford; each order left open gets its reason (``_reason``).
+6. The result is checked in Decimal (balance, limits, lots, every bound client's collateral); a
+   failure (never expected) falls back to the uncross among clients whose collateral cannot bind.
+
+Determinism: HiGHS runs on one thread with a fixed seed and stops on work limits (simplex iterations,
+branch-and-bound nodes: ``AuctionSettings``); everything else is exact arithmetic in a fixed order, so
+the same input gives the same result on any machine under any load. The settings' ``time_limit_s`` is
+a wall-clock guard only: no stage starts after it, a stage it stops reports ``maxTimeLimit`` in the
+result's ``terminations`` and ``time_guard`` is true (only then may a replay differ).
+
+``status``: ``optimal`` (the welfare reaches the certified bound, floored to the welfare grid), else
+``feasible`` (a solver's answer, kept) or ``fallback`` (the greedy clearing kept: the solver gave no
+answer, an answer refused, or none better). ``method``: ``uncross``, ``lp-prices+mip``,
+``lp-prices+mip+exact``, ``greedy (no MIP answer)``, ``greedy (MIP answer rejected)``, ``greedy (MIP
+answer not better)``; ``fallback-uncross (<problem>)`` after a failed final check.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
-from decimal import Decimal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal
 from importlib.metadata import version
 
 from ccp.contracts.payoffs import Leg, kink_points, lockup_amount, order_worst_cost, payoff_per_unit, premium_per_unit
-from ccp.matching.auction import AuctionInput, AuctionResult, ClientSpec, ContractSpec, Fill, OrderSpec
+from ccp.matching.auction import (
+    AuctionInput,
+    AuctionResult,
+    ClientSpec,
+    ContractSpec,
+    Fill,
+    OrderSpec,
+    auction_gap,
+    order_id_key,
+)
+from ccp.matching.headroom import UNLIMITED, Headroom
 from ccp.matching.model import AuctionModel, BindingClient, Column
-from ccp.matching.uncross import LotOrder, allocate_by_priority, clearing_price, uncross
+from ccp.matching.uncross import LotOrder, allocate_by_priority, by_priority, clearing_price, priority_key, uncross
 from ccp.memory import gc_paused
 
 SOLVER = f"HiGHS {version('highspy')} via Pyomo {version('pyomo')} (appsi)"
@@ -51,6 +85,7 @@ class _Book:
     by_contract: dict[str, list[str]]
     binding: set[str]  # client ids whose collateral can bind
     underwater: set[str]  # clients whose budget does not even cover their current lockups
+    sides: dict[str, tuple[list[LotOrder], list[LotOrder]]] = field(default_factory=dict)  # ``_sides``
 
 
 def _lots(order: OrderSpec, contract: ContractSpec) -> int:
@@ -168,6 +203,10 @@ def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[Bindin
             column = columns[merged[key]]
             column.lots += lots
             column.order_ids.append(order_id)
+    @functools.cache
+    def unit_payoff(contract: int, point: Decimal) -> Decimal:
+        return payoff_per_unit(book.contracts[symbols[contract]].terms, point)
+
     by_client: dict[int, list[int]] = defaultdict(list)
     for i, column in enumerate(columns):
         if column.client is not None:
@@ -189,9 +228,12 @@ def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[Bindin
             for point in kink_points(legs):
                 held = sum((leg.qty * payoff_per_unit(leg.terms, point) for leg in positions.get(portfolio, [])),
                            Decimal(0))
-                coefs = {i: float(columns[i].side * columns[i].lot *
-                                  payoff_per_unit(book.contracts[symbols[columns[i].contract]].terms, point))
+                coefs = {i: float(columns[i].side * columns[i].lot * unit_payoff(columns[i].contract, point))
                          for i in cols}
+                # A row no fills can make bind (lockup >= 0 already implies it) stays out of the model:
+                # fewer rows for Pyomo to translate (a client with only bought options has none).
+                if -held <= 0 and all(coef >= 0 for coef in coefs.values()):
+                    continue
                 rows[portfolio].append((float(-held), coefs))
         clients.append(BindingClient(float(budget), rows, premium))
     return columns, clients
@@ -211,28 +253,59 @@ def _fills_from_columns(book: _Book, columns: list[Column], lots: list[float]) -
 
 
 def _result(book: _Book, fills: dict[str, int], bound: Decimal, status: str, method: str,
-            timings: dict[str, float], welfare: Decimal | None = None) -> AuctionResult:
-    """The result of ``fills``; ``welfare``: their ``_uncross_welfare`` when the caller has it."""
+            timings: dict[str, float], welfare: Decimal | None = None, head: Headroom | None = None,
+            fallback_welfare: Decimal | None = None, terminations: dict[str, str] | None = None,
+            candidates: dict[str, Decimal] | None = None) -> AuctionResult:
+    """The result of ``fills``; ``welfare``: their ``_uncross_welfare`` when the caller has it; ``head``:
+    the collateral state of these fills (None when no client binds)."""
+    started = time.perf_counter()
+    caps: dict[str, int] = {}
+
+    def cap(order: LotOrder) -> int:
+        if head is None:
+            return UNLIMITED
+        if (room := caps.get(order.id)) is None:
+            room = caps[order.id] = head.cap(order.id)
+        return room
+
+    def affordable(order: LotOrder, left: int) -> int:
+        return min(left, cap(order))
+
     prices = {}
+    reasons: dict[str, str] = {}
     for symbol, order_ids in book.by_contract.items():
         contract = book.contracts[symbol]
-        price = clearing_price([book.lot_orders[i] for i in order_ids], fills, contract.tick,
-                               contract.reference_price)
+        orders = [book.lot_orders[i] for i in order_ids]
+        price = clearing_price(orders, fills, contract.tick, contract.reference_price,
+                               affordable=affordable if head is not None else None)
         if price is not None:
             prices[symbol] = price
+        for order in orders:
+            if order.lots > fills.get(order.id, 0):
+                reasons[order.id] = _reason(order, price, cap)
     fill_rows = tuple(
         Fill(order_id, lots * book.contracts[book.orders[order_id].contract].lot,
              prices[book.orders[order_id].contract])
-        for order_id, lots in sorted(fills.items(), key=lambda item: _id_key(item[0])) if lots > 0)
+        for order_id, lots in sorted(fills.items(), key=lambda item: order_id_key(item[0])) if lots > 0)
     if welfare is None:
         welfare = _uncross_welfare(book, fills)
+    timings["price_s"] = time.perf_counter() - started
     return AuctionResult(prices=prices, fills=fill_rows, welfare=welfare, upper_bound=max(bound, welfare),
                          status=status, method=method, solver=SOLVER, binding_clients=tuple(sorted(book.binding)),
-                         timings=timings)
+                         timings=timings, reasons=reasons,
+                         fallback_welfare=welfare if fallback_welfare is None else fallback_welfare,
+                         terminations=terminations or {}, candidates=candidates or {})
 
 
-def _id_key(order_id: str) -> tuple:
-    return (0, int(order_id), "") if order_id.isdigit() else (1, 0, order_id)
+def _reason(order: LotOrder, price: Decimal | None, cap: Callable[[LotOrder], int]) -> str:
+    """Why an order is (partly) open: its limit is outside the price (or nothing crossing it traded and
+    it could afford a lot), its collateral allows no further lot, or the volume went to orders ahead of
+    it (time priority at the margin, or the other side's collateral)."""
+    if price is None:
+        return "collateral" if cap(order) == 0 else "limit"
+    if (order.side == "buy" and order.price < price) or (order.side == "sell" and order.price > price):
+        return "limit"
+    return "collateral" if cap(order) == 0 else "priority"
 
 
 def verify(book: _Book, result: AuctionResult, everyone: bool = True) -> str | None:
@@ -269,71 +342,309 @@ def verify(book: _Book, result: AuctionResult, everyone: bool = True) -> str | N
 
 @gc_paused
 def clear(auction: AuctionInput) -> AuctionResult:
-    """Clear an auction. Deterministic: the same input gives the same fills and prices."""
+    """Clear an auction. Deterministic: the same input gives the same fills and prices on any machine
+    under any load, unless the wall-clock guard fired (``terminations`` then says ``maxTimeLimit``)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     book = _prepare(auction)
     coupled = sorted({o.contract for o in book.orders.values() if o.client in book.binding}) if book.binding else []
     free = sorted(set(book.by_contract) - set(coupled))
     fills = _uncross_contracts(book, free, with_binding=True)
-    bound = _uncross_welfare(book, fills)
+    free_welfare = _uncross_welfare(book, fills)
     timings["reduce_s"] = time.perf_counter() - started
-    status, method = "optimal", "uncross"
-    if coupled:
-        solved = _solve_coupled(book, coupled, timings)
-        if solved is None:
-            return _fallback(book, timings, started)
-        coupled_fills, coupled_bound = solved
-        fills.update(coupled_fills)
-        bound += coupled_bound
-        method = "lp-prices+mip"
-    # Without a coupled contract the bound is the uncross welfare of these very fills.
-    result = _result(book, fills, bound, status, method, timings, welfare=None if coupled else bound)
-    # Proven optimal when the welfare reaches the LP bound (to the solver's tolerance).
-    if result.upper_bound - result.welfare > _OPTIMALITY_TOLERANCE * max(Decimal(1), abs(result.upper_bound)):
-        result = replace(result, status="feasible")
+    if not coupled:
+        # No client binds anywhere: the uncross is the optimum, and its welfare the bound.
+        result = _result(book, fills, free_welfare, "optimal", "uncross", timings, welfare=free_welfare,
+                         head=_headroom(book) if book.underwater else None)
+        timings["total_s"] = time.perf_counter() - started
+        return result
+    terminations: dict[str, str] = {}
+    deadline = started + float(auction.settings.time_limit_s)
+    # The fallback first: the collateral-capped price-time uncross, repaired like every answer.
+    stage = time.perf_counter()
+    finished = [_finish(book, coupled, "greedy", {}, terminations)]  # the repair from nothing: the greedy
+    timings["greedy_s"] = time.perf_counter() - stage
+    fallback_welfare = finished[0][2]
+    solver = _Solver(book, coupled, timings, terminations, deadline)
+    mip_fills = solver.lp_and_mip()
+    lp_bound = solver.bound
+    if mip_fills is not None:
+        stage = time.perf_counter()
+        finished.insert(0, _finish(book, coupled, "lp-prices+mip", mip_fills, terminations))
+        timings["repair_s"] = time.perf_counter() - stage
+        best = max(f[2] for f in finished if f[1] is not None)
+        if auction_gap(best, _grid_bound(book, coupled, solver.bound)) > auction.settings.exact_stage_gap:
+            # Below the bound: search all price choices, starting from the best answer so far.
+            start = max((f for f in finished if f[1] is not None), key=lambda f: f[2])[1]
+            exact = solver.price_choice(start)
+            lp_bound = solver.bound
+            if exact is not None:
+                stage = time.perf_counter()
+                finished.insert(0, _finish(book, coupled, "lp-prices+mip+exact", exact, terminations))
+                timings["repair_s"] += time.perf_counter() - stage
+    finished = [f for f in finished if f[1] is not None]
+    # The best welfare; on a tie the first: the exact stage's answer, then the MIP's, then the fallback.
+    name, coupled_fills, coupled_welfare, head = max(finished, key=lambda f: f[2])  # max keeps the first of ties
+    if lp_bound is not None:
+        bound = _grid_bound(book, coupled, lp_bound)
+    else:
+        # No LP bound: the welfare without collateral (the uncross of everyone) bounds every answer.
+        bound = _uncross_welfare(book, _uncross_contracts(book, coupled, True))
+    fills.update(coupled_fills)
+    welfare = free_welfare + coupled_welfare
+    bound = max(free_welfare + bound, welfare)
+    proven = bound - welfare <= _OPTIMALITY_TOLERANCE * max(Decimal(1), abs(bound))
+    status = "optimal" if proven else "fallback" if name == "greedy" else "feasible"
+    if name == "greedy":
+        why = "no MIP answer" if mip_fills is None else (
+            "MIP answer rejected" if "lp-prices+mip_rejected" in terminations else "MIP answer not better")
+        name = f"{name} ({why})"
+    result = _result(book, fills, bound, status, name, timings, welfare=welfare, head=head,
+                     fallback_welfare=free_welfare + fallback_welfare, terminations=terminations,
+                     candidates={n: free_welfare + w for n, _, w, _ in finished})
     if problem := verify(book, result, everyone=False):
+        # Never expected (every candidate was checked as it was built): the clients who cannot bind alone.
         timings["rejected_solution"] = 1.0
         return _fallback(book, timings, started, reason=problem)
     timings["total_s"] = time.perf_counter() - started
     return result
 
 
-def _solve_coupled(book: _Book, symbols: list[str], timings: dict[str, float]):
-    begun = started = time.perf_counter()
-    columns, clients = _columns(book, symbols)
-    settings = book.auction.settings
-    model = AuctionModel(columns, len(symbols), clients, float(settings.time_limit_s), float(settings.mip_rel_gap))
-    timings["build_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    relaxed = model.solve_relaxation()
-    timings["lp_s"] = time.perf_counter() - started
-    if relaxed.lots is None:
-        return None
-    bound = Decimal(repr(relaxed.bound))
-    prices = [abs(d) / float(book.contracts[symbols[j]].lot) for j, d in enumerate(relaxed.duals)]
-    eligible = []
-    for column in columns:
-        price, limit = prices[column.contract], float(column.price)
-        slack = _PRICE_TOLERANCE * max(1.0, price)
-        eligible.append(limit >= price - slack if column.side > 0 else limit <= price + slack)
-    started = time.perf_counter()
-    solved = model.solve_integer(eligible)
-    timings["mip_s"] = time.perf_counter() - started
-    if solved.lots is None:
-        return None
-    if solved.objective < relaxed.bound - float(_OPTIMALITY_TOLERANCE) * max(1.0, abs(relaxed.bound)):
-        # Below the bound: search all price choices, starting from this solution.
-        left = float(settings.time_limit_s) - (time.perf_counter() - begun)
-        if left > 0:
-            started = time.perf_counter()
-            exact = model.solve_price_consistent(solved.lots, left)
-            timings["exact_s"] = time.perf_counter() - started
-            if exact.bound is not None:  # the MIP's own bound is at least as tight as the LP's
-                bound = min(bound, Decimal(repr(exact.bound)))
-            if exact.lots is not None and exact.objective >= solved.objective:
-                solved = exact
-    return _fills_from_columns(book, columns, solved.lots), bound
+def _headroom(book: _Book) -> Headroom:
+    clients = {c: (book.clients[c].budget, book.clients[c].positions) for c in book.binding}
+    contracts = {s: (c.terms, c.lot, c.portfolio) for s, c in book.contracts.items()}
+    return Headroom(_OrderView(book), contracts, clients, barred=book.underwater)
+
+
+class _OrderView:
+    """order id -> (client, contract, side, limit price, lots), as ``Headroom`` reads an order."""
+
+    def __init__(self, book: _Book) -> None:
+        self.book = book
+
+    def __getitem__(self, order_id: str) -> tuple[str, str, str, Decimal, int]:
+        order = self.book.orders[order_id]
+        return order.client, order.contract, order.side, order.price, self.book.lot_orders[order_id].lots
+
+
+def _unfit(book: _Book, head: Headroom, fills: dict[str, int]) -> str | None:
+    """Why fills a solver produced may not be kept (a client over budget, or no uniform price)."""
+    for client_id in sorted({book.orders[i].client for i, lots in fills.items() if lots}):
+        if client_id in book.underwater:
+            return f"client {client_id} is under water"
+        if not head.fits(client_id):
+            return f"client {client_id} over budget"
+    for symbol in sorted({book.orders[i].contract for i, lots in fills.items() if lots}):
+        low, high = _interval(book, symbol, fills)
+        if low is None or high is None or low > high:
+            return f"{symbol}: no uniform price"
+    return None
+
+
+def _interval(book: _Book, symbol: str, fills: dict[str, int]) -> tuple[Decimal | None, Decimal | None]:
+    """[highest filled sell limit, lowest filled buy limit]: the prices every fill of the contract allows."""
+    low = high = None
+    for order_id in book.by_contract[symbol]:
+        if fills.get(order_id, 0) > 0:
+            price = book.orders[order_id].price
+            if book.orders[order_id].side == "sell":
+                low = price if low is None else max(low, price)
+            else:
+                high = price if high is None else min(high, price)
+    return low, high
+
+
+def _sides(book: _Book, symbol: str) -> tuple[list[LotOrder], list[LotOrder]]:
+    """A contract's buys and sells that may trade (their clients are not under water), each in price-time
+    priority; sorted once per auction."""
+    if (sides := book.sides.get(symbol)) is None:
+        sides = book.sides[symbol] = by_priority(
+            book.lot_orders[i] for i in book.by_contract[symbol] if book.orders[i].client not in book.underwater)
+    return sides
+
+
+def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int]) -> None:
+    """Fill what is left of a contract's crossing orders in price-time priority (the uncross rule), within
+    each client's collateral and keeping one uniform price possible: every fill added keeps the highest
+    filled sell limit at or below the lowest filled buy limit. Stops at the first pair that no longer
+    crosses or would leave no uniform price (the next pairs would not either). From no fills at all it
+    is the simple clearing with collateral: each bound client's order filled by what its collateral still
+    allows (``Headroom.cap``), skipped at 0. In place."""
+    buys, sells = _sides(book, symbol)
+    low, high = _interval(book, symbol, fills)
+    i = j = 0
+    buy_left = sell_left = None  # what the current buy (sell) may still take: open lots within its cap
+    while i < len(buys) and j < len(sells):
+        buy, sell = buys[i], sells[j]
+        if buy.price < sell.price or (low is not None and buy.price < low) or (high is not None and sell.price > high):
+            return
+        if buy_left is None:
+            buy_left = buy.lots - fills.get(buy.id, 0)
+            if buy_left > 0:
+                buy_left = min(buy_left, head.cap(buy.id))
+        if buy_left <= 0:
+            i, buy_left = i + 1, None
+            continue
+        if sell_left is None:
+            sell_left = sell.lots - fills.get(sell.id, 0)
+            if sell_left > 0:
+                sell_left = min(sell_left, head.cap(sell.id))
+        if sell_left <= 0:
+            j, sell_left = j + 1, None
+            continue
+        take = min(buy_left, sell_left)
+        same = book.orders[buy.id].client == book.orders[sell.id].client
+        if same:
+            take = head.largest([(buy.id, 1), (sell.id, 1)], take)
+            if take == 0:  # the pair does not fit together: the later of the two steps aside
+                if priority_key(buy)[1:] > priority_key(sell)[1:]:
+                    i, buy_left = i + 1, None
+                else:
+                    j, sell_left = j + 1, None
+                continue
+        for order in (buy, sell):
+            fills[order.id] = fills.get(order.id, 0) + take
+            head.add(order.id, take)
+        # Along one order's fill the allowed lots are an interval from 0: its cap falls by what it took,
+        # unless the same client's other order moved too.
+        buy_left, sell_left = (None, None) if same else (buy_left - take, sell_left - take)
+        low = sell.price if low is None else max(low, sell.price)
+        high = buy.price if high is None else min(high, buy.price)
+
+
+def _prioritise(book: _Book, head: Headroom, symbol: str, fills: dict[str, int]) -> bool:
+    """Price-time priority among the filled: on each side of a contract, lots move from the last filled
+    order (worst price, then latest) to the first order with room (best price, then earliest) while both
+    clients' collateral allows. Welfare never falls (the taker's limit is at least as good), the volume
+    per side stays, and the prices every fill allows only widen. In place; whether anything moved."""
+    moved = False
+    for orders in _sides(book, symbol):
+        first, last = 0, len(orders) - 1
+        while first < last:
+            taker, giver = orders[first], orders[last]
+            room = taker.lots - fills.get(taker.id, 0)
+            if room > 0:
+                room = min(room, head.cap(taker.id))
+            if room <= 0:
+                first += 1
+                continue
+            given = fills.get(giver.id, 0)
+            if given > 0:
+                given = min(given, head.cap(giver.id, -1))
+            if given <= 0:
+                last -= 1
+                continue
+            move = min(room, given)
+            if book.orders[taker.id].client == book.orders[giver.id].client:
+                move = head.largest([(taker.id, 1), (giver.id, -1)], move)
+                if move == 0:
+                    last -= 1
+                    continue
+            fills[taker.id] = fills.get(taker.id, 0) + move
+            fills[giver.id] -= move
+            head.add(taker.id, move)
+            head.add(giver.id, -move)
+            if not fills[giver.id]:
+                del fills[giver.id]
+            moved = True
+    return moved
+
+
+def _grid_bound(book: _Book, symbols: list[str], bound: float) -> Decimal:
+    """A solver's bound on the welfare of ``symbols`` as a Decimal, down to the grid every welfare lies on:
+    each fill adds lots x limit x lot size, a multiple of tick x lot size, so every welfare is a multiple
+    of q, the greatest common divisor of those. The float's own error (relative 1e-9, HiGHS' tolerances
+    are tighter) is added first, so the result stays a bound."""
+    steps = [book.contracts[s].tick * book.contracts[s].lot for s in symbols]
+    exponent = min(step.as_tuple().exponent for step in steps)
+    quantum = Decimal(functools.reduce(math.gcd, (int(step.scaleb(-exponent)) for step in steps))).scaleb(exponent)
+    loose = Decimal(repr(bound)) + Decimal("1e-9") * max(Decimal(1), abs(Decimal(repr(bound))))
+    return (loose / quantum).to_integral_value(ROUND_FLOOR) * quantum
+
+
+def _finish(book: _Book, symbols: list[str], name: str, fills: dict[str, int], terminations: dict[str, str]
+            ) -> tuple[str, dict[str, int] | None, Decimal, Headroom | None]:
+    """An answer repaired: refused (fills None) when a client is over budget or a contract has no uniform
+    price (a solver's floats); else the crossing orders left open filled within collateral and prices,
+    then price-time priority among the filled (``_walk``, ``_prioritise``). (name, fills, welfare, state)."""
+    head = _headroom(book)
+    fills = dict(fills)
+    for order_id, lots in fills.items():
+        head.add(order_id, lots)
+    if problem := _unfit(book, head, fills):
+        terminations[f"{name}_rejected"] = problem
+        return name, None, Decimal(0), None
+    for symbol in symbols:
+        _walk(book, head, symbol, fills)
+        if _prioritise(book, head, symbol, fills):
+            _walk(book, head, symbol, fills)
+    return name, fills, _uncross_welfare(book, fills), head
+
+
+class _Solver:
+    """The coupled contracts through the model: LP relaxation (certified bound, prices), the MIP at those
+    prices, and the exact price-choice MIP. Work limits (``AuctionSettings``) stop each stage; the wall
+    clock only as a guard (``deadline``): no stage starts after it, and a stage it stops says
+    ``maxTimeLimit`` in ``terminations``."""
+
+    def __init__(self, book: _Book, symbols: list[str], timings: dict[str, float], terminations: dict[str, str],
+                 deadline: float) -> None:
+        self.book, self.symbols, self.timings, self.terminations, self.deadline = (
+            book, symbols, timings, terminations, deadline)
+        self.bound: float | None = None  # on the coupled contracts' welfare, once the LP is optimal
+        self.lots: list[float] | None = None
+
+    def _late(self, stage: str) -> bool:
+        if time.perf_counter() >= self.deadline:
+            self.terminations[stage] = "maxTimeLimit"
+            return True
+        return False
+
+    def lp_and_mip(self) -> dict[str, int] | None:
+        book, symbols = self.book, self.symbols
+        started = time.perf_counter()
+        self.columns, clients = _columns(book, symbols)
+        self.model = AuctionModel(self.columns, len(symbols), clients, book.auction.settings)
+        self.timings["build_s"] = time.perf_counter() - started
+        if self._late("lp"):
+            return None
+        started = time.perf_counter()
+        relaxed = self.model.solve_relaxation(self.deadline - started)
+        self.terminations["lp"] = relaxed.termination
+        self.timings["lp_s"] = time.perf_counter() - started
+        if relaxed.lots is None:
+            return None
+        self.bound = relaxed.bound
+        prices = [abs(d) / float(book.contracts[symbols[j]].lot) for j, d in enumerate(relaxed.duals)]
+        eligible = []
+        for column in self.columns:
+            price, limit = prices[column.contract], float(column.price)
+            slack = _PRICE_TOLERANCE * max(1.0, price)
+            eligible.append(limit >= price - slack if column.side > 0 else limit <= price + slack)
+        if self._late("mip"):
+            return None
+        started = time.perf_counter()
+        solved = self.model.solve_integer(eligible, self.deadline - started)
+        self.terminations["mip"] = solved.termination
+        self.timings["mip_s"] = time.perf_counter() - started
+        if solved.lots is None:
+            return None
+        return _fills_from_columns(book, self.columns, solved.lots)
+
+    def price_choice(self, start: dict[str, int]) -> dict[str, int] | None:
+        """The exact stage, warm-started from ``start`` (fills with a uniform price per contract)."""
+        if self._late("exact"):
+            return None
+        started = time.perf_counter()
+        lots = [float(sum(start.get(i, 0) for i in column.order_ids)) for column in self.columns]
+        exact = self.model.solve_price_consistent(lots, self.deadline - started)
+        self.terminations["exact"] = exact.termination
+        self.timings["exact_s"] = time.perf_counter() - started
+        if exact.bound is not None:  # the MIP's own bound is at least as tight as the LP's
+            self.bound = min(self.bound, exact.bound)
+        if exact.lots is None:
+            return None
+        return _fills_from_columns(self.book, self.columns, exact.lots)
 
 
 def _fallback(book: _Book, timings: dict[str, float], started: float, reason: str = "") -> AuctionResult:
@@ -343,4 +654,7 @@ def _fallback(book: _Book, timings: dict[str, float], started: float, reason: st
     timings["total_s"] = time.perf_counter() - started
     method = "fallback-uncross" + (f" ({reason})" if reason else "")
     # Without collateral limits the uncross is the welfare optimum: a certified upper bound.
-    return _result(book, fills, _uncross_welfare(book, everything), "fallback", method, timings)
+    head = _headroom(book)
+    for order_id, lots in fills.items():
+        head.add(order_id, lots)
+    return _result(book, fills, _uncross_welfare(book, everything), "fallback", method, timings, head=head)

@@ -21,6 +21,9 @@ from decimal import Decimal
 import pyomo.environ as pyo
 from pyomo.contrib.appsi.base import TerminationCondition
 from pyomo.contrib.appsi.solvers import Highs
+from pyomo.core.expr.numeric_expr import LinearExpression
+
+from ccp.matching.auction import AuctionSettings
 
 
 @dataclass
@@ -57,7 +60,7 @@ class AuctionModel:
     """One Pyomo model, solved first as an LP (bound, prices) then as a MIP on eligible columns."""
 
     def __init__(self, columns: list[Column], contracts: int, clients: list[BindingClient],
-                 time_limit_s: float, mip_rel_gap: float) -> None:
+                 settings: AuctionSettings) -> None:
         self.columns = columns
         m = self.m = pyo.ConcreteModel()
         n = len(columns)
@@ -65,41 +68,52 @@ class AuctionModel:
         m.x = pyo.Var(m.C, domain=pyo.NonNegativeReals, bounds=lambda _, i: (0, columns[i].lots))
         # Objective coefficients in currency: limit price x lot size.
         weight = [float(c.price * c.lot) * c.side for c in columns]
-        m.welfare = pyo.Objective(expr=sum(weight[i] * m.x[i] for i in range(n)), sense=pyo.maximize)
+        # Linear expressions built from their coefficients and variables: Pyomo then skips walking an
+        # expression tree per row (most of the model's build and load time at 100,000 orders).
+        m.welfare = pyo.Objective(expr=LinearExpression(constant=0.0, linear_coefs=weight,
+                                                        linear_vars=[m.x[i] for i in range(n)]), sense=pyo.maximize)
         by_contract: list[list[int]] = [[] for _ in range(contracts)]
         for i, column in enumerate(columns):
             by_contract[column.contract].append(i)
         m.J = pyo.RangeSet(0, contracts - 1) if contracts else pyo.Set(initialize=[])
         m.balance = pyo.Constraint(
-            m.J, rule=lambda _, j: sum(columns[i].side * m.x[i] for i in by_contract[j]) == 0
-            if by_contract[j] else pyo.Constraint.Skip)
+            m.J, rule=lambda _, j: LinearExpression(
+                constant=0.0, linear_coefs=[float(columns[i].side) for i in by_contract[j]],
+                linear_vars=[m.x[i] for i in by_contract[j]]) == 0 if by_contract[j] else pyo.Constraint.Skip)
         keys = [(k, p) for k, client in enumerate(clients) for p in sorted(client.lockup_rows)]
         m.P = pyo.Set(initialize=keys, dimen=2)
         m.lockup = pyo.Var(m.P, domain=pyo.NonNegativeReals)
         rows = [(k, p, rhs, coefs) for k, client in enumerate(clients) for p in sorted(client.lockup_rows)
                 for rhs, coefs in client.lockup_rows[p]]
         m.R = pyo.RangeSet(0, len(rows) - 1) if rows else pyo.Set(initialize=[])
-        m.kink = pyo.Constraint(m.R, rule=lambda _, r: m.lockup[rows[r][0], rows[r][1]] + sum(
-            coef * m.x[i] for i, coef in rows[r][3].items()) >= rows[r][2])
+        m.kink = pyo.Constraint(m.R, rule=lambda _, r: LinearExpression(
+            constant=0.0, linear_coefs=[1.0, *rows[r][3].values()],
+            linear_vars=[m.lockup[rows[r][0], rows[r][1]], *(m.x[i] for i in rows[r][3])]) >= rows[r][2])
         m.K = pyo.RangeSet(0, len(clients) - 1) if clients else pyo.Set(initialize=[])
-        m.budget = pyo.Constraint(m.K, rule=lambda _, k: sum(
-            m.lockup[k, p] for p in sorted(clients[k].lockup_rows)) + sum(
-            coef * m.x[i] for i, coef in clients[k].premium.items()) <= clients[k].budget)
+        m.budget = pyo.Constraint(m.K, rule=lambda _, k: LinearExpression(
+            constant=0.0, linear_coefs=[1.0] * len(clients[k].lockup_rows) + list(clients[k].premium.values()),
+            linear_vars=[m.lockup[k, p] for p in sorted(clients[k].lockup_rows)]
+            + [m.x[i] for i in clients[k].premium]) <= clients[k].budget)
         self.solver = Highs()
-        self.solver.config.time_limit = time_limit_s
-        self.solver.config.mip_gap = mip_rel_gap
+        self.solver.config.mip_gap = float(settings.mip_rel_gap)
         self.solver.config.load_solution = False
-        # One thread and a fixed seed: the same input gives the same answer, bit for bit. No probing
-        # in presolve (rule 15 of presolve_rule_off): on these models it found next to nothing and took
-        # half of the exact stage at 100,000 orders (bench/auction.py, BENCHMARKS.md).
+        # One thread, a fixed seed and limits in work (simplex iterations, branch-and-bound nodes), not
+        # in time: the same input gives the same answer, bit for bit, on any machine under any load. The
+        # caller's wall-clock guard (``time_left`` of each solve) is only a safety net; when it stops a
+        # solve, the termination says so (maxTimeLimit). No probing in presolve (rule 15 of
+        # presolve_rule_off): on these models it found next to nothing and took half of the exact stage
+        # at 100,000 orders (bench/auction.py, BENCHMARKS.md).
         self.solver.highs_options = {"threads": 1, "random_seed": 0, "mip_feasibility_tolerance": 1e-7,
-                                     "presolve_rule_off": 1 << 15}
+                                     "presolve_rule_off": 1 << 15,
+                                     "simplex_iteration_limit": settings.simplex_iteration_limit,
+                                     "mip_max_nodes": settings.mip_max_nodes}
         self.contracts = contracts
 
-    def _solve(self):
+    def _solve(self, time_left: float):
         """Solve; on 'infeasible', solve again without presolve. Every model here is feasible (no fill
         at all satisfies every row), and HiGHS 1.12-1.15 presolve was seen to call a small one
         infeasible (tests/matching/test_engine.py::test_highs_presolve_false_infeasible)."""
+        self.solver.config.time_limit = max(time_left, 0.0)
         results = self.solver.solve(self.m)
         if results.termination_condition == TerminationCondition.infeasible:
             options = self.solver.highs_options
@@ -110,34 +124,34 @@ class AuctionModel:
                 self.solver.highs_options = {**options, "presolve": "on"}
         return results
 
-    def solve_relaxation(self) -> Solved:
-        results = self._solve()
+    def solve_relaxation(self, time_left: float) -> Solved:
+        results = self._solve(time_left)
         if results.termination_condition != TerminationCondition.optimal:
-            return Solved(None, None, None, False, termination=str(results.termination_condition))
+            return Solved(None, None, None, False, termination=results.termination_condition.name)
         results.solution_loader.load_vars()
         duals = results.solution_loader.get_duals()
         balance = [duals.get(self.m.balance[j], 0.0) if j in self.m.balance else 0.0 for j in range(self.contracts)]
         lots = [pyo.value(self.m.x[i]) for i in self.m.C]
         objective = results.best_feasible_objective
-        return Solved(lots, objective, objective, True, duals=balance)
+        return Solved(lots, objective, objective, True, duals=balance, termination=results.termination_condition.name)
 
-    def solve_integer(self, eligible: list[bool]) -> Solved:
+    def solve_integer(self, eligible: list[bool], time_left: float) -> Solved:
         """Whole lots, only on eligible columns (the others stay at zero)."""
         for i in self.m.C:
             # Bounds, not fixing: appsi rebuilds every row of a fixed variable.
             self.m.x[i].domain = pyo.NonNegativeIntegers
             self.m.x[i].setub(self.columns[i].lots if eligible[i] else 0)
-        results = self._solve()
+        results = self._solve(time_left)
         if results.best_feasible_objective is None:
             return Solved(None, None, results.best_objective_bound, False,
-                          termination=str(results.termination_condition))
+                          termination=results.termination_condition.name)
         results.solution_loader.load_vars()
         lots = [pyo.value(self.m.x[i]) for i in self.m.C]
         return Solved(lots, results.best_feasible_objective, results.best_objective_bound,
                       results.termination_condition == TerminationCondition.optimal,
-                      termination=str(results.termination_condition))
+                      termination=results.termination_condition.name)
 
-    def solve_price_consistent(self, start: list[float], time_limit_s: float) -> Solved:
+    def solve_price_consistent(self, start: list[float], time_left: float) -> Solved:
         """The exact problem: one price per contract chosen among its limit prices, and only orders in
         the money at that price may fill. Starts from ``start`` (a feasible, consistent fill).
 
@@ -178,13 +192,12 @@ class AuctionModel:
             for k in range(1, len(prices)):
                 m.g[j, k].set_value(1 if index >= k else 0)
         self.solver.config.warmstart = True
-        self.solver.config.time_limit = time_limit_s
-        results = self._solve()
+        results = self._solve(time_left)
         if results.best_feasible_objective is None:
             return Solved(None, None, results.best_objective_bound, False,
-                          termination=str(results.termination_condition))
+                          termination=results.termination_condition.name)
         results.solution_loader.load_vars()
         lots = [pyo.value(m.x[i]) for i in m.C]
         return Solved(lots, results.best_feasible_objective, results.best_objective_bound,
                       results.termination_condition == TerminationCondition.optimal,
-                      termination=str(results.termination_condition))
+                      termination=results.termination_condition.name)
