@@ -48,5 +48,8 @@ class Command(BaseCommand):
             raise CommandError(f"invalid input document: {exc}") from exc
         self.stdout.write(json.dumps({"input_hash": document_hash(document), **result}, indent=2))
         if stored is not None and stored.result_document is not None and stored.result_document != result:
-            self.stderr.write(f"the replay differs from the stored result of auction {auction}")
+            before = stored.result_document
+            keys = sorted(k for k in {*before, *result} if before.get(k) != result.get(k))
+            self.stderr.write(f"the replay differs from the stored result of auction {auction} in: {', '.join(keys)} "
+                              "(an auction solved before the engine changed replays with today's engine)")
             sys.exit(1)
