@@ -372,11 +372,14 @@ def _holds_trim(*, pair: Pair, orders: dict[int, OrderRow], kept: dict[int, Orde
     return written
 
 
+# Only the orders whose reason changes are locked (in id order) and written: an order's reason mostly
+# stays from one auction to the next.
 _REASONS_SET = """
-    UPDATE orders_order AS o SET unfilled_reason = r.reason, updated_at = %s
-    FROM (SELECT id FROM orders_order WHERE id = ANY(%s) AND state = ANY(%s) ORDER BY id FOR NO KEY UPDATE) AS l,
-         unnest(%s::bigint[], %s::text[]) AS r(id, reason)
-    WHERE o.id = l.id AND o.id = r.id AND o.unfilled_reason IS DISTINCT FROM r.reason
+    UPDATE orders_order AS o SET unfilled_reason = l.reason, updated_at = %s
+    FROM (SELECT x.id, r.reason FROM orders_order AS x JOIN unnest(%s::bigint[], %s::text[]) AS r(id, reason)
+          ON x.id = r.id WHERE x.state = ANY(%s) AND x.unfilled_reason IS DISTINCT FROM r.reason
+          ORDER BY x.id FOR NO KEY UPDATE OF x) AS l
+    WHERE o.id = l.id
     RETURNING {columns}
 """
 
@@ -386,8 +389,8 @@ def _reasons_store(result: dict, orders: dict[int, OrderRow], kept: dict[int, Or
     """Store on each order the auction leaves open or partly filled the engine's reason (the result's
     ``reasons``: limit, collateral, priority, halted), and clear it on an order it fills; nothing when the
     result gives no reasons, and an order the apply cancels keeps its cancel reason. Locks (``ccp.locks``
-    4, in id order) the orders whose reason changes. Returns the orders that only their reason changed
-    (the others' events come with the booking), with their contract set."""
+    4, in id order) the orders whose reason changes. Returns those the booking leaves alone (the others'
+    events come with it), with their contract set."""
     given = result.get("reasons") or {}
     if not given:
         return []
@@ -403,15 +406,18 @@ def _reasons_store(result: dict, orders: dict[int, OrderRow], kept: dict[int, Or
     ids = sorted(wanted)
     with connection.cursor() as cursor:
         cursor.execute(_REASONS_SET.format(columns=", ".join(f"o.{c}" for c in ORDER_COLUMNS)),
-                       [now, ids, sorted(BOOK_STATES), ids, [wanted[pk] for pk in ids]])
+                       [now, ids, [wanted[pk] for pk in ids], sorted(BOOK_STATES)])
         rows = [OrderRow(*row) for row in cursor.fetchall()]
+    changed = [kept[row.id] for row in rows if row.id in kept]  # read before: their value may change too
+    for order in changed:
+        order.updated_at = now
     rows = [row for row in rows if row.id not in orders and row.id not in kept]
     known = {o.contract_id: o.contract for o in (*orders.values(), *kept.values())}
     contracts = {**Contract.objects.select_related("pair").in_bulk({r.contract_id for r in rows} - set(known)),
                  **known}
     for row in rows:
         row.contract = contracts[row.contract_id]
-    return rows
+    return [*changed, *rows]
 
 
 def _not_trading(contracts: dict[int, Contract], now: datetime) -> set[int]:
@@ -462,6 +468,7 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
               if pk not in dropped and contracts[pk].symbol in prices}
     cancels = {pk: "contract_halted" if o.contract_id in dropped else "cancel_requested"
                for pk, o in orders.items() if o.contract_id in dropped or o.cancel_requested_at}
+    reasoned = _reasons_store(result, orders, kept, booked, cancels, now)  # orders (4): before the fund locks
     keys = {(o.client_id, o.contract.collateral_id) for o in (*orders.values(), *kept.values())}
     fund_locks = fund_locks_lock(keys=keys | {(r.client_id, r.currency_id) for r in reservations})
     released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
@@ -469,7 +476,6 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
         released[(reservation.client_id, reservation.currency_id)] -= reservation.amount
     trimmed = _holds_trim(pair=pair, orders=orders, kept=kept, booked=booked, cancels=cancels, prices=prices,
                           bound=bound, fund_locks=fund_locks, order_value=released)
-    reasoned = _reasons_store(result, orders, kept, booked, cancels, now)
     cleared = trades_clear(venue=Venue.AUCTION, venue_ref=auction.ref,
                            executions=_executions(orders, booked, prices), orders=orders, contracts=contracts,
                            cancels=cancels, now=now, envelope={"type": "auction", "auction": auction.pk},
