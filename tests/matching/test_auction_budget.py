@@ -127,3 +127,22 @@ def test_two_pairs_auctions_on_one_currency_never_over_commit_it(series):
         auction_apply(auction_id=auction.pk, now=NOW + timedelta(seconds=11))
     assert available_of(trader, currency) == D("50000")
     assert_invariants()
+
+
+def test_a_partly_filled_netted_order_keeps_its_stored_hold(series):
+    """The remainder of a netted order keeps what it held at entry (at most its stand-alone worst case):
+    the hold depended on the positions then, so it is never recomputed stand-alone."""
+    currency = series["C100"].collateral
+    trader = funded(currency)
+    position_open(trader, series["C110"], "1", "1000")
+    available_set(trader, currency, "100000")
+    order = place(trader, series["C100"], "sell", "4000", "1")
+    place(funded(currency), series["C100"], "buy", "4000", "0.5")
+
+    auction_run(series["C100"].pair, NOW + timedelta(seconds=10))
+
+    order.refresh_from_db()
+    assert (order.state, order.filled_quantity, order.order_value) == ("partially_filled", D("0.5"), D("6000"))
+    # 100000 free - 6000 held + 2000 premium received - 5000 locked (long 110 call, short 0.5 of the 100 call)
+    assert available_of(trader, currency) == D("91000")
+    assert_invariants()
