@@ -68,8 +68,9 @@ from ccp.risk.lockups import lockups_required, portfolio_of
 from ccp.risk.models import Lockup, Position
 from ccp.streams import book_group, client_stream_publish_many, stream_publish
 
-# Exact arithmetic for worst cases (as ``ccp.contracts.payoffs``): any rounding raises.
-_EXACT = decimal.Context(prec=60, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+# Room for exact sums and products of amounts (below 10^20, 18 decimal places); rounding to storage
+# precision (``quantize``) is explicit, so it does not trap.
+_EXACT = decimal.Context(prec=60, traps=[decimal.InvalidOperation, decimal.Overflow])
 # An auction's large columns: stages that only check its state leave them unread.
 _DOCUMENTS = ("input_document", "result_document", "order_ids")
 

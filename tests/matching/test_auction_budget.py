@@ -146,3 +146,17 @@ def test_a_partly_filled_netted_order_keeps_its_stored_hold(series):
     # 100000 free - 6000 held + 2000 premium received - 5000 locked (long 110 call, short 0.5 of the 100 call)
     assert available_of(trader, currency) == D("91000")
     assert_invariants()
+
+
+def test_worst_cases_finer_than_storage_precision_are_rounded_up_not_refused():
+    """A tick of 10^-9 and a lot of 10^-10 make a stand-alone worst case with 19 decimal places: the close
+    rounds it up as entry did, and the order's hold covers it (no reservation)."""
+    contract = ContractFactory(tick_size=D("0.000000001"), lot_size=D("0.0000000001"))
+    trader = funded(contract.collateral)
+    order = place(trader, contract, "sell", "1.000000001", "0.0000000003")
+    assert order.order_value == D("0.0000149997")  # (50000 - 1.000000001) x 3e-10 = 0.0000149996999999997, up
+
+    auction = auction_run(contract.pair, NOW + timedelta(seconds=10), apply=False)
+
+    assert budget_of(auction, trader) == order.order_value
+    assert not AuctionReservation.objects.filter(auction=auction).exists()
