@@ -32,9 +32,11 @@ Who takes what:
   contract_trading_mode_set  book (exclusive), contract, its open orders, their fund locks
   expiry_settle       book (shared), contracts, fund locks, positions, lockups
   auction_open        nothing (a partial unique constraint keeps one open auction per pair)
-  auction_close       book (exclusive), auction
+  auction_close       book (exclusive), auction, its clients' fund locks (the reservations)
   auction_solve       auction (to store its result; the solver runs outside any transaction)
-  auction_apply       book (exclusive), auction, contracts, orders, then books through trades_clear
+  auction_apply       book (exclusive), auction, contracts, orders, the fund locks of those orders and of the
+                      reservations, then books through trades_clear (given those fund locks); an order whose
+                      engine reason changes is locked with a second order statement, before the fund locks
   book_match          (ccp.book.services) book (shared), contract, its received orders, their clients' fund
                       locks, then books through trades_clear. The resting orders a batch meets are read,
                       not locked: every writer of a contract's orders holds the contract's row first

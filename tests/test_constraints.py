@@ -23,7 +23,7 @@ from ccp.accounts.models import ApiToken, SignInChallenge
 from ccp.clearing.models import Trade
 from ccp.contracts.models import TradingModeChange
 from ccp.marketdata.models import Candle
-from ccp.matching.models import Auction
+from ccp.matching.models import Auction, AuctionReservation
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.states import TERMINAL_STATES, OrderState
 from ccp.perps.models import Funding, Liquidation, MarkPrice, Perpetual
@@ -290,6 +290,20 @@ class AuctionFactory(factory.django.DjangoModelFactory):
     opened_at = NOW
 
 
+class AuctionReservationFactory(factory.django.DjangoModelFactory):
+    """Free collateral an auction set aside for a client at its close."""
+
+    class Meta:
+        model = AuctionReservation
+
+    auction = factory.SubFactory(AuctionFactory)
+    client = factory.SubFactory(ClientFactory)
+    currency = factory.SubFactory(CurrencyFactory, symbol="USDC", decimals=6)
+    amount = D("100")
+    held = D("10")
+    standalone = D("110")
+
+
 class OperatorAlertFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = OperatorAlert
@@ -475,6 +489,8 @@ CONSTRAINT_CASES = [
     case("auction_state_valid", AuctionFactory, state="running"),
     case("auction_closed_has_input", AuctionFactory, state="closed", input_document=None, result_document=None),
     case("auction_solved_has_result", AuctionFactory, result_document=None),
+    case("reservation_unique", AuctionReservationFactory, same=("auction", "client", "currency")),
+    case("reservation_amount_non_negative", AuctionReservationFactory, amount=D("-1")),
     # system
     case("alert_one_open_per_key", OperatorAlertFactory, same=("key",)),
     case("alert_kind_valid", OperatorAlertFactory, kind="panic"),

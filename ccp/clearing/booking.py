@@ -39,7 +39,7 @@ from ccp.accounts.models import FundLock
 from ccp.accounts.services import balance_events, fund_locks_adjust
 from ccp.clearing.models import Venue
 from ccp.clearing.services import Execution, trades_book
-from ccp.contracts.models import Contract
+from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import premium_per_unit
 from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
 from ccp.locks import fund_locks_lock, position_rows_lock
@@ -217,7 +217,10 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
 
 def _order_values_release(changed: Sequence, now: datetime) -> dict[tuple[int, int], Decimal]:
     """Set each changed order's order value to what its remaining quantity holds (nothing once it
-    leaves the book); returns the value released per (client, currency)."""
+    leaves the book); returns the value released per (client, currency). An auction order on a dated
+    contract held what it added to its portfolio at entry (``ccp.orders.rules.order_value_netted``), which
+    depends on the positions then: its remainder keeps its stored value, never more than the remainder's
+    stand-alone worst case."""
 
     @functools.cache
     def held(contract_id: int, side: str, price: Decimal, quantity: Decimal, leverage: Decimal | None,
@@ -237,6 +240,8 @@ def _order_values_release(changed: Sequence, now: datetime) -> dict[tuple[int, i
                                leverage=order.leverage, reduce_only=order.reduce_only)
         else:
             value = held(order.contract_id, order.side, order.price, remaining, order.leverage, order.reduce_only)
+            if order.contract.trading_mode == TradingMode.AUCTION and not order.contract.is_perpetual:
+                value = min(value, order.order_value)
         released[(order.client_id, order.contract.collateral_id)] += order.order_value - value
         order.order_value, order.updated_at = value, now
     return released

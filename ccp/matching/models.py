@@ -87,3 +87,28 @@ class Auction(models.Model):
     def ref(self) -> str:
         """The origin reference of its cash movements and reference prices."""
         return f"auction-{self.pk}"
+
+
+class AuctionReservation(models.Model):
+    """Free collateral an auction set aside at its close for one client in one currency
+    (``ccp.matching.services``): held in the fund lock's ``order_value`` from the close until the apply,
+    which releases it (``released_at``) in the fills' transaction. ``bound``: the reservation was capped
+    by the client's available collateral, so its collateral may bind in the auction."""
+
+    auction = models.ForeignKey(Auction, on_delete=models.PROTECT, related_name="reservations")
+    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="+")
+    currency = models.ForeignKey("contracts.Currency", on_delete=models.PROTECT, related_name="+")
+    amount = MoneyField(help_text="collateral set aside: min(available, stand-alone worst cases - holds)")
+    held = MoneyField(help_text="what the client's orders in the auction held at its close")
+    standalone = MoneyField(help_text="the stand-alone worst cases of those orders")
+    bound = models.BooleanField(default=False)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["auction", "client", "currency"], name="reservation_unique"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="reservation_amount_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"auction {self.auction_id} client {self.client_id}: {self.amount}"

@@ -1,17 +1,31 @@
 """Batch auctions in the database: open -> close (snapshot) -> solve -> apply. Each stage is one
 transaction, checks the auction's state first and does nothing when it already ran (safe twice).
 
-Budget of a client in an auction: the order value of its orders in the auction plus its lockups of
-the portfolios (expiry, pair) those orders trade. Free collateral is never used by an auction, so
-order entry goes on during one without racing it; since each accepted order holds its own worst
-case and lockups are subadditive, that budget covers any fills of those orders.
+Budget of a client in an auction (per collateral currency), fixed at the close under the client's fund
+lock: its lockups of the portfolios (pair, expiry) its orders in the auction trade, plus what those
+orders hold, plus a reservation of its free collateral,
+
+    reservation = min(available, stand-alone worst cases of those orders - what they hold).
+
+An auction order holds only what it adds to its portfolio's worst case given the client's positions at
+entry (``ccp.orders.rules.order_value_netted``), so several of them together may need more than they
+hold; lockups are subadditive, so the stand-alone sum bounds what any fill can need. The reservation is
+added to the fund lock's ``order_value`` at the close (order entry, withdrawals, the continuous book and
+other pairs' auctions cannot spend it meanwhile: each reservation is a locked write) and recorded
+(``AuctionReservation``); the apply releases it in the fills' transaction, once (the auction's state
+moves to applied with it). A client whose reservation was capped by its available collateral is
+*bound*: the engine may spend its whole budget, including what the orders it leaves open held; the apply
+then trims those orders' holds, latest first, to what the client has left (available never drops
+below zero). An unbound client's fills always fit what their orders release plus the reservation.
 """
 
 from __future__ import annotations
 
+import decimal
+import functools
 from collections import defaultdict
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_UP, Decimal
 
 import psycopg
 from django.db import IntegrityError, connection, transaction
@@ -19,14 +33,16 @@ from django.db.models import Q
 from psycopg.types.json import Json
 
 from ccp.accounts.models import Client
+from ccp.accounts.services import balances_publish, fund_locks_adjust
 from ccp.clearing.booking import trades_clear
 from ccp.clearing.models import Venue
 from ccp.clearing.pairing import Fill, fills_pair
 from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair, TradingMode
-from ccp.contracts.payoffs import ContractKind, mark_px
-from ccp.locks import auction_lock, book_lock, contracts_lock, order_rows_lock
+from ccp.contracts.payoffs import ContractKind, Leg, mark_px, order_worst_cost, premium_per_unit
+from ccp.db import bulk_update_rows
+from ccp.locks import auction_lock, book_lock, contracts_lock, fund_locks_lock, order_rows_lock
 from ccp.matching.auction import (
     AuctionInput,
     AuctionSettings,
@@ -38,16 +54,23 @@ from ccp.matching.auction import (
     result_to_document,
 )
 from ccp.matching.engine import clear
-from ccp.matching.models import Auction, AuctionState
+from ccp.matching.models import Auction, AuctionReservation, AuctionState
 from ccp.memory import gc_paused
-from ccp.money import money_str
+from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import ORDER_COLUMNS, Order, OrderRow
+from ccp.orders.rules import order_value as order_value_of
+from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OrderState
 from ccp.prices.models import ReferencePrice, ReferencePriceKind
 from ccp.prices.selectors import index_by_pair
+from ccp.risk.collateral import available
+from ccp.risk.lockups import lockups_required, portfolio_of
 from ccp.risk.models import Lockup, Position
-from ccp.streams import book_group, stream_publish
+from ccp.streams import book_group, client_stream_publish_many, stream_publish
 
+# Room for exact sums and products of amounts (below 10^20, 18 decimal places); rounding to storage
+# precision (``quantize``) is explicit, so it does not trap.
+_EXACT = decimal.Context(prec=60, traps=[decimal.InvalidOperation, decimal.Overflow])
 # An auction's large columns: stages that only check its state leave them unread.
 _DOCUMENTS = ("input_document", "result_document", "order_ids")
 
@@ -150,8 +173,8 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
     for lockup in Lockup.objects.filter(client_id__in=client_ids, pair=pair):
         if (lockup.client_id, lockup.expiry_date) in traded:
             budgets[lockup.client_id] += lockup.amount
-    for row in rows:
-        budgets[row[1]] += row[6]
+    for (client_id, _), amount in _reserve(auction, rows, contracts, now).items():
+        budgets[client_id] += amount
     addresses = dict(Client.objects.filter(pk__in=client_ids).values_list("id", "address"))
     held: dict[int, dict[str, Decimal]] = defaultdict(dict)
     for position in positions:
@@ -183,6 +206,40 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
     return Auction.objects.defer(*_DOCUMENTS).get(pk=auction.pk)
 
 
+def _reserve(auction: Auction, rows: list[tuple], contracts: dict[int, Contract], now: datetime
+             ) -> dict[tuple[int, int], Decimal]:
+    """Set aside each client's reservation (module docstring) out of its available collateral, per
+    (client, currency): locks (``ccp.locks`` 5) the fund locks, adds the reservation to their order
+    value, records it. Returns what the auction may use beyond the lockups: the orders' holds plus the
+    reservation."""
+    held: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    standalone: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    unit = functools.cache(lambda contract_id, side, price: order_worst_cost(
+        contracts[contract_id].terms, side, Decimal(price), Decimal(1)))
+    with decimal.localcontext(_EXACT):
+        for _, client_id, contract_id, side, price, remaining, value in rows:
+            key = (client_id, contracts[contract_id].collateral_id)
+            held[key] += value
+            standalone[key] += quantize(unit(contract_id, side, price) * Decimal(remaining), ROUND_UP)
+    fund_locks = fund_locks_lock(keys=list(held))
+    amounts, reservations = {}, []
+    for key in sorted(held):
+        wanted = max(standalone[key] - held[key], ZERO)
+        fund_lock = fund_locks.get(key)
+        amount = min(max(available(fund_lock), ZERO), wanted) if fund_lock is not None else ZERO
+        if amount or amount < wanted:
+            reservations.append(AuctionReservation(auction=auction, client_id=key[0], currency_id=key[1],
+                                                   amount=amount, held=held[key], standalone=standalone[key],
+                                                   bound=amount < wanted))
+        if amount:
+            amounts[key] = amount
+    AuctionReservation.objects.bulk_create(reservations)
+    if amounts:
+        balances_publish(fund_locks_adjust(settle_value={}, order_value=amounts, lockup_value={}, now=now,
+                                           locked=fund_locks).values())
+    return {key: held[key] + amounts.get(key, ZERO) for key in held}
+
+
 @gc_paused
 def auction_solve(*, auction_id: int, now: datetime) -> Auction:
     """Clear the snapshot (outside any transaction: the solver may take seconds) and store the result."""
@@ -205,22 +262,163 @@ def auction_solve(*, auction_id: int, now: datetime) -> Auction:
     return auction
 
 
-def _held_orders(pair: Pair, fills: dict[int, Decimal], prices: dict[str, Decimal]
-                 ) -> tuple[dict[int, Contract], dict[int, OrderRow]]:
+def _held_orders(pair: Pair, fills: dict[int, Decimal], prices: dict[str, Decimal], *, auction_id: int,
+                 bound: list[int]) -> tuple[dict[int, Contract], dict[int, OrderRow], dict[int, OrderRow]]:
     """Lock (``ccp.locks``) the contracts, then the orders the apply changes: the auction's filled orders
-    and the pair's open orders with a cancel request. Only an order an auction holds gets a cancel request
-    (``order_cancel``, the halt) and a pair has one auction at a time, so those are all held by this one
-    (the partial index ``order_cancel_requested`` finds them). The contracts are those with a clearing
-    price (every fill's) and those of the cancel requests."""
+    and the pair's open orders with a cancel request, and the other snapshot orders of ``bound`` clients
+    with fills (their holds may be trimmed, returned apart). Only an order an auction holds gets a cancel
+    request (``order_cancel``, the halt) and a pair has one auction at a time, so those are all held by
+    this one (the partial index ``order_cancel_requested`` finds them). The contracts locked are those
+    with a clearing price (every fill's) and those of the cancel requests; a trimmed order's is read."""
     requested = list(Order.objects.filter(cancel_requested_at__isnull=False, state__in=sorted(BOOK_STATES),
                                           contract__pair=pair).values_list("id", "contract_id"))
     contracts = contracts_lock(Contract.objects.select_related("pair").filter(
         Q(pair=pair, symbol__in=list(prices)) | Q(pk__in={contract_id for _, contract_id in requested})))
-    rows = order_rows_lock(", ".join(ORDER_COLUMNS), set(fills) | {pk for pk, _ in requested})
-    orders = {row[0]: OrderRow(*row) for row in rows}
-    for order in orders.values():
-        order.contract = contracts[order.contract_id]  # one instance per contract: terms are built once
-    return contracts, orders
+    changed = set(fills) | {pk for pk, _ in requested}
+    rows = order_rows_lock(", ".join(ORDER_COLUMNS), changed | set(_bound_orders(auction_id, bound, fills)))
+    orders, kept = {}, {}
+    for row in rows:
+        order = OrderRow(*row)
+        (orders if order.id in changed else kept)[order.id] = order
+    others = Contract.objects.select_related("pair").in_bulk({o.contract_id for o in kept.values()} - set(contracts))
+    for order in (*orders.values(), *kept.values()):
+        # one instance per contract: terms are built once
+        order.contract = contracts.get(order.contract_id) or others[order.contract_id]
+    return contracts, orders, kept
+
+
+def _bound_orders(auction_id: int, bound: list[int], fills: dict[int, Decimal]) -> list[int]:
+    """The open orders of the auction's snapshot whose client is bound and has a fill."""
+    if not bound or not fills:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT client_id FROM orders_order WHERE id = ANY(%s) AND client_id = ANY(%s)",
+                       [sorted(fills), bound])
+        clients = [row[0] for row in cursor.fetchall()]
+        if not clients:
+            return []
+        cursor.execute("SELECT o.id FROM orders_order AS o WHERE o.client_id = ANY(%s) AND o.state = ANY(%s) "
+                       "AND o.id IN (SELECT unnest(order_ids) FROM matching_auction WHERE id = %s)",
+                       [clients, sorted(BOOK_STATES), auction_id])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _holds_trim(*, pair: Pair, orders: dict[int, OrderRow], kept: dict[int, OrderRow], booked: dict[int, Decimal],
+                cancels: dict[int, str], prices: dict[str, Decimal], bound: list[int],
+                fund_locks: dict[tuple[int, int], object], order_value: dict[tuple[int, int], Decimal]
+                ) -> list[OrderRow]:
+    """For each bound client with fills (module docstring), the holds the orders it leaves open keep:
+    what they would keep (their stored value, at most their remainder's stand-alone worst case), cut
+    latest order first by whatever the apply would take its available collateral below zero (computed
+    exactly: the fills' premiums at the clearing prices, the lockups they change, what the orders
+    release and the reservation). The cuts are added to ``order_value`` (per (client, currency), the fund
+    locks' change) and set on the orders: a changed order's value so the booking releases nothing more of
+    it, an order the apply leaves untouched returned to be written."""
+    clients = {orders[pk].client_id for pk in booked} & set(bound)
+    if not clients:
+        return []
+    mine = sorted((o for o in (*orders.values(), *kept.values()) if o.client_id in clients), key=lambda o: o.pk)
+    target: dict[int, Decimal] = {}
+    after: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    quantities: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    every: dict[int, Contract] = {}
+    with decimal.localcontext(_EXACT):
+        for order in mine:
+            left = order.quantity - order.filled_quantity - booked.get(order.pk, ZERO)
+            value = ZERO if order.pk in cancels or not left else min(order.order_value, order_value_of(
+                order.contract.terms, order.side, order.price, left))
+            target[order.pk] = value
+            key = (order.client_id, order.contract.collateral_id)
+            after[key] += order.order_value - value
+            if order.pk in booked:
+                signed = booked[order.pk] if order.side == "buy" else -booked[order.pk]
+                after[key] -= signed * premium_per_unit(order.contract.terms, prices[order.contract.symbol])
+                quantities[(order.client_id, order.contract_id)] += signed
+                every[order.contract_id] = order.contract
+        touched = {portfolio_of(client_id, every[contract_id]) for client_id, contract_id in quantities}
+        for key in after:
+            after[key] += available(fund_locks[key]) - order_value.get(key, ZERO)  # the reservation's release
+        expiries = {every[contract_id].expiry_date for _, contract_id in quantities}
+        for position in Position.objects.filter(client_id__in=clients, contract__pair=pair,
+                                                contract__expiry_date__in=expiries).exclude(quantity=0).select_related(
+                "contract"):
+            if portfolio_of(position.client_id, position.contract) in touched:
+                quantities[(position.client_id, position.contract_id)] += position.quantity
+                every.setdefault(position.contract_id, position.contract)
+        legs: dict[tuple, list[Leg]] = {key: [] for key in touched}
+        for (client_id, contract_id), quantity in sorted(quantities.items()):
+            if quantity:
+                legs[portfolio_of(client_id, every[contract_id])].append(Leg(every[contract_id].terms, quantity))
+        currency = {(c.pair_id, c.expiry_date): c.collateral_id for c in every.values()}
+        current = {(lockup.client_id, lockup.pair_id, lockup.expiry_date): lockup.amount for lockup in
+                   Lockup.objects.filter(client_id__in=clients, pair=pair, expiry_date__in=expiries)}
+        for portfolio, amount in lockups_required(legs).items():
+            client_id, pair_id, expiry_date = portfolio
+            after[(client_id, currency[(pair_id, expiry_date)])] -= amount - current.get(portfolio, ZERO)
+    short = {key: -value for key, value in after.items() if value < 0}
+    written = []
+    for order in reversed(mine):  # latest first
+        key = (order.client_id, order.contract.collateral_id)
+        if key not in short:
+            continue
+        cut = min(target[order.pk], short[key])
+        target[order.pk] -= cut
+        short[key] -= cut
+        if order.order_value == target[order.pk]:
+            continue
+        order_value[key] = order_value.get(key, ZERO) - (order.order_value - target[order.pk])
+        order.order_value = target[order.pk]
+        if order.pk in kept:
+            written.append(order)
+    return written
+
+
+# Only the orders whose reason changes are locked (in id order) and written: an order's reason mostly
+# stays from one auction to the next.
+_REASONS_SET = """
+    UPDATE orders_order AS o SET unfilled_reason = l.reason, updated_at = %s
+    FROM (SELECT x.id, r.reason FROM orders_order AS x JOIN unnest(%s::bigint[], %s::text[]) AS r(id, reason)
+          ON x.id = r.id WHERE x.state = ANY(%s) AND x.unfilled_reason IS DISTINCT FROM r.reason
+          ORDER BY x.id FOR NO KEY UPDATE OF x) AS l
+    WHERE o.id = l.id
+    RETURNING {columns}
+"""
+
+
+def _reasons_store(result: dict, orders: dict[int, OrderRow], kept: dict[int, OrderRow], booked: dict[int, Decimal],
+                   cancels: dict[int, str], now: datetime) -> list[OrderRow]:
+    """Store on each order the auction leaves open or partly filled the engine's reason (the result's
+    ``reasons``: limit, collateral, priority, halted), and clear it on an order it fills; nothing when the
+    result gives no reasons, and an order the apply cancels keeps its cancel reason. Locks (``ccp.locks``
+    4, in id order) the orders whose reason changes. Returns those the booking leaves alone (the others'
+    events come with it), with their contract set."""
+    given = result.get("reasons") or {}
+    if not given:
+        return []
+    wanted = {int(pk): str(reason) for pk, reason in given.items()
+              if int(pk) not in cancels and len(str(reason)) <= 16}
+    for pk, order in orders.items():
+        if pk in booked and booked[pk] == order.quantity - order.filled_quantity:
+            wanted[pk] = ""  # filled: no reason any more
+        if pk in wanted:
+            order.unfilled_reason = wanted[pk]
+    for pk, order in kept.items():
+        order.unfilled_reason = wanted.get(pk, order.unfilled_reason)
+    ids = sorted(wanted)
+    with connection.cursor() as cursor:
+        cursor.execute(_REASONS_SET.format(columns=", ".join(f"o.{c}" for c in ORDER_COLUMNS)),
+                       [now, ids, [wanted[pk] for pk in ids], sorted(BOOK_STATES)])
+        rows = [OrderRow(*row) for row in cursor.fetchall()]
+    changed = [kept[row.id] for row in rows if row.id in kept]  # read before: their value may change too
+    for order in changed:
+        order.updated_at = now
+    rows = [row for row in rows if row.id not in orders and row.id not in kept]
+    known = {o.contract_id: o.contract for o in (*orders.values(), *kept.values())}
+    contracts = {**Contract.objects.select_related("pair").in_bulk({r.contract_id for r in rows} - set(known)),
+                 **known}
+    for row in rows:
+        row.contract = contracts[row.contract_id]
+    return [*changed, *rows]
 
 
 def _not_trading(contracts: dict[int, Contract], now: datetime) -> set[int]:
@@ -234,8 +432,10 @@ def _not_trading(contracts: dict[int, Contract], now: datetime) -> set[int]:
 def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     """Book the result in one transaction: order fills and states, cash movements (premiums at the
     clearing price), positions, lockups recomputed with netting, fund locks, reference prices;
-    then cancels asked for during the auction. Pushes order states, fills, balances, book changes
-    and trade reports after commit.
+    then cancels asked for during the auction; the reservations released (bound clients' open orders'
+    holds trimmed to what they have left, module docstring); each order left open given the engine's
+    reason (``unfilled_reason``). Pushes order states, fills, balances, book changes and trade reports
+    after commit.
 
     Fills on a contract no longer trading at ``now`` (halted, expired, settled, or past 00:00 UTC of its
     expiry day: the auction outlived it) are not booked: those orders are cancelled with the reason
@@ -243,7 +443,8 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     solved; ``dropped`` records the contracts, fills and orders left out.
 
     Locks (``ccp.locks``) the pair's book (exclusive: cancels, the halt and the expiry wait), the
-    auction, the contracts, the orders it changes, their fund locks, then positions and lockups."""
+    auction, the contracts, the orders it changes, their fund locks and those of the reservations, then
+    positions and lockups."""
     now = require_aware(now)
     auction = Auction.objects.defer(*_DOCUMENTS).get(pk=auction_id)
     if auction.state != AuctionState.SOLVED:
@@ -256,17 +457,37 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     result = auction.result_document
     fills = {int(f["order"]): Decimal(f["quantity"]) for f in result["fills"]}
     prices = {symbol: Decimal(p) for symbol, p in result["prices"].items()}
-    # Only filled orders and cancel requests change; the others are released with the auction's state.
-    contracts, orders = _held_orders(pair, fills, prices)
+    reservations = list(AuctionReservation.objects.filter(auction_id=auction.pk, released_at__isnull=True)
+                        .order_by("client_id", "currency_id"))
+    bound = sorted({r.client_id for r in reservations if r.bound})
+    # Only filled orders, cancel requests and bound clients' orders change; the others are released with
+    # the auction's state.
+    contracts, orders, kept = _held_orders(pair, fills, prices, auction_id=auction.pk, bound=bound)
     dropped = _not_trading(contracts, now)
     booked = {pk: fills[pk] for pk, o in orders.items() if pk in fills and o.contract_id not in dropped}
     prices = {contracts[pk].symbol: prices[contracts[pk].symbol] for pk in contracts
               if pk not in dropped and contracts[pk].symbol in prices}
     cancels = {pk: "contract_halted" if o.contract_id in dropped else "cancel_requested"
                for pk, o in orders.items() if o.contract_id in dropped or o.cancel_requested_at}
+    reasoned = _reasons_store(result, orders, kept, booked, cancels, now)  # orders (4): before the fund locks
+    keys = {(o.client_id, o.contract.collateral_id) for o in (*orders.values(), *kept.values())}
+    fund_locks = fund_locks_lock(keys=keys | {(r.client_id, r.currency_id) for r in reservations})
+    released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    for reservation in reservations:
+        released[(reservation.client_id, reservation.currency_id)] -= reservation.amount
+    trimmed = _holds_trim(pair=pair, orders=orders, kept=kept, booked=booked, cancels=cancels, prices=prices,
+                          bound=bound, fund_locks=fund_locks, order_value=released)
     cleared = trades_clear(venue=Venue.AUCTION, venue_ref=auction.ref,
                            executions=_executions(orders, booked, prices), orders=orders, contracts=contracts,
-                           cancels=cancels, now=now, envelope={"type": "auction", "auction": auction.pk})
+                           cancels=cancels, now=now, envelope={"type": "auction", "auction": auction.pk},
+                           order_value={k: v for k, v in released.items() if v}, locked=fund_locks)
+    for order in trimmed:
+        order.updated_at = now
+    bulk_update_rows(Order, trimmed, ["order_value", "updated_at"])
+    client_stream_publish_many((o.client_id, {"type": "order", "order": order_payload(o)})
+                               for o in sorted({o.pk: o for o in (*trimmed, *reasoned)}.values(), key=lambda o: o.pk))
+    balances_publish(cleared.others.values())  # only the reservation's release changed them
+    AuctionReservation.objects.filter(pk__in=[r.pk for r in reservations]).update(released_at=now)
     ReferencePrice.objects.bulk_create([
         ReferencePrice(contract=contract, kind=ReferencePriceKind.CLEARING, price=prices[contract.symbol], at=now,
                        auction_ref=auction.ref)

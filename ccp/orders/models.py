@@ -91,6 +91,9 @@ class Order(models.Model):
     last_fill_at = models.DateTimeField(null=True, blank=True)
     state = models.CharField(max_length=16, choices=OrderState.choices, default=OrderState.RECEIVED)
     reject_reason = models.CharField(max_length=64, blank=True)
+    # Why the last auction left it open or partly filled (the engine's reason: limit, collateral, priority,
+    # halted); empty when no auction gave one.
+    unfilled_reason = models.CharField(max_length=16, blank=True, default="", db_default="")
     order_value = MoneyField(default=ZERO, help_text="collateral held while the order is open")
     # A continuous contract's order modified to a new price or a larger size: it loses its time priority and
     # re-enters the book through the contract's matcher, which clears these (modify_reject_reason says why
@@ -171,8 +174,8 @@ class Order(models.Model):
 ORDER_FIELDS = ("id", "client_order_id", "contract", "side", "kind", "price", "quantity", "quantity_requested",
                 "time_in_force", "reduce_only", "self_trade_prevention", "trigger", "trigger_price", "trigger_source",
                 "triggered_at", "parent", "leg", "attached", "filled_quantity", "average_fill_price",
-                "last_fill_at", "state", "reject_reason", "order_value", "cancel_requested_at", "created_at",
-                "updated_at")
+                "last_fill_at", "state", "reject_reason", "unfilled_reason", "order_value", "cancel_requested_at",
+                "created_at", "updated_at")
 # Every column of the table, in model order: services that change tens of thousands of orders (an
 # auction's apply) read them as plain rows of these columns (``order_rows_lock``) into OrderRow.
 ORDER_COLUMNS = tuple(f.attname for f in Order._meta.concrete_fields)

@@ -5,13 +5,23 @@ them again with the collateral check and the open-order cap, because time passes
 (a halt may begin).
 """
 
+import decimal
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import ROUND_UP, Decimal
 
 from django.conf import settings
 
 from ccp.contracts.models import Contract, ContractState, TradingMode
-from ccp.contracts.payoffs import ContractKind, Terms, max_payoff_per_unit, order_worst_cost
+from ccp.contracts.payoffs import (
+    ContractKind,
+    Leg,
+    Terms,
+    lockup_amount,
+    max_payoff_per_unit,
+    order_worst_cost,
+    premium_per_unit,
+)
 from ccp.money import DECIMAL_PLACES, MAX_DIGITS, quantize
 from ccp.orders.models import OrderKind, SelfTrade, Side, TimeInForce, Trigger, TriggerSource
 from ccp.perps.margin import initial_margin, tier_of
@@ -155,6 +165,32 @@ def order_value(terms: Terms, side: str, price: Decimal, quantity: Decimal, *, l
     if terms.kind is ContractKind.PERPETUAL:
         return Decimal(0) if reduce_only else initial_margin(quantity=quantity, price=price, leverage=leverage)
     return quantize(order_worst_cost(terms, side, price, quantity), ROUND_UP)
+
+
+# Exact arithmetic for the netted hold (as ``ccp.contracts.payoffs``): any rounding raises.
+_EXACT = decimal.Context(prec=60, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+
+
+def order_value_netted(terms: Terms, side: str, price: Decimal, quantity: Decimal, portfolio: Iterable[Leg]
+                       ) -> Decimal:
+    """What an auction order on a dated contract holds at entry: what it can add to its portfolio's worst
+    case given the client's positions there (``portfolio``: the legs of its (pair, expiry) portfolio),
+
+        max(0, lockup(positions + order) - lockup(positions) + premium at the limit price)
+
+    where a buy's premium counts as paid and a sell's as received, rounded up to storage precision. With
+    no positions this is the stand-alone worst case (``order_value``); lockups are subadditive, so it is
+    never more; a closing or risk-reducing order holds nothing beyond its premium less what it frees.
+    The added worst case is convex in the quantity filled and 0 at none, so a partial fill of the order
+    alone never needs more than this either. It does not bound what several orders of one client need
+    together: the auction's budget does (``ccp.matching.services``)."""
+    standalone = order_value(terms, side, price, quantity)
+    positions = list(portfolio)
+    signed = quantity if side == "buy" else -quantity
+    with decimal.localcontext(_EXACT):
+        added = lockup_amount([*positions, Leg(terms, signed)]) - lockup_amount(positions)
+        value = added + premium_per_unit(terms, price) * signed
+    return min(standalone, quantize(max(value, Decimal(0)), ROUND_UP))
 
 
 def order_held(terms: Terms, side: str, price: Decimal, quantity: Decimal, attached: dict | None = None, *,

@@ -23,12 +23,13 @@ from ccp.matching.selectors import auction_held_order_ids, auction_holds
 from ccp.money import ZERO, money_str
 from ccp.orders.models import Order, OrderStateHistory, SelfTrade, Side, TimeInForce
 from ccp.orders.results import order_results_signal
-from ccp.orders.rules import REASONS, order_rule_violation, order_value
+from ccp.orders.rules import REASONS, order_rule_violation, order_value, order_value_netted
 from ccp.orders.selectors import open_orders_count
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
 from ccp.risk.collateral import collateral_covers
 from ccp.risk.models import Position
+from ccp.risk.selectors import portfolio_legs
 from ccp.streams import book_group, client_stream_publish, client_stream_publish_many, stream_publish
 
 
@@ -368,8 +369,12 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
     violation = order_violation(order=order, contract=contract, now=now)
     if not violation:
         fund_lock = fund_locks_lock(client_ids=[order.client_id]).get((order.client_id, contract.collateral_id))
-        cost = order_value(contract.terms, order.side, order.price, order.quantity, leverage=order.leverage,
-                           reduce_only=order.reduce_only)
+        if contract.is_perpetual:
+            cost = order_value(contract.terms, order.side, order.price, order.quantity, leverage=order.leverage,
+                               reduce_only=order.reduce_only)
+        else:  # an auction order holds what it adds to its portfolio's worst case
+            cost = order_value_netted(contract.terms, order.side, order.price, order.quantity,
+                                      portfolio_legs(client_id=order.client_id, contract=contract))
         if open_orders_count(client_id=order.client_id, validated_only=True) >= settings.CCP_MAX_OPEN_ORDERS:
             violation = "too_many_open_orders"
         elif not collateral_covers(fund_lock, cost):

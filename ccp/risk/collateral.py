@@ -7,7 +7,9 @@ A client's collateral in one currency (its ``FundLock`` row) is
 
 where ``fundlock`` is what the FundLock contract holds for it (as last seen on chain), ``settle_value``
 the signed sum of its cash movements not yet performed on chain, ``order_value`` what its open orders
-hold (each its worst case, ``ccp.orders.rules.order_value``) and ``lockup_value`` the sum of its
+hold (a continuous or perpetual order its worst case, ``ccp.orders.rules.order_value``; an auction order
+what it added to its portfolio's worst case at entry, ``order_value_netted``) plus what running auctions
+reserved of it (``ccp.matching.models.AuctionReservation``) and ``lockup_value`` the sum of its
 portfolios' lockups (``ccp.risk.lockups``) and ``margin_value`` what its perpetual positions hold
 (``ccp.perps.accounting``: their margins, less the cash their open quantity already paid relative to the
 perpetual's reference price; it moves with their fills, not with the mark). Available never drops below

@@ -6,7 +6,7 @@ from decimal import Decimal
 from django.db.models import Q, QuerySet
 
 from ccp.contracts.models import Contract, ContractState
-from ccp.contracts.payoffs import mark_px
+from ccp.contracts.payoffs import Leg, mark_px
 from ccp.perps.selectors import mark_fresh
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.models import Position
@@ -35,3 +35,13 @@ def positions_marked(positions: list[Position], *, now: datetime) -> list[Positi
         state = PositionState(position.quantity, position.cost, position.realised_pnl)
         position.unrealised_pnl = unrealised_pnl(contract.terms, state, position.mark_price)
     return positions
+
+
+def portfolio_legs(*, client_id: int, contract: Contract) -> list[Leg]:
+    """The client's positions in ``contract``'s portfolio (its pair and expiry date) as legs: what an order
+    on it nets against (``ccp.orders.rules.order_value_netted``). Read, not locked: the caller holds the
+    client's fund lock, which every booking that moves these positions takes before them."""
+    rows = (Position.objects.filter(client_id=client_id, contract__pair_id=contract.pair_id,
+                                    contract__expiry_date=contract.expiry_date).exclude(quantity=0)
+            .select_related("contract").order_by("contract_id"))
+    return [Leg(row.contract.terms, row.quantity) for row in rows]

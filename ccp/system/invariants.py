@@ -24,8 +24,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connection, transaction
 
-from ccp.contracts.models import Contract, ContractState
-from ccp.contracts.payoffs import Leg
+from ccp.contracts.models import Contract, ContractState, TradingMode
+from ccp.contracts.payoffs import ContractKind, Leg
 from ccp.money import ZERO, money_str
 from ccp.orders.rules import order_held
 from ccp.orders.states import HOLDING_STATES, OPEN_STATES
@@ -155,13 +155,19 @@ def no_position_on_settled_contract() -> list[Violation]:
 
 def order_values(contracts: Callable[[], dict[int, Contract]]) -> list[Violation]:
     """An open (validated) order holds the value of its remaining quantity (``orders.rules.order_value``);
-    any other order holds nothing. Orders are grouped by what the value depends on, so each distinct
+    any other order holds nothing. An auction order on a dated contract holds what it added to its
+    portfolio at entry, which depends on the positions then (``orders.rules.order_value_netted``): its
+    stored value is checked to lie between 0 and its remainder's stand-alone worst case (the fund lock
+    check sums the stored values). Orders are grouped by what the value depends on, so each distinct
     (contract, side, price, remaining) is computed once."""
     rows = _rows("""
-        SELECT contract_id, side, price, quantity - filled_quantity, order_value, state = ANY(%s),
-               attached::text, leverage, reduce_only, COUNT(*), MIN(id)
-        FROM orders_order WHERE state = ANY(%s) OR order_value <> 0
-        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 11""", [sorted(HOLDING_STATES), sorted(HOLDING_STATES)])
+        SELECT o.contract_id, o.side, o.price, o.quantity - o.filled_quantity, o.order_value, o.state = ANY(%s),
+               o.attached::text, o.leverage, o.reduce_only, k.trading_mode = %s AND k.kind <> %s, COUNT(*),
+               MIN(o.id)
+        FROM orders_order o JOIN contracts_contract k ON k.id = o.contract_id
+        WHERE o.state = ANY(%s) OR o.order_value <> 0
+        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 ORDER BY 12""",
+                 [sorted(HOLDING_STATES), TradingMode.AUCTION, ContractKind.PERPETUAL, sorted(HOLDING_STATES)])
     terms = {pk: c.terms for pk, c in contracts().items()}
 
     @functools.cache
@@ -171,15 +177,19 @@ def order_values(contracts: Callable[[], dict[int, Contract]]) -> list[Violation
                           leverage=leverage, reduce_only=reduce_only)
 
     violations = []
-    for contract_id, side, price, remaining, held, on_book, attached, leverage, reduce_only, count, first_id in rows:
+    for (contract_id, side, price, remaining, held, on_book, attached, leverage, reduce_only, netted, count,
+         first_id) in rows:
         try:
             want = expected(contract_id, side, price, remaining, attached, leverage, reduce_only) if on_book else ZERO
         except ValueError as exc:  # e.g. a price outside the contract's bounds
             violations.append(Violation("order_value_wrong", f"{_orders(first_id, count)}: no value ({exc})"))
             continue
+        if netted and on_book and ZERO <= held <= want:
+            continue
         if held != want:
+            bound = f"at most {_m(want)}" if netted and on_book else f"should be {_m(want)}"
             violations.append(Violation("order_value_wrong", f"{_orders(first_id, count)}: order value {_m(held)}, "
-                                        f"should be {_m(want)} ({side} {_m(remaining)} left at {_m(price)})"))
+                                        f"{bound} ({side} {_m(remaining)} left at {_m(price)})"))
     return violations
 
 
@@ -195,13 +205,20 @@ def _fund_lock_differences(column: str, sums: str, params: Iterable = ()) -> lis
 
 
 def fund_lock_order_values() -> list[Violation]:
-    """A fund lock's order value is the sum of its client's open orders' values in that currency."""
+    """A fund lock's order value is the sum of its client's open orders' stored values in that currency
+    plus what running auctions reserved of it (``matching.AuctionReservation`` not yet released)."""
     rows = _fund_lock_differences("order_value", """
-        SELECT o.client_id, k.collateral_id AS currency_id, SUM(o.order_value) AS total
-        FROM orders_order o JOIN contracts_contract k ON k.id = o.contract_id
-        WHERE o.state = ANY(%s) AND o.order_value <> 0 GROUP BY 1, 2""", [sorted(OPEN_STATES)])
+        SELECT client_id, currency_id, SUM(total) AS total FROM (
+            SELECT o.client_id, k.collateral_id AS currency_id, SUM(o.order_value) AS total
+            FROM orders_order o JOIN contracts_contract k ON k.id = o.contract_id
+            WHERE o.state = ANY(%s) AND o.order_value <> 0 GROUP BY 1, 2
+            UNION ALL
+            SELECT client_id, currency_id, SUM(amount) FROM matching_auctionreservation
+            WHERE released_at IS NULL AND amount <> 0 GROUP BY 1, 2) AS held
+        GROUP BY 1, 2""", [sorted(OPEN_STATES)])
     return [Violation("fund_lock_order_value_wrong", f"client {client_id} currency {currency_id}: order value "
-                      f"{_m(held)}, its open orders hold {_m(total)}") for client_id, currency_id, held, total in rows]
+                      f"{_m(held)}, its open orders and auction reservations hold {_m(total)}")
+            for client_id, currency_id, held, total in rows]
 
 
 # --- lockups --------------------------------------------------------------------------------

@@ -134,8 +134,8 @@ async def test_client_sees_its_order_accepted_and_its_balance_and_nobody_else_do
             "trigger_source": "", "triggered_at": None, "parent": None, "leg": "", "attached": None,
             "filled_quantity": "0", "average_fill_price": None,
             "last_fill_at": None, "state": "received",
-            "reject_reason": "", "order_value": "0", "cancel_requested_at": None, "created_at": None,
-            "updated_at": None}
+            "reject_reason": "", "unfilled_reason": "", "order_value": "0", "cancel_requested_at": None,
+            "created_at": None, "updated_at": None}
         assert validation_queue == [order.pk]
 
         # when the validator accepts it

@@ -13,6 +13,13 @@ reads its open orders back from the API, so a restarted simulator cancels what i
 
 With a chain configured (bin/run starts anvil and deploys FundLock) traders deposit on chain and the
 deposit monitor credits them; without one, deposits credit the fund lock directly.
+
+``--bound-share 0.3`` makes that share of the traders (the first ones) collateral-bound: they deposit
+BOUND_TOP_UP instead of TOP_UP, and where they hold a position they quote its reducing side for one or
+two times its size (closing, or closing and reversing): each such order nets against the same position
+at entry and holds little, so together they ask for more than the trader's free collateral and the
+auction's budget binds (``ccp.matching.services``); with no position they sell BOUND_LOTS lots, which
+entry refuses once the collateral is spent.
 """
 
 import hashlib
@@ -48,6 +55,8 @@ TIME_VALUE = Decimal("0.02")  # an option's time value: this fraction of the ind
 SPOT = {"BTC": Decimal(100000), "ETH": Decimal(3500)}  # notional spot while there is no index
 TOP_UP_BELOW, TOP_UP = Decimal(200000), Decimal(1000000)
 RESYNC_ROUNDS = 10  # every this many rounds a trader re-reads its open orders (fills and cancels elsewhere)
+BOUND_TOP_UP = Decimal(20000)  # what a collateral-bound trader deposits (topped up below half of it)
+BOUND_LOTS = (5, 20)  # lots a bound trader sells where it holds no position
 
 
 @dataclass(frozen=True)
@@ -94,12 +103,27 @@ def orders_to_cancel(resting: list[Resting], fair: dict[str, Decimal]) -> list[i
     return stale + kept[:max(len(kept) - (MAX_RESTING - 1), 0)]
 
 
+def bound_traders(count: int, share: float) -> set[int]:
+    """Which traders (by number) are collateral-bound: the first ``share`` of them, rounded."""
+    return set(range(min(count, round(count * share))))
+
+
+def bound_order(contract: dict, position: Decimal, rng: random.Random) -> tuple[str, Decimal]:
+    """A bound trader's order (side, quantity) on ``contract`` where it holds ``position`` (signed): its
+    reducing side for one or two times the position (netted at entry, together more than it has), else a
+    sale of BOUND_LOTS lots."""
+    if position:
+        return ("sell" if position > 0 else "buy"), abs(position) * rng.choice([1, 2])
+    return "sell", contract["lot_size"] * rng.randint(*BOUND_LOTS)
+
+
 class Trader:
-    def __init__(self, base_url: str, n: int) -> None:
+    def __init__(self, base_url: str, n: int, *, bound: bool = False) -> None:
         # Deterministic demo wallets: the same traders on every run.
         key = hashlib.sha256(f"ccp-simulated-trader-{n}".encode()).digest()
         self.client = Client(base_url, key, rpc_url=settings.CCP_CHAIN_URL or None)
         self.resting: list[Resting] = []  # its open orders, oldest first
+        self.bound = bound  # collateral-bound: a small deposit, orders netted against its positions
 
     @property
     def address(self) -> str:
@@ -131,21 +155,25 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=2.0, help="seconds between rounds of orders")
         parser.add_argument("--rounds", type=int, default=0, help="stop after this many rounds (0: run until killed)")
         parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--bound-share", type=float, default=0.0,
+                            help="share of the traders whose collateral binds in auctions (0 to 1)")
 
-    def handle(self, *args, url, traders, interval, rounds, seed, **options):
+    def handle(self, *args, url, traders, interval, rounds, seed, bound_share=0.0, **options):
         rng = random.Random(seed)
         self._wait_for(url)
         usdc = Currency.objects.get(symbol="USDC")
-        crowd = [Trader(url, n) for n in range(traders)]
+        bound = bound_traders(traders, bound_share)
+        crowd = [Trader(url, n, bound=n in bound) for n in range(traders)]
         for trader in crowd:
             held = FundLock.objects.filter(client__address=trader.address.lower(), currency=usdc).first()
-            if held is None or held.fundlock < TOP_UP_BELOW:
+            amount = BOUND_TOP_UP if trader.bound else TOP_UP
+            if held is None or held.fundlock < (amount / 2 if trader.bound else TOP_UP_BELOW):
                 if crowd[0].client.chain()["configured"] and settings.CCP_CHAIN_URL:
-                    self._deposit_on_chain(trader, usdc)
+                    self._deposit_on_chain(trader, usdc, amount)
                 else:
                     client = client_register(address=trader.address, now=utcnow())
-                    fund_lock_credit(client=client, currency=usdc, amount=TOP_UP, now=utcnow())
-                    logger.info("simulated deposit (no chain): %s USDC for %s", TOP_UP, trader.address)
+                    fund_lock_credit(client=client, currency=usdc, amount=amount, now=utcnow())
+                    logger.info("simulated deposit (no chain): %s USDC for %s", amount, trader.address)
         for trader in crowd:
             trader.client.sign_in(wait_s=120)  # once the deposit monitor has credited it
             trader.reread()
@@ -171,7 +199,7 @@ class Command(BaseCommand):
             if listed:
                 self._send_order(trader, rng.choice(listed), fair, rng, cancelled)
 
-    def _deposit_on_chain(self, trader: Trader, usdc: Currency) -> None:
+    def _deposit_on_chain(self, trader: Trader, usdc: Currency, amount: Decimal = TOP_UP) -> None:
         """Gas (anvil) and demo USDC minted by the operator, then the trader's own deposit (the client's
         approve + deposit). Not the faucet: it is throttled per IP address."""
         w3 = web3_for(settings.CCP_CHAIN_URL)
@@ -181,18 +209,21 @@ class Command(BaseCommand):
                                 abi=load_artifact("TestToken")["abi"])
         with transaction.atomic():  # settlement sends from this account too: one nonce sequence for both
             nonce = operator_nonce_take(address=operator.address.lower(), w3=w3)
-        tx = token.functions.mint(trader.address, token_units(TOP_UP, usdc.decimals)).build_transaction(
+        tx = token.functions.mint(trader.address, token_units(amount, usdc.decimals)).build_transaction(
             {"from": operator.address, "nonce": nonce, "gas": 200_000, "gasPrice": w3.eth.gas_price})
         w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(
             operator.sign_transaction(tx).raw_transaction), timeout=30)
-        trader.client.deposit(TOP_UP, usdc.symbol)
-        logger.info("deposited %s USDC on chain for %s", TOP_UP, trader.address)
+        trader.client.deposit(amount, usdc.symbol)
+        logger.info("deposited %s USDC on chain for %s", amount, trader.address)
 
     def _send_order(self, trader: Trader, contract: dict, fair: dict[str, Decimal], rng: random.Random,
                     cancelled: int) -> None:
-        side = rng.choice(["buy", "sell"])
+        if trader.bound:
+            held = {p["contract"]: Decimal(str(p["quantity"])) for p in trader.client.positions()}
+            side, quantity = bound_order(contract, held.get(contract["symbol"], Decimal(0)), rng)
+        else:
+            side, quantity = rng.choice(["buy", "sell"]), contract["lot_size"] * rng.randint(1, 10)
         price = quote_price(contract, fair[contract["symbol"]], side, rng)
-        quantity = contract["lot_size"] * rng.randint(1, 10)
         try:
             order = trader.client.place_order(contract["symbol"], side, price, quantity)
         except ApiError as refused:
