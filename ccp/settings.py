@@ -202,7 +202,8 @@ CCP_CHAIN_ID = int(os.environ.get("CCP_CHAIN_ID", "31337"))
 CCP_HEARTBEAT_SECONDS = int(os.environ.get("CCP_HEARTBEAT_SECONDS", "10"))
 # Batch auctions: one per pair every interval; the solver's time limit and relative MIP gap.
 CCP_AUCTION_INTERVAL = timedelta(seconds=int(os.environ.get("CCP_AUCTION_INTERVAL_SECONDS", "10")))
-CCP_AUCTION_TIME_LIMIT_SECONDS = os.environ.get("CCP_AUCTION_TIME_LIMIT_SECONDS", "10")
+# A safety net only: the solver stops on work limits (the result does not depend on the machine's load).
+CCP_AUCTION_TIME_LIMIT_SECONDS = os.environ.get("CCP_AUCTION_TIME_LIMIT_SECONDS", "60")
 CCP_AUCTION_MIP_GAP = os.environ.get("CCP_AUCTION_MIP_GAP", "0")
 # An auction not applied this long after its last stage (plus the solver's time limit while it is being
 # solved) is dispatched again by the next beat tick: a stage lost with a worker or a broker restart costs

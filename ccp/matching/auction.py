@@ -14,10 +14,10 @@ Input document (``format: "ccp-auction-input/1"``), every number a decimal strin
      "orders": [{"id": "17", "client": "0xabc…", "contract": "BTC-USDC-20261225-100000-C",
                  "side": "buy", "price": "2100", "quantity": "0.3", "priority": 17}]}
 
-- ``budget``: the collateral the auction may use for the client. The live system writes the order
-  value of the client's orders in this auction plus its lockups of the portfolios it trades here
-  (its free collateral stays with order entry, ``ccp/matching/services.py``); a document written by
-  hand may give any amount.
+- ``budget``: the collateral the auction may use for the client. The live system writes its lockups of
+  the portfolios it trades here, plus what its orders in this auction hold (netted at entry), plus the
+  free collateral reserved for it at the close, up to its orders' stand-alone worst cases
+  (``ccp/matching/services.py``: the budget rule); a document written by hand may give any amount.
 - ``positions``: the client's current positions in those portfolios (every contract named there is
   listed in ``contracts``). ``quantity`` of an order is what is still open; ``priority`` orders time
   (lower is earlier). Premiums in the collateral check are taken at the limit price (the clearing
