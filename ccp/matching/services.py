@@ -61,6 +61,7 @@ from ccp.orders.models import ORDER_COLUMNS, Order, OrderRow
 from ccp.orders.rules import order_value as order_value_of
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OrderState
+from ccp.perps.cross import cross_unrealised_losses
 from ccp.prices.models import ReferencePrice, ReferencePriceKind
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.collateral import available
@@ -222,11 +223,15 @@ def _reserve(auction: Auction, rows: list[tuple], contracts: dict[int, Contract]
             held[key] += value
             standalone[key] += quantize(unit(contract_id, side, price) * Decimal(remaining), ROUND_UP)
     fund_locks = fund_locks_lock(keys=list(held))
+    losses = {(client_id, currency_id): loss for currency_id in {c for _, c in held}  # a cross perpetual loss
+              for client_id, loss in cross_unrealised_losses(  # at the mark is not free collateral
+                  client_ids={k for k, c in held if c == currency_id}, currency_id=currency_id).items()}
     amounts, reservations = {}, []
     for key in sorted(held):
         wanted = max(standalone[key] - held[key], ZERO)
         fund_lock = fund_locks.get(key)
-        amount = min(max(available(fund_lock), ZERO), wanted) if fund_lock is not None else ZERO
+        free = available(fund_lock) - losses.get(key, ZERO) if fund_lock is not None else ZERO
+        amount = min(max(free, ZERO), wanted)
         if amount or amount < wanted:
             reservations.append(AuctionReservation(auction=auction, client_id=key[0], currency_id=key[1],
                                                    amount=amount, held=held[key], standalone=standalone[key],

@@ -27,6 +27,7 @@ from ccp.orders.rules import REASONS, order_rule_violation, order_value, order_v
 from ccp.orders.selectors import open_orders_count
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
+from ccp.perps.cross import cross_unrealised_loss
 from ccp.risk.collateral import collateral_covers
 from ccp.risk.models import Position
 from ccp.risk.selectors import portfolio_legs
@@ -377,7 +378,8 @@ def order_validate(*, order_id: int, now: datetime) -> Order:
                                       portfolio_legs(client_id=order.client_id, contract=contract))
         if open_orders_count(client_id=order.client_id, validated_only=True) >= settings.CCP_MAX_OPEN_ORDERS:
             violation = "too_many_open_orders"
-        elif not collateral_covers(fund_lock, cost):
+        elif not collateral_covers(fund_lock, cost + (cross_unrealised_loss(  # a cross perpetual loss at the
+                client_id=order.client_id, currency_id=contract.collateral_id) if cost else ZERO)):  # mark backs none
             violation = "insufficient_collateral"
     if violation:
         order_transition(order=order, new_state=OrderState.REJECTED, now=now, reason=violation)

@@ -9,6 +9,8 @@ from decimal import Decimal as D
 import pytest
 
 from ccp.errors import ApplicationError
+from ccp.matching.models import AuctionReservation
+from ccp.orders.services import order_validate
 from ccp.perps.cross import (
     CrossLeg,
     cross_accounts_below,
@@ -21,6 +23,8 @@ from ccp.perps.margin import bankruptcy_price, liquidation_price
 from ccp.perps.services import perpetual_marks_update
 from ccp.settlement.services import WithdrawalAsk, withdrawal_request
 from tests.book.test_venue import match, send, state, trader
+from tests.factories import ContractFactory
+from tests.matching.netting import auction_run, available_set, place, position_open
 from tests.perps.test_listing import quote
 from tests.perps.test_trading import balance, perp  # noqa: F401 - fixture
 
@@ -158,3 +162,46 @@ def test_a_cross_loss_at_the_mark_does_not_back_new_orders(perp, now, time_machi
     match(perp)
     assert state(too_much) == ("rejected", D(0), "insufficient_collateral")
     assert state(enough)[0] == "accepted" and state(closing)[0] == "accepted"
+
+
+@pytest.mark.django_db
+def test_a_cross_loss_at_the_mark_does_not_back_auction_orders(perp, now, time_machine):  # noqa: F811
+    """The auction's validation counts it as the matcher does: an order holding more than the free collateral
+    left after the loss is rejected; a call bought in the same currency holds its premium."""
+    time_machine.move_to(now)
+    alice, bob = trader(perp, "1000"), trader(perp, "100000")
+    send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="cross")
+    match(perp)
+    quote(perp.pair, "binance", "48000", now)
+    perpetual_marks_update(now=now)  # lost 200 at the mark: 500 available, 300 of it free
+    call = ContractFactory(pair=perp.pair)  # in auctions, the same collateral
+    assert call.collateral_id == perp.collateral_id
+    too_much = send(alice, call, "buy", "30400", "0.01")  # premium 304
+    enough = send(alice, call, "buy", "29600", "0.01")  # premium 296
+    for order in (too_much, enough):
+        order_validate(order_id=order.pk, now=now)
+    assert state(too_much) == ("rejected", D(0), "insufficient_collateral")
+    assert state(enough)[0] == "accepted"
+
+
+@pytest.mark.django_db
+def test_an_auction_reserves_no_collateral_that_backs_a_cross_loss(perp, now, time_machine):  # noqa: F811
+    """Alice, long the 110,000 call, sells the 100,000 call (a spread: it holds 6,000 of its 46,000 stand-alone
+    worst case); she also lost 200 at the mark on a cross perpetual. The auction reserves her free collateral up
+    to the other 40,000, less the loss: 1,000 free - 200 = 800, and she is bound."""
+    time_machine.move_to(now)
+    alice, bob = trader(perp, "1000000"), trader(perp, "1000000")
+    c100, c110 = ContractFactory(pair=perp.pair), ContractFactory(pair=perp.pair, strike_px=D("110000"))
+    position_open(alice, c110, "1", "1000", now)
+    send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
+    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="cross")
+    match(perp)
+    quote(perp.pair, "binance", "48000", now)
+    perpetual_marks_update(now=now)  # Alice has lost 0.1 x 2,000 = 200 at the mark
+    assert cross_unrealised_loss(client_id=alice.pk, currency_id=perp.collateral_id) == D(200)
+    place(alice, c100, "sell", "4000", "1", now)
+    available_set(alice, perp.collateral, "1000")
+    auction = auction_run(perp.pair, now + timedelta(seconds=10), apply=False)
+    reservation = AuctionReservation.objects.get(auction=auction, client=alice)
+    assert (reservation.amount, reservation.held, reservation.bound) == (D(800), D(6000), True)
