@@ -522,20 +522,23 @@ def _prioritise(book: _Book, head: Headroom, symbol: str, fills: dict[str, int])
         first, last = 0, len(orders) - 1
         while first < last:
             taker, giver = orders[first], orders[last]
+            same = book.orders[taker.id].client == book.orders[giver.id].client
+            # One client's own orders: the lot leaves one as it enters the other (a client at its budget can
+            # still move it: at one limit price its cost is the same), so only the pair's move is checked.
             room = taker.lots - fills.get(taker.id, 0)
-            if room > 0:
+            if room > 0 and not same:
                 room = min(room, head.cap(taker.id))
             if room <= 0:
                 first += 1
                 continue
             given = fills.get(giver.id, 0)
-            if given > 0:
+            if given > 0 and not same:
                 given = min(given, head.cap(giver.id, -1))
             if given <= 0:
                 last -= 1
                 continue
             move = min(room, given)
-            if book.orders[taker.id].client == book.orders[giver.id].client:
+            if same:
                 move = head.largest([(taker.id, 1), (giver.id, -1)], move)
                 if move == 0:
                     last -= 1

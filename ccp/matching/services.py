@@ -51,6 +51,7 @@ from ccp.matching.auction import (
     input_from_document,
     input_text,
     input_to_document,
+    reasons_from_document,
     result_to_document,
 )
 from ccp.matching.engine import clear
@@ -397,7 +398,7 @@ def _reasons_store(result: dict, orders: dict[int, OrderRow], kept: dict[int, Or
     result gives no reasons, and an order the apply cancels keeps its cancel reason. Locks (``ccp.locks``
     4, in id order) the orders whose reason changes. Returns those the booking leaves alone (the others'
     events come with it), with their contract set."""
-    given = result.get("reasons") or {}
+    given = reasons_from_document(result)  # order id -> reason
     if not given:
         return []
     wanted = {int(pk): str(reason) for pk, reason in given.items()

@@ -23,7 +23,7 @@ from typing import TypeVar
 from ccp.contracts.models import Contract
 from ccp.contracts.payoffs import Leg, lockup_amounts
 from ccp.db import bulk_upsert_rows
-from ccp.locks import lockups_lock
+from ccp.locks import lockup_rows_lock
 from ccp.money import ZERO, quantize
 from ccp.risk.models import Lockup
 
@@ -56,9 +56,8 @@ def lockups_recompute(*, quantities: Mapping[tuple[int, int], Decimal], contract
         if quantity:
             legs[portfolio_of(client_id, contract)].append(Leg(contract.terms, quantity))
     wanted = lockups_required({key: legs.get(key, []) for key in touched})
-    current = {(lockup.client_id, lockup.pair_id, lockup.expiry_date): lockup.amount for lockup in lockups_lock(
-        Lockup.objects.filter(client_id__in={k[0] for k in touched}, pair_id__in={k[1] for k in touched},
-                              expiry_date__in={k[2] for k in touched}))}
+    locked = lockup_rows_lock({k[0] for k in touched}, {k[1] for k in touched}, {k[2] for k in touched})
+    current = {(client_id, pair_id, expiry_date): amount for client_id, pair_id, expiry_date, amount in locked}
     delta: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
     rows = []
     for key in touched:

@@ -81,7 +81,7 @@ def test_a_bound_client_meets_the_engine_and_the_apply_keeps_its_available_colla
     second = place(trader, series["C100"], "sell", "4000", "1")
     assert (first.order_value, second.order_value, available_of(trader, currency)) == (D("6000"), D("6000"), 0)
     buyer = funded(currency)
-    place(buyer, series["C100"], "buy", "10000", "2")
+    place(buyer, series["C100"], "buy", "4000", "2")  # at the sells' limit: their premium is as budgeted
 
     auction = auction_run(series["C100"].pair, NOW + timedelta(seconds=10), apply=False)
     reservation = AuctionReservation.objects.get(auction=auction, client=trader)

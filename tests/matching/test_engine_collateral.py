@@ -18,7 +18,7 @@ from ccp.matching.auction import (
     reasons_halted,
     result_to_document,
 )
-from ccp.matching.engine import _headroom, _prepare, _walk, clear, verify
+from ccp.matching.engine import _finish, _headroom, _prepare, _walk, clear, verify
 
 CALL = ContractSpec("C100", Terms(ContractKind.CALL, D(50), D(150), D(100)), D(1), D(1), "P")
 RICH = D(10**6)
@@ -161,3 +161,15 @@ def test_an_old_input_document_reads_with_the_default_work_limits():
             assert "mip_max_nodes" in str(exc)
         else:
             raise AssertionError(f"{bad!r} accepted")
+
+
+def test_a_bound_client_s_own_earlier_order_fills_first_at_one_price():
+    """L (collateral 100) sells 3 calls at 10 twice (orders 1 then 2); each sold call may lose 50 - 10 = 40, so
+    L affords 2 lots in all (80 <= 100 < 120). An answer that fills the later order (as a solver may: to L's
+    collateral and to welfare it is the same) is repaired to time priority: the earlier order's 2 lots."""
+    given = auction(order(1, "L", "sell", 10, 3), order(2, "L", "sell", 10, 3), order(3, "B", "buy", 10, 6),
+                    budgets={"L": 100})
+    prepared = _prepare(given)
+    name, repaired, welfare, _ = _finish(prepared, ["C100"], "test", {"2": 2, "3": 2}, {})
+    assert repaired == {"1": 2, "3": 2} and welfare == 0
+    assert fills(clear(given)) == {"1": D(2), "3": D(2)}

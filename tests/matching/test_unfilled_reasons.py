@@ -31,11 +31,28 @@ def _market():
 
 
 def _solved_with(contract, reasons) -> Auction:
+    """The pair's auction solved, its result's reasons replaced by ``reasons`` (order id -> code; None: a
+    result written before reasons existed), in the engine's form (code -> order ids)."""
     auction = auction_run(contract.pair, AT, apply=False)
+    document = {k: v for k, v in auction.result_document.items() if k != "reasons"}
     if reasons is not None:
-        auction.result_document = {**auction.result_document, "reasons": reasons}
-        auction.save(update_fields=["result_document"])
+        document["reasons"] = {code: sorted(pk for pk, c in reasons.items() if c == code)
+                               for code in sorted(set(reasons.values()))}
+    auction.result_document = document
+    auction.save(update_fields=["result_document"])
     return auction
+
+
+@pytest.mark.django_db
+def test_the_engine_s_own_reasons_reach_the_orders():
+    """As solved: Alice's sell is partly filled (Bob wanted 0.3 of it), Carol's bid lies below the price."""
+    contract, orders = _market()
+    auction = auction_run(contract.pair, AT, apply=False)
+    assert auction.result_document["reasons"] == {"limit": [str(orders["carol"].pk)],
+                                                  "priority": [str(orders["alice"].pk)]}
+    auction_apply(auction_id=auction.pk, now=AT)
+    assert _reasons(orders) == {"alice": ("partially_filled", "priority"), "bob": ("filled", ""),
+                                "carol": ("accepted", "limit")}
 
 
 def _reasons(orders) -> dict[str, tuple[str, str]]:
