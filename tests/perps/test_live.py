@@ -4,7 +4,6 @@ positions the PostgreSQL probe finds, worst first, whatever ran between two chec
 
 import random
 import threading
-from datetime import timedelta
 from decimal import Decimal as D
 from fractions import Fraction
 
@@ -16,15 +15,14 @@ from hypothesis import strategies as st
 from ccp.db import bulk_insert_rows, bulk_upsert_rows, ids_reserve
 from ccp.perps.index import LONG, SHORT
 from ccp.perps.live import LiveIndex, isolated_crossed, isolated_crossed_synced, live_indexes_drop
-from ccp.perps.margin import Tier, liquidatable, tier_of
+from ccp.perps.margin import Tier
 from ccp.perps.models import Perpetual
-from ccp.perps.services import isolated_candidates, perpetual_liquidations_enter, perpetual_marks_update
+from ccp.perps.services import isolated_candidates, perpetual_liquidations_enter
 from ccp.perps.watch import isolated_reached
 from ccp.risk.models import Position
 from tests.book.test_venue import match, send, trader
 from tests.factories import ClientFactory
-from tests.perps.test_crash import market
-from tests.perps.test_listing import quote
+from tests.perps.test_crash import falling, isolated_walk, market
 from tests.perps.test_trading import perp  # noqa: F401 - fixture
 
 MARK = D(45000)
@@ -210,19 +208,9 @@ def test_the_check_after_a_crash_finds_every_position_that_crossed_meanwhile(per
         send(maker, perp, "sell", "50000", "0.1", leverage=D(1), margin_mode="cross")
         send(client, perp, "buy", "50000", "0.1", leverage=D(50), margin_mode="isolated")
     match(perp)
-    at = now
-    for price in (49000, 48000, 47000, 46000, 45000):
-        at += timedelta(seconds=5)
-        time_machine.move_to(at)
-        quote(perp.pair, "binance", str(price), at)
-        perpetual_marks_update(now=at)
+    at = falling(perp, now, time_machine)
     perpetual = Perpetual.objects.get(contract=perp)
-    walked = set()
-    for position in Position.objects.filter(contract=perp, margin_mode="isolated").exclude(quantity=0):
-        q = position.quantity
-        if liquidatable(quantity=q, entry_px=position.cost / q, margin=position.margin, mark=perpetual.mark_px,
-                        rate=tier_of(perpetual.tier_list, q).rate, fee_rate=perpetual.liquidation_fee_rate):
-            walked.add(position.client_id)
+    walked = isolated_walk(perp)
     assert len(walked) >= 3 and {c.pk for c in late} <= walked
     assert {c.client_id for c in isolated_candidates(contract=perp, perpetual=perpetual, mark=perpetual.mark_px)} \
         == walked
