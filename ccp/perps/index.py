@@ -125,7 +125,7 @@ class Crossed(Sequence[int]):
             return ((-(p >> _SHIFT), p & _KEY) for p in self._longs)
         return ((p >> _SHIFT, p & _KEY) for p in self._shorts)
 
-    def count(self, side: str) -> int:
+    def side_count(self, side: str) -> int:
         return len(self._longs if _side(side) == LONG else self._shorts)
 
 

@@ -118,10 +118,11 @@ class Crossing:
 
     def __init__(self, *, mark: Decimal, tick: Decimal, parts: Sequence[tuple[int, Decimal, Crossed]]):
         self.mark, self.tick = mark, tick
-        self._parts = [(side, k, crossed) for _, k, crossed in parts for side in (LONG, SHORT) if crossed.count(side)]
+        self._parts = [(side, k, crossed) for _, k, crossed in parts for side in (LONG, SHORT)
+                       if crossed.side_count(side)]
 
     def __len__(self) -> int:
-        return sum(crossed.count(side) for side, _, crossed in self._parts)
+        return sum(crossed.side_count(side) for side, _, crossed in self._parts)
 
     def __iter__(self) -> Iterator[int]:
         if len(self._parts) == 1:

@@ -99,7 +99,7 @@ def books(draw):
 
 
 @settings(max_examples=200, deadline=None)
-@given(entries=books(), mark=st.integers(0, 61), fee=st.sampled_from([D(0), D("0.002")]),
+@given(entries=books(), mark=st.integers(1, 61), fee=st.sampled_from([D(0), D("0.002")]),
        tick=st.sampled_from([D("0.5"), D(1)]))
 def test_worst_first_is_the_exact_order_of_equity_over_requirement(entries, mark, fee, tick):
     tiers = [Tier(D(10), D("0.005"), D(100)), Tier(None, D("0.01"), D(50))]
@@ -113,10 +113,9 @@ def test_worst_first_is_the_exact_order_of_equity_over_requirement(entries, mark
         return ((m - price * (1 - k)) if side == LONG else (price * (1 + k) - m)) / (k * m)
 
     expected = [key for _, key in sorted((ratio(tier, side, ticks), key) for key, tier, side, ticks in entries
-                                         if (ticks >= mark if side == LONG else ticks <= mark))] if mark else None
-    if mark:
-        found = live.crossing(mark=mark * tick, fee_rate=fee)
-        assert list(found) == expected and len(found) == len(expected)
+                                         if (ticks >= mark if side == LONG else ticks <= mark))]
+    found = live.crossing(mark=mark * tick, fee_rate=fee)
+    assert list(found) == expected and len(found) == len(expected)
 
 
 @pytest.mark.django_db
