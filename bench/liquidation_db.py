@@ -1,8 +1,9 @@
 """The liquidation check through a real PostgreSQL: from a price tick to every liquidatable isolated position
-identified, the way the service does it, next to the plain walk it did before, measured in the same run.
+identified, the way the service does it (the process's live index, ``ccp.perps.live``), next to the PostgreSQL
+probe it used before and to plain walks over every position, measured in the same run.
 
     .venv/bin/python bench/liquidation_db.py [--sizes 10000 100000 1000000] [--cross-sizes 1000 10000]
-                                             [--runs 3] [--seed 1]
+                                             [--runs 3] [--changed 1000] [--seed 1]
 
 One perpetual (BTC-USDC-PERP: tick 0.01, lot 0.1, one maintenance tier at 0.5% up to 100x, liquidation fee
 0.05%, reference price 100) holding ``size`` open isolated positions, one client each: the generator of
@@ -11,29 +12,32 @@ position already liquidatable at 99.99..100.01 is drawn again; the same draws fo
 against that bench's own generator on the first size), each with its cost, margin, trigger prices and signed
 keys (``liquidation_key``, ``call_key``: a short's negative) from ``ccp.perps.booking.position_triggers`` (call
 ratio ``CCP_MARGIN_CALL_RATIO``). Clients, fund locks (the deposit is the margin; the trade's cash is in
-``settle_value``) and positions go in with COPY, then ANALYZE; that set-up is timed apart. A quiet tick moves
-the mark from 100 to 99.99 (0.01%), a crash tick to 98.00 (2%).
+``settle_value``) and positions go in with COPY (through the ``risk_position_written`` trigger), then ANALYZE;
+that set-up is timed apart. A quiet tick moves the mark from 100 to 99.99 (0.01%), a crash tick to 98.00 (2%).
 
-Per tick, wall ms (what a worker waits: the query, building the rows, Python's check), medians of ``--runs``:
-- indexed: ``ccp.perps.watch.isolated_reached(contract_id=..., mark=...)`` (the positions whose liquidation key
-  the mark reached: a long's key at or above it, a short's in [-mark, 0); ``Reached`` tuples, no model
-  objects) then ``ccp.perps.margin.liquidatable`` on each, as ``ccp.perps.services.isolated_candidates`` does;
-- walk (baseline): every open isolated position of the contract read (the query of
-  ``perpetual_liquidations_enter`` before the indexes, without its ``select_related("client")``) and each one
-  checked with ``liquidatable``;
-- no ORDER: the probe's queryset with ``.order_by()`` (``Position.Meta.ordering`` puts ``ORDER BY client_id,
-  contract_id`` on ``isolated_reached``'s query, so the planner may walk the client index instead of the key's),
-  its rows sorted in Python and checked the same way: the proposed fix, timed beside; it must find the same set;
+Per tick, wall ms (what a worker waits), medians of ``--runs``, this process's CPU ms beside:
+- live (the service's identification): ``ccp.perps.live.isolated_crossed_synced`` with nothing written since the
+  last check: the sync (one indexed query for the rows written since) and the crossed positions cut out of the
+  index, counted; the index was built before (timed apart);
+- take 100: ``ccp.perps.services.isolated_taken(limit=100)``, what one transaction of the tasks does
+  (``CCP_LIQUIDATIONS_PER_CHECK``): the live identification, then the 100 worst read by id and checked exactly;
+- list: every crossed position's id listed worst first (CPU ms: what taking all of them one by one costs on top);
+- probe (the PostgreSQL path, before): ``ccp.perps.watch.isolated_reached`` (the positions whose liquidation key
+  the mark reached, through ``position_liquidation_key``) then ``ccp.perps.margin.liquidatable`` on each;
+- walk (baseline): every open isolated position of the contract read and checked with ``liquidatable``;
+- loop (baseline, in memory): the plain loop of ``bench/liquidation_scan.py`` over every position's stored
+  liquidation price, loaded into this process's memory first (CPU ms);
 - sweep: ``ccp.perps.watch.isolated_called`` at the tick's mark (the minute sweep of margin calls,
-  ``perpetuals_margin_call``, through the call key; no position has been called yet, so every position past its
-  call price but not its liquidation price comes back), a figure of its own: it no longer runs on every tick.
-The three paths must find the same liquidatable set, and the sweep the positions the walk finds past their call key
-but not their liquidation key, or the bench stops. The CPU ms of this process (the Python side; PostgreSQL's
-own work is in the wall time) and the peer's figures (``bench/liquidation_scan.py``'s PEER: an in-memory loop,
-CPU time) are printed beside. For each size and tick the probe's SQL (the queryset of ``isolated_reached``,
-built here with ``_key_reached``, the model's default ordering included) is shown with ``EXPLAIN (ANALYZE,
-BUFFERS)``, with whether it went through ``position_liquidation_key``; the same without ORDER BY, and the
-sweep's with ``position_call_key``.
+  ``perpetuals_margin_call``, through the call key; no position has been called yet), a figure of its own.
+The live index, the probe and the walk must find the same liquidatable set, the in-memory loop the same
+positions, the 100 taken must be the first 100 the index lists, and the sweep the positions the walk finds past
+their call key but not their liquidation key, or the bench stops. The peer's figures (``bench/liquidation_scan.py``'s
+PEER: an in-memory loop, CPU time) and the targets are printed beside. Per size, also: the cold build of the live
+index (what a fresh process does on its first check), and the sync after ``--changed`` positions were written by
+others (their liquidation keys moved one tick by one UPDATE, committed, not timed) with the crash tick's
+identification; the index must then count what the probe reaches. For each size and tick the probe's SQL is shown
+with ``EXPLAIN (ANALYZE, BUFFERS)``, with whether it went through ``position_liquidation_key``; the sweep's with
+``position_call_key``.
 
 Cross margin: ``ccp.perps.cross.cross_accounts_below`` reads every cross account holding the perpetual at
 each mark (by design: a cross trigger moves with the account's other positions). It is timed for
@@ -43,7 +47,7 @@ account is liquidatable exactly when the isolated position it mirrors would be),
 answer must be the exact set.
 
 PostgreSQL and Redis are the repository's own (``bin/stack.py``, fsync off as for tests), started fresh here
-and stopped at the end; Django runs in a child process. About 10 minutes with the default sizes on 2 cores.
+and stopped at the end; Django runs in a child process. About 15 minutes with the default sizes on 2 cores.
 """
 
 from __future__ import annotations
@@ -62,13 +66,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.book_batch import child_run, log  # noqa: E402
-from bench.liquidation_scan import FEE, PEER, RATE, TICK  # noqa: E402
+from bench.liquidation_scan import FEE, PEER, RATE, TICK, plain_scan  # noqa: E402
 from bench.liquidation_scan import positions as scan_positions  # noqa: E402
 from ccp.perps.margin import LONG, SHORT, initial_margin, liquidation_price  # noqa: E402
 
 RESULT_MARK = "BENCH-LIQUIDATION-DB-JSON "
 REFERENCE = Decimal(100)
 TICKS = (("quiet", Decimal("99.99")), ("crash", Decimal("98.00")))
+TARGET_MS = {"quiet": 5, "crash": 50}  # issue 13, at 1,000,000 positions
 
 
 def drawn(count: int, seed: int) -> list[tuple[Decimal, Decimal, Decimal, int]]:
@@ -117,9 +122,10 @@ def child(args) -> None:
     from ccp.perps.accounting import CROSS, ISOLATED, PerpPosition
     from ccp.perps.booking import position_triggers
     from ccp.perps.cross import cross_accounts_below
+    from ccp.perps.live import isolated_crossed_synced, live_indexes_drop
     from ccp.perps.margin import Tier, liquidatable, tier_of
     from ccp.perps.models import Perpetual
-    from ccp.perps.services import perpetual_list
+    from ccp.perps.services import isolated_taken, perpetual_list
     from ccp.perps.watch import _key_reached, isolated_called, isolated_reached
     from ccp.risk.models import Position
 
@@ -211,16 +217,26 @@ def child(args) -> None:
         return Position.objects.filter(_key_reached("call_key", mark), contract_id=contract_id).exclude(
             _key_reached("liquidation_key", mark)).filter(margin_called_at__isnull=True).order_by("id")
 
-    def unordered(mark: Decimal) -> tuple[int, list[int], list[int]]:
-        """The probe without the model's default ordering (``Meta.ordering`` puts ORDER BY client_id, contract_id
-        on ``isolated_reached``'s query), sorted in Python as the service sorts: the proposed fix."""
-        rows = sorted(probe_query(mark).order_by())
-        return len(rows), *check(((pk, q, cost, margin) for pk, _, q, cost, margin in rows), mark)
+    contract = btc.contract
+
+    def live(mark: Decimal):
+        """The service's identification: the sync, then the crossed positions cut out and counted."""
+        crossing, synced = isolated_crossed_synced(contract=contract, perpetual=btc, mark=mark)
+        return crossing, synced.rows, len(crossing)
+
+    def take(mark: Decimal) -> list[int]:
+        return [c.position_id for c in isolated_taken(contract=contract, perpetual=btc, mark=mark, exclude=(),
+                                                      limit=100)[0]]
+
+    def built() -> int:
+        live_indexes_drop()
+        return live(TICKS[1][1])[1]
 
     def explain(queryset) -> dict:
         return {"sql": str(queryset.query), "plan": queryset.explain(analyze=True, buffers=True).splitlines()}
 
     results, explains = {}, {}
+    rng = random.Random(args.seed)
     for number, size in enumerate(args.sizes):
         if number:
             with connection.cursor() as cursor:
@@ -231,32 +247,64 @@ def child(args) -> None:
         if not number and [(k, LONG if q > 0 else SHORT, t) for k, (q, _, _, t) in enumerate(rows)] != \
                 scan_positions(size, args.seed):
             raise SystemExit("the positions differ from bench/liquidation_scan.py's for the same seed")
-        _, took = store(rows, btc, ISOLATED)
-        rows = None
+        ids, took = store(rows, btc, ISOLATED)
+        position_ids = dict(Position.objects.filter(contract_id=contract_id).values_list("client_id", "id"))
+        in_memory = [(position_ids[c], LONG if q > 0 else SHORT, t) for c, (q, _, _, t) in zip(ids, rows, strict=True)]
+        ids, rows, position_ids = list(position_ids.values()), None, None
         log(f"{size:,} positions: drawn in {made_s:.1f} s, priced {took['rows_s']:.1f} s, COPY {took['copy_s']:.1f} s,"
             f" ANALYZE {took['analyze_s']:.1f} s")
-        results[size] = {"setup": {"drawn_s": made_s, **took}, "ticks": {}}
+        build_ms, build_cpu, read = timed(built, args.runs)
+        keyed = sum(1 for *_, ticks in in_memory if ticks >= 0)  # a long at low leverage has no liquidation price
+        if read != keyed:
+            raise SystemExit(f"the live index was built from {read} rows, not {keyed}")
+        results[size] = {"setup": {"drawn_s": made_s, **took}, "ticks": {},
+                         "build": {"ms": build_ms, "cpu_ms": build_cpu}}
         for name, mark in TICKS:
+            live_ms, live_cpu, (crossing, synced, count) = timed(lambda mark=mark: live(mark), args.runs)
+            take_ms, take_cpu, taken = timed(lambda mark=mark: take(mark), args.runs)
+            _, list_cpu, worst = timed(lambda crossing=crossing: list(crossing), args.runs)
             index_ms, index_cpu, (reached, hit, called) = timed(lambda mark=mark: indexed(mark), args.runs)
             walk_ms, walk_cpu, (read, walked, past_call) = timed(lambda mark=mark: walk(mark), args.runs)
+            ticks = int(mark / TICK)
+            _, loop_cpu, looped = timed(lambda ticks=ticks, rows=in_memory: plain_scan(rows, ticks), args.runs)
             sweep_ms, sweep_cpu, swept = timed(lambda mark=mark: sweep(mark), args.runs)
-            bare_ms, bare_cpu, (_, bare, _) = timed(lambda mark=mark: unordered(mark), args.runs)
             if hit != walked:
-                raise SystemExit(f"indexed and walk disagree at {size} positions, {name} tick: "
+                raise SystemExit(f"probe and walk disagree at {size} positions, {name} tick: "
                                  f"{len(hit)} vs {len(walked)} liquidatable")
-            if bare != hit:
-                raise SystemExit(f"the probe without ORDER BY finds other positions at {size}, {name} tick")
+            if sorted(worst) != hit or count != len(hit) or synced:
+                raise SystemExit(f"the live index finds other positions at {size}, {name} tick ({count} vs "
+                                 f"{len(hit)}, {synced} rows synced)")
+            if taken != worst[:100] or sorted(looped) != hit:
+                raise SystemExit(f"the 100 taken are not the index's worst, or the loop differs ({size}, {name})")
             if swept != past_call:
                 raise SystemExit(f"isolated_called and walk disagree at {size} positions, {name} tick: "
                                  f"{len(swept)} vs {len(past_call)} margin-called")
             results[size]["ticks"][name] = {
-                "reached": reached, "liquidatable": len(hit), "not": len(called), "index_ms": index_ms,
-                "index_cpu_ms": index_cpu, "read": read, "walk_ms": walk_ms, "walk_cpu_ms": walk_cpu,
-                "called": len(swept), "sweep_ms": sweep_ms, "sweep_cpu_ms": sweep_cpu, "bare_ms": bare_ms,
-                "bare_cpu_ms": bare_cpu}
+                "reached": reached, "liquidatable": len(hit), "not": len(called), "live_ms": live_ms,
+                "live_cpu_ms": live_cpu, "take_ms": take_ms, "take_cpu_ms": take_cpu, "list_cpu_ms": list_cpu,
+                "index_ms": index_ms, "index_cpu_ms": index_cpu, "read": read, "walk_ms": walk_ms,
+                "walk_cpu_ms": walk_cpu, "loop_cpu_ms": loop_cpu, "called": len(swept), "sweep_ms": sweep_ms,
+                "sweep_cpu_ms": sweep_cpu}
             log(f"{size:,} {name}: {json.dumps(results[size]['ticks'][name])}")
-        explains[size] = {name: {"probe": explain(probe_query(mark)), "sweep": explain(sweep_query(mark)),
-                                 "bare": explain(probe_query(mark).order_by())} for name, mark in reversed(TICKS)}
+            crossing = worst = None
+        explains[size] = {name: {"probe": explain(probe_query(mark)), "sweep": explain(sweep_query(mark))}
+                          for name, mark in reversed(TICKS)}
+        changed_ms, changed_cpu, changed_rows = [], [], []
+        for _ in range(args.runs):  # positions written by others since the last check: one tick further
+            moved = rng.sample(ids, min(args.changed, size))
+            with connection.cursor() as cursor:
+                cursor.execute("UPDATE risk_position SET liquidation_key = liquidation_key + 0.01, liquidation_px = "
+                               "liquidation_px + 0.01 * sign(quantity) WHERE id = ANY(%s)", [moved])
+            wall, cpu, (_, synced, count) = timed(lambda: live(TICKS[1][1]), 1)
+            changed_ms.append(wall)
+            changed_cpu.append(cpu)
+            changed_rows.append(synced)
+            if count != len(isolated_reached(contract_id=contract_id, mark=TICKS[1][1])):
+                raise SystemExit(f"after {args.changed} positions changed the live index differs from the probe")
+        results[size]["changed"] = {"count": args.changed, "ms": statistics.median(changed_ms),
+                                    "cpu_ms": statistics.median(changed_cpu), "rows": max(changed_rows)}
+        log(f"{size:,} built {build_ms:.0f} ms, synced after {args.changed} changed: {results[size]['changed']}")
+        in_memory = ids = None
 
     # Cross accounts, cumulative: the first size's accounts stay when the next size adds the rest.
     cross = {}
@@ -295,32 +343,37 @@ def through(plan: list[str], index: str) -> str:
 
 
 def report(out: dict, runs: int, loads: tuple) -> None:
-    print(f"liquidation check through PostgreSQL: one perpetual, isolated positions, leverage 1..100, call ratio "
-          f"{out['call_ratio']}; wall ms per tick, median of {runs}")
-    print(f"{'positions':>10} {'tick':>6} {'reached':>8} {'liquid.':>8} {'indexed':>9} {'(cpu)':>8} "
-          f"{'walk ms':>9} {'(cpu)':>8} {'ratio':>7} {'peer ms':>8} {'no ORDER':>9} {'(cpu)':>8} {'called':>7} "
-          f"{'sweep ms':>9} {'(cpu)':>8}")
+    print(f"liquidation check: one perpetual, isolated positions, leverage 1..100, call ratio {out['call_ratio']}; "
+          f"wall ms per tick, median of {runs} (this process's CPU ms in brackets)")
+    print(f"{'positions':>10} {'tick':>6} {'liquid.':>8} {'live':>16} {'take 100':>16} {'list':>7} "
+          f"{'probe (PG)':>18} {'walk (PG)':>20} {'loop':>7} {'peer':>6} {'target':>7} {'called':>7} "
+          f"{'sweep':>16}")
     for size, entry in out["results"].items():
         for name, r in entry["ticks"].items():
             peer = PEER.get(int(size), (None, None))[0 if name == "quiet" else 1]
-            print(f"{int(size):>10,} {name:>6} {r['reached']:>8,} {r['liquidatable']:>8,} "
-                  f"{r['index_ms']:>9.1f} {r['index_cpu_ms']:>8.1f} {r['walk_ms']:>9.1f} {r['walk_cpu_ms']:>8.1f} "
-                  f"{r['walk_ms'] / r['index_ms']:>6.1f}x {peer or '-':>8} {r['bare_ms']:>9.1f} "
-                  f"{r['bare_cpu_ms']:>8.1f} {r['called']:>7,} {r['sweep_ms']:>9.1f} {r['sweep_cpu_ms']:>8.1f}")
-        s = entry["setup"]
+            target = TARGET_MS[name] if int(size) == 1_000_000 else None
+            verdict = "-" if target is None else f"{target} {'met' if r['live_ms'] <= target else 'NOT'}"
+            print(f"{int(size):>10,} {name:>6} {r['liquidatable']:>8,} {r['live_ms']:>7.2f} ({r['live_cpu_ms']:>6.2f}) "
+                  f"{r['take_ms']:>7.1f} ({r['take_cpu_ms']:>6.1f}) {r['list_cpu_ms']:>7.1f} "
+                  f"{r['index_ms']:>8.1f} ({r['index_cpu_ms']:>7.1f}) {r['walk_ms']:>9.1f} ({r['walk_cpu_ms']:>8.1f}) "
+                  f"{r['loop_cpu_ms']:>7.1f} {peer or '-':>6} {verdict:>7} {r['called']:>7,} "
+                  f"{r['sweep_ms']:>7.1f} ({r['sweep_cpu_ms']:>6.1f})")
+        b, c, s = entry["build"], entry["changed"], entry["setup"]
+        print(f"{'':>10} live index: cold build {b['ms']:,.0f} ms ({b['cpu_ms']:,.0f}); after {c['count']:,} positions "
+              f"written, sync + crash tick {c['ms']:.1f} ms ({c['cpu_ms']:.1f}), {c['rows']:,} rows read")
         print(f"{'':>10} set-up: drawn {s['drawn_s']:.1f} s, priced and rows built {s['rows_s']:.1f} s, COPY "
               f"(clients, fund locks, positions) {s['copy_s']:.1f} s, ANALYZE {s['analyze_s']:.1f} s")
-    print("reached: rows isolated_reached returned (liquidation key reached); liquid.: liquidatable (the same set "
-          "on both paths); indexed: isolated_reached + liquidatable on each; walk: every isolated position read and "
-          "checked (baseline); ratio = walk / indexed; peer: in-memory loop, CPU ms (shared/bench/README.md); no "
-          "ORDER: the probe's query without the model's default ordering, sorted in Python (the proposed fix); "
-          "called, sweep: isolated_called (the minute sweep of margin calls, not on every tick); (cpu): this "
-          "process's CPU ms (PostgreSQL's work is in wall only)")
+    print("liquid.: liquidatable (the same set on every path); live: the service's identification "
+          "(ccp.perps.live: sync with nothing written since + the crossed positions cut out of the index); take 100: "
+          "isolated_taken(limit=100), one transaction's worth identified, read and checked exactly; list: every "
+          "crossed id listed worst first (CPU); probe: isolated_reached + liquidatable on each (the PostgreSQL path "
+          "before); walk: every isolated position read and checked (baseline); loop: a plain loop over every "
+          "position's stored price in memory (baseline, CPU); peer: in-memory loop, CPU ms (shared/bench/README.md); "
+          "target: issue 13's, at 1,000,000 positions, against live; called, sweep: isolated_called (the minute "
+          "sweep of margin calls, not on every tick)")
     for size, ticks in out["explains"].items():
         for name, queries in ticks.items():
             for query, function, index in (("probe", "isolated_reached", "position_liquidation_key"),
-                                           ("bare", "isolated_reached's query with .order_by(), the proposed fix",
-                                            "position_liquidation_key"),
                                            ("sweep", "isolated_called", "position_call_key")):
                 e = queries[query]
                 print(f"\nEXPLAIN (ANALYZE, BUFFERS) of {function} at the {name} tick, "
@@ -345,6 +398,7 @@ def main() -> int:
     parser.add_argument("--cross-sizes", type=int, nargs="*", default=[1_000, 10_000],
                         help="cross accounts, cumulative (none: skip)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--changed", type=int, default=1000, help="positions written before the sync timed after")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pg-port", type=int, default=25611)
     parser.add_argument("--redis-port", type=int, default=26611)
@@ -357,7 +411,8 @@ def main() -> int:
         return 0
     loads = [os.getloadavg()]
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", *map(str, args.sizes),
-            "--cross-sizes", *map(str, args.cross_sizes), "--runs", str(args.runs), "--seed", str(args.seed)]
+            "--cross-sizes", *map(str, args.cross_sizes), "--runs", str(args.runs), "--changed", str(args.changed),
+            "--seed", str(args.seed)]
     if (done := child_run(args, argv, mark=RESULT_MARK, timeout=7200, stderr=False)) is None:
         return 1
     _, line = done

@@ -14,8 +14,9 @@ the crossed entries cut out of the index as two slices; listing their keys one b
 liquidation engine does as it takes each) is printed apart. Figures are CPU time
 (``time.process_time_ns``), medians of ``--runs``; the index's answer must equal the plain loop's set.
 
-Not measured here yet: booking the crash tick's liquidations through the database (the liquidation engine
-is not built yet).
+The service keeps this index per perpetual (one book per maintenance tier) in its worker's memory, synced
+from PostgreSQL before each check (``ccp.perps.live``): ``bench/liquidation_db.py`` times that path through the
+database, ``bench/liquidation_book.py`` the booking of a crash tick's liquidations.
 """
 
 from __future__ import annotations

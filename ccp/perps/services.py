@@ -8,6 +8,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from itertools import islice
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -41,6 +42,7 @@ from ccp.perps.liquidation import (
     liquidation_size,
     takeover_size,
 )
+from ccp.perps.live import isolated_crossed, positions_read
 from ccp.perps.margin import (
     LONG,
     Tier,
@@ -59,7 +61,7 @@ from ccp.perps.margin import (
 )
 from ccp.perps.models import Funding, Liquidation, LiquidationStep, MarkPrice, Perpetual
 from ccp.perps.selectors import mark_fresh, open_estimate
-from ccp.perps.watch import isolated_called, isolated_reached, margin_calls_send
+from ccp.perps.watch import isolated_called, margin_calls_send
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.models import Position
 from ccp.settlement.models import CashMovement, CashMovementOrigin
@@ -276,7 +278,8 @@ def perpetual_liquidations_enter(*, contract_id: int, now: datetime, limit: int 
 @transaction.atomic
 def _liquidations_enter(*, contract_id: int, now: datetime, limit: int | None) -> tuple[list[Liquidation], bool]:
     """Liquidate the perpetual's positions at or below their maintenance requirement plus closing fee at the
-    current mark: the finders list them (``isolated_candidates``), then each goes down the waterfall
+    current mark: the finders list them (``isolated_taken``: the process's live index, ``ccp.perps.live``, then
+    each position taken read and checked exactly; ``cross_candidates``), then each goes down the waterfall
     (``candidate_liquidate``): a reduce-only order on the book, or what the book cannot take taken over by the
     insurance fund at the bankruptcy price as far as it can afford, the rest auto-deleveraged. Then the
     fund's own position is unwound on the book (``insurance_fund_unwind``). Nothing happens without a mark
@@ -292,16 +295,18 @@ def _liquidations_enter(*, contract_id: int, now: datetime, limit: int | None) -
     if mark is None:
         return [], False
     fund = insurance_fund_client(now=now)
-    isolated = isolated_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk})
+    pending = set() if limit is None else set(Liquidation.objects.filter(
+        contract=contract, order__state__in=OPEN_STATES).values_list("client_id", flat=True))
+    isolated, more = isolated_taken(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk, *pending},
+                                    limit=limit)
     cross, cross_called = cross_candidates(contract=contract, perpetual=perpetual, mark=mark, exclude={fund.pk},
                                            now=now)
-    candidates, more = isolated + cross, False
-    if limit is not None:
-        pending = set(Liquidation.objects.filter(contract=contract, order__state__in=OPEN_STATES).values_list(
-            "client_id", flat=True))
-        candidates = sorted((c for c in candidates if c.client_id not in pending),
+    if limit is None:
+        candidates = sorted(isolated, key=lambda c: c.position_id) + cross
+    else:
+        candidates = sorted(isolated + [c for c in cross if c.client_id not in pending],
                             key=lambda c: (c.equity / c.requirement, c.position_id))
-        candidates, more = candidates[:limit], len(candidates) > limit
+        candidates, more = candidates[:limit], more or len(candidates) > limit
     steps, events = [], defaultdict(list)
     for candidate in candidates:
         taken = candidate_liquidate(candidate, contract=contract, perpetual=perpetual, mark=mark, fund=fund,
@@ -348,21 +353,47 @@ def _candidate(*, contract: Contract, perpetual: Perpetual, mark: Decimal, clien
 
 def isolated_candidates(*, contract: Contract, perpetual: Perpetual, mark: Decimal,
                         exclude: Collection[int] = ()) -> list[Candidate]:
-    """The perpetual's isolated positions at or below their requirement plus closing fee at ``mark`` (found
-    through their liquidation price, ``ccp.perps.watch.isolated_reached``, not a walk of every position, and
-    checked exactly, ``ccp.perps.margin.liquidatable``), but those of ``exclude`` (the insurance fund), by
-    position id. Reads, locks nothing."""
-    tiers, fee, excluded = perpetual.tier_list, perpetual.liquidation_fee_rate, set(exclude)
-    found = []
-    for position in isolated_reached(contract_id=contract.pk, mark=mark):
-        q, entry = position.quantity, position.cost / position.quantity
-        if position.client_id in excluded or not liquidatable(quantity=q, entry_px=entry, margin=position.margin,
-                                                               mark=mark, rate=tier_of(tiers, q).rate, fee_rate=fee):
-            continue
-        found.append(_candidate(contract=contract, perpetual=perpetual, mark=mark, client_id=position.client_id,
-                                position_id=position.position_id, quantity=q, entry_px=entry,
-                                margin=position.margin, mode=ISOLATED))
-    return found
+    """Every isolated position of the perpetual at or below its requirement plus closing fee at ``mark``, but
+    those of ``exclude`` (client ids: the insurance fund), by position id (``isolated_taken`` without a limit).
+    Reads, locks nothing."""
+    return sorted(isolated_taken(contract=contract, perpetual=perpetual, mark=mark, exclude=exclude, limit=None)[0],
+                  key=lambda c: c.position_id)
+
+
+ROWS_PER_READ = 5000  # positions read at once when every crossed one is taken
+
+
+def isolated_taken(*, contract: Contract, perpetual: Perpetual, mark: Decimal, exclude: Collection[int],
+                   limit: int | None) -> tuple[list[Candidate], bool]:
+    """Up to ``limit`` (None: all) isolated positions of the perpetual at or below their requirement plus closing
+    fee at ``mark``, worst first, but those of the clients ``exclude``; and whether crossed positions are left.
+    They are identified in this process's live index (``ccp.perps.live.isolated_crossed``: synced from the
+    positions written since its last use, then the crossed ones cut out, worst first), then only those taken
+    are read (``positions_read``) and checked exactly (``ccp.perps.margin.liquidatable``): the row decides,
+    whatever the index held. The service calls it holding the contract's row, which every writer of the
+    perpetual's positions holds: the rows it reads cannot change before it commits. Locks nothing itself."""
+    crossing = isolated_crossed(contract=contract, perpetual=perpetual, mark=mark)
+    excluded = set(exclude)
+    skip = set(Position.objects.filter(contract=contract, client_id__in=excluded).values_list("id", flat=True)
+               ) if excluded and crossing else set()
+    keys = (key for key in crossing if key not in skip)
+    tiers, fee, found = perpetual.tier_list, perpetual.liquidation_fee_rate, []
+    while limit is None or len(found) < limit:
+        chunk = list(islice(keys, ROWS_PER_READ if limit is None else limit - len(found)))
+        if not chunk:
+            return found, False
+        rows = {row.position_id: row for row in positions_read(chunk)}
+        for key in chunk:
+            row = rows.get(key)
+            if row is None or row.client_id in excluded:
+                continue
+            q, entry = row.quantity, row.cost / row.quantity
+            if liquidatable(quantity=q, entry_px=entry, margin=row.margin, mark=mark, rate=tier_of(tiers, q).rate,
+                            fee_rate=fee):
+                found.append(_candidate(contract=contract, perpetual=perpetual, mark=mark, client_id=row.client_id,
+                                        position_id=key, quantity=q, entry_px=entry, margin=row.margin,
+                                        mode=ISOLATED))
+    return found, next(keys, None) is not None
 
 
 def perpetuals_margin_call(*, now: datetime) -> int:

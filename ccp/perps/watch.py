@@ -5,10 +5,12 @@ same signed, a short's negative: ``liquidation_key``, ``call_key``), written wit
 (``ccp.perps.booking.position_triggers``). A mark ``M`` liquidates a long whose liquidation price is at or
 above it and a short whose price is at or below it: a key at or above ``M``, or in ``[-M, 0)``. One index per
 key (``position_liquidation_key``, ``position_call_key``) hands those over without reading the positions the
-mark does not reach, with the column's own statistics for the planner; since they live in PostgreSQL a
-restarted worker has nothing to rebuild: the next mark finds every position that crossed meanwhile. Each price
-update probes the liquidation key (``isolated_reached``: on a quiet tick it returns nothing); the margin calls,
-a warning, are swept once a minute through the call key (``perpetuals_margin_call``).
+mark does not reach, with the column's own statistics for the planner. The liquidation check itself finds the
+positions a mark crossed in memory (``ccp.perps.live``: an index of the liquidation keys synced from the
+positions written since its last use, built from these columns by a restarted worker); ``isolated_reached`` is
+the same question asked of PostgreSQL, kept as the bench's and the tests' reference (a crash tick hands
+hundreds of thousands of rows out of it). The margin calls, a warning, are swept once a minute through the
+call key (``isolated_called``, ``perpetuals_margin_call``).
 
 Cross positions are checked per account (``ccp.perps.cross``): their trigger moves with the client's other
 positions and collateral, so the accounts holding one on the perpetual are read and checked at each mark.

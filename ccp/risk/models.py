@@ -33,6 +33,11 @@ class Position(models.Model):
     margin_called_at = models.DateTimeField(null=True, blank=True,
                                             help_text="its last margin call; cleared when the position changes")
     updated_at = models.DateTimeField()
+    # Not a field: the column written_xid (bigint), the transaction that last wrote the row, set by the trigger
+    # risk_position_written on every INSERT and UPDATE whoever writes (ORM, bulk upsert, COPY, QuerySet.update),
+    # with its index position_written (contract_id, written_xid): the liquidation engine's live index
+    # (ccp.perps.live) reads only the rows written since its last sync. Kept out of the model so that the bulk
+    # writers, which send every field, never carry a value the trigger overwrites (migration 0007).
 
     class Meta:
         ordering = ["client_id", "contract_id"]

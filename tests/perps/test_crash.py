@@ -4,7 +4,7 @@ sum to zero per contract, available collateral is never negative, and no account
 the mark unless the insurance fund or ADL took it over."""
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
@@ -98,26 +98,39 @@ def test_a_crash_and_a_rebound_keep_every_invariant(perp, now, time_machine):  #
     assert kinds == {"order", "takeover", "adl"}  # this crash went all the way down the waterfall
 
 
-def test_a_restart_mid_crash_finds_every_position_that_crossed_meanwhile(perp, now, time_machine):  # noqa: F811
-    # The liquidation worker is down while the marks fall 10% (the price loop still stores them); the first
-    # check after it comes back finds every position the last mark crossed: the trigger prices live with the
-    # positions in PostgreSQL, there is nothing in memory to rebuild.
-    time_machine.move_to(now)
-    market(perp, now, random.Random(7))
+def falling(contract, now, time_machine) -> datetime:
+    """The marks fall 10% in five ticks, 5 s apart (the price loop stores them); returns the last tick's time."""
     at = now
     for price in (49000, 48000, 47000, 46000, 45000):
         at += timedelta(seconds=5)
         time_machine.move_to(at)
-        quote(perp.pair, "binance", str(price), at)
+        quote(contract.pair, "binance", str(price), at)
         perpetual_marks_update(now=at)
-    perpetual = Perpetual.objects.get(contract=perp)
-    fund = insurance_fund_client(now=at).pk
-    crossed = set()
-    for position in Position.objects.filter(contract=perp, margin_mode="isolated").exclude(quantity=0):
+    return at
+
+
+def isolated_walk(contract) -> set[int]:
+    """The clients whose isolated position is liquidatable at the mark: a plain walk over every position."""
+    perpetual = Perpetual.objects.get(contract=contract)
+    found = set()
+    for position in Position.objects.filter(contract=contract, margin_mode="isolated").exclude(quantity=0):
         q, entry = position.quantity, position.cost / position.quantity
         if liquidatable(quantity=q, entry_px=entry, margin=position.margin, mark=perpetual.mark_px,
                         rate=tier_of(perpetual.tier_list, q).rate, fee_rate=perpetual.liquidation_fee_rate):
-            crossed.add(position.client_id)
+            found.add(position.client_id)
+    return found
+
+
+def test_a_restart_mid_crash_finds_every_position_that_crossed_meanwhile(perp, now, time_machine):  # noqa: F811
+    # The liquidation worker is down while the marks fall 10% (the price loop still stores them); the first
+    # check after it comes back finds every position the last mark crossed: the trigger prices live with the
+    # positions in PostgreSQL, from which the check builds its live index (ccp.perps.live; tests/perps/test_live.py
+    # has a worker that kept its index).
+    time_machine.move_to(now)
+    market(perp, now, random.Random(7))
+    at = falling(perp, now, time_machine)
+    fund = insurance_fund_client(now=at).pk
+    crossed = isolated_walk(perp)
     crossed |= {found.client_id for found in cross_accounts_below(
         contract_id=perp.pk, currency_id=perp.collateral_id, fresh_since=at, exclude=[fund]) if found.below}
     assert len(crossed) >= 5  # a plain walk over every position, against what the check finds

@@ -8,10 +8,9 @@ from ccp.perps.index import LONG, SHORT, PriceIndex
 
 def plain(positions, contract, mark):
     """The deliberately simple scan: walk every position."""
-    longs = sorted(((t, k) for k, (c, s, t) in positions.items() if c == contract and s == LONG and t >= mark),
-                   reverse=True)
+    longs = sorted((-t, k) for k, (c, s, t) in positions.items() if c == contract and s == LONG and t >= mark)
     shorts = sorted((t, k) for k, (c, s, t) in positions.items() if c == contract and s == SHORT and t <= mark)
-    return [k for _, k in longs] + [k for _, k in shorts]
+    return [k for _, k in longs] + [k for _, k in shorts]  # most crossed first, ties by key ascending
 
 
 def test_a_long_is_crossed_at_or_below_its_price_a_short_at_or_above():
