@@ -387,20 +387,22 @@ _REASONS_SET = """
           ON x.id = r.id WHERE x.state = ANY(%s) AND x.unfilled_reason IS DISTINCT FROM r.reason
           ORDER BY x.id FOR NO KEY UPDATE OF x) AS l
     WHERE o.id = l.id
-    RETURNING {columns}
+    RETURNING o.id, o.client_id, o.unfilled_reason
 """
 
 
 def _reasons_store(result: dict, orders: dict[int, OrderRow], kept: dict[int, OrderRow], booked: dict[int, Decimal],
-                   cancels: dict[int, str], now: datetime) -> list[OrderRow]:
+                   cancels: dict[int, str], now: datetime) -> tuple[list[OrderRow], dict[int, list[dict]]]:
     """Store on each order the auction leaves open or partly filled the engine's reason (the result's
     ``reasons``: limit, collateral, priority, halted), and clear it on an order it fills; nothing when the
     result gives no reasons, and an order the apply cancels keeps its cancel reason. Locks (``ccp.locks``
-    4, in id order) the orders whose reason changes. Returns those the booking leaves alone (the others'
-    events come with it), with their contract set."""
+    4, in id order) the orders whose reason changes, in one statement. Returns the orders of ``kept`` whose
+    reason changed (their ``order`` events go with the others the apply changes) and, per client, the
+    other orders whose reason changed, ``{"id", "unfilled_reason"}`` each, for one ``unfilled`` event per
+    client (an auction leaves tens of thousands of orders open: a whole order event each cost seconds)."""
     given = reasons_from_document(result)  # order id -> reason
     if not given:
-        return []
+        return [], {}
     wanted = {int(pk): str(reason) for pk, reason in given.items()
               if int(pk) not in cancels and len(str(reason)) <= 16}
     for pk, order in orders.items():
@@ -412,19 +414,16 @@ def _reasons_store(result: dict, orders: dict[int, OrderRow], kept: dict[int, Or
         order.unfilled_reason = wanted.get(pk, order.unfilled_reason)
     ids = sorted(wanted)
     with connection.cursor() as cursor:
-        cursor.execute(_REASONS_SET.format(columns=", ".join(f"o.{c}" for c in ORDER_COLUMNS)),
-                       [now, ids, [wanted[pk] for pk in ids], sorted(BOOK_STATES)])
-        rows = [OrderRow(*row) for row in cursor.fetchall()]
-    changed = [kept[row.id] for row in rows if row.id in kept]  # read before: their value may change too
+        cursor.execute(_REASONS_SET, [now, ids, [wanted[pk] for pk in ids], sorted(BOOK_STATES)])
+        rows = sorted(cursor.fetchall())
+    changed = [kept[pk] for pk, _, _ in rows if pk in kept]  # read before: their value may change too
     for order in changed:
         order.updated_at = now
-    rows = [row for row in rows if row.id not in orders and row.id not in kept]
-    known = {o.contract_id: o.contract for o in (*orders.values(), *kept.values())}
-    contracts = {**Contract.objects.select_related("pair").in_bulk({r.contract_id for r in rows} - set(known)),
-                 **known}
-    for row in rows:
-        row.contract = contracts[row.contract_id]
-    return [*changed, *rows]
+    others: dict[int, list[dict]] = defaultdict(list)
+    for pk, client_id, reason in rows:
+        if pk not in orders and pk not in kept:
+            others[client_id].append({"id": pk, "unfilled_reason": reason})
+    return changed, dict(others)
 
 
 def _not_trading(contracts: dict[int, Contract], now: datetime) -> set[int]:
@@ -475,7 +474,7 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
               if pk not in dropped and contracts[pk].symbol in prices}
     cancels = {pk: "contract_halted" if o.contract_id in dropped else "cancel_requested"
                for pk, o in orders.items() if o.contract_id in dropped or o.cancel_requested_at}
-    reasoned = _reasons_store(result, orders, kept, booked, cancels, now)  # orders (4): before the fund locks
+    reasoned, unfilled = _reasons_store(result, orders, kept, booked, cancels, now)  # orders (4): before fund locks
     keys = {(o.client_id, o.contract.collateral_id) for o in (*orders.values(), *kept.values())}
     fund_locks = fund_locks_lock(keys=keys | {(r.client_id, r.currency_id) for r in reservations})
     released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
@@ -490,8 +489,11 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     for order in trimmed:
         order.updated_at = now
     bulk_update_rows(Order, trimmed, ["order_value", "updated_at"])
-    client_stream_publish_many((o.client_id, {"type": "order", "order": order_payload(o)})
-                               for o in sorted({o.pk: o for o in (*trimmed, *reasoned)}.values(), key=lambda o: o.pk))
+    touched = sorted({o.pk: o for o in (*trimmed, *reasoned)}.values(), key=lambda o: o.pk)
+    client_stream_publish_many([
+        *((o.client_id, {"type": "order", "order": order_payload(o)}) for o in touched),
+        *((client, {"type": "unfilled", "auction": auction.ref, "orders": unfilled[client]})
+          for client in sorted(unfilled))])
     balances_publish(cleared.others.values())  # only the reservation's release changed them
     AuctionReservation.objects.filter(pk__in=[r.pk for r in reservations]).update(released_at=now)
     ReferencePrice.objects.bulk_create([

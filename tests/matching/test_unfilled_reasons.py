@@ -113,5 +113,7 @@ async def test_the_private_stream_carries_the_reason():
         mine = await receive_until(alice, lambda m: m["type"] == "auction")
         (event,) = [e for e in mine[-1]["events"] if e["type"] == "order"]
         assert (event["order"]["state"], event["order"]["unfilled_reason"]) == ("partially_filled", "collateral")
-        theirs = await receive_until(carol, lambda m: m["type"] == "order")
-        assert (theirs[-1]["order"]["id"], theirs[-1]["order"]["unfilled_reason"]) == (orders["carol"].pk, "limit")
+        # Carol's order the apply leaves alone: its new reason in one unfilled event per client
+        theirs = await receive_until(carol, lambda m: m["type"] == "unfilled")
+        assert (theirs[-1]["auction"], theirs[-1]["orders"]) == (
+            auction.ref, [{"id": orders["carol"].pk, "unfilled_reason": "limit"}])
