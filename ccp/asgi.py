@@ -86,12 +86,13 @@ class ProcessThreadHandler(ASGIHandler):
         finished = await order_results_wait(order_ids, timeout_s=wait_s)
         if not finished:
             return response
-        direct = getattr(response, "awaited_payload", None)
-        if direct is not None and finished.get(direct[0]) is not None and isinstance(
-                response.accepted_renderer, JSONRenderer):
-            # The order as the worker committed it came with the signal: rendered here, no thread or query
+        direct = getattr(response, "awaited_render", None)
+        if direct is not None and None not in finished.values() and isinstance(response.accepted_renderer,
+                                                                                JSONRenderer):
+            # Every order came with the signal as the worker committed it: rendered here, no thread or query
+            data, status = direct(finished)
             return _content_replaced(response, response.accepted_renderer.render(
-                finished[direct[0]], response.accepted_media_type, response.renderer_context), direct[1])
+                data, response.accepted_media_type, response.renderer_context), status)
         return await self.threads.run(_rerendered, response, rerender, set(finished))
 
 

@@ -106,7 +106,7 @@ def _entered(order: Order, created: bool) -> Response:
     if created:
         response.awaited_orders = ([order.pk], lambda finished: response_replaced(
             response, order_payload(orders_reread([order])[0]), status.HTTP_201_CREATED))
-        response.awaited_payload = (order.pk, status.HTTP_201_CREATED)
+        response.awaited_render = lambda payloads: (payloads[order.pk], status.HTTP_201_CREATED)
     return response
 
 
@@ -290,7 +290,13 @@ class OrderBatchApi(APIView):
                     result.update(status=status.HTTP_201_CREATED, order=order_payload(order))
             return response_replaced(response, {"results": results}, status.HTTP_200_OK)
 
+        def rendered(payloads: dict[int, dict]) -> tuple[dict, int]:  # the orders as the signals carried them
+            return {"results": [{"status": status.HTTP_201_CREATED, "order": payloads[result["order"]["id"]]}
+                                if result["status"] == 202 and result["order"]["id"] in payloads else result
+                                for result in results]}, status.HTTP_200_OK
+
         response.awaited_orders = ([order.pk for order in received], rerender)
+        response.awaited_render = rendered
         return response
 
 

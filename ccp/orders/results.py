@@ -120,8 +120,9 @@ def order_results_awaited(view: Callable) -> Callable:
     ``awaited_orders = (order_ids, rerender)`` is held by the served application (``ccp.asgi``) up to
     ``CCP_ORDER_WAIT_MS`` in its event loop while the worker validates, after the view, the middleware and
     the request's database connection are done; then ``rerender(finished_ids)`` (run on the request's
-    thread) gives the content and status sent. A response that also has ``awaited_payload = (order_id,
-    status)`` is answered, when that order's signal carried it, with its representation and ``status``,
-    rendered in the event loop. The view itself is unchanged: synchronous, one call with
-    the middleware on the request's thread. Elsewhere (the test client) the response is sent as it is."""
+    thread) gives the content and status sent. A response that also has ``awaited_render`` (a pure
+    function: finished order id -> its representation, to (data, status)) is answered with it, rendered in
+    the event loop, when every finished order's signal carried the order. The view itself is unchanged:
+    synchronous, one call with the middleware on the request's thread. Elsewhere (the test client) the
+    response is sent as it is."""
     return view

@@ -182,3 +182,36 @@ def test_a_signal_without_the_order_reads_it_again(settings, trader, hand_overs,
                                      lambda order_id: order_validate(order_id=order_id, now=utcnow()))
     assert (status, json.loads(answer)["state"]) == (201, "accepted")
     assert hand_overs == ["ccp-request", "ccp-request"]
+
+
+def test_a_batch_is_answered_from_the_signals_in_the_event_loop(settings, trader, hand_overs):
+    """Two orders in one batch, validated by the worker: both answered 201 as committed, without a second call
+    on a thread; a refused one keeps its error, in its place."""
+    settings.CCP_ORDER_WAIT_MS = 10000
+    token, contract = trader
+    body = {"orders": [{"client_order_id": f"batch-{n}", "contract": contract.symbol, "side": "buy", "price": "100",
+                        "quantity": "1"} for n in range(2)]
+            + [{"client_order_id": "batch-bad", "contract": "NOPE", "side": "buy", "price": "1", "quantity": "1"}]}
+
+    def validate_when_stored():
+        try:
+            deadline = time.monotonic() + 10
+            while Order.objects.filter(client_order_id__startswith="batch-").count() < 2 and (
+                    time.monotonic() < deadline):
+                time.sleep(0.02)
+            for order in Order.objects.filter(client_order_id__startswith="batch-").order_by("pk"):
+                order_validate(order_id=order.pk, now=utcnow())
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=validate_when_stored)
+    worker.start()
+    try:
+        status, _, answer = asgi_request("POST", "/api/v1/orders/batch", json.dumps(body).encode(), token)
+    finally:
+        worker.join(15)
+    results = json.loads(answer)["results"]
+    assert status == 200 and [r["status"] for r in results] == [201, 201, 400]
+    assert [(r["order"]["state"], r["order"]["order_value"]) for r in results[:2]] == [("accepted", "100")] * 2
+    assert results[2]["error"]["code"] == "unknown_contract"
+    assert hand_overs == ["ccp-request"]
