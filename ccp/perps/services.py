@@ -16,6 +16,7 @@ from django.db.models import Q
 
 from ccp.accounts.models import Client, FundLock
 from ccp.accounts.services import balances_publish, fund_locks_adjust
+from ccp.book.versions import books_touched
 from ccp.clearing.booking import trades_clear
 from ccp.clearing.models import Venue
 from ccp.clearing.services import Execution
@@ -545,6 +546,8 @@ def _bankrupt_close(candidate: Candidate, *, contract: Contract, perpetual: Perp
                            orders={o.pk: o for o in orders}, contracts={contract.pk: contract}, cancels={}, now=now,
                            envelope={"type": "liquidation", "contract": contract.symbol}, locked=locked,
                            publish=False)
+    # Positions changed outside the matcher: its engine in memory (their positions) is stale now (ccp.book)
+    books_touched([contract.pk])
     for client_id, message in cleared.messages:
         events[client_id] += message["events"]
     fees = dict(Liquidation.objects.filter(pk__in=[s.pk for s in steps]).values_list("pk", "fee"))

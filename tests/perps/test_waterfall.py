@@ -21,7 +21,7 @@ from ccp.risk.models import Position
 from ccp.settlement.models import CashMovement
 from ccp.streams import client_group
 from ccp.system.invariants import invariants_check
-from tests.book.test_venue import match, send, trader
+from tests.book.test_venue import match, send, state, trader
 from tests.perps import test_trading
 from tests.perps.test_listing import quote
 from tests.perps.test_trading import balance, position
@@ -264,4 +264,25 @@ def test_adl_never_reaches_the_fund_and_leaves_open_what_nobody_covers(perp, now
         ("takeover", fund.pk, D("0.034")), ("adl", bob.pk, D("0.05"))]
     assert position(alice, perp)[0] == D("0.016") and position(bob, perp)[0] == 0
     assert position(fund, perp)[0] == D("-0.016")  # its short, less what it took over
+    assert_balanced()
+
+
+def test_a_reduce_only_order_after_a_takeover_finds_the_position_gone(perp, now, time_machine,
+                                                                     django_capture_on_commit_callbacks):
+    """The takeover closes Alice's long outside the matcher; the matcher's engine, kept in memory since the last
+    batch, must not go on believing she is long: her reduce-only sell then reduces nothing (refused), it does not
+    open a short against Carol's bid."""
+    bob, carol = trader(perp, "10000"), trader(perp, "100000")
+    alice = long_alice(perp, (bob, "0.1", 5, "cross"))
+    with django_capture_on_commit_callbacks(execute=True):
+        match(perp)  # the engine kept in memory (as a committed batch keeps it), with Alice long 0.1
+    funded(perp, "10000", now)
+    mark_at(perp, "44000", now, time_machine)
+    [step] = perpetual_liquidations_enter(contract_id=perp.pk, now=now)
+    assert step.kind == "takeover" and position(alice, perp)[0] == 0
+    send(carol, perp, "buy", "44000", "0.1", leverage=D(2), margin_mode="cross")
+    sell = send(alice, perp, "sell", "44000", "0.1", reduce_only=True, leverage=D(1), margin_mode="isolated")
+    match(perp)
+    assert state(sell)[0] == "rejected" and state(sell)[2] == "reduce_only_nothing_to_reduce"
+    assert position(alice, perp)[0] == 0
     assert_balanced()
