@@ -15,8 +15,9 @@ nothing: its orders are still 'received' and the next batch takes them again, in
 The engine in memory is a cache of the database: each process keeps one per contract with the book
 version (``BookVersion``) it matches. Each batch bumps that version, and so does every change of the
 contract's orders made outside the matcher (a cancel, a size decrease, a halt, a mode change), and of its
-positions (a liquidation's takeover or ADL: the engine's reduce-only rule reads them), in the same transaction; a batch that finds the version moved (a cancel, another process's batch, a restart)
-rebuilds the engine from the database first: the resting orders in time priority
+positions (a liquidation's takeover or ADL: the engine's reduce-only rule reads them), in the same
+transaction; a batch that finds the version moved (a cancel, another process's batch, a restart) rebuilds
+the engine from the database first: the resting orders in time priority
 (``Order.book_priority``) with their take-profit and stop-loss legs, the armed stop and take-profit
 orders in arming order (``Order.trigger_priority``), the positions, the last trade price. With the engine
 it keeps the rows of the orders the engine rests or arms as the batch that last changed them committed
