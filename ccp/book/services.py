@@ -349,20 +349,24 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
         return 0
     version, modifying = book_version_modifies(contract_id)
     book = _BOOKS.pop(contract_id, None)  # back only when this batch commits
+    stale: list[Order] = []
     if book is None or book.version != version:
         book = book_rebuild(contract, version)
+        if contract.is_perpetual:
+            stale = _position_tpsl_stale(contract, book)
     if modifying:  # their rows changed since the last batch (a leg on the book too): read them again
         waiting = set(modifying)
         for engine_order_id in [key for key, order in book.orders.items() if order.pk in waiting]:
             del book.orders[engine_order_id]
     prices_matter = _prices_matter(book, incoming)
-    if not incoming and not prices_matter:
+    if not incoming and not prices_matter and not stale:
         transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
         return 0
     batch = _Batch(contract, book, now, incoming, {engine_id(o): o for o in incoming})
+    _position_tpsl_cancel(batch, stale)  # before a price moves them
     moved = [SetPrice(source, price) for source, price in _engine_prices(contract, book.scale, now).items()
              if book.engine.prices[source] != price] if prices_matter else []
-    if not incoming and not moved:
+    if not incoming and not moved and not stale:
         transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
         return 0
     for command in moved:
@@ -479,13 +483,35 @@ def _position_tpsl_end(batch: _Batch, events: list) -> None:
         key = engine_id(row)
         order = batch.by_engine_id.get(key) or batch.book.orders.get(key) or row  # the batch's copy first
         if order.state == OrderState.UNTRIGGERED and key in engine.triggers:
-            order.contract = batch.contract
-            batch.by_engine_id[key] = order
             armed.append(order)
-    for order in armed:
+    _position_tpsl_cancel(batch, armed)
+
+
+def _position_tpsl_stale(contract: Contract, book: Book) -> list[Order]:
+    """After a rebuild (the positions may have changed outside the matcher: a liquidation's takeover or ADL):
+    the position take-profits and stop-losses armed in the engine whose position is flat now or on their own
+    side, left by a position that ended."""
+    positions, triggers = book.engine.positions, book.engine.triggers
+    stale = []
+    for order in Order.objects.filter(contract_id=contract.pk, state=OrderState.UNTRIGGERED,
+                                      client_order_id__startswith=tpsl_prefix(contract.pk)).order_by("pk"):
+        position = positions.get(order.client_id, 0)
+        if engine_id(order) in triggers and (position == 0 or (position > 0) == (order.side == "buy")):
+            order.contract = contract
+            stale.append(order)
+    return stale
+
+
+def _position_tpsl_cancel(batch: _Batch, orders: list[Order]) -> None:
+    """Cancel these position take-profits and stop-losses armed in the engine (reason ``position_closed``)."""
+    engine = batch.book.engine
+    for order in orders:
+        key = engine_id(order)
+        order.contract = batch.contract
+        batch.by_engine_id[key] = order
         _events_apply(batch, [ev.Cancelled(event.order_id, POSITION_CLOSED, event.remaining)
                               if type(event) is ev.Cancelled else event
-                              for event in engine.apply(Cancel(engine_id(order), order.client_id))])
+                              for event in engine.apply(Cancel(key, order.client_id))])
 
 
 def _close_bounded(order: Order, price: int, position: tuple[Decimal, Decimal, Decimal], free: Decimal,

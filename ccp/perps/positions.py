@@ -14,9 +14,8 @@ part; add margin to an isolated one or take some out; set its take-profit and st
   ``take_profit`` / ``stop``), sized to the position when set, their ``client_order_id``
   ``position/<contract id>/tp|sl/<random>`` ("/" is never in a client's own id). Setting them cancels the
   earlier ones of the position. They end with the position: the matcher cancels those still armed when a fill
-  closes the position or turns it to the other side (``position_closed``, ``ccp.book.services``), so one
-  left over never closes part of the next position. A takeover or ADL that closes it does not (they are
-  refused, reduce-only, when they fire on a flat position: ``reduce_only_nothing_to_reduce``).
+  closes the position or turns it to the other side, and at its next batch after a takeover or ADL closed it
+  (``position_closed``, ``ccp.book.services``), so one left over never closes part of the next position.
 """
 
 from __future__ import annotations

@@ -264,8 +264,8 @@ class PositionTpSlApi(APIView):
     """Set the take-profit and stop-loss of your position in a perpetual: each a reduce-only market trigger order
     for the whole position (as it is now) on the other side, firing when ``trigger_source`` reaches its price,
     protected at that price moved ``slippage_bps`` against you (default 500). It replaces the position's earlier
-    ones (cancelled, reason ``tpsl_replaced``): send one, both, or neither to cancel both. The two do not cancel
-    each other: the second is refused by the book when it fires on a flat position. Answers 201 once the
+    ones (cancelled, reason ``tpsl_replaced``): send one, both, or neither to cancel both. They end with the
+    position (cancelled, reason ``position_closed``, when it is closed or turned). Answers 201 once the
     matcher armed them within the wait, 202 received, 200 when neither was sent. Refusals: 409
     ``position_flat``, 409 ``index_stale``, ``trigger_price_invalid`` (a take-profit not beyond the mark in your
     favour, a stop-loss not beyond it against you: ``extra.field``), ``trigger_invalid`` (off the tick grid or

@@ -286,3 +286,29 @@ def test_a_reduce_only_order_after_a_takeover_finds_the_position_gone(perp, now,
     assert state(sell)[0] == "rejected" and state(sell)[2] == "reduce_only_nothing_to_reduce"
     assert position(alice, perp)[0] == 0
     assert_balanced()
+
+
+def test_a_position_s_stop_ends_when_a_takeover_closes_it(perp, now, time_machine):
+    """Alice's stop-loss at 46,000 (on the mark) outlives her position, taken over by the fund when the mark gaps
+    to 44,000: the matcher's next batch (its engine rebuilt: the takeover moved the book's version) cancels it,
+    reason position_closed, before the mark can fire it; it would close part of any long she opens next."""
+    from ccp.perps.models import Perpetual
+    from ccp.perps.positions import position_tpsl_set
+
+    bob = trader(perp, "10000")
+    alice = long_alice(perp, (bob, "0.1", 5, "cross"))
+    funded(perp, "10000", now)
+    mark_at(perp, "50000", now, time_machine)
+    stop = position_tpsl_set(client=alice, perpetual=Perpetual.objects.get(contract=perp), take_profit=None,
+                             stop_loss=D(46000), trigger_source="mark", slippage_bps=500, now=now).stop_loss
+    match(perp)
+    assert state(stop)[0] == "untriggered"
+    later = now + timedelta(seconds=1)
+    mark_at(perp, "44000", later, time_machine)
+    [step] = perpetual_liquidations_enter(contract_id=perp.pk, now=later)
+    assert step.kind == "takeover" and position(alice, perp)[0] == 0
+    match(perp)
+    stop.refresh_from_db()
+    assert (stop.state, stop.history.last().reason, stop.filled_quantity) == ("cancelled", "position_closed", 0)
+    assert position(alice, perp)[0] == 0
+    assert_balanced()
