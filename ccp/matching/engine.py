@@ -479,16 +479,12 @@ def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int]) -> No
         if buy.price < sell.price or (low is not None and buy.price < low) or (high is not None and sell.price > high):
             return
         if buy_left is None:
-            buy_left = buy.lots - fills.get(buy.id, 0)
-            if buy_left > 0:
-                buy_left = min(buy_left, head.cap(buy.id))
+            buy_left = _open_within_cap(head, buy, fills)
         if buy_left <= 0:
             i, buy_left = i + 1, None
             continue
         if sell_left is None:
-            sell_left = sell.lots - fills.get(sell.id, 0)
-            if sell_left > 0:
-                sell_left = min(sell_left, head.cap(sell.id))
+            sell_left = _open_within_cap(head, sell, fills)
         if sell_left <= 0:
             j, sell_left = j + 1, None
             continue
@@ -510,6 +506,12 @@ def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int]) -> No
         buy_left, sell_left = (None, None) if same else (buy_left - take, sell_left - take)
         low = sell.price if low is None else max(low, sell.price)
         high = buy.price if high is None else min(high, buy.price)
+
+
+def _open_within_cap(head: Headroom, order: LotOrder, fills: dict[str, int]) -> int:
+    """The order's lots still open, at most what its client can still afford (``Headroom.cap``)."""
+    left = order.lots - fills.get(order.id, 0)
+    return min(left, head.cap(order.id)) if left > 0 else left
 
 
 def _prioritise(book: _Book, head: Headroom, symbol: str, fills: dict[str, int]) -> bool:
