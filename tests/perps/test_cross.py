@@ -125,15 +125,21 @@ def test_the_selector_finds_a_cross_account_only_once_its_mark_reaches_the_liqui
                                 exclude=[alice.pk]) == []
 
 
+def cross_loss_of_200(contract, alice, bob, now, bob_sells="0.1"):
+    """Alice buys 0.1 cross at 50,000 with 10x from Bob; the mark falls to 48,000: she has lost 200 at the mark,
+    no cash has moved yet."""
+    send(bob, contract, "sell", "50000", bob_sells, leverage=D(5), margin_mode="cross")
+    send(alice, contract, "buy", "50000", "0.1", leverage=D(10), margin_mode="cross")
+    match(contract)
+    quote(contract.pair, "binance", "48000", now)
+    perpetual_marks_update(now=now)
+
+
 @pytest.mark.django_db
 def test_a_cross_loss_at_the_mark_not_yet_settled_cannot_be_withdrawn(perp, now, time_machine):  # noqa: F811
     time_machine.move_to(now)
     alice, bob = trader(perp, "1000"), trader(perp, "100000")
-    send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
-    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="cross")
-    match(perp)
-    quote(perp.pair, "binance", "48000", now)
-    perpetual_marks_update(now=now)  # Alice has lost 0.1 x 2,000 = 200 at the mark; no cash has moved yet
+    cross_loss_of_200(perp, alice, bob, now)
     assert balance(alice, perp) == (D(500), D(500))
     currency = perp.collateral
     currency.token_address = "0x" + "7" * 40  # held on chain
@@ -151,11 +157,7 @@ def test_a_cross_loss_at_the_mark_not_yet_settled_cannot_be_withdrawn(perp, now,
 def test_a_cross_loss_at_the_mark_does_not_back_new_orders(perp, now, time_machine):  # noqa: F811
     time_machine.move_to(now)
     alice, bob = trader(perp, "1000"), trader(perp, "100000")
-    send(bob, perp, "sell", "50000", "0.2", leverage=D(5), margin_mode="cross")
-    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="cross")
-    match(perp)
-    quote(perp.pair, "binance", "48000", now)
-    perpetual_marks_update(now=now)  # lost 200 at the mark: 500 available, 300 of it free
+    cross_loss_of_200(perp, alice, bob, now, bob_sells="0.2")  # 500 available, 300 of it free
     too_much = send(alice, perp, "buy", "40000", "0.038", leverage=D(5), margin_mode="cross")  # holds 304
     enough = send(alice, perp, "buy", "40000", "0.037", leverage=D(5), margin_mode="cross")  # holds 296
     closing = send(alice, perp, "sell", "60000", "0.1", reduce_only=True, leverage=D(1), margin_mode="cross")
@@ -170,11 +172,7 @@ def test_a_cross_loss_at_the_mark_does_not_back_auction_orders(perp, now, time_m
     left after the loss is rejected; a call bought in the same currency holds its premium."""
     time_machine.move_to(now)
     alice, bob = trader(perp, "1000"), trader(perp, "100000")
-    send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
-    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="cross")
-    match(perp)
-    quote(perp.pair, "binance", "48000", now)
-    perpetual_marks_update(now=now)  # lost 200 at the mark: 500 available, 300 of it free
+    cross_loss_of_200(perp, alice, bob, now)  # 500 available, 300 of it free
     call = ContractFactory(pair=perp.pair)  # in auctions, the same collateral
     assert call.collateral_id == perp.collateral_id
     too_much = send(alice, call, "buy", "30400", "0.01")  # premium 304
@@ -194,11 +192,7 @@ def test_an_auction_reserves_no_collateral_that_backs_a_cross_loss(perp, now, ti
     alice, bob = trader(perp, "1000000"), trader(perp, "1000000")
     c100, c110 = ContractFactory(pair=perp.pair), ContractFactory(pair=perp.pair, strike_px=D("110000"))
     position_open(alice, c110, "1", "1000", now)
-    send(bob, perp, "sell", "50000", "0.1", leverage=D(5), margin_mode="cross")
-    send(alice, perp, "buy", "50000", "0.1", leverage=D(10), margin_mode="cross")
-    match(perp)
-    quote(perp.pair, "binance", "48000", now)
-    perpetual_marks_update(now=now)  # Alice has lost 0.1 x 2,000 = 200 at the mark
+    cross_loss_of_200(perp, alice, bob, now)
     assert cross_unrealised_loss(client_id=alice.pk, currency_id=perp.collateral_id) == D(200)
     place(alice, c100, "sell", "4000", "1", now)
     available_set(alice, perp.collateral, "1000")
