@@ -7,7 +7,8 @@ deterministic. Pure: takes an AuctionInput, returns an AuctionResult; floats onl
    exactly by the price-time uncross, without a solver (method ``uncross``).
 2. The fallback, always computed: the simple clearing with collateral (``greedy``), each coupled
    contract's price-time uncross in which a bound client's order fills by what its collateral still
-   allows (``headroom.Headroom``, exact).
+   allows (``headroom.Headroom``, exact). It runs on a second thread while HiGHS (which releases the
+   GIL) solves step 3: its answer does not depend on when it runs.
 3. The coupled contracts go to the Pyomo model (``model.py``): its LP relaxation gives the certified
    upper bound on welfare and, from the balance rows' duals, a price per contract; the MIP then
    fills whole lots, only of orders in the money at those prices (``lp-prices+mip``). While the best
@@ -40,12 +41,14 @@ answer not better)``; ``fallback-uncross (<problem>)`` after a failed final chec
 
 from __future__ import annotations
 
+import decimal
 import functools
 import math
 import operator
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from importlib.metadata import version
@@ -360,13 +363,20 @@ def clear(auction: AuctionInput) -> AuctionResult:
         return result
     terminations: dict[str, str] = {}
     deadline = started + float(auction.settings.time_limit_s)
-    # The fallback first: the collateral-capped price-time uncross, repaired like every answer.
-    stage = time.perf_counter()
-    finished = [_finish(book, coupled, "greedy", {}, terminations)]  # the repair from nothing: the greedy
-    timings["greedy_s"] = time.perf_counter() - stage
-    fallback_welfare = finished[0][2]
+    # The fallback: the collateral-capped price-time uncross, repaired like every answer (the repair from
+    # nothing), on its own thread while the solver runs: its own terminations, merged first as before.
+    # It starts once the model is built (Python, like the greedy: two threads would only share the GIL).
     solver = _Solver(book, coupled, timings, terminations, deadline)
-    mip_fills = solver.lp_and_mip()
+    solver.build()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="auction-greedy") as pool:
+        greedy = pool.submit(_greedy, book, coupled, decimal.getcontext().copy())
+        mip_fills = solver.lp_and_mip()
+        greedy_answer, greedy_terminations, timings["greedy_s"] = greedy.result()
+    finished = [greedy_answer]
+    merged = {**greedy_terminations, **terminations}
+    terminations.clear()
+    terminations.update(merged)
+    fallback_welfare = finished[0][2]
     lp_bound = solver.bound
     if mip_fills is not None:
         stage = time.perf_counter()
@@ -408,6 +418,16 @@ def clear(auction: AuctionInput) -> AuctionResult:
         return _fallback(book, timings, started, reason=problem)
     timings["total_s"] = time.perf_counter() - started
     return result
+
+
+def _greedy(book: _Book, coupled: list[str], context: decimal.Context
+            ) -> tuple[tuple[str, dict[str, int] | None, Decimal, Headroom | None], dict[str, str], float]:
+    """The fallback's answer (``_finish`` from no fills), its terminations and its seconds, in the
+    caller's decimal context (a thread starts with the default one)."""
+    started, terminations = time.perf_counter(), {}
+    with decimal.localcontext(context):
+        answer = _finish(book, coupled, "greedy", {}, terminations)
+    return answer, terminations, time.perf_counter() - started
 
 
 def _headroom(book: _Book) -> Headroom:
@@ -605,12 +625,15 @@ class _Solver:
             return True
         return False
 
-    def lp_and_mip(self) -> dict[str, int] | None:
-        book, symbols = self.book, self.symbols
+    def build(self) -> None:
         started = time.perf_counter()
-        self.columns, clients = _columns(book, symbols)
-        self.model = AuctionModel(self.columns, len(symbols), clients, book.auction.settings)
+        self.columns, clients = _columns(self.book, self.symbols)
+        self.model = AuctionModel(self.columns, len(self.symbols), clients, self.book.auction.settings)
         self.timings["build_s"] = time.perf_counter() - started
+
+    def lp_and_mip(self) -> dict[str, int] | None:
+        """The LP relaxation, then the MIP at its prices (the model ``build`` first)."""
+        book, symbols = self.book, self.symbols
         if self._late("lp"):
             return None
         started = time.perf_counter()

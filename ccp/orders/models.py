@@ -56,8 +56,11 @@ class Order(models.Model):
     continuous contract ``book_priority`` orders a resting order within its price level (time priority:
     the matching engine's sequence when it rested); an auction ignores it."""
 
-    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="orders")
-    contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="orders")
+    # No index of their own: (client, state), (contract, state) and the partial leg index lead with them
+    # (each index costs every insert and most updates of an order).
+    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="orders", db_index=False)
+    contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="orders",
+                                 db_index=False)
     client_order_id = models.CharField(max_length=64)
     side = models.CharField(max_length=4, choices=Side.choices)
     kind = models.CharField(max_length=8, choices=OrderKind.choices, default=OrderKind.LIMIT)
@@ -78,6 +81,7 @@ class Order(models.Model):
     trigger_priority = models.BigIntegerField(null=True, blank=True, help_text="the engine's arming sequence")
     triggered_at = models.DateTimeField(null=True, blank=True)
     parent = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="legs",
+                               db_index=False,
                                help_text="the entry whose fills armed this take-profit or stop-loss leg")
     leg = models.CharField(max_length=2, choices=Leg.choices, blank=True)
     # An entry's take-profit and stop-loss: {"tp"|"sl": {"trigger_price", "trigger_source", "kind", "price"}}

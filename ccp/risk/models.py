@@ -10,8 +10,11 @@ class Position(models.Model):
     PnL realised so far (``ccp.risk.positions`` has the rules; ``ccp.clearing.booking`` writes them,
     for trades and for expiry)."""
 
-    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="positions")
-    contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="positions")
+    # No index of their own: the unique (client, contract) and position_written (contract, ...) lead with them.
+    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="positions",
+                               db_index=False)
+    contract = models.ForeignKey("contracts.Contract", on_delete=models.PROTECT, related_name="positions",
+                                 db_index=False)
     quantity = MoneyField(default=ZERO)
     cost = MoneyField(default=ZERO, help_text="premiums paid for the open quantity (negative: received)")
     entry_price = MoneyField(null=True, blank=True, help_text="average price of the open quantity; none when flat")
@@ -72,7 +75,8 @@ class Lockup(models.Model):
     Its sum per currency is mirrored in FundLock.lockup_value by the services that write lockups.
     """
 
-    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="lockups")
+    client = models.ForeignKey("accounts.Client", on_delete=models.PROTECT, related_name="lockups",
+                               db_index=False)  # the unique (client, pair, expiry) leads with it
     pair = models.ForeignKey("contracts.Pair", on_delete=models.PROTECT, related_name="+")
     expiry_date = models.DateField()
     currency = models.ForeignKey("contracts.Currency", on_delete=models.PROTECT, related_name="+")
