@@ -377,10 +377,10 @@ def replay_under_load(document: dict) -> tuple[dict, float]:
 
 def instrument_apply() -> dict[str, list]:
     """Timers around the parts of auction_apply (seconds, calls): wrappers around attributes in this
-    child process only (reading the held orders, their update and history rows, their payloads, the
-    position/lockup, cash and fund lock bookings, book levels, the commit and the stream sends after
-    it). Parts the product code no longer has are left out. A few thousand wrapped calls cost
-    milliseconds."""
+    child process only (reading the held orders, the reasons, the bound clients' holds, the orders'
+    update and history rows, their payloads, the position/lockup, cash and fund lock bookings, book
+    levels, the commit and the stream sends after it). Parts the product code no longer has are left
+    out. A few thousand wrapped calls cost milliseconds."""
     from collections import defaultdict
 
     from django.db import connections
@@ -408,6 +408,8 @@ def instrument_apply() -> dict[str, list]:
         setattr(owner, name, timed)
 
     wrap(services, "_held_orders", "_held_orders")
+    wrap(services, "_reasons_store", "_reasons_store")
+    wrap(services, "_holds_trim", "_holds_trim")
     wrap(booking, "bulk_update_rows", lambda model, *_: f"update {model.__name__}")
     wrap(booking, "bulk_insert_rows", lambda model, *_: f"insert {model.__name__}")
     wrap(booking, "order_payload", "order_payload")
@@ -508,7 +510,8 @@ def report(engine: dict[int, dict], db: dict[int, dict]) -> list[str]:
                   f"{d['positions']:>10}")
             p = d["apply_parts"]
             if p:
-                shown = [("_held_orders", "read orders"), ("update Order", "update orders"),
+                shown = [("_held_orders", "read orders"), ("_reasons_store", "reasons"), ("_holds_trim", "holds trim"),
+                         ("update Order", "update orders"),
                          ("insert OrderStateHistory", "history"), ("order_payload", "payloads"),
                          ("trades_book", "trades"),
                          ("cash_book", "cash movements"), ("positions_book", "positions+lockups"),

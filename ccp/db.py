@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.db import connection, models
 from django.db.models import Model
@@ -182,3 +183,60 @@ class Columns:
                 for converter in converters:
                     row[i] = converter(row[i], col, connection)
         return self.model.from_db(connection.alias, self.attnames, row)
+
+
+class Beside:
+    """One statement run on a second connection, on a thread, while the caller's transaction goes on:
+    PostgreSQL works on it on another core as the caller computes. For writes to rows the caller's
+    transaction neither holds nor waits for (the caller sees to it). The caller reads the rows it
+    returns (``rows``) and ``commit``s it just before its own transaction commits; leaving the ``with``
+    block without that rolls it back (also when the caller fails first).
+
+    Only when the caller's transaction is the outermost one: a second connection sees committed rows
+    only, not those of an enclosing transaction (a test's). Inside one, the statement runs at once on the
+    caller's connection, as part of its transaction."""
+
+    def __init__(self, sql: str, params: Sequence) -> None:
+        self._connection = self._pool = None
+        if len(connection.atomic_blocks) > 1:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                self._rows = _done(cursor.fetchall() if cursor.description else [])
+            return
+        import psycopg
+
+        self._connection = psycopg.connect(**connection.get_connection_params())
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside")
+        self._rows = self._pool.submit(self._run, sql, params)
+
+    def _run(self, sql: str, params: Sequence) -> list[tuple]:
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def rows(self) -> list[tuple]:
+        return self._rows.result()
+
+    def commit(self) -> None:
+        self.rows()
+        if self._connection is not None:
+            self._connection.commit()
+        self.close()
+
+    def close(self) -> None:
+        """Roll back what is not committed and let the connection go (after the statement ends)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._connection.close()
+
+    def __enter__(self) -> Beside:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+
+def _done(rows: list[tuple]) -> Future:
+    future: Future = Future()
+    future.set_result(rows)
+    return future

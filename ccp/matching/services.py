@@ -21,6 +21,7 @@ below zero). An unbound client's fills always fit what their orders release plus
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import functools
 from collections import defaultdict
@@ -41,7 +42,7 @@ from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair, TradingMode
 from ccp.contracts.payoffs import ContractKind, Leg, mark_px, order_worst_cost, premium_per_unit
-from ccp.db import bulk_update_rows
+from ccp.db import Beside, bulk_update_rows
 from ccp.locks import auction_lock, book_lock, contracts_lock, fund_locks_lock, order_rows_lock
 from ccp.matching.auction import (
     AuctionInput,
@@ -392,17 +393,19 @@ _REASONS_SET = """
 
 
 def _reasons_store(result: dict, orders: dict[int, OrderRow], kept: dict[int, OrderRow], booked: dict[int, Decimal],
-                   cancels: dict[int, str], now: datetime) -> tuple[list[OrderRow], dict[int, list[dict]]]:
+                   cancels: dict[int, str], now: datetime) -> tuple[list[OrderRow], Beside | None]:
     """Store on each order the auction leaves open or partly filled the engine's reason (the result's
     ``reasons``: limit, collateral, priority, halted), and clear it on an order it fills; nothing when the
     result gives no reasons, and an order the apply cancels keeps its cancel reason. Locks (``ccp.locks``
-    4, in id order) the orders whose reason changes, in one statement. Returns the orders of ``kept`` whose
-    reason changed (their ``order`` events go with the others the apply changes) and, per client, the
-    other orders whose reason changed, ``{"id", "unfilled_reason"}`` each, for one ``unfilled`` event per
-    client (an auction leaves tens of thousands of orders open: a whole order event each cost seconds)."""
+    4, in id order) the orders whose reason changes, in one statement each for the orders the apply
+    holds (``orders``, ``kept``) and for the others. Returns the orders of ``kept`` whose reason changed
+    (their ``order`` events go with the others the apply changes) and the others' statement: tens of
+    thousands of rows on a fresh book, written on a second connection beside the apply (``ccp.db.Beside``:
+    the apply holds none of them, and every other writer of an auction's orders waits for the book lock
+    the apply holds), whose rows ``(id, client, reason)`` give one ``unfilled`` event per client."""
     given = reasons_from_document(result)  # order id -> reason
     if not given:
-        return [], {}
+        return [], None
     wanted = {int(pk): str(reason) for pk, reason in given.items()
               if int(pk) not in cancels and len(str(reason)) <= 16}
     for pk, order in orders.items():
@@ -412,18 +415,23 @@ def _reasons_store(result: dict, orders: dict[int, OrderRow], kept: dict[int, Or
             order.unfilled_reason = wanted[pk]
     for pk, order in kept.items():
         order.unfilled_reason = wanted.get(pk, order.unfilled_reason)
-    ids = sorted(wanted)
+    held = sorted(pk for pk in wanted if pk in orders or pk in kept)
     with connection.cursor() as cursor:
-        cursor.execute(_REASONS_SET, [now, ids, [wanted[pk] for pk in ids], sorted(BOOK_STATES)])
-        rows = sorted(cursor.fetchall())
-    changed = [kept[pk] for pk, _, _ in rows if pk in kept]  # read before: their value may change too
-    for order in changed:
+        cursor.execute(_REASONS_SET, [now, held, [wanted[pk] for pk in held], sorted(BOOK_STATES)])
+        changed = [kept[pk] for pk, _, _ in sorted(cursor.fetchall()) if pk in kept]  # read before: their value
+    for order in changed:  # may change too
         order.updated_at = now
-    others: dict[int, list[dict]] = defaultdict(list)
-    for pk, client_id, reason in rows:
-        if pk not in orders and pk not in kept:
-            others[client_id].append({"id": pk, "unfilled_reason": reason})
-    return changed, dict(others)
+    others = sorted(pk for pk in wanted if pk not in orders and pk not in kept)
+    beside = Beside(_REASONS_SET, [now, others, [wanted[pk] for pk in others], sorted(BOOK_STATES)]) if others else None
+    return changed, beside
+
+
+def _unfilled_events(beside: Beside | None) -> dict[int, list[dict]]:
+    """Per client, ``{"id", "unfilled_reason"}`` of each order whose reason the statement beside changed."""
+    events: dict[int, list[dict]] = defaultdict(list)
+    for pk, client_id, reason in sorted(beside.rows() if beside else ()):
+        events[client_id].append({"id": pk, "unfilled_reason": reason})
+    return dict(events)
 
 
 def _not_trading(contracts: dict[int, Contract], now: datetime) -> set[int]:
@@ -474,40 +482,44 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
               if pk not in dropped and contracts[pk].symbol in prices}
     cancels = {pk: "contract_halted" if o.contract_id in dropped else "cancel_requested"
                for pk, o in orders.items() if o.contract_id in dropped or o.cancel_requested_at}
-    reasoned, unfilled = _reasons_store(result, orders, kept, booked, cancels, now)  # orders (4): before fund locks
-    keys = {(o.client_id, o.contract.collateral_id) for o in (*orders.values(), *kept.values())}
-    fund_locks = fund_locks_lock(keys=keys | {(r.client_id, r.currency_id) for r in reservations})
-    released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
-    for reservation in reservations:
-        released[(reservation.client_id, reservation.currency_id)] -= reservation.amount
-    trimmed = _holds_trim(pair=pair, orders=orders, kept=kept, booked=booked, cancels=cancels, prices=prices,
-                          bound=bound, fund_locks=fund_locks, order_value=released)
-    cleared = trades_clear(venue=Venue.AUCTION, venue_ref=auction.ref,
-                           executions=_executions(orders, booked, prices), orders=orders, contracts=contracts,
-                           cancels=cancels, now=now, envelope={"type": "auction", "auction": auction.pk},
-                           order_value={k: v for k, v in released.items() if v}, locked=fund_locks)
-    for order in trimmed:
-        order.updated_at = now
-    bulk_update_rows(Order, trimmed, ["order_value", "updated_at"])
-    touched = sorted({o.pk: o for o in (*trimmed, *reasoned)}.values(), key=lambda o: o.pk)
-    client_stream_publish_many([
-        *((o.client_id, {"type": "order", "order": order_payload(o)}) for o in touched),
-        *((client, {"type": "unfilled", "auction": auction.ref, "orders": unfilled[client]})
-          for client in sorted(unfilled))])
-    balances_publish(cleared.others.values())  # only the reservation's release changed them
-    AuctionReservation.objects.filter(pk__in=[r.pk for r in reservations]).update(released_at=now)
-    ReferencePrice.objects.bulk_create([
-        ReferencePrice(contract=contract, kind=ReferencePriceKind.CLEARING, price=prices[contract.symbol], at=now,
-                       auction_ref=auction.ref)
-        for contract in sorted(contracts.values(), key=lambda c: c.pk) if contract.symbol in prices])
-    _trade_reports(auction, cleared.trades, contracts, prices)
-    halted = sorted(pk for pk, reason in cancels.items()
-                    if reason == "contract_halted" and orders[pk].state == OrderState.CANCELLED)
-    if dropped:
-        auction.dropped = {"contracts": sorted(contracts[pk].symbol for pk in dropped),
-                           "fills": sorted(set(fills) - set(booked)), "cancelled": halted}
-    auction.state, auction.applied_at = AuctionState.APPLIED, now
-    auction.save(update_fields=["state", "applied_at", "dropped"])
+    reasoned, beside = _reasons_store(result, orders, kept, booked, cancels, now)  # orders (4): before fund locks
+    with beside or contextlib.nullcontext():  # the statement beside: rolled back unless committed
+        keys = {(o.client_id, o.contract.collateral_id) for o in (*orders.values(), *kept.values())}
+        fund_locks = fund_locks_lock(keys=keys | {(r.client_id, r.currency_id) for r in reservations})
+        released: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+        for reservation in reservations:
+            released[(reservation.client_id, reservation.currency_id)] -= reservation.amount
+        trimmed = _holds_trim(pair=pair, orders=orders, kept=kept, booked=booked, cancels=cancels, prices=prices,
+                              bound=bound, fund_locks=fund_locks, order_value=released)
+        cleared = trades_clear(venue=Venue.AUCTION, venue_ref=auction.ref,
+                               executions=_executions(orders, booked, prices), orders=orders, contracts=contracts,
+                               cancels=cancels, now=now, envelope={"type": "auction", "auction": auction.pk},
+                               order_value={k: v for k, v in released.items() if v}, locked=fund_locks)
+        for order in trimmed:
+            order.updated_at = now
+        bulk_update_rows(Order, trimmed, ["order_value", "updated_at"])
+        balances_publish(cleared.others.values())  # only the reservation's release changed them
+        AuctionReservation.objects.filter(pk__in=[r.pk for r in reservations]).update(released_at=now)
+        ReferencePrice.objects.bulk_create([
+            ReferencePrice(contract=contract, kind=ReferencePriceKind.CLEARING, price=prices[contract.symbol], at=now,
+                           auction_ref=auction.ref)
+            for contract in sorted(contracts.values(), key=lambda c: c.pk) if contract.symbol in prices])
+        _trade_reports(auction, cleared.trades, contracts, prices)
+        halted = sorted(pk for pk, reason in cancels.items()
+                        if reason == "contract_halted" and orders[pk].state == OrderState.CANCELLED)
+        if dropped:
+            auction.dropped = {"contracts": sorted(contracts[pk].symbol for pk in dropped),
+                               "fills": sorted(set(fills) - set(booked)), "cancelled": halted}
+        auction.state, auction.applied_at = AuctionState.APPLIED, now
+        auction.save(update_fields=["state", "applied_at", "dropped"])
+        touched = sorted({o.pk: o for o in (*trimmed, *reasoned)}.values(), key=lambda o: o.pk)
+        unfilled = _unfilled_events(beside)
+        client_stream_publish_many([
+            *((o.client_id, {"type": "order", "order": order_payload(o)}) for o in touched),
+            *((client, {"type": "unfilled", "auction": auction.ref, "orders": unfilled[client]})
+              for client in sorted(unfilled))])
+        if beside is not None:
+            beside.commit()  # the last statement before the apply's own commit
     return auction
 
 

@@ -117,3 +117,27 @@ async def test_the_private_stream_carries_the_reason():
         theirs = await receive_until(carol, lambda m: m["type"] == "unfilled")
         assert (theirs[-1]["auction"], theirs[-1]["orders"]) == (
             auction.ref, [{"id": orders["carol"].pk, "unfilled_reason": "limit"}])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reasons_written_beside_the_apply_commit_with_it_and_roll_back_with_it(monkeypatch):
+    """The orders the apply leaves alone get their reasons through a second connection beside it
+    (``ccp.db.Beside``): stored when the apply commits, not at all when it fails."""
+    import ccp.matching.services as services
+
+    contract, orders = _market()
+    auction = _solved_with(contract, {str(orders["alice"].pk): "priority", str(orders["carol"].pk): "limit"})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the apply fails after the reasons' statement")
+
+    monkeypatch.setattr(services, "_trade_reports", broken)
+    with pytest.raises(RuntimeError):
+        auction_apply(auction_id=auction.pk, now=AT)
+    assert _reasons(orders) == {"alice": ("accepted", ""), "bob": ("accepted", ""), "carol": ("accepted", "")}
+    assert Auction.objects.get(pk=auction.pk).state == "solved"
+
+    monkeypatch.undo()
+    auction_apply(auction_id=auction.pk, now=AT)
+    assert _reasons(orders) == {"alice": ("partially_filled", "priority"), "bob": ("filled", ""),
+                                "carol": ("accepted", "limit")}
