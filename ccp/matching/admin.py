@@ -3,14 +3,14 @@ from collections import defaultdict
 from decimal import Decimal
 
 from django.contrib import admin
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import Http404, HttpResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from ccp.admin_utils import ChosenValueFilter, ReadOnlyAdmin, changelist_link, money_plain, related_link
-from ccp.clearing.admin import venue_trades_link
+from ccp.clearing.admin import ClientFilter, venue_trades_link
 from ccp.clearing.models import Venue
 from ccp.matching.auction import auction_gap, canonical_json
 from ccp.matching.charts import supply_demand_svg
@@ -126,6 +126,15 @@ class AuctionFilter(ChosenValueFilter):
         return Q(auction_id=value) if value.isdigit() else Q(pk__in=[])
 
 
+class ReservationClientFilter(ClientFilter):
+    """The reservations of one client: ``?client=<client id>`` (its fund locks link to them)."""
+
+    title = "client"
+
+    def condition(self, value: str) -> Q:
+        return Q(client_id=value) if value.isdigit() else Q(pk__in=[])
+
+
 class ReleasedFilter(admin.SimpleListFilter):
     """Reservations still counted in their clients' order value (their auction not applied yet) or released."""
 
@@ -146,19 +155,41 @@ def reservations_link(auction: Auction, text: str = "reservations") -> str:
     return changelist_link(AuctionReservation, text, **{AuctionFilter.parameter_name: auction.pk})
 
 
+def fund_locks_with_auction_holds(queryset: QuerySet) -> QuerySet:
+    """Fund locks with ``auction_holds``: what auctions between their close and apply hold of each (part of
+    its order value), in the list's one query."""
+    holds = (AuctionReservation.objects.filter(client_id=OuterRef("client_id"), currency_id=OuterRef("currency_id"),
+                                               released_at__isnull=True)
+             .order_by().values("client_id").annotate(total=Sum("amount")).values("total"))
+    return queryset.annotate(auction_holds=Subquery(holds))
+
+
+@admin.display(description="of which auctions hold")
+def auction_holds(fund_lock) -> str:
+    """The part of a fund lock's order value that auctions not yet applied reserved, linked to those
+    reservations (a fund lock read through ``fund_locks_with_auction_holds``)."""
+    amount = getattr(fund_lock, "auction_holds", None)
+    if not amount:
+        return "-"
+    return changelist_link(AuctionReservation, money_plain(amount), **{
+        ReservationClientFilter.parameter_name: fund_lock.client_id, "currency__id__exact": fund_lock.currency_id,
+        ReleasedFilter.parameter_name: "no"})
+
+
 @admin.register(AuctionReservation)
 class AuctionReservationAdmin(ReadOnlyAdmin):
     """Free collateral each auction set aside at its close, per client and currency, newest first: counted in
     the client's order value (so not available) until the auction's apply releases it. A reservation still
     held whose auction is not applied explains a client's low available collateral; ``held since`` says for
-    how long. Filter by auction (``?auction=42``), search by client address or id, or auction id."""
+    how long. Filter by auction (``?auction=42``) or client (``?client=7``), search by client address or id, or
+    auction id."""
 
     list_display = ["id", related_link("auction", "auction"), "auction_state", "held_since", "client", "currency",
                     "amount", "held", "standalone", "bound", "released_at"]
     fields = [related_link("auction", "auction"), "auction_state", "held_since", "client", "currency", "amount",
               "held", "standalone", "bound", "released_at"]
     readonly_fields = fields
-    list_filter = [ReleasedFilter, "bound", "currency", "auction__state", AuctionFilter]
+    list_filter = [ReleasedFilter, "bound", "currency", "auction__state", AuctionFilter, ReservationClientFilter]
     list_select_related = ["auction", "client", "currency"]
     search_fields = ["client__address", "=client__id", "=auction__id"]
     ordering = ["-id"]

@@ -1,7 +1,8 @@
 """Auction reservations in the webconsole: an operator chasing a client's low available collateral finds
-the reservation an auction still holds between its close and its apply (filter "released: no", the
-auction's state beside it), by the client's address or id; each auction's page counts its reservations,
-the bound ones and the total per currency, and links to them. Read-only, one query for the rows."""
+the reservation an auction still holds between its close and its apply (its fund lock's "of which
+auctions hold" links to it; filter "released: no", the auction's state beside it; search by the client's
+address or id); each auction's page counts its reservations, the bound ones and the total per currency,
+and links to them. Read-only, one query for the rows."""
 
 import re
 from datetime import timedelta
@@ -13,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from ccp.matching.models import AuctionReservation
+from ccp.matching.services import auction_apply
 from tests.clearing.test_trade_admin import browser_for, link
 from tests.conftest import NOW
 from tests.factories import ClientFactory, ContractFactory, FundLockFactory, PairFactory
@@ -128,6 +130,20 @@ def test_the_auction_page_counts_its_reservations_and_links_to_them(operator, re
     assert ">none<" in operator.get(reverse("admin:matching_auction_change", args=[nothing.pk])).content.decode()
 
 
+def test_a_fund_lock_shows_what_auctions_hold_of_its_order_value_and_links_to_it(reserved):
+    superuser = browser_for("operator", staff=True, superuser=True)
+    fund_locks = reverse("admin:accounts_fundlock_changelist")
+    for client, amount in ((reserved.tight, "4000"), (reserved.free, "40000")):
+        pending = [reserved.of(reserved.pending, client).pk]
+        text = superuser.get(fund_locks, {"q": client.address}).content.decode()
+        assert shown(superuser, link(text, amount)) == pending
+        text = superuser.get(reverse("admin:accounts_client_change", args=[client.pk])).content.decode()
+        assert shown(superuser, link(text, amount)) == pending
+    auction_apply(auction_id=reserved.pending.pk, now=NOW + timedelta(seconds=21))
+    text = superuser.get(fund_locks, {"q": reserved.tight.address}).content.decode()
+    assert '<td class="field-auction_holds">-</td>' in text
+
+
 def test_a_reservations_page_names_its_auction_and_nothing_can_be_changed(operator, reserved):
     reservation = reserved.of(reserved.pending, reserved.tight)
     page = operator.get(reverse("admin:matching_auctionreservation_change", args=[reservation.pk]))
@@ -147,16 +163,20 @@ def test_a_reservations_page_names_its_auction_and_nothing_can_be_changed(operat
     assert browser_for("teller", staff=True).get(RESERVATIONS).status_code == 403  # staff without the permission
 
 
-def test_the_list_loads_its_rows_in_one_query_without_the_auctions_documents(operator, reserved):
-    def queries() -> list[str]:
-        with CaptureQueriesContext(connection) as captured:
-            assert operator.get(RESERVATIONS, {"released": "no"}).status_code == 200
-        return [q["sql"] for q in captured]
+def queries(browser, url: str, **params) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        assert browser.get(url, params).status_code == 200
+    return [q["sql"] for q in captured]
 
-    few = queries()
+
+def test_the_list_loads_its_rows_in_one_query_without_the_auctions_documents(operator, reserved):
+    superuser = browser_for("operator", staff=True, superuser=True)
+    fund_locks = reverse("admin:accounts_fundlock_changelist")
+    few = queries(operator, RESERVATIONS, released="no")
     rows = [q for q in few if 'FROM "matching_auctionreservation"' in q and "COUNT(" not in q]
     assert len(rows) == 1 and '"matching_auction"."input_document"' not in rows[0]
+    few_fund_locks = queries(superuser, fund_locks)
     more, _ = short_calls(PairFactory(base__symbol="ETH"), ["100000"] * 3)  # another pair's auction, 3 more held
     assert len(shown(operator, released="no")) == 2 + len(more)
-    after = queries()
-    assert len(after) == len(few), "\n".join(after)
+    assert len(queries(operator, RESERVATIONS, released="no")) == len(few)
+    assert len(queries(superuser, fund_locks)) == len(few_fund_locks)
