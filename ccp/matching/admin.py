@@ -57,8 +57,7 @@ class AuctionAdmin(ReadOnlyAdmin):
         amounts = format_html_join("; ", "{} {} reserved, {} still held",
                                    ((money_plain(t["total"]), t["currency__symbol"], money_plain(t["still_held"]))
                                     for t in totals))
-        return format_html("{} ({} bound): {} {}", count, bound, amounts,
-                           reservations_link(auction, f"list {count}"))
+        return format_html("{} ({} bound): {}", reservations_link(auction, f"{count} reservations"), bound, amounts)
 
     @admin.display(description="seconds")
     def seconds(self, auction: Auction) -> str:

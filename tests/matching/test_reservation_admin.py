@@ -123,8 +123,9 @@ def test_the_auction_page_counts_its_reservations_and_links_to_them(operator, re
         page = operator.get(reverse("admin:matching_auction_change", args=[auction.pk]))
         assert page.status_code == 200
         text = page.content.decode()
-        assert f"2 (1 bound): 44000 {reserved.currency.symbol} reserved, {still_held} still held" in text
-        assert sorted(shown(operator, link(text, "list 2"))) == sorted(
+        usdc = reserved.currency.symbol
+        assert f"2 reservations</a> (1 bound): 44000 {usdc} reserved, {still_held} still held" in text
+        assert sorted(shown(operator, link(text, "2 reservations"))) == sorted(
             r.pk for r in AuctionReservation.objects.filter(auction=auction))
     nothing = auction_run(PairFactory(base__symbol="ETH"), NOW)  # no orders: no reservation
     assert ">none<" in operator.get(reverse("admin:matching_auction_change", args=[nothing.pk])).content.decode()
