@@ -180,8 +180,7 @@ class AuctionReservationAdmin(ReadOnlyAdmin):
     """Free collateral each auction set aside at its close, per client and currency, newest first: counted in
     the client's order value (so not available) until the auction's apply releases it. A reservation still
     held whose auction is not applied explains a client's low available collateral; ``held since`` says for
-    how long. Filter by auction (``?auction=42``) or client (``?client=7``), search by client address or id, or
-    auction id."""
+    how long. Filter by auction (``?auction=42``) or client (``?client=7``), search by client address or id."""
 
     list_display = ["id", related_link("auction", "auction"), "auction_state", "held_since", "client", "currency",
                     "amount", "held", "standalone", "bound", "released_at"]
@@ -190,7 +189,7 @@ class AuctionReservationAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     list_filter = [ReleasedFilter, "bound", "currency", "auction__state", AuctionFilter, ReservationClientFilter]
     list_select_related = ["auction", "client", "currency"]
-    search_fields = ["client__address", "=client__id", "=auction__id"]
+    search_fields = ["client__address"]  # and a client id (get_search_results)
     ordering = ["-id"]
     show_full_result_count = False
 
@@ -201,8 +200,10 @@ class AuctionReservationAdmin(ReadOnlyAdmin):
             "auction__input_document", "auction__result_document", "auction__order_ids")
 
     def get_search_results(self, request, queryset, search_term):
-        # Addresses are stored lower-case; operators paste them checksummed.
-        return super().get_search_results(request, queryset, search_term.lower())
+        term = search_term.strip().lower()  # addresses are stored lower-case; operators paste them checksummed
+        if term.isdigit():  # a client's id, never a piece of an address
+            return queryset.filter(client_id=term), False
+        return super().get_search_results(request, queryset, term)
 
     @admin.display(description="auction state", ordering="auction__state")
     def auction_state(self, reservation: AuctionReservation) -> str:

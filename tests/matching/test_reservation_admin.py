@@ -115,7 +115,11 @@ def test_search_by_the_clients_address_as_pasted_or_its_id(operator, reserved):
     tight = [reserved.of(a, reserved.tight).pk for a in (reserved.pending, reserved.applied)]
     assert shown(operator, q=reserved.tight.checksum_address) == tight
     assert shown(operator, q=str(reserved.tight.pk)) == tight
-    assert shown(operator, q=str(reserved.pending.pk), released="no", bound__exact="1") == tight[:1]
+    assert shown(operator, q=f" {reserved.tight.pk} ", released="no") == tight[:1]
+    assert shown(operator, q=reserved.free.address[2:12].upper()) == [reserved.of(a, reserved.free).pk
+                                                                      for a in (reserved.pending, reserved.applied)]
+    for nobody in ("9" * 30, "0x" + "0" * 40, "xyz", str(max(reserved.free.pk, reserved.tight.pk) + 1000)):
+        assert shown(operator, q=nobody) == [], nobody
 
 
 def test_the_auction_page_counts_its_reservations_and_links_to_them(operator, reserved):
