@@ -314,6 +314,24 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def simulator_command(env: dict[str, str], port: int) -> list[str] | None:
+    """The market simulator as bin/run starts it (None: ``CCP_SIMULATOR=0``). ``CCP_SIMULATOR_BOUND_SHARE``,
+    a number from 0 to 1 (default and empty: 0), makes that share of its traders collateral-bound
+    (``ccp_simulate --bound-share``); anything else stops bin/run with a message, before anything starts."""
+    if env.get("CCP_SIMULATOR", "1") == "0":
+        return None
+    command = [sys.executable, "manage.py", "ccp_simulate", "--url", f"http://127.0.0.1:{port}"]
+    text = env.get("CCP_SIMULATOR_BOUND_SHARE", "").strip() or "0"
+    try:
+        share = float(text)
+    except ValueError:
+        share = float("nan")
+    if not 0 <= share <= 1:  # also refuses nan
+        sys.exit(f"[ccp] CCP_SIMULATOR_BOUND_SHARE must be a number from 0 to 1 (the share of the simulator's "
+                 f"traders that are collateral-bound), not {text!r}")
+    return [*command, "--bound-share", repr(share)] if share else command
+
+
 def ops_children(host: str, port: int) -> dict[str, list[str]]:
     """The clearing house's processes as bin/run starts them: the server (``CCP_SERVER_WORKERS``
     processes, default one per core), one Celery worker per queue (celery_app.py: a long auction solve
@@ -338,6 +356,7 @@ def ops_children(host: str, port: int) -> dict[str, list[str]]:
 def cmd_run() -> int:
     py = sys.executable
     host, port = os.environ.get("CCP_HOST", "127.0.0.1"), env_int("CCP_PORT", 8000)
+    simulator = simulator_command(dict(os.environ), port)  # a bad setting stops bin/run before anything starts
     with services("run", env_int("CCP_PG_PORT", 15439), env_int("CCP_REDIS_PORT", 16399), fresh=False,
                   anvil_port=env_int("CCP_ANVIL_PORT", 18545)) as svc_env:
         env = {**os.environ, **svc_env, "PYTHONUNBUFFERED": "1"}
@@ -359,10 +378,11 @@ def cmd_run() -> int:
             f"http://localhost:{port}/api/v1/chain; demo USDC and gas: POST /api/v1/faucet)")
         log("Ctrl-C stops everything")
         children = ops_children(host, port)
-        if env.get("CCP_SIMULATOR", "1") != "0":
-            log("market simulator on (CCP_SIMULATOR=0 turns it off): auctions every "
+        if simulator is not None:
+            log(f"market simulator on (CCP_SIMULATOR=0 turns it off; CCP_SIMULATOR_BOUND_SHARE=0.3 makes 30% of its "
+                f"traders collateral-bound): manage.py {' '.join(simulator[2:])}; auctions every "
                 f"{env.get('CCP_AUCTION_INTERVAL_SECONDS', '10')} s, see Auctions in the admin")
-            children["simulator"] = [py, "manage.py", "ccp_simulate", "--url", f"http://127.0.0.1:{port}"]
+            children["simulator"] = simulator
         return run_children(children, env, max_restarts=env_int("CCP_RUN_MAX_RESTARTS", 5))
 
 

@@ -5,6 +5,7 @@ from ccp.accounts.services import api_token_revoke
 from ccp.admin_utils import ReadOnlyAdmin, ReadOnlyInline, money_plain
 from ccp.clearing.admin import client_trades_link
 from ccp.clock import utcnow
+from ccp.matching.admin import auction_holds, fund_locks_with_auction_holds
 from ccp.risk.models import Lockup, Position
 from ccp.settlement.models import ChainBalance
 
@@ -43,12 +44,12 @@ def reconciled_at(fund_lock: FundLock) -> str:
 
 class FundLockInline(ReadOnlyInline):
     model = FundLock
-    fields = ["currency", "fundlock", on_chain, chain_difference, "settle_value", "order_value", "lockup_value",
-              available, "updated_at"]
+    fields = ["currency", "fundlock", on_chain, chain_difference, "settle_value", "order_value", auction_holds,
+              "lockup_value", available, "updated_at"]
     readonly_fields = fields
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("currency", "chain_balance")
+        return fund_locks_with_auction_holds(super().get_queryset(request).select_related("currency", "chain_balance"))
 
 
 class PositionInline(ReadOnlyInline):
@@ -86,10 +87,13 @@ class ClientAdmin(ReadOnlyAdmin):
 @admin.register(FundLock)
 class FundLockAdmin(ReadOnlyAdmin):
     list_display = ["client", "currency", "fundlock", on_chain, chain_difference, reconciled_at, "settle_value",
-                    "order_value", "lockup_value", available, "updated_at"]
+                    "order_value", auction_holds, "lockup_value", available, "updated_at"]
     list_filter = ["currency"]
     list_select_related = ["client", "currency", "chain_balance"]
     search_fields = ["client__address"]
+
+    def get_queryset(self, request):
+        return fund_locks_with_auction_holds(super().get_queryset(request))
 
 
 @admin.register(SignInChallenge)
