@@ -48,8 +48,10 @@ priority; ``halted``, the contract stopped trading before the apply: set by ``re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -345,6 +347,10 @@ def document_hash(doc: dict) -> str:
 
 
 def result_to_document(result: AuctionResult) -> dict:
+    text = functools.lru_cache(maxsize=4096)(money_str)  # fills share prices and quantities
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for order_id, code in result.reasons.items():
+        grouped[code].append(order_id)
     return {
         "format": RESULT_FORMAT,
         "status": result.status,
@@ -354,16 +360,14 @@ def result_to_document(result: AuctionResult) -> dict:
         "upper_bound": money_str(result.upper_bound),
         "gap": format(result.gap.quantize(Decimal("1e-9")), "f"),
         "prices": {s: money_str(p) for s, p in sorted(result.prices.items())},
-        "fills": [{"order": f.order, "quantity": money_str(f.quantity), "price": money_str(f.price)}
-                  for f in result.fills],
+        "fills": [{"order": f.order, "quantity": text(f.quantity), "price": text(f.price)} for f in result.fills],
         "binding_clients": list(result.binding_clients),
         "fallback_welfare": money_str(result.welfare if result.fallback_welfare is None else result.fallback_welfare),
         "terminations": dict(sorted(result.terminations.items())),
         "candidates": {name: money_str(w) for name, w in sorted(result.candidates.items())},
         "time_guard": result.time_guard,
         # Grouped by reason, ids in the fills' order: a hundred thousand open orders stay a small text.
-        "reasons": {code: sorted((i for i, c in result.reasons.items() if c == code), key=order_id_key)
-                    for code in REASONS if code in result.reasons.values()},
+        "reasons": {code: sorted(grouped[code], key=order_id_key) for code in REASONS if code in grouped},
     }
 
 
