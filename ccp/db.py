@@ -192,30 +192,50 @@ class Beside:
     returns (``rows``) and ``commit``s it just before its own transaction commits; leaving the ``with``
     block without that rolls it back (also when the caller fails first).
 
+    The second connection never waits for a row lock (``lock_timeout`` of ``LOCK_WAIT_MS``): the caller,
+    waiting for its rows, would wait for it outside PostgreSQL's sight, where no deadlock detector looks.
+    When a lock is held elsewhere (an order row another transaction holds, say), the statement is rolled
+    back there and runs on the caller's connection instead, as part of its transaction.
+
     Only when the caller's transaction is the outermost one: a second connection sees committed rows
     only, not those of an enclosing transaction (a test's). Inside one, the statement runs at once on the
-    caller's connection, as part of its transaction."""
+    caller's connection."""
+
+    LOCK_WAIT_MS = 200
 
     def __init__(self, sql: str, params: Sequence) -> None:
         self._connection = self._pool = None
+        self._statement = (sql, params)
         if len(connection.atomic_blocks) > 1:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                self._rows = _done(cursor.fetchall() if cursor.description else [])
+            self._rows = _done(self._here())
             return
         import psycopg
 
         self._connection = psycopg.connect(**connection.get_connection_params())
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside")
-        self._rows = self._pool.submit(self._run, sql, params)
+        self._rows = self._pool.submit(self._run)
 
-    def _run(self, sql: str, params: Sequence) -> list[tuple]:
+    def _here(self) -> list[tuple]:
+        with connection.cursor() as cursor:
+            cursor.execute(*self._statement)
+            return cursor.fetchall() if cursor.description else []
+
+    def _run(self) -> list[tuple]:
         with self._connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(f"SET LOCAL lock_timeout = {int(self.LOCK_WAIT_MS)}")
+            cursor.execute(*self._statement)
             return cursor.fetchall() if cursor.description else []
 
     def rows(self) -> list[tuple]:
-        return self._rows.result()
+        import psycopg
+
+        try:
+            return self._rows.result()
+        except psycopg.errors.LockNotAvailable:
+            self.close()  # rolled back there
+            self._connection = self._pool = None
+            self._rows = _done(self._here())
+            return self._rows.result()
 
     def commit(self) -> None:
         self.rows()

@@ -141,3 +141,54 @@ def test_the_reasons_written_beside_the_apply_commit_with_it_and_roll_back_with_
     auction_apply(auction_id=auction.pk, now=AT)
     assert _reasons(orders) == {"alice": ("partially_filled", "priority"), "bob": ("filled", ""),
                                 "carol": ("accepted", "limit")}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reasons_beside_never_wait_where_postgresql_cannot_see_a_deadlock():
+    """Another transaction holds an order row the reasons' statement needs and then waits for a contract
+    row the apply holds. Beside the apply, the statement would wait for it while the apply waits for the
+    statement: a cycle PostgreSQL cannot see (the apply waits in Python), so nothing would ever end. The
+    statement gives up its wait and runs in the apply's own transaction: PostgreSQL then sees the
+    deadlock and breaks it; either the apply or the other transaction fails, and a retry applies."""
+    import threading
+
+    import psycopg
+    from django.db import OperationalError, connection
+
+    from tests.processes import wait_for
+    from tests.settlement.test_races import lock_waiters
+
+    contract, orders = _market()
+    auction = _solved_with(contract, {str(orders["alice"].pk): "priority", str(orders["carol"].pk): "limit"})
+    other = psycopg.connect(**connection.get_connection_params())
+    other.execute("SET lock_timeout = '20s'")  # were the cycle unseen, this wait would end it (and the test)
+    other.execute("SELECT id FROM orders_order WHERE id = %s FOR NO KEY UPDATE", [orders["carol"].pk])
+    outcome = []
+
+    def apply():
+        try:
+            auction_apply(auction_id=auction.pk, now=AT)
+            outcome.append("applied")
+        except OperationalError as exc:
+            outcome.append(type(exc.__cause__).__name__)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=apply)
+    thread.start()
+    try:
+        wait_for(lambda: lock_waiters() >= 1, 20, "the reasons' statement waiting for Carol's order")
+        try:  # the contract row the apply holds
+            other.execute("SELECT id FROM contracts_contract WHERE id = %s FOR NO KEY UPDATE", [contract.pk])
+            victim = "apply"
+        except psycopg.errors.DeadlockDetected:
+            victim = "other"
+        other.rollback()
+    finally:
+        thread.join(timeout=60)
+        other.close()
+    assert not thread.is_alive(), "the apply never ended"
+    assert (victim, outcome) in [("other", ["applied"]), ("apply", ["DeadlockDetected"])]
+    if outcome != ["applied"]:
+        auction_apply(auction_id=auction.pk, now=AT)
+    assert _reasons(orders)["carol"] == ("accepted", "limit")
