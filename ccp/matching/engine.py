@@ -8,7 +8,7 @@ deterministic. Pure: takes an AuctionInput, returns an AuctionResult; floats onl
 2. The fallback, always computed: the simple clearing with collateral (``greedy``), each coupled
    contract's price-time uncross in which a bound client's order fills by what its collateral still
    allows (``headroom.Headroom``, exact). It runs on a second thread while HiGHS (which releases the
-   GIL) solves step 3: its answer does not depend on when it runs.
+   GIL) solves step 3's MIP: its answer does not depend on when it runs.
 3. The coupled contracts go to the Pyomo model (``model.py``): its LP relaxation gives the certified
    upper bound on welfare and, from the balance rows' duals, a price per contract; the MIP then
    fills whole lots, only of orders in the money at those prices (``lp-prices+mip``). While the best
@@ -365,13 +365,19 @@ def clear(auction: AuctionInput) -> AuctionResult:
     deadline = started + float(auction.settings.time_limit_s)
     # The fallback: the collateral-capped price-time uncross, repaired like every answer (the repair from
     # nothing), on its own thread while the solver runs: its own terminations, merged first as before.
-    # It starts once the model is built (Python, like the greedy: two threads would only share the GIL).
+    # It starts as the MIP goes to HiGHS: the build and the LP stage are mostly Python (Pyomo loading the
+    # model), which the two threads could only take turns at; HiGHS' branch and bound runs without the GIL.
     solver = _Solver(book, coupled, timings, terminations, deadline)
-    solver.build()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="auction-greedy") as pool:
-        greedy = pool.submit(_greedy, book, coupled, decimal.getcontext().copy())
-        mip_fills = solver.lp_and_mip()
-        greedy_answer, greedy_terminations, timings["greedy_s"] = greedy.result()
+        started_greedy: list = []
+
+        def greedy_start() -> None:
+            started_greedy.append(pool.submit(_greedy, book, coupled, decimal.getcontext().copy()))
+
+        mip_fills = solver.lp_and_mip(before_mip=greedy_start)
+        if not started_greedy:  # no MIP: the guard fired or the LP gave no answer
+            greedy_start()
+        greedy_answer, greedy_terminations, timings["greedy_s"] = started_greedy[0].result()
     finished = [greedy_answer]
     merged = {**greedy_terminations, **terminations}
     terminations.clear()
@@ -625,15 +631,13 @@ class _Solver:
             return True
         return False
 
-    def build(self) -> None:
-        started = time.perf_counter()
-        self.columns, clients = _columns(self.book, self.symbols)
-        self.model = AuctionModel(self.columns, len(self.symbols), clients, self.book.auction.settings)
-        self.timings["build_s"] = time.perf_counter() - started
-
-    def lp_and_mip(self) -> dict[str, int] | None:
-        """The LP relaxation, then the MIP at its prices (the model ``build`` first)."""
+    def lp_and_mip(self, before_mip: Callable[[], None]) -> dict[str, int] | None:
+        """The LP relaxation, then the MIP at its prices; ``before_mip`` is called as the MIP starts."""
         book, symbols = self.book, self.symbols
+        started = time.perf_counter()
+        self.columns, clients = _columns(book, symbols)
+        self.model = AuctionModel(self.columns, len(symbols), clients, book.auction.settings)
+        self.timings["build_s"] = time.perf_counter() - started
         if self._late("lp"):
             return None
         started = time.perf_counter()
@@ -651,6 +655,7 @@ class _Solver:
             eligible.append(limit >= price - slack if column.side > 0 else limit <= price + slack)
         if self._late("mip"):
             return None
+        before_mip()
         started = time.perf_counter()
         solved = self.model.solve_integer(eligible, self.deadline - started)
         self.terminations["mip"] = solved.termination
