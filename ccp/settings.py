@@ -64,7 +64,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "ccp.negotiation.AdminMessageMiddleware",  # Django's MessageMiddleware, skipped for the API
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "ccp.throttling.admin_login_throttle",
 ]
@@ -157,6 +157,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["ccp.parsers.JsonParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "ccp.negotiation.ContentNegotiation",
     "EXCEPTION_HANDLER": "ccp.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
