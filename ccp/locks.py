@@ -214,6 +214,15 @@ def lockup_rows_lock(client_ids: Collection[int], pair_ids: Collection[int], exp
         return cursor.fetchall()
 
 
+def client_stream_sequence_take_sql(*, count: str) -> str:
+    """8. A client row as an UPDATE to put in a statement's WITH clause: add ``count`` (an SQL expression, say
+    the rows an insert in the same statement returned) to the stream sequence of the client whose id is the
+    one parameter, when ``count`` is not 0; RETURNING its new last number. One client: no lock order among
+    client rows to keep. Saves order entry the round trip of ``client_stream_sequences_take``."""
+    return (f"UPDATE accounts_client SET stream_sequence = stream_sequence + ({count}) "
+            f"WHERE id = %s AND ({count}) > 0 RETURNING stream_sequence")
+
+
 def client_stream_sequences_take(counts: Mapping[int, int]) -> dict[int, int]:
     """8. Client rows, by id: add ``counts`` (client id -> messages) to each client's stream sequence in
     one statement; returns each client's new last number (its messages take the ``count`` before it)."""

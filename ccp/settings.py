@@ -64,7 +64,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "ccp.negotiation.AdminMessageMiddleware",  # Django's MessageMiddleware, skipped for the API
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "ccp.throttling.admin_login_throttle",
 ]
@@ -87,9 +87,9 @@ TEMPLATES = [
     },
 ]
 
-# Health checks: a pooled connection is checked before it is handed out (the pool's check_connection),
-# a persistent one before it is reused, so after PostgreSQL restarts a dead connection is replaced
-# instead of failing requests and tasks.
+# Health checks: a pooled connection is checked before it is handed out (ccp.dbcheck: a round trip only
+# when PostgreSQL sent it something unasked, as when it restarted), a persistent one before it is reused, so
+# after PostgreSQL restarts a dead connection is replaced instead of failing requests and tasks.
 DATABASES = {"default": dj_database_url.config(default="postgres://ccp@127.0.0.1:15439/ccp",
                                                conn_health_checks=True)}
 # A connection pool per process: under ASGI every request runs in a new thread, so persistent
@@ -98,6 +98,7 @@ DATABASES = {"default": dj_database_url.config(default="postgres://ccp@127.0.0.1
 if env_bool("CCP_DB_POOL", True):
     pool_size = int(os.environ.get("CCP_DB_POOL_SIZE", "20"))
     DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": pool_size, "timeout": 30}}
+    DATABASES["default"]["ENGINE"] = "ccp.postgres"  # Django's, the pool checking with ccp.dbcheck
 # Server-side binding and prepared statements: the same statements run thousands of times (order entry,
 # the matcher); psycopg prepares one on its second run per connection, and PostgreSQL stops parsing and
 # planning it (bench/order_intake.py: PostgreSQL CPU per single order 3.2 -> 2.1 ms). Off for a pooler
@@ -156,6 +157,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["ccp.parsers.JsonParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "ccp.negotiation.ContentNegotiation",
     "EXCEPTION_HANDLER": "ccp.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis
@@ -206,9 +206,15 @@ def client_stream_publish_many(events: Iterable[tuple[int, dict[str, Any]]]) -> 
     locks their rows until the commit (``ccp.locks`` 8: publish after the other locks). Every private
     stream message goes through here."""
     events = list(events)
-    if not events:
-        return
-    last = client_stream_sequences_take(Counter(client_id for client_id, _ in events))
+    if events:
+        client_stream_publish_taken(events, client_stream_sequences_take(Counter(c for c, _ in events)))
+
+
+def client_stream_publish_taken(events: Iterable[tuple[int, dict[str, Any]]], last: Mapping[int, int]) -> None:
+    """``client_stream_publish_many`` of events whose numbers the caller took in this transaction, each client's
+    counter moved by exactly its events' count (``ccp.locks.client_stream_sequence_take_sql``): ``last`` is
+    each client's new last number."""
+    events = list(events)
     taken = Counter()
     numbered = []
     for client_id, event in reversed(events):  # the last of a client's events takes its last number

@@ -17,7 +17,15 @@ from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
 from ccp.db import bulk_insert_rows, bulk_update_rows, unnest_source
 from ccp.errors import ApplicationError, Conflict, NotFound
-from ccp.locks import book_lock, contract_lock, contracts_lock, fund_locks_lock, order_lock, orders_lock
+from ccp.locks import (
+    book_lock,
+    client_stream_sequence_take_sql,
+    contract_lock,
+    contracts_lock,
+    fund_locks_lock,
+    order_lock,
+    orders_lock,
+)
 from ccp.marketdata.services import books_bbo_publish
 from ccp.matching.selectors import auction_held_order_ids, auction_holds
 from ccp.money import ZERO, money_str
@@ -31,7 +39,13 @@ from ccp.perps.cross import cross_unrealised_loss
 from ccp.risk.collateral import collateral_covers
 from ccp.risk.models import Position
 from ccp.risk.selectors import portfolio_legs
-from ccp.streams import book_group, client_stream_publish, client_stream_publish_many, stream_publish
+from ccp.streams import (
+    book_group,
+    client_stream_publish,
+    client_stream_publish_many,
+    client_stream_publish_taken,
+    stream_publish,
+)
 
 
 @dataclass(frozen=True)
@@ -222,7 +236,7 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
             new.append((i, Order(client=client, contract=request.contract, client_order_id=request.client_order_id,
                                  state=OrderState.RECEIVED, created_at=now, updated_at=now,
                                  **{name: getattr(request, name) for name in _TERMS})))
-    inserted = _orders_insert([order for _, order in new], now=now)
+    inserted, stream_last = _orders_insert([order for _, order in new], now=now)
     lost = [order.client_order_id for _, order in new if order.client_order_id not in inserted]
     stored = _orders_by_client_id(client, lost) if lost else {}  # stored meanwhile by a concurrent request
     created = []
@@ -233,7 +247,8 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
             created.append(order)
         else:
             out[i] = _entered_again(requests[i], stored[order.client_order_id], None)
-    client_stream_publish_many((client.pk, _order_event(order)) for order in created)
+    if created:
+        client_stream_publish_taken([(client.pk, _order_event(order)) for order in created], {client.pk: stream_last})
     if validate_later:
         orders_validate_later(created)
     again = [i for i in range(len(requests)) if out[i] is None]
@@ -289,20 +304,24 @@ _ORDERS_INSERT = """
     WITH o AS (INSERT INTO {orders} ({columns}) {rows}
                ON CONFLICT (client_id, client_order_id) DO NOTHING RETURNING id, client_order_id),
     h AS (INSERT INTO {history} (order_id, from_state, to_state, reason, filled_quantity, at)
-          SELECT o.id, NULL, %s, '', 0, %s FROM o)
-    SELECT id, client_order_id FROM o
+          SELECT o.id, NULL, %s, '', 0, %s FROM o),
+    s AS ({sequence})
+    SELECT id, client_order_id, (SELECT stream_sequence FROM s) FROM o
 """
 _VALUES_MAX = 4  # up to this many orders a VALUES list (cheapest for one); more, one array per column
 
 
-def _orders_insert(orders: list[Order], *, now: datetime) -> dict[str, int]:
+def _orders_insert(orders: list[Order], *, now: datetime) -> tuple[dict[str, int], int | None]:
     """Insert new orders (of one client) and their 'received' history rows in one statement, in
     client_order_id order; an order whose (client, client_order_id) exists is skipped (ON CONFLICT DO
-    NOTHING: a concurrent insert of it is waited for). Returns client_order_id -> id of those inserted.
+    NOTHING: a concurrent insert of it is waited for). The same statement moves the client's private stream
+    counter by the orders inserted (``ccp.locks.client_stream_sequence_take_sql``: their events' numbers,
+    without a statement of their own). Returns client_order_id -> id of those inserted, and the client's new
+    last stream number (None when none was inserted).
     A few orders go as a VALUES list, more as one array per column (``ccp.db.unnest_source``: a VALUES list
     of a hundred orders has thousands of parameters, which the driver splits and converts one by one)."""
     if not orders:
-        return {}
+        return {}, None
     orders = sorted(orders, key=lambda order: order.client_order_id)
     rows = [{f.attname: getattr(order, f.attname) for f in _ORDER_COLUMNS} for order in orders]
     for row in rows:
@@ -317,10 +336,12 @@ def _orders_insert(orders: list[Order], *, now: datetime) -> dict[str, int]:
         source, params = unnest_source(_ORDER_COLUMNS, rows)
         sql_rows = f"SELECT {columns} FROM {source} ORDER BY v.client_order_id"
     sql = _ORDERS_INSERT.format(orders=Order._meta.db_table, history=OrderStateHistory._meta.db_table,
-                                columns=columns, rows=sql_rows)
+                                columns=columns, rows=sql_rows,
+                                sequence=client_stream_sequence_take_sql(count="SELECT count(*) FROM o"))
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, OrderState.RECEIVED, now])
-        return {client_order_id: pk for pk, client_order_id in cursor.fetchall()}
+        cursor.execute(sql, [*params, OrderState.RECEIVED, now, orders[0].client_id])
+        rows = cursor.fetchall()
+    return {client_order_id: pk for pk, client_order_id, _ in rows}, rows[0][2] if rows else None
 
 
 def orders_validate_later(orders: list[Order]) -> None:

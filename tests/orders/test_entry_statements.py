@@ -1,0 +1,51 @@
+"""Order entry's statements: the private stream numbers of the orders entered are taken by the statement that
+inserts them, not by an UPDATE of their own (one round trip less per order; the numbers are the same:
+tests/streams/test_private_sequence.py follows them on the stream)."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from ccp.accounts.models import Client
+
+pytestmark = pytest.mark.django_db
+
+
+def order(contract, client_order_id: str) -> dict:
+    return {"client_order_id": client_order_id, "contract": contract.symbol, "side": "buy", "kind": "limit",
+            "price": "100", "quantity": "1"}
+
+
+def counter(client: Client) -> int:
+    return Client.objects.values_list("stream_sequence", flat=True).get(pk=client.pk)
+
+
+def client_updates(queries) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().startswith("UPDATE accounts_client")]
+
+
+def test_an_orders_stream_number_is_taken_by_its_insert(api_as, trader, contract, settings):
+    settings.CCP_THROTTLE_ORDERS = ""
+    api = api_as(trader)
+    before = counter(trader)
+    with CaptureQueriesContext(connection) as queries:
+        assert api.post("/api/v1/orders", order(contract, "a"), format="json").status_code == 202
+        assert api.post("/api/v1/orders", order(contract, "b"), format="json").status_code == 202
+    assert client_updates(queries) == []
+    assert counter(trader) == before + 2
+    # the same order again inserts nothing and numbers nothing
+    assert api.post("/api/v1/orders", order(contract, "a"), format="json").status_code == 200
+    assert counter(trader) == before + 2
+
+
+def test_a_batchs_stream_numbers_are_taken_by_its_insert_one_per_order_inserted(api_as, trader, contract, settings):
+    settings.CCP_THROTTLE_ORDERS = ""
+    api = api_as(trader)
+    assert api.post("/api/v1/orders", order(contract, "old"), format="json").status_code == 202
+    before = counter(trader)
+    with CaptureQueriesContext(connection) as queries:
+        response = api.post("/api/v1/orders/batch", {"orders": [order(contract, f"o-{i}") for i in range(6)]
+                                                     + [order(contract, "old")]}, format="json")
+    assert [r["status"] for r in response.json()["results"]] == [202] * 6 + [200]
+    assert client_updates(queries) == []
+    assert counter(trader) == before + 6
