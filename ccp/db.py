@@ -7,6 +7,7 @@ import operator
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import psycopg
 from django.db import connection, models
 from django.db.models import Model
 
@@ -209,8 +210,6 @@ class Beside:
         if len(connection.atomic_blocks) > 1:
             self._rows = _done(self._here())
             return
-        import psycopg
-
         self._connection = psycopg.connect(**connection.get_connection_params())
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside")
         self._rows = self._pool.submit(self._run)
@@ -227,8 +226,6 @@ class Beside:
             return cursor.fetchall() if cursor.description else []
 
     def rows(self) -> list[tuple]:
-        import psycopg
-
         try:
             return self._rows.result()
         except psycopg.errors.LockNotAvailable:
