@@ -1,5 +1,6 @@
 """bin/run's market simulator: ``CCP_SIMULATOR_BOUND_SHARE`` (0 to 1, default 0) passes through to
-``ccp_simulate --bound-share``; any other value stops bin/run with a message before anything starts."""
+``ccp_simulate --bound-share``; any other value stops bin/run with a message before anything starts, and the
+command itself refuses it too."""
 
 import sys
 
@@ -42,3 +43,11 @@ def test_bin_run_stops_before_starting_anything(monkeypatch):
     with pytest.raises(SystemExit, match="CCP_SIMULATOR_BOUND_SHARE must be a number from 0 to 1"):
         stack.cmd_run()
     assert started == []
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan", "abc"])
+def test_the_simulator_itself_refuses_a_share_outside_0_to_1(value):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="from 0 to 1"):
+        call_command("ccp_simulate", "--bound-share", value, "--rounds", "1")

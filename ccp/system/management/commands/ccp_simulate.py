@@ -22,6 +22,7 @@ auction's budget binds (``ccp.matching.services``); with no position they sell B
 entry refuses once the collateral is spent.
 """
 
+import argparse
 import hashlib
 import logging
 import random
@@ -103,6 +104,17 @@ def orders_to_cancel(resting: list[Resting], fair: dict[str, Decimal]) -> list[i
     return stale + kept[:max(len(kept) - (MAX_RESTING - 1), 0)]
 
 
+def share_of_traders(text: str) -> float:
+    """``--bound-share``: a number from 0 to 1 (as bin/run checks ``CCP_SIMULATOR_BOUND_SHARE``)."""
+    try:
+        share = float(text)
+    except ValueError:
+        share = float("nan")
+    if not 0 <= share <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text!r}")
+    return share
+
+
 def bound_traders(count: int, share: float) -> set[int]:
     """Which traders (by number) are collateral-bound: the first ``share`` of them, rounded."""
     return set(range(min(count, round(count * share))))
@@ -155,7 +167,7 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=2.0, help="seconds between rounds of orders")
         parser.add_argument("--rounds", type=int, default=0, help="stop after this many rounds (0: run until killed)")
         parser.add_argument("--seed", type=int, default=1)
-        parser.add_argument("--bound-share", type=float, default=0.0,
+        parser.add_argument("--bound-share", type=share_of_traders, default=0.0,
                             help="share of the traders whose collateral binds in auctions (0 to 1)")
 
     def handle(self, *args, url, traders, interval, rounds, seed, bound_share=0.0, **options):
