@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -104,18 +104,18 @@ def orders_to_cancel(resting: list[Resting], fair: dict[str, Decimal]) -> list[i
     return stale + kept[:max(len(kept) - (MAX_RESTING - 1), 0)]
 
 
-def share_of_traders(text: str) -> float:
+def share_of_traders(text: str) -> Decimal:
     """``--bound-share``: a number from 0 to 1 (as bin/run checks ``CCP_SIMULATOR_BOUND_SHARE``)."""
     try:
-        share = float(text)
-    except ValueError:
-        share = float("nan")
-    if not 0 <= share <= 1:  # also refuses nan
+        share = Decimal(text.strip())
+    except InvalidOperation:
+        share = None
+    if share is None or not share.is_finite() or not 0 <= share <= 1:
         raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text!r}")
     return share
 
 
-def bound_traders(count: int, share: float) -> set[int]:
+def bound_traders(count: int, share: Decimal | float) -> set[int]:
     """Which traders (by number) are collateral-bound: the first ``share`` of them, rounded."""
     return set(range(min(count, round(count * share))))
 
@@ -167,10 +167,10 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=2.0, help="seconds between rounds of orders")
         parser.add_argument("--rounds", type=int, default=0, help="stop after this many rounds (0: run until killed)")
         parser.add_argument("--seed", type=int, default=1)
-        parser.add_argument("--bound-share", type=share_of_traders, default=0.0,
+        parser.add_argument("--bound-share", type=share_of_traders, default=Decimal(0),
                             help="share of the traders whose collateral binds in auctions (0 to 1)")
 
-    def handle(self, *args, url, traders, interval, rounds, seed, bound_share=0.0, **options):
+    def handle(self, *args, url, traders, interval, rounds, seed, bound_share=Decimal(0), **options):
         rng = random.Random(seed)
         self._wait_for(url)
         usdc = Currency.objects.get(symbol="USDC")
