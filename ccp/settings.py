@@ -206,7 +206,14 @@ CCP_HEARTBEAT_SECONDS = int(os.environ.get("CCP_HEARTBEAT_SECONDS", "10"))
 CCP_AUCTION_INTERVAL = timedelta(seconds=int(os.environ.get("CCP_AUCTION_INTERVAL_SECONDS", "10")))
 # A safety net only: the solver stops on work limits (the result does not depend on the machine's load).
 CCP_AUCTION_TIME_LIMIT_SECONDS = os.environ.get("CCP_AUCTION_TIME_LIMIT_SECONDS", "60")
-CCP_AUCTION_MIP_GAP = os.environ.get("CCP_AUCTION_MIP_GAP", "0")
+# A MIP stage stops once its answer is proven within this share of the best possible (HiGHS' own default).
+CCP_AUCTION_MIP_GAP = os.environ.get("CCP_AUCTION_MIP_GAP", "0.0001")
+try:
+    _mip_gap_ok = Decimal(0) <= Decimal(CCP_AUCTION_MIP_GAP) < Decimal("0.005")
+except ArithmeticError:
+    _mip_gap_ok = False
+if not _mip_gap_ok:
+    raise ImproperlyConfigured("CCP_AUCTION_MIP_GAP must be a number from 0 up to (not including) 0.005")
 # An auction not applied this long after its last stage (plus the solver's time limit while it is being
 # solved) is dispatched again by the next beat tick: a stage lost with a worker or a broker restart costs
 # at most this plus the auction interval. Stages are idempotent and lock their auction row, so resuming a

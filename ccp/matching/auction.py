@@ -4,7 +4,7 @@ Input document (``format: "ccp-auction-input/1"``), every number a decimal strin
 
     {"format": "ccp-auction-input/1",
      "auction": "BTC/USDC 2026-11-21T10:00:00Z",          # any label
-     "settings": {"time_limit_s": "60", "mip_rel_gap": "0", "simplex_iteration_limit": "1000000",
+     "settings": {"time_limit_s": "60", "mip_rel_gap": "0.0001", "simplex_iteration_limit": "1000000",
                   "mip_max_nodes": "1000", "exact_stage_gap": "0.001"},
      "contracts": [{"symbol": "BTC-USDC-20261225-100000-C", "kind": "call", "strike": "100000",
                     "floor": "50000", "cap": "150000", "tick": "1", "lot": "0.01",
@@ -70,7 +70,8 @@ class AuctionSettings:
     ``mip_max_nodes`` per MIP stage) decide the result; ``time_limit_s`` is a wall-clock guard only."""
 
     time_limit_s: Decimal = Decimal("60")
-    mip_rel_gap: Decimal = Decimal("0")
+    # HiGHS' own default: a MIP stage stops once its answer is proven within 0.01% of the best possible.
+    mip_rel_gap: Decimal = Decimal("0.0001")
     simplex_iteration_limit: int = 1_000_000
     mip_max_nodes: int = 1_000
     # The exact price-choice stage runs only while the best answer is further than this from the bound.
@@ -202,7 +203,7 @@ def input_from_document(doc: dict) -> AuctionInput:
         contracts=tuple(contracts), clients=tuple(clients), orders=tuple(orders), label=str(doc.get("auction", "")),
         settings=AuctionSettings(
             time_limit_s=_dec(settings.get("time_limit_s", str(AuctionSettings.time_limit_s)), "settings.time_limit_s"),
-            mip_rel_gap=_dec(settings.get("mip_rel_gap", "0"), "settings.mip_rel_gap"),
+            mip_rel_gap=_dec(settings.get("mip_rel_gap", str(AuctionSettings.mip_rel_gap)), "settings.mip_rel_gap"),
             simplex_iteration_limit=_count(settings, "simplex_iteration_limit"),
             mip_max_nodes=_count(settings, "mip_max_nodes"),
             exact_stage_gap=_dec(settings.get("exact_stage_gap", str(AuctionSettings.exact_stage_gap)),
