@@ -185,30 +185,41 @@ def _uncross_welfare(book: _Book, fills: dict[str, int]) -> Decimal:
 def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[BindingClient]]:
     columns: list[Column] = []
     merged: dict[tuple[int, int, Decimal], int] = {}
-    trading = {book.orders[i].client for s in symbols for i in book.by_contract[s]}
-    binding_ids = sorted(book.binding & trading)
-    client_index = {c: k for k, c in enumerate(binding_ids)}
+    bound: list[Column] = []  # a bound client's own columns, its client id in ``client`` until numbered
     for j, symbol in enumerate(symbols):
-        contract = book.contracts[symbol]
+        lot = book.contracts[symbol].lot
         for order_id in book.by_contract[symbol]:
             order = book.orders[order_id]
-            if not _tradeable(book, order_id, with_binding=True):
+            if order.client in book.underwater:  # not _tradeable
                 continue
             side = 1 if order.side == "buy" else -1
             lots = book.lot_orders[order_id].lots
-            if order.client in client_index:
-                columns.append(Column(j, side, order.price, lots, contract.lot, client_index[order.client], [order_id]))
+            if order.client in book.binding:
+                columns.append(Column(j, side, order.price, lots, lot, order.client, [order_id]))
+                bound.append(columns[-1])
                 continue
             key = (j, side, order.price)
-            if key not in merged:
-                merged[key] = len(columns)
-                columns.append(Column(j, side, order.price, 0, contract.lot))
-            column = columns[merged[key]]
+            if (index := merged.get(key)) is None:
+                index = merged[key] = len(columns)
+                columns.append(Column(j, side, order.price, 0, lot))
+            column = columns[index]
             column.lots += lots
             column.order_ids.append(order_id)
+    # The bound clients trading these contracts (never one under water), numbered in id order.
+    binding_ids = sorted({column.client for column in bound})
+    client_index = {c: k for k, c in enumerate(binding_ids)}
+    for column in bound:
+        column.client = client_index[column.client]
+    specs = [book.contracts[s] for s in symbols]
+
+    # Columns share contracts, sides and prices: each Decimal product once, in the same order of operations.
     @functools.cache
-    def unit_payoff(contract: int, point: Decimal) -> Decimal:
-        return payoff_per_unit(book.contracts[symbols[contract]].terms, point)
+    def premium(contract: int, side: int, price: Decimal) -> float:
+        return float(side * premium_per_unit(specs[contract].terms, price) * specs[contract].lot)
+
+    @functools.cache
+    def coefficient(contract: int, side: int, point: Decimal) -> float:
+        return float(side * specs[contract].lot * payoff_per_unit(specs[contract].terms, point))
 
     by_client: dict[int, list[int]] = defaultdict(list)
     for i, column in enumerate(columns):
@@ -218,27 +229,27 @@ def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[Bindin
     for client_id in binding_ids:
         mine = by_client[client_index[client_id]]
         budget = book.clients[client_id].budget
-        premium = {i: float(columns[i].side * premium_per_unit(book.contracts[symbols[columns[i].contract]].terms,
-                                                               columns[i].price) * columns[i].lot) for i in mine}
+        premiums = {i: premium(columns[i].contract, columns[i].side, columns[i].price) for i in mine}
         positions = _portfolio_legs(book, client_id)
-        portfolios = sorted(set(positions) | {book.contracts[symbols[columns[i].contract]].portfolio for i in mine})
+        portfolios = sorted(set(positions) | {specs[columns[i].contract].portfolio for i in mine})
         rows: dict[str, list[tuple[float, dict[int, float]]]] = {}
         for portfolio in portfolios:
-            cols = [i for i in mine if book.contracts[symbols[columns[i].contract]].portfolio == portfolio]
-            legs = positions.get(portfolio, []) + [
-                Leg(book.contracts[symbols[columns[i].contract]].terms, Decimal(1)) for i in cols]
+            cols = [i for i in mine if specs[columns[i].contract].portfolio == portfolio]
+            keys = [(columns[i].contract, columns[i].side) for i in cols]
+            # The kink points depend on the contracts only: one leg per contract traded.
+            traded = sorted({contract for contract, _ in keys})
+            legs = positions.get(portfolio, []) + [Leg(specs[contract].terms, Decimal(1)) for contract in traded]
             rows[portfolio] = []
             for point in kink_points(legs):
                 held = sum((leg.qty * payoff_per_unit(leg.terms, point) for leg in positions.get(portfolio, [])),
                            Decimal(0))
-                coefs = {i: float(columns[i].side * columns[i].lot * unit_payoff(columns[i].contract, point))
-                         for i in cols}
+                at = {key: coefficient(*key, point) for key in keys}
                 # A row no fills can make bind (lockup >= 0 already implies it) stays out of the model:
                 # fewer rows for Pyomo to translate (a client with only bought options has none).
-                if -held <= 0 and all(coef >= 0 for coef in coefs.values()):
+                if -held <= 0 and all(coef >= 0 for coef in at.values()):
                     continue
-                rows[portfolio].append((float(-held), coefs))
-        clients.append(BindingClient(float(budget), rows, premium))
+                rows[portfolio].append((float(-held), dict(zip(cols, map(at.__getitem__, keys), strict=True))))
+        clients.append(BindingClient(float(budget), rows, premiums))
     return columns, clients
 
 
