@@ -53,7 +53,15 @@ from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from importlib.metadata import version
 
-from ccp.contracts.payoffs import Leg, kink_points, lockup_amount, order_worst_cost, payoff_per_unit, premium_per_unit
+from ccp.contracts.payoffs import (
+    Leg,
+    kink_points,
+    lockup_amount,
+    lockup_amounts,
+    order_worst_cost,
+    payoff_per_unit,
+    premium_per_unit,
+)
 from ccp.matching.auction import (
     AuctionInput,
     AuctionResult,
@@ -117,6 +125,12 @@ def _portfolio_legs(book: _Book, client_id: str, extra: dict[str, Decimal] | Non
 
 def client_cost(book: _Book, client_id: str, fills: dict[str, Decimal]) -> Decimal:
     """Premiums at the limit price plus the lockups after ``fills`` (order id -> quantity) of this client."""
+    premiums, legs = _client_portfolios(book, client_id, fills)
+    return premiums + sum((lockup_amount(portfolio) for portfolio in legs.values()), Decimal(0))
+
+
+def _client_portfolios(book: _Book, client_id: str, fills: dict[str, Decimal]) -> tuple[Decimal, dict[str, list[Leg]]]:
+    """``client_cost``'s parts: the premiums at the limit price, and the portfolios after ``fills``."""
     premiums = Decimal(0)
     deltas: dict[str, Decimal] = defaultdict(Decimal)
     for order_id, qty in fills.items():
@@ -126,8 +140,7 @@ def client_cost(book: _Book, client_id: str, fills: dict[str, Decimal]) -> Decim
         sign = 1 if order.side == "buy" else -1
         premiums += sign * premium_per_unit(book.contracts[order.contract].terms, order.price) * qty
         deltas[order.contract] += sign * qty
-    legs = _portfolio_legs(book, client_id, deltas)
-    return premiums + sum((lockup_amount(portfolio) for portfolio in legs.values()), Decimal(0))
+    return premiums, _portfolio_legs(book, client_id, deltas)
 
 
 def _prepare(auction: AuctionInput) -> _Book:
@@ -343,13 +356,19 @@ def verify(book: _Book, result: AuctionResult, everyone: bool = True) -> str | N
     by_client: dict[str, dict[str, Decimal]] = defaultdict(dict)
     for order_id, qty in quantities.items():
         by_client[book.orders[order_id].client][order_id] = qty
-    for client_id, fills in sorted(by_client.items()):
+    checked = [c for c in sorted(by_client) if c not in book.underwater and (everyone or c in book.binding)]
+    # client_cost of every client checked, the lockups of all their portfolios at once (``lockup_amounts``:
+    # each unit payoff at a kink point computed once).
+    parts = {client_id: _client_portfolios(book, client_id, by_client[client_id]) for client_id in checked}
+    lockups = lockup_amounts({(c, p): legs for c, (_, portfolios) in parts.items() for p, legs in portfolios.items()})
+    for client_id in sorted(by_client):
         if client_id in book.underwater:
             return f"client {client_id} is under water and must not trade"
         if not everyone and client_id not in book.binding:
             continue  # its budget covers all its orders filled at once (lockups are subadditive)
         budget = book.clients[client_id].budget
-        if (cost := client_cost(book, client_id, fills)) > budget:
+        premiums, portfolios = parts[client_id]
+        if (cost := premiums + sum((lockups[client_id, p] for p in portfolios), Decimal(0))) > budget:
             return f"client {client_id}: collateral {cost} over budget {budget}"
     return None
 
