@@ -483,18 +483,34 @@ class _OrderView:
         return order.client, order.contract, order.side, order.price, self.book.lot_orders[order_id].lots
 
 
-def _unfit(book: _Book, head: Headroom, fills: dict[str, int]) -> str | None:
-    """Why fills a solver produced may not be kept (a client over budget, or no uniform price)."""
+def _unfit(book: _Book, head: Headroom, fills: dict[str, int], intervals: dict[str, tuple]) -> str | None:
+    """Why fills a solver produced may not be kept (a client over budget, or no uniform price); ``intervals``:
+    ``_intervals(book, fills)``."""
     for client_id in sorted({book.orders[i].client for i, lots in fills.items() if lots}):
         if client_id in book.underwater:
             return f"client {client_id} is under water"
         if not head.fits(client_id):
             return f"client {client_id} over budget"
     for symbol in sorted({book.orders[i].contract for i, lots in fills.items() if lots}):
-        low, high = _interval(book, symbol, fills)
+        low, high = intervals.get(symbol, (None, None))
         if low is None or high is None or low > high:
             return f"{symbol}: no uniform price"
     return None
+
+
+def _intervals(book: _Book, fills: dict[str, int]) -> dict[str, tuple[Decimal | None, Decimal | None]]:
+    """``_interval`` of every contract with fills, in one pass over the fills (not over every order)."""
+    ends: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+    for order_id, lots in fills.items():
+        if lots > 0:
+            order = book.orders[order_id]
+            low, high = ends.get(order.contract, (None, None))
+            if order.side == "sell":
+                low = order.price if low is None else max(low, order.price)
+            else:
+                high = order.price if high is None else min(high, order.price)
+            ends[order.contract] = low, high
+    return ends
 
 
 def _interval(book: _Book, symbol: str, fills: dict[str, int]) -> tuple[Decimal | None, Decimal | None]:
@@ -519,15 +535,17 @@ def _sides(book: _Book, symbol: str) -> tuple[list[LotOrder], list[LotOrder]]:
     return sides
 
 
-def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int]) -> None:
+def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int],
+          interval: tuple[Decimal | None, Decimal | None] | None = None) -> None:
     """Fill what is left of a contract's crossing orders in price-time priority (the uncross rule), within
     each client's collateral and keeping one uniform price possible: every fill added keeps the highest
     filled sell limit at or below the lowest filled buy limit. Stops at the first pair that no longer
     crosses or would leave no uniform price (the next pairs would not either). From no fills at all it
     is the simple clearing with collateral: each bound client's order filled by what its collateral still
-    allows (``Headroom.cap``), skipped at 0. In place."""
+    allows (``Headroom.cap``), skipped at 0. In place; ``interval``: the contract's ``_interval`` when the
+    caller has it."""
     buys, sells = _sides(book, symbol)
-    low, high = _interval(book, symbol, fills)
+    low, high = interval or _interval(book, symbol, fills)
     i = j = 0
     buy_left = sell_left = None  # what the current buy (sell) may still take: open lots within its cap
     while i < len(buys) and j < len(sells):
@@ -632,11 +650,13 @@ def _finish(book: _Book, symbols: list[str], name: str, fills: dict[str, int], t
     fills = dict(fills)
     for order_id, lots in fills.items():
         head.add(order_id, lots)
-    if problem := _unfit(book, head, fills):
+    intervals = _intervals(book, fills)
+    if problem := _unfit(book, head, fills, intervals):
         terminations[f"{name}_rejected"] = problem
         return name, None, Decimal(0), None
     for symbol in symbols:
-        _walk(book, head, symbol, fills)
+        # A contract's walk and priority moves fill its own orders only: its interval is still the one above.
+        _walk(book, head, symbol, fills, intervals.get(symbol, (None, None)))
         if _prioritise(book, head, symbol, fills):
             _walk(book, head, symbol, fills)
     return name, fills, _uncross_welfare(book, fills), head
