@@ -53,7 +53,15 @@ from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from importlib.metadata import version
 
-from ccp.contracts.payoffs import Leg, kink_points, lockup_amount, order_worst_cost, payoff_per_unit, premium_per_unit
+from ccp.contracts.payoffs import (
+    Leg,
+    kink_points,
+    lockup_amount,
+    lockup_amounts,
+    order_worst_cost,
+    payoff_per_unit,
+    premium_per_unit,
+)
 from ccp.matching.auction import (
     AuctionInput,
     AuctionResult,
@@ -117,6 +125,12 @@ def _portfolio_legs(book: _Book, client_id: str, extra: dict[str, Decimal] | Non
 
 def client_cost(book: _Book, client_id: str, fills: dict[str, Decimal]) -> Decimal:
     """Premiums at the limit price plus the lockups after ``fills`` (order id -> quantity) of this client."""
+    premiums, legs = _client_portfolios(book, client_id, fills)
+    return premiums + sum((lockup_amount(portfolio) for portfolio in legs.values()), Decimal(0))
+
+
+def _client_portfolios(book: _Book, client_id: str, fills: dict[str, Decimal]) -> tuple[Decimal, dict[str, list[Leg]]]:
+    """``client_cost``'s parts: the premiums at the limit price, and the portfolios after ``fills``."""
     premiums = Decimal(0)
     deltas: dict[str, Decimal] = defaultdict(Decimal)
     for order_id, qty in fills.items():
@@ -126,8 +140,7 @@ def client_cost(book: _Book, client_id: str, fills: dict[str, Decimal]) -> Decim
         sign = 1 if order.side == "buy" else -1
         premiums += sign * premium_per_unit(book.contracts[order.contract].terms, order.price) * qty
         deltas[order.contract] += sign * qty
-    legs = _portfolio_legs(book, client_id, deltas)
-    return premiums + sum((lockup_amount(portfolio) for portfolio in legs.values()), Decimal(0))
+    return premiums, _portfolio_legs(book, client_id, deltas)
 
 
 def _prepare(auction: AuctionInput) -> _Book:
@@ -185,30 +198,41 @@ def _uncross_welfare(book: _Book, fills: dict[str, int]) -> Decimal:
 def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[BindingClient]]:
     columns: list[Column] = []
     merged: dict[tuple[int, int, Decimal], int] = {}
-    trading = {book.orders[i].client for s in symbols for i in book.by_contract[s]}
-    binding_ids = sorted(book.binding & trading)
-    client_index = {c: k for k, c in enumerate(binding_ids)}
+    bound: list[Column] = []  # a bound client's own columns, its client id in ``client`` until numbered
     for j, symbol in enumerate(symbols):
-        contract = book.contracts[symbol]
+        lot = book.contracts[symbol].lot
         for order_id in book.by_contract[symbol]:
             order = book.orders[order_id]
-            if not _tradeable(book, order_id, with_binding=True):
+            if order.client in book.underwater:  # not _tradeable
                 continue
             side = 1 if order.side == "buy" else -1
             lots = book.lot_orders[order_id].lots
-            if order.client in client_index:
-                columns.append(Column(j, side, order.price, lots, contract.lot, client_index[order.client], [order_id]))
+            if order.client in book.binding:
+                columns.append(Column(j, side, order.price, lots, lot, order.client, [order_id]))
+                bound.append(columns[-1])
                 continue
             key = (j, side, order.price)
-            if key not in merged:
-                merged[key] = len(columns)
-                columns.append(Column(j, side, order.price, 0, contract.lot))
-            column = columns[merged[key]]
+            if (index := merged.get(key)) is None:
+                index = merged[key] = len(columns)
+                columns.append(Column(j, side, order.price, 0, lot))
+            column = columns[index]
             column.lots += lots
             column.order_ids.append(order_id)
+    # The bound clients trading these contracts (never one under water), numbered in id order.
+    binding_ids = sorted({column.client for column in bound})
+    client_index = {c: k for k, c in enumerate(binding_ids)}
+    for column in bound:
+        column.client = client_index[column.client]
+    specs = [book.contracts[s] for s in symbols]
+
+    # Columns share contracts, sides and prices: each Decimal product once, in the same order of operations.
     @functools.cache
-    def unit_payoff(contract: int, point: Decimal) -> Decimal:
-        return payoff_per_unit(book.contracts[symbols[contract]].terms, point)
+    def premium(contract: int, side: int, price: Decimal) -> float:
+        return float(side * premium_per_unit(specs[contract].terms, price) * specs[contract].lot)
+
+    @functools.cache
+    def coefficient(contract: int, side: int, point: Decimal) -> float:
+        return float(side * specs[contract].lot * payoff_per_unit(specs[contract].terms, point))
 
     by_client: dict[int, list[int]] = defaultdict(list)
     for i, column in enumerate(columns):
@@ -218,27 +242,27 @@ def _columns(book: _Book, symbols: list[str]) -> tuple[list[Column], list[Bindin
     for client_id in binding_ids:
         mine = by_client[client_index[client_id]]
         budget = book.clients[client_id].budget
-        premium = {i: float(columns[i].side * premium_per_unit(book.contracts[symbols[columns[i].contract]].terms,
-                                                               columns[i].price) * columns[i].lot) for i in mine}
+        premiums = {i: premium(columns[i].contract, columns[i].side, columns[i].price) for i in mine}
         positions = _portfolio_legs(book, client_id)
-        portfolios = sorted(set(positions) | {book.contracts[symbols[columns[i].contract]].portfolio for i in mine})
+        portfolios = sorted(set(positions) | {specs[columns[i].contract].portfolio for i in mine})
         rows: dict[str, list[tuple[float, dict[int, float]]]] = {}
         for portfolio in portfolios:
-            cols = [i for i in mine if book.contracts[symbols[columns[i].contract]].portfolio == portfolio]
-            legs = positions.get(portfolio, []) + [
-                Leg(book.contracts[symbols[columns[i].contract]].terms, Decimal(1)) for i in cols]
+            cols = [i for i in mine if specs[columns[i].contract].portfolio == portfolio]
+            keys = [(columns[i].contract, columns[i].side) for i in cols]
+            # The kink points depend on the contracts only: one leg per contract traded.
+            traded = sorted({contract for contract, _ in keys})
+            legs = positions.get(portfolio, []) + [Leg(specs[contract].terms, Decimal(1)) for contract in traded]
             rows[portfolio] = []
             for point in kink_points(legs):
                 held = sum((leg.qty * payoff_per_unit(leg.terms, point) for leg in positions.get(portfolio, [])),
                            Decimal(0))
-                coefs = {i: float(columns[i].side * columns[i].lot * unit_payoff(columns[i].contract, point))
-                         for i in cols}
+                at = {key: coefficient(*key, point) for key in keys}
                 # A row no fills can make bind (lockup >= 0 already implies it) stays out of the model:
                 # fewer rows for Pyomo to translate (a client with only bought options has none).
-                if -held <= 0 and all(coef >= 0 for coef in coefs.values()):
+                if -held <= 0 and all(coef >= 0 for coef in at.values()):
                     continue
-                rows[portfolio].append((float(-held), coefs))
-        clients.append(BindingClient(float(budget), rows, premium))
+                rows[portfolio].append((float(-held), dict(zip(cols, map(at.__getitem__, keys), strict=True))))
+        clients.append(BindingClient(float(budget), rows, premiums))
     return columns, clients
 
 
@@ -332,13 +356,19 @@ def verify(book: _Book, result: AuctionResult, everyone: bool = True) -> str | N
     by_client: dict[str, dict[str, Decimal]] = defaultdict(dict)
     for order_id, qty in quantities.items():
         by_client[book.orders[order_id].client][order_id] = qty
-    for client_id, fills in sorted(by_client.items()):
+    checked = [c for c in sorted(by_client) if c not in book.underwater and (everyone or c in book.binding)]
+    # client_cost of every client checked, the lockups of all their portfolios at once (``lockup_amounts``:
+    # each unit payoff at a kink point computed once).
+    parts = {client_id: _client_portfolios(book, client_id, by_client[client_id]) for client_id in checked}
+    lockups = lockup_amounts({(c, p): legs for c, (_, portfolios) in parts.items() for p, legs in portfolios.items()})
+    for client_id in sorted(by_client):
         if client_id in book.underwater:
             return f"client {client_id} is under water and must not trade"
         if not everyone and client_id not in book.binding:
             continue  # its budget covers all its orders filled at once (lockups are subadditive)
         budget = book.clients[client_id].budget
-        if (cost := client_cost(book, client_id, fills)) > budget:
+        premiums, portfolios = parts[client_id]
+        if (cost := premiums + sum((lockups[client_id, p] for p in portfolios), Decimal(0))) > budget:
             return f"client {client_id}: collateral {cost} over budget {budget}"
     return None
 
@@ -453,18 +483,34 @@ class _OrderView:
         return order.client, order.contract, order.side, order.price, self.book.lot_orders[order_id].lots
 
 
-def _unfit(book: _Book, head: Headroom, fills: dict[str, int]) -> str | None:
-    """Why fills a solver produced may not be kept (a client over budget, or no uniform price)."""
+def _unfit(book: _Book, head: Headroom, fills: dict[str, int], intervals: dict[str, tuple]) -> str | None:
+    """Why fills a solver produced may not be kept (a client over budget, or no uniform price); ``intervals``:
+    ``_intervals(book, fills)``."""
     for client_id in sorted({book.orders[i].client for i, lots in fills.items() if lots}):
         if client_id in book.underwater:
             return f"client {client_id} is under water"
         if not head.fits(client_id):
             return f"client {client_id} over budget"
     for symbol in sorted({book.orders[i].contract for i, lots in fills.items() if lots}):
-        low, high = _interval(book, symbol, fills)
+        low, high = intervals.get(symbol, (None, None))
         if low is None or high is None or low > high:
             return f"{symbol}: no uniform price"
     return None
+
+
+def _intervals(book: _Book, fills: dict[str, int]) -> dict[str, tuple[Decimal | None, Decimal | None]]:
+    """``_interval`` of every contract with fills, in one pass over the fills (not over every order)."""
+    ends: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+    for order_id, lots in fills.items():
+        if lots > 0:
+            order = book.orders[order_id]
+            low, high = ends.get(order.contract, (None, None))
+            if order.side == "sell":
+                low = order.price if low is None else max(low, order.price)
+            else:
+                high = order.price if high is None else min(high, order.price)
+            ends[order.contract] = low, high
+    return ends
 
 
 def _interval(book: _Book, symbol: str, fills: dict[str, int]) -> tuple[Decimal | None, Decimal | None]:
@@ -489,15 +535,17 @@ def _sides(book: _Book, symbol: str) -> tuple[list[LotOrder], list[LotOrder]]:
     return sides
 
 
-def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int]) -> None:
+def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int],
+          interval: tuple[Decimal | None, Decimal | None] | None = None) -> None:
     """Fill what is left of a contract's crossing orders in price-time priority (the uncross rule), within
     each client's collateral and keeping one uniform price possible: every fill added keeps the highest
     filled sell limit at or below the lowest filled buy limit. Stops at the first pair that no longer
     crosses or would leave no uniform price (the next pairs would not either). From no fills at all it
     is the simple clearing with collateral: each bound client's order filled by what its collateral still
-    allows (``Headroom.cap``), skipped at 0. In place."""
+    allows (``Headroom.cap``), skipped at 0. In place; ``interval``: the contract's ``_interval`` when the
+    caller has it."""
     buys, sells = _sides(book, symbol)
-    low, high = _interval(book, symbol, fills)
+    low, high = interval or _interval(book, symbol, fills)
     i = j = 0
     buy_left = sell_left = None  # what the current buy (sell) may still take: open lots within its cap
     while i < len(buys) and j < len(sells):
@@ -602,11 +650,13 @@ def _finish(book: _Book, symbols: list[str], name: str, fills: dict[str, int], t
     fills = dict(fills)
     for order_id, lots in fills.items():
         head.add(order_id, lots)
-    if problem := _unfit(book, head, fills):
+    intervals = _intervals(book, fills)
+    if problem := _unfit(book, head, fills, intervals):
         terminations[f"{name}_rejected"] = problem
         return name, None, Decimal(0), None
     for symbol in symbols:
-        _walk(book, head, symbol, fills)
+        # A contract's walk and priority moves fill its own orders only: its interval is still the one above.
+        _walk(book, head, symbol, fills, intervals.get(symbol, (None, None)))
         if _prioritise(book, head, symbol, fills):
             _walk(book, head, symbol, fills)
     return name, fills, _uncross_welfare(book, fills), head

@@ -15,10 +15,14 @@ Objective: traded surplus, sum of filled quantity x limit price, buys minus sell
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import highspy
+import numpy as np
 import pyomo.environ as pyo
+from pyomo.common.numeric_types import native_numeric_types
 from pyomo.contrib.appsi.base import TerminationCondition
 from pyomo.contrib.appsi.solvers import Highs
 from pyomo.core.expr.numeric_expr import LinearExpression
@@ -56,6 +60,122 @@ class Solved:
     termination: str = ""
 
 
+def _terms(expr) -> tuple[tuple, tuple, list[int], float] | None:
+    """(coefficients, variables, their ids, constant) of a LinearExpression whose coefficients and constant
+    are numbers and whose variables are not fixed; None for any other expression."""
+    if type(expr) is not LinearExpression:
+        return None
+    coefs, variables, constant = expr.linear_coefs, expr.linear_vars, expr.constant
+    if (type(constant) not in native_numeric_types or not native_numeric_types.issuperset(map(type, coefs))
+            or any(map(_fixed, variables))):
+        return None
+    return coefs, variables, list(map(id, variables)), constant
+
+
+_fixed = operator.attrgetter("fixed")
+
+
+def _merged(coefs: tuple, ids: list[int]) -> dict[int, float]:
+    """Variable id -> coefficient, duplicate terms summed, in order of first appearance (``generate_standard_
+    repn``)."""
+    merged = dict(zip(ids, coefs, strict=True))
+    if len(merged) < len(ids):
+        merged = {}
+        for key, coef in zip(ids, coefs, strict=True):
+            merged[key] = merged[key] + coef if key in merged else coef
+    return merged
+
+
+class _LinearHighs(Highs):
+    """appsi's HiGHS interface, reading rows and an objective that are ``LinearExpression``s of numbers (all
+    of this model's but the exact stage's) straight from their terms, and adding the columns they bring in
+    one call.
+
+    appsi walks each expression tree twice (to find its variables, then for its standard form) and adds
+    each row's new columns to HiGHS by themselves: at 100,000 orders with 30% bound clients that was most of
+    the LP stage. The model HiGHS receives is the same, entry for entry (columns in order of first
+    appearance, rows in order, duplicate terms summed, zero coefficients left out, as ``generate_standard_
+    repn`` does; tests/matching/test_model.py compares the two), so its answers are too. Anything else goes
+    through appsi's own path. Written against Pyomo 6.10's appsi internals (requirements.txt pins it)."""
+
+    def _new_columns(self, rows: list[tuple]) -> None:
+        """Add the columns ``rows`` bring, in order of first appearance."""
+        referenced, new = self._referenced_variables, {}
+        for _, variables, ids, _ in rows:
+            for key, v in zip(ids, variables, strict=True):
+                if key not in referenced:
+                    new.setdefault(key, v)
+        self.add_variables(list(new.values()))
+
+    def add_constraints(self, cons):
+        rows = [_terms(con.body) for con in cons]
+        if any(row is None for row in rows):
+            return super().add_constraints(cons)
+        for con in cons:
+            if con in self._named_expressions:
+                raise ValueError(f"constraint {con.name} has already been added")
+        self._new_columns(rows)
+        referenced = self._referenced_variables
+        for con, (_, variables, ids, _) in zip(cons, rows, strict=True):
+            self._active_constraints[con] = con.expr
+            self._named_expressions[con] = []
+            unique = dict(zip(ids, variables, strict=True))
+            self._vars_referenced_by_con[con] = list(unique.values())
+            for key in unique:
+                referenced[key][0][con] = None
+        self._add_rows(cons, rows)
+
+    def _add_rows(self, cons, rows) -> None:
+        """``Highs._add_constraints`` for rows of numbers: one ``addRows``."""
+        self._sol = None
+        if self._last_results_object is not None:
+            self._last_results_object.solution_loader.invalidate()
+        column = self._pyomo_var_to_solver_var_map
+        count = len(self._pyomo_con_to_solver_con_map)
+        lbs, ubs, starts, indices, values = [], [], [], [], []
+        for con, (coefs, _, ids, constant) in zip(cons, rows, strict=True):
+            starts.append(len(values))
+            for key, coef in _merged(coefs, ids).items():
+                if coef:
+                    indices.append(column[key])
+                    values.append(coef)
+            lbs.append(pyo.value(con.lower) - constant if con.has_lb() else -highspy.kHighsInf)
+            ubs.append(pyo.value(con.upper) - constant if con.has_ub() else highspy.kHighsInf)
+            self._pyomo_con_to_solver_con_map[con] = count
+            self._solver_con_to_pyomo_con_map[count] = con
+            count += 1
+        self._solver_model.addRows(len(lbs), np.array(lbs, dtype=np.double), np.array(ubs, dtype=np.double),
+                                   len(values), np.array(starts), np.array(indices), np.array(values, dtype=np.double))
+
+    def set_objective(self, obj):
+        row = None if obj is None or self._objective is not None else _terms(obj.expr)
+        if row is None:
+            return super().set_objective(obj)
+        _, variables, ids, constant = row
+        self._objective, self._objective_expr, self._objective_sense = obj, obj.expr, obj.sense
+        self._new_columns([row])
+        self._obj_named_expressions = []
+        unique = dict(zip(ids, variables, strict=True))
+        self._vars_referenced_by_obj = list(unique.values())
+        for key in unique:
+            self._referenced_variables[key][2] = obj
+        # ``Highs._set_objective`` for an objective of numbers.
+        self._sol = None
+        if self._last_results_object is not None:
+            self._last_results_object.solution_loader.invalidate()
+        self._objective_helpers = []
+        n = len(self._pyomo_var_to_solver_var_map)
+        costs = np.zeros(n, dtype=np.double)
+        column = self._pyomo_var_to_solver_var_map
+        for key, coef in _merged(row[0], ids).items():
+            if coef:
+                costs[column[key]] = coef
+        self._solver_model.changeObjectiveOffset(constant)
+        self._solver_model.changeObjectiveSense(
+            highspy.ObjSense.kMaximize if obj.sense == pyo.maximize else highspy.ObjSense.kMinimize)
+        self._solver_model.changeColsCost(n, np.arange(n), costs)
+
+
 class AuctionModel:
     """One Pyomo model, solved first as an LP (bound, prices) then as a MIP on eligible columns."""
 
@@ -66,12 +186,13 @@ class AuctionModel:
         n = len(columns)
         m.C = pyo.RangeSet(0, n - 1) if n else pyo.Set(initialize=[])
         m.x = pyo.Var(m.C, domain=pyo.NonNegativeReals, bounds=lambda _, i: (0, columns[i].lots))
+        x = list(m.x.values())  # m.x[i], looked up once
         # Objective coefficients in currency: limit price x lot size.
         weight = [float(c.price * c.lot) * c.side for c in columns]
         # Linear expressions built from their coefficients and variables: Pyomo then skips walking an
         # expression tree per row (most of the model's build and load time at 100,000 orders).
         m.welfare = pyo.Objective(expr=LinearExpression(constant=0.0, linear_coefs=weight,
-                                                        linear_vars=[m.x[i] for i in range(n)]), sense=pyo.maximize)
+                                                        linear_vars=x), sense=pyo.maximize)
         by_contract: list[list[int]] = [[] for _ in range(contracts)]
         for i, column in enumerate(columns):
             by_contract[column.contract].append(i)
@@ -79,7 +200,7 @@ class AuctionModel:
         m.balance = pyo.Constraint(
             m.J, rule=lambda _, j: LinearExpression(
                 constant=0.0, linear_coefs=[float(columns[i].side) for i in by_contract[j]],
-                linear_vars=[m.x[i] for i in by_contract[j]]) == 0 if by_contract[j] else pyo.Constraint.Skip)
+                linear_vars=[x[i] for i in by_contract[j]]) == 0 if by_contract[j] else pyo.Constraint.Skip)
         keys = [(k, p) for k, client in enumerate(clients) for p in sorted(client.lockup_rows)]
         m.P = pyo.Set(initialize=keys, dimen=2)
         m.lockup = pyo.Var(m.P, domain=pyo.NonNegativeReals)
@@ -88,13 +209,20 @@ class AuctionModel:
         m.R = pyo.RangeSet(0, len(rows) - 1) if rows else pyo.Set(initialize=[])
         m.kink = pyo.Constraint(m.R, rule=lambda _, r: LinearExpression(
             constant=0.0, linear_coefs=[1.0, *rows[r][3].values()],
-            linear_vars=[m.lockup[rows[r][0], rows[r][1]], *(m.x[i] for i in rows[r][3])]) >= rows[r][2])
+            linear_vars=[m.lockup[rows[r][0], rows[r][1]], *map(x.__getitem__, rows[r][3])]) >= rows[r][2])
         m.K = pyo.RangeSet(0, len(clients) - 1) if clients else pyo.Set(initialize=[])
         m.budget = pyo.Constraint(m.K, rule=lambda _, k: LinearExpression(
             constant=0.0, linear_coefs=[1.0] * len(clients[k].lockup_rows) + list(clients[k].premium.values()),
             linear_vars=[m.lockup[k, p] for p in sorted(clients[k].lockup_rows)]
-            + [m.x[i] for i in clients[k].premium]) <= clients[k].budget)
-        self.solver = Highs()
+            + [x[i] for i in clients[k].premium]) <= clients[k].budget)
+        self.solver = _LinearHighs()
+        # Between solves only the columns' bounds and domains change, and the exact stage adds its rows by
+        # hand (``solve_price_consistent``): appsi's other checks walk every row and the objective for nothing.
+        update = self.solver.update_config
+        update.check_for_new_or_removed_constraints = update.check_for_new_or_removed_vars = False
+        update.check_for_new_or_removed_params = update.update_params = False
+        update.check_for_new_objective = update.update_objective = False
+        update.update_constraints = update.update_named_expressions = False
         self.solver.config.mip_gap = float(settings.mip_rel_gap)
         self.solver.config.load_solution = False
         # One thread, a fixed seed and limits in work (simplex iterations, branch-and-bound nodes), not
@@ -137,10 +265,10 @@ class AuctionModel:
 
     def solve_integer(self, eligible: list[bool], time_left: float) -> Solved:
         """Whole lots, only on eligible columns (the others stay at zero)."""
-        for i in self.m.C:
+        self.m.x.domain = pyo.NonNegativeIntegers
+        for x, column, allowed in zip(self.m.x.values(), self.columns, eligible, strict=True):
             # Bounds, not fixing: appsi rebuilds every row of a fixed variable.
-            self.m.x[i].domain = pyo.NonNegativeIntegers
-            self.m.x[i].setub(self.columns[i].lots if eligible[i] else 0)
+            x.setub(column.lots if allowed else 0)
         results = self._solve(time_left)
         if results.best_feasible_objective is None:
             return Solved(None, None, results.best_objective_bound, False,
@@ -181,6 +309,7 @@ class AuctionModel:
             return m.x[i] <= column.lots * m.g[column.contract, index]
 
         m.eligible = pyo.Constraint(m.C, rule=eligible)
+        self.solver.add_constraints([*m.stairs.values(), *m.eligible.values()])
         # The start: its fills as they are, its price at the highest filled sell limit.
         for i in m.C:
             m.x[i].setub(columns[i].lots)
