@@ -45,21 +45,20 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models.expressions import RawSQL
 
 from ccp.accounts.services import balance_events, balances_publish, fund_locks_adjust
 from ccp.book import engine as ev
 from ccp.book.engine import Cancel, Engine, Leg, Modify, PlaceTrigger, Scale, SetPrice, Submit
-from ccp.book.versions import book_version_modifies, books_touched
+from ccp.book.versions import books_touched
 from ccp.clearing.booking import order_state_set, trades_clear
 from ccp.clearing.models import Trade, Venue
 from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import mark_px
-from ccp.db import bulk_insert_rows, bulk_update_rows, ids_reserve
+from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, ids_reserve
 from ccp.errors import ApplicationError, Conflict, NotFound
-from ccp.locks import book_lock, contract_lock, fund_locks_lock, order_lock, orders_lock
+from ccp.locks import book_lock, contract_lock, fund_locks_lock, order_lock
 from ccp.money import ZERO
 from ccp.orders.models import Order, OrderKind, OrderStateHistory, TimeInForce, Trigger, TriggerSource
 from ccp.orders.results import order_results_signal
@@ -284,7 +283,7 @@ class _Batch:
         return self.by_engine_id[engine_order_id]
 
     def orders_read(self, events: list) -> None:
-        """Read, in two queries, the orders a command's events name that the batch has not read yet (the
+        """Read, in one query, the orders a command's events name that the batch has not read yet (the
         resting orders a taker met, the armed orders that fired); a leg not armed before has no order yet.
         Resting orders are read, not locked: every writer of a contract's orders holds its row
         (``ccp.locks``)."""
@@ -297,12 +296,14 @@ class _Batch:
             missing.discard(engine_order_id)
         if not missing:
             return
-        plain = [int(i) for i in missing if ":" not in i]
+        plain = sorted(int(i) for i in missing if ":" not in i)
         legs = [i.partition(":") for i in missing if ":" in i]
-        found = list(Order.objects.filter(pk__in=plain)) if plain else []
-        if legs:
-            found += Order.objects.filter(parent_id__in={int(entry) for entry, _, _ in legs},
-                                          leg__in={leg for _, _, leg in legs}).exclude(parent=None)
+        columns = Columns.of(Order)
+        with connection.cursor() as cursor:  # plain SQL: compiling a queryset cost more than the query
+            cursor.execute(f"SELECT {columns.select('o')} FROM orders_order AS o WHERE o.id = ANY(%s::bigint[]) "
+                           "OR (o.parent_id = ANY(%s::bigint[]) AND o.leg = ANY(%s::text[])) ORDER BY o.id",
+                           [plain, sorted({int(entry) for entry, _, _ in legs}), sorted({leg for _, _, leg in legs})])
+            found = [columns.instance(row) for row in cursor.fetchall()]
         for order in found:
             order.contract = self.contract
             self.by_engine_id.setdefault(engine_id(order), order)
@@ -333,13 +334,11 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
         if pair_id is None:
             return 0
         _PAIRS[contract_id] = pair_id  # a contract never changes pair
-    book_lock(pair_id, exclusive=False)
-    contract = contract_lock(contract_id)
+    contract = contract_lock(contract_id, book_shared=pair_id)  # the pair's book (shared), then the contract
     # Arrival order: new orders by their time of entry, modifications by theirs (then by id); the first
     # ``limit`` of each read and locked in one statement, then the first ``limit`` of both kept.
-    work = RawSQL(_WORK, [contract_id, OrderState.RECEIVED, limit, contract_id, limit])
-    incoming = sorted(orders_lock(Order.objects.filter(pk__in=work)),
-                      key=lambda o: (o.modify_requested_at or o.created_at, o.pk))[:limit]
+    incoming, version, modifying = _work_lock(contract_id, limit)
+    incoming = sorted(incoming, key=lambda o: (o.modify_requested_at or o.created_at, o.pk))[:limit]
     ids = [o.pk for o in incoming]
     for order in incoming:
         order.contract = contract
@@ -347,7 +346,6 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
         orders_validate_later([o for o in incoming if o.state == OrderState.RECEIVED])
         _modifies_refuse([o for o in incoming if o.modify_requested_at], "modify_not_in_auction", now)
         return 0
-    version, modifying = book_version_modifies(contract_id)
     book = _BOOKS.pop(contract_id, None)  # back only when this batch commits
     stale: list[Order] = []
     if book is None or book.version != version:
@@ -387,13 +385,37 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
     return len(ids)
 
 
-# The ids of a contract's next received orders and next modifications, each in arrival order.
-_WORK = """
-    (SELECT id FROM orders_order WHERE contract_id = %s AND state = %s ORDER BY created_at, id LIMIT %s)
-    UNION ALL
-    (SELECT id FROM orders_order WHERE contract_id = %s AND modify_requested_at IS NOT NULL
-     ORDER BY modify_requested_at, id LIMIT %s)
+# A contract's next received orders and next modifications (each in arrival order, ``limit`` of each), locked
+# (``ccp.locks`` 4), with the book's version and the ids of every order with a modification waiting
+# (``book_version_modifies``): one row with no order when none waits.
+_WORK_LOCK = """
+    WITH work AS MATERIALIZED (
+        SELECT {columns} FROM orders_order WHERE orders_order.id IN (
+            (SELECT id FROM orders_order WHERE contract_id = %(contract)s AND state = %(received)s
+             ORDER BY created_at, id LIMIT %(limit)s)
+            UNION ALL
+            (SELECT id FROM orders_order WHERE contract_id = %(contract)s AND modify_requested_at IS NOT NULL
+             ORDER BY modify_requested_at, id LIMIT %(limit)s))
+        ORDER BY orders_order.id FOR NO KEY UPDATE OF orders_order)
+    SELECT (SELECT version FROM book_bookversion WHERE contract_id = %(contract)s),
+           ARRAY(SELECT id FROM orders_order WHERE contract_id = %(contract)s AND modify_requested_at IS NOT NULL),
+           work.*
+    FROM (SELECT) AS one LEFT JOIN work ON TRUE
 """
+
+
+def _work_lock(contract_id: int, limit: int) -> tuple[list[Order], int, list[int]]:
+    """The batch's orders (``_WORK_LOCK``, locked in id order), the book's version and the orders with a
+    modification waiting: ``orders_lock`` then ``book_version_modifies`` in one statement, a round trip less.
+    The caller holds the contract's row, as every writer of the version and of the contract's orders does:
+    the statement's snapshot sees what they committed."""
+    columns = Columns.of(Order)
+    with connection.cursor() as cursor:
+        cursor.execute(_WORK_LOCK.format(columns=columns.select("orders_order")),
+                       {"contract": contract_id, "received": OrderState.RECEIVED, "limit": limit})
+        rows = cursor.fetchall()
+    version, modifying = rows[0][0] or 0, rows[0][1]
+    return [columns.instance(row[2:]) for row in rows if row[2] is not None], version, modifying
 
 
 def _orders_match(batch: _Batch) -> None:

@@ -27,14 +27,3 @@ def book_version(contract_id: int) -> int:
         cursor.execute("SELECT version FROM book_bookversion WHERE contract_id = %s", [contract_id])
         row = cursor.fetchone()
     return row[0] if row else 0
-
-
-def book_version_modifies(contract_id: int) -> tuple[int, list[int]]:
-    """The book's version and the ids of the contract's orders with a modification waiting for the matcher
-    (a queued modification changes its order's row without bumping the version), in one statement."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT (SELECT version FROM book_bookversion WHERE contract_id = %s), "
-                       "ARRAY(SELECT id FROM orders_order WHERE contract_id = %s AND modify_requested_at IS NOT NULL)",
-                       [contract_id, contract_id])
-        version, modifying = cursor.fetchone()
-    return version or 0, modifying

@@ -109,7 +109,8 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     returns the fund locks only they changed); ``locked``, fund locks the caller locked already; with
     ``publish`` false the messages and changed levels are returned (``messages``, ``levels``) for the
     caller to publish with its own, not published here."""
-    trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now)
+    trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now,
+                         symbols={contract_id: contract.symbol for contract_id, contract in contracts.items()})
     cleared = Cleared(trades)
 
     # 2. orders: fills (per order and price, in trade order), then cancels

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
@@ -52,7 +52,8 @@ _FRESH = """
 # No savepoint of its own inside its caller's transaction: its events then go out with the caller's in
 # one batch after the commit (an auction's 30,000 public trades), and a failure fails the caller anyway.
 @transaction.atomic(savepoint=False)
-def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution], now: datetime) -> list[dict]:
+def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution], now: datetime,
+                symbols: Mapping[int, str] | None = None) -> list[dict]:
     """Book ``executions`` as trades of ``venue``'s event ``venue_ref``, each contract's numbered on
     from its last sequence in the given order. Returns the booked rows (dicts by attribute name, with
     ``id`` and ``sequence``), in the given order.
@@ -61,7 +62,8 @@ def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution]
     booked is left out (the unique constraint ``trade_unique_venue_orders`` backs this up). The caller
     holds the contracts' rows (``ccp.locks`` 3): that makes the sequence read here the last one.
     The booked trades go into the candles and, after commit, to the public trade stream
-    (``ccp.marketdata``); the caller publishes the rest."""
+    (``ccp.marketdata``); the caller publishes the rest. ``symbols``: contract id -> symbol of the contracts
+    the caller holds (their stream events name them: not read again)."""
     now = require_aware(now)
     if not executions:
         return []
@@ -87,5 +89,5 @@ def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution]
                      "aggressor_side": e.aggressor_side, "executed_at": now})
     bulk_insert_rows(Trade, rows, with_pk=True)
     candles_record(trades=rows, now=now)
-    trades_publish(trades=rows)
+    trades_publish(trades=rows, symbols=symbols)
     return rows

@@ -49,15 +49,17 @@ def candles_record(*, trades: Sequence[Mapping], now: datetime) -> None:
     upsert_values(Candle, rows, key=["contract_id", "interval", "bucket_start"], merge=_CANDLE_MERGE)
 
 
-def trades_publish(*, trades: Sequence[Mapping]) -> None:
+def trades_publish(*, trades: Sequence[Mapping], symbols: Mapping[int, str] | None = None) -> None:
     """After commit, send each of ``trades`` (``trades_book``'s rows) to its contract's public trade
-    stream (``ws/v1/trades/<symbol>``), in the given order (each contract's in sequence order)."""
+    stream (``ws/v1/trades/<symbol>``), in the given order (each contract's in sequence order). ``symbols``:
+    contract id -> symbol, when the caller has them; else (or when one is missing) they are read."""
     if not trades:
         return
-    with connection.cursor() as cursor:  # plain SQL: compiling a queryset cost the matcher more than the query
-        cursor.execute(f"SELECT id, symbol FROM {Contract._meta.db_table} WHERE id = ANY(%s)",
-                       [sorted({t["contract_id"] for t in trades})])
-        symbols = dict(cursor.fetchall())
+    wanted = sorted({t["contract_id"] for t in trades})
+    if symbols is None or any(contract_id not in symbols for contract_id in wanted):
+        with connection.cursor() as cursor:  # plain SQL: compiling a queryset cost the matcher more than the query
+            cursor.execute(f"SELECT id, symbol FROM {Contract._meta.db_table} WHERE id = ANY(%s)", [wanted])
+            symbols = dict(cursor.fetchall())
     texts: dict[object, str] = {}  # a booking repeats its prices, quantities and time: format each once
 
     def text(value, render) -> str:

@@ -63,6 +63,10 @@ REASONS = {
 # NUMERIC(38, 18) holds amounts below 10^20.
 _STORABLE = Decimal(10) ** (MAX_DIGITS - DECIMAL_PLACES)
 
+# The choices' values, built once (``Choices.values`` builds its list at every call: four per order checked).
+_SIDES, _KINDS, _TIMES_IN_FORCE = tuple(Side.values), tuple(OrderKind.values), tuple(TimeInForce.values)
+_SELF_TRADES, _TRIGGERS, _TRIGGER_SOURCES = tuple(SelfTrade.values), tuple(Trigger.values), tuple(TriggerSource.values)
+
 
 def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Decimal, quantity: Decimal,
                          now: datetime, time_in_force: str = TimeInForce.GTC, reduce_only: bool = False,
@@ -73,20 +77,20 @@ def order_rule_violation(*, contract: Contract, side: str, kind: str, price: Dec
     """The first rule the order breaks, or None. Collateral and the open-order cap are checked by the
     validator (an auction contract's) or the matcher (a continuous contract's). A market order's
     ``price`` is its protection price: every price rule applies to it."""
-    if side not in Side.values:
+    if side not in _SIDES:
         return "side_invalid"
-    if kind not in OrderKind.values:
+    if kind not in _KINDS:
         return "kind_invalid"
-    if time_in_force not in TimeInForce.values or (
+    if time_in_force not in _TIMES_IN_FORCE or (
             kind == OrderKind.MARKET and time_in_force not in (TimeInForce.IOC, TimeInForce.FOK)):
         return "time_in_force_invalid"
-    if self_trade_prevention not in SelfTrade.values:
+    if self_trade_prevention not in _SELF_TRADES:
         return "self_trade_prevention_invalid"
     if contract.trading_mode == TradingMode.AUCTION and (
             kind != OrderKind.LIMIT or time_in_force != TimeInForce.GTC or reduce_only or trigger or attached):
         return "order_type_not_in_auction"
     if (trigger or trigger_price is not None or trigger_source) and not (
-            trigger in Trigger.values and trigger_source in TriggerSource.values and not attached
+            trigger in _TRIGGERS and trigger_source in _TRIGGER_SOURCES and not attached
             and _on_grid(contract, trigger_price)
             and time_in_force == (TimeInForce.GTC if kind == OrderKind.LIMIT else TimeInForce.IOC)):
         return "trigger_invalid"
@@ -135,8 +139,8 @@ def _attached_valid(contract: Contract, attached) -> bool:
             prices = Decimal(leg["trigger_price"]), Decimal(leg["price"])
         except (ArithmeticError, TypeError, ValueError):
             return False
-        if not (all(_on_grid(contract, p) for p in prices) and leg["kind"] in OrderKind.values
-                and leg["trigger_source"] in TriggerSource.values):
+        if not (all(_on_grid(contract, p) for p in prices) and leg["kind"] in _KINDS
+                and leg["trigger_source"] in _TRIGGER_SOURCES):
             return False
     return True
 

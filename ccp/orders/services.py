@@ -187,12 +187,11 @@ def order_submit(*, client: Client, request: OrderRequest, now: datetime, valida
 Entered = tuple[Order, bool] | ApplicationError  # (order, created), or why the request was refused
 
 
-@transaction.atomic
 def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: datetime,
                   validate_later: bool = True, open_count: int | None = None) -> list[Entered]:
     """Store a client's orders as received, in one transaction and a few statements whatever their number
-    (the open orders counted once, the new orders and their history rows inserted by one statement, their
-    private-stream events numbered by one UPDATE), and queue their validation after commit (unless
+    (the open orders counted once, the new orders, their history rows and their private-stream numbers
+    written by one statement), and queue their validation after commit (unless
     ``validate_later`` is false: the caller queues them, ``orders_validate_later``). Returns, in request
     order, (order, created) or the refusal (an ApplicationError, not raised); one refusal does not refuse
     the others.
@@ -207,7 +206,22 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     gets its order. A client_order_id sent twice in one call is entered as if sent again after the call.
     ``open_count``: the client's open orders as the caller just counted them (``open_orders_count``), if it
     did, with another read.
+
+    Every write is that one statement (the other statements only read, and each read sees what was committed
+    when it ran, in a transaction or not): outside a transaction it runs alone and commits by itself, without
+    a BEGIN and a COMMIT round trip. In the caller's transaction, or when a client_order_id comes twice (a
+    second insert), in a transaction (a savepoint in the caller's).
     """
+    if connection.in_atomic_block or len({r.client_order_id for r in requests}) < len(requests):
+        with transaction.atomic():
+            return _orders_submit(client=client, requests=requests, now=now, validate_later=validate_later,
+                                  open_count=open_count)
+    return _orders_submit(client=client, requests=requests, now=now, validate_later=validate_later,
+                          open_count=open_count)
+
+
+def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: datetime, validate_later: bool,
+                   open_count: int | None) -> list[Entered]:
     now = require_aware(now)
     out: list[Entered | None] = [None] * len(requests)
     first: dict[str, int] = {}  # client_order_id -> its first request; the others are entered after

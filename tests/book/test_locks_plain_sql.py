@@ -3,16 +3,19 @@ the ORM gave: the same rows, in the same order, as model instances with the same
 converters applied: an order's JSON ``attached`` decoded), the related rows read with them, and each lock taken
 on its own table only (``FOR NO KEY UPDATE OF`` the table the lock order names)."""
 
+import threading
+import time
 from decimal import Decimal as D
 
+import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models.expressions import RawSQL
 from django.test.utils import CaptureQueriesContext
 
 from ccp.accounts.models import FundLock
 from ccp.contracts.models import Contract
-from ccp.locks import contract_lock, fund_locks_lock, orders_lock
+from ccp.locks import _BOOK_LOCK, contract_lock, fund_locks_lock, orders_lock
 from ccp.orders.models import Order
 from tests.factories import ClientFactory, ContractFactory, CurrencyFactory, FundLockFactory, ReceivedOrderFactory
 from tests.orders.test_lock_order import locked_kinds
@@ -104,3 +107,39 @@ def test_fund_locks_lock_by_keys_and_by_clients_as_the_orm_did():
     assert list(both) == sorted(both, key=lambda k: rows[k].pk)
     assert fund_locks_lock() == {}
     assert fund_locks_lock(client_ids=[ClientFactory().pk]) == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_contract_lock_with_the_book_waits_for_the_book_holding_no_row():
+    """The matcher's one statement for the pair's book lock (shared) and the contract row keeps the lock order
+    (``ccp.locks``: the book, then the contract): while an auction holds the book, the matcher waits for it
+    without holding the contract row, then takes both."""
+    contract = ContractFactory()
+    db = connection.settings_dict
+    params = {"dbname": db["NAME"], "user": db["USER"], "host": db["HOST"], "port": db["PORT"]}
+    locked = threading.Event()
+
+    def matcher():
+        try:
+            with transaction.atomic():
+                contract_lock(contract.pk, book_shared=contract.pair_id)
+                locked.set()
+        finally:
+            connection.close()
+
+    with psycopg.connect(**params) as auction, psycopg.connect(**params, autocommit=True) as other:
+        auction.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_BOOK_LOCK, contract.pair_id])
+        thread = threading.Thread(target=matcher)
+        thread.start()
+        for _ in range(500):  # until the matcher's statement waits for the book
+            if other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the matcher never waited for the book")
+        # The contract row is free meanwhile (NOWAIT: an error if anyone held it)
+        other.execute("SELECT id FROM contracts_contract WHERE id = %s FOR NO KEY UPDATE NOWAIT", [contract.pk])
+        assert not locked.is_set()
+        auction.rollback()
+        thread.join(10)
+    assert locked.is_set()

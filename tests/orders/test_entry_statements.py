@@ -2,6 +2,9 @@
 inserts them, not by an UPDATE of their own (one round trip less per order; the numbers are the same:
 tests/streams/test_private_sequence.py follows them on the stream)."""
 
+import tempfile
+
+import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -49,3 +52,30 @@ def test_a_batchs_stream_numbers_are_taken_by_its_insert_one_per_order_inserted(
     assert [r["status"] for r in response.json()["results"]] == [202] * 6 + [200]
     assert client_updates(queries) == []
     assert counter(trader) == before + 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_single_order_outside_a_transaction_is_committed_by_its_insert_alone(api_as, trader, contract, settings):
+    """Its one write statement commits by itself: no BEGIN, no COMMIT round trip; the order, its history row
+    and its stream number are committed (another connection sees them) when the answer comes."""
+    settings.CCP_THROTTLE_ORDERS = ""
+    api = api_as(trader)
+    before = counter(trader)
+    connection.ensure_connection()
+    with tempfile.TemporaryFile() as trace:
+        connection.connection.pgconn.trace(trace.fileno())
+        try:
+            response = api.post("/api/v1/orders", order(contract, "alone"), format="json")
+        finally:
+            connection.connection.pgconn.untrace()
+        trace.seek(0)
+        sent = trace.read()
+    assert response.status_code == 202
+    assert b"BEGIN" not in sent and b"COMMIT" not in sent
+    db = connection.settings_dict
+    with psycopg.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"]) as other:
+        stored = other.execute("SELECT o.state, count(h.id), c.stream_sequence FROM orders_order AS o "
+                               "JOIN orders_orderstatehistory AS h ON h.order_id = o.id "
+                               "JOIN accounts_client AS c ON c.id = o.client_id "
+                               "WHERE o.client_order_id = 'alone' GROUP BY o.state, c.stream_sequence").fetchall()
+    assert stored == [("received", 1, before + 1)]
