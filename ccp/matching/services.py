@@ -42,7 +42,7 @@ from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair, TradingMode
 from ccp.contracts.payoffs import ContractKind, Leg, mark_px, order_worst_cost, premium_per_unit
-from ccp.db import Beside, bulk_update_rows
+from ccp.db import Beside, bulk_update_rows, jit_off
 from ccp.locks import auction_lock, book_lock, contracts_lock, fund_locks_lock, order_rows_lock
 from ccp.matching.auction import (
     AuctionInput,
@@ -467,6 +467,7 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     auction = auction_lock(auction_id, defer=("input_document", "order_ids"))
     if auction.state != AuctionState.SOLVED:
         return auction  # a duplicate applied it meanwhile
+    jit_off()  # the book levels statement over the pair's whole book would be compiled first
     result = auction.result_document
     fills = {int(f["order"]): Decimal(f["quantity"]) for f in result["fills"]}
     prices = {symbol: Decimal(p) for symbol, p in result["prices"].items()}
