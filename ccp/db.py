@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -239,12 +240,19 @@ def meanwhile(function: Callable[[], T], *, rows: int) -> Future[T]:
     of the work) pass ``FEW_ROWS``; else at once. The caller waits for PostgreSQL there with the GIL
     released, so the thread's Python runs beside the server's work instead of after it. For a pure
     computation over objects the caller does not change until it reads the result (``Future.result``, which
-    raises what ``function`` raised). A small batch does not pay for a thread."""
+    raises what ``function`` raised), in the caller's decimal context. A small batch does not pay for a
+    thread."""
     if rows <= FEW_ROWS:
         return _done(function())
+    context = decimal.getcontext().copy()
+
+    def run() -> T:
+        with decimal.localcontext(context):
+            return function()
+
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meanwhile")
     try:
-        return pool.submit(function)
+        return pool.submit(run)
     finally:
         pool.shutdown(wait=False)  # the thread ends with its one task
 
