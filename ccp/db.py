@@ -5,7 +5,7 @@ from __future__ import annotations
 import decimal
 import functools
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import TypeVar
@@ -66,6 +66,19 @@ def _stage(cursor, table: str, fields: Sequence[models.Field], rows: Sequence[mo
     definition = ", ".join(f'"{f.column}" {_db_type(f)}' for f in fields)
     cursor.execute(f'CREATE TEMPORARY TABLE "{table}" ({definition}) ON COMMIT DROP')
     _copy(cursor, table, fields, rows)
+
+
+def int_array(values: Iterable[int]) -> str:
+    """Integers as an array literal (``{1,2,3}``), for a parameter cast to ``bigint[]``: psycopg's list
+    dumper converts element by element in Python (0.6 us each, 0.12 us this way); an auction's apply sends
+    hundreds of thousands of ids."""
+    return "{" + ",".join(map(str, values)) + "}"  # a bool or a fraction: PostgreSQL refuses it
+
+
+def text_array(values: Iterable[str]) -> str:
+    """Strings as an array literal, each quoted (``{"a","b"}``), for a parameter cast to ``text[]``: as
+    ``int_array``, psycopg's list dumper costs 0.8 us an element."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 def jit_off() -> None:
