@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import decimal
 import functools
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
-from typing import TypeVar
 
 import psycopg
 from django.db import connection, models
@@ -243,31 +241,6 @@ class Columns:
                 for converter in converters:
                     row[i] = converter(row[i], col, connection)
         return self.model.from_db(connection.alias, self.attnames, row)
-
-
-T = TypeVar("T")
-
-
-def meanwhile(function: Callable[[], T], *, rows: int) -> Future[T]:
-    """``function()`` computed on a thread while the caller's next statements run, when ``rows`` (the size
-    of the work) pass ``FEW_ROWS``; else at once. The caller waits for PostgreSQL there with the GIL
-    released, so the thread's Python runs beside the server's work instead of after it. For a pure
-    computation over objects the caller does not change until it reads the result (``Future.result``, which
-    raises what ``function`` raised), in the caller's decimal context. A small batch does not pay for a
-    thread."""
-    if rows <= FEW_ROWS:
-        return _done(function())
-    context = decimal.getcontext().copy()
-
-    def run() -> T:
-        with decimal.localcontext(context):
-            return function()
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meanwhile")
-    try:
-        return pool.submit(run)
-    finally:
-        pool.shutdown(wait=False)  # the thread ends with its one task
 
 
 class Beside:

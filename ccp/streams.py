@@ -18,7 +18,6 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future
 from typing import Any
 
 import redis
@@ -26,7 +25,6 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from ccp.db import meanwhile
 from ccp.locks import client_stream_sequences_take
 
 logger = logging.getLogger(__name__)
@@ -51,14 +49,11 @@ _BUNDLE = 500  # stream events per channel-layer message
 def _bundled(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Runs of consecutive stream events as ``stream.events`` messages (consumers forward their
     events one by one, in order): an auction's hundreds of book level changes of a contract take a
-    few channel-layer round trips instead of one each. Other messages stay as they are, in place (a
-    ``stream.events`` message copied, as events may join it: the given messages stay unchanged)."""
+    few channel-layer round trips instead of one each. Other messages stay as they are, in place."""
     out: list[dict[str, Any]] = []
     for message in messages:
         last = out[-1] if out else None
-        if message["type"] == "stream.events":
-            out.append({**message, "events": list(message["events"])})
-        elif message["type"] != "stream.event":
+        if message["type"] != "stream.event":
             out.append(message)
         elif last is not None and last["type"] == "stream.events" and len(last["events"]) < _BUNDLE:
             last["events"].append(message["event"])
@@ -130,18 +125,8 @@ def _publisher(pid: int) -> tuple[redis.Redis, str] | None:
             config.get("prefix", "asgi"))
 
 
-def _wire(messages: list[tuple[str, dict[str, Any]]], layer, prefix: str) -> list[tuple[str, bytes]]:
-    """Each group's messages in order (bundled) as (Redis channel, the layer's serialized message)."""
-    by_group: dict[str, list[dict[str, Any]]] = {}
-    for group, message in messages:
-        by_group.setdefault(group, []).append(message)
-    return [(f"{prefix}__group__{group}", layer.serialize(message))
-            for group, group_messages in by_group.items() for message in _bundled(group_messages)]
-
-
-def _send(messages: list[tuple[str, dict[str, Any]]], wire: list[tuple[str, bytes]] | None = None) -> None:
-    """Each group's messages in order (bundled), in one round trip when the layer allows it; ``wire``: the
-    messages already serialized (``_wire``)."""
+def _send(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """Each group's messages in order (bundled), in one round trip when the layer allows it."""
     if not messages:
         return
     publisher = _publisher(os.getpid())
@@ -149,9 +134,14 @@ def _send(messages: list[tuple[str, dict[str, Any]]], wire: list[tuple[str, byte
         _sender.run(messages)
         return
     client, prefix = publisher
+    layer = get_channel_layer()
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for group, message in messages:
+        by_group.setdefault(group, []).append(message)
     pipe = client.pipeline(transaction=False)
-    for channel, payload in wire if wire is not None else _wire(messages, get_channel_layer(), prefix):
-        pipe.publish(channel, payload)
+    for group, group_messages in by_group.items():
+        for message in _bundled(group_messages):
+            pipe.publish(f"{prefix}__group__{group}", layer.serialize(message))
     pipe.execute()
 
 
@@ -165,21 +155,10 @@ class _Batch:
         # that savepoint rolls back): events published at another savepoint depth go in a new batch,
         # so a rolled-back savepoint takes its events with it, and the batches keep their order.
         self.savepoints = savepoints
-        self.wire: tuple[int, Future] | None = None  # (messages, their serialization) from ``prepare``
-
-    def prepare(self) -> None:
-        """Serialize the messages so far on a thread (``ccp.db.meanwhile``)."""
-        publisher = _publisher(os.getpid())
-        if publisher is None or not self.messages:
-            return
-        messages, layer, prefix = list(self.messages), get_channel_layer(), publisher[1]
-        self.wire = (len(messages), meanwhile(lambda: _wire(messages, layer, prefix), rows=len(messages)))
 
     def flush(self) -> None:
         messages, self.messages = self.messages, []
-        prepared, self.wire = self.wire, None
-        # Messages only join a batch: the same count, the same messages.
-        _send(messages, prepared[1].result() if prepared and prepared[0] == len(messages) else None)
+        _send(messages)
 
 
 def _publish_on_commit(messages: list[tuple[str, dict[str, Any]]]) -> None:
@@ -200,18 +179,6 @@ def _publish_on_commit(messages: list[tuple[str, dict[str, Any]]]) -> None:
         batch = connection._ccp_stream_batch = _Batch(connection.run_on_commit, savepoints)
         transaction.on_commit(batch.flush, robust=True)
     batch.messages.extend(messages)
-
-
-def publish_prepare() -> None:
-    """Serialize the messages the current transaction will publish, on a thread, while it commits: call
-    last before the commit of a transaction that publishes tens of thousands of events (an auction's
-    apply), whose serialization then overlaps the commit's wait instead of following it. They are still
-    sent only after the commit; a message published after this call makes the hook serialize them all
-    again."""
-    connection = transaction.get_connection()
-    batch = getattr(connection, "_ccp_stream_batch", None)
-    if connection.in_atomic_block and batch is not None and batch.hooks is connection.run_on_commit:
-        batch.prepare()
 
 
 def stream_publish(group: str, event: dict[str, Any]) -> None:

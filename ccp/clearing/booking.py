@@ -41,7 +41,7 @@ from ccp.clearing.models import Venue
 from ccp.clearing.services import Execution, trades_book
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import premium_per_unit
-from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, bulk_upsert_rows, meanwhile
+from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
 from ccp.locks import fund_locks_lock, position_rows_lock
 from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
@@ -159,13 +159,11 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     changed = [orders[pk] for pk in sorted(set(cleared.filled) | {pk for pk in cancels
                                                                    if orders[pk].state == OrderState.CANCELLED})]
     released = _order_values_release(changed, now)
-    # The orders' events are built while PostgreSQL updates their rows (an auction's tens of thousands).
-    payloads = meanwhile(lambda: [order_payload(order) for order in changed], rows=len(changed))
     bulk_update_rows(Order, changed, ["filled_quantity", "average_fill_price", "last_fill_at", "state",
                                       "order_value", "updated_at"])
     bulk_insert_rows(OrderStateHistory, histories)
-    for order, payload in zip(changed, payloads.result(), strict=True):
-        events[order.client_id].append({"type": "order", "order": payload})
+    for order in changed:
+        events[order.client_id].append({"type": "order", "order": order_payload(order)})
 
     # 3-6. cash, positions, lockups, fund locks
     locked = dict(locked or {})
