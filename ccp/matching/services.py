@@ -42,7 +42,7 @@ from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair, TradingMode
 from ccp.contracts.payoffs import ContractKind, Leg, mark_px, order_worst_cost, premium_per_unit
-from ccp.db import Beside, bulk_update_rows
+from ccp.db import Beside, bulk_update_rows, int_array, jit_off, text_array
 from ccp.locks import auction_lock, book_lock, contracts_lock, fund_locks_lock, order_rows_lock
 from ccp.matching.auction import (
     AuctionInput,
@@ -165,10 +165,11 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
                                    "auction": TradingMode.AUCTION, "book": list(BOOK_STATES)})
         cursor.execute(_SNAPSHOT_ROWS)
         rows = cursor.fetchall()
-    contracts = Contract.objects.in_bulk({row[2] for row in rows})
+    # With their pair's currencies: the portfolio names (``_portfolio``) read them, a query each otherwise.
+    contracts = Contract.objects.select_related("pair__base", "pair__quote").in_bulk({row[2] for row in rows})
     traded = {(row[1], contracts[row[2]].expiry_date) for row in rows}
     client_ids = {client_id for client_id, _ in traded}
-    positions = [p for p in Position.objects.select_related("contract").filter(
+    positions = [p for p in Position.objects.select_related("contract__pair__base", "contract__pair__quote").filter(
         client_id__in=client_ids, contract__pair=pair).exclude(quantity=0)
         if (p.client_id, p.contract.expiry_date) in traded]
     contracts.update({p.contract_id: p.contract for p in positions})
@@ -299,8 +300,8 @@ def _bound_orders(auction_id: int, bound: list[int], fills: dict[int, Decimal]) 
     if not bound or not fills:
         return []
     with connection.cursor() as cursor:
-        cursor.execute("SELECT DISTINCT client_id FROM orders_order WHERE id = ANY(%s) AND client_id = ANY(%s)",
-                       [sorted(fills), bound])
+        cursor.execute("SELECT DISTINCT client_id FROM orders_order WHERE id = ANY(%s::bigint[]) "
+                       "AND client_id = ANY(%s)", [int_array(sorted(fills)), bound])
         clients = [row[0] for row in cursor.fetchall()]
         if not clients:
             return []
@@ -417,12 +418,13 @@ def _reasons_store(result: dict, orders: dict[int, OrderRow], kept: dict[int, Or
         order.unfilled_reason = wanted.get(pk, order.unfilled_reason)
     held = sorted(pk for pk in wanted if pk in orders or pk in kept)
     with connection.cursor() as cursor:
-        cursor.execute(_REASONS_SET, [now, held, [wanted[pk] for pk in held], sorted(BOOK_STATES)])
+        cursor.execute(_REASONS_SET, [now, int_array(held), text_array(wanted[pk] for pk in held), sorted(BOOK_STATES)])
         changed = [kept[pk] for pk, _, _ in sorted(cursor.fetchall()) if pk in kept]  # read before: their value
     for order in changed:  # may change too
         order.updated_at = now
     others = sorted(pk for pk in wanted if pk not in orders and pk not in kept)
-    beside = Beside(_REASONS_SET, [now, others, [wanted[pk] for pk in others], sorted(BOOK_STATES)]) if others else None
+    beside = Beside(_REASONS_SET, [now, int_array(others), text_array(wanted[pk] for pk in others),
+                                   sorted(BOOK_STATES)]) if others else None
     return changed, beside
 
 
@@ -467,6 +469,7 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
     auction = auction_lock(auction_id, defer=("input_document", "order_ids"))
     if auction.state != AuctionState.SOLVED:
         return auction  # a duplicate applied it meanwhile
+    jit_off()  # the book levels statement over the pair's whole book would be compiled first
     result = auction.result_document
     fills = {int(f["order"]): Decimal(f["quantity"]) for f in result["fills"]}
     prices = {symbol: Decimal(p) for symbol, p in result["prices"].items()}
