@@ -461,8 +461,13 @@ def operator_nonce_resync(*, chain: FundLockClient, operator: LocalAccount, hous
     with transaction.atomic():
         row = _nonce_row(operator.address.lower(), chain.w3)
         mined = chain.nonce(operator.address)  # under the lock and before the receipts
-        waiting = [batch for batch in SettlementBatch.objects.filter(state=BatchState.SUBMITTED).order_by("nonce", "id")
-                   if _receipt(chain, batch) is None and not chain.applied(_batch_bytes(batch))]
+        waiting = []
+        for batch in SettlementBatch.objects.filter(state=BatchState.SUBMITTED).order_by("nonce", "id"):
+            if _receipt(chain, batch) is not None:
+                # Mined after the count was read (a block came in between): its nonce is taken too.
+                mined = max(mined, batch.nonce + 1)
+            elif not chain.applied(_batch_bytes(batch)):
+                waiting.append(batch)
         keep = 0  # those already in place keep their nonce (and their transaction in the node)
         while keep < len(waiting) and waiting[keep].nonce == mined + keep:
             keep += 1

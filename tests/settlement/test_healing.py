@@ -3,6 +3,7 @@ operator's key outside the backend are re-signed under their own batch ids; a ba
 applied is confirmed, never sent again; a failing batch backs off and raises an alert; an unconfirmed one
 raises an alert; a submit run is bounded; a confirmed batch the chain lost is moved back and sent again."""
 
+import copy
 from datetime import timedelta
 from decimal import Decimal as D
 
@@ -219,3 +220,22 @@ def test_a_replaced_transaction_mined_after_its_successor_failed_is_confirmed_no
     assert len(fund_lock.events.BatchSettled.get_logs(from_block=0, to_block="latest")) == 1
     assert client.balance(token.address, alice) == 500_000_000
     assert not OperatorAlert.objects.filter(resolved_at=None).exists()
+
+
+def test_a_resync_counts_a_batch_mined_after_it_read_the_chains_count(funded, beat):
+    """A block arrives between the resync's read of the mined count and its read of the receipts: the
+    batch it mined has a receipt and is not waiting, and its nonce is taken all the same."""
+    w3, token, fund_lock, client, operator, usdc, (alice, bob), house = funded
+    book(usdc, "auction-1", {alice: D("-1"), bob: D("1")})
+    [batch] = beat.submit()
+    assert client.receipt(batch.tx_hash) is not None  # mined in the latest block, not yet confirmed
+
+    class OneBlockBehind(type(client)):
+        def nonce(self, address: str) -> int:  # the count as it was before the latest block
+            return self.w3.eth.get_transaction_count(w3.to_checksum_address(address), self.head() - 1)
+
+    behind = copy.copy(client)
+    behind.__class__ = OneBlockBehind
+    assert behind.nonce(operator.address) == batch.nonce
+    assert services.operator_nonce_resync(chain=behind, operator=operator, house=house, now=NOW) == 0
+    assert OperatorNonce.objects.get().next_nonce == client.nonce(operator.address) == batch.nonce + 1
