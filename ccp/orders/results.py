@@ -82,11 +82,19 @@ def _async_redis() -> redis.asyncio.Redis:
 async def order_results_wait(order_ids: Iterable[int], *, timeout_s: float) -> dict[int, dict | None]:
     """The orders among ``order_ids`` whose result was signalled within ``timeout_s`` (all of them,
     or those that made it before the deadline), each with its representation when the signal carried it
-    (else None: read it again)."""
+    (else None: read it again).
+
+    A BLPOP pops one signal: after each, the other signals already there are popped in one round trip (an
+    LPOP of each key still waited for), so a batch whose orders a matcher signals together costs a few
+    round trips, not one BLPOP of up to 100 keys per order (about 15 ms of the server's CPU per batch of 100)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     waiting = {result_key(order_id): order_id for order_id in order_ids}
     done: dict[int, dict | None] = {}
+
+    def take(key: str, value: bytes) -> None:
+        done[waiting.pop(key)] = json.loads(value) if value.startswith(b"{") else None
+
     try:
         client = _async_redis()
         while waiting:
@@ -97,8 +105,16 @@ async def order_results_wait(order_ids: Iterable[int], *, timeout_s: float) -> d
             popped = await asyncio.wait_for(client.blpop(list(waiting), timeout=max(left, 0.001)), left + 1)
             if popped is None:
                 break
-            key, value = popped
-            done[waiting.pop(key.decode())] = json.loads(value) if value.startswith(b"{") else None
+            take(popped[0].decode(), popped[1])
+            if waiting:
+                keys = list(waiting)
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.lpop(key)
+                values = await asyncio.wait_for(pipe.execute(), max(deadline - loop.time(), 0) + 1)
+                for key, value in zip(keys, values, strict=True):
+                    if value is not None:
+                        take(key, value)
     except (redis.RedisError, TimeoutError, OSError) as exc:
         logger.warning("order results not awaited, Redis unreachable: %s", exc)
     return done
