@@ -40,6 +40,23 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
 
 
+# RPUSH each key its value (ARGV[i + 1]) and EXPIRE it in ARGV[1] s: one command for a batch's signals, where a
+# pipeline of two commands per order cost the matcher about 1 ms of CPU per 100 orders more (redis-py packs
+# and parses each command).
+_SIGNAL_LUA = """
+for i, key in ipairs(KEYS) do
+  redis.call('RPUSH', key, ARGV[i + 1])
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
+
+
+@functools.cache
+def _signal_script():
+    return redis_client().register_script(_SIGNAL_LUA)
+
+
 def order_results_signal(order_ids: Iterable[int], orders: Iterable = ()) -> None:
     """Tell the waiting requests, once the caller's transaction commits, that these orders have their
     result (validated: accepted or rejected); ``orders`` (Order objects among them, their contract set) go
@@ -55,12 +72,8 @@ def order_results_signal(order_ids: Iterable[int], orders: Iterable = ()) -> Non
 
         sent = {order.pk: json.dumps(order_payload(order), separators=(",", ":")) for order in orders}
         try:
-            pipe = redis_client().pipeline(transaction=False)
-            for order_id in ids:
-                key = result_key(order_id)
-                pipe.rpush(key, sent.get(order_id, "1"))
-                pipe.expire(key, RESULT_TTL_S)
-            pipe.execute()
+            _signal_script()(keys=[result_key(order_id) for order_id in ids],
+                             args=[RESULT_TTL_S, *(sent.get(order_id, "1") for order_id in ids)])
         except redis.RedisError as exc:
             logger.warning("order results not signalled (%s orders), Redis unreachable: %s", len(ids), exc)
 

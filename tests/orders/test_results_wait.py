@@ -7,8 +7,11 @@ import secrets
 
 import pytest
 import redis.asyncio
+from django.db import transaction
 
-from ccp.orders.results import RESULT_TTL_S, order_results_wait, redis_client, result_key
+from ccp.orders.results import RESULT_TTL_S, order_results_signal, order_results_wait, redis_client, result_key
+from ccp.orders.serializers import order_payload
+from tests.factories import ReceivedOrderFactory
 
 
 @pytest.fixture
@@ -67,3 +70,17 @@ def test_orders_not_signalled_within_the_wait_are_left_out(order_ids, blpops):
     done = asyncio.run(order_results_wait(order_ids, timeout_s=0.3))
     assert done == {i: {"id": i} for i in order_ids[:30]}
     assert blpops[0] == 100 and all(n == 70 for n in blpops[1:])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signals_sent_at_commit_are_what_the_wait_takes(order_ids):
+    order = ReceivedOrderFactory()
+    ids = [*order_ids[:99], order.pk]
+    with transaction.atomic():
+        order_results_signal(ids, [order])
+        assert not redis_client().exists(result_key(ids[0]))  # nothing before the commit
+    assert all(0 < redis_client().ttl(result_key(i)) <= RESULT_TTL_S for i in ids)
+    done = asyncio.run(order_results_wait(ids, timeout_s=2))
+    # the order sent with it carries its representation; the others say "look again"
+    assert done == {**dict.fromkeys(order_ids[:99]), order.pk: json.loads(json.dumps(order_payload(order)))}
+    redis_client().delete(result_key(order.pk))
