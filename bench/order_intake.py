@@ -581,6 +581,9 @@ def main() -> int:
                         help="wait at most this many s for the worker to validate the orders")
     parser.add_argument("--request-timeout", type=float, default=30, help="per-request timeout, s")
     parser.add_argument("--worker-concurrency", type=int, default=2, help="Celery prefork processes")
+    parser.add_argument("--book-queues", type=int, default=1,
+                        help="CCP_BOOK_QUEUES: the continuous contracts' matchers spread over this many queues, one "
+                             "single-process worker each")
     parser.add_argument("--server-workers", type=int, default=os.cpu_count() or 1,
                         help="server processes (CCP_SERVER_WORKERS)")
     parser.add_argument("--order-wait-ms", type=int, default=200, help="CCP_ORDER_WAIT_MS of the server")
@@ -631,7 +634,8 @@ def main() -> int:
             # ccp.settings and changes one thing); the figures in BENCHMARKS.md use ccp.settings.
             env = {"DJANGO_SETTINGS_MODULE": "ccp.settings", **os.environ, **svc_env, "PYTHONUNBUFFERED": "1",
                    "CCP_DEBUG": "0", "CCP_SERVER_WORKERS": str(args.server_workers),
-                   "CCP_ORDER_WAIT_MS": str(args.order_wait_ms), "CCP_THROTTLE_ORDERS": ""}
+                   "CCP_ORDER_WAIT_MS": str(args.order_wait_ms), "CCP_THROTTLE_ORDERS": "",
+                   "CCP_BOOK_QUEUES": str(args.book_queues)}
             t0 = time.monotonic()
             run_step("migrate", [py, "manage.py", "migrate", "--noinput"], env, log_dir, 300)
             out = run_step("setup", [py, str(Path(__file__).resolve()), "--child-setup", str(args.clients),
@@ -652,10 +656,11 @@ def main() -> int:
                 worker = children.start("worker", [py, "-m", "celery", "-A", "celery_app", "worker", "--loglevel",
                                                    "WARNING", "--concurrency", str(args.worker_concurrency),
                                                    "-Q", "orders,auctions,celery"], env)
-                # The continuous contracts' matcher: one process for the book queue, as bin/run starts it.
-                book = children.start("worker-book", [py, "-m", "celery", "-A", "celery_app", "worker", "-Q",
-                                                      "book-0", "-n", "book@%h", "--loglevel", "WARNING",
-                                                      "--concurrency", "1"], env)
+                # The continuous contracts' matchers: one process per book queue (CCP_BOOK_QUEUES, --book-queues)
+                books = [children.start(f"worker-book-{i}", [py, "-m", "celery", "-A", "celery_app", "worker", "-Q",
+                                                             f"book-{i}", "-n", f"book{i}@%h", "--loglevel", "WARNING",
+                                                             "--concurrency", "1"], env)
+                         for i in range(args.book_queues)]
                 deadline = time.monotonic() + 60
                 while stack.port_free(args.port):
                     children.check_alive()
@@ -663,7 +668,7 @@ def main() -> int:
                         raise RuntimeError("the server did not open its port within 60 s")
                     time.sleep(0.1)
                 postmaster = int((state / "pg" / "postmaster.pid").read_text().split()[0])
-                cpu_roots = {"server": [server.pid], "worker": [worker.pid], "book": [book.pid],
+                cpu_roots = {"server": [server.pid], "worker": [worker.pid], "book": [book.pid for book in books],
                              "postgres": [postmaster], "redis": [p for p in [_redis_pid(args.redis_port)] if p],
                              "client": [os.getpid()]}
                 code = asyncio.run(bench(args, env, setup, children, cpu_roots))
