@@ -528,6 +528,8 @@ def report(engine: dict[int, dict], db: dict[int, dict]) -> list[str]:
                   f"{d['fallback_welfare']}; no-collateral baseline {b['welfare']:.2f}); ratio total / baseline "
                   f"{d['total_s'] / b['total_s']:.1f}; conservation: "
                   f"{'ok' if not d['problems'] else '; '.join(d['problems'])}")
+            print("  clear() stages: " + ", ".join(f"{k.removesuffix('_s')} {float(v):.2f}" for k, v in st.items()
+                                                    if k != "total_s") + " s")
             print(f"  replay with every core busy: {d['replay_s']:.2f} s, result "
                   f"{'the same' if d['replay_same'] else 'DIFFERENT'}{'; TIME GUARD FIRED' if d['time_guard'] else ''}")
             if Decimal(d["welfare"]) < Decimal(d["fallback_welfare"]):
