@@ -95,14 +95,25 @@ def _array_param(field: models.Field, values: list) -> list | str:
     they are all of the column's plain kind (strings of a text column, integers of an integer or numeric
     one, finite decimals of a numeric one: what psycopg would send, read as the same values), else the
     list for psycopg to dump."""
-    kind, kinds = _db_type(field).partition("(")[0], set(map(type, values))
-    if kind in ("varchar", "text") and kinds == {str}:
-        return text_array(values)
-    if kind in ("integer", "bigint", "smallint", "numeric") and kinds in _INTEGERS:
-        return number_array(values)
-    if kind == "numeric" and kinds in _DECIMALS and all(v is None or v.is_finite() for v in values):
+    kind = _array_kind(field)
+    if kind is None:
+        return values
+    kinds = set(map(type, values))
+    if kind == "text":
+        return text_array(values) if kinds == {str} else values
+    if kinds in _INTEGERS or (kind == "numeric" and kinds in _DECIMALS
+                              and all(v is None or v.is_finite() for v in values)):
         return number_array(values)
     return values
+
+
+@functools.cache
+def _array_kind(field: models.Field) -> str | None:
+    """"text", "integer" or "numeric": which literal ``_array_param`` may send for the field's column."""
+    kind = _db_type(field).partition("(")[0]
+    if kind in ("varchar", "text"):
+        return "text"
+    return "integer" if kind in ("integer", "bigint", "smallint") else "numeric" if kind == "numeric" else None
 
 
 def jit_off() -> None:
