@@ -7,6 +7,7 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from decimal import Decimal
 
 import psycopg
 from django.db import connection, models
@@ -79,6 +80,42 @@ def text_array(values: Iterable[str]) -> str:
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
+def number_array(values: Iterable[int | Decimal | None]) -> str:
+    """Integers or decimals (None as NULL) as an array literal, for a parameter cast to a numeric or integer
+    array: what psycopg sends for each (``str``), without its list dumper's cost per element. Finite
+    values only (a NaN or an infinity is no amount)."""
+    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+
+
+_INTEGERS, _DECIMALS = ({int}, {int, type(None)}), ({Decimal}, {Decimal, type(None)})
+
+
+def _array_param(field: models.Field, values: list) -> list | str:
+    """A column's values as the parameter of its array: a literal (``text_array``, ``number_array``) when
+    they are all of the column's plain kind (strings of a text column, integers of an integer or numeric
+    one, finite decimals of a numeric one: what psycopg would send, read as the same values), else the
+    list for psycopg to dump."""
+    kind = _array_kind(field)
+    if kind is None:
+        return values
+    kinds = set(map(type, values))
+    if kind == "text":
+        return text_array(values) if kinds == {str} else values
+    if kinds in _INTEGERS or (kind == "numeric" and kinds in _DECIMALS
+                              and all(v is None or v.is_finite() for v in values)):
+        return number_array(values)
+    return values
+
+
+@functools.cache
+def _array_kind(field: models.Field) -> str | None:
+    """"text", "integer" or "numeric": which literal ``_array_param`` may send for the field's column."""
+    kind = _db_type(field).partition("(")[0]
+    if kind in ("varchar", "text"):
+        return "text"
+    return "integer" if kind in ("integer", "bigint", "smallint") else "numeric" if kind == "numeric" else None
+
+
 def jit_off() -> None:
     """No JIT compilation for the rest of the caller's transaction. PostgreSQL compiles a statement whose
     estimated cost passes ``jit_above_cost``, which a bulk statement over a large book does: an auction
@@ -105,10 +142,10 @@ FEW_ROWS = 1000
 def unnest_source(fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> tuple[str, list[list]]:
     """``unnest(%s::type[], ...) AS v(columns)`` over ``rows``' values of ``fields``, and its parameters: one
     parameter per column whatever the number of rows (a VALUES list has one per value, which the driver
-    splits and converts one by one)."""
-    names = [f.attname for f in fields]
-    columns = [[row[n] for row in rows] if isinstance(rows[0], dict) else [getattr(row, n) for row in rows]
-               for n in names]
+    splits and converts one by one), an array literal where the column's values allow (``_array_param``)."""
+    dicts = isinstance(rows[0], dict)
+    columns = [_array_param(f, [row[f.attname] for row in rows] if dicts else [getattr(row, f.attname) for row in rows])
+               for f in fields]
     arrays = ", ".join(f"%s::{_db_type(f)}[]" for f in fields)
     names = ", ".join(f'"{f.column}"' for f in fields)
     return f"unnest({arrays}) AS v({names})", columns

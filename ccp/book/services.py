@@ -73,7 +73,8 @@ from ccp.orders.services import (
     orders_validate_later,
 )
 from ccp.orders.states import BOOK_STATES, HOLDING_STATES, OrderState
-from ccp.perps.cross import cross_unrealised_losses
+from ccp.perps.accounting import CROSS
+from ccp.perps.cross import LOSS_SQL
 from ccp.perps.margin import close_bound, to_tick
 from ccp.perps.selectors import mark_fresh, tpsl_prefix
 from ccp.prices.selectors import index_by_pair
@@ -371,7 +372,7 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
         _command_apply(batch, command)
     _orders_match(batch)
     failpoint("matched")
-    _batch_write(batch)
+    payloads = _batch_write(batch)
     for engine_order_id, order in batch.by_engine_id.items():
         if order.state in HOLDING_STATES:
             book.orders[engine_order_id] = order
@@ -379,7 +380,7 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
             book.orders.pop(engine_order_id, None)
     book.version = books_touched([contract_id])[contract_id]
     transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
-    order_results_signal(ids, incoming)
+    order_results_signal(ids, incoming, payloads)
     transaction.on_commit(lambda: failpoint("committed"))
     failpoint("written")
     return len(ids)
@@ -424,16 +425,7 @@ def _orders_match(batch: _Batch) -> None:
     contract, scale, incoming = batch.contract, batch.book.scale, batch.incoming
     currency = contract.collateral_id
     batch.fund_locks = fund_locks = fund_locks_lock(keys={(o.client_id, currency) for o in incoming})
-    with connection.cursor() as cursor:  # each client's orders holding collateral (the open-order cap)
-        cursor.execute("SELECT client_id, count(*) FROM orders_order WHERE client_id = ANY(%s) AND state = ANY(%s) "
-                       "GROUP BY client_id", [sorted({o.client_id for o in incoming}), sorted(HOLDING_STATES)])
-        batch.open_counts = dict(cursor.fetchall())
-    # A perpetual's positions of these clients: an order that reduces one trades no further than its collateral
-    positions = ({c: (q, cost, margin) for c, q, cost, margin in Position.objects.filter(
-        contract_id=contract.pk, client_id__in={o.client_id for o in incoming}).exclude(quantity=0).values_list(
-        "client_id", "quantity", "cost", "margin")} if contract.is_perpetual else {})
-    # Cross perpetual losses at the mark not settled yet: that collateral backs them, not new orders
-    losses = cross_unrealised_losses(client_ids={o.client_id for o in incoming}, currency_id=currency)
+    batch.open_counts, losses, positions = _clients_read(contract, sorted({o.client_id for o in incoming}))
     for order in incoming:
         key = (order.client_id, currency)
         if order.state != OrderState.RECEIVED:
@@ -469,6 +461,47 @@ def _orders_match(batch: _Batch) -> None:
                              price, order.time_in_force, order.reduce_only, order.self_trade_prevention,
                              _engine_leg(attached.get("tp"), scale), _engine_leg(attached.get("sl"), scale))
         _command_apply(batch, command)
+
+
+# A batch's clients: each one's orders holding collateral (the open-order cap); the cross perpetual losses at
+# the mark not settled yet (``ccp.perps.cross.cross_unrealised_losses``: that collateral backs them, not new
+# orders); on a perpetual, their positions in it (an order that reduces one trades no further than its
+# collateral). One statement, read after the fund locks are taken as its three reads were.
+_CLIENTS_READ = f"""
+    SELECT 'open', client_id, count(*)::numeric, NULL::numeric, NULL::numeric FROM orders_order
+    WHERE client_id = ANY(%s) AND state = ANY(%s) GROUP BY client_id
+    UNION ALL
+    SELECT 'loss', loss.*, NULL, NULL FROM ({LOSS_SQL}) AS loss
+"""
+_POSITIONS_READ = """
+    UNION ALL
+    SELECT 'position', client_id, quantity, cost, margin FROM risk_position
+    WHERE contract_id = %s AND client_id = ANY(%s) AND quantity <> 0
+"""
+
+
+def _clients_read(contract: Contract, client_ids: list[int]
+                  ) -> tuple[dict[int, int], dict[int, Decimal], dict[int, tuple[Decimal, Decimal, Decimal]]]:
+    """(open orders, unrealised cross losses, positions in ``contract`` if a perpetual) of these clients, by
+    client (``_CLIENTS_READ``): those without any left out."""
+    counts, losses, positions = {}, {}, {}
+    if not client_ids:
+        return counts, losses, positions
+    sql, params = _CLIENTS_READ, [client_ids, sorted(HOLDING_STATES), client_ids, contract.collateral_id, CROSS]
+    if contract.is_perpetual:
+        sql, params = sql + _POSITIONS_READ, [*params, contract.pk, client_ids]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    for kind, client_id, value, cost, margin in rows:
+        if kind == "open":
+            counts[client_id] = int(value)
+        elif kind == "loss":
+            if value < 0:
+                losses[client_id] = -value
+        else:
+            positions[client_id] = (value, cost, margin)
+    return counts, losses, positions
 
 
 def _command_apply(batch: _Batch, command) -> None:
@@ -714,13 +747,13 @@ def _reject(batch: _Batch, order: Order, reason: str) -> None:
     order.reject_reason = reason
 
 
-def _batch_write(batch: _Batch) -> None:
+def _batch_write(batch: _Batch) -> dict[int, dict]:
     """Write the orders the batch changed and the collateral they hold, book the trades and cancels through
     the clearing core (the order value the batch took or gave back in the same fund lock update), then
     publish, in one numbering each: the private messages (the clearing core's, then the orders and
     balances it did not send: a filled or cancelled order's final state is in its messages) and the
     levels orders joined or left. Private messages are numbered last: that locks the clients' rows
-    (``ccp.locks`` 8)."""
+    (``ccp.locks`` 8). Returns the representation (``order_payload``) of each order it changed, by id."""
     contract, now = batch.contract, batch.now
     bulk_insert_rows(Order, batch.created, with_pk=True)
     for order in batch.created:
@@ -751,6 +784,10 @@ def _batch_write(batch: _Batch) -> None:
                  for order in touched if order.pk not in cleared_orders]
     client_stream_publish_many([*messages, *balance_events(fund_locks.values())])
     books_levels_changed(levels=levels)
+    # Every order the batch changed has its final message here (those it booked in the clearing core's
+    # envelope): the waiting requests get the same representation, built once (nothing changes them after).
+    return {event["order"]["id"]: event["order"] for _, message in messages
+            for event in message.get("events", (message,)) if event.get("type") == "order"}
 
 
 @transaction.atomic

@@ -18,7 +18,7 @@ import functools
 import json
 import logging
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import redis
 import redis.asyncio
@@ -57,11 +57,14 @@ def _signal_script():
     return redis_client().register_script(_SIGNAL_LUA)
 
 
-def order_results_signal(order_ids: Iterable[int], orders: Iterable = ()) -> None:
+def order_results_signal(order_ids: Iterable[int], orders: Iterable = (),
+                         payloads: Mapping[int, dict] | None = None) -> None:
     """Tell the waiting requests, once the caller's transaction commits, that these orders have their
     result (validated: accepted or rejected); ``orders`` (Order objects among them, their contract set) go
     with their representation as they are at the commit (``order_payload``), the others with "look again".
-    Never fails the caller: a missed signal costs a wait."""
+    ``payloads``: some of those representations by order id, when the caller built them already (for its
+    stream messages) from the orders as they are at the commit: not built again. Never fails the
+    caller: a missed signal costs a wait."""
     ids = list(order_ids)
     if not ids:
         return
@@ -70,7 +73,9 @@ def order_results_signal(order_ids: Iterable[int], orders: Iterable = ()) -> Non
     def signal() -> None:
         from ccp.orders.serializers import order_payload
 
-        sent = {order.pk: json.dumps(order_payload(order), separators=(",", ":")) for order in orders}
+        built = payloads or {}
+        sent = {order.pk: json.dumps(built.get(order.pk) or order_payload(order), separators=(",", ":"))
+                for order in orders}
         try:
             _signal_script()(keys=[result_key(order_id) for order_id in ids],
                              args=[RESULT_TTL_S, *(sent.get(order_id, "1") for order_id in ids)])

@@ -204,7 +204,9 @@ def cross_accounts_below(*, contract_id: int, currency_id: int, fresh_since: dat
     return found
 
 
-_LOSS_SQL = """
+# Parameters: the client ids, the currency id, ``CROSS``. The matcher reads it with its other reads of a batch's
+# clients (``ccp.book.services._clients_read``).
+LOSS_SQL = """
 SELECT p.client_id, SUM(p.quantity * (COALESCE(pp.mark_px, pp.settle_px) - pp.settle_px))
 FROM risk_position p
 JOIN contracts_contract c ON c.id = p.contract_id
@@ -224,7 +226,7 @@ def cross_unrealised_losses(*, client_ids: Iterable[int], currency_id: int) -> d
     if not ids:
         return {}
     with connection.cursor() as cursor:
-        cursor.execute(_LOSS_SQL, [ids, currency_id, CROSS])
+        cursor.execute(LOSS_SQL, [ids, currency_id, CROSS])
         return {client_id: -value for client_id, value in cursor.fetchall() if value < 0}
 
 

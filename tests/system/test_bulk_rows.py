@@ -6,8 +6,9 @@ from decimal import Decimal as D
 import pytest
 
 from ccp.db import bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
+from ccp.orders.models import Order
 from ccp.risk.models import Position
-from tests.factories import ClientFactory, ContractFactory
+from tests.factories import ClientFactory, ContractFactory, ReceivedOrderFactory
 
 pytestmark = pytest.mark.django_db
 # the other columns of a position
@@ -53,3 +54,19 @@ def test_nothing_to_write_runs_no_statement(django_assert_num_queries):
         bulk_upsert_rows(Position, [], key=["client_id", "contract_id"], add=["quantity"])
         bulk_insert_rows(Position, [])
         bulk_update_rows(Position, [], ["quantity"])
+
+
+def test_update_sends_each_kind_of_value_as_it_is(now):
+    # given orders, and new values of each plain kind a few-row update sends as an array literal
+    call = ContractFactory()
+    orders = [ReceivedOrderFactory(contract=call) for _ in range(3)]
+    reasons = ['say "no"', "back\\slash, comma {brace}", "NULL"]
+    prices = [D("1E-18"), D("12345678901234567890.123456789012345678"), D("-0.5")]
+    priorities = [None, 7, 2**62]
+    for order, reason, price, priority in zip(orders, reasons, prices, priorities, strict=True):
+        order.reject_reason, order.modify_price, order.book_priority = reason, price, priority
+    # when they are written
+    bulk_update_rows(Order, orders, ["reject_reason", "modify_price", "book_priority"])
+    # then the rows hold exactly them
+    assert list(Order.objects.filter(pk__in=[o.pk for o in orders]).order_by("pk").values_list(
+        "reject_reason", "modify_price", "book_priority")) == list(zip(reasons, prices, priorities, strict=True))
