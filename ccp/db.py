@@ -67,23 +67,18 @@ def _stage(cursor, table: str, fields: Sequence[models.Field], rows: Sequence[mo
     _copy(cursor, table, fields, rows)
 
 
-def int_array(values: Iterable[int]) -> str:
-    """Integers as an array literal (``{1,2,3}``), for a parameter cast to ``bigint[]``: psycopg's list
-    dumper converts element by element in Python (0.6 us each, 0.12 us this way); an auction's apply sends
-    hundreds of thousands of ids."""
-    return "{" + ",".join(map(str, values)) + "}"  # a bool or a fraction: PostgreSQL refuses it
-
-
 def text_array(values: Iterable[str]) -> str:
-    """Strings as an array literal, each quoted (``{"a","b"}``), for a parameter cast to ``text[]``: as
-    ``int_array``, psycopg's list dumper costs 0.8 us an element."""
+    """Strings as an array literal, each quoted (``{"a","b"}``), for a parameter cast to ``text[]``: psycopg's
+    list dumper converts element by element in Python (0.8 us each); an auction's apply sends hundreds of
+    thousands."""
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 def number_array(values: Iterable[int | Decimal | None]) -> str:
-    """Integers or decimals (None as NULL) as an array literal, for a parameter cast to a numeric or integer
-    array: what psycopg sends for each (``str``), without its list dumper's cost per element. Finite
-    values only (a NaN or an infinity is no amount)."""
+    """Integers or decimals (None as NULL) as an array literal (``{1,2,3}``), for a parameter cast to a numeric
+    or integer array (ids: ``bigint[]``): what psycopg sends for each (``str``), without its list dumper's cost
+    per element (0.6 us each, 0.12 us this way). Finite values only (a NaN or an infinity is no amount); a bool
+    or a fraction in an integer array: PostgreSQL refuses it."""
     return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
 
 

@@ -59,7 +59,7 @@ from django.db.models import QuerySet
 
 from ccp.accounts.models import FundLock
 from ccp.contracts.models import Contract, Currency, Pair
-from ccp.db import Columns, int_array, times_loaded_in_c
+from ccp.db import Columns, number_array, times_loaded_in_c
 from ccp.matching.models import Auction
 from ccp.orders.models import Order
 from ccp.risk.models import Position
@@ -152,7 +152,7 @@ def order_rows_lock(columns: str, order_ids: Collection[int]) -> list[tuple]:
         times_loaded_in_c(cursor)
         # One array parameter, not tens of thousands of IN parameters.
         cursor.execute(f"SELECT {columns} FROM orders_order WHERE id = ANY(%s::bigint[]) ORDER BY id "
-                       "FOR NO KEY UPDATE", [int_array(sorted(order_ids))])
+                       "FOR NO KEY UPDATE", [number_array(sorted(order_ids))])
         return cursor.fetchall()
 
 

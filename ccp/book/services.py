@@ -74,7 +74,7 @@ from ccp.orders.services import (
 )
 from ccp.orders.states import BOOK_STATES, HOLDING_STATES, OrderState
 from ccp.perps.accounting import CROSS
-from ccp.perps.cross import LOSS_SQL
+from ccp.perps.cross import LOSS_SQL, losses_of
 from ccp.perps.margin import close_bound, to_tick
 from ccp.perps.selectors import mark_fresh, tpsl_prefix
 from ccp.prices.selectors import index_by_pair
@@ -484,9 +484,9 @@ def _clients_read(contract: Contract, client_ids: list[int]
                   ) -> tuple[dict[int, int], dict[int, Decimal], dict[int, tuple[Decimal, Decimal, Decimal]]]:
     """(open orders, unrealised cross losses, positions in ``contract`` if a perpetual) of these clients, by
     client (``_CLIENTS_READ``): those without any left out."""
-    counts, losses, positions = {}, {}, {}
+    counts, positions = {}, {}
     if not client_ids:
-        return counts, losses, positions
+        return counts, {}, positions
     sql, params = _CLIENTS_READ, [client_ids, sorted(HOLDING_STATES), client_ids, contract.collateral_id, CROSS]
     if contract.is_perpetual:
         sql, params = sql + _POSITIONS_READ, [*params, contract.pk, client_ids]
@@ -496,11 +496,9 @@ def _clients_read(contract: Contract, client_ids: list[int]
     for kind, client_id, value, cost, margin in rows:
         if kind == "open":
             counts[client_id] = int(value)
-        elif kind == "loss":
-            if value < 0:
-                losses[client_id] = -value
-        else:
+        elif kind == "position":
             positions[client_id] = (value, cost, margin)
+    losses = losses_of((client_id, value) for kind, client_id, value, _, _ in rows if kind == "loss")
     return counts, losses, positions
 
 

@@ -11,7 +11,7 @@ from django.db import connection, transaction
 
 from ccp.clearing.models import Trade, Venue
 from ccp.clock import require_aware
-from ccp.db import bulk_insert_rows, int_array
+from ccp.db import bulk_insert_rows, number_array
 from ccp.marketdata.services import candles_record, trades_publish
 
 
@@ -68,9 +68,9 @@ def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution]
     if not executions:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(_FRESH, {"buys": int_array(e.buy_order_id for e in executions),
-                                "sells": int_array(e.sell_order_id for e in executions),
-                                "contracts": int_array(e.contract_id for e in executions),
+        cursor.execute(_FRESH, {"buys": number_array(e.buy_order_id for e in executions),
+                                "sells": number_array(e.sell_order_id for e in executions),
+                                "contracts": number_array(e.contract_id for e in executions),
                                 "venue": venue, "venue_ref": venue_ref})
         found = cursor.fetchall()
     if not found:

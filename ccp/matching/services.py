@@ -42,7 +42,7 @@ from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, ContractState, Pair, TradingMode
 from ccp.contracts.payoffs import ContractKind, Leg, mark_px, order_worst_cost, premium_per_unit
-from ccp.db import Beside, bulk_update_rows, int_array, jit_off, text_array
+from ccp.db import Beside, bulk_update_rows, jit_off, number_array, text_array
 from ccp.locks import auction_lock, book_lock, contracts_lock, fund_locks_lock, order_rows_lock
 from ccp.matching.auction import (
     AuctionInput,
@@ -301,7 +301,7 @@ def _bound_orders(auction_id: int, bound: list[int], fills: dict[int, Decimal]) 
         return []
     with connection.cursor() as cursor:
         cursor.execute("SELECT DISTINCT client_id FROM orders_order WHERE id = ANY(%s::bigint[]) "
-                       "AND client_id = ANY(%s)", [int_array(sorted(fills)), bound])
+                       "AND client_id = ANY(%s)", [number_array(sorted(fills)), bound])
         clients = [row[0] for row in cursor.fetchall()]
         if not clients:
             return []
@@ -418,12 +418,13 @@ def _reasons_store(result: dict, orders: dict[int, OrderRow], kept: dict[int, Or
         order.unfilled_reason = wanted.get(pk, order.unfilled_reason)
     held = sorted(pk for pk in wanted if pk in orders or pk in kept)
     with connection.cursor() as cursor:
-        cursor.execute(_REASONS_SET, [now, int_array(held), text_array(wanted[pk] for pk in held), sorted(BOOK_STATES)])
+        cursor.execute(_REASONS_SET, [now, number_array(held), text_array(wanted[pk] for pk in held),
+                                      sorted(BOOK_STATES)])
         changed = [kept[pk] for pk, _, _ in sorted(cursor.fetchall()) if pk in kept]  # read before: their value
     for order in changed:  # may change too
         order.updated_at = now
     others = sorted(pk for pk in wanted if pk not in orders and pk not in kept)
-    beside = Beside(_REASONS_SET, [now, int_array(others), text_array(wanted[pk] for pk in others),
+    beside = Beside(_REASONS_SET, [now, number_array(others), text_array(wanted[pk] for pk in others),
                                    sorted(BOOK_STATES)]) if others else None
     return changed, beside
 

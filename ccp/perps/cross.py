@@ -227,7 +227,12 @@ def cross_unrealised_losses(*, client_ids: Iterable[int], currency_id: int) -> d
         return {}
     with connection.cursor() as cursor:
         cursor.execute(LOSS_SQL, [ids, currency_id, CROSS])
-        return {client_id: -value for client_id, value in cursor.fetchall() if value < 0}
+        return losses_of(cursor.fetchall())
+
+
+def losses_of(rows: Iterable[tuple[int, Decimal]]) -> dict[int, Decimal]:
+    """``LOSS_SQL``'s rows (client, sum at the marks) as losses by client: a gain counts for nothing."""
+    return {client_id: -value for client_id, value in rows if value < 0}
 
 
 def cross_unrealised_loss(*, client_id: int, currency_id: int) -> Decimal:

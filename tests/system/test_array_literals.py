@@ -1,10 +1,10 @@
-"""ccp.db.int_array and text_array: the array literals the bulk paths send in place of Python lists reach
+"""ccp.db.number_array and text_array: the array literals the bulk paths send in place of Python lists reach
 PostgreSQL as the same arrays, whatever the strings hold."""
 
 import pytest
 from django.db import connection
 
-from ccp.db import int_array, text_array
+from ccp.db import number_array, text_array
 
 pytestmark = pytest.mark.django_db
 
@@ -24,12 +24,12 @@ def test_strings_come_back_as_they_were_sent():
 
 def test_integers_come_back_in_order_with_big_and_negative_ones():
     values = [3, 1, -7, 0, 2**62, 10**15 + 1]
-    assert _round_trip("SELECT %s::bigint[]", int_array(values)) == values
+    assert _round_trip("SELECT %s::bigint[]", number_array(values)) == values
 
 
 def test_empty_arrays():
     assert _round_trip("SELECT %s::text[]", text_array([])) == []
-    assert _round_trip("SELECT %s::bigint[]", int_array([])) == []
+    assert _round_trip("SELECT %s::bigint[]", number_array([])) == []
 
 
 def test_a_bool_or_a_fraction_is_refused_not_read_as_a_number():
@@ -39,4 +39,4 @@ def test_a_bool_or_a_fraction_is_refused_not_read_as_a_number():
 
     for bad in ([True], [Decimal("1.5")]):
         with pytest.raises(DataError), transaction.atomic():
-            _round_trip("SELECT %s::bigint[]", int_array(bad))
+            _round_trip("SELECT %s::bigint[]", number_array(bad))
