@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -212,12 +213,10 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     a BEGIN and a COMMIT round trip. In the caller's transaction, or when a client_order_id comes twice (a
     second insert), in a transaction (a savepoint in the caller's).
     """
-    if connection.in_atomic_block or len({r.client_order_id for r in requests}) < len(requests):
-        with transaction.atomic():
-            return _orders_submit(client=client, requests=requests, now=now, validate_later=validate_later,
-                                  open_count=open_count)
-    return _orders_submit(client=client, requests=requests, now=now, validate_later=validate_later,
-                          open_count=open_count)
+    in_one = connection.in_atomic_block or len({r.client_order_id for r in requests}) < len(requests)
+    with transaction.atomic() if in_one else contextlib.nullcontext():
+        return _orders_submit(client=client, requests=requests, now=now, validate_later=validate_later,
+                              open_count=open_count)
 
 
 def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: datetime, validate_later: bool,
