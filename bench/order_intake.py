@@ -492,16 +492,21 @@ async def bench(args, env: dict[str, str], setup: dict, children: Children, cpu_
 
     report(args, setup, ping_phase, intake, states, drained, e2e, batch, batch_states, batch_drained, batch_e2e)
     problems = (ping_phase.ok != args.orders or intake.ok != args.orders or not drained
-                or any(s != "accepted" for s in states) or batch.ok != len(requests) or not batch_drained
-                or any(s != "accepted" for s in batch_states))
+                or any(not _accepted(s) for s in states) or batch.ok != len(requests) or not batch_drained
+                or any(not _accepted(s) for s in batch_states))
     return 1 if problems else 0
 
 
+def _accepted(state: str) -> bool:
+    """Whether an order in this state (or 'rejected: reason') was accepted: neither still received nor rejected.
+    On a continuous contract an accepted order may have filled or been cancelled since (an IOC leftover,
+    self-trade prevention)."""
+    return state != "received" and not state.startswith("rejected")
+
+
 def end_to_end(states: dict, phase: Phase) -> tuple[int, float, float]:
-    """(accepted orders, seconds from the phase's first request to the last validation, accepted/s). On a
-    continuous contract an accepted order may have filled or been cancelled (an IOC leftover, self-trade
-    prevention) by the time it is counted: every order not received and not rejected was accepted."""
-    accepted = sum(n for s, (n, _) in states.items() if s != "received" and not s.startswith("rejected"))
+    """(accepted orders, seconds from the phase's first request to the last validation, accepted/s)."""
+    accepted = sum(n for s, (n, _) in states.items() if _accepted(s))
     validated_at = [at for s, (_, at) in states.items() if s != "received" and at]
     last_validated = max(validated_at).timestamp() if validated_at else float("nan")
     seconds = last_validated - phase.wall_start
