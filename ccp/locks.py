@@ -105,7 +105,8 @@ def contract_lock(contract_id: int) -> Contract:
 
 
 # A matcher run's contracts (``book_contracts_lock``): the given one, with ``queues`` also every other continuous
-# contract of its queue (id mod queues) with received orders or modifications waiting.
+# contract of its queue (id mod queues) with received orders or modifications waiting (an index probe per
+# continuous contract: never a scan of every received order, an auction's backlog included).
 _RUN = """
     WITH run AS MATERIALIZED (
         SELECT id, pair_id FROM contracts_contract WHERE id = %(contract)s{others}
@@ -116,10 +117,11 @@ _RUN = """
 """
 _RUN_OTHERS = """
         UNION
-        SELECT id, pair_id FROM contracts_contract WHERE trading_mode = %(continuous)s
+        SELECT id, pair_id FROM contracts_contract AS c WHERE trading_mode = %(continuous)s
             AND id %% %(queues)s = %(contract)s %% %(queues)s
-            AND id IN (SELECT contract_id FROM orders_order WHERE state = %(received)s
-                       UNION SELECT contract_id FROM orders_order WHERE modify_requested_at IS NOT NULL)"""
+            AND (EXISTS (SELECT FROM orders_order AS o WHERE o.contract_id = c.id AND o.state = %(received)s)
+                 OR EXISTS (SELECT FROM orders_order AS o WHERE o.contract_id = c.id
+                            AND o.modify_requested_at IS NOT NULL))"""
 
 
 def book_contracts_lock(contract_id: int, *, queues: int | None = None) -> list[Contract]:
