@@ -1,15 +1,17 @@
-"""The continuous matcher's cost per batch: ``ccp.book.services.book_match`` alone through a real PostgreSQL,
+"""The continuous matcher's cost per batch: ``ccp.book.services.books_match`` alone through a real PostgreSQL,
 with a same-run baseline.
 
-One continuous BTC/USDC future (floor 50,000, cap 150,000, tick 1, lot 0.01), 100 clients with 10^9 USDC
-each, a book seeded with 400 resting orders around 100,000 (matched by ``book_match``, not measured). Then
-for each batch size (``--sizes``, default 1, 10, 100, 200) ``--batches`` batches (default: enough for
-about 600 orders, at least 10), each:
+``--contracts`` continuous BTC/USDC futures (default 1; floor 50,000, cap 150,000, tick 1, lot 0.01, expiries
+a week apart, all of one matcher queue), 100 clients with 10^9 USDC each, each book seeded with 400 resting
+orders around 100,000 (matched, not measured). Then for each batch size (``--sizes``, default 1, 10, 100,
+200) ``--batches`` batches (default: enough for about 600 orders, at least 10), each:
 
 1. baseline: the batch's orders inserted as 'received' (one COPY, its own transaction: the bare cost of
-   storing them), timed;
-2. ``book_match(contract_id=..., now=..., limit=size)`` called directly, as the matcher task calls it
-   (commit and after-commit pushes to Redis included), timed wall and CPU of this process (the Python
+   storing them), timed; with several contracts, the orders go to each contract in turn;
+2. the matcher called directly, as its task calls it (commit and after-commit pushes to Redis included):
+   ``books_match(contract_id=<the first>, now=..., limit=size, queues=1)``, one run over every contract
+   with orders; with ``--per-contract`` (or on a tree without ``books_match``) ``book_match`` once per
+   contract, one transaction each, as before issue 12. Timed wall and CPU of this process (the Python
    side; PostgreSQL's own CPU is in the wall time), with the SQL statements it sent counted
    (``connection.execute_wrapper``, plus the COPYs of ``ccp.db``) and the engine's own time
    (``Engine.apply``) summed.
@@ -28,6 +30,7 @@ zero available, the invariants checker). Everything started here is stopped at t
 Run from the repository root (about a minute on 2 cores):
 
     .venv/bin/python bench/book_batch.py [--sizes 1,10,100,200] [--batches N] [--profile]
+    .venv/bin/python bench/book_batch.py --contracts 4 --sizes 4,12,40 [--per-contract]
 """
 
 from __future__ import annotations
