@@ -410,7 +410,7 @@ def books_match(*, contract_id: int, now: datetime, limit: int | None = None, qu
                                   modifying)) is not None:
             batches.append(batch)
             taken[contract.pk] = len(batch.incoming)
-    if not batches:
+    if not batches and not run.touched:
         return {}
     _batches_match(run, batches)
     failpoint("matched")
@@ -441,7 +441,11 @@ def _batch_start(run: _Run, contract: Contract, incoming: list[Order], version: 
     now = run.now
     if contract.trading_mode != TradingMode.CONTINUOUS:
         orders_validate_later([o for o in incoming if o.state == OrderState.RECEIVED])
-        _modifies_refuse([o for o in incoming if o.modify_requested_at], "modify_not_in_auction", now)
+        for order in incoming:  # written with the run's orders (its messages go last, as ccp.locks orders them)
+            if order.modify_requested_at:
+                order.modify_price = order.modify_quantity = order.modify_requested_at = None
+                order.modify_reject_reason = "modify_not_in_auction"
+                run.touched[order.pk] = order
         return None
     book = _BOOKS.pop(contract.pk, None)  # back only when this run commits
     stale: list[Order] = []
@@ -821,15 +825,6 @@ def _modify_match(batch: _Batch, order: Order, fund_lock) -> None:
             _events_apply(batch, [event])
     if contract.is_perpetual:
         _position_tpsl_end(batch, events)
-
-
-def _modifies_refuse(orders: list[Order], reason: str, now: datetime) -> None:
-    for order in orders:
-        order.modify_price = order.modify_quantity = order.modify_requested_at = None
-        order.modify_reject_reason, order.updated_at = reason, now
-    bulk_update_rows(Order, orders, [*_MODIFY_FIELDS, "updated_at"])
-    client_stream_publish_many((order.client_id, {"type": "order", "order": order_payload(order)})
-                               for order in orders)
 
 
 _MODIFY_FIELDS = ("modify_price", "modify_quantity", "modify_requested_at", "modify_reject_reason")

@@ -9,6 +9,7 @@ import pytest
 from ccp import streams
 from ccp.accounts.models import FundLock
 from ccp.book.services import book_match, books_match, order_modify
+from ccp.contracts.models import Contract, TradingMode
 from ccp.orders.models import Order
 from ccp.orders.rules import order_held
 from ccp.orders.services import OrderRequest, order_submit
@@ -151,3 +152,23 @@ def test_a_run_takes_the_modifications_of_its_contracts_in_arrival_order():
     assert (buy.state, buy.filled_quantity) == ("filled", D("10"))
     assert invariants_check().ok
     assert_books_balance()
+
+
+def test_a_run_refuses_the_modifications_of_a_contract_no_longer_continuous_and_matches_the_others():
+    # given a modification queued on a contract that then moved to auctions, and an order on another
+    a, b = continuous(0, 7)
+    maker = FundLockFactory(currency=a.collateral, fundlock=D("100000")).client
+    resting = Order.objects.get(pk=_order(maker, a, "sell", "102", "m"))
+    book_match(contract_id=a.pk, now=NOW)
+    order_modify(client=maker, order_id=resting.pk, price=D("101"), quantity=None, now=NOW)
+    Contract.objects.filter(pk=a.pk).update(trading_mode=TradingMode.AUCTION)
+    other = Order.objects.get(pk=_order(maker, b, "buy", "90", "o"))
+    # when the first contract's task runs
+    with lock_order_kept("books_match"):
+        assert books_match(contract_id=a.pk, now=NOW, queues=1) == {b.pk: 1}
+    # then the modification is refused, the order unchanged, and the other contract's order matched
+    resting.refresh_from_db()
+    other.refresh_from_db()
+    assert (resting.price, resting.modify_requested_at, resting.modify_reject_reason) == (
+        D("102"), None, "modify_not_in_auction")
+    assert other.state == "accepted"
