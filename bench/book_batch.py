@@ -1,15 +1,17 @@
-"""The continuous matcher's cost per batch: ``ccp.book.services.book_match`` alone through a real PostgreSQL,
+"""The continuous matcher's cost per batch: ``ccp.book.services.books_match`` alone through a real PostgreSQL,
 with a same-run baseline.
 
-One continuous BTC/USDC future (floor 50,000, cap 150,000, tick 1, lot 0.01), 100 clients with 10^9 USDC
-each, a book seeded with 400 resting orders around 100,000 (matched by ``book_match``, not measured). Then
-for each batch size (``--sizes``, default 1, 10, 100, 200) ``--batches`` batches (default: enough for
-about 600 orders, at least 10), each:
+``--contracts`` continuous BTC/USDC futures (default 1; floor 50,000, cap 150,000, tick 1, lot 0.01, expiries
+a week apart, all of one matcher queue), 100 clients with 10^9 USDC each, each book seeded with 400 resting
+orders around 100,000 (matched, not measured). Then for each batch size (``--sizes``, default 1, 10, 100,
+200) ``--batches`` batches (default: enough for about 600 orders, at least 10), each:
 
 1. baseline: the batch's orders inserted as 'received' (one COPY, its own transaction: the bare cost of
-   storing them), timed;
-2. ``book_match(contract_id=..., now=..., limit=size)`` called directly, as the matcher task calls it
-   (commit and after-commit pushes to Redis included), timed wall and CPU of this process (the Python
+   storing them), timed; with several contracts, the orders go to each contract in turn;
+2. the matcher called directly, as its task calls it (commit and after-commit pushes to Redis included):
+   ``books_match(contract_id=<the first>, now=..., limit=size, queues=1)``, one run over every contract
+   with orders; with ``--per-contract`` (or on a tree without ``books_match``) ``book_match`` once per
+   contract, one transaction each, as before issue 12. Timed wall and CPU of this process (the Python
    side; PostgreSQL's own CPU is in the wall time), with the SQL statements it sent counted
    (``connection.execute_wrapper``, plus the COPYs of ``ccp.db``) and the engine's own time
    (``Engine.apply``) summed.
@@ -28,6 +30,7 @@ zero available, the invariants checker). Everything started here is stopped at t
 Run from the repository root (about a minute on 2 cores):
 
     .venv/bin/python bench/book_batch.py [--sizes 1,10,100,200] [--batches N] [--profile]
+    .venv/bin/python bench/book_batch.py --contracts 4 --sizes 4,12,40 [--per-contract]
 """
 
 from __future__ import annotations
@@ -81,10 +84,10 @@ def order_mix(rng: random.Random, n: int) -> list[dict]:
     return out
 
 
-def continuous_market(n_clients: int, now):
-    """One continuous BTC/USDC future (floor 50,000, cap 150,000, tick 1, lot 0.01) and ``n_clients``
-    clients with 10^9 USDC each: (contract, clients). Django set up."""
-    from datetime import date
+def continuous_market(n_clients: int, now, n_contracts: int = 1):
+    """``n_contracts`` continuous BTC/USDC futures (floor 50,000, cap 150,000, tick 1, lot 0.01; expiries a
+    week apart) and ``n_clients`` clients with 10^9 USDC each: (contracts, clients). Django set up."""
+    from datetime import date, timedelta
     from decimal import Decimal
 
     from ccp.accounts.models import Client, FundLock
@@ -93,17 +96,19 @@ def continuous_market(n_clients: int, now):
     usdc = Currency.objects.create(symbol="USDC", name="USD Coin", decimals=6)
     btc = Currency.objects.create(symbol="BTC", name="Bitcoin", decimals=8)
     pair = Pair.objects.create(base=btc, quote=usdc)
-    expiry = date(now.year + 1, 6, 25)
-    contract = Contract.objects.create(
-        symbol=Contract.symbol_for(pair=pair, expiry_date=expiry, kind="future", strike_px=None), pair=pair,
-        collateral=usdc, kind="future", strike_px=None, expiry_date=expiry, floor_px=Decimal(FLOOR),
-        cap_px=Decimal(CAP), tick_size=Decimal(1), lot_size=Decimal("0.01"), state=ContractState.LISTED,
-        trading_mode=TradingMode.CONTINUOUS)
+    contracts = []
+    for n in range(n_contracts):
+        expiry = date(now.year + 1, 6, 25) + timedelta(days=7 * n)
+        contracts.append(Contract.objects.create(
+            symbol=Contract.symbol_for(pair=pair, expiry_date=expiry, kind="future", strike_px=None), pair=pair,
+            collateral=usdc, kind="future", strike_px=None, expiry_date=expiry, floor_px=Decimal(FLOOR),
+            cap_px=Decimal(CAP), tick_size=Decimal(1), lot_size=Decimal("0.01"), state=ContractState.LISTED,
+            trading_mode=TradingMode.CONTINUOUS))
     clients = Client.objects.bulk_create([Client(address=f"0x{k:040x}", registered_at=now)
                                           for k in range(1, n_clients + 1)])
     FundLock.objects.bulk_create([FundLock(client=c, currency=usdc, fundlock=Decimal(10**9), updated_at=now)
                                   for c in clients])
-    return contract, clients
+    return contracts, clients
 
 
 def child(args) -> None:
@@ -119,6 +124,7 @@ def child(args) -> None:
 
     import ccp.db
     from ccp.accounts.models import FundLock
+    from ccp.book import services
     from ccp.book.engine import Engine
     from ccp.book.services import book_match
     from ccp.clearing.models import Trade
@@ -132,17 +138,28 @@ def child(args) -> None:
 
     rng = random.Random(args.seed)
     now = utcnow()
-    contract, clients = continuous_market(CLIENTS, now)
+    contracts, clients = continuous_market(CLIENTS, now, args.contracts)
+    contract = contracts[0]
+    # One run over every contract with work (the matcher task's run, ``books_match``), or, with --per-contract
+    # or on a tree without it, one ``book_match`` transaction per contract, as each contract's own task did.
+    books_match = None if args.per_contract else getattr(services, "books_match", None)
+
+    def match(limit: int) -> int:
+        if books_match is not None:
+            return sum(books_match(contract_id=contract.pk, now=utcnow(), limit=limit, queues=1).values())
+        return sum(book_match(contract_id=c.pk, now=utcnow(), limit=limit) for c in contracts)
+
     serial = iter(range(1, 10**9))
 
     def insert(terms: list[dict]) -> float:
         """Store orders as received (one COPY, one transaction); returns the seconds taken."""
         at = utcnow()
-        rows = [{"client_id": rng.choice(clients).pk, "contract_id": contract.pk, "client_order_id": f"b{next(serial)}",
+        rows = [{"client_id": rng.choice(clients).pk, "contract_id": contracts[n % len(contracts)].pk,
+                 "client_order_id": f"b{n}",
                  "price": Decimal(t["price"]), "quantity": Decimal(t["quantity"]) / 100,
                  "attached": None if t["attached"] is None else Jsonb(t["attached"]),
                  **{k: v for k, v in t.items() if k not in ("price", "quantity", "attached")}}
-                for t in terms]
+                for t, n in zip(terms, serial, strict=False)]  # the contracts in turn (terms first: no number lost)
         defaults = {f.attname: f.get_default() for f in Order._meta.concrete_fields if not f.primary_key}
         rows = [{**defaults, "state": "received", "created_at": at, "updated_at": at, **row} for row in rows]
         t0 = time.perf_counter()
@@ -178,9 +195,9 @@ def child(args) -> None:
     Engine.apply = timed_apply
 
     # The seeded book (resting orders only), matched and not measured.
-    insert([t for t in order_mix(rng, 3 * SEED_ORDERS) if t["kind"] == "limit" and not t["attached"]
-            and (t["price"] < MID) == (t["side"] == "buy")][:SEED_ORDERS])
-    while book_match(contract_id=contract.pk, now=utcnow(), limit=200):
+    insert([t for t in order_mix(rng, 3 * SEED_ORDERS * len(contracts)) if t["kind"] == "limit" and not t["attached"]
+            and (t["price"] < MID) == (t["side"] == "buy")][:SEED_ORDERS * len(contracts)])
+    while match(200):
         pass
 
     profiler = None
@@ -193,14 +210,14 @@ def child(args) -> None:
         rows = []
         for _ in range(batches):
             baseline = insert(order_mix(rng, size))
-            trades_before = Trade.objects.filter(contract=contract).count()
+            trades_before = Trade.objects.count()
             counts.update(statements=0, copies=0, engine_s=0.0)
             shown.clear()
             if profiler:
                 profiler.enable()
             with connection.execute_wrapper(counting):
                 w0, c0 = time.perf_counter(), time.process_time()
-                taken = book_match(contract_id=contract.pk, now=utcnow(), limit=size)
+                taken = match(size)
                 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             if profiler:
                 profiler.disable()
@@ -209,7 +226,7 @@ def child(args) -> None:
                 print(f"-- size {size}, batch {len(rows) + 1}:", *shown, sep="\n  ", file=sys.stderr)
             rows.append({"wall": wall, "cpu": cpu, "engine": counts["engine_s"], "baseline": baseline,
                          "statements": counts["statements"] + counts["copies"],
-                         "trades": Trade.objects.filter(contract=contract).count() - trades_before})
+                         "trades": Trade.objects.count() - trades_before})
         med = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
         results[size] = {"batches": batches, **{f"{k}_ms": v * 1000 for k, v in med.items()
                                                 if k in ("wall", "cpu", "engine", "baseline")},
@@ -222,17 +239,18 @@ def child(args) -> None:
     cash = CashMovement.objects.aggregate(s=Sum("amount"))["s"] or 0
     if cash != 0:
         failures.append(f"cash movements sum to {cash}")
-    positions = Position.objects.filter(contract=contract).aggregate(s=Sum("quantity"))["s"] or 0
-    if positions != 0:
-        failures.append(f"positions sum to {positions}")
+    for c in contracts:
+        positions = Position.objects.filter(contract=c).aggregate(s=Sum("quantity"))["s"] or 0
+        if positions != 0:
+            failures.append(f"positions of {c.symbol} sum to {positions}")
     if any(available(f) < 0 for f in FundLock.objects.all()):
         failures.append("a fund lock below zero available")
     report = invariants_check()
     if not report.ok:
         failures.append(f"invariants: {report}")
-    out = {"results": results, "failures": failures,
-           "orders": Order.objects.filter(contract=contract).count(),
-           "trades": Trade.objects.filter(contract=contract).count()}
+    out = {"results": results, "failures": failures, "contracts": len(contracts),
+           "mode": "one run" if books_match is not None else "one transaction per contract",
+           "orders": Order.objects.count(), "trades": Trade.objects.count()}
     print(RESULT_MARK + json.dumps(out), flush=True)
     if profiler:
         import pstats
@@ -276,7 +294,8 @@ def child_run(args, argv: list[str], *, mark: str, timeout: int,
 
 
 def report(out: dict) -> None:
-    print(f"book_match alone, one continuous contract ({out['orders']} orders, {out['trades']} trades in the run)")
+    print(f"the matcher alone, {out.get('contracts', 1)} continuous contract(s), {out.get('mode', 'one run')} "
+          f"({out['orders']} orders, {out['trades']} trades in the run)")
     print(f"{'size':>5} {'batches':>7} {'wall ms':>8} {'p90':>7} {'cpu ms':>7} {'engine':>7} {'wall/ord':>8} "
           f"{'cpu/ord':>8} {'stmts':>6} {'trades':>6} {'insert ms':>9} {'ratio':>6}")
     for size, r in out["results"].items():
@@ -294,6 +313,10 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,10,100,200", help="orders per batch, comma-separated")
     parser.add_argument("--batches", type=int, default=0, help="batches per size (0: about 600 orders, at least 10)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--contracts", type=int, default=1,
+                        help="continuous contracts (one queue) the orders of each batch alternate over")
+    parser.add_argument("--per-contract", action="store_true",
+                        help="match each contract in its own transaction (book_match), not one run over all")
     parser.add_argument("--profile", action="store_true", help="print the cumulative cProfile of the measured calls")
     parser.add_argument("--statements", action="store_true",
                         help="print the SQL statements of each size's first three batches (COPYs not shown)")
@@ -308,7 +331,9 @@ def main() -> int:
         child(args)
         return 0
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--sizes", ",".join(map(str, args.sizes)),
-            "--batches", str(args.batches), "--seed", str(args.seed)] + (["--profile"] if args.profile else [])
+            "--batches", str(args.batches), "--seed", str(args.seed), "--contracts", str(args.contracts)]
+    argv += ["--profile"] if args.profile else []
+    argv += ["--per-contract"] if args.per_contract else []
     argv += ["--statements"] if args.statements else []
     if (done := child_run(args, argv, mark=RESULT_MARK, timeout=1200)) is None:
         return 1

@@ -37,9 +37,11 @@ Who takes what:
   auction_apply       book (exclusive), auction, contracts, orders, the fund locks of those orders and of the
                       reservations, then books through trades_clear (given those fund locks); an order whose
                       engine reason changes is locked with a second order statement, before the fund locks
-  book_match          (ccp.book.services) book (shared), contract, its received orders, their clients' fund
-                      locks, then books through trades_clear. The resting orders a batch meets are read,
-                      not locked: every writer of a contract's orders holds the contract's row first
+  books_match         (ccp.book.services, a matcher run over one or more contracts of a queue) their pairs'
+                      books (shared, by pair id) and their contract rows in one statement, their received
+                      orders in one, their clients' fund locks in one, then books through trades_clear once.
+                      The resting orders a run meets are read, not locked: every writer of a contract's
+                      orders holds the contract's row first
   trades_clear        (ccp.clearing.booking) its caller holds the contracts (3) and orders (4); it takes
                       fund locks, positions, lockups. trades_book within it locks no row of the list:
                       the held contracts make the per-contract trade sequence it reads the last one,
@@ -58,10 +60,11 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from ccp.accounts.models import FundLock
-from ccp.contracts.models import Contract, Currency, Pair
+from ccp.contracts.models import Contract, Currency, Pair, TradingMode
 from ccp.db import Columns, number_array, times_loaded_in_c
 from ccp.matching.models import Auction
 from ccp.orders.models import Order
+from ccp.orders.states import OrderState
 from ccp.risk.models import Position
 
 _BOOK_LOCK = 7001  # advisory lock namespace: a pair's book
@@ -92,32 +95,70 @@ def contracts_lock(contracts: QuerySet[Contract]) -> dict[int, Contract]:
     return {c.pk: c for c in contracts.select_for_update(no_key=True, of=("self",)).order_by("id")}
 
 
-def contract_lock(contract_id: int, *, book_shared: int | None = None) -> Contract:
+def contract_lock(contract_id: int) -> Contract:
     """3. One contract row (its pair and currencies read with it, not locked). Raises
-    ``Contract.DoesNotExist`` when there is none. ``book_shared``: the id of the contract's pair, whose book
-    lock (1, shared: ``book_lock``) the same statement takes first, a round trip less (the row lock is
-    taken on the rows the join returns, so after the book lock, whatever the plan)."""
+    ``Contract.DoesNotExist`` when there is none."""
+    locked = _contracts_with_pairs("WHERE contracts_contract.id = %s", [contract_id])
+    if not locked:
+        raise Contract.DoesNotExist(f"Contract matching id {contract_id} does not exist.")
+    return locked[0]
+
+
+# A matcher run's contracts (``book_contracts_lock``): the given one, with ``queues`` also every other continuous
+# contract of its queue (id mod queues) with received orders or modifications waiting (an index probe per
+# continuous contract: never a scan of every received order, an auction's backlog included).
+_RUN = """
+    WITH run AS MATERIALIZED (
+        SELECT id, pair_id FROM contracts_contract WHERE id = %(contract)s{others}
+    ), book AS MATERIALIZED (
+        SELECT count(pg_advisory_xact_lock_shared({book}, p.pair_id::integer)) AS n
+        FROM (SELECT DISTINCT pair_id FROM run ORDER BY pair_id) AS p
+    )
+"""
+_RUN_OTHERS = """
+        UNION
+        SELECT id, pair_id FROM contracts_contract AS c WHERE trading_mode = %(continuous)s
+            AND id %% %(queues)s = %(contract)s %% %(queues)s
+            AND (EXISTS (SELECT FROM orders_order AS o WHERE o.contract_id = c.id AND o.state = %(received)s)
+                 OR EXISTS (SELECT FROM orders_order AS o WHERE o.contract_id = c.id
+                            AND o.modify_requested_at IS NOT NULL))"""
+
+
+def book_contracts_lock(contract_id: int, *, queues: int | None = None) -> list[Contract]:
+    """1 and 3 in one statement, a round trip each less: a continuous matcher run's contracts, by id (their
+    pairs and currencies read with them, not locked). The contract ``contract_id`` and, with ``queues``, every
+    other continuous contract whose id is the same modulo ``queues`` (its matcher's queue, ``ccp.book.tasks``)
+    with received orders or modifications waiting. Their pairs' books (1, shared: ``book_lock``) are taken
+    first, in pair id order, then the contract rows (3). The row locks are taken on the rows the join with the
+    book locks returns, so after them whatever the plan. No contract: an empty list."""
+    others = _RUN_OTHERS if queues else ""
+    params = {"contract": contract_id, "queues": queues, "continuous": TradingMode.CONTINUOUS,
+              "received": OrderState.RECEIVED}
+    return _contracts_with_pairs("WHERE contracts_contract.id IN (SELECT id FROM run)", params,
+                                 prefix=_RUN.format(others=others, book=_BOOK_LOCK), join="book, ")
+
+
+def _contracts_with_pairs(where: str, params, *, prefix: str = "", join: str = "") -> list[Contract]:
+    """Contract rows locked by id (``ccp.locks`` 3) with their pair and currencies read, not locked."""
     contract, pair, base, quote = Columns.of(Contract), Columns.of(Pair), Columns.of(Currency), Columns.of(Currency)
-    book, params = "", [contract_id]
-    if book_shared is not None:
-        book, params = f"(SELECT pg_advisory_xact_lock_shared({_BOOK_LOCK}, %s)) AS book, ", [book_shared, contract_id]
     with connection.cursor() as cursor:  # the locked table unaliased: OF names it as ccp.locks' order does
-        cursor.execute(f"SELECT {contract.select('contracts_contract')}, {pair.select('p')}, {base.select('b')}, "
-                       f"{quote.select('q')} FROM {book}contracts_contract "
+        cursor.execute(f"{prefix}SELECT {contract.select('contracts_contract')}, {pair.select('p')}, "
+                       f"{base.select('b')}, {quote.select('q')} FROM {join}contracts_contract "
                        "JOIN contracts_pair AS p ON p.id = contracts_contract.pair_id "
                        "JOIN contracts_currency AS b ON b.id = p.base_id "
                        "JOIN contracts_currency AS q ON q.id = p.quote_id "
-                       "WHERE contracts_contract.id = %s FOR NO KEY UPDATE OF contracts_contract", params)
-        row = cursor.fetchone()
-    if row is None:
-        raise Contract.DoesNotExist(f"Contract matching id {contract_id} does not exist.")
-    at = len(contract.attnames)
-    locked, pair_row = contract.instance(row[:at]), pair.instance(row[at:at + len(pair.attnames)])
-    at += len(pair.attnames)
-    _PAIR_BASE.set_cached_value(pair_row, base.instance(row[at:at + len(base.attnames)]))
-    _PAIR_QUOTE.set_cached_value(pair_row, quote.instance(row[at + len(base.attnames):]))
-    _CONTRACT_PAIR.set_cached_value(locked, pair_row)
-    return locked
+                       f"{where} ORDER BY contracts_contract.id FOR NO KEY UPDATE OF contracts_contract", params)
+        rows = cursor.fetchall()
+    out = []
+    for row in rows:
+        at = len(contract.attnames)
+        locked, pair_row = contract.instance(row[:at]), pair.instance(row[at:at + len(pair.attnames)])
+        at += len(pair.attnames)
+        _PAIR_BASE.set_cached_value(pair_row, base.instance(row[at:at + len(base.attnames)]))
+        _PAIR_QUOTE.set_cached_value(pair_row, quote.instance(row[at + len(base.attnames):]))
+        _CONTRACT_PAIR.set_cached_value(locked, pair_row)
+        out.append(locked)
+    return out
 
 
 def orders_lock(orders: QuerySet[Order]) -> list[Order]:

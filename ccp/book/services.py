@@ -2,15 +2,26 @@
 received orders at a time, through the pure engine (``ccp.book.engine``) and booked through the clearing
 core (``ccp.clearing.booking.trades_clear``).
 
-One writer per contract, enforced by the database: a batch holds the contract's row lock
-(``ccp.locks`` 3) from the moment it reads the received orders until it commits, and every service that
+A matcher run (``books_match``) takes the batches of several contracts at once: the contract its task names
+and every other continuous contract of the same Celery queue (``ccp.book.tasks.book_queue``: id modulo
+``CCP_BOOK_QUEUES``) with received orders or modifications waiting when the run starts, at most
+``CCP_BOOK_BATCH`` orders and modifications in all, the earliest first. They are matched and written in one
+transaction with one set of statements (the contracts' locks, the orders' lock, the fund locks, the clients'
+read, one booking through the clearing core, one publish): under load a queue's contracts each receive a few
+orders per batch, and that fixed cost, once per contract, was most of a batch's. Each contract keeps
+everything of its own: its engine, its arrival order, its book version (bumped by the run), its events in
+their order (one ``book`` message per client and contract). A client's orders on two contracts of one run
+share its fund lock: each check counts what the run's earlier orders took, on any contract.
+
+One writer per contract, enforced by the database: a run holds its contracts' row locks (``ccp.locks`` 3,
+taken in id order) from the moment it reads the received orders until it commits, and every service that
 changes a contract's orders holds that lock too (order entry's cancel, a halt, a trading-mode change).
 Two matchers pointed at one contract therefore run one after the other, never both at once.
 
-Durable before visible: a batch's acceptances, rejections, trades, order states, positions, lockups and
+Durable before visible: a run's acceptances, rejections, trades, order states, positions, lockups and
 fund locks commit in one transaction; its stream events, the public trades and the answers to the
-waiting requests go out after that commit. A batch that fails (or a process killed mid-batch) leaves
-nothing: its orders are still 'received' and the next batch takes them again, in the same order.
+waiting requests go out after that commit. A run that fails (or a process killed mid-run) leaves
+nothing: its orders are still 'received' and the next run takes them again, in the same order.
 
 The engine in memory is a cache of the database: each process keeps one per contract with the book
 version (``BookVersion``) it matches. Each batch bumps that version, and so does every change of the
@@ -28,14 +39,15 @@ Prices: each batch gives the engine the contract's current mark and index (fresh
 half-even to ticks), which fires the stop and take-profit orders they cross; ``book_prices_moved`` queues
 the matchers of contracts with orders waiting on them after each price update.
 
-Arrival order is the order ids' order; a batch takes at most ``CCP_BOOK_BATCH`` orders. Each incoming order
-is checked (the order rules, the open-order cap, then available collateral less what earlier orders of
-the batch took: the clearing core's one rule) before the engine sees it, and holds its worst case
-(``order_value``: a market order's at its protection price) while it rests.
+Arrival order is the time of entry, then the order ids' order; a run takes at most ``CCP_BOOK_BATCH`` orders.
+Each incoming order is checked (the order rules, the open-order cap, then available collateral as the run
+found it less what earlier orders of the run took: the clearing core's one rule) before the engine sees
+it, and holds its worst case (``order_value``: a market order's at its protection price) while it rests.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from collections import defaultdict
@@ -58,7 +70,7 @@ from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import mark_px
 from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, ids_reserve
 from ccp.errors import ApplicationError, Conflict, NotFound
-from ccp.locks import book_lock, contract_lock, fund_locks_lock, order_lock
+from ccp.locks import book_contracts_lock, book_lock, contract_lock, fund_locks_lock, order_lock
 from ccp.money import ZERO
 from ccp.orders.models import Order, OrderKind, OrderStateHistory, TimeInForce, Trigger, TriggerSource
 from ccp.orders.results import order_results_signal
@@ -100,7 +112,6 @@ class Book:
 
 # This process's engines, by contract id: a cache of the database (see the module docstring).
 _BOOKS: dict[int, Book] = {}
-_PAIRS: dict[int, int] = {}  # contract id -> its pair id
 
 # Tests only (tests/book/test_matcher_kill.py): "point:n" kills this process with SIGKILL the n-th time a
 # batch reaches the point ("matched": the engine ran, nothing written; "written": everything written,
@@ -253,31 +264,68 @@ _NAMING = {ev.Trade: ("buy_order_id", "sell_order_id"), ev.Rested: ("order_id",)
 
 
 @dataclass
-class _Batch:
-    """What one batch decided, before it is written."""
+class _Run:
+    """What one matcher run shares across its contracts' batches: one transaction, one set of statements."""
 
-    contract: Contract
-    book: Book
     now: datetime
-    incoming: list[Order]  # in arrival order
-    by_engine_id: dict[str, Order]  # every order the batch touched, by its engine id
     touched: dict[int, Order] = field(default_factory=dict)  # orders changed outside trades_clear
     histories: list[dict] = field(default_factory=list)
-    held: dict[tuple[int, int], Decimal] = field(default_factory=lambda: defaultdict(Decimal))  # order value taken
+    # Order value taken (or given back) per (client, currency) over the whole run: a client's orders on two
+    # contracts of one run share its fund lock, so each check counts what the earlier ones took.
+    held: dict[tuple[int, int], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    open_counts: dict[int, int] = field(default_factory=dict)  # orders holding collateral, by client (all contracts)
+    fund_locks: dict = field(default_factory=dict)  # the fund locks the run locked, by (client, currency)
+    losses: dict[int, dict[int, Decimal]] = field(default_factory=dict)  # currency -> client -> unrealised cross loss
+    positions: dict[int, dict[int, tuple]] = field(default_factory=dict)  # perpetual -> client -> position
+    created: list[Order] = field(default_factory=list)  # legs armed for the first time, inserted at the write
+    spare_ids: list[int] = field(default_factory=list)  # order ids reserved for them
+
+
+@dataclass
+class _Batch:
+    """What one contract's batch of a run decided, before it is written."""
+
+    run: _Run
+    contract: Contract
+    book: Book
+    incoming: list[Order]  # in arrival order
+    by_engine_id: dict[str, Order]  # every order the batch touched, by its engine id
     executions: list[Execution] = field(default_factory=list)
     cancels: dict[int, str] = field(default_factory=dict)  # orders on the book cancelled (trades_clear)
     levels: set[tuple[str, Decimal]] = field(default_factory=set)  # levels changed outside trades_clear
     costs: dict[int, Decimal] = field(default_factory=dict)  # what each incoming order will hold
-    open_counts: dict[int, int] = field(default_factory=dict)
-    fund_locks: dict = field(default_factory=dict)  # the fund locks the batch locked, by (client, currency)
-    created: list[Order] = field(default_factory=list)  # legs armed for the first time, inserted at the write
-    spare_ids: list[int] = field(default_factory=list)  # order ids reserved for them
+    stale: list[Order] = field(default_factory=list)  # position take-profits and stop-losses to cancel first
+    moved: list[SetPrice] = field(default_factory=list)  # then the prices that moved
+
+    @property
+    def now(self) -> datetime:
+        return self.run.now
+
+    @property
+    def touched(self) -> dict[int, Order]:
+        return self.run.touched
+
+    @property
+    def histories(self) -> list[dict]:
+        return self.run.histories
+
+    @property
+    def held(self) -> dict[tuple[int, int], Decimal]:
+        return self.run.held
+
+    @property
+    def open_counts(self) -> dict[int, int]:
+        return self.run.open_counts
+
+    @property
+    def created(self) -> list[Order]:
+        return self.run.created
 
     def order_id_take(self) -> int:
-        """An id for a new order (reserved a few at a time: one statement for the legs of a batch)."""
-        if not self.spare_ids:
-            self.spare_ids = ids_reserve(Order, 8)
-        return self.spare_ids.pop(0)
+        """An id for a new order (reserved a few at a time: one statement for the legs of a run)."""
+        if not self.run.spare_ids:
+            self.run.spare_ids.extend(ids_reserve(Order, 8))
+        return self.run.spare_ids.pop(0)
 
     def order(self, engine_order_id: str) -> Order:
         """The order the engine names (``orders_read`` read it with the others of its command)."""
@@ -320,34 +368,86 @@ class _Batch:
         self.touched[order.pk] = order
 
 
-@transaction.atomic
 def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> int:
-    """Match the next batch of the contract's received orders and modifications (at most ``limit``,
-    default ``CCP_BOOK_BATCH``) in arrival order, after giving the engine the current mark and index
-    prices, and book the result; returns how many orders and modifications it took (the caller runs it
-    again while that is the limit). Safe to run twice and concurrently (see the module docstring). A
-    contract no longer continuous hands its received orders to the auctions' validation."""
+    """``books_match`` of this contract alone; returns how many orders and modifications it took."""
+    return sum(books_match(contract_id=contract_id, now=now, limit=limit).values())
+
+
+@transaction.atomic
+def books_match(*, contract_id: int, now: datetime, limit: int | None = None, queues: int | None = None
+                ) -> dict[int, int]:
+    """One matcher run: match the next received orders and modifications of the contract and, with ``queues``
+    (the matcher task's ``CCP_BOOK_QUEUES``), of every other continuous contract of its queue (id modulo
+    ``queues``) with some waiting, at most ``limit`` (default ``CCP_BOOK_BATCH``) in all, in arrival order,
+    after giving each engine its contract's current mark and index prices, and book the result, in one
+    transaction; returns how many each contract took (the caller runs it again while they add up to the
+    limit). Safe to run twice and concurrently (see the module docstring). A contract no longer continuous
+    hands its received orders to the auctions' validation.
+
+    Locks (``ccp.locks``): the contracts' books (shared) and rows in one statement, their received orders in
+    one, the fund locks of their clients in one, then books through ``trades_clear`` once for all. Each
+    contract keeps its own engine, book version and arrival order; the run is written as one (one order
+    update, one history insert, one booking, one fund lock update, one results signal, one publish)."""
     now = require_aware(now)
     limit = limit or settings.CCP_BOOK_BATCH
-    pair_id = _PAIRS.get(contract_id)
-    if pair_id is None:
-        pair_id = Contract.objects.filter(pk=contract_id).values_list("pair_id", flat=True).first()
-        if pair_id is None:
-            return 0
-        _PAIRS[contract_id] = pair_id  # a contract never changes pair
-    contract = contract_lock(contract_id, book_shared=pair_id)  # the pair's book (shared), then the contract
-    # Arrival order: new orders by their time of entry, modifications by theirs (then by id); the first
-    # ``limit`` of each read and locked in one statement, then the first ``limit`` of both kept.
-    incoming, version, modifying = _work_lock(contract_id, limit)
+    contracts = book_contracts_lock(contract_id, queues=queues)  # the books (shared), then the contracts
+    if not contracts:
+        return {}
+    by_id = {c.pk: c for c in contracts}
+    # Arrival order: new orders by their time of entry, modifications by theirs (then by id), over all the
+    # run's contracts; the first ``limit`` of each read and locked in one statement, then the first ``limit``
+    # of both kept.
+    incoming, versions, modifying = _work_lock(list(by_id), limit)
     incoming = sorted(incoming, key=lambda o: (o.modify_requested_at or o.created_at, o.pk))[:limit]
     ids = [o.pk for o in incoming]
+    mine: dict[int, list[Order]] = defaultdict(list)
     for order in incoming:
-        order.contract = contract
+        order.contract = by_id[order.contract_id]
+        mine[order.contract_id].append(order)
+    run, batches, taken = _Run(now), [], {}
+    for contract in contracts:
+        if (batch := _batch_start(run, contract, mine.get(contract.pk, []), versions.get(contract.pk, 0),
+                                  modifying)) is not None:
+            batches.append(batch)
+            taken[contract.pk] = len(batch.incoming)
+    if not batches and not run.touched:
+        return {}
+    _batches_match(run, batches)
+    failpoint("matched")
+    payloads = _run_write(run, batches)
+    new_versions = books_touched(taken)
+    for batch in batches:
+        book = batch.book
+        for engine_order_id, order in batch.by_engine_id.items():
+            if order.state in HOLDING_STATES:
+                book.orders[engine_order_id] = order
+            else:
+                book.orders.pop(engine_order_id, None)
+        book.version = new_versions[batch.contract.pk]
+        transaction.on_commit(functools.partial(_BOOKS.__setitem__, batch.contract.pk, book))
+    taken_ids = {o.pk for batch in batches for o in batch.incoming}
+    order_results_signal([pk for pk in ids if pk in taken_ids], incoming, payloads)
+    transaction.on_commit(lambda: failpoint("committed"))
+    failpoint("written")
+    return taken
+
+
+def _batch_start(run: _Run, contract: Contract, incoming: list[Order], version: int,
+                 modifying: list[int]) -> _Batch | None:
+    """A contract's batch of the run, its engine current (rebuilt when its version moved), with the prices
+    that moved and the stale position take-profits and stop-losses to give it first; None when it has
+    nothing to do (its engine is kept as it is), or when the contract is no longer continuous (its orders go
+    to the auctions' validation, its modifications are refused)."""
+    now = run.now
     if contract.trading_mode != TradingMode.CONTINUOUS:
         orders_validate_later([o for o in incoming if o.state == OrderState.RECEIVED])
-        _modifies_refuse([o for o in incoming if o.modify_requested_at], "modify_not_in_auction", now)
-        return 0
-    book = _BOOKS.pop(contract_id, None)  # back only when this batch commits
+        for order in incoming:  # written with the run's orders (its messages go last, as ccp.locks orders them)
+            if order.modify_requested_at:
+                order.modify_price = order.modify_quantity = order.modify_requested_at = None
+                order.modify_reject_reason = "modify_not_in_auction"
+                run.touched[order.pk] = order
+        return None
+    book = _BOOKS.pop(contract.pk, None)  # back only when this run commits
     stale: list[Order] = []
     if book is None or book.version != version:
         book = book_rebuild(contract, version)
@@ -358,74 +458,70 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
         for engine_order_id in [key for key, order in book.orders.items() if order.pk in waiting]:
             del book.orders[engine_order_id]
     prices_matter = _prices_matter(book, incoming)
+    keep = functools.partial(_BOOKS.__setitem__, contract.pk, book)
     if not incoming and not prices_matter and not stale:
-        transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
-        return 0
-    batch = _Batch(contract, book, now, incoming, {engine_id(o): o for o in incoming})
-    _position_tpsl_cancel(batch, stale)  # before a price moves them
+        transaction.on_commit(keep)
+        return None
     moved = [SetPrice(source, price) for source, price in _engine_prices(contract, book.scale, now).items()
              if book.engine.prices[source] != price] if prices_matter else []
     if not incoming and not moved and not stale:
-        transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
-        return 0
-    for command in moved:
-        _command_apply(batch, command)
-    _orders_match(batch)
-    failpoint("matched")
-    payloads = _batch_write(batch)
-    for engine_order_id, order in batch.by_engine_id.items():
-        if order.state in HOLDING_STATES:
-            book.orders[engine_order_id] = order
-        else:
-            book.orders.pop(engine_order_id, None)
-    book.version = books_touched([contract_id])[contract_id]
-    transaction.on_commit(lambda: _BOOKS.__setitem__(contract_id, book))
-    order_results_signal(ids, incoming, payloads)
-    transaction.on_commit(lambda: failpoint("committed"))
-    failpoint("written")
-    return len(ids)
+        transaction.on_commit(keep)
+        return None
+    return _Batch(run, contract, book, incoming, {engine_id(o): o for o in incoming}, stale=stale, moved=moved)
 
 
-# A contract's next received orders and next modifications (each in arrival order, ``limit`` of each), locked
-# (``ccp.locks`` 4), with the book's version and the ids of every order with a modification waiting
-# (``book_version_modifies``): one row with no order when none waits.
+# The next received orders and next modifications of a run's contracts (each in arrival order, ``limit`` of each),
+# locked (``ccp.locks`` 4), with the books' versions and the ids of every order with a modification waiting:
+# one row with no order when none waits.
 _WORK_LOCK = """
     WITH work AS MATERIALIZED (
         SELECT {columns} FROM orders_order WHERE orders_order.id IN (
-            (SELECT id FROM orders_order WHERE contract_id = %(contract)s AND state = %(received)s
+            (SELECT id FROM orders_order WHERE contract_id = ANY(%(contracts)s) AND state = %(received)s
              ORDER BY created_at, id LIMIT %(limit)s)
             UNION ALL
-            (SELECT id FROM orders_order WHERE contract_id = %(contract)s AND modify_requested_at IS NOT NULL
+            (SELECT id FROM orders_order WHERE contract_id = ANY(%(contracts)s) AND modify_requested_at IS NOT NULL
              ORDER BY modify_requested_at, id LIMIT %(limit)s))
         ORDER BY orders_order.id FOR NO KEY UPDATE OF orders_order)
-    SELECT (SELECT version FROM book_bookversion WHERE contract_id = %(contract)s),
-           ARRAY(SELECT id FROM orders_order WHERE contract_id = %(contract)s AND modify_requested_at IS NOT NULL),
+    SELECT ARRAY(SELECT ARRAY[contract_id, version] FROM book_bookversion WHERE contract_id = ANY(%(contracts)s)),
+           ARRAY(SELECT id FROM orders_order WHERE contract_id = ANY(%(contracts)s)
+                 AND modify_requested_at IS NOT NULL),
            work.*
     FROM (SELECT) AS one LEFT JOIN work ON TRUE
 """
 
 
-def _work_lock(contract_id: int, limit: int) -> tuple[list[Order], int, list[int]]:
-    """The batch's orders (``_WORK_LOCK``, locked in id order), the book's version and the orders with a
-    modification waiting: ``orders_lock`` then ``book_version_modifies`` in one statement, a round trip less.
-    The caller holds the contract's row, as every writer of the version and of the contract's orders does:
-    the statement's snapshot sees what they committed."""
+def _work_lock(contract_ids: list[int], limit: int) -> tuple[list[Order], dict[int, int], list[int]]:
+    """The run's orders (``_WORK_LOCK``, locked in id order), the books' versions by contract and the orders
+    with a modification waiting, in one statement. The caller holds the contracts' rows, as every writer of
+    the versions and of the contracts' orders does: the statement's snapshot sees what they committed."""
     columns = Columns.of(Order)
     with connection.cursor() as cursor:
         cursor.execute(_WORK_LOCK.format(columns=columns.select("orders_order")),
-                       {"contract": contract_id, "received": OrderState.RECEIVED, "limit": limit})
+                       {"contracts": contract_ids, "received": OrderState.RECEIVED, "limit": limit})
         rows = cursor.fetchall()
-    version, modifying = rows[0][0] or 0, rows[0][1]
-    return [columns.instance(row[2:]) for row in rows if row[2] is not None], version, modifying
+    versions, modifying = dict(rows[0][0]), rows[0][1]
+    return [columns.instance(row[2:]) for row in rows if row[2] is not None], versions, modifying
+
+
+def _batches_match(run: _Run, batches: list[_Batch]) -> None:
+    """Lock the fund locks of every incoming order's client (one statement), read the clients (one), then
+    match each contract's batch in turn."""
+    run.fund_locks = fund_locks_lock(keys={(o.client_id, b.contract.collateral_id) for b in batches
+                                           for o in b.incoming})
+    _clients_read(run, [b.contract for b in batches], sorted({o.client_id for b in batches for o in b.incoming}))
+    for batch in batches:  # each contract's as a run of it alone would (the run's holds counted)
+        _position_tpsl_cancel(batch, batch.stale)  # before a price moves them
+        for command in batch.moved:
+            _command_apply(batch, command)
+        _orders_match(batch)
 
 
 def _orders_match(batch: _Batch) -> None:
     """Check each incoming order (rules, open-order cap, collateral), hand it to the engine, and collect what
     the engine did."""
-    contract, scale, incoming = batch.contract, batch.book.scale, batch.incoming
+    contract, scale, incoming, run = batch.contract, batch.book.scale, batch.incoming, batch.run
     currency = contract.collateral_id
-    batch.fund_locks = fund_locks = fund_locks_lock(keys={(o.client_id, currency) for o in incoming})
-    batch.open_counts, losses, positions = _clients_read(contract, sorted({o.client_id for o in incoming}))
+    fund_locks, losses, positions = run.fund_locks, run.losses.get(currency, {}), run.positions.get(contract.pk, {})
     for order in incoming:
         key = (order.client_id, currency)
         if order.state != OrderState.RECEIVED:
@@ -463,43 +559,48 @@ def _orders_match(batch: _Batch) -> None:
         _command_apply(batch, command)
 
 
-# A batch's clients: each one's orders holding collateral (the open-order cap); the cross perpetual losses at
-# the mark not settled yet (``ccp.perps.cross.cross_unrealised_losses``: that collateral backs them, not new
-# orders); on a perpetual, their positions in it (an order that reduces one trades no further than its
-# collateral). One statement, read after the fund locks are taken as its three reads were.
-_CLIENTS_READ = f"""
-    SELECT 'open', client_id, count(*)::numeric, NULL::numeric, NULL::numeric FROM orders_order
+# A run's clients: each one's orders holding collateral (the open-order cap, over all contracts); per collateral
+# currency of the run, the cross perpetual losses at the mark not settled yet
+# (``ccp.perps.cross.cross_unrealised_losses``: that collateral backs them, not new orders); their positions in
+# the run's perpetuals (an order that reduces one trades no further than its collateral). One statement, read
+# after the fund locks are taken as its reads always were.
+_OPEN_READ = """
+    SELECT 'open', client_id, NULL::bigint, count(*)::numeric, NULL::numeric, NULL::numeric FROM orders_order
     WHERE client_id = ANY(%s) AND state = ANY(%s) GROUP BY client_id
+"""
+_LOSSES_READ = f"""
     UNION ALL
-    SELECT 'loss', loss.*, NULL, NULL FROM ({LOSS_SQL}) AS loss
+    SELECT 'loss', l.client_id, %s::bigint, l.loss, NULL, NULL FROM ({LOSS_SQL}) AS l(client_id, loss)
 """
 _POSITIONS_READ = """
     UNION ALL
-    SELECT 'position', client_id, quantity, cost, margin FROM risk_position
-    WHERE contract_id = %s AND client_id = ANY(%s) AND quantity <> 0
+    SELECT 'position', client_id, contract_id, quantity, cost, margin FROM risk_position
+    WHERE contract_id = ANY(%s) AND client_id = ANY(%s) AND quantity <> 0
 """
 
 
-def _clients_read(contract: Contract, client_ids: list[int]
-                  ) -> tuple[dict[int, int], dict[int, Decimal], dict[int, tuple[Decimal, Decimal, Decimal]]]:
-    """(open orders, unrealised cross losses, positions in ``contract`` if a perpetual) of these clients, by
-    client (``_CLIENTS_READ``): those without any left out."""
-    counts, positions = {}, {}
+def _clients_read(run: _Run, contracts: list[Contract], client_ids: list[int]) -> None:
+    """The run's open orders, unrealised cross losses and positions in its perpetuals of
+    these clients, into ``run`` (those without any left out)."""
     if not client_ids:
-        return counts, {}, positions
-    sql, params = _CLIENTS_READ, [client_ids, sorted(HOLDING_STATES), client_ids, contract.collateral_id, CROSS]
-    if contract.is_perpetual:
-        sql, params = sql + _POSITIONS_READ, [*params, contract.pk, client_ids]
+        return
+    sql, params = _OPEN_READ, [client_ids, sorted(HOLDING_STATES)]
+    for currency_id in sorted({c.collateral_id for c in contracts}):
+        sql, params = sql + _LOSSES_READ, [*params, currency_id, client_ids, currency_id, CROSS]
+    if perpetuals := sorted(c.pk for c in contracts if c.is_perpetual):
+        sql, params = sql + _POSITIONS_READ, [*params, perpetuals, client_ids]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    for kind, client_id, value, cost, margin in rows:
+    losses: dict[int, list] = defaultdict(list)
+    for kind, client_id, other_id, value, cost, margin in rows:
         if kind == "open":
-            counts[client_id] = int(value)
+            run.open_counts[client_id] = int(value)
         elif kind == "position":
-            positions[client_id] = (value, cost, margin)
-    losses = losses_of((client_id, value) for kind, client_id, value, _, _ in rows if kind == "loss")
-    return counts, losses, positions
+            run.positions.setdefault(other_id, {})[client_id] = (value, cost, margin)
+        else:
+            losses[other_id].append((client_id, value))
+    run.losses = {currency_id: losses_of(found) for currency_id, found in losses.items()}
 
 
 def _command_apply(batch: _Batch, command) -> None:
@@ -726,15 +827,6 @@ def _modify_match(batch: _Batch, order: Order, fund_lock) -> None:
         _position_tpsl_end(batch, events)
 
 
-def _modifies_refuse(orders: list[Order], reason: str, now: datetime) -> None:
-    for order in orders:
-        order.modify_price = order.modify_quantity = order.modify_requested_at = None
-        order.modify_reject_reason, order.updated_at = reason, now
-    bulk_update_rows(Order, orders, [*_MODIFY_FIELDS, "updated_at"])
-    client_stream_publish_many((order.client_id, {"type": "order", "order": order_payload(order)})
-                               for order in orders)
-
-
 _MODIFY_FIELDS = ("modify_price", "modify_quantity", "modify_requested_at", "modify_reject_reason")
 _TOUCHED_FIELDS = ("state", "reject_reason", "price", "quantity", "quantity_requested", "order_value",
                    "book_priority", "trigger_priority", "triggered_at", *_MODIFY_FIELDS, "updated_at")
@@ -745,47 +837,80 @@ def _reject(batch: _Batch, order: Order, reason: str) -> None:
     order.reject_reason = reason
 
 
-def _batch_write(batch: _Batch) -> dict[int, dict]:
-    """Write the orders the batch changed and the collateral they hold, book the trades and cancels through
-    the clearing core (the order value the batch took or gave back in the same fund lock update), then
-    publish, in one numbering each: the private messages (the clearing core's, then the orders and
-    balances it did not send: a filled or cancelled order's final state is in its messages) and the
-    levels orders joined or left. Private messages are numbered last: that locks the clients' rows
-    (``ccp.locks`` 8). Returns the representation (``order_payload``) of each order it changed, by id."""
-    contract, now = batch.contract, batch.now
-    bulk_insert_rows(Order, batch.created, with_pk=True)
-    for order in batch.created:
+def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
+    """Write the orders the run changed and the collateral they hold, book the trades and cancels of all its
+    contracts through the clearing core in one call (the order value the run took or gave back in the same
+    fund lock update), then publish, in one numbering each: the private messages (the clearing core's, one
+    ``book`` message per client and contract, then the orders and balances it did not send: a filled or
+    cancelled order's final state is in its messages) and the levels orders joined or left. Private
+    messages are numbered last: that locks the clients' rows (``ccp.locks`` 8). Returns the representation
+    (``order_payload``) of each order it changed, by id."""
+    now = run.now
+    bulk_insert_rows(Order, run.created, with_pk=True)
+    for order in run.created:
         order._state.adding, order._state.db = False, "default"  # as if saved: they are now rows
-    touched = [batch.touched[pk] for pk in sorted(batch.touched)]
+    touched = [run.touched[pk] for pk in sorted(run.touched)]
     for order in touched:
         order.updated_at = now
     bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
-    bulk_insert_rows(OrderStateHistory, batch.histories)
-    held = {key: value for key, value in batch.held.items() if value}
-    messages, levels, cleared_orders = [], {contract.pk: set(batch.levels)}, set()
-    if batch.executions or batch.cancels:
-        orders = {o.pk: o for o in batch.by_engine_id.values()}
-        # The batch's own name: the book version it commits (each batch bumps it; a retried batch has the same).
-        cleared = trades_clear(venue=Venue.BOOK, venue_ref=f"book-{contract.pk}-{batch.book.version + 1}",
-                               executions=batch.executions, orders=orders, contracts={contract.pk: contract},
-                               cancels=batch.cancels, now=now, envelope={"type": "book", "contract": contract.symbol},
-                               order_value=held, locked=batch.fund_locks, publish=False)
+    bulk_insert_rows(OrderStateHistory, run.histories)
+    held = {key: value for key, value in run.held.items() if value}
+    messages, levels, cleared_orders = [], {b.contract.pk: set(b.levels) for b in batches}, set()
+    executions = [e for b in batches for e in b.executions]  # each contract's in its engine's order
+    cancels = {pk: reason for b in batches for pk, reason in b.cancels.items()}
+    if executions or cancels:
+        orders = {o.pk: o for b in batches for o in b.by_engine_id.values()}
+        first = batches[0]
+        # The run's own name: its first contract's book version it commits (each run bumps the version of each
+        # of its contracts; a retried run has the same, and no other run commits that version).
+        cleared = trades_clear(venue=Venue.BOOK, venue_ref=f"book-{first.contract.pk}-{first.book.version + 1}",
+                               executions=executions, orders=orders,
+                               contracts={b.contract.pk: b.contract for b in batches}, cancels=cancels, now=now,
+                               envelope={"type": "book"}, order_value=held, locked=run.fund_locks, publish=False)
         cleared_orders = set(cleared.filled) | {pk for pk, o in orders.items()
-                                                 if pk in batch.cancels and o.state == OrderState.CANCELLED}
-        messages, fund_locks = cleared.messages, cleared.others
+                                                 if pk in cancels and o.state == OrderState.CANCELLED}
+        messages, fund_locks = _by_contract(cleared.messages, [b.contract.symbol for b in batches]), cleared.others
         for contract_id, changed in cleared.levels.items():
             levels.setdefault(contract_id, set()).update(changed)
     else:
         fund_locks = fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now,
-                                       locked=batch.fund_locks) if held else {}
+                                       locked=run.fund_locks) if held else {}
     messages += [(order.client_id, {"type": "order", "order": order_payload(order)})
                  for order in touched if order.pk not in cleared_orders]
     client_stream_publish_many([*messages, *balance_events(fund_locks.values())])
     books_levels_changed(levels=levels)
-    # Every order the batch changed has its final message here (those it booked in the clearing core's
+    # Every order the run changed has its final message here (those it booked in the clearing core's
     # envelope): the waiting requests get the same representation, built once (nothing changes them after).
     return {event["order"]["id"]: event["order"] for _, message in messages
             for event in message.get("events", (message,)) if event.get("type") == "order"}
+
+
+def _event_contract(event: dict) -> str | None:
+    """The symbol of the contract a private event concerns (None: a balance, of a currency)."""
+    kind = event["type"]
+    return event["contract"] if kind == "fill" else event[kind]["contract"] if kind in ("order", "position") else None
+
+
+def _by_contract(messages: list[tuple[int, dict]], symbols: list[str]) -> list[tuple[int, dict]]:
+    """The clearing core's messages of a run (one per client, every contract's events) as one ``book``
+    message per client and contract (``contract``, ``events``), as a run of each contract alone would send
+    them: each contract's events in their order, in the run's contract order; a client's balances, which
+    the contracts share, in its last message."""
+    out = []
+    for client_id, message in messages:
+        groups: dict[str, list[dict]] = {}
+        shared = []
+        for event in message["events"]:
+            symbol = _event_contract(event)
+            if symbol is None:
+                shared.append(event)
+            else:
+                groups.setdefault(symbol, []).append(event)
+        ordered = [symbol for symbol in symbols if symbol in groups] or symbols[:1]
+        for n, symbol in enumerate(ordered):
+            events = groups.get(symbol, []) + (shared if n == len(ordered) - 1 else [])
+            out.append((client_id, {"type": message["type"], "contract": symbol, "events": events}))
+    return out
 
 
 @transaction.atomic

@@ -5,7 +5,7 @@ from celery import shared_task
 from celery.utils import uuid
 from django.conf import settings
 
-from ccp.book.services import book_match
+from ccp.book.services import books_match
 from ccp.clock import utcnow
 from ccp.contracts.models import TradingMode
 from ccp.orders.models import Order, TriggerSource
@@ -62,20 +62,24 @@ def book_match_send(contract_id: int) -> None:
 
 @shared_task(name="book.match")
 def book_match_task(contract_id: int) -> int:
-    """Match the contract's received orders, batch after batch, until none is left; on a perpetual, then
-    liquidate the positions its trades left at or below their requirement (their orders queue this task
-    again). Safe to run twice and concurrently: batches of one contract run one at a time
-    (ccp.book.services)."""
+    """Match the contract's received orders, run after run, until none is left; each run also takes the work
+    of every other continuous contract of the same queue that has some (``books_match`` with
+    ``CCP_BOOK_QUEUES``: one transaction for them all; their own queued tasks then find less or nothing). On a
+    perpetual a run matched, then liquidate the positions its trades left at or below their requirement
+    (their orders queue this task again). Safe to run twice and concurrently: runs that share a contract
+    take it one at a time (ccp.book.services)."""
     with contextlib.suppress(redis.RedisError):
         redis_client().delete(_queued_key(contract_id))
-    matched = 0
-    while taken := book_match(contract_id=contract_id, now=utcnow()):
-        matched += taken
-        if taken < settings.CCP_BOOK_BATCH:
+    matched: dict[int, int] = {}
+    while taken := books_match(contract_id=contract_id, now=utcnow(), queues=settings.CCP_BOOK_QUEUES):
+        for matched_id, count in taken.items():
+            matched[matched_id] = matched.get(matched_id, 0) + count
+        if sum(taken.values()) < settings.CCP_BOOK_BATCH:
             break
-    if matched and _is_perpetual(contract_id):
-        perpetual_liquidations_run(contract_id=contract_id, now=utcnow())
-    return matched
+    for matched_id in sorted(matched):
+        if matched[matched_id] and _is_perpetual(matched_id):
+            perpetual_liquidations_run(contract_id=matched_id, now=utcnow())
+    return sum(matched.values())
 
 
 _PERPETUALS: dict[int, bool] = {}  # a contract's kind never changes

@@ -15,9 +15,16 @@ from django.test.utils import CaptureQueriesContext
 
 from ccp.accounts.models import FundLock
 from ccp.contracts.models import Contract
-from ccp.locks import _BOOK_LOCK, contract_lock, fund_locks_lock, orders_lock
+from ccp.locks import _BOOK_LOCK, book_contracts_lock, contract_lock, fund_locks_lock, orders_lock
 from ccp.orders.models import Order
-from tests.factories import ClientFactory, ContractFactory, CurrencyFactory, FundLockFactory, ReceivedOrderFactory
+from tests.factories import (
+    ClientFactory,
+    ContractFactory,
+    CurrencyFactory,
+    FundLockFactory,
+    PairFactory,
+    ReceivedOrderFactory,
+)
 from tests.orders.test_lock_order import locked_kinds
 
 pytestmark = pytest.mark.django_db
@@ -110,36 +117,58 @@ def test_fund_locks_lock_by_keys_and_by_clients_as_the_orm_did():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_contract_lock_with_the_book_waits_for_the_book_holding_no_row():
-    """The matcher's one statement for the pair's book lock (shared) and the contract row keeps the lock order
-    (``ccp.locks``: the book, then the contract): while an auction holds the book, the matcher waits for it
-    without holding the contract row, then takes both."""
-    contract = ContractFactory()
+def test_a_runs_contracts_with_their_books_wait_for_a_book_holding_no_row():
+    """The matcher's one statement for its run's books (shared) and contract rows keeps the lock order
+    (``ccp.locks``: the books, then the contracts): while an auction holds one of the books, the matcher waits
+    for it without holding any contract row, then takes them all."""
+    contract = ContractFactory(trading_mode="continuous")
+    other = ContractFactory(trading_mode="continuous", pair=PairFactory(base=CurrencyFactory(symbol="ETH")))
+    ReceivedOrderFactory(contract=other)  # another pair's, of the same queue, with work waiting
     db = connection.settings_dict
     params = {"dbname": db["NAME"], "user": db["USER"], "host": db["HOST"], "port": db["PORT"]}
     locked = threading.Event()
+    found = []
 
     def matcher():
         try:
             with transaction.atomic():
-                contract_lock(contract.pk, book_shared=contract.pair_id)
+                found.extend(c.pk for c in book_contracts_lock(contract.pk, queues=1))
                 locked.set()
         finally:
             connection.close()
 
-    with psycopg.connect(**params) as auction, psycopg.connect(**params, autocommit=True) as other:
-        auction.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_BOOK_LOCK, contract.pair_id])
+    with psycopg.connect(**params) as auction, psycopg.connect(**params, autocommit=True) as other_session:
+        auction.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_BOOK_LOCK, max(contract.pair_id, other.pair_id)])
         thread = threading.Thread(target=matcher)
         thread.start()
         for _ in range(500):  # until the matcher's statement waits for the book
-            if other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]:
+            if other_session.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                                     ).fetchone()[0]:
                 break
             time.sleep(0.01)
         else:
             pytest.fail("the matcher never waited for the book")
-        # The contract row is free meanwhile (NOWAIT: an error if anyone held it)
-        other.execute("SELECT id FROM contracts_contract WHERE id = %s FOR NO KEY UPDATE NOWAIT", [contract.pk])
+        # The contract rows are free meanwhile (NOWAIT: an error if anyone held one)
+        other_session.execute("SELECT id FROM contracts_contract WHERE id = ANY(%s) FOR NO KEY UPDATE NOWAIT",
+                              [[contract.pk, other.pk]])
         assert not locked.is_set()
         auction.rollback()
         thread.join(10)
     assert locked.is_set()
+    assert found == sorted([contract.pk, other.pk])
+
+
+def test_a_run_takes_its_queues_continuous_contracts_with_work_only():
+    """``book_contracts_lock``: the given contract always; with ``queues``, the other continuous contracts whose
+    id is the same modulo ``queues`` and that have received orders or modifications waiting."""
+    made = [ContractFactory(trading_mode="continuous", strike_px=D(100000 + k)) for k in range(5)]
+    auction = ContractFactory(strike_px=D(90000))
+    for contract in [*made[1:], auction]:
+        ReceivedOrderFactory(contract=contract)
+    idle = ContractFactory(trading_mode="continuous", strike_px=D(80000))
+    first = made[0]
+    assert [c.pk for c in book_contracts_lock(first.pk)] == [first.pk]
+    assert [c.pk for c in book_contracts_lock(first.pk, queues=1)] == [c.pk for c in made]
+    assert [c.pk for c in book_contracts_lock(first.pk, queues=2)] == [c.pk for c in made if c.pk % 2 == first.pk % 2]
+    assert [c.pk for c in book_contracts_lock(idle.pk, queues=1)] == sorted([idle.pk, *[c.pk for c in made[1:]]])
+    assert book_contracts_lock(987654321) == []

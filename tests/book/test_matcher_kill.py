@@ -35,40 +35,47 @@ MATCH = ("import django; django.setup(); from ccp.book.tasks import book_match_t
          "book_match_task.run({contract_id})")
 
 
-def scenario(contract, seed=7, orders=40):
-    """The same traders and orders on ``contract``: resting and crossing limits (some with a take-profit
-    and a stop-loss), market and IOC orders, stop orders, post-only, fill-or-kill and self-trade
-    prevention, left 'received' for the matcher."""
+def scenario(*contracts, seed=7, orders=40):
+    """The same traders and orders on each of ``contracts``: resting and crossing limits (some with a
+    take-profit and a stop-loss), market and IOC orders, stop orders, post-only, fill-or-kill and self-trade
+    prevention, left 'received' for the matcher. Several contracts share the traders (and their collateral),
+    their orders entered in turn (arrival order alternates between them)."""
     rng = random.Random(seed)
-    traders = [FundLockFactory(currency=contract.collateral, fundlock=D("5000")).client for _ in range(TRADERS)]
+    currency = contracts[0].collateral
+    traders = [FundLockFactory(currency=currency, fundlock=D("5000") * len(contracts)).client for _ in range(TRADERS)]
     for n in range(orders):
-        side = rng.choice(["buy", "sell"])
-        kind, tif = rng.choice([("limit", "gtc")] * 5 + [("limit", "ioc"), ("limit", "post_only"), ("limit", "fok"),
-                                                         ("market", "ioc")])
-        price = D(100) + D(rng.randint(-6, 6)) / 2
-        if kind == "market":
-            price += D(4) if side == "buy" else D(-4)
-        terms = {}
-        if kind == "limit" and tif == "gtc" and rng.random() < 0.3:  # a take-profit and a stop-loss
-            away = D(2) if side == "buy" else D(-2)
-            terms["attached"] = {"tp": {"trigger_price": str(price + away), "price": str(price - 2 * away),
-                                        "kind": "market", "trigger_source": "last"},
-                                 "sl": {"trigger_price": str(price - away), "price": str(price - 2 * away),
-                                        "kind": "limit", "trigger_source": "last"}}
-        elif kind == "market" and rng.random() < 0.5:  # a stop order instead
-            terms = {"trigger": "stop", "trigger_price": D(100), "trigger_source": "last"}
-        order_submit(client=traders[rng.randrange(TRADERS)], now=NOW, validate_later=False, request=OrderRequest(
-            client_order_id=f"o{n}", contract=contract, side=side, kind=kind, price=price,
-            quantity=D(rng.randint(1, 4)), time_in_force=tif,
-            self_trade_prevention=rng.choice(["cancel_incoming", "cancel_resting", "cancel_both"]), **terms))
+        for k, contract in enumerate(contracts):
+            side = rng.choice(["buy", "sell"])
+            kind, tif = rng.choice([("limit", "gtc")] * 5 + [("limit", "ioc"), ("limit", "post_only"),
+                                                             ("limit", "fok"), ("market", "ioc")])
+            price = D(100) + D(rng.randint(-6, 6)) / 2
+            if kind == "market":
+                price += D(4) if side == "buy" else D(-4)
+            terms = {}
+            if kind == "limit" and tif == "gtc" and rng.random() < 0.3:  # a take-profit and a stop-loss
+                away = D(2) if side == "buy" else D(-2)
+                terms["attached"] = {"tp": {"trigger_price": str(price + away), "price": str(price - 2 * away),
+                                            "kind": "market", "trigger_source": "last"},
+                                     "sl": {"trigger_price": str(price - away), "price": str(price - 2 * away),
+                                            "kind": "limit", "trigger_source": "last"}}
+            elif kind == "market" and rng.random() < 0.5:  # a stop order instead
+                terms = {"trigger": "stop", "trigger_price": D(100), "trigger_source": "last"}
+            order_submit(client=traders[rng.randrange(TRADERS)], now=NOW, validate_later=False, request=OrderRequest(
+                client_order_id=f"o{n}" + (f"-{k}" if k else ""), contract=contract, side=side, kind=kind,
+                price=price, quantity=D(rng.randint(1, 4)), time_in_force=tif,
+                self_trade_prevention=rng.choice(["cancel_incoming", "cancel_resting", "cancel_both"]), **terms))
     return traders
 
 
-def two_contracts():
-    pair = PairFactory()
-    a, b = (ContractFactory(pair=pair, kind="future", strike_px=None, floor_px=D("50"), cap_px=D("150"),
+def continuous(*days, pair=None):
+    pair = pair or PairFactory()
+    return [ContractFactory(pair=pair, kind="future", strike_px=None, floor_px=D("50"), cap_px=D("150"),
                             tick_size=D("0.5"), lot_size=D("1"), trading_mode=TradingMode.CONTINUOUS,
-                            expiry_date=expiry) for expiry in (_expiry(0), _expiry(7)))
+                            expiry_date=_expiry(n)) for n in days]
+
+
+def two_contracts():
+    a, b = continuous(0, 7)
     return (a, scenario(a)), (b, scenario(b))
 
 
@@ -157,5 +164,31 @@ def test_two_matchers_on_one_contract_never_both_match_it():
     assert [m.wait(timeout=120) for m in matchers] == [0, 0]
     assert run_matcher(b, batch=3).returncode == 0
     assert outcome(a, a_traders) == outcome(b, b_traders)
+    assert_books_balance()
+    assert invariants_check().ok
+
+
+@pytest.mark.parametrize("failpoint", ["matched:2", "written:2", "committed:3"])
+def test_a_run_over_two_contracts_killed_and_restarted_books_what_an_undisturbed_one_does(failpoint):
+    """One run takes both contracts of its queue (their orders alternate, their traders share collateral):
+    killed mid-run and started again, it leaves what an undisturbed run over two other such contracts does."""
+    a, b = continuous(0, 7)
+    traders = scenario(a, b)
+    killed = run_matcher(a, failpoint)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    runs_done = int(failpoint.partition(":")[2]) - (0 if failpoint.startswith("committed") else 1)
+    taken = Order.objects.filter(contract__in=[a, b], parent=None).exclude(state="received")
+    assert taken.count() == 4 * runs_done
+    assert runs_done == 0 or set(taken.values_list("contract_id", flat=True)) == {a.pk, b.pk}, "runs take both"
+    assert run_matcher(a).returncode == 0
+    assert not Order.objects.filter(state="received").exists()
+    c, d = continuous(14, 21, pair=a.pair)  # after: the run on a never saw them
+    undisturbed_traders = scenario(c, d)
+    assert run_matcher(c).returncode == 0
+    disturbed = [outcome(a, traders), outcome(b, traders)]
+    undisturbed = [outcome(c, undisturbed_traders), outcome(d, undisturbed_traders)]
+    assert undisturbed[0][0] and undisturbed[1][0], "the scenario trades on both"
+    assert disturbed == undisturbed
+    assert not Order.objects.filter(state="received").exists()
     assert_books_balance()
     assert invariants_check().ok
