@@ -1,8 +1,12 @@
 import functools
+import re
+from collections.abc import Callable
 
+from django.core.validators import RegexValidator
 from django.db import connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, generics, serializers, status
+from rest_framework.fields import empty
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -20,7 +24,7 @@ from ccp.orders.services import OrderRequest, order_cancel, order_submit, orders
 from ccp.orders.states import OPEN_STATES, OrderState
 from ccp.perps.models import Perpetual
 from ccp.query import query_check, query_filters
-from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField
+from ccp.serializers import CLIENT_ID_HELP, CLIENT_ID_PATTERN, MoneyField, PatternField, TextField, parse_number
 from ccp.throttling import OrderEntryThrottle, order_entries_allowed
 
 
@@ -182,10 +186,86 @@ def order_parser() -> serializers.Serializer:
     return OrderListSubmitApi.OrderRequestSerializer()
 
 
+_NOT_PLAIN = object()
+# Printable ASCII without spaces: text that DRF's trimming and its blank, NUL and surrogate checks pass as it is.
+_PLAIN_TEXT = re.compile(r"[!-~]+")
+
+
+def _plain_money(value):
+    if type(value) is not str:
+        return _NOT_PLAIN
+    try:
+        return parse_number(value)
+    except ValueError:
+        return _NOT_PLAIN
+
+
+def _plain_reader(field: serializers.Field) -> Callable | None:
+    """How ``field`` reads a plain value (a string or a bool of the kind it expects), exactly as it would:
+    value -> what the field gives, or _NOT_PLAIN for anything else; None for a field read by the serializer
+    only (the nested legs)."""
+    if type(field) is serializers.ChoiceField:
+        choices = field.choice_strings_to_values
+        return lambda value: choices.get(value, _NOT_PLAIN) if type(value) is str else _NOT_PLAIN
+    if type(field) is MoneyField:
+        return _plain_money
+    if type(field) is serializers.BooleanField:
+        return lambda value: value if value is True or value is False else _NOT_PLAIN
+    if type(field) in (TextField, PatternField):
+        patterns = [v.regex for v in field.validators if isinstance(v, RegexValidator)]
+        longest = field.max_length
+
+        def text(value):
+            ok = (type(value) is str and len(value) <= longest and _PLAIN_TEXT.fullmatch(value)
+                  and all(pattern.search(value) for pattern in patterns))
+            return value if ok else _NOT_PLAIN
+
+        return text
+    return None
+
+
+@functools.cache
+def _plain_forms() -> tuple[tuple[str, Callable | None, bool, object], ...]:
+    """Per field of the order request serializer, in its order: (name, its plain reader, required, default)."""
+    parser = order_parser()
+    assert type(parser).validate is serializers.Serializer.validate and not parser.validators, \
+        "the plain path skips the serializer's own validation: it must have none"
+    forms = []
+    for name, field in parser.fields.items():
+        assert not field.read_only and (field.default is empty or not callable(field.default)), name
+        forms.append((name, _plain_reader(field), field.required, field.default))
+    return tuple(forms)
+
+
+def _plain_fields(data) -> dict | None:
+    """The fields ``OrderRequestSerializer`` parses from an order request in its plainest form (an object
+    whose fields are all strings of the right grammar, or booleans, without legs), read directly at a tenth
+    of the serializer's cost (a batch of 100 spent a quarter of its time in it); None for any other request,
+    which the serializer parses (and refuses if it must): tests/orders/test_plain_parse.py checks both give
+    the same fields."""
+    if type(data) is not dict:
+        return None
+    fields = {}
+    for name, read, required, default in _plain_forms():
+        value = data.get(name, _NOT_PLAIN)
+        if value is _NOT_PLAIN:
+            if required:
+                return None
+            if default is not empty:
+                fields[name] = default
+            continue
+        if read is None or (value := read(value)) is _NOT_PLAIN:
+            return None
+        fields[name] = value
+    return fields
+
+
 def order_fields(data) -> dict:
     """An order request's fields, parsed, with the defaults that depend on other fields; ``contract`` is
     its symbol."""
-    fields = dict(order_parser().run_validation(data))
+    fields = _plain_fields(data)
+    if fields is None:
+        fields = dict(order_parser().run_validation(data))
     fields.setdefault("time_in_force", TimeInForce.IOC if fields["kind"] == OrderKind.MARKET else TimeInForce.GTC)
     if "trigger" in fields or "trigger_price" in fields:
         fields.setdefault("trigger_source", TriggerSource.MARK)
