@@ -246,9 +246,7 @@ def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: dat
             out[i] = _refusal(violation)
         else:
             open_count += 1
-            new.append((i, Order(client=client, contract=request.contract, client_order_id=request.client_order_id,
-                                 state=OrderState.RECEIVED, created_at=now, updated_at=now,
-                                 **{name: getattr(request, name) for name in _TERMS})))
+            new.append((i, _order_received(client, request, now)))
     inserted, stream_last = _orders_insert([order for _, order in new], now=now)
     lost = [order.client_order_id for _, order in new if order.client_order_id not in inserted]
     stored = _orders_by_client_id(client, lost) if lost else {}  # stored meanwhile by a concurrent request
@@ -270,6 +268,35 @@ def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: dat
                                                    validate_later=validate_later), strict=True):
             out[i] = entered
     return out
+
+
+@functools.cache
+def _order_columns() -> tuple[list, dict[str, int]]:
+    """What ``Order()`` gives each column (its field's default: none is callable) in column order, and each
+    attribute's place in it."""
+    fields = Order._meta.concrete_fields
+    assert not any(f.has_default() and callable(f.default) for f in fields)
+    return [f.get_default() for f in fields], {f.attname: i for i, f in enumerate(fields)}
+
+
+_ORDER_CLIENT, _ORDER_CONTRACT = Order._meta.get_field("client"), Order._meta.get_field("contract")
+
+
+def _order_received(client: Client, request: OrderRequest, now: datetime) -> Order:
+    """``Order(client=client, contract=request.contract, client_order_id=..., state=RECEIVED, created_at=now,
+    updated_at=now, <the request's terms>)``, built from its values in column order: Model.__init__ by position
+    costs a quarter of its keywords (a batch of 100 paid 2.8 ms for them)."""
+    values, at = _order_columns()
+    values = values.copy()
+    values[at["client_id"]], values[at["contract_id"]] = client.pk, request.contract.pk
+    values[at["client_order_id"]], values[at["state"]] = request.client_order_id, OrderState.RECEIVED
+    values[at["created_at"]] = values[at["updated_at"]] = now
+    for name in _TERMS:
+        values[at[name]] = getattr(request, name)
+    order = Order(*values)
+    _ORDER_CLIENT.set_cached_value(order, client)  # as the keywords would: order.client is this client
+    _ORDER_CONTRACT.set_cached_value(order, request.contract)
+    return order
 
 
 def _margin_modes_check(client: Client, requests: Sequence[OrderRequest], violations: dict[int, str | None]) -> None:
