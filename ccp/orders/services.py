@@ -42,10 +42,12 @@ from ccp.risk.models import Position
 from ccp.risk.selectors import portfolio_legs
 from ccp.streams import (
     book_group,
+    client_stream_messages,
     client_stream_publish,
     client_stream_publish_many,
-    client_stream_publish_taken,
+    stream_messages_publish,
     stream_publish,
+    stream_send_with,
 )
 
 
@@ -258,10 +260,15 @@ def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: dat
             created.append(order)
         else:
             out[i] = _entered_again(requests[i], stored[order.client_order_id], None)
-    if created:
-        client_stream_publish_taken([(client.pk, _order_event(order)) for order in created], {client.pk: stream_last})
-    if validate_later:
-        orders_validate_later(created)
+    messages = client_stream_messages([(client.pk, _order_event(order)) for order in created],
+                                      {client.pk: stream_last}) if created else []
+    if validate_later and created and not connection.in_atomic_block:
+        _orders_announce(messages, created)
+    else:
+        if messages:
+            stream_messages_publish(messages)
+        if validate_later:
+            orders_validate_later(created)
     again = [i for i in range(len(requests)) if out[i] is None]
     if again:
         for i, entered in zip(again, orders_submit(client=client, requests=[requests[i] for i in again], now=now,
@@ -384,6 +391,25 @@ def _orders_insert(orders: list[Order], *, now: datetime) -> tuple[dict[str, int
     return {client_order_id: pk for pk, client_order_id, _ in rows}, rows[0][2] if rows else None
 
 
+def _orders_announce(messages: list, orders: list[Order]) -> None:
+    """Outside a transaction (the orders are committed): ``stream_messages_publish(messages)`` (their private-stream
+    messages) and ``orders_validate_later(orders)`` with one Redis round trip less: the messages and the flags
+    of their continuous contracts' matchers (``book_match_flag``) in one, then the matchers not queued already
+    and the auction orders' validation queued as ``orders_queue`` does. Only when the channel layer is on
+    REDIS_URL; else those two."""
+    from ccp.book.tasks import book_match_flag
+
+    continuous = sorted({o.contract_id for o in orders if o.contract.trading_mode == TradingMode.CONTINUOUS})
+    flags = stream_send_with(messages, [functools.partial(book_match_flag, contract_id=c) for c in continuous])
+    if flags is None:
+        stream_messages_publish(messages)
+        orders_validate_later(orders)
+        return
+    # a flag that failed is no flag (Redis unreachable: always queued, as book_match_later)
+    flagged = {contract_id: flag is not None for contract_id, flag in zip(continuous, flags, strict=True)}
+    transaction.on_commit(functools.partial(orders_queue, orders, flagged=flagged), robust=True)  # runs now
+
+
 def orders_validate_later(orders: list[Order]) -> None:
     """``orders_queue`` once the caller's transaction commits."""
     if orders:
@@ -391,11 +417,13 @@ def orders_validate_later(orders: list[Order]) -> None:
         transaction.on_commit(functools.partial(orders_queue, list(orders)), robust=True)
 
 
-def orders_queue(orders: list[Order]) -> None:
+def orders_queue(orders: list[Order], *, flagged: Mapping[int, bool] | None = None) -> None:
     """Queue the handling of received orders: an auction contract's are validated (one task for one
     order, one for the others), a continuous contract's matched (one task per contract: the contract's
-    matcher takes every order it has received by then, ``ccp.book.services``)."""
-    from ccp.book.tasks import book_match_later
+    matcher takes every order it has received by then, ``ccp.book.services``). ``flagged``: the continuous
+    contracts' matcher flags as the caller set them (``book_match_flag``), true where it was set (the task
+    is sent), instead of ``book_match_later``."""
+    from ccp.book.tasks import book_match_later, book_match_send
     from ccp.orders.tasks import order_validate_task, orders_validate_task
 
     validate = [o.pk for o in orders if o.contract.trading_mode != TradingMode.CONTINUOUS]
@@ -404,7 +432,10 @@ def orders_queue(orders: list[Order]) -> None:
     elif validate:
         orders_validate_task.delay(validate)
     for contract_id in sorted({o.contract_id for o in orders if o.contract.trading_mode == TradingMode.CONTINUOUS}):
-        book_match_later(contract_id)
+        if flagged is None:
+            book_match_later(contract_id)
+        elif flagged[contract_id]:
+            book_match_send(contract_id)
 
 
 @transaction.atomic
