@@ -405,7 +405,7 @@ def _orders_announce(messages: list, orders: list[Order]) -> None:
         stream_messages_publish(messages)
         orders_validate_later(orders)
         return
-    # a flag that failed is no flag (Redis unreachable: always queued, as book_match_later)
+    # a flag whose SET failed counts as set: the task is sent (Redis unreachable: always queued, as book_match_later)
     flagged = {contract_id: flag is not None for contract_id, flag in zip(continuous, flags, strict=True)}
     transaction.on_commit(functools.partial(orders_queue, orders, flagged=flagged), robust=True)  # runs now
 
