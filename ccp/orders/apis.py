@@ -100,13 +100,16 @@ class OrderListSubmitApi(generics.ListAPIView):
         200: OpenApiResponse(OrderSerializer, description="the same order sent again"),
         409: OpenApiResponse(description="client_order_id_reused: the id was used for a different order")})
     def post(self, request):
-        order, created = order_enter(client=request.user, data=request.data, now=utcnow())
-        return _entered(order, created)
+        payloads: dict[int, dict] = {}
+        order, created = order_enter(client=request.user, data=request.data, now=utcnow(), payloads=payloads)
+        return _entered(order, created, payloads.get(order.pk))
 
 
-def _entered(order: Order, created: bool) -> Response:
-    """An entered order's answer: 202 received (201 once its result came within the wait), 200 sent before."""
-    response = Response(order_payload(order), status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+def _entered(order: Order, created: bool, payload: dict | None = None) -> Response:
+    """An entered order's answer: 202 received (201 once its result came within the wait), 200 sent before.
+    ``payload``: the order's representation, when the caller has it already."""
+    response = Response(payload or order_payload(order),
+                        status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
     if created:
         response.awaited_orders = ([order.pk], lambda finished: response_replaced(
             response, order_payload(orders_reread([order])[0]), status.HTTP_201_CREATED))
@@ -128,15 +131,16 @@ def orders_reread(orders: list[Order]) -> list[Order]:
     return now
 
 
-def order_enter(*, client, data, now) -> tuple[Order, bool]:
+def order_enter(*, client, data, now, payloads: dict[int, dict] | None = None) -> tuple[Order, bool]:
     """One order's entry from its request fields: parsed, its contract found (with the client's open orders
-    counted in the same statement), submitted."""
+    counted in the same statement), submitted (``payloads``: as ``orders_submit``)."""
     fields = order_fields(data)
     contracts, open_count = entry_reads(symbols=[fields["contract"]], client_id=client.pk)
     contract = contracts.get(fields.pop("contract"))
     if contract is None:
         raise _unknown_contract()
-    return order_submit(client=client, request=order_request(contract, fields), now=now, open_count=open_count)
+    return order_submit(client=client, request=order_request(contract, fields), now=now, open_count=open_count,
+                        payloads=payloads)
 
 
 _PERPETUAL = Contract._meta.get_field("perpetual")  # the reverse one-to-one: a contract's perpetual terms
@@ -352,15 +356,16 @@ class OrderBatchApi(APIView):
             else:
                 entering.append((position, order_request(contract, fields)))
         received: list[Order] = []
+        payloads: dict[int, dict] = {}  # the created orders' representations, as their stream events carry them
         entered = orders_submit(client=request.user, requests=[r for _, r in entering], now=now,
-                                open_count=open_count)
+                                open_count=open_count, payloads=payloads)
         for (position, _), outcome in zip(entering, entered, strict=True):
             if isinstance(outcome, ApplicationError):
                 results[position] = _refused(outcome)
                 continue
             order, created = outcome
             results[position] = {"status": status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
-                                 "order": order_payload(order)}
+                                 "order": payloads.get(order.pk) or order_payload(order)}
             if created:
                 received.append(order)
         response = Response({"results": results})

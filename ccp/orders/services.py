@@ -176,12 +176,12 @@ def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
 
 
 def order_submit(*, client: Client, request: OrderRequest, now: datetime, validate_later: bool = True,
-                 open_count: int | None = None) -> tuple[Order, bool]:
+                 open_count: int | None = None, payloads: dict[int, dict] | None = None) -> tuple[Order, bool]:
     """Store an order as received and queue its validation after commit (unless ``validate_later`` is
     false: the caller queues it, with others, ``orders_validate_later``). Returns (order, created).
     ``orders_submit`` of one request: its refusal is raised."""
     (entered,) = orders_submit(client=client, requests=[request], now=now, validate_later=validate_later,
-                               open_count=open_count)
+                               open_count=open_count, payloads=payloads)
     if isinstance(entered, ApplicationError):
         raise entered
     return entered
@@ -191,7 +191,8 @@ Entered = tuple[Order, bool] | ApplicationError  # (order, created), or why the 
 
 
 def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: datetime,
-                  validate_later: bool = True, open_count: int | None = None) -> list[Entered]:
+                  validate_later: bool = True, open_count: int | None = None,
+                  payloads: dict[int, dict] | None = None) -> list[Entered]:
     """Store a client's orders as received, in one transaction and a few statements whatever their number
     (the open orders counted once, the new orders, their history rows and their private-stream numbers
     written by one statement), and queue their validation after commit (unless
@@ -208,7 +209,8 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     client_order_id order: a concurrent submission of the same id waits for the other's commit, then
     gets its order. A client_order_id sent twice in one call is entered as if sent again after the call.
     ``open_count``: the client's open orders as the caller just counted them (``open_orders_count``), if it
-    did, with another read.
+    did, with another read. ``payloads``: filled with each created order's representation (``order_payload``,
+    by order id) as its stream event carries it, for a caller that answers with it (not to be changed).
 
     Every write is that one statement (the other statements only read, and each read sees what was committed
     when it ran, in a transaction or not): outside a transaction it runs alone and commits by itself, without
@@ -218,11 +220,11 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     in_one = connection.in_atomic_block or len({r.client_order_id for r in requests}) < len(requests)
     with transaction.atomic() if in_one else contextlib.nullcontext():
         return _orders_submit(client=client, requests=requests, now=now, validate_later=validate_later,
-                              open_count=open_count)
+                              open_count=open_count, payloads=payloads)
 
 
 def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: datetime, validate_later: bool,
-                   open_count: int | None) -> list[Entered]:
+                   open_count: int | None, payloads: dict[int, dict] | None) -> list[Entered]:
     now = require_aware(now)
     out: list[Entered | None] = [None] * len(requests)
     first: dict[str, int] = {}  # client_order_id -> its first request; the others are entered after
@@ -260,8 +262,11 @@ def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: dat
             created.append(order)
         else:
             out[i] = _entered_again(requests[i], stored[order.client_order_id], None)
-    messages = client_stream_messages([(client.pk, _order_event(order)) for order in created],
-                                      {client.pk: stream_last}) if created else []
+    events = [_order_event(order) for order in created]
+    if payloads is not None:
+        payloads.update((order.pk, event["order"]) for order, event in zip(created, events, strict=True))
+    messages = client_stream_messages([(client.pk, event) for event in events], {client.pk: stream_last}) if events \
+        else []
     if validate_later and created and not connection.in_atomic_block:
         _orders_announce(messages, created)
     else:
@@ -272,7 +277,7 @@ def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: dat
     again = [i for i in range(len(requests)) if out[i] is None]
     if again:
         for i, entered in zip(again, orders_submit(client=client, requests=[requests[i] for i in again], now=now,
-                                                   validate_later=validate_later), strict=True):
+                                                   validate_later=validate_later, payloads=payloads), strict=True):
             out[i] = entered
     return out
 
