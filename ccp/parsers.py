@@ -15,18 +15,36 @@ from ccp.errors import ApplicationError
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))  # bytes.translate deletes these
+
+
 def nesting_depth(body: bytes) -> int:
     """How deep the arrays and objects of a JSON text nest, counted without parsing it (parsing a
     deep text is what must not happen)."""
     if body.count(b"[") + body.count(b"{") <= 1:
         return body.count(b"[") + body.count(b"{")
+    if b"\\" in body:  # an escaped quote may sit in a string: token by token
+        return _depth(token[0][0] for token in _TOKENS.finditer(body))
+    # Without escapes a string runs from a quote to the next: the brackets between a pair are text. Kept: the
+    # brackets and quotes only (in C), the text between pairs dropped; a last quote without a pair opens no
+    # string (the token scan reads on after it). A batch of 100 orders: 515 -> 58 us.
+    parts = body.translate(None, _NOT_STRUCTURE).split(b'"')
+    outside = parts[0::2] + ([parts[-1]] if len(parts) % 2 == 0 else [])
+    return _depth(b"".join(outside))
+
+
+_OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
+
+
+def _depth(firsts) -> int:
+    """The deepest nesting of a sequence of tokens' first bytes (ints): brackets open and close, others (a
+    string's quote) count for nothing."""
     depth = deepest = 0
-    for token in _TOKENS.finditer(body):
-        kind = token[0][:1]
-        if kind in (b"[", b"{"):
+    for first in firsts:
+        if first in _OPEN:
             depth += 1
             deepest = max(deepest, depth)
-        elif kind in (b"]", b"}"):
+        elif first in _CLOSE:
             depth -= 1
     return deepest
 

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import redis
@@ -133,6 +133,11 @@ def _send(messages: list[tuple[str, dict[str, Any]]]) -> None:
     if publisher is None:
         _sender.run(messages)
         return
+    _published(publisher, messages).execute()
+
+
+def _published(publisher: tuple[redis.Redis, str], messages: list[tuple[str, dict[str, Any]]]):
+    """A pipeline of the publisher's client with each group's messages published in order (bundled), not sent."""
     client, prefix = publisher
     layer = get_channel_layer()
     by_group: dict[str, list[dict[str, Any]]] = {}
@@ -142,7 +147,39 @@ def _send(messages: list[tuple[str, dict[str, Any]]]) -> None:
     for group, group_messages in by_group.items():
         for message in _bundled(group_messages):
             pipe.publish(f"{prefix}__group__{group}", layer.serialize(message))
-    pipe.execute()
+    return pipe
+
+
+def stream_send_with(messages: list[tuple[str, dict[str, Any]]], commands: list[Callable[[Any], Any]]) -> list | None:
+    """Outside a transaction (what they tell is committed): send stream messages (``client_stream_messages``) at
+    once and, after them in the same round trip, Redis commands on REDIS_URL's database (each of ``commands``
+    adds one to the pipeline it is given): their results, in order. None, having sent nothing, when the
+    channel layer is not channels_redis' pub/sub layer on REDIS_URL: the caller publishes
+    (``stream_messages_publish``) and sends its commands itself. Never raises: a failed publish is logged (as
+    ``_publish_on_commit`` does), a failed command's result is its exception (all of them when the round trip
+    failed)."""
+    assert not transaction.get_connection().in_atomic_block, "stream messages wait for the commit"
+    publisher = _publisher(os.getpid())
+    if publisher is None or _layer_address() != settings.REDIS_URL:
+        return None
+    try:
+        pipe = _published(publisher, messages)
+        published = len(pipe)
+        for command in commands:
+            command(pipe)
+        results = pipe.execute(raise_on_error=False)
+    except Exception as exc:  # a stream is best effort: never fail the caller's committed work
+        logger.exception("stream publish failed")
+        return [exc] * len(commands)
+    failed = next((r for r in results[:published] if isinstance(r, Exception)), None)
+    if failed is not None:
+        logger.error("stream publish failed: %s", failed)
+    return results[published:]
+
+
+def _layer_address() -> str | None:
+    hosts = settings.CHANNEL_LAYERS.get("default", {}).get("CONFIG", {}).get("hosts", [])
+    return hosts[0].get("address") if len(hosts) == 1 and isinstance(hosts[0], dict) else None
 
 
 class _Batch:
@@ -214,6 +251,13 @@ def client_stream_publish_taken(events: Iterable[tuple[int, dict[str, Any]]], la
     """``client_stream_publish_many`` of events whose numbers the caller took in this transaction, each client's
     counter moved by exactly its events' count (``ccp.locks.client_stream_sequence_take_sql``): ``last`` is
     each client's new last number."""
+    _publish_on_commit(client_stream_messages(events, last))
+
+
+def client_stream_messages(events: Iterable[tuple[int, dict[str, Any]]],
+                           last: Mapping[int, int]) -> list[tuple[str, dict[str, Any]]]:
+    """The private stream messages of ``client_stream_publish_taken``, numbered, not sent: to send at once with
+    other commands (``stream_send_with``) or publish (``stream_messages_publish``)."""
     events = list(events)
     taken = Counter()
     numbered = []
@@ -221,7 +265,13 @@ def client_stream_publish_taken(events: Iterable[tuple[int, dict[str, Any]]], la
         numbered.append((client_group(client_id), {"type": "stream.event",
                                                    "event": {**event, "sequence": last[client_id] - taken[client_id]}}))
         taken[client_id] += 1
-    _publish_on_commit(numbered[::-1])
+    return numbered[::-1]
+
+
+def stream_messages_publish(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """Publish messages (``client_stream_messages``) as the current transaction's, after its commit (at once
+    outside one)."""
+    _publish_on_commit(messages)
 
 
 def token_revoked_publish(client_id: int, token_id: int) -> None:

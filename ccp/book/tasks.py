@@ -36,11 +36,17 @@ def book_match_later(contract_id: int) -> None:
     orders, so an order stored after that queues a new task; it expires after QUEUED_TTL_S (a task lost
     with the broker costs at most that, then the stale-order sweep). Redis unreachable: always queued."""
     try:
-        if not redis_client().set(_queued_key(contract_id), 1, nx=True, ex=QUEUED_TTL_S):
+        if not book_match_flag(redis_client(), contract_id):
             return
     except redis.RedisError:
         pass
     book_match_send(contract_id)
+
+
+def book_match_flag(client, contract_id: int):
+    """``book_match_later``'s flag set, when none is, by a Redis client or in a pipeline (on REDIS_URL's
+    database): true when it was set (then ``book_match_send``), None when a matcher task is queued already."""
+    return client.set(_queued_key(contract_id), 1, nx=True, ex=QUEUED_TTL_S)
 
 
 def book_match_send(contract_id: int) -> None:

@@ -42,10 +42,12 @@ from ccp.risk.models import Position
 from ccp.risk.selectors import portfolio_legs
 from ccp.streams import (
     book_group,
+    client_stream_messages,
     client_stream_publish,
     client_stream_publish_many,
-    client_stream_publish_taken,
+    stream_messages_publish,
     stream_publish,
+    stream_send_with,
 )
 
 
@@ -174,12 +176,12 @@ def book_level_changed(*, contract_id: int, side: str, price: Decimal) -> None:
 
 
 def order_submit(*, client: Client, request: OrderRequest, now: datetime, validate_later: bool = True,
-                 open_count: int | None = None) -> tuple[Order, bool]:
+                 open_count: int | None = None, payloads: dict[int, dict] | None = None) -> tuple[Order, bool]:
     """Store an order as received and queue its validation after commit (unless ``validate_later`` is
     false: the caller queues it, with others, ``orders_validate_later``). Returns (order, created).
     ``orders_submit`` of one request: its refusal is raised."""
     (entered,) = orders_submit(client=client, requests=[request], now=now, validate_later=validate_later,
-                               open_count=open_count)
+                               open_count=open_count, payloads=payloads)
     if isinstance(entered, ApplicationError):
         raise entered
     return entered
@@ -189,7 +191,8 @@ Entered = tuple[Order, bool] | ApplicationError  # (order, created), or why the 
 
 
 def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: datetime,
-                  validate_later: bool = True, open_count: int | None = None) -> list[Entered]:
+                  validate_later: bool = True, open_count: int | None = None,
+                  payloads: dict[int, dict] | None = None) -> list[Entered]:
     """Store a client's orders as received, in one transaction and a few statements whatever their number
     (the open orders counted once, the new orders, their history rows and their private-stream numbers
     written by one statement), and queue their validation after commit (unless
@@ -206,7 +209,8 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     client_order_id order: a concurrent submission of the same id waits for the other's commit, then
     gets its order. A client_order_id sent twice in one call is entered as if sent again after the call.
     ``open_count``: the client's open orders as the caller just counted them (``open_orders_count``), if it
-    did, with another read.
+    did, with another read. ``payloads``: filled with each created order's representation (``order_payload``,
+    by order id) as its stream event carries it, for a caller that answers with it (not to be changed).
 
     Every write is that one statement (the other statements only read, and each read sees what was committed
     when it ran, in a transaction or not): outside a transaction it runs alone and commits by itself, without
@@ -216,11 +220,11 @@ def orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: date
     in_one = connection.in_atomic_block or len({r.client_order_id for r in requests}) < len(requests)
     with transaction.atomic() if in_one else contextlib.nullcontext():
         return _orders_submit(client=client, requests=requests, now=now, validate_later=validate_later,
-                              open_count=open_count)
+                              open_count=open_count, payloads=payloads)
 
 
 def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: datetime, validate_later: bool,
-                   open_count: int | None) -> list[Entered]:
+                   open_count: int | None, payloads: dict[int, dict] | None) -> list[Entered]:
     now = require_aware(now)
     out: list[Entered | None] = [None] * len(requests)
     first: dict[str, int] = {}  # client_order_id -> its first request; the others are entered after
@@ -246,9 +250,7 @@ def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: dat
             out[i] = _refusal(violation)
         else:
             open_count += 1
-            new.append((i, Order(client=client, contract=request.contract, client_order_id=request.client_order_id,
-                                 state=OrderState.RECEIVED, created_at=now, updated_at=now,
-                                 **{name: getattr(request, name) for name in _TERMS})))
+            new.append((i, _order_received(client, request, now)))
     inserted, stream_last = _orders_insert([order for _, order in new], now=now)
     lost = [order.client_order_id for _, order in new if order.client_order_id not in inserted]
     stored = _orders_by_client_id(client, lost) if lost else {}  # stored meanwhile by a concurrent request
@@ -260,16 +262,53 @@ def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: dat
             created.append(order)
         else:
             out[i] = _entered_again(requests[i], stored[order.client_order_id], None)
-    if created:
-        client_stream_publish_taken([(client.pk, _order_event(order)) for order in created], {client.pk: stream_last})
-    if validate_later:
-        orders_validate_later(created)
+    events = [_order_event(order) for order in created]
+    if payloads is not None:
+        payloads.update((order.pk, event["order"]) for order, event in zip(created, events, strict=True))
+    messages = client_stream_messages([(client.pk, event) for event in events], {client.pk: stream_last}) if events \
+        else []
+    if validate_later and created and not connection.in_atomic_block:
+        _orders_announce(messages, created)
+    else:
+        if messages:
+            stream_messages_publish(messages)
+        if validate_later:
+            orders_validate_later(created)
     again = [i for i in range(len(requests)) if out[i] is None]
     if again:
         for i, entered in zip(again, orders_submit(client=client, requests=[requests[i] for i in again], now=now,
-                                                   validate_later=validate_later), strict=True):
+                                                   validate_later=validate_later, payloads=payloads), strict=True):
             out[i] = entered
     return out
+
+
+@functools.cache
+def _order_columns() -> tuple[list, dict[str, int]]:
+    """What ``Order()`` gives each column (its field's default: none is callable) in column order, and each
+    attribute's place in it."""
+    fields = Order._meta.concrete_fields
+    assert not any(f.has_default() and callable(f.default) for f in fields)
+    return [f.get_default() for f in fields], {f.attname: i for i, f in enumerate(fields)}
+
+
+_ORDER_CLIENT, _ORDER_CONTRACT = Order._meta.get_field("client"), Order._meta.get_field("contract")
+
+
+def _order_received(client: Client, request: OrderRequest, now: datetime) -> Order:
+    """``Order(client=client, contract=request.contract, client_order_id=..., state=RECEIVED, created_at=now,
+    updated_at=now, <the request's terms>)``, built from its values in column order: Model.__init__ by position
+    costs a quarter of its keywords (a batch of 100 paid 2.8 ms for them)."""
+    values, at = _order_columns()
+    values = values.copy()
+    values[at["client_id"]], values[at["contract_id"]] = client.pk, request.contract.pk
+    values[at["client_order_id"]], values[at["state"]] = request.client_order_id, OrderState.RECEIVED
+    values[at["created_at"]] = values[at["updated_at"]] = now
+    for name in _TERMS:
+        values[at[name]] = getattr(request, name)
+    order = Order(*values)
+    _ORDER_CLIENT.set_cached_value(order, client)  # as the keywords would: order.client is this client
+    _ORDER_CONTRACT.set_cached_value(order, request.contract)
+    return order
 
 
 def _margin_modes_check(client: Client, requests: Sequence[OrderRequest], violations: dict[int, str | None]) -> None:
@@ -357,6 +396,25 @@ def _orders_insert(orders: list[Order], *, now: datetime) -> tuple[dict[str, int
     return {client_order_id: pk for pk, client_order_id, _ in rows}, rows[0][2] if rows else None
 
 
+def _orders_announce(messages: list, orders: list[Order]) -> None:
+    """Outside a transaction (the orders are committed): ``stream_messages_publish(messages)`` (their private-stream
+    messages) and ``orders_validate_later(orders)`` with one Redis round trip less: the messages and the flags
+    of their continuous contracts' matchers (``book_match_flag``) in one, then the matchers not queued already
+    and the auction orders' validation queued as ``orders_queue`` does. Only when the channel layer is on
+    REDIS_URL; else those two."""
+    from ccp.book.tasks import book_match_flag
+
+    continuous = sorted({o.contract_id for o in orders if o.contract.trading_mode == TradingMode.CONTINUOUS})
+    flags = stream_send_with(messages, [functools.partial(book_match_flag, contract_id=c) for c in continuous])
+    if flags is None:
+        stream_messages_publish(messages)
+        orders_validate_later(orders)
+        return
+    # a flag whose SET failed counts as set: the task is sent (Redis unreachable: always queued, as book_match_later)
+    flagged = {contract_id: flag is not None for contract_id, flag in zip(continuous, flags, strict=True)}
+    transaction.on_commit(functools.partial(orders_queue, orders, flagged=flagged), robust=True)  # runs now
+
+
 def orders_validate_later(orders: list[Order]) -> None:
     """``orders_queue`` once the caller's transaction commits."""
     if orders:
@@ -364,11 +422,13 @@ def orders_validate_later(orders: list[Order]) -> None:
         transaction.on_commit(functools.partial(orders_queue, list(orders)), robust=True)
 
 
-def orders_queue(orders: list[Order]) -> None:
+def orders_queue(orders: list[Order], *, flagged: Mapping[int, bool] | None = None) -> None:
     """Queue the handling of received orders: an auction contract's are validated (one task for one
     order, one for the others), a continuous contract's matched (one task per contract: the contract's
-    matcher takes every order it has received by then, ``ccp.book.services``)."""
-    from ccp.book.tasks import book_match_later
+    matcher takes every order it has received by then, ``ccp.book.services``). ``flagged``: the continuous
+    contracts' matcher flags as the caller set them (``book_match_flag``), true where it was set (the task
+    is sent), instead of ``book_match_later``."""
+    from ccp.book.tasks import book_match_later, book_match_send
     from ccp.orders.tasks import order_validate_task, orders_validate_task
 
     validate = [o.pk for o in orders if o.contract.trading_mode != TradingMode.CONTINUOUS]
@@ -377,7 +437,10 @@ def orders_queue(orders: list[Order]) -> None:
     elif validate:
         orders_validate_task.delay(validate)
     for contract_id in sorted({o.contract_id for o in orders if o.contract.trading_mode == TradingMode.CONTINUOUS}):
-        book_match_later(contract_id)
+        if flagged is None:
+            book_match_later(contract_id)
+        elif flagged[contract_id]:
+            book_match_send(contract_id)
 
 
 @transaction.atomic

@@ -6,10 +6,15 @@ import tempfile
 
 import psycopg
 import pytest
+import redis
+from channels.layers import get_channel_layer
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from ccp.accounts.models import Client
+from ccp.book.tasks import book_queue
+from ccp.contracts.models import Contract, TradingMode
+from ccp.streams import client_group
 
 pytestmark = pytest.mark.django_db
 
@@ -79,3 +84,51 @@ def test_a_single_order_outside_a_transaction_is_committed_by_its_insert_alone(a
                                "JOIN accounts_client AS c ON c.id = o.client_id "
                                "WHERE o.client_order_id = 'alone' GROUP BY o.state, c.stream_sequence").fetchall()
     assert stored == [("received", 1, before + 1)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_single_orders_stream_message_and_matcher_flag_share_one_redis_round_trip(api_as, trader, contract,
+                                                                                     settings, monkeypatch):
+    """Outside a transaction the order is committed by its insert: its private stream message and its continuous
+    contract's matcher flag then go to Redis in one round trip (the token's revocation epoch, read before, is the
+    other); the stream message comes first, and a flag not set already sends the matcher's task."""
+    settings.CCP_THROTTLE_ORDERS = ""
+    Contract.objects.filter(pk=contract.pk).update(trading_mode=TradingMode.CONTINUOUS)
+    api = api_as(trader)
+    store, broker = redis.Redis.from_url(settings.REDIS_URL), redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    flag, queue = f"ccp:book-match-queued:{contract.pk}", book_queue(contract.pk)
+    layer = get_channel_layer()
+    listener = store.pubsub()
+    listener.subscribe(f"{settings.CHANNEL_LAYERS['default']['CONFIG'].get('prefix', 'asgi')}__group__"
+                       f"{client_group(trader.pk)}")
+    listener.get_message(timeout=1)  # the subscription's confirmation
+    round_trips = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(connection, command, check_health=True):
+        round_trips.append(command)
+        return send(connection, command, check_health)
+
+    store.delete(flag)
+    broker.delete(queue)
+    try:
+        assert api.post("/api/v1/orders", order(contract, "warm"), format="json").status_code == 202
+        broker.delete(queue)
+        store.set(flag, 1, ex=60)  # when a matcher task is queued already
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+        assert api.post("/api/v1/orders", order(contract, "a"), format="json").status_code == 202
+        assert len(round_trips) == 2  # the revocation epoch; the stream message with the flag
+        assert broker.llen(queue) == 0  # no second task
+        store.delete(flag)  # when none is queued: the flag is set and the task sent
+        assert api.post("/api/v1/orders", order(contract, "b"), format="json").status_code == 202
+        assert store.get(flag) == b"1" and broker.llen(queue) == 1
+        events = []
+        while (message := listener.get_message(timeout=1)) is not None:
+            events.extend(layer.deserialize(message["data"])["events"])
+        assert [(e["order"]["client_order_id"], e["order"]["state"]) for e in events] == [
+            ("warm", "received"), ("a", "received"), ("b", "received")]
+        assert [e["sequence"] for e in events] == [events[0]["sequence"] + k for k in range(3)]
+    finally:
+        listener.close()
+        store.delete(flag)
+        broker.delete(queue)

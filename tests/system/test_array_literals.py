@@ -40,3 +40,37 @@ def test_a_bool_or_a_fraction_is_refused_not_read_as_a_number():
     for bad in ([True], [Decimal("1.5")]):
         with pytest.raises(DataError), transaction.atomic():
             _round_trip("SELECT %s::bigint[]", number_array(bad))
+
+
+def test_each_columns_literal_reads_as_the_list_psycopg_would_send():
+    """The literals ``unnest_source`` sends for a new order's columns (choices, booleans, aware datetimes in
+    any zone, columns of NULLs only) are the arrays psycopg's list dumper sends."""
+    from datetime import UTC, datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    from ccp.db import _array_param, _db_type
+    from ccp.orders.models import Order, OrderKind
+
+    def field(name):
+        return Order._meta.get_field(name)
+
+    now = datetime(2026, 12, 6, 4, 5, 6, 789012, tzinfo=UTC)
+    cases = [
+        (field("kind"), [OrderKind.LIMIT, OrderKind.MARKET, "limit"]),
+        (field("reduce_only"), [True, False, None, True]),
+        (field("created_at"), [now, now.astimezone(timezone(timedelta(hours=-3, minutes=-30))),
+                               now.astimezone(ZoneInfo("Europe/Paris")), None, datetime(1, 1, 1, tzinfo=UTC)]),
+        (field("triggered_at"), [None, None]),
+        (field("attached"), [None, None, None]),
+        (field("book_priority"), [None]),
+        (field("trigger_price"), [None, None]),
+    ]
+    for column, values in cases:
+        literal = _array_param(column, values)
+        assert isinstance(literal, str), column.name
+        sql = f"SELECT %s::{_db_type(column)}[]"
+        assert _round_trip(sql, literal) == _round_trip(sql, values), column.name
+    # what has no literal is left to psycopg: naive datetimes, a bool in a text column, a JSON value
+    assert _array_param(field("created_at"), [datetime(2026, 1, 1)]) == [datetime(2026, 1, 1)]
+    assert _array_param(field("kind"), ["limit", True]) == ["limit", True]
+    assert _array_param(field("attached"), [None, {"a": 1}]) == [None, {"a": 1}]
