@@ -93,7 +93,7 @@ class _Book:
     clients: dict[str, ClientSpec]
     orders: dict[str, OrderSpec]
     lot_orders: dict[str, LotOrder]
-    by_contract: dict[str, list[str]]
+    by_contract: dict[str, list[str]]  # order ids per contract, in time order (priority, then id)
     binding: set[str]  # client ids whose collateral can bind
     underwater: set[str]  # clients whose budget does not even cover their current lockups
     sides: dict[str, tuple[list[LotOrder], list[LotOrder]]] = field(default_factory=dict)  # ``_sides``
@@ -182,8 +182,8 @@ def _uncross_contracts(book: _Book, symbols: list[str], with_binding: bool) -> d
     # _tradeable for every order, asked once: in the live book nobody binds, and every order trades.
     left_out = book.underwater if with_binding else book.underwater | book.binding
     for symbol in symbols:
-        fills.update(uncross(book.lot_orders[i] for i in book.by_contract[symbol]
-                             if not left_out or book.orders[i].client not in left_out))
+        fills.update(uncross((book.lot_orders[i] for i in book.by_contract[symbol]
+                              if not left_out or book.orders[i].client not in left_out), timed=True))
     return fills
 
 
@@ -530,8 +530,10 @@ def _sides(book: _Book, symbol: str) -> tuple[list[LotOrder], list[LotOrder]]:
     """A contract's buys and sells that may trade (their clients are not under water), each in price-time
     priority; sorted once per auction."""
     if (sides := book.sides.get(symbol)) is None:
+        orders, underwater = book.by_contract[symbol], book.underwater
         sides = book.sides[symbol] = by_priority(
-            book.lot_orders[i] for i in book.by_contract[symbol] if book.orders[i].client not in book.underwater)
+            (book.lot_orders[i] for i in orders if book.orders[i].client not in underwater) if underwater
+            else map(book.lot_orders.__getitem__, orders), timed=True)
     return sides
 
 

@@ -33,22 +33,28 @@ _TIME, _PRICE, _PRICE_TIME = (operator.attrgetter("priority", "id"), operator.at
                               operator.attrgetter("price", "priority", "id"))
 
 
-def by_priority(orders: Iterable[LotOrder]) -> tuple[list[LotOrder], list[LotOrder]]:
-    """The buys and the sells, each in price-time priority (``priority_key``'s order)."""
+def by_priority(orders: Iterable[LotOrder], timed: bool = False) -> tuple[list[LotOrder], list[LotOrder]]:
+    """The buys and the sells, each in price-time priority (``priority_key``'s order). ``timed``: the
+    orders come in time order already (by priority, then id), so one sort by price per side keeps it."""
     orders = list(orders)
     # By C-level keys: sorts are stable, also reversed (higher buys first).
-    buys = sorted(sorted((o for o in orders if o.side == "buy"), key=_TIME), key=_PRICE, reverse=True)
-    sells = sorted((o for o in orders if o.side == "sell"), key=_PRICE_TIME)
+    buys = [o for o in orders if o.side == "buy"]
+    sells = [o for o in orders if o.side == "sell"]
+    if not timed:
+        buys.sort(key=_TIME)
+    buys.sort(key=_PRICE, reverse=True)
+    sells.sort(key=_PRICE if timed else _PRICE_TIME)
     return buys, sells
 
 
-def uncross(orders: Iterable[LotOrder]) -> dict[str, int]:
+def uncross(orders: Iterable[LotOrder], timed: bool = False) -> dict[str, int]:
     """Fill the highest buys against the lowest sells while they cross, in price-time priority.
 
     The volume is the largest at which the marginal buy still pays at least the marginal sell,
     which maximises traded surplus without collateral limits. Returns filled lots per order id.
+    ``timed``: as ``by_priority``'s.
     """
-    buys, sells = by_priority(orders)
+    buys, sells = by_priority(orders, timed)
     fills: dict[str, int] = {}
     i = j = 0
     buy_left = buys[0].lots if buys else 0
