@@ -91,7 +91,7 @@ def child(args) -> None:
 
     rng = random.Random(args.seed)
     now = utcnow()
-    contract, clients = continuous_market(args.clients, now)
+    (contract,), clients = continuous_market(args.clients, now)
     tokens = [f"bench-token-{k:04d}-{rng.getrandbits(64):016x}" for k in range(len(clients))]
     ApiToken.objects.bulk_create([ApiToken(key_hash=token_hash(t), prefix=t[:8], client=c, created_at=now,
                                            expires_at=now + timedelta(days=1))
