@@ -21,32 +21,40 @@ def book_queue(contract_id: int) -> str:
     return f"book-{contract_id % settings.CCP_BOOK_QUEUES}"
 
 
-# A contract whose matcher task is queued and not started yet: set when queued, cleared when it starts.
+# A book queue whose matcher task is queued and not started yet: set when queued, cleared when it starts.
 QUEUED_TTL_S = 5
 
 
-def _queued_key(contract_id: int) -> str:
-    return f"ccp:book-match-queued:{contract_id}"
+def _queued_key(contract_id: int, *, prices: bool = False) -> str:
+    """The flag of the contract's queue (every task of a queue matches the work of all its contracts), or with
+    ``prices`` the contract's own price flag (a run takes a contract without received work only when its task
+    names it: ``book_prices_moved``)."""
+    if prices:
+        return f"ccp:book-match-queued:prices:{contract_id}"
+    return f"ccp:book-match-queued:{book_queue(contract_id)}"
 
 
-def book_match_later(contract_id: int) -> None:
-    """Queue the contract's matcher (one task matches everything the contract has received by then),
-    unless one is queued and not started yet: under load one task takes many orders, not one task each.
-    The flag (Redis, ``ccp:book-match-queued:<id>``) is cleared when the task starts, before it reads the
-    orders, so an order stored after that queues a new task; it expires after QUEUED_TTL_S (a task lost
-    with the broker costs at most that, then the stale-order sweep). Redis unreachable: always queued."""
+def book_match_later(contract_id: int, *, prices: bool = False) -> None:
+    """Queue a matcher task for the contract's queue, unless one is queued and not started yet: a task's run
+    takes the received work of every continuous contract of its queue (``book_match_task``), so under load one
+    task takes many orders of all of them, not one task per order or per contract. The flag (Redis,
+    ``ccp:book-match-queued:book-<n>``) is cleared when the task starts, before it reads the orders, so an order
+    stored after that queues a new task; it expires after QUEUED_TTL_S (a task lost with the broker costs at
+    most that, then the stale-order sweep). ``prices``: a task for this contract itself (its stop and
+    take-profit orders wait on a price that moved: a run takes a contract with no received work only when its
+    task names it), flagged per contract. Redis unreachable: always queued."""
     try:
-        if not book_match_flag(redis_client(), contract_id):
+        if not book_match_flag(redis_client(), contract_id, prices=prices):
             return
     except redis.RedisError:
         pass
     book_match_send(contract_id)
 
 
-def book_match_flag(client, contract_id: int):
+def book_match_flag(client, contract_id: int, *, prices: bool = False):
     """``book_match_later``'s flag set, when none is, by a Redis client or in a pipeline (on REDIS_URL's
     database): true when it was set (then ``book_match_send``), None when a matcher task is queued already."""
-    return client.set(_queued_key(contract_id), 1, nx=True, ex=QUEUED_TTL_S)
+    return client.set(_queued_key(contract_id, prices=prices), 1, nx=True, ex=QUEUED_TTL_S)
 
 
 def book_match_send(contract_id: int) -> None:
@@ -70,12 +78,12 @@ def book_match_send(contract_id: int) -> None:
 def book_match_task(contract_id: int) -> int:
     """Match the contract's received orders, run after run, until none is left; each run also takes the work
     of every other continuous contract of the same queue that has some (``books_match`` with
-    ``CCP_BOOK_QUEUES``: one transaction for them all; their own queued tasks then find less or nothing). On a
+    ``CCP_BOOK_QUEUES``: one transaction for them all; one task per queue is queued at a time). On a
     perpetual a run matched, then liquidate the positions its trades left at or below their requirement
     (their orders queue this task again). Safe to run twice and concurrently: runs that share a contract
     take it one at a time (ccp.book.services)."""
     with contextlib.suppress(redis.RedisError):
-        redis_client().delete(_queued_key(contract_id))
+        redis_client().delete(_queued_key(contract_id), _queued_key(contract_id, prices=True))
     matched: dict[int, int] = {}
     while taken := books_match(contract_id=contract_id, now=utcnow(), queues=settings.CCP_BOOK_QUEUES):
         for matched_id, count in taken.items():
@@ -105,5 +113,5 @@ def book_prices_moved() -> list[int]:
         state=OrderState.UNTRIGGERED, trigger_source__in=[TriggerSource.MARK, TriggerSource.INDEX],
         contract__trading_mode=TradingMode.CONTINUOUS).values_list("contract_id", flat=True)))
     for contract_id in contract_ids:
-        book_match_later(contract_id)
+        book_match_later(contract_id, prices=True)
     return contract_ids

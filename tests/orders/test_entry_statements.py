@@ -96,7 +96,7 @@ def test_a_single_orders_stream_message_and_matcher_flag_share_one_redis_round_t
     Contract.objects.filter(pk=contract.pk).update(trading_mode=TradingMode.CONTINUOUS)
     api = api_as(trader)
     store, broker = redis.Redis.from_url(settings.REDIS_URL), redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    flag, queue = f"ccp:book-match-queued:{contract.pk}", book_queue(contract.pk)
+    flag, queue = f"ccp:book-match-queued:{book_queue(contract.pk)}", book_queue(contract.pk)
     layer = get_channel_layer()
     listener = store.pubsub()
     listener.subscribe(f"{settings.CHANNEL_LAYERS['default']['CONFIG'].get('prefix', 'asgi')}__group__"

@@ -46,21 +46,27 @@ def test_a_task_lands_in_its_queue_only():
 
 
 def test_a_contracts_matcher_lands_in_its_book_queue_only(settings):
+    """One matcher task per book queue is queued at a time, whichever of the queue's contracts asks (a run
+    takes the work of all of them); a price move queues the named contract's own task, once."""
     from ccp.book.tasks import book_match_later
 
     store = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     with app.connection_for_write() as connection:
         for queue in app.amqp.queues.values():
             queue(connection.default_channel).declare()
-    redis.Redis.from_url(settings.REDIS_URL).delete("ccp:book-match-queued:7")  # none queued for it yet
+    redis.Redis.from_url(settings.REDIS_URL).delete(  # none queued yet
+        "ccp:book-match-queued:book-0", "ccp:book-match-queued:prices:7")
     before = {queue: store.llen(queue) for queue in QUEUES}
     book_match_later(7)  # one book queue (CCP_BOOK_QUEUES 1): book-0
     book_match_later(7)  # queued and not started: not queued again
+    book_match_later(8)  # another contract of the same queue: that task takes its orders too
+    book_match_later(7, prices=True)  # a price move: the contract's own task
+    book_match_later(7, prices=True)
     try:
         assert {queue: store.llen(queue) - before[queue] for queue in QUEUES} == {
-            **{queue: 0 for queue in QUEUES}, "book-0": 1}
+            **{queue: 0 for queue in QUEUES}, "book-0": 2}
     finally:
-        store.lpop("book-0")
+        store.lpop("book-0", 2)
 
 
 def test_an_order_is_validated_while_a_long_solve_occupies_the_auction_worker(children):
