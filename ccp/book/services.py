@@ -297,30 +297,6 @@ class _Batch:
     stale: list[Order] = field(default_factory=list)  # position take-profits and stop-losses to cancel first
     moved: list[SetPrice] = field(default_factory=list)  # then the prices that moved
 
-    @property
-    def now(self) -> datetime:
-        return self.run.now
-
-    @property
-    def touched(self) -> dict[int, Order]:
-        return self.run.touched
-
-    @property
-    def histories(self) -> list[dict]:
-        return self.run.histories
-
-    @property
-    def held(self) -> dict[tuple[int, int], Decimal]:
-        return self.run.held
-
-    @property
-    def open_counts(self) -> dict[int, int]:
-        return self.run.open_counts
-
-    @property
-    def created(self) -> list[Order]:
-        return self.run.created
-
     def order_id_take(self) -> int:
         """An id for a new order (reserved a few at a time: one statement for the legs of a run)."""
         if not self.run.spare_ids:
@@ -358,14 +334,14 @@ class _Batch:
             self.by_engine_id.setdefault(engine_id(order), order)
 
     def state_set(self, order: Order, state: str, reason: str = "") -> None:
-        order_state_set(order, state, now=self.now, reason=reason, histories=self.histories)
-        self.touched[order.pk] = order
+        order_state_set(order, state, now=self.run.now, reason=reason, histories=self.run.histories)
+        self.run.touched[order.pk] = order
 
     def hold_set(self, order: Order, value: Decimal) -> None:
         """Set what ``order`` holds; the difference is taken from (or given back to) its fund lock."""
-        self.held[(order.client_id, self.contract.collateral_id)] += value - order.order_value
+        self.run.held[(order.client_id, self.contract.collateral_id)] += value - order.order_value
         order.order_value = value
-        self.touched[order.pk] = order
+        self.run.touched[order.pk] = order
 
 
 def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> int:
@@ -527,21 +503,21 @@ def _orders_match(batch: _Batch) -> None:
         if order.state != OrderState.RECEIVED:
             _modify_match(batch, order, fund_locks.get(key))
             continue
-        violation = order_violation(order=order, contract=contract, now=batch.now)
-        if not violation and batch.open_counts.get(order.client_id, 0) >= settings.CCP_MAX_OPEN_ORDERS:
+        violation = order_violation(order=order, contract=contract, now=batch.run.now)
+        if not violation and batch.run.open_counts.get(order.client_id, 0) >= settings.CCP_MAX_OPEN_ORDERS:
             violation = "too_many_open_orders"
         if not violation:
             batch.costs[order.pk] = cost = order_held(contract.terms, order.side, order.price, order.quantity,
                                                       order.attached, leverage=order.leverage,
                                                       reduce_only=order.reduce_only)
             fund_lock = fund_locks.get(key)
-            if fund_lock is None or cost > available(fund_lock) - batch.held[key] - (
+            if fund_lock is None or cost > available(fund_lock) - batch.run.held[key] - (
                     losses.get(order.client_id, ZERO) if cost else ZERO):
                 violation = "insufficient_collateral"
         price = scale.ticks(order.price)
         if not violation and order.client_id in positions:
             price, violation = _close_bounded(order, price, positions[order.client_id],
-                                              available(fund_locks[key]) - batch.held[key] - cost, contract, scale)
+                                              available(fund_locks[key]) - batch.run.held[key] - cost, contract, scale)
         if violation:
             _reject(batch, order, violation)
             continue
@@ -710,7 +686,7 @@ def _events_apply(batch: _Batch, events: list) -> None:
             batch.book.priority += 1  # the engine numbers its rests 1, 2, 3, ... from the rebuild's highest
             order.book_priority = batch.book.priority
             batch.levels.add((order.side, order.price))
-            batch.touched[order.pk] = order
+            batch.run.touched[order.pk] = order
         elif kind is ev.Cancelled:
             order = batch.order(event.order_id)
             if order.state == OrderState.UNTRIGGERED:  # an armed stop or leg: cancelled here, not on the book
@@ -732,8 +708,8 @@ def _events_apply(batch: _Batch, events: list) -> None:
             _armed(batch, event)
         elif kind is ev.Triggered:
             order = batch.order(event.trigger_id)
-            order.triggered_at = batch.now
-            batch.touched[order.pk] = order
+            order.triggered_at = batch.run.now
+            batch.run.touched[order.pk] = order
 
 
 def _accepted(batch: _Batch, order: Order, quantity: Decimal) -> None:
@@ -747,7 +723,7 @@ def _accepted(batch: _Batch, order: Order, quantity: Decimal) -> None:
                            order.attached, leverage=order.leverage, reduce_only=order.reduce_only)
     batch.hold_set(order, value)
     if order.state == OrderState.RECEIVED:
-        batch.open_counts[order.client_id] = batch.open_counts.get(order.client_id, 0) + 1
+        batch.run.open_counts[order.client_id] = batch.run.open_counts.get(order.client_id, 0) + 1
     batch.state_set(order, OrderState.UNTRIGGERED if order.state == OrderState.RECEIVED and order.trigger
                     else OrderState.ACCEPTED, reason)
 
@@ -774,11 +750,12 @@ def _armed(batch: _Batch, event) -> None:
                 self_trade_prevention=entry.self_trade_prevention,
                 trigger=Trigger.TAKE_PROFIT if leg_name == "tp" else Trigger.STOP,
                 trigger_price=Decimal(spec["trigger_price"]), trigger_source=spec["trigger_source"],
-                parent=entry, leg=leg_name, state=OrderState.UNTRIGGERED, created_at=batch.now, updated_at=batch.now,
+                parent=entry, leg=leg_name, state=OrderState.UNTRIGGERED, created_at=batch.run.now,
+                updated_at=batch.run.now,
                 leverage=entry.leverage, margin_mode=entry.margin_mode)
-            batch.created.append(order)
-            batch.histories.append({"order_id": order.pk, "from_state": None, "to_state": OrderState.UNTRIGGERED,
-                                    "reason": "armed", "filled_quantity": ZERO, "at": batch.now})
+            batch.run.created.append(order)
+            batch.run.histories.append({"order_id": order.pk, "from_state": None, "to_state": OrderState.UNTRIGGERED,
+                                        "reason": "armed", "filled_quantity": ZERO, "at": batch.run.now})
         order.contract = batch.contract
         batch.by_engine_id[event.trigger_id] = order
         order.quantity = quantity
@@ -788,7 +765,7 @@ def _armed(batch: _Batch, event) -> None:
         order.order_value = value
     if trigger is not None:
         order.trigger_priority = trigger.seq
-    batch.touched[order.pk] = order
+    batch.run.touched[order.pk] = order
 
 
 def _modify_match(batch: _Batch, order: Order, fund_lock) -> None:
@@ -797,7 +774,7 @@ def _modify_match(batch: _Batch, order: Order, fund_lock) -> None:
     target_price, target_quantity = order.modify_price, order.modify_quantity
     order.modify_price = order.modify_quantity = order.modify_requested_at = None
     order.modify_reject_reason = ""
-    batch.touched[order.pk] = order
+    batch.run.touched[order.pk] = order
     if order.state not in BOOK_STATES:
         return  # filled or cancelled since it was asked: nothing left to modify
     contract, scale = batch.contract, batch.book.scale
@@ -806,7 +783,7 @@ def _modify_match(batch: _Batch, order: Order, fund_lock) -> None:
                        reduce_only=order.reduce_only) if remaining > 0 else ZERO
     key = (order.client_id, contract.collateral_id)
     if value > order.order_value and (fund_lock is None
-                                      or value - order.order_value > available(fund_lock) - batch.held[key]):
+                                      or value - order.order_value > available(fund_lock) - batch.run.held[key]):
         order.modify_reject_reason = "insufficient_collateral"
         return
     events = batch.book.engine.apply(Modify(engine_id(order), order.client_id, scale.ticks(target_price),
