@@ -424,10 +424,10 @@ def orders_validate_later(orders: list[Order]) -> None:
 
 def orders_queue(orders: list[Order], *, flagged: Mapping[int, bool] | None = None) -> None:
     """Queue the handling of received orders: an auction contract's are validated (one task for one
-    order, one for the others), a continuous contract's matched (one task per contract: the contract's
-    matcher takes every order it has received by then, ``ccp.book.services``). ``flagged``: the continuous
-    contracts' matcher flags as the caller set them (``book_match_flag``), true where it was set (the task
-    is sent), instead of ``book_match_later``."""
+    order, one for the others), a continuous contract's matched (a matcher task on its book queue, unless one
+    is queued there: a run takes every order the queue's contracts have received by then, ``ccp.book.tasks``).
+    ``flagged``: the continuous contracts' matcher flags as the caller set them (``book_match_flag``), true
+    where it was set (the task is sent), instead of ``book_match_later``."""
     from ccp.book.tasks import book_match_later, book_match_send
     from ccp.orders.tasks import order_validate_task, orders_validate_task
 
