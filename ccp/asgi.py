@@ -1,5 +1,6 @@
 """ASGI entry point (served by ``python -m ccp.server``): HTTP (API, admin) and WebSocket streams."""
 
+import asyncio
 import os
 
 import django
@@ -48,10 +49,11 @@ class ProcessThreadHandler(ASGIHandler):
         except RequestAborted:
             return
         try:
+            began = asyncio.get_running_loop().time()  # before the view stores any order
             response = await self.threads.run(self.respond, scope, body_file)
             awaited = getattr(response, "awaited_orders", None)
             if awaited is not None:
-                response = await self.results_awaited(response, *awaited)
+                response = await self.results_awaited(response, *awaited, began=began)
             await self.send_response(response, send)
             if response.streaming:
                 await self.threads.run(response.close)
@@ -74,7 +76,7 @@ class ProcessThreadHandler(ASGIHandler):
             response.close()
         return response
 
-    async def results_awaited(self, response, order_ids, rerender):
+    async def results_awaited(self, response, order_ids, rerender, *, began: float):
         """The response as it is once its orders have their results, waited for up to
         ``CCP_ORDER_WAIT_MS`` in the event loop (``ccp.orders.results``): re-rendered on the request's
         thread when a result came, the middleware's headers kept."""
@@ -83,7 +85,7 @@ class ProcessThreadHandler(ASGIHandler):
         wait_s = settings.CCP_ORDER_WAIT_MS / 1000
         if wait_s <= 0:
             return response
-        finished = await order_results_wait(order_ids, timeout_s=wait_s)
+        finished = await order_results_wait(order_ids, timeout_s=wait_s, began=began)
         if not finished:
             return response
         direct = getattr(response, "awaited_render", None)

@@ -1,23 +1,35 @@
 """An order's result for the request that submitted it: the request waits a short while
 (``CCP_ORDER_WAIT_MS``) for the worker's validation and answers with the order as it then is.
 
-The worker signals each order it validated after its transaction committed (durable before
-visible): one Redis list per order, ``ccp:order-result:<id>``, kept ``RESULT_TTL_S`` seconds, so a
-signal sent before the request started waiting is not lost. The request waits with BLPOP in the
-server's event loop (other requests of the process go on meanwhile), then re-reads the orders from
-the database, unless the signal carried the order as committed (``order_payload``: the matcher and the
-validation send it): then the answer is rendered from it in the event loop, without a thread or a query.
-A lost signal (Redis down) costs the wait, not the result: the order is answered ``received`` and its
-state follows on the private stream.
+The worker signals the orders it validated or matched after its transaction committed (durable before
+visible), in one Redis script call per run:
+
+- one message on the channel ``ccp:order-results`` with every order of the run (its id and, when the worker
+  has it, its representation as committed: ``order_payload``);
+- one Redis list per order, ``ccp:order-result:<id>``, kept ``RESULT_TTL_S`` seconds: the fallback.
+
+Each server process has one subscription to the channel (``ResultsListener``, in its event loop) and keeps
+every result it received for ``RECENT_S`` seconds. A request waits on a future in the event loop: no Redis
+command of its own. Its result may be published before it starts waiting (the matcher can be quicker than
+the request's thread); it is then among the recent ones. A request falls back to the lists (BLPOP in the
+event loop) when the subscription was not up, without a break, since before the request began, since only
+then is every result published after its insert sure to reach the process.
+
+When the signal carried the order, the answer is rendered from it in the event loop, without a thread or a
+query; else the orders are read again. A lost signal (Redis down) costs the wait, not the result: the order
+is answered ``received`` and its state follows on the private stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
+import os
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 import redis
@@ -27,7 +39,9 @@ from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
-RESULT_TTL_S = 60
+RESULTS_CHANNEL = "ccp:order-results"
+RESULT_TTL_S = 10  # the lists serve a request that began before its process was subscribed: seconds at most
+RECENT_S = 5.0  # how long a server process keeps the results it received for requests not yet waiting
 
 
 def result_key(order_id: int) -> str:
@@ -40,14 +54,15 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
 
 
-# RPUSH each key its value (ARGV[i + 1]) and EXPIRE it in ARGV[1] s: one command for a batch's signals, where a
-# pipeline of two commands per order cost the matcher about 1 ms of CPU per 100 orders more (redis-py packs
-# and parses each command).
+# RPUSH each key its value (ARGV[i + 2]) and EXPIRE it in ARGV[1] s, then PUBLISH the run's message (ARGV[2])
+# on the results channel: one command for a run's signals, where a pipeline of two commands per order cost the
+# matcher about 1 ms of CPU per 100 orders more (redis-py packs and parses each command).
 _SIGNAL_LUA = """
 for i, key in ipairs(KEYS) do
-  redis.call('RPUSH', key, ARGV[i + 1])
+  redis.call('RPUSH', key, ARGV[i + 2])
   redis.call('EXPIRE', key, ARGV[1])
 end
+redis.call('PUBLISH', '""" + RESULTS_CHANNEL + """', ARGV[2])
 return #KEYS
 """
 
@@ -76,13 +91,20 @@ def order_results_signal(order_ids: Iterable[int], orders: Iterable = (),
         built = payloads or {}
         sent = {order.pk: json.dumps(built.get(order.pk) or order_payload(order), separators=(",", ":"))
                 for order in orders}
-        try:
-            _signal_script()(keys=[result_key(order_id) for order_id in ids],
-                             args=[RESULT_TTL_S, *(sent.get(order_id, "1") for order_id in ids)])
-        except redis.RedisError as exc:
-            logger.warning("order results not signalled (%s orders), Redis unreachable: %s", len(ids), exc)
+        results_send(ids, [sent.get(order_id, "1") for order_id in ids])
 
     transaction.on_commit(signal)
+
+
+def results_send(order_ids: list[int], values: list[str]) -> None:
+    """Publish the results of ``order_ids`` (each its order's JSON representation, or "1": read it again) on
+    the channel and push each on its list, in one script call. Never fails: a missed signal costs a wait."""
+    # one line per order, "<id> <value>": JSON escapes every newline inside a value
+    message = "\n".join(f"{order_id} {value}" for order_id, value in zip(order_ids, values, strict=True))
+    try:
+        _signal_script()(keys=[result_key(order_id) for order_id in order_ids], args=[RESULT_TTL_S, message, *values])
+    except redis.RedisError as exc:
+        logger.warning("order results not signalled (%s orders), Redis unreachable: %s", len(order_ids), exc)
 
 
 _async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -97,21 +119,181 @@ def _async_redis() -> redis.asyncio.Redis:
     return client
 
 
-async def order_results_wait(order_ids: Iterable[int], *, timeout_s: float) -> dict[int, dict | None]:
+def _result(value: bytes) -> dict | None:
+    """A signal's value: the order as committed, or None (read it again)."""
+    return json.loads(value) if value.startswith(b"{") else None
+
+
+class _Wait:
+    """One request's wait: the orders it still waits for, those it has, and the future its request awaits."""
+
+    __slots__ = ("left", "done", "future")
+
+    def __init__(self, order_ids: set[int], future: asyncio.Future) -> None:
+        self.left = order_ids
+        self.done: dict[int, bytes] = {}
+        self.future = future
+
+    def take(self, order_id: int, value: bytes) -> None:
+        if order_id in self.left:
+            self.left.discard(order_id)
+            self.done[order_id] = value
+            if not self.left and not self.future.done():
+                self.future.set_result(True)
+
+
+class ResultsListener:
+    """A server process's one subscription to the results channel, in its event loop: every result published
+    goes to the requests waiting for it and is kept ``RECENT_S`` seconds for those not yet waiting.
+
+    ``since``: the loop time since which the subscription has been up without a break (None while it is not).
+    When it breaks, the requests waiting on it finish their wait on the lists, and it connects again a second
+    later. Its client never retries a command by itself: a reconnection behind its back could lose messages."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.since: float | None = None
+        self.waits: dict[int, list[_Wait]] = {}
+        self.recent: dict[int, tuple[float, bytes]] = {}
+        self.arrivals: deque[tuple[float, list[int]]] = deque()
+        self.task = loop.create_task(self.listen())
+
+    def covers(self, began: float) -> bool:
+        """Whether every result published after ``began`` (loop time) reached this process, or will."""
+        return self.since is not None and self.since <= began and self.loop.time() - began < RECENT_S
+
+    async def listen(self) -> None:
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        while True:
+            client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1,
+                                                  retry=Retry(NoBackoff(), 0), client_name=listener_name())
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(RESULTS_CHANNEL)
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        self.since = self.loop.time()  # Redis subscribed us before it answered
+                    elif message["type"] == "message":
+                        try:
+                            self.received(message["data"])
+                        except ValueError:  # not a results message: only the workers publish there
+                            logger.warning("order results channel: unreadable message %r", message["data"][:80])
+            except (redis.RedisError, OSError) as exc:
+                logger.warning("order results channel lost, requests wait on the lists: %s", exc)
+            finally:
+                self.broken()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                    await client.aclose()
+            await asyncio.sleep(1)
+
+    def received(self, data: bytes) -> None:
+        now = self.loop.time()
+        ids = []
+        for line in data.split(b"\n"):
+            head, _, value = line.partition(b" ")
+            order_id = int(head)
+            ids.append(order_id)
+            self.recent[order_id] = (now, value)
+            for wait in self.waits.pop(order_id, ()):
+                wait.take(order_id, value)
+        self.arrivals.append((now, ids))
+        horizon = now - RECENT_S
+        while self.arrivals[0][0] < horizon:
+            for order_id in self.arrivals.popleft()[1]:
+                kept = self.recent.get(order_id)
+                if kept is not None and kept[0] < horizon:
+                    del self.recent[order_id]
+
+    def broken(self) -> None:
+        self.since = None
+        self.recent.clear()
+        self.arrivals.clear()
+        for waits in self.waits.values():
+            for wait in waits:
+                if not wait.future.done():
+                    wait.future.set_result(False)  # finished on the lists
+        self.waits.clear()
+
+    async def wait(self, order_ids: Iterable[int], timeout_s: float) -> tuple[dict[int, bytes], set[int], bool]:
+        """The results of ``order_ids`` received within ``timeout_s``; the ids still waited for; whether the
+        subscription held all along (False: those left must be waited for on the lists)."""
+        wait = _Wait(set(order_ids), self.loop.create_future())
+        for order_id in list(wait.left):
+            kept = self.recent.get(order_id)
+            if kept is not None:
+                wait.take(order_id, kept[1])
+        if not wait.left:
+            return wait.done, wait.left, True
+        for order_id in wait.left:
+            self.waits.setdefault(order_id, []).append(wait)
+        timer = self.loop.call_later(timeout_s, lambda: wait.future.done() or wait.future.set_result(True))
+        try:
+            held = await wait.future
+        finally:
+            timer.cancel()
+            for order_id in wait.left:
+                waits = self.waits.get(order_id)
+                if waits is not None and wait in waits:
+                    waits.remove(wait)
+                    if not waits:
+                        del self.waits[order_id]
+        return wait.done, wait.left, held
+
+
+def listener_name() -> str:
+    """The name a server process's subscription has in Redis' CLIENT LIST."""
+    return f"ccp-order-results-{os.getpid()}"
+
+
+_listeners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def results_listener() -> ResultsListener:
+    """The running event loop's listener, started on first use (a server process has one loop)."""
+    loop = asyncio.get_running_loop()
+    listener = _listeners.get(loop)
+    if listener is None:
+        listener = _listeners[loop] = ResultsListener(loop)
+    return listener
+
+
+async def order_results_wait(order_ids: Iterable[int], *, timeout_s: float,
+                             began: float | None = None) -> dict[int, dict | None]:
     """The orders among ``order_ids`` whose result was signalled within ``timeout_s`` (all of them,
     or those that made it before the deadline), each with its representation when the signal carried it
     (else None: read it again).
+
+    ``began``: the loop time at which the request began, before its orders were stored. When the process's
+    subscription covers it (``ResultsListener.covers``) the results come from the subscription, else (or when
+    it breaks during the wait) from the lists."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    order_ids = list(order_ids)
+    listener = results_listener()
+    if began is not None and listener.covers(began):
+        taken, order_ids, held = await listener.wait(order_ids, timeout_s)
+        done = {order_id: _result(value) for order_id, value in taken.items()}
+        if held or not order_ids:
+            return done
+        return done | await _lists_wait(order_ids, deadline)
+    return await _lists_wait(order_ids, deadline)
+
+
+async def _lists_wait(order_ids: Iterable[int], deadline: float) -> dict[int, dict | None]:
+    """The wait on the orders' lists until ``deadline`` (loop time).
 
     A BLPOP pops one signal: after each, the other signals already there are popped in one round trip (an
     LPOP of each key still waited for), so a batch whose orders a matcher signals together costs a few
     round trips, not one BLPOP of up to 100 keys per order (about 15 ms of the server's CPU per batch of 100)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
     waiting = {result_key(order_id): order_id for order_id in order_ids}
     done: dict[int, dict | None] = {}
 
     def take(key: str, value: bytes) -> None:
-        done[waiting.pop(key)] = json.loads(value) if value.startswith(b"{") else None
+        done[waiting.pop(key)] = _result(value)
 
     try:
         client = _async_redis()
