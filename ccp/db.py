@@ -214,22 +214,24 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
 def upsert_values(model: type[models.Model], rows: Sequence[dict], *, key: Sequence[str],
                   merge: Mapping[str, str]) -> None:
     """Insert a handful of rows (dicts by attribute name, every concrete column but the primary key) in
-    one INSERT ... VALUES ... ON CONFLICT statement, in key order; where a row with the same ``key`` (a
-    unique constraint) exists, set each column named in ``merge`` to its SQL expression over the stored
-    row ``t`` and the new one ``EXCLUDED`` (columns quoted: ``GREATEST(t."high", EXCLUDED."high")``).
-    No temporary table, unlike ``bulk_upsert_rows``: for a few rows per transaction."""
+    one INSERT ... SELECT FROM ``unnest_source`` ... ON CONFLICT statement, in key order; where a row with the
+    same ``key`` (a unique constraint) exists, set each column named in ``merge`` to its SQL expression over
+    the stored row ``t`` and the new one ``EXCLUDED`` (columns quoted: ``GREATEST(t."high", EXCLUDED."high")``).
+    No temporary table, unlike ``bulk_upsert_rows``: for a few rows per transaction. One parameter per column
+    (a VALUES list had one per value, each converted by its field, and a statement text per number of rows,
+    each prepared and planned apart)."""
     if not rows:
         return
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
     column = {f.attname: f'"{f.column}"' for f in fields}
-    ordered = sorted(rows, key=lambda row: tuple(row[name] for name in key))
-    values = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(ordered))
+    names = ", ".join(column.values())
+    keys = ", ".join(column[name] for name in key)
     updates = ", ".join(f"{column[name]} = {expression}" for name, expression in merge.items())
+    source, params = unnest_source(fields, rows)
     with connection.cursor() as cursor:
-        cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({", ".join(column.values())}) VALUES {values} '
-                       f"ON CONFLICT ({', '.join(column[name] for name in key)}) DO UPDATE SET {updates}",
-                       [f.get_db_prep_save(row[f.attname], connection) for row in ordered for f in fields])
+        cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM {source} ORDER BY {keys} '
+                       f"ON CONFLICT ({keys}) DO UPDATE SET {updates}", params)
 
 
 def ids_reserve(model: type[models.Model], count: int) -> list[int]:

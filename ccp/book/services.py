@@ -855,11 +855,29 @@ def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
     messages += [(order.client_id, {"type": "order", "order": order_payload(order)})
                  for order in touched if order.pk not in cleared_orders]
     client_stream_publish_many([*messages, *balance_events(fund_locks.values())])
-    books_levels_changed(levels=levels)
+    # The levels' totals and the best bid and offer from the engines, which now hold what the database does:
+    # the numbering statement reads no order (reading them scanned every resting order of the contracts).
+    books = {b.contract.pk: _book_levels(b.book, levels.get(b.contract.pk, ())) for b in batches}
+    books_levels_changed(levels=levels, books=books if all(c in books for c, lv in levels.items() if lv) else None)
     # Every order the run changed has its final message here (those it booked in the clearing core's
     # envelope): the waiting requests get the same representation, built once (nothing changes them after).
     return {event["order"]["id"]: event["order"] for _, message in messages
             for event in message.get("events", (message,)) if event.get("type") == "order"}
+
+
+def _book_levels(book: Book, levels) -> tuple[dict, dict]:
+    """(each of ``levels``' (side, price) totals (quantity, orders), the best bid and offer with their
+    quantities) as ``books_levels_changed`` takes them, from the engine."""
+    engine, scale = book.engine, book.scale
+    totals = {}
+    for side, price in levels:
+        lots, count = engine.level(side, scale.ticks(price))
+        totals[(side, price)] = (scale.qty(lots), count)
+    bbo: dict[str, Decimal | None] = {"bid": None, "bid_quantity": None, "ask": None, "ask_quantity": None}
+    for side, name in (("buy", "bid"), ("sell", "ask")):
+        if (best := engine.best(side)) is not None:
+            bbo[name], bbo[f"{name}_quantity"] = scale.price(best), scale.qty(engine.level(side, best)[0])
+    return totals, bbo
 
 
 def _event_contract(event: dict) -> str | None:
