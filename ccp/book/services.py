@@ -829,8 +829,6 @@ def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
     touched = [run.touched[pk] for pk in sorted(run.touched)]
     for order in touched:
         order.updated_at = now
-    bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
-    bulk_insert_rows(OrderStateHistory, run.histories)
     held = {key: value for key, value in run.held.items() if value}
     messages, levels, cleared_orders = [], {b.contract.pk: set(b.levels) for b in batches}, set()
     executions = [e for b in batches for e in b.executions]  # each contract's in its engine's order
@@ -843,13 +841,16 @@ def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
         cleared = trades_clear(venue=Venue.BOOK, venue_ref=f"book-{first.contract.pk}-{first.book.version + 1}",
                                executions=executions, orders=orders,
                                contracts={b.contract.pk: b.contract for b in batches}, cancels=cancels, now=now,
-                               envelope={"type": "book"}, order_value=held, locked=run.fund_locks, publish=False)
+                               envelope={"type": "book"}, order_value=held, locked=run.fund_locks, publish=False,
+                               touched=touched, touched_fields=_TOUCHED_FIELDS, histories=run.histories)
         cleared_orders = set(cleared.filled) | {pk for pk, o in orders.items()
                                                  if pk in cancels and o.state == OrderState.CANCELLED}
         messages, fund_locks = _by_contract(cleared.messages, [b.contract.symbol for b in batches]), cleared.others
         for contract_id, changed in cleared.levels.items():
             levels.setdefault(contract_id, set()).update(changed)
     else:
+        bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
+        bulk_insert_rows(OrderStateHistory, run.histories)
         fund_locks = fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now,
                                        locked=run.fund_locks) if held else {}
     messages += [(order.client_id, {"type": "order", "order": order_payload(order)})
