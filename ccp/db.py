@@ -145,17 +145,26 @@ def times_loaded_in_c(cursor) -> None:
 # Up to this many rows, the bulk paths send one statement with one array per column (``unnest``): a
 # temporary table costs four round trips and catalog writes, which dominate a matcher's small batch.
 FEW_ROWS = 1000
+# Up to this many rows, ``bulk_insert_rows`` sends one INSERT from ``unnest_source`` (one prepared statement, one
+# round trip) rather than a COPY (two round trips, parsed and planned each time).
+FEW_INSERTS = 100
 
 
-def unnest_source(fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> tuple[str, list[list]]:
+def unnest_source(fields: Sequence[models.Field], rows: Sequence[models.Model | dict], *,
+                  ordinality: bool = False) -> tuple[str, list[list]]:
     """``unnest(%s::type[], ...) AS v(columns)`` over ``rows``' values of ``fields``, and its parameters: one
     parameter per column whatever the number of rows (a VALUES list has one per value, which the driver
     splits and converts one by one), an array literal where the column's values allow (``_array_param``)."""
     dicts = isinstance(rows[0], dict)
+    if any(isinstance(row, dict) != dicts for row in rows):  # instances and dicts mixed: all as dicts
+        rows, dicts = [row if isinstance(row, dict) else {f.attname: getattr(row, f.attname) for f in fields}
+                       for row in rows], True
     columns = [_array_param(f, [row[f.attname] for row in rows] if dicts else [getattr(row, f.attname) for row in rows])
                for f in fields]
     arrays = ", ".join(f"%s::{_db_type(f)}[]" for f in fields)
     names = ", ".join(f'"{f.column}"' for f in fields)
+    if ordinality:
+        return f"unnest({arrays}) WITH ORDINALITY AS v({names}, n)", columns
     return f"unnest({arrays}) AS v({names})", columns
 
 
@@ -255,8 +264,14 @@ def bulk_insert_rows(model: type[models.Model], objects: Sequence[models.Model |
     if not objects:
         return
     meta = model._meta
+    fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
     with connection.cursor() as cursor:
-        _copy(cursor, meta.db_table, [f for f in meta.concrete_fields if with_pk or not f.primary_key], objects)
+        if len(objects) <= FEW_INSERTS:
+            source, params = unnest_source(fields, objects, ordinality=True)
+            names = ", ".join(f'"{f.column}"' for f in fields)
+            cursor.execute(f'INSERT INTO "{meta.db_table}" ({names}) SELECT {names} FROM {source} ORDER BY v.n', params)
+            return
+        _copy(cursor, meta.db_table, fields, objects)
 
 
 class Columns:

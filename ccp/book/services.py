@@ -68,7 +68,7 @@ from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import mark_px
-from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, ids_reserve
+from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, ids_reserve, times_loaded_in_c
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_contracts_lock, book_lock, contract_lock, fund_locks_lock, order_lock
 from ccp.money import ZERO
@@ -325,6 +325,7 @@ class _Batch:
         legs = [i.partition(":") for i in missing if ":" in i]
         columns = Columns.of(Order)
         with connection.cursor() as cursor:  # plain SQL: compiling a queryset cost more than the query
+            times_loaded_in_c(cursor)
             cursor.execute(f"SELECT {columns.select('o')} FROM orders_order AS o WHERE o.id = ANY(%s::bigint[]) "
                            "OR (o.parent_id = ANY(%s::bigint[]) AND o.leg = ANY(%s::text[])) ORDER BY o.id",
                            [plain, sorted({int(entry) for entry, _, _ in legs}), sorted({leg for _, _, leg in legs})])
@@ -472,6 +473,7 @@ def _work_lock(contract_ids: list[int], limit: int) -> tuple[list[Order], dict[i
     the versions and of the contracts' orders does: the statement's snapshot sees what they committed."""
     columns = Columns.of(Order)
     with connection.cursor() as cursor:
+        times_loaded_in_c(cursor)  # five times a row
         cursor.execute(_WORK_LOCK.format(columns=columns.select("orders_order")),
                        {"contracts": contract_ids, "received": OrderState.RECEIVED, "limit": limit})
         rows = cursor.fetchall()
