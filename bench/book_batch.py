@@ -22,8 +22,9 @@ market orders (immediate or cancel, protected 30 ticks through), 5% resting entr
 take-profit and a stop-loss on the last trade price (they arm when the entry fills, and fire as trades
 move the price). 1 to 5 lots each, clients at random.
 
-Prints, per size: the median per batch of wall, CPU and engine ms, per order ms (median batch / size),
-statements per batch, trades per batch, the baseline's ms per batch and the ratio wall / baseline. The
+Prints, per size: the median per batch of wall, CPU, PostgreSQL CPU (its backend's, from
+``/proc/<pid>/schedstat``: what the run's statements and commit cost it) and engine ms, per order ms (median
+batch / size), statements per batch, trades per batch, the baseline's ms per batch and the ratio wall / baseline. The
 database is checked at the end (cash movements sum to zero, positions sum to zero, no fund lock below
 zero available, the invariants checker). Everything started here is stopped at the end.
 
@@ -138,6 +139,15 @@ def child(args) -> None:
 
     rng = random.Random(args.seed)
     now = utcnow()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+
+    def backend_cpu() -> float:
+        """The PostgreSQL backend's CPU seconds so far (``/proc/<pid>/schedstat``: nanoseconds on a CPU)."""
+        with open(f"/proc/{backend}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+
     contracts, clients = continuous_market(CLIENTS, now, args.contracts)
     contract = contracts[0]
     # One run over every contract with work (the matcher task's run, ``books_match``), or, with --per-contract
@@ -216,20 +226,22 @@ def child(args) -> None:
             if profiler:
                 profiler.enable()
             with connection.execute_wrapper(counting):
-                w0, c0 = time.perf_counter(), time.process_time()
+                w0, c0, p0 = time.perf_counter(), time.process_time(), backend_cpu()
                 taken = match(size)
-                wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+                wall, cpu, pg = time.perf_counter() - w0, time.process_time() - c0, backend_cpu() - p0
             if profiler:
                 profiler.disable()
             assert taken == size, (taken, size)
             if args.statements and len(rows) < 3:
                 print(f"-- size {size}, batch {len(rows) + 1}:", *shown, sep="\n  ", file=sys.stderr)
-            rows.append({"wall": wall, "cpu": cpu, "engine": counts["engine_s"], "baseline": baseline,
+            rows.append({"wall": wall, "cpu": cpu, "pg": pg, "engine": counts["engine_s"], "baseline": baseline,
                          "statements": counts["statements"] + counts["copies"],
                          "trades": Trade.objects.count() - trades_before})
         med = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
         results[size] = {"batches": batches, **{f"{k}_ms": v * 1000 for k, v in med.items()
-                                                if k in ("wall", "cpu", "engine", "baseline")},
+                                                if k in ("wall", "cpu", "pg", "engine", "baseline")},
+                         "cpu_mean_ms": statistics.mean(r["cpu"] for r in rows) * 1000,
+                         "pg_mean_ms": statistics.mean(r["pg"] for r in rows) * 1000,
                          "statements": med["statements"], "trades_mean": statistics.mean(r["trades"] for r in rows),
                          "wall_p90_ms": sorted(r["wall"] for r in rows)[int(0.9 * (len(rows) - 1))] * 1000}
         log(f"size {size}: {json.dumps(results[size])}")
@@ -297,14 +309,16 @@ def report(out: dict) -> None:
     print(f"the matcher alone, {out.get('contracts', 1)} continuous contract(s), {out.get('mode', 'one run')} "
           f"({out['orders']} orders, {out['trades']} trades in the run)")
     print(f"{'size':>5} {'batches':>7} {'wall ms':>8} {'p90':>7} {'cpu ms':>7} {'engine':>7} {'wall/ord':>8} "
-          f"{'cpu/ord':>8} {'stmts':>6} {'trades':>6} {'insert ms':>9} {'ratio':>6}")
+          f"{'cpu/ord':>8} {'pg ms':>7} {'pg/ord':>7} {'stmts':>6} {'trades':>6} {'insert ms':>9} {'ratio':>6}")
     for size, r in out["results"].items():
         n = int(size)
         print(f"{n:>5} {r['batches']:>7} {r['wall_ms']:>8.2f} {r['wall_p90_ms']:>7.2f} {r['cpu_ms']:>7.2f} "
-              f"{r['engine_ms']:>7.2f} {r['wall_ms'] / n:>8.3f} {r['cpu_ms'] / n:>8.3f} {r['statements']:>6.0f} "
+              f"{r['engine_ms']:>7.2f} {r['wall_ms'] / n:>8.3f} {r['cpu_ms'] / n:>8.3f} {r['pg_ms']:>7.2f} "
+              f"{r['pg_ms'] / n:>7.3f} {r['statements']:>6.0f} "
               f"{r['trades_mean']:>6.1f} {r['baseline_ms']:>9.2f} {r['wall_ms'] / r['baseline_ms']:>6.1f}")
-    print("medians per batch; wall/ord, cpu/ord = median batch / size; stmts: SQL statements (COPY included); "
-          "insert: the bare COPY of the batch's orders (baseline); ratio = wall / insert")
+    print("medians per batch; wall/ord, cpu/ord, pg/ord = median batch / size; pg: the PostgreSQL backend's CPU "
+          "(/proc/<pid>/schedstat); stmts: SQL statements (COPY included); insert: the bare COPY of the batch's "
+          "orders (baseline); ratio = wall / insert")
 
 
 def main() -> int:

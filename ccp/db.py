@@ -145,17 +145,26 @@ def times_loaded_in_c(cursor) -> None:
 # Up to this many rows, the bulk paths send one statement with one array per column (``unnest``): a
 # temporary table costs four round trips and catalog writes, which dominate a matcher's small batch.
 FEW_ROWS = 1000
+# Up to this many rows, ``bulk_insert_rows`` sends one INSERT from ``unnest_source`` (one prepared statement, one
+# round trip) rather than a COPY (two round trips, parsed and planned each time).
+FEW_INSERTS = 100
 
 
-def unnest_source(fields: Sequence[models.Field], rows: Sequence[models.Model | dict]) -> tuple[str, list[list]]:
+def unnest_source(fields: Sequence[models.Field], rows: Sequence[models.Model | dict], *,
+                  ordinality: bool = False) -> tuple[str, list[list]]:
     """``unnest(%s::type[], ...) AS v(columns)`` over ``rows``' values of ``fields``, and its parameters: one
     parameter per column whatever the number of rows (a VALUES list has one per value, which the driver
     splits and converts one by one), an array literal where the column's values allow (``_array_param``)."""
     dicts = isinstance(rows[0], dict)
+    if any(isinstance(row, dict) != dicts for row in rows):  # instances and dicts mixed: all as dicts
+        rows, dicts = [row if isinstance(row, dict) else {f.attname: getattr(row, f.attname) for f in fields}
+                       for row in rows], True
     columns = [_array_param(f, [row[f.attname] for row in rows] if dicts else [getattr(row, f.attname) for row in rows])
                for f in fields]
     arrays = ", ".join(f"%s::{_db_type(f)}[]" for f in fields)
     names = ", ".join(f'"{f.column}"' for f in fields)
+    if ordinality:
+        return f"unnest({arrays}) WITH ORDINALITY AS v({names}, n)", columns
     return f"unnest({arrays}) AS v({names})", columns
 
 
@@ -214,22 +223,24 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
 def upsert_values(model: type[models.Model], rows: Sequence[dict], *, key: Sequence[str],
                   merge: Mapping[str, str]) -> None:
     """Insert a handful of rows (dicts by attribute name, every concrete column but the primary key) in
-    one INSERT ... VALUES ... ON CONFLICT statement, in key order; where a row with the same ``key`` (a
-    unique constraint) exists, set each column named in ``merge`` to its SQL expression over the stored
-    row ``t`` and the new one ``EXCLUDED`` (columns quoted: ``GREATEST(t."high", EXCLUDED."high")``).
-    No temporary table, unlike ``bulk_upsert_rows``: for a few rows per transaction."""
+    one INSERT ... SELECT FROM ``unnest_source`` ... ON CONFLICT statement, in key order; where a row with the
+    same ``key`` (a unique constraint) exists, set each column named in ``merge`` to its SQL expression over
+    the stored row ``t`` and the new one ``EXCLUDED`` (columns quoted: ``GREATEST(t."high", EXCLUDED."high")``).
+    No temporary table, unlike ``bulk_upsert_rows``: for a few rows per transaction. One parameter per column
+    (a VALUES list had one per value, each converted by its field, and a statement text per number of rows,
+    each prepared and planned apart)."""
     if not rows:
         return
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
     column = {f.attname: f'"{f.column}"' for f in fields}
-    ordered = sorted(rows, key=lambda row: tuple(row[name] for name in key))
-    values = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(ordered))
+    names = ", ".join(column.values())
+    keys = ", ".join(column[name] for name in key)
     updates = ", ".join(f"{column[name]} = {expression}" for name, expression in merge.items())
+    source, params = unnest_source(fields, rows)
     with connection.cursor() as cursor:
-        cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({", ".join(column.values())}) VALUES {values} '
-                       f"ON CONFLICT ({', '.join(column[name] for name in key)}) DO UPDATE SET {updates}",
-                       [f.get_db_prep_save(row[f.attname], connection) for row in ordered for f in fields])
+        cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM {source} ORDER BY {keys} '
+                       f"ON CONFLICT ({keys}) DO UPDATE SET {updates}", params)
 
 
 def ids_reserve(model: type[models.Model], count: int) -> list[int]:
@@ -253,8 +264,14 @@ def bulk_insert_rows(model: type[models.Model], objects: Sequence[models.Model |
     if not objects:
         return
     meta = model._meta
+    fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
     with connection.cursor() as cursor:
-        _copy(cursor, meta.db_table, [f for f in meta.concrete_fields if with_pk or not f.primary_key], objects)
+        if len(objects) <= FEW_INSERTS:
+            source, params = unnest_source(fields, objects, ordinality=True)
+            names = ", ".join(f'"{f.column}"' for f in fields)
+            cursor.execute(f'INSERT INTO "{meta.db_table}" ({names}) SELECT {names} FROM {source} ORDER BY v.n', params)
+            return
+        _copy(cursor, meta.db_table, fields, objects)
 
 
 class Columns:

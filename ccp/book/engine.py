@@ -502,6 +502,19 @@ class Engine:
         keys = self._keys[s]
         return -s * keys[0] if keys else None
 
+    def level(self, side: str, price: int) -> tuple[int, int]:
+        """A price level of a side (ticks): its resting quantity in lots and its number of orders, (0, 0) when
+        none rests there (dead orders, `rem = 0`, not counted)."""
+        s = SIDES[side]
+        q = self._levels[s].get(-s * price)
+        qty = count = 0
+        if q is not None:
+            for o in q:
+                if o.rem:
+                    qty += o.rem
+                    count += 1
+        return qty, count
+
     # Commands -------------------------------------------------------------------------------------------
     def _submit(self, c: Submit) -> None:
         oid = c.order_id

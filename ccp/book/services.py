@@ -68,7 +68,7 @@ from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import mark_px
-from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, ids_reserve
+from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, ids_reserve, times_loaded_in_c
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_contracts_lock, book_lock, contract_lock, fund_locks_lock, order_lock
 from ccp.money import ZERO
@@ -325,6 +325,7 @@ class _Batch:
         legs = [i.partition(":") for i in missing if ":" in i]
         columns = Columns.of(Order)
         with connection.cursor() as cursor:  # plain SQL: compiling a queryset cost more than the query
+            times_loaded_in_c(cursor)
             cursor.execute(f"SELECT {columns.select('o')} FROM orders_order AS o WHERE o.id = ANY(%s::bigint[]) "
                            "OR (o.parent_id = ANY(%s::bigint[]) AND o.leg = ANY(%s::text[])) ORDER BY o.id",
                            [plain, sorted({int(entry) for entry, _, _ in legs}), sorted({leg for _, _, leg in legs})])
@@ -472,6 +473,7 @@ def _work_lock(contract_ids: list[int], limit: int) -> tuple[list[Order], dict[i
     the versions and of the contracts' orders does: the statement's snapshot sees what they committed."""
     columns = Columns.of(Order)
     with connection.cursor() as cursor:
+        times_loaded_in_c(cursor)  # five times a row
         cursor.execute(_WORK_LOCK.format(columns=columns.select("orders_order")),
                        {"contracts": contract_ids, "received": OrderState.RECEIVED, "limit": limit})
         rows = cursor.fetchall()
@@ -829,8 +831,6 @@ def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
     touched = [run.touched[pk] for pk in sorted(run.touched)]
     for order in touched:
         order.updated_at = now
-    bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
-    bulk_insert_rows(OrderStateHistory, run.histories)
     held = {key: value for key, value in run.held.items() if value}
     messages, levels, cleared_orders = [], {b.contract.pk: set(b.levels) for b in batches}, set()
     executions = [e for b in batches for e in b.executions]  # each contract's in its engine's order
@@ -843,23 +843,44 @@ def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
         cleared = trades_clear(venue=Venue.BOOK, venue_ref=f"book-{first.contract.pk}-{first.book.version + 1}",
                                executions=executions, orders=orders,
                                contracts={b.contract.pk: b.contract for b in batches}, cancels=cancels, now=now,
-                               envelope={"type": "book"}, order_value=held, locked=run.fund_locks, publish=False)
+                               envelope={"type": "book"}, order_value=held, locked=run.fund_locks, publish=False,
+                               touched=touched, touched_fields=_TOUCHED_FIELDS, histories=run.histories)
         cleared_orders = set(cleared.filled) | {pk for pk, o in orders.items()
                                                  if pk in cancels and o.state == OrderState.CANCELLED}
         messages, fund_locks = _by_contract(cleared.messages, [b.contract.symbol for b in batches]), cleared.others
         for contract_id, changed in cleared.levels.items():
             levels.setdefault(contract_id, set()).update(changed)
     else:
+        bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
+        bulk_insert_rows(OrderStateHistory, run.histories)
         fund_locks = fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now,
                                        locked=run.fund_locks) if held else {}
     messages += [(order.client_id, {"type": "order", "order": order_payload(order)})
                  for order in touched if order.pk not in cleared_orders]
     client_stream_publish_many([*messages, *balance_events(fund_locks.values())])
-    books_levels_changed(levels=levels)
+    # The levels' totals and the best bid and offer from the engines, which now hold what the database does:
+    # the numbering statement reads no order (reading them scanned every resting order of the contracts).
+    books = {b.contract.pk: _book_levels(b.book, levels.get(b.contract.pk, ())) for b in batches}
+    books_levels_changed(levels=levels, books=books if all(c in books for c, lv in levels.items() if lv) else None)
     # Every order the run changed has its final message here (those it booked in the clearing core's
     # envelope): the waiting requests get the same representation, built once (nothing changes them after).
     return {event["order"]["id"]: event["order"] for _, message in messages
             for event in message.get("events", (message,)) if event.get("type") == "order"}
+
+
+def _book_levels(book: Book, levels) -> tuple[dict, dict]:
+    """(each of ``levels``' (side, price) totals (quantity, orders), the best bid and offer with their
+    quantities) as ``books_levels_changed`` takes them, from the engine."""
+    engine, scale = book.engine, book.scale
+    totals = {}
+    for side, price in levels:
+        lots, count = engine.level(side, scale.ticks(price))
+        totals[(side, price)] = (scale.qty(lots), count)
+    bbo: dict[str, Decimal | None] = {"bid": None, "bid_quantity": None, "ask": None, "ask_quantity": None}
+    for side, name in (("buy", "bid"), ("sell", "ask")):
+        if (best := engine.best(side)) is not None:
+            bbo[name], bbo[f"{name}_quantity"] = scale.price(best), scale.qty(engine.level(side, best)[0])
+    return totals, bbo
 
 
 def _event_contract(event: dict) -> str | None:

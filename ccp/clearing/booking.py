@@ -98,7 +98,9 @@ def _average(order, price: Decimal, quantity: Decimal) -> Decimal | None:
 def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution], orders: Mapping[int, object],
                  contracts: Mapping[int, Contract], cancels: Mapping[int, str], now: datetime,
                  envelope: Mapping[str, object], order_value: Mapping[tuple[int, int], Decimal] | None = None,
-                 locked: Mapping[tuple[int, int], FundLock] | None = None, publish: bool = True) -> Cleared:
+                 locked: Mapping[tuple[int, int], FundLock] | None = None, publish: bool = True,
+                 touched: Sequence = (), touched_fields: Sequence[str] = (),
+                 histories: Sequence[dict] = ()) -> Cleared:
     """Book ``executions`` of ``venue``'s event ``venue_ref``, then cancel the orders in ``cancels``
     (order id -> reason) still on the book. ``orders`` holds every order of both (Order or OrderRow
     with ``contract`` set, locked by the caller), ``contracts`` their contracts (locked). Each client's
@@ -108,7 +110,10 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     more order value changes per (client, currency), applied in the same fund lock update (``others``
     returns the fund locks only they changed); ``locked``, fund locks the caller locked already; with
     ``publish`` false the messages and changed levels are returned (``messages``, ``levels``) for the
-    caller to publish with its own, not published here."""
+    caller to publish with its own, not published here; ``touched``, more orders the caller changed (their
+    ``touched_fields``), and ``histories``, the caller's history rows: written with the booking's own, each
+    order in one update with both sets of fields (an order both changed was written twice, every index entry
+    twice) and the caller's history rows first in one insert."""
     trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now,
                          symbols={contract_id: contract.symbol for contract_id, contract in contracts.items()})
     cleared = Cleared(trades)
@@ -120,7 +125,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         for order_id in (trade["buy_order_id"], trade["sell_order_id"]):
             order_fills[(order_id, trade["price"])] += trade["quantity"]
             trade_ids[order_id].append(trade["id"])
-    histories: list[dict] = []
+    histories: list[dict] = list(histories)
     events: dict[int, list[dict]] = defaultdict(list)
     levels: dict[int, set] = defaultdict(set)
     # A fill event names the venue's event (an auction's "auction": 42 as the envelope has it)
@@ -160,8 +165,14 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     changed = [orders[pk] for pk in sorted(set(cleared.filled) | {pk for pk in cancels
                                                                    if orders[pk].state == OrderState.CANCELLED})]
     released = _order_values_release(changed, now)
-    bulk_update_rows(Order, changed, ["filled_quantity", "average_fill_price", "last_fill_at", "state",
-                                      "order_value", "updated_at"])
+    fields = ["filled_quantity", "average_fill_price", "last_fill_at", "state", "order_value", "updated_at"]
+    written = {o.pk: o for o in touched}
+    if all(written.setdefault(o.pk, o) is o for o in changed):  # one object per order: it holds all its fields
+        bulk_update_rows(Order, [written[pk] for pk in sorted(written)],
+                         [*fields, *(name for name in touched_fields if name not in fields)])
+    else:  # two copies of an order: each writes its own fields, the caller's first
+        bulk_update_rows(Order, touched, touched_fields)
+        bulk_update_rows(Order, changed, fields)
     bulk_insert_rows(OrderStateHistory, histories)
     for order in changed:
         events[order.client_id].append({"type": "order", "order": order_payload(order)})

@@ -138,15 +138,27 @@ _LEVELS_CHANGED = """
 """
 
 
-def books_levels_changed(*, levels: Mapping[int, Iterable[tuple[str, Decimal]]]) -> None:
+def books_levels_changed(*, levels: Mapping[int, Iterable[tuple[str, Decimal]]],
+                         books: Mapping[int, tuple[Mapping, Mapping]] | None = None) -> None:
     """``book_levels_changed`` of several contracts (contract id -> its changed levels) in one statement
     (the levels numbered, their totals and the best bid and offer read), contracts in id order (an
-    auction changes a whole pair's books)."""
+    auction changes a whole pair's books). ``books``: contract id -> (each changed level's totals by (side,
+    price): (quantity, orders), the best bid and offer as ``books_bbo`` gives them), when the caller knows
+    them as the database has them (the continuous matcher's engines): then the statement only numbers the
+    levels, it reads no order."""
     changed = {contract_id: sorted(set(lv)) for contract_id, lv in sorted(levels.items()) if lv}
     if not changed:
         return
-    flat = [(contract_id, side, price) for contract_id, lv in changed.items() for side, price in lv]
     with connection.cursor() as cursor:
+        if books is not None:
+            cursor.execute(_LEVELS_NUMBERED, [list(changed), [len(v) for v in changed.values()]])
+            last = dict(cursor.fetchall())
+            totals = {(contract_id, side, price): total for contract_id in changed
+                      for (side, price), total in books[contract_id][0].items()}
+            bbo = {contract_id: books[contract_id][1] for contract_id in changed}
+            _levels_publish(changed, totals, last, bbo)
+            return
+        flat = [(contract_id, side, price) for contract_id, lv in changed.items() for side, price in lv]
         cursor.execute(_LEVELS_CHANGED, {
             "ids": list(changed), "counts": [len(v) for v in changed.values()], "states": sorted(BOOK_STATES),
             "buy": Side.BUY, "level_ids": [c for c, _, _ in flat], "sides": [s for _, s, _ in flat],
@@ -161,6 +173,24 @@ def books_levels_changed(*, levels: Mapping[int, Iterable[tuple[str, Decimal]]])
         if best:
             name = "bid" if side == Side.BUY else "ask"
             bbo[contract_id].update({name: price, f"{name}_quantity": quantity})
+    _levels_publish(changed, totals, last, bbo)
+
+
+# ``_LEVELS_CHANGED``'s numbering alone (the caller knows the levels' totals), the same UPDATE: of contract rows
+# its caller holds (``ccp.locks`` 3).
+_LEVELS_NUMBERED = """
+    WITH bumped AS (
+        UPDATE contracts_contract AS c SET book_sequence = c.book_sequence + n.count
+        FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, count) WHERE c.id = n.id
+        RETURNING c.id, c.book_sequence)
+    SELECT id, book_sequence FROM bumped
+"""
+
+
+def _levels_publish(changed: Mapping[int, list[tuple[str, Decimal]]], totals: Mapping[tuple, tuple],
+                    last: Mapping[int, int], bbo: Mapping[int, Mapping]) -> None:
+    """After commit, one ``book.level`` per changed level (numbered up to each contract's ``last``), then the
+    best bid and offer where they moved."""
     for contract_id, contract_levels in changed.items():
         first = last[contract_id] - len(contract_levels) + 1
         for sequence, (side, price) in enumerate(contract_levels, start=first):

@@ -71,6 +71,17 @@ def test_price_then_time_priority():
     assert of(events, Trade)[0].aggressor == "buy"
 
 
+def test_a_level_counts_the_quantity_and_orders_resting_there():
+    engine = book(sell("a", 2, 101), sell("b", 3, 101), sell("c", 4, 101), buy("d", 1, 99))
+    engine.apply(Cancel("b", "s"))  # in the middle of its level: only marked dead
+    engine.apply(buy("x", 1, 101))  # takes one of a's two
+    assert engine.level("sell", 101) == (5, 2)
+    assert engine.level("buy", 99) == (1, 1)
+    assert engine.level("buy", 101) == engine.level("sell", 100) == (0, 0)
+    engine.apply(Cancel("d", "b"))
+    assert engine.level("buy", 99) == (0, 0)
+
+
 def test_no_fill_outside_the_limit():
     engine = book(sell("a", 2, 101))
     events = engine.apply(buy("x", 2, 100))

@@ -56,7 +56,8 @@ def test_new_executions_are_numbered_per_contract_in_the_given_order_and_the_boo
     assert all(r["venue"] == Venue.BOOK and r["venue_ref"] == "batch-0" and r["executed_at"] == NOW for r in rows)
     # One statement before the insert: the duplicate check, the sequences and the ids.
     assert "clearing_trade" in sql[0] and "nextval" in sql[0]
-    assert not any("clearing_trade" in s for s in sql[1:])  # the insert is a COPY (not captured here)
+    # then the insert, one statement (a few rows: an INSERT from one array per column; more: a COPY, not captured)
+    assert [s.partition(" (")[0] for s in sql[1:] if "clearing_trade" in s] == ['INSERT INTO "clearing_trade"']
     assert stored()[-3:] == [(Venue.BOOK, "batch-0", r["contract_id"], r["sequence"], r["buy_order_id"],
                               r["sell_order_id"], r["price"], r["quantity"]) for r in rows]
 

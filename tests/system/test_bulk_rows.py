@@ -5,8 +5,9 @@ from decimal import Decimal as D
 
 import pytest
 
+import ccp.db
 from ccp.db import bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
-from ccp.orders.models import Order
+from ccp.orders.models import Order, OrderStateHistory
 from ccp.risk.models import Position
 from tests.factories import ClientFactory, ContractFactory, ReceivedOrderFactory
 
@@ -70,3 +71,22 @@ def test_update_sends_each_kind_of_value_as_it_is(now):
     # then the rows hold exactly them
     assert list(Order.objects.filter(pk__in=[o.pk for o in orders]).order_by("pk").values_list(
         "reject_reason", "modify_price", "book_priority")) == list(zip(reasons, prices, priorities, strict=True))
+
+
+@pytest.mark.parametrize("few", [100, 0])  # one INSERT from arrays, or COPY
+def test_insert_keeps_the_rows_order_and_each_kind_of_value(now, monkeypatch, few):
+    # given history rows with each plain kind of value, in an order that is not the orders' ids'
+    monkeypatch.setattr(ccp.db, "FEW_INSERTS", few)
+    call = ContractFactory()
+    orders = [ReceivedOrderFactory(contract=call) for _ in range(3)][::-1]
+    rows = [{"order_id": o.pk, "from_state": state, "to_state": "accepted", "reason": reason,
+             "filled_quantity": quantity, "at": now + timedelta(microseconds=n)}
+            for n, (o, state, reason, quantity) in enumerate(zip(
+                orders, [None, "received", "received"], ['say "no"', "back\\slash, comma {brace}", "NULL"],
+                [D("1E-18"), D("12345678901234567890.123456789012345678"), D(0)], strict=True))]
+    # when they are inserted
+    bulk_insert_rows(OrderStateHistory, rows)
+    # then the rows hold exactly them, their ids in the given order
+    assert list(OrderStateHistory.objects.filter(order_id__in=[o.pk for o in orders]).order_by("id").values(
+        "order_id", "from_state", "to_state", "reason", "filled_quantity", "at")) == [
+        {**row, "from_state": row["from_state"] or None} for row in rows]
