@@ -145,10 +145,22 @@ def order_enter(*, client, data, now, payloads: dict[int, dict] | None = None) -
 
 _PERPETUAL = Contract._meta.get_field("perpetual")  # the reverse one-to-one: a contract's perpetual terms
 _ENTRY_READS = """
-    SELECT (SELECT count(*) FROM {orders} WHERE client_id = %s AND state = ANY(%s)), {contract}, {perpetual}
-    FROM (SELECT) AS one LEFT JOIN {contracts} AS c ON c.symbol = ANY(%s)
+    SELECT (SELECT count(*) FROM {orders} WHERE client_id = %s AND state IN ({open_states})), {contract}, {perpetual}
+    FROM (SELECT) AS one LEFT JOIN {contracts} AS c ON c.symbol {symbols}
     LEFT JOIN {perpetuals} AS p ON p.contract_id = c.id
 """
+
+
+@functools.cache
+def _entry_reads_sql(one_symbol: bool) -> str:
+    """``_ENTRY_READS`` for one symbol (``= %s``) or several (``= ANY(%s)``), the open states written in: constants
+    as literals, the symbols as a plain parameter where one is named (psycopg adapts a list element by element)."""
+    assert all(state.isidentifier() for state in OPEN_STATES)
+    return _ENTRY_READS.format(orders=Order._meta.db_table, contracts=Contract._meta.db_table,
+                               perpetuals=Perpetual._meta.db_table, contract=Columns.of(Contract).select("c"),
+                               perpetual=Columns.of(Perpetual).select("p"),
+                               open_states=", ".join(f"'{state}'" for state in sorted(OPEN_STATES)),
+                               symbols="= %s" if one_symbol else "= ANY(%s)")
 
 
 def entry_reads(*, symbols: list[str], client_id: int) -> tuple[dict[str, Contract], int]:
@@ -156,11 +168,9 @@ def entry_reads(*, symbols: list[str], client_id: int) -> tuple[dict[str, Contra
     terms (None on a dated contract), and the client's open orders counted (``open_orders_count``, which
     ``orders_submit`` caps). A queryset per read cost a single order more than the queries themselves."""
     contract, perpetual = Columns.of(Contract), Columns.of(Perpetual)
-    sql = _ENTRY_READS.format(orders=Order._meta.db_table, contracts=Contract._meta.db_table,
-                              perpetuals=Perpetual._meta.db_table, contract=contract.select("c"),
-                              perpetual=perpetual.select("p"))
+    wanted = sorted(set(symbols))
     with connection.cursor() as cursor:
-        cursor.execute(sql, [client_id, sorted(OPEN_STATES), sorted(set(symbols))])
+        cursor.execute(_entry_reads_sql(len(wanted) == 1), [client_id, wanted[0] if len(wanted) == 1 else wanted])
         rows = cursor.fetchall()
     found, at = {}, 1 + len(contract.attnames)
     for row in rows:

@@ -363,6 +363,20 @@ _ORDERS_INSERT = """
 _VALUES_MAX = 4  # up to this many orders a VALUES list (cheapest for one); more, one array per column
 
 
+@functools.cache
+def _orders_insert_sql(values: int, source: str = "") -> str:
+    """``_ORDERS_INSERT`` of ``values`` rows as a VALUES list, or (0) of the rows of ``source`` (``unnest_source``)."""
+    columns = ", ".join(f'"{f.column}"' for f in _ORDER_COLUMNS)
+    if values:
+        row = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
+        rows = f"VALUES {', '.join([row] * values)}"
+    else:
+        rows = f"SELECT {columns} FROM {source} ORDER BY v.client_order_id"
+    return _ORDERS_INSERT.format(orders=Order._meta.db_table, history=OrderStateHistory._meta.db_table,
+                                 columns=columns, rows=rows,
+                                 sequence=client_stream_sequence_take_sql(count="SELECT count(*) FROM o"))
+
+
 def _orders_insert(orders: list[Order], *, now: datetime) -> tuple[dict[str, int], int | None]:
     """Insert new orders (of one client) and their 'received' history rows in one statement, in
     client_order_id order; an order whose (client, client_order_id) exists is skipped (ON CONFLICT DO
@@ -379,17 +393,11 @@ def _orders_insert(orders: list[Order], *, now: datetime) -> tuple[dict[str, int
     for row in rows:
         for f in _ORDER_JSON:
             row[f.attname] = f.get_db_prep_save(row[f.attname], connection)
-    columns = ", ".join(f'"{f.column}"' for f in _ORDER_COLUMNS)
     if len(rows) <= _VALUES_MAX:
-        values = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
-        sql_rows, params = f"VALUES {', '.join([values] * len(rows))}", [row[f.attname] for row in rows
-                                                                          for f in _ORDER_COLUMNS]
+        sql, params = _orders_insert_sql(len(rows)), [row[f.attname] for row in rows for f in _ORDER_COLUMNS]
     else:
         source, params = unnest_source(_ORDER_COLUMNS, rows)
-        sql_rows = f"SELECT {columns} FROM {source} ORDER BY v.client_order_id"
-    sql = _ORDERS_INSERT.format(orders=Order._meta.db_table, history=OrderStateHistory._meta.db_table,
-                                columns=columns, rows=sql_rows,
-                                sequence=client_stream_sequence_take_sql(count="SELECT count(*) FROM o"))
+        sql = _orders_insert_sql(0, source)
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, OrderState.RECEIVED, now, orders[0].client_id])
         rows = cursor.fetchall()
