@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -391,6 +392,8 @@ def _orders_by_client_id(client: Client, client_order_ids: list[str]) -> dict[st
 
 _ORDER_COLUMNS = [f for f in Order._meta.concrete_fields if not f.primary_key]
 _ORDER_JSON = [f for f in _ORDER_COLUMNS if isinstance(f, models.JSONField)]  # adapted; the others go as they are
+_ORDER_JSON_AT = [i for i, f in enumerate(_ORDER_COLUMNS) if f in _ORDER_JSON]
+_ORDER_VALUES = operator.attrgetter(*(f.attname for f in _ORDER_COLUMNS))  # an order's values of _ORDER_COLUMNS
 _ORDERS_INSERT = """
     WITH o AS (INSERT INTO {orders} ({columns}) {rows}
                ON CONFLICT (client_id, client_order_id) DO NOTHING RETURNING id, client_order_id),
@@ -481,10 +484,9 @@ def _order_insert_seen(order: Order, *, now: datetime,
     """``_orders_insert`` of one order, guarded (``order_submit_seen``): (whether the contract's fingerprint was
     ``contract_fingerprint`` and the client under the open-order cap, the new order's id (None when not
     inserted), the client's new last stream number)."""
-    params = [getattr(order, f.attname) for f in _ORDER_COLUMNS]
-    for i, f in enumerate(_ORDER_COLUMNS):
-        if f in _ORDER_JSON:
-            params[i] = f.get_db_prep_save(params[i], connection)
+    params = list(_ORDER_VALUES(order))
+    for i in _ORDER_JSON_AT:
+        params[i] = _ORDER_COLUMNS[i].get_db_prep_save(params[i], connection)
     with connection.cursor() as cursor:
         cursor.execute(_order_insert_seen_sql(), [order.contract_id, contract_fingerprint, order.client_id,
                                                   settings.CCP_MAX_OPEN_ORDERS, *params, OrderState.RECEIVED, now,
