@@ -300,7 +300,8 @@ def order_submit_seen(*, client: Client, request: OrderRequest, contract_fingerp
     CCP_MAX_OPEN_ORDERS; the rest as ``order_submit`` (a stored client_order_id gets its order or
     ``client_order_id_reused``). None, having written nothing, when the contract changed, the cap is reached
     or the request breaks a rule: the caller enters it with fresh reads (``order_submit``), which answers those.
-    Saves a single order the statement of its reads."""
+    Saves a single order the statement of its reads. Holds while ``order_rule_violation`` reads only the contract
+    and its perpetual terms: a rule that reads another row must bring that row into the fingerprint."""
     now = require_aware(now)
     violations = {0: order_violation(order=request, contract=request.contract, now=now)}
     _margin_modes_check(client, [request], violations)
