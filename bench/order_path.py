@@ -83,12 +83,14 @@ def child(args) -> None:
     from datetime import timedelta
 
     from bench.book_batch import continuous_market
+    from bench.order_intake import cpu_by_tree
     from ccp.accounts.models import ApiToken
     from ccp.accounts.services import token_hash
     from ccp.asgi import application  # the served application
     from ccp.clock import utcnow
     from ccp.orders.models import Order
 
+    postmaster = int((Path(args.state_dir) / "bench" / "pg" / "postmaster.pid").read_text().split()[0])
     rng = random.Random(args.seed)
     now = utcnow()
     (contract,), clients = continuous_market(args.clients, now)
@@ -154,15 +156,17 @@ def child(args) -> None:
         requests = [request(path, make()) for _ in range(count)]
         if profiles and name == args.profile:
             profiles.enable()
-        w0, c0 = time.perf_counter(), time.process_time()
+        w0, c0, pg0 = time.perf_counter(), time.process_time(), cpu_by_tree({"pg": [postmaster]})["pg"]
         loop.run_until_complete(run(requests))
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        pg = cpu_by_tree({"pg": [postmaster]})["pg"] - pg0
         if profiles and name == args.profile:
             profiles.disable()
             stats = profiles.stats()
         orders = count * (100 if name == "batch" else 1)
         results[name] = {"requests": count, "orders": orders, "statuses": statuses.copy(),
                          "cpu_ms_per_order": cpu * 1000 / orders, "wall_ms_per_order": wall * 1000 / orders,
+                         "pg_cpu_ms_per_order": pg * 1000 / orders,
                          "cpu_ms_per_request": cpu * 1000 / count}
         log(f"{name}: {json.dumps(results[name])}")
     out = {"results": results, "orders": Order.objects.count()}
@@ -213,10 +217,10 @@ def main() -> int:
     out = json.loads(line[len(RESULT_MARK):])
     print(f"the server's own work per order, in-process through ccp.asgi.application ({out['orders']} orders stored)")
     print(f"{'phase':<8}{'requests':>9}{'orders':>8}{'cpu ms/order':>14}{'cpu ms/request':>16}{'wall ms/order':>15}"
-          "  statuses")
+          f"{'pg cpu ms/order':>17}  statuses")
     for name, r in out["results"].items():
         print(f"{name:<8}{r['requests']:>9}{r['orders']:>8}{r['cpu_ms_per_order']:>14.3f}{r['cpu_ms_per_request']:>16.3f}"
-              f"{r['wall_ms_per_order']:>15.3f}  {r['statuses']}")
+              f"{r['wall_ms_per_order']:>15.3f}{r['pg_cpu_ms_per_order']:>17.3f}  {r['statuses']}")
     if args.profile:
         print(run.stdout.split(line, 1)[1])
     return 0

@@ -1,4 +1,5 @@
-from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework import HTTP_HEADER_ENCODING
+from rest_framework.authentication import BaseAuthentication
 
 from ccp.accounts.services import api_token_authenticate
 from ccp.clock import utcnow
@@ -15,11 +16,18 @@ def bearer_token(header: bytes) -> str | None:
     return token.strip()
 
 
+def _authorization(request) -> bytes:
+    """DRF's ``get_authorization_header``, read from META: ``request.headers`` (which it reads) builds a mapping of
+    every header of the request for this one."""
+    header = request.META.get("HTTP_AUTHORIZATION", b"")
+    return header.encode(HTTP_HEADER_ENCODING) if isinstance(header, str) else header
+
+
 class ApiTokenAuthentication(BaseAuthentication):
     """``Authorization: Bearer <token>`` from wallet sign-in; request.user is the Client."""
 
     def authenticate(self, request):
-        token = bearer_token(get_authorization_header(request))
+        token = bearer_token(_authorization(request))
         if token is None:
             return None
         api_token = api_token_authenticate(token=token, now=utcnow())

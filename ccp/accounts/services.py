@@ -3,7 +3,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -174,10 +176,33 @@ def _epoch_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.CCP_THROTTLE_REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
+_epoch_thread = threading.local()
+
+
+def _epoch_get() -> bytes | None:
+    """GET of the revocation epoch on a connection of this thread's own (made by ``_epoch_redis``'s pool, with its
+    settings, not taken from it and given back: the pool's checks around a command cost as much as the GET)."""
+    held = getattr(_epoch_thread, "connection", None)
+    if held is None or held.pid != os.getpid():  # none yet, or made before a fork
+        held = _epoch_thread.connection = _epoch_redis().connection_pool.make_connection()
+    for last in (False, True):
+        try:
+            held.send_command("GET", _TOKEN_EPOCH_KEY)
+            return held.read_response()
+        except redis.ConnectionError:  # dropped (Redis restarted, an idle timeout): once more on a new one
+            held.disconnect()
+            if last:
+                raise
+        except BaseException:
+            held.disconnect()  # the next GET connects again
+            raise
+    raise AssertionError("unreachable")
+
+
 def _tokens_epoch() -> bytes | None:
     """The revocation epoch (one is set if Redis has none, say after a restart); None without Redis."""
     try:
-        epoch = _epoch_redis().get(_TOKEN_EPOCH_KEY)
+        epoch = _epoch_get()
         if epoch is None:
             _epoch_redis().set(_TOKEN_EPOCH_KEY, secrets.token_hex(8), nx=True)
             epoch = _epoch_redis().get(_TOKEN_EPOCH_KEY)

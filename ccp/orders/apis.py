@@ -20,7 +20,15 @@ from ccp.orders.models import Order, OrderKind, SelfTrade, Side, TimeInForce, Tr
 from ccp.orders.results import response_replaced
 from ccp.orders.selectors import order_get, order_list
 from ccp.orders.serializers import OrderDetailSerializer, OrderSerializer, order_payload
-from ccp.orders.services import OrderRequest, order_cancel, order_submit, orders_cancel_all, orders_submit
+from ccp.orders.services import (
+    OrderRequest,
+    contract_fingerprint_sql,
+    order_cancel,
+    order_submit,
+    order_submit_seen,
+    orders_cancel_all,
+    orders_submit,
+)
 from ccp.orders.states import OPEN_STATES, OrderState
 from ccp.perps.models import Perpetual
 from ccp.query import query_check, query_filters
@@ -132,11 +140,20 @@ def orders_reread(orders: list[Order]) -> list[Order]:
 
 
 def order_enter(*, client, data, now, payloads: dict[int, dict] | None = None) -> tuple[Order, bool]:
-    """One order's entry from its request fields: parsed, its contract found (with the client's open orders
-    counted in the same statement), submitted (``payloads``: as ``orders_submit``)."""
+    """One order's entry from its request fields: parsed, then submitted against its contract as this process
+    last read it, when it did (``order_submit_seen``: the contract is read again only if it changed, the open
+    orders counted in the insert's statement), else its contract found (with the client's open orders counted
+    in the same statement) and submitted (``payloads``: as ``orders_submit``)."""
     fields = order_fields(data)
-    contracts, open_count = entry_reads(symbols=[fields["contract"]], client_id=client.pk)
-    contract = contracts.get(fields.pop("contract"))
+    symbol = fields.pop("contract")
+    seen = _contracts_seen.get(symbol)
+    if seen is not None:
+        entered = order_submit_seen(client=client, request=order_request(_contract_instance(seen[0]), dict(fields)),
+                                    contract_fingerprint=seen[1], now=now, payloads=payloads)
+        if entered is not None:
+            return entered
+    contracts, open_count = entry_reads(symbols=[symbol], client_id=client.pk)
+    contract = contracts.get(symbol)
     if contract is None:
         raise _unknown_contract()
     return order_submit(client=client, request=order_request(contract, fields), now=now, open_count=open_count,
@@ -145,34 +162,65 @@ def order_enter(*, client, data, now, payloads: dict[int, dict] | None = None) -
 
 _PERPETUAL = Contract._meta.get_field("perpetual")  # the reverse one-to-one: a contract's perpetual terms
 _ENTRY_READS = """
-    SELECT (SELECT count(*) FROM {orders} WHERE client_id = %s AND state = ANY(%s)), {contract}, {perpetual}
-    FROM (SELECT) AS one LEFT JOIN {contracts} AS c ON c.symbol = ANY(%s)
+    SELECT (SELECT count(*) FROM {orders} WHERE client_id = %s AND state IN ({open_states})), {contract}, {perpetual},
+    {fingerprint}
+    FROM (SELECT) AS one LEFT JOIN {contracts} AS c ON c.symbol {symbols}
     LEFT JOIN {perpetuals} AS p ON p.contract_id = c.id
 """
+# The contracts order entry read last in this process, by symbol: (their row and their perpetual terms', the
+# fingerprint of both then), for ``order_submit_seen``; rows, not instances: each request builds its own.
+_contracts_seen: dict[str, tuple[tuple, str]] = {}
+_CONTRACTS_SEEN_MAX = 10_000  # emptied when full
+
+
+@functools.cache
+def _entry_reads_sql(one_symbol: bool) -> str:
+    """``_ENTRY_READS`` for one symbol (``= %s``) or several (``= ANY(%s)``), the open states written in: constants
+    as literals, the symbols as a plain parameter where one is named (psycopg adapts a list element by element)."""
+    assert all(state.isidentifier() for state in OPEN_STATES)
+    return _ENTRY_READS.format(orders=Order._meta.db_table, contracts=Contract._meta.db_table,
+                               perpetuals=Perpetual._meta.db_table, contract=Columns.of(Contract).select("c"),
+                               perpetual=Columns.of(Perpetual).select("p"),
+                               fingerprint=contract_fingerprint_sql("c", "p"),
+                               open_states=", ".join(f"'{state}'" for state in sorted(OPEN_STATES)),
+                               symbols="= %s" if one_symbol else "= ANY(%s)")
 
 
 def entry_reads(*, symbols: list[str], client_id: int) -> tuple[dict[str, Contract], int]:
     """Order entry's reads in one plain statement: the contracts with these symbols, each with its perpetual
     terms (None on a dated contract), and the client's open orders counted (``open_orders_count``, which
-    ``orders_submit`` caps). A queryset per read cost a single order more than the queries themselves."""
-    contract, perpetual = Columns.of(Contract), Columns.of(Perpetual)
-    sql = _ENTRY_READS.format(orders=Order._meta.db_table, contracts=Contract._meta.db_table,
-                              perpetuals=Perpetual._meta.db_table, contract=contract.select("c"),
-                              perpetual=perpetual.select("p"))
+    ``orders_submit`` caps). A queryset per read cost a single order more than the queries themselves. The
+    contracts found are kept as this process's last read of them (``order_enter``)."""
+    wanted = sorted(set(symbols))
     with connection.cursor() as cursor:
-        cursor.execute(sql, [client_id, sorted(OPEN_STATES), sorted(set(symbols))])
+        cursor.execute(_entry_reads_sql(len(wanted) == 1), [client_id, wanted[0] if len(wanted) == 1 else wanted])
         rows = cursor.fetchall()
-    found, at = {}, 1 + len(contract.attnames)
+    found = {}
     for row in rows:
         if row[1] is None:  # no contract has these symbols: the count alone
             continue
-        named = contract.instance(row[1:at])
-        terms = None if row[at] is None else perpetual.instance(row[at:])
-        _PERPETUAL.set_cached_value(named, terms)
-        if terms is not None:
-            _PERPETUAL.remote_field.set_cached_value(terms, named)
+        named = _contract_instance(row[1:-1])
+        if len(_contracts_seen) >= _CONTRACTS_SEEN_MAX:
+            _contracts_seen.clear()
+        _contracts_seen[named.symbol] = (row[1:-1], row[-1])
         found[named.symbol] = named
+    for symbol in wanted:
+        if symbol not in found:
+            _contracts_seen.pop(symbol, None)
     return found, rows[0][0]
+
+
+def _contract_instance(row: tuple) -> Contract:
+    """A contract and its perpetual terms (None on a dated contract) from their columns as ``entry_reads`` reads
+    them."""
+    contract, perpetual = Columns.of(Contract), Columns.of(Perpetual)
+    at = len(contract.attnames)
+    named = contract.instance(row[:at])
+    terms = None if row[at] is None else perpetual.instance(row[at:])
+    _PERPETUAL.set_cached_value(named, terms)
+    if terms is not None:
+        _PERPETUAL.remote_field.set_cached_value(terms, named)
+    return named
 
 
 def order_request(contract: Contract, fields: dict) -> OrderRequest:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from ccp.orders.selectors import open_orders_count
 from ccp.orders.serializers import order_payload
 from ccp.orders.states import BOOK_STATES, OPEN_STATES, OrderState, transition_allowed
 from ccp.perps.cross import cross_unrealised_loss
+from ccp.perps.models import Perpetual
 from ccp.risk.collateral import collateral_covers
 from ccp.risk.models import Position
 from ccp.risk.selectors import portfolio_legs
@@ -292,6 +294,19 @@ def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: dat
             created.append(order)
         else:
             out[i] = _entered_again(requests[i], stored[order.client_order_id], None)
+    _orders_created(client, created, stream_last, validate_later=validate_later, payloads=payloads)
+    again = [i for i in range(len(requests)) if out[i] is None]
+    if again:
+        for i, entered in zip(again, orders_submit(client=client, requests=[requests[i] for i in again], now=now,
+                                                   validate_later=validate_later, payloads=payloads), strict=True):
+            out[i] = entered
+    return out
+
+
+def _orders_created(client: Client, created: list[Order], stream_last: int | None, *, validate_later: bool,
+                    payloads: dict[int, dict] | None) -> None:
+    """After the insert of ``created`` (``stream_last``: the client's private stream number it took): their
+    stream events published and their validation queued (after commit), ``payloads`` filled."""
     events = [_order_event(order) for order in created]
     if payloads is not None:
         payloads.update((order.pk, event["order"]) for order, event in zip(created, events, strict=True))
@@ -304,12 +319,38 @@ def _orders_submit(*, client: Client, requests: Sequence[OrderRequest], now: dat
             stream_messages_publish(messages)
         if validate_later:
             orders_validate_later(created)
-    again = [i for i in range(len(requests)) if out[i] is None]
-    if again:
-        for i, entered in zip(again, orders_submit(client=client, requests=[requests[i] for i in again], now=now,
-                                                   validate_later=validate_later, payloads=payloads), strict=True):
-            out[i] = entered
-    return out
+
+
+def order_submit_seen(*, client: Client, request: OrderRequest, contract_fingerprint: str, now: datetime,
+                      payloads: dict[int, dict] | None = None) -> tuple[Order, bool] | None:
+    """``order_submit`` of one request, its contract (``request.contract``) as the caller
+    read it before, not again: one statement reads the client's open orders and the contract's
+    ``contract_fingerprint_sql`` and inserts the order only when the fingerprint is ``contract_fingerprint``
+    (the contract and its perpetual terms are as checked here, its book sequence aside) and the client is under
+    CCP_MAX_OPEN_ORDERS; the rest as ``order_submit`` (a stored client_order_id gets its order or
+    ``client_order_id_reused``). None, having written nothing, when the contract changed, the cap is reached
+    or the request breaks a rule: the caller enters it with fresh reads (``order_submit``), which answers those.
+    Saves a single order the statement of its reads. Holds while ``order_rule_violation`` reads only the contract
+    and its perpetual terms: a rule that reads another row must bring that row into the fingerprint."""
+    now = require_aware(now)
+    violations = {0: order_violation(order=request, contract=request.contract, now=now)}
+    _margin_modes_check(client, [request], violations)
+    if violations[0] is not None:
+        return None
+    order = _order_received(client, request, now)
+    with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():  # as orders_submit
+        guarded, pk, stream_last = _order_insert_seen(order, now=now, contract_fingerprint=contract_fingerprint)
+        if not guarded:
+            return None
+        if pk is None:  # stored before (by a concurrent request, or this is a retry)
+            stored = _orders_by_client_id(client, [order.client_order_id])[order.client_order_id]
+            entered = _entered_again(request, stored, None)
+            if isinstance(entered, ApplicationError):
+                raise entered
+            return entered
+        order.pk = pk
+        _orders_created(client, [order], stream_last, validate_later=True, payloads=payloads)
+    return order, True
 
 
 @functools.cache
@@ -382,6 +423,8 @@ def _orders_by_client_id(client: Client, client_order_ids: list[str]) -> dict[st
 
 _ORDER_COLUMNS = [f for f in Order._meta.concrete_fields if not f.primary_key]
 _ORDER_JSON = [f for f in _ORDER_COLUMNS if isinstance(f, models.JSONField)]  # adapted; the others go as they are
+_ORDER_JSON_AT = [i for i, f in enumerate(_ORDER_COLUMNS) if f in _ORDER_JSON]
+_ORDER_VALUES = operator.attrgetter(*(f.attname for f in _ORDER_COLUMNS))  # an order's values of _ORDER_COLUMNS
 _ORDERS_INSERT = """
     WITH o AS (INSERT INTO {orders} ({columns}) {rows}
                ON CONFLICT (client_id, client_order_id) DO NOTHING RETURNING id, client_order_id),
@@ -391,6 +434,20 @@ _ORDERS_INSERT = """
     SELECT id, client_order_id, (SELECT stream_sequence FROM s) FROM o
 """
 _VALUES_MAX = 4  # up to this many orders a VALUES list (cheapest for one); more, one array per column
+
+
+@functools.cache
+def _orders_insert_sql(values: int, source: str = "") -> str:
+    """``_ORDERS_INSERT`` of ``values`` rows as a VALUES list, or (0) of the rows of ``source`` (``unnest_source``)."""
+    columns = ", ".join(f'"{f.column}"' for f in _ORDER_COLUMNS)
+    if values:
+        row = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
+        rows = f"VALUES {', '.join([row] * values)}"
+    else:
+        rows = f"SELECT {columns} FROM {source} ORDER BY v.client_order_id"
+    return _ORDERS_INSERT.format(orders=Order._meta.db_table, history=OrderStateHistory._meta.db_table,
+                                 columns=columns, rows=rows,
+                                 sequence=client_stream_sequence_take_sql(count="SELECT count(*) FROM o"))
 
 
 def _orders_insert(orders: list[Order], *, now: datetime) -> tuple[dict[str, int], int | None]:
@@ -409,21 +466,63 @@ def _orders_insert(orders: list[Order], *, now: datetime) -> tuple[dict[str, int
     for row in rows:
         for f in _ORDER_JSON:
             row[f.attname] = f.get_db_prep_save(row[f.attname], connection)
-    columns = ", ".join(f'"{f.column}"' for f in _ORDER_COLUMNS)
     if len(rows) <= _VALUES_MAX:
-        values = "(" + ", ".join(["%s"] * len(_ORDER_COLUMNS)) + ")"
-        sql_rows, params = f"VALUES {', '.join([values] * len(rows))}", [row[f.attname] for row in rows
-                                                                          for f in _ORDER_COLUMNS]
+        sql, params = _orders_insert_sql(len(rows)), [row[f.attname] for row in rows for f in _ORDER_COLUMNS]
     else:
         source, params = unnest_source(_ORDER_COLUMNS, rows)
-        sql_rows = f"SELECT {columns} FROM {source} ORDER BY v.client_order_id"
-    sql = _ORDERS_INSERT.format(orders=Order._meta.db_table, history=OrderStateHistory._meta.db_table,
-                                columns=columns, rows=sql_rows,
-                                sequence=client_stream_sequence_take_sql(count="SELECT count(*) FROM o"))
+        sql = _orders_insert_sql(0, source)
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, OrderState.RECEIVED, now, orders[0].client_id])
         rows = cursor.fetchall()
     return {client_order_id: pk for pk, client_order_id, _ in rows}, rows[0][2] if rows else None
+
+
+def contract_fingerprint_sql(contract: str, perpetual: str) -> str:
+    """An SQL expression of a contract row (alias ``contract``) and its perpetual terms' (``perpetual``, from a
+    LEFT JOIN): a digest of every column but the book sequence (bumped by every book change), so that a
+    contract read earlier with the same digest is the contract now (``order_submit_seen``)."""
+    columns = [f'{contract}."{f.column}"' for f in Contract._meta.concrete_fields if f.attname != "book_sequence"]
+    columns += [f'{perpetual}."{f.column}"' for f in Perpetual._meta.concrete_fields]
+    return f"md5(ROW({', '.join(columns)})::text)"
+
+
+_ORDER_INSERT_SEEN = """
+    WITH g AS (SELECT FROM {contracts} AS c LEFT JOIN {perpetuals} AS p ON p.contract_id = c.id
+               WHERE c.id = %s AND {fingerprint} = %s
+               AND (SELECT count(*) FROM {orders} WHERE client_id = %s AND state IN ({open_states})) < %s),
+    o AS (INSERT INTO {orders} ({columns}) SELECT {values} WHERE EXISTS (SELECT FROM g)
+          ON CONFLICT (client_id, client_order_id) DO NOTHING RETURNING id),
+    h AS (INSERT INTO {history} (order_id, from_state, to_state, reason, filled_quantity, at)
+          SELECT o.id, NULL, %s, '', 0, %s FROM o),
+    s AS ({sequence})
+    SELECT EXISTS (SELECT FROM g), o.id, (SELECT stream_sequence FROM s) FROM (SELECT) AS one LEFT JOIN o ON true
+"""
+
+
+@functools.cache
+def _order_insert_seen_sql() -> str:
+    assert all(state.isidentifier() for state in OPEN_STATES)
+    return _ORDER_INSERT_SEEN.format(
+        contracts=Contract._meta.db_table, perpetuals=Perpetual._meta.db_table, orders=Order._meta.db_table,
+        history=OrderStateHistory._meta.db_table, fingerprint=contract_fingerprint_sql("c", "p"),
+        open_states=", ".join(f"'{state}'" for state in sorted(OPEN_STATES)),
+        columns=", ".join(f'"{f.column}"' for f in _ORDER_COLUMNS), values=", ".join(["%s"] * len(_ORDER_COLUMNS)),
+        sequence=client_stream_sequence_take_sql(count="SELECT count(*) FROM o"))
+
+
+def _order_insert_seen(order: Order, *, now: datetime,
+                       contract_fingerprint: str) -> tuple[bool, int | None, int | None]:
+    """``_orders_insert`` of one order, guarded (``order_submit_seen``): (whether the contract's fingerprint was
+    ``contract_fingerprint`` and the client under the open-order cap, the new order's id (None when not
+    inserted), the client's new last stream number)."""
+    params = list(_ORDER_VALUES(order))
+    for i in _ORDER_JSON_AT:
+        params[i] = _ORDER_COLUMNS[i].get_db_prep_save(params[i], connection)
+    with connection.cursor() as cursor:
+        cursor.execute(_order_insert_seen_sql(), [order.contract_id, contract_fingerprint, order.client_id,
+                                                  settings.CCP_MAX_OPEN_ORDERS, *params, OrderState.RECEIVED, now,
+                                                  order.client_id])
+        return cursor.fetchone()
 
 
 def _orders_announce(messages: list, orders: list[Order]) -> None:

@@ -4,7 +4,10 @@ read moments ago costs no database read, and a revocation still takes effect at 
 from datetime import timedelta
 
 import pytest
+import redis
+from django.conf import settings
 
+from ccp.accounts import services
 from ccp.accounts.models import ApiToken
 from ccp.accounts.services import api_token_authenticate, api_token_revoke, token_hash
 from ccp.clock import utcnow
@@ -51,3 +54,14 @@ def test_an_unknown_token_is_read_each_time(django_assert_num_queries):
     for _ in range(2):
         with django_assert_num_queries(1), pytest.raises(Unauthorized):
             api_token_authenticate(token="no-such-token", now=utcnow())
+
+
+def test_a_dropped_epoch_connection_is_made_again(token, django_assert_num_queries):
+    """The revocation epoch is read on a connection of the request's thread: when Redis drops it, the next read
+    connects again, and a cached token is still served from the cache."""
+    api_token_authenticate(token=token, now=utcnow())
+    held = services._epoch_thread.connection
+    held.send_command("CLIENT", "ID")
+    redis.Redis.from_url(settings.CCP_THROTTLE_REDIS_URL).client_kill_filter(_id=held.read_response())
+    with django_assert_num_queries(0):
+        api_token_authenticate(token=token, now=utcnow())
