@@ -69,7 +69,7 @@ from ccp.prices.selectors import index_by_pair
 from ccp.risk.collateral import available
 from ccp.risk.lockups import lockups_required, portfolio_of
 from ccp.risk.models import Lockup, Position
-from ccp.streams import book_group, client_stream_publish_many, stream_publish
+from ccp.streams import book_group, client_stream_publish_many, stream_messages_prepare, stream_publish
 
 # Room for exact sums and products of amounts (below 10^20, 18 decimal places); rounding to storage
 # precision (``quantize``) is explicit, so it does not trap.
@@ -522,6 +522,7 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
             *((o.client_id, {"type": "order", "order": order_payload(o)}) for o in touched),
             *((client, {"type": "unfilled", "auction": auction.ref, "orders": unfilled[client]})
               for client in sorted(unfilled))])
+        stream_messages_prepare()  # serialized while the commits below are under way; sent after them
         if beside is not None:
             beside.commit()  # the last statement before the apply's own commit
     return auction
