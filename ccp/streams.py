@@ -212,13 +212,15 @@ class _Batch:
 
     def flush(self) -> None:
         messages, self.messages = self.messages, []
-        prepared = None
         if self.prepared is not None and self.prepared[0] == len(messages):  # nothing published since
             try:
                 prepared = self.prepared[1].result()
             except Exception:  # serialized again by the send, which reports the failure
-                prepared = None
-        _send(messages, prepared)
+                pass
+            else:
+                _send(messages, prepared)
+                return
+        _send(messages)
 
 
 def _on_thread(work: Callable[[], Any]) -> Future:
