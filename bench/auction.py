@@ -25,7 +25,10 @@ cost; ``bench/auction_book.py``):
    input is cleared again while a process per core burns CPU: the result must be the stored one.
 
 The database run also splits auction_apply into its parts (timers around the product functions,
-in the child process only). Prints one table per size and a summary with the targets (100k orders end to end, database
+in the child process only; the booking's writes run on a thread beside its computing, so the parts overlap), and
+reports the CPU seconds of each stage: the child process (every thread), its PostgreSQL backend and the whole
+server (every backend, those that ended included), from /proc: steadier than wall-clock time on a shared host.
+Prints one table per size and a summary with the targets (100k orders end to end, database
 included, under 10 s; welfare within 0.5% of the certified bound, never below the fallback; the same result on a
 replay under load). Exits non-zero when a check fails.
 Everything started here is stopped at the end, also on Ctrl-C, SIGTERM or an error.
