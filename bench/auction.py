@@ -25,7 +25,10 @@ cost; ``bench/auction_book.py``):
    input is cleared again while a process per core burns CPU: the result must be the stored one.
 
 The database run also splits auction_apply into its parts (timers around the product functions,
-in the child process only). Prints one table per size and a summary with the targets (100k orders end to end, database
+in the child process only; the booking's writes run on a thread beside its computing, so the parts overlap), and
+reports the CPU seconds of each stage: the child process (every thread), its PostgreSQL backend and the whole
+server (every backend, those that ended included), from /proc: steadier than wall-clock time on a shared host.
+Prints one table per size and a summary with the targets (100k orders end to end, database
 included, under 10 s; welfare within 0.5% of the certified bound, never below the fallback; the same result on a
 replay under load). Exits non-zero when a check fails.
 Everything started here is stopped at the end, also on Ctrl-C, SIGTERM or an error.
@@ -252,15 +255,46 @@ def db_child(n: int, seed: int, time_limit: str, profile: bool) -> None:
     stages: dict[str, float] = {}
     profiles: dict[str, object] = {}
     parts = instrument_apply()
+    # CPU seconds per stage, of this process (every thread), of its PostgreSQL backend and of the whole server
+    # (every backend, also those that ended meanwhile: the apply's second connection), from /proc (the server
+    # runs on this host): steadier than wall-clock time on a shared machine.
+    cpu: dict[str, list[float]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+
+    def ticks(pid: int, children: bool = False) -> tuple[int, float]:
+        """(parent pid, CPU seconds) of a process, with those of its ended children when asked."""
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0, 0.0
+        used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+        return int(fields[1]), used / os.sysconf("SC_CLK_TCK")
+
+    postmaster = ticks(backend)[0]
+
+    def server_cpu() -> tuple[float, float]:
+        """(the backend's CPU seconds, the whole server's)."""
+        total = ticks(postmaster, children=True)[1]
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                parent, used = ticks(int(name))
+                if parent == postmaster:
+                    total += used
+        return ticks(backend)[1], total
 
     def stage(name, fn, **kwargs):
         if profile:
             import cProfile
             profiles[name] = prof = cProfile.Profile()
             prof.enable()
-        t = time.perf_counter()
+        t, c, (b, a) = time.perf_counter(), time.process_time(), server_cpu()
         value = fn(**kwargs)
         stages[name] = time.perf_counter() - t
+        b2, a2 = server_cpu()
+        cpu[name] = [time.process_time() - c, b2 - b, a2 - a]
         if profile:
             prof.disable()
         return value
@@ -283,7 +317,7 @@ def db_child(n: int, seed: int, time_limit: str, profile: bool) -> None:
     stage("solve", auction_solve, auction_id=auction.pk, now=now())
     parts.clear()
     stage("apply", auction_apply, auction_id=auction.pk, now=now())
-    out["stages"], out["apply_parts"] = stages, dict(parts)
+    out["stages"], out["apply_parts"], out["cpu"] = stages, dict(parts), cpu
     out["total_s"] = sum(stages.values())
 
     # --- checks (not timed)
@@ -508,6 +542,11 @@ def report(engine: dict[int, dict], db: dict[int, dict]) -> list[str]:
             print(f"  {s['open']:>8.3f}{s['close']:>8.3f}{s['solve']:>8.3f}{s['apply']:>8.3f}{d['total_s']:>9.3f}  "
                   f"{d['status']:<9}{Decimal(d['welfare']):>14.2f}{d['fills']:>8}{d['cash_movements']:>9}"
                   f"{d['positions']:>10}")
+            if c := d.get("cpu"):
+                print("  CPU s (this process + its PostgreSQL backend, + the whole server): " + ", ".join(
+                    f"{stage} {c[stage][0]:.2f} + {c[stage][1]:.2f}, {c[stage][2]:.2f}"
+                    for stage in ("close", "solve", "apply") if stage in c)
+                    + f"; total {sum(v[0] + v[2] for v in c.values()):.2f}")
             p = d["apply_parts"]
             if p:
                 shown = [("_held_orders", "read orders"), ("_reasons_store", "reasons"), ("_holds_trim", "holds trim"),

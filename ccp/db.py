@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
 
 import psycopg
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.models import Model
 from psycopg.adapt import Dumper, PyFormat
 
@@ -371,6 +371,77 @@ class Beside:
 
     def __exit__(self, *_) -> None:
         self.close()
+
+
+class Behind:
+    """Writes of the caller's own transaction, on its own connection, run in order by a thread while the
+    caller goes on computing: PostgreSQL works on another core (an auction's tens of thousands of order
+    updates and trades) as Python builds what comes next. Every statement stays in the caller's transaction
+    and in the order of the whole: the caller queues (``run``) and does not touch the database itself until
+    ``wait`` (leaving the ``with`` block waits too), so nothing of its own runs in between. ``wait`` returns
+    the works' results in order and raises the first one's error (the caller's transaction then fails and
+    rolls back whole). With ``threaded`` false each work runs at once in the caller's thread (small batches:
+    a thread costs more than it saves)."""
+
+    def __init__(self, *, threaded: bool = True) -> None:
+        self._pending: list[Future] = []
+        self._pool = self._wrapper = None
+        self._failed = False
+        if threaded:
+            self._wrapper = connections[DEFAULT_DB_ALIAS]
+            self._wrapper.inc_thread_sharing()  # the thread uses the caller's connection, not one of its own
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="behind")
+
+    def run(self, work: Callable[[], object]) -> None:
+        """Queue ``work`` (database writes through ``ccp.db`` or the ORM, on the caller's connection)."""
+        if self._pool is None:
+            self._pending.append(_done(work()))
+        else:
+            self._pending.append(self._pool.submit(self._run, work))
+
+    def _run(self, work: Callable[[], object]) -> object:
+        if self._failed:
+            return None  # the transaction failed already: the caller gets the first error
+        connections[DEFAULT_DB_ALIAS] = self._wrapper
+        try:
+            return work()
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            del connections[DEFAULT_DB_ALIAS]
+
+    def wait(self) -> list:
+        """The queued works' results, in order, once all ran; the first error, if one failed."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.exception()  # every work ends before the caller goes on, failed or not
+        return [future.result() for future in pending]
+
+    def close(self) -> None:
+        """Wait for the works (their results and errors left unread) and let the thread go."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._wrapper.dec_thread_sharing()
+            self._pool = None
+
+    def __enter__(self) -> Behind:
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        try:
+            if kind is None:
+                self.wait()
+        finally:
+            self.close()
+
+
+def write_behind(behind: Behind | None, work: Callable[[], object]) -> None:
+    """``work`` queued on the caller's ``behind``, or run at once without one."""
+    if behind is None:
+        work()
+    else:
+        behind.run(work)
 
 
 def _done(rows: list[tuple]) -> Future:

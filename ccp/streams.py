@@ -18,6 +18,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
 from typing import Any
 
 import redis
@@ -125,28 +126,36 @@ def _publisher(pid: int) -> tuple[redis.Redis, str] | None:
             config.get("prefix", "asgi"))
 
 
-def _send(messages: list[tuple[str, dict[str, Any]]]) -> None:
-    """Each group's messages in order (bundled), in one round trip when the layer allows it."""
+def _send(messages: list[tuple[str, dict[str, Any]]], prepared: list[tuple[str, bytes]] | None = None) -> None:
+    """Each group's messages in order (bundled), in one round trip when the layer allows it. ``prepared``: the
+    messages as ``_serialized`` made them (``stream_messages_prepare``), when they are."""
     if not messages:
         return
     publisher = _publisher(os.getpid())
     if publisher is None:
         _sender.run(messages)
         return
-    _published(publisher, messages).execute()
+    _published(publisher, messages, prepared).execute()
 
 
-def _published(publisher: tuple[redis.Redis, str], messages: list[tuple[str, dict[str, Any]]]):
-    """A pipeline of the publisher's client with each group's messages published in order (bundled), not sent."""
-    client, prefix = publisher
+def _serialized(publisher: tuple[redis.Redis, str], messages: list[tuple[str, dict[str, Any]]]
+                ) -> list[tuple[str, bytes]]:
+    """(Redis channel, the layer's serialized message) of each group's messages in order, bundled."""
+    _, prefix = publisher
     layer = get_channel_layer()
     by_group: dict[str, list[dict[str, Any]]] = {}
     for group, message in messages:
         by_group.setdefault(group, []).append(message)
-    pipe = client.pipeline(transaction=False)
-    for group, group_messages in by_group.items():
-        for message in _bundled(group_messages):
-            pipe.publish(f"{prefix}__group__{group}", layer.serialize(message))
+    return [(f"{prefix}__group__{group}", layer.serialize(message))
+            for group, group_messages in by_group.items() for message in _bundled(group_messages)]
+
+
+def _published(publisher: tuple[redis.Redis, str], messages: list[tuple[str, dict[str, Any]]],
+               prepared: list[tuple[str, bytes]] | None = None):
+    """A pipeline of the publisher's client with each group's messages published in order (bundled), not sent."""
+    pipe = publisher[0].pipeline(transaction=False)
+    for channel, data in _serialized(publisher, messages) if prepared is None else prepared:
+        pipe.publish(channel, data)
     return pipe
 
 
@@ -192,10 +201,51 @@ class _Batch:
         # that savepoint rolls back): events published at another savepoint depth go in a new batch,
         # so a rolled-back savepoint takes its events with it, and the batches keep their order.
         self.savepoints = savepoints
+        # (how many messages, their serialization under way on a thread): ``prepare``
+        self.prepared: tuple[int, Future] | None = None
+
+    def prepare(self) -> None:
+        publisher = _publisher(os.getpid())
+        if publisher is not None and self.messages:
+            messages = list(self.messages)
+            self.prepared = (len(messages), _on_thread(lambda: _serialized(publisher, messages)))
 
     def flush(self) -> None:
         messages, self.messages = self.messages, []
+        if self.prepared is not None and self.prepared[0] == len(messages):  # nothing published since
+            try:
+                prepared = self.prepared[1].result()
+            except Exception:  # serialized again by the send, which reports the failure
+                pass
+            else:
+                _send(messages, prepared)
+                return
         _send(messages)
+
+
+def _on_thread(work: Callable[[], Any]) -> Future:
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # handed to whoever reads the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="ccp-streams-prepare", daemon=True).start()
+    return future
+
+
+def stream_messages_prepare() -> None:
+    """Serialize the current transaction's pending stream messages on a thread now, as the caller is about
+    to commit: the commit's wait for PostgreSQL (an auction's apply writes a large transaction) and the
+    serialization of its thousands of messages overlap. The send after the commit uses these bytes, unless
+    something was published after this call (then it serializes them all itself, as without it). Sends
+    nothing before the commit; without pending messages (or outside a transaction) it does nothing."""
+    connection = transaction.get_connection()
+    batch = getattr(connection, "_ccp_stream_batch", None)
+    if connection.in_atomic_block and batch is not None and batch.hooks is connection.run_on_commit:
+        batch.prepare()
 
 
 def _publish_on_commit(messages: list[tuple[str, dict[str, Any]]]) -> None:

@@ -21,7 +21,7 @@ from eth_utils import is_address, is_checksum_address, to_checksum_address
 from ccp.accounts.models import ApiToken, Client, FundLock, SignInChallenge
 from ccp.accounts.siwe import SignInMessage, signer_recover
 from ccp.clock import iso_utc, require_aware
-from ccp.db import Columns, bulk_update_rows
+from ccp.db import Behind, Columns, bulk_update_rows, write_behind
 from ccp.errors import ApplicationError, Unauthorized
 from ccp.locks import fund_locks_lock
 from ccp.money import money_str
@@ -287,14 +287,18 @@ Deltas = dict[tuple[int, int], Decimal]  # (client id, currency id) -> signed ch
 
 def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value: Deltas, now: datetime,
                       fundlock: Deltas | None = None, margin_value: Deltas | None = None,
-                      locked: Mapping[tuple[int, int], FundLock] | None = None) -> dict[tuple[int, int], FundLock]:
+                      locked: Mapping[tuple[int, int], FundLock] | None = None,
+                      behind: Behind | None = None) -> dict[tuple[int, int], FundLock]:
     """Apply signed changes to many fund locks at once, locking them in id order (call inside the
     caller's transaction, in the lock order of ``ccp.locks``; ``locked``: fund locks the caller already
     locked in this transaction, by (client, currency), not read again). The database refuses any whose
-    available would drop below zero."""
+    available would drop below zero (with ``behind``, the caller's writer on a thread (``ccp.db.Behind``),
+    which writes them: when the caller waits for it)."""
     fundlock, margin_value = fundlock or {}, margin_value or {}
     keys = set(settle_value) | set(order_value) | set(lockup_value) | set(fundlock) | set(margin_value)
     missing = keys - set(locked or {})
+    if missing and behind is not None:
+        behind.wait()
     fund_locks = {**(locked or {}), **(fund_locks_lock(keys=missing) if missing else {})}
     for key in sorted(keys):
         fund_lock = fund_locks[key]
@@ -304,8 +308,8 @@ def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value
         fund_lock.lockup_value += lockup_value.get(key, Decimal(0))
         fund_lock.margin_value += margin_value.get(key, Decimal(0))
         fund_lock.updated_at = now
-    bulk_update_rows(FundLock, [fund_locks[k] for k in sorted(keys)],
-                     ["fundlock", "settle_value", "order_value", "lockup_value", "margin_value", "updated_at"])
+    write_behind(behind, functools.partial(bulk_update_rows, FundLock, [fund_locks[k] for k in sorted(keys)], [
+        "fundlock", "settle_value", "order_value", "lockup_value", "margin_value", "updated_at"]))
     return {key: fund_locks[key] for key in sorted(keys)}
 
 

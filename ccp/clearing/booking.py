@@ -41,7 +41,7 @@ from ccp.clearing.models import Venue
 from ccp.clearing.services import Execution, trades_book
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import premium_per_unit
-from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, bulk_upsert_rows
+from ccp.db import FEW_ROWS, Behind, Columns, bulk_insert_rows, bulk_update_rows, bulk_upsert_rows, write_behind
 from ccp.locks import fund_locks_lock, position_rows_lock
 from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
@@ -59,6 +59,10 @@ from ccp.streams import client_stream_publish_many
 # The origin of a venue's cash movements (the statement's lines). Venues to come add theirs.
 _ORIGINS = {Venue.AUCTION: CashMovementOrigin.AUCTION, Venue.BOOK: CashMovementOrigin.BOOK,
             Venue.LIQUIDATION: CashMovementOrigin.LIQUIDATION}
+# Above this many executions a booking writes on a thread while it computes (``ccp.db.Behind``).
+BEHIND_ABOVE = FEW_ROWS
+# What a fill or a cancel changes on an order.
+_ORDER_FILL_FIELDS = ["filled_quantity", "average_fill_price", "last_fill_at", "state", "order_value", "updated_at"]
 
 
 @dataclass
@@ -95,6 +99,19 @@ def _average(order, price: Decimal, quantity: Decimal) -> Decimal | None:
     return quantize((order.average_fill_price * order.filled_quantity + price * quantity) / total, ROUND_HALF_EVEN)
 
 
+def _orders_write(changed: Sequence, touched: Sequence, touched_fields: Sequence[str], histories: list[dict]) -> None:
+    """The booking's changed orders (``_ORDER_FILL_FIELDS``) and the caller's ``touched`` ones (``touched_fields``),
+    each order in one update when it is one object, then the history rows in one insert."""
+    written = {o.pk: o for o in touched}
+    if all(written.setdefault(o.pk, o) is o for o in changed):  # one object per order: it holds all its fields
+        bulk_update_rows(Order, [written[pk] for pk in sorted(written)],
+                         [*_ORDER_FILL_FIELDS, *(name for name in touched_fields if name not in _ORDER_FILL_FIELDS)])
+    else:  # two copies of an order: each writes its own fields, the caller's first
+        bulk_update_rows(Order, touched, touched_fields)
+        bulk_update_rows(Order, changed, _ORDER_FILL_FIELDS)
+    bulk_insert_rows(OrderStateHistory, histories)
+
+
 def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution], orders: Mapping[int, object],
                  contracts: Mapping[int, Contract], cancels: Mapping[int, str], now: datetime,
                  envelope: Mapping[str, object], order_value: Mapping[tuple[int, int], Decimal] | None = None,
@@ -114,108 +131,108 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     ``touched_fields``), and ``histories``, the caller's history rows: written with the booking's own, each
     order in one update with both sets of fields (an order both changed was written twice, every index entry
     twice) and the caller's history rows first in one insert."""
-    trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now,
-                         symbols={contract_id: contract.symbol for contract_id, contract in contracts.items()})
-    cleared = Cleared(trades)
+    # The trades, the orders and their history are written on a thread (``ccp.db.Behind``) while the fills
+    # and the events are worked out here, in the same transaction and statement order; a perpetual's fills
+    # read their liquidation steps on the way, and a small batch costs less without a thread.
+    threaded = len(executions) > BEHIND_ABOVE and not any(c.is_perpetual for c in contracts.values())
+    with Behind(threaded=threaded) as behind:
+        trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now,
+                             symbols={contract_id: contract.symbol for contract_id, contract in contracts.items()},
+                             behind=behind)
+        cleared = Cleared(trades)
 
-    # 2. orders: fills (per order and price, in trade order), then cancels
-    order_fills: dict[tuple[int, Decimal], Decimal] = defaultdict(Decimal)
-    trade_ids: dict[int, list[int]] = defaultdict(list)
-    for trade in trades:
-        for order_id in (trade["buy_order_id"], trade["sell_order_id"]):
-            order_fills[(order_id, trade["price"])] += trade["quantity"]
-            trade_ids[order_id].append(trade["id"])
-    histories: list[dict] = list(histories)
-    events: dict[int, list[dict]] = defaultdict(list)
-    levels: dict[int, set] = defaultdict(set)
-    # A fill event names the venue's event (an auction's "auction": 42 as the envelope has it)
-    refs = {**{k: v for k, v in envelope.items() if k != "type"}, "venue": venue.value, "venue_ref": venue_ref}
-    text = functools.lru_cache(maxsize=4096)(money_str)  # fills share prices and quantities
-    # (client, contract) -> price -> signed quantity: its position's change, fill by fill price
-    traded: dict[tuple[int, int], dict[Decimal, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    # (client, perpetual) -> its fills in trade order, with the order's leverage and margin mode
-    perp_fills: dict[tuple[int, int], list[tuple]] = defaultdict(list)
-    liquidations = liquidation_orders(order_id for order_id, _ in order_fills
-                                      if contracts[orders[order_id].contract_id].is_perpetual)
-    for (order_id, price), quantity in order_fills.items():
-        order = orders[order_id]
-        signed = quantity if order.side == "buy" else -quantity
-        if contracts[order.contract_id].is_perpetual:
-            perp_fills[(order.client_id, order.contract_id)].append(
-                (signed, price, order.leverage, order.margin_mode, liquidations.get(order_id, ""), order_id))
-        else:
-            traded[(order.client_id, order.contract_id)][price] += signed
-        order.average_fill_price = _average(order, price, quantity)
-        order.filled_quantity += quantity
-        order.last_fill_at = now
-        cleared.filled[order_id] = cleared.filled.get(order_id, ZERO) + quantity
-        full = order.filled_quantity == order.quantity
-        order_state_set(order, OrderState.FILLED if full else OrderState.PARTIALLY_FILLED, now=now,
-                        reason=venue.value, histories=histories)
-        events[order.client_id].append({"type": "fill", "order_id": order_id, **refs,
-                                        "contract": order.contract.symbol, "side": order.side,
-                                        "price": text(price), "quantity": text(quantity),
-                                        "trades": trade_ids[order_id]})
-        levels[order.contract_id].add((order.side, order.price))
-    for order_id, reason in sorted(cancels.items()):
-        order = orders[order_id]
-        if order.state in BOOK_STATES:
-            order_state_set(order, OrderState.CANCELLED, now=now, reason=reason, histories=histories)
+        # 2. orders: fills (per order and price, in trade order), then cancels
+        order_fills: dict[tuple[int, Decimal], Decimal] = defaultdict(Decimal)
+        trade_ids: dict[int, list[int]] = defaultdict(list)
+        for trade in trades:
+            for order_id in (trade["buy_order_id"], trade["sell_order_id"]):
+                order_fills[(order_id, trade["price"])] += trade["quantity"]
+                trade_ids[order_id].append(trade["id"])
+        histories: list[dict] = list(histories)
+        events: dict[int, list[dict]] = defaultdict(list)
+        levels: dict[int, set] = defaultdict(set)
+        # A fill event names the venue's event (an auction's "auction": 42 as the envelope has it)
+        refs = {**{k: v for k, v in envelope.items() if k != "type"}, "venue": venue.value, "venue_ref": venue_ref}
+        text = functools.lru_cache(maxsize=4096)(money_str)  # fills share prices and quantities
+        # (client, contract) -> price -> signed quantity: its position's change, fill by fill price
+        traded: dict[tuple[int, int], dict[Decimal, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        # (client, perpetual) -> its fills in trade order, with the order's leverage and margin mode
+        perp_fills: dict[tuple[int, int], list[tuple]] = defaultdict(list)
+        liquidations = liquidation_orders(order_id for order_id, _ in order_fills
+                                          if contracts[orders[order_id].contract_id].is_perpetual)
+        for (order_id, price), quantity in order_fills.items():
+            order = orders[order_id]
+            signed = quantity if order.side == "buy" else -quantity
+            if contracts[order.contract_id].is_perpetual:
+                perp_fills[(order.client_id, order.contract_id)].append(
+                    (signed, price, order.leverage, order.margin_mode, liquidations.get(order_id, ""), order_id))
+            else:
+                traded[(order.client_id, order.contract_id)][price] += signed
+            order.average_fill_price = _average(order, price, quantity)
+            order.filled_quantity += quantity
+            order.last_fill_at = now
+            cleared.filled[order_id] = cleared.filled.get(order_id, ZERO) + quantity
+            full = order.filled_quantity == order.quantity
+            order_state_set(order, OrderState.FILLED if full else OrderState.PARTIALLY_FILLED, now=now,
+                            reason=venue.value, histories=histories)
+            events[order.client_id].append({"type": "fill", "order_id": order_id, **refs,
+                                            "contract": order.contract.symbol, "side": order.side,
+                                            "price": text(price), "quantity": text(quantity),
+                                            "trades": trade_ids[order_id]})
             levels[order.contract_id].add((order.side, order.price))
-    changed = [orders[pk] for pk in sorted(set(cleared.filled) | {pk for pk in cancels
-                                                                   if orders[pk].state == OrderState.CANCELLED})]
-    released = _order_values_release(changed, now)
-    fields = ["filled_quantity", "average_fill_price", "last_fill_at", "state", "order_value", "updated_at"]
-    written = {o.pk: o for o in touched}
-    if all(written.setdefault(o.pk, o) is o for o in changed):  # one object per order: it holds all its fields
-        bulk_update_rows(Order, [written[pk] for pk in sorted(written)],
-                         [*fields, *(name for name in touched_fields if name not in fields)])
-    else:  # two copies of an order: each writes its own fields, the caller's first
-        bulk_update_rows(Order, touched, touched_fields)
-        bulk_update_rows(Order, changed, fields)
-    bulk_insert_rows(OrderStateHistory, histories)
-    for order in changed:
-        events[order.client_id].append({"type": "order", "order": order_payload(order)})
+        for order_id, reason in sorted(cancels.items()):
+            order = orders[order_id]
+            if order.state in BOOK_STATES:
+                order_state_set(order, OrderState.CANCELLED, now=now, reason=reason, histories=histories)
+                levels[order.contract_id].add((order.side, order.price))
+        changed = [orders[pk] for pk in sorted(set(cleared.filled) | {pk for pk in cancels
+                                                                       if orders[pk].state == OrderState.CANCELLED})]
+        released = _order_values_release(changed, now)
+        behind.run(functools.partial(_orders_write, changed, touched, touched_fields, histories))
+        for order in changed:
+            events[order.client_id].append({"type": "order", "order": order_payload(order)})
+        moves = _premiums(traded, contracts)
 
-    # 3-6. cash, positions, lockups, fund locks
-    locked = dict(locked or {})
-    missing = {(o.client_id, o.contract.collateral_id) for o in changed} - locked.keys()
-    missing |= insurance_fund_keys(liquidations, orders, contracts, now) - locked.keys()  # liquidation fees
-    locked.update(fund_locks_lock(keys=missing) if missing else {})
-    moves = _premiums(traded, contracts)
-    perps = perp_fills_book(fills=perp_fills, contracts=contracts, now=now)
-    settle = cash_book(origin=_ORIGINS[venue], origin_ref=venue_ref,
-                       lines={**{key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
-                                 for key, m in moves.items()}, **perps.lines},
-                       contracts=contracts, now=now)
-    if perps.fee_lines:
-        for key, amount in cash_book(origin=CashMovementOrigin.LIQUIDATION_FEE, origin_ref=venue_ref,
-                                     lines=perps.fee_lines, contracts=contracts, now=now).items():
-            settle[key] = settle.get(key, ZERO) + amount
-    lockup_delta, positions = positions_book(moves=moves, contracts=contracts, now=now)
-    positions += perps.rows
-    order_deltas = {k: -v for k, v in released.items()}
-    for key, value in (order_value or {}).items():
-        order_deltas[key] = order_deltas.get(key, ZERO) + value
-    if perp_fills and (covered := shortfall_lines(fills=perp_fills, locked=locked, contracts=contracts, now=now,
-                                                  deltas=(settle, order_deltas, lockup_delta, perps.margin))):
-        fund_keys = {(c, contracts[k].collateral_id) for c, k in covered} - locked.keys()
-        locked.update(fund_locks_lock(keys=fund_keys) if fund_keys else {})  # the fund, last: rarely taken here
-        for key, amount in cash_book(origin=CashMovementOrigin.INSURANCE, origin_ref=f"{venue_ref}:shortfall",
-                                     lines=covered, contracts=contracts, now=now).items():
-            settle[key] = settle.get(key, ZERO) + amount
-    adjusted = fund_locks_adjust(settle_value=settle, order_value=order_deltas, lockup_value=lockup_delta, now=now,
-                                 margin_value=perps.margin, locked=locked)
-    own = set(settle) | set(released) | set(lockup_delta) | set(perps.margin)
-    cleared.fund_locks = {key: fund_lock for key, fund_lock in adjusted.items() if key in own}
-    cleared.others = {key: fund_lock for key, fund_lock in adjusted.items() if key not in own}
-    for row in positions:
-        events[row["client_id"]].append({"type": "position", "position": {
-            "contract": contracts[row["contract_id"]].symbol, "quantity": text(row["quantity"]),
-            "entry_price": None if row["entry_price"] is None else text(row["entry_price"]),
-            "realised_pnl": text(row["realised_pnl"])}})
-    for client_id, event in balance_events(cleared.fund_locks.values()):
-        events[client_id].append(event)
+        # 3-6. cash, positions, lockups, fund locks
+        locked = dict(locked or {})
+        missing = {(o.client_id, o.contract.collateral_id) for o in changed} - locked.keys()
+        missing |= insurance_fund_keys(liquidations, orders, contracts, now) - locked.keys()  # liquidation fees
+        if missing:
+            behind.wait()  # reads wait for the writes before them
+            locked.update(fund_locks_lock(keys=missing))
+        perps = perp_fills_book(fills=perp_fills, contracts=contracts, now=now)
+        settle = cash_book(origin=_ORIGINS[venue], origin_ref=venue_ref,
+                           lines={**{key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
+                                     for key, m in moves.items()}, **perps.lines},
+                           contracts=contracts, now=now, behind=behind)
+        if perps.fee_lines:
+            for key, amount in cash_book(origin=CashMovementOrigin.LIQUIDATION_FEE, origin_ref=venue_ref,
+                                         lines=perps.fee_lines, contracts=contracts, now=now).items():
+                settle[key] = settle.get(key, ZERO) + amount
+        lockup_delta, positions = positions_book(moves=moves, contracts=contracts, now=now, behind=behind)
+        positions = positions + perps.rows  # a new list: the rows given to the upsert may not be written yet
+        order_deltas = {k: -v for k, v in released.items()}
+        for key, value in (order_value or {}).items():
+            order_deltas[key] = order_deltas.get(key, ZERO) + value
+        if perp_fills and (covered := shortfall_lines(fills=perp_fills, locked=locked, contracts=contracts, now=now,
+                                                      deltas=(settle, order_deltas, lockup_delta, perps.margin))):
+            fund_keys = {(c, contracts[k].collateral_id) for c, k in covered} - locked.keys()
+            locked.update(fund_locks_lock(keys=fund_keys) if fund_keys else {})  # the fund, last: rarely taken here
+            for key, amount in cash_book(origin=CashMovementOrigin.INSURANCE, origin_ref=f"{venue_ref}:shortfall",
+                                         lines=covered, contracts=contracts, now=now).items():
+                settle[key] = settle.get(key, ZERO) + amount
+        adjusted = fund_locks_adjust(settle_value=settle, order_value=order_deltas, lockup_value=lockup_delta, now=now,
+                                     margin_value=perps.margin, locked=locked, behind=behind)
+        own = set(settle) | set(released) | set(lockup_delta) | set(perps.margin)
+        cleared.fund_locks = {key: fund_lock for key, fund_lock in adjusted.items() if key in own}
+        cleared.others = {key: fund_lock for key, fund_lock in adjusted.items() if key not in own}
+        for row in positions:
+            events[row["client_id"]].append({"type": "position", "position": {
+                "contract": contracts[row["contract_id"]].symbol, "quantity": text(row["quantity"]),
+                "entry_price": None if row["entry_price"] is None else text(row["entry_price"]),
+                "realised_pnl": text(row["realised_pnl"])}})
+        for client_id, event in balance_events(cleared.fund_locks.values()):
+            events[client_id].append(event)
 
     # 7. pushes after commit
     messages = [(client_id, {**envelope, "events": events[client_id]}) for client_id in sorted(events)]
@@ -260,10 +277,12 @@ def _order_values_release(changed: Sequence, now: datetime) -> dict[tuple[int, i
 
 
 def cash_book(*, origin: str, origin_ref: str, lines: Mapping[tuple[int, int], tuple[Decimal, Decimal]],
-              contracts: Mapping[int, Contract], now: datetime) -> dict[tuple[int, int], Decimal]:
+              contracts: Mapping[int, Contract], now: datetime, behind: Behind | None = None
+              ) -> dict[tuple[int, int], Decimal]:
     """One cash movement per (client, contract) of ``lines`` ((client, contract) -> (amount, position
     change)); returns the settle value change per (client, currency). A line that moves neither (a
-    client's own buy and sell crossed) is left out."""
+    client's own buy and sell crossed) is left out. ``behind``: the caller's writer on a thread
+    (``ccp.db.Behind``), which then inserts the rows."""
     rows, settle = [], defaultdict(Decimal)
     for (client_id, contract_id), (amount, quantity) in sorted(lines.items()):
         if not amount and not quantity:
@@ -275,7 +294,7 @@ def cash_book(*, origin: str, origin_ref: str, lines: Mapping[tuple[int, int], t
                      "contract_id": contract_id, "position_delta": quantity, "origin": origin,
                      "origin_ref": origin_ref, "created_at": now})
         settle[(client_id, contract.collateral_id)] += amount
-    bulk_insert_rows(CashMovement, rows)
+    write_behind(behind, lambda: bulk_insert_rows(CashMovement, rows))
     return settle
 
 
@@ -306,19 +325,22 @@ def _series_contracts(series: set[tuple[int, object]]) -> list[Contract]:
 
 
 def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contracts: Mapping[int, Contract],
-                   now: datetime, portfolios: Iterable[Portfolio] = ()
+                   now: datetime, portfolios: Iterable[Portfolio] = (), behind: Behind | None = None
                    ) -> tuple[dict[tuple[int, int], Decimal], list[dict]]:
     """Apply position changes and recompute the lockups of the portfolios they touch (and of
     ``portfolios``); return the lockups' change per (client, currency) and the changed positions' rows
     (dicts by attribute name). ``moves``: (client, contract)
     -> its changes in order, each ``(signed quantity, cash moved to the client)`` (a trade's premiums,
     expiry's payoff). Locks (``ccp.locks``) the positions of the touched portfolios (6), then their
-    lockups (7)."""
+    lockups (7). ``behind``: the caller's writer on a thread (``ccp.db.Behind``): the reads here wait for
+    it, the writes go to it."""
     touched = {portfolio_of(client_id, contracts[contract_id]) for client_id, contract_id in moves} | set(portfolios)
     if not touched:
         return {}, []
     # Every position of the touched portfolios: the lockups net them all.
     series = {(pair_id, expiry_date) for _, pair_id, expiry_date in touched}
+    if behind is not None:
+        behind.wait()
     every = {c.pk: contracts.get(c.pk, c) for c in _series_contracts(series)}
     states: dict[tuple[int, int], PositionState] = {}
     for client_id, contract_id, quantity, cost, realised in position_rows_lock({c for c, _, _ in touched}, every):
@@ -335,7 +357,8 @@ def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contract
                      "entry_price": entry_price(terms, state), "realised_pnl": state.realised_pnl,
                      "margin_mode": "", "margin": ZERO, "liquidation_px": None, "call_px": None,
                      "liquidation_key": None, "call_key": None, "margin_called_at": None, "updated_at": now})
-    bulk_upsert_rows(Position, rows, key=["client_id", "contract_id"],
-                     replace=["quantity", "cost", "entry_price", "realised_pnl", "updated_at"])
+    upsert = functools.partial(bulk_upsert_rows, Position, rows, key=["client_id", "contract_id"],
+                               replace=["quantity", "cost", "entry_price", "realised_pnl", "updated_at"])
+    write_behind(behind, upsert)
     return lockups_recompute(quantities={k: s.quantity for k, s in states.items()}, contracts=every,
-                             touched=touched, now=now), rows
+                             touched=touched, now=now, behind=behind), rows

@@ -11,7 +11,7 @@ from django.db import connection, transaction
 
 from ccp.clearing.models import Trade, Venue
 from ccp.clock import require_aware
-from ccp.db import bulk_insert_rows, number_array
+from ccp.db import Behind, bulk_insert_rows, number_array, write_behind
 from ccp.marketdata.services import candles_record, trades_publish
 
 
@@ -53,7 +53,7 @@ _FRESH = """
 # one batch after the commit (an auction's 30,000 public trades), and a failure fails the caller anyway.
 @transaction.atomic(savepoint=False)
 def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution], now: datetime,
-                symbols: Mapping[int, str] | None = None) -> list[dict]:
+                symbols: Mapping[int, str] | None = None, behind: Behind | None = None) -> list[dict]:
     """Book ``executions`` as trades of ``venue``'s event ``venue_ref``, each contract's numbered on
     from its last sequence in the given order. Returns the booked rows (dicts by attribute name, with
     ``id`` and ``sequence``), in the given order.
@@ -63,7 +63,8 @@ def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution]
     holds the contracts' rows (``ccp.locks`` 3): that makes the sequence read here the last one.
     The booked trades go into the candles and, after commit, to the public trade stream
     (``ccp.marketdata``); the caller publishes the rest. ``symbols``: contract id -> symbol of the contracts
-    the caller holds (their stream events name them: not read again)."""
+    the caller holds (their stream events name them: not read again). ``behind``: the caller's writer on a
+    thread (``ccp.db.Behind``), which then writes the rows and the candles while the caller goes on."""
     now = require_aware(now)
     if not executions:
         return []
@@ -87,7 +88,6 @@ def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution]
                      "buy_order_id": e.buy_order_id, "buy_client_id": e.buy_client_id,
                      "sell_order_id": e.sell_order_id, "sell_client_id": e.sell_client_id,
                      "aggressor_side": e.aggressor_side, "executed_at": now})
-    bulk_insert_rows(Trade, rows, with_pk=True)
-    candles_record(trades=rows, now=now)
+    write_behind(behind, lambda: (bulk_insert_rows(Trade, rows, with_pk=True), candles_record(trades=rows, now=now)))
     trades_publish(trades=rows, symbols=symbols)
     return rows

@@ -69,7 +69,7 @@ from ccp.prices.selectors import index_by_pair
 from ccp.risk.collateral import available
 from ccp.risk.lockups import lockups_required, portfolio_of
 from ccp.risk.models import Lockup, Position
-from ccp.streams import book_group, client_stream_publish_many, stream_publish
+from ccp.streams import book_group, client_stream_publish_many, stream_messages_prepare, stream_publish
 
 # Room for exact sums and products of amounts (below 10^20, 18 decimal places); rounding to storage
 # precision (``quantize``) is explicit, so it does not trap.
@@ -118,26 +118,22 @@ def _reference(contract: Contract, index: Decimal | None) -> Decimal | None:
     return (mark / contract.tick_size).to_integral_value(ROUND_HALF_EVEN) * contract.tick_size
 
 
+# The pair's open orders in the snapshot, by id, with price and remaining quantity as the input document writes
+# them (money_str: no trailing zeros), formatted by the server.
 _SNAPSHOT = """
-    CREATE TEMPORARY TABLE ccp_snapshot ON COMMIT DROP AS
-    SELECT o.id, o.client_id, o.contract_id, o.side, o.price, o.quantity - o.filled_quantity AS remaining,
-           o.order_value
+    SELECT o.id, o.client_id, o.contract_id, o.side, trim_scale(o.price)::text,
+           trim_scale(o.quantity - o.filled_quantity)::text, o.order_value
     FROM orders_order AS o JOIN contracts_contract AS c ON o.contract_id = c.id
     WHERE c.pair_id = %(pair)s AND c.state = %(listed)s AND c.expiry_date > %(today)s
       AND c.trading_mode = %(auction)s AND o.state = ANY(%(book)s) AND o.cancel_requested_at IS NULL
+    ORDER BY o.id
 """
-# Price and quantity as the input document writes them (money_str: no trailing zeros), formatted by the server.
-_SNAPSHOT_ROWS = """
-    SELECT id, client_id, contract_id, side, trim_scale(price)::text, trim_scale(remaining)::text, order_value
-    FROM ccp_snapshot ORDER BY id
-"""
-# The input document as its canonical text, the hash of that text (the stored one: ``json`` keeps it as
-# it is) and the snapshot's order ids, written on the server in one statement.
+# The input document as its canonical text, the hash of that text (the stored one: ``json`` keeps it as it is) and
+# the snapshot's order ids (an array literal: ``ccp.db.number_array``), written on the server in one statement.
 _SNAPSHOT_HELD = """
     UPDATE matching_auction SET input_document = %(document)s,
         input_hash = encode(sha256(convert_to(%(document)s::text, 'UTF8')), 'hex'),
-        order_ids = ARRAY(SELECT id FROM ccp_snapshot ORDER BY id),
-        orders_count = %(count)s, state = %(state)s, closed_at = %(now)s
+        order_ids = %(order_ids)s::bigint[], orders_count = %(count)s, state = %(state)s, closed_at = %(now)s
     WHERE id = %(auction)s
 """
 
@@ -163,7 +159,6 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
     with connection.cursor() as cursor:
         cursor.execute(_SNAPSHOT, {"pair": pair.pk, "listed": ContractState.LISTED, "today": now.date(),
                                    "auction": TradingMode.AUCTION, "book": list(BOOK_STATES)})
-        cursor.execute(_SNAPSHOT_ROWS)
         rows = cursor.fetchall()
     # With their pair's currencies: the portfolio names (``_portfolio``) read them, a query each otherwise.
     contracts = Contract.objects.select_related("pair__base", "pair__quote").in_bulk({row[2] for row in rows})
@@ -205,8 +200,8 @@ def auction_close(*, auction_id: int, now: datetime, settings: AuctionSettings) 
     # megabytes into the statement's text.
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(_SNAPSHOT_HELD, {"document": Json(text, dumps=str), "count": len(rows),
+                                        "order_ids": number_array(row[0] for row in rows),
                                         "state": AuctionState.CLOSED.value, "now": now, "auction": auction.pk})
-        cursor.execute("DROP TABLE ccp_snapshot")
     return Auction.objects.defer(*_DOCUMENTS).get(pk=auction.pk)
 
 
@@ -522,6 +517,7 @@ def auction_apply(*, auction_id: int, now: datetime) -> Auction:
             *((o.client_id, {"type": "order", "order": order_payload(o)}) for o in touched),
             *((client, {"type": "unfilled", "auction": auction.ref, "orders": unfilled[client]})
               for client in sorted(unfilled))])
+        stream_messages_prepare()  # serialized while the commits below are under way; sent after them
         if beside is not None:
             beside.commit()  # the last statement before the apply's own commit
     return auction

@@ -14,6 +14,7 @@ invariant checker (``ccp.system.invariants``) recomputes every lockup with ``loc
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
@@ -22,7 +23,7 @@ from typing import TypeVar
 
 from ccp.contracts.models import Contract
 from ccp.contracts.payoffs import Leg, lockup_amounts
-from ccp.db import bulk_upsert_rows
+from ccp.db import Behind, bulk_upsert_rows, write_behind
 from ccp.locks import lockup_rows_lock
 from ccp.money import ZERO, quantize
 from ccp.risk.models import Lockup
@@ -41,11 +42,14 @@ def lockups_required(portfolios: Mapping[K, Iterable[Leg]]) -> dict[K, Decimal]:
 
 
 def lockups_recompute(*, quantities: Mapping[tuple[int, int], Decimal], contracts: Mapping[int, Contract],
-                      touched: Iterable[Portfolio], now: datetime) -> dict[tuple[int, int], Decimal]:
+                      touched: Iterable[Portfolio], now: datetime, behind: Behind | None = None
+                      ) -> dict[tuple[int, int], Decimal]:
     """Recompute the lockups of the ``touched`` portfolios from ``quantities`` ((client, contract) ->
     signed quantity after the change; it must hold every non-zero position of those portfolios, and
     ``contracts`` every contract of them) and write those that changed. Locks (``ccp.locks`` 7) the
-    portfolios' lockup rows. Returns the change per (client, currency) for the fund locks' mirror."""
+    portfolios' lockup rows. Returns the change per (client, currency) for the fund locks' mirror.
+    ``behind``: the caller's writer on a thread (``ccp.db.Behind``): the lock waits for it, the write goes
+    to it."""
     touched = sorted(set(touched))
     if not touched:
         return {}
@@ -56,6 +60,8 @@ def lockups_recompute(*, quantities: Mapping[tuple[int, int], Decimal], contract
         if quantity:
             legs[portfolio_of(client_id, contract)].append(Leg(contract.terms, quantity))
     wanted = lockups_required({key: legs.get(key, []) for key in touched})
+    if behind is not None:
+        behind.wait()
     locked = lockup_rows_lock({k[0] for k in touched}, {k[1] for k in touched}, {k[2] for k in touched})
     current = {(client_id, pair_id, expiry_date): amount for client_id, pair_id, expiry_date, amount in locked}
     delta: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
@@ -67,5 +73,7 @@ def lockups_recompute(*, quantities: Mapping[tuple[int, int], Decimal], contract
             rows.append({"client_id": client_id, "pair_id": pair_id, "expiry_date": expiry_date,
                          "currency_id": currency[(pair_id, expiry_date)], "amount": amount, "updated_at": now})
             delta[(client_id, currency[(pair_id, expiry_date)])] += amount - (before or ZERO)
-    bulk_upsert_rows(Lockup, rows, key=["client_id", "pair_id", "expiry_date"], replace=["amount", "updated_at"])
+    upsert = functools.partial(bulk_upsert_rows, Lockup, rows, key=["client_id", "pair_id", "expiry_date"],
+                               replace=["amount", "updated_at"])
+    write_behind(behind, upsert)
     return dict(delta)
