@@ -6,7 +6,6 @@ from decimal import Decimal as D
 
 import pytest
 
-from ccp import streams
 from ccp.accounts.models import FundLock
 from ccp.book.services import book_match, books_match, order_modify
 from ccp.contracts.models import Contract, TradingMode
@@ -20,6 +19,7 @@ from tests.conftest import NOW
 from tests.factories import FundLockFactory
 from tests.ledger import assert_books_balance
 from tests.orders.test_lock_order import lock_order_kept
+from tests.sends import sends_recorded
 
 pytestmark = pytest.mark.django_db
 
@@ -28,15 +28,13 @@ pytestmark = pytest.mark.django_db
 def sent(monkeypatch):
     """The private stream messages sent, by client id, in order (sent as they are, to the real layer too)."""
     by_client: dict[int, list[dict]] = {}
-    send = streams._send
 
-    def recording(messages):
+    def record(messages):
         for group, message in messages:
             if group.startswith("client.") and message["type"] == "stream.event":
                 by_client.setdefault(int(group.partition(".")[2]), []).append(message["event"])
-        send(messages)
 
-    monkeypatch.setattr(streams, "_send", recording)
+    sends_recorded(monkeypatch, record)
     return by_client
 
 

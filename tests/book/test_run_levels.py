@@ -6,7 +6,6 @@ from decimal import Decimal as D
 
 import pytest
 
-from ccp import streams
 from ccp.book.services import books_match
 from ccp.marketdata.services import bbo_payload
 from ccp.orders.models import Order
@@ -14,6 +13,7 @@ from ccp.orders.selectors import books_bbo, level_totals
 from ccp.orders.states import BOOK_STATES
 from tests.book.test_matcher_kill import continuous, scenario
 from tests.conftest import NOW
+from tests.sends import sends_recorded
 
 pytestmark = pytest.mark.django_db
 
@@ -22,16 +22,14 @@ pytestmark = pytest.mark.django_db
 def book_sent(monkeypatch):
     """The book stream events sent, by contract id, in order (sent as they are, to the real layer too)."""
     by_contract: dict[int, list[dict]] = {}
-    send = streams._send
 
-    def recording(messages):
+    def record(messages):
         for group, message in messages:
             if group.startswith("book."):
                 events = message["events"] if message["type"] == "stream.events" else [message["event"]]
                 by_contract.setdefault(int(group.partition(".")[2]), []).extend(events)
-        send(messages)
 
-    monkeypatch.setattr(streams, "_send", recording)
+    sends_recorded(monkeypatch, record)
     return by_contract
 
 
