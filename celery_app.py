@@ -88,3 +88,14 @@ def connections_release(task=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@signals.worker_process_init.connect
+@signals.worker_ready.connect
+def gc_settled(**kwargs) -> None:
+    """Each worker process (a prefork child once forked, the main process once ready) settles its collector
+    (``ccp.memory.gc_settle``): a full collection over a loaded worker's objects stopped a matcher for up to
+    0.25 s."""
+    from ccp.memory import gc_settle
+
+    gc_settle()

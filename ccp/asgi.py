@@ -123,12 +123,13 @@ django.setup(set_prefix=False)
 django_asgi_app = ProcessThreadHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
-from django.urls import path, re_path  # noqa: E402
+from django.urls import get_resolver, path, re_path  # noqa: E402
 
 import ccp.converters  # noqa: E402,F401  (registers <symbol:...>)
 from ccp.consumers import UnknownStreamConsumer  # noqa: E402
 from ccp.edge import HttpEdge  # noqa: E402
 from ccp.marketdata.consumers import TradeConsumer  # noqa: E402
+from ccp.memory import gc_settle  # noqa: E402
 from ccp.orders.consumers import BookConsumer, PrivateConsumer  # noqa: E402
 from ccp.system.consumers import SystemConsumer  # noqa: E402
 
@@ -140,7 +141,25 @@ websocket_urlpatterns = [
     re_path(r"", UnknownStreamConsumer.as_asgi()),  # anything else: close code 4404
 ]
 
+
+
+async def lifespan(scope, receive, send) -> None:
+    """A server process's start and stop (ASGI lifespan: ``ccp.server`` runs it). At start, before its first
+    request: the URL patterns loaded (every view, serializer and URLconf module) and the collector settled
+    (``ccp.memory.gc_settle``), so that no full collection walks them again in the middle of requests."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            get_resolver().url_patterns  # noqa: B018  (loads them)
+            gc_settle()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 application = ProtocolTypeRouter({
     "http": HttpEdge(django_asgi_app, max_body_bytes=settings.CCP_MAX_BODY_BYTES),
     "websocket": URLRouter(websocket_urlpatterns),
+    "lifespan": lifespan,
 })

@@ -141,7 +141,7 @@ def main(argv: list[str]) -> None:
         # No permessage-deflate: compressing each small stream event once per connection (its own zlib
         # context each) was the largest cost of a book change sent to 1,000 subscribers.
         ws_per_message_deflate=False,
-        lifespan="off",  # Channels' router has no lifespan protocol
+        lifespan="on",  # ccp.asgi.lifespan: the process settles before its first request
         access_log=args.access_log, server_header=False,
         # clients keep their connections between bursts (the bench's client drops idle ones after 60 s)
         timeout_keep_alive=int(os.environ.get("CCP_SERVER_KEEPALIVE_SECONDS", "75")),
