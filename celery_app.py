@@ -90,12 +90,12 @@ def connections_release(task=None, **kwargs) -> None:
     close_old_connections()
 
 
+@signals.worker_init.connect
 @signals.worker_process_init.connect
-@signals.worker_ready.connect
 def gc_settled(**kwargs) -> None:
-    """Each worker process (a prefork child once forked, the main process once ready) settles its collector
-    (``ccp.memory.gc_settle``): a full collection over a loaded worker's objects stopped a matcher for up to
-    0.25 s."""
+    """The worker's main process (its modules loaded, before it forks its pool: the pool's processes share the
+    frozen objects' pages) and each pool process once started settle their collector (``ccp.memory.gc_settle``):
+    a full collection over a loaded worker's objects stopped a matcher for up to 0.25 s."""
     from ccp.memory import gc_settle
 
     gc_settle()

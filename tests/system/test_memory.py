@@ -54,7 +54,7 @@ def test_a_server_process_settles_at_its_lifespan_start(collector):
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
-@pytest.mark.parametrize("signal", [signals.worker_process_init, signals.worker_ready])
+@pytest.mark.parametrize("signal", [signals.worker_process_init, signals.worker_init])
 def test_each_celery_worker_process_settles_when_it_starts(collector, signal):
     assert any(ref() is celery_app.gc_settled for _, ref in signal.receivers)
     kept = [[]]
