@@ -610,19 +610,21 @@ def _prioritise(book: _Book, head: Headroom, symbol: str, fills: dict[str, int])
         while first < last:
             taker, giver = orders[first], orders[last]
             room = taker.lots - fills.get(taker.id, 0)
-            if room <= 0:  # most steps: the first orders are filled already
+            if room <= 0:  # the first orders are filled already
                 first += 1
+                continue
+            if capped is None or capped[0] != first:
+                capped = first, min(room, head.cap(taker.id))
+            given = fills.get(giver.id, 0)
+            if given <= 0 and capped[1] > 0:  # most steps: the taker has room, the last orders are not filled
+                last -= 1
                 continue
             same = book.orders[taker.id].client == book.orders[giver.id].client
             # One client's own orders: the lot leaves one as it enters the other (a client at its budget can
             # still move it: at one limit price its cost is the same), so only the pair's move is checked.
-            if not same:
-                if capped is None or capped[0] != first:
-                    capped = first, min(room, head.cap(taker.id))
-                if (room := capped[1]) <= 0:
-                    first += 1
-                    continue
-            given = fills.get(giver.id, 0)
+            if not same and (room := capped[1]) <= 0:
+                first += 1
+                continue
             if given > 0 and not same:
                 given = min(given, head.cap(giver.id, -1))
             if given <= 0:
