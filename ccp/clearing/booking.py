@@ -50,7 +50,7 @@ from ccp.orders.serializers import order_payload
 from ccp.orders.services import books_levels_changed
 from ccp.orders.states import BOOK_STATES, OrderState, transition_allowed
 from ccp.perps.booking import insurance_fund_keys, liquidation_orders, perp_fills_book, shortfall_lines
-from ccp.risk.lockups import Portfolio, lockups_recompute, portfolio_of
+from ccp.risk.lockups import Portfolio, lockups_read, lockups_recompute, portfolio_of
 from ccp.risk.models import Position
 from ccp.risk.positions import FLAT, PositionState, entry_price, position_move
 from ccp.settlement.models import CashMovement, CashMovementOrigin
@@ -134,7 +134,15 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     # The trades, the orders and their history are written on a thread (``ccp.db.Behind``) while the fills
     # and the events are worked out here, in the same transaction and statement order; a perpetual's fills
     # read their liquidation steps on the way, and a small batch costs less without a thread.
-    threaded = len(executions) > BEHIND_ABOVE and not any(c.is_perpetual for c in contracts.values())
+    perpetuals = {pk for pk, c in contracts.items() if c.is_perpetual}
+    threaded = len(executions) > BEHIND_ABOVE and not perpetuals
+    # Positions and lockups (6, 7) are read before the first write is queued, so the thread's writes never hold
+    # up the reads (the computing waited there for the trades and orders to be written): only when the caller
+    # holds every fund lock this could take (5, before them in the lock order).
+    ahead = None
+    if threaded and {(o.client_id, o.contract.collateral_id) for o in orders.values()} <= set(locked or {}):
+        ahead = positions_read({portfolio_of(client_id, contracts[e.contract_id]) for e in executions
+                                for client_id in (e.buy_client_id, e.sell_client_id)}, contracts)
     with Behind(threaded=threaded) as behind:
         trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now,
                              symbols={contract_id: contract.symbol for contract_id, contract in contracts.items()},
@@ -159,7 +167,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         # (client, perpetual) -> its fills in trade order, with the order's leverage and margin mode
         perp_fills: dict[tuple[int, int], list[tuple]] = defaultdict(list)
         liquidations = liquidation_orders(order_id for order_id, _ in order_fills
-                                          if contracts[orders[order_id].contract_id].is_perpetual)
+                                          if orders[order_id].contract_id in perpetuals) if perpetuals else {}
         for (order_id, price), quantity in order_fills.items():
             order = orders[order_id]
             signed = quantity if order.side == "buy" else -quantity
@@ -209,7 +217,8 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
             for key, amount in cash_book(origin=CashMovementOrigin.LIQUIDATION_FEE, origin_ref=venue_ref,
                                          lines=perps.fee_lines, contracts=contracts, now=now).items():
                 settle[key] = settle.get(key, ZERO) + amount
-        lockup_delta, positions = positions_book(moves=moves, contracts=contracts, now=now, behind=behind)
+        lockup_delta, positions = positions_book(moves=moves, contracts=contracts, now=now, behind=behind,
+                                                 read=ahead)
         positions = positions + perps.rows  # a new list: the rows given to the upsert may not be written yet
         order_deltas = {k: -v for k, v in released.items()}
         for key, value in (order_value or {}).items():
@@ -324,26 +333,49 @@ def _series_contracts(series: set[tuple[int, object]]) -> list[Contract]:
         return [columns.instance(row) for row in cursor.fetchall()]
 
 
+@dataclass
+class PositionsRead:
+    """What ``positions_book`` reads, read ahead (``positions_read``): every contract of the portfolios'
+    series, their position rows and their lockup rows, locked (6, 7)."""
+
+    contracts: dict[int, Contract]
+    positions: list[tuple]
+    lockups: list[tuple]
+
+
+def positions_read(portfolios: Iterable[Portfolio], contracts: Mapping[int, Contract]) -> PositionsRead:
+    """Lock (``ccp.locks`` 6, 7) and read what ``positions_book`` needs of ``portfolios`` (a superset of those it
+    will touch is fine: it keeps only theirs), ahead of it: a booking that writes on a thread reads them before
+    it queues its first write, and never waits for those writes to read."""
+    portfolios = set(portfolios)
+    series = {(pair_id, expiry_date) for _, pair_id, expiry_date in portfolios}
+    every = {c.pk: contracts.get(c.pk, c) for c in _series_contracts(series)}
+    positions = position_rows_lock({c for c, _, _ in portfolios}, every)
+    return PositionsRead(every, positions, lockups_read(portfolios))
+
+
 def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contracts: Mapping[int, Contract],
-                   now: datetime, portfolios: Iterable[Portfolio] = (), behind: Behind | None = None
-                   ) -> tuple[dict[tuple[int, int], Decimal], list[dict]]:
+                   now: datetime, portfolios: Iterable[Portfolio] = (), behind: Behind | None = None,
+                   read: PositionsRead | None = None) -> tuple[dict[tuple[int, int], Decimal], list[dict]]:
     """Apply position changes and recompute the lockups of the portfolios they touch (and of
     ``portfolios``); return the lockups' change per (client, currency) and the changed positions' rows
     (dicts by attribute name). ``moves``: (client, contract)
     -> its changes in order, each ``(signed quantity, cash moved to the client)`` (a trade's premiums,
     expiry's payoff). Locks (``ccp.locks``) the positions of the touched portfolios (6), then their
     lockups (7). ``behind``: the caller's writer on a thread (``ccp.db.Behind``): the reads here wait for
-    it, the writes go to it."""
+    it, the writes go to it. ``read``: those rows, read ahead by the caller (``positions_read`` of at least
+    the touched portfolios): nothing is read here then."""
     touched = {portfolio_of(client_id, contracts[contract_id]) for client_id, contract_id in moves} | set(portfolios)
     if not touched:
         return {}, []
-    # Every position of the touched portfolios: the lockups net them all.
-    series = {(pair_id, expiry_date) for _, pair_id, expiry_date in touched}
-    if behind is not None:
-        behind.wait()
-    every = {c.pk: contracts.get(c.pk, c) for c in _series_contracts(series)}
+    if read is None:
+        # Every position of the touched portfolios: the lockups net them all.
+        if behind is not None:
+            behind.wait()
+        read = positions_read(touched, contracts)
+    every = read.contracts
     states: dict[tuple[int, int], PositionState] = {}
-    for client_id, contract_id, quantity, cost, realised in position_rows_lock({c for c, _, _ in touched}, every):
+    for client_id, contract_id, quantity, cost, realised in read.positions:
         if portfolio_of(client_id, every[contract_id]) in touched:
             states[(client_id, contract_id)] = PositionState(quantity, cost, realised)
     rows = []
@@ -361,4 +393,4 @@ def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contract
                                replace=["quantity", "cost", "entry_price", "realised_pnl", "updated_at"])
     write_behind(behind, upsert)
     return lockups_recompute(quantities={k: s.quantity for k, s in states.items()}, contracts=every,
-                             touched=touched, now=now, behind=behind), rows
+                             touched=touched, now=now, behind=behind, locked=read.lockups), rows

@@ -211,21 +211,29 @@ def lockup_amount(legs: Iterable[Leg]) -> Decimal:
 
 def lockup_amounts(portfolios: Mapping[K, Iterable[Leg]]) -> dict[K, Decimal]:
     """``lockup_amount`` of many portfolios at once. Each per-unit payoff at a kink point is computed
-    once for all of them: an auction books thousands of portfolios over a few dozen contracts."""
-    units: dict[tuple[Terms, Decimal], Decimal] = {}
-
-    def unit(terms: Terms, point: Decimal) -> Decimal:
-        if (value := units.get((terms, point))) is None:
-            value = units[(terms, point)] = payoff_per_unit(terms, point)
-        return value
-
+    once for all of them: an auction books thousands of portfolios over a few dozen contracts. A leg
+    finds its contract's payoffs by its terms once, not once per kink point (hashing the terms cost more
+    than the sums)."""
+    units: dict[Terms, dict[Decimal, Decimal]] = {}  # terms -> kink point -> payoff of one long unit
     amounts: dict[K, Decimal] = {}
     with _exact():
         for key, legs in portfolios.items():
             legs = list(legs)
-            worst = min((sum((leg.qty * unit(leg.terms, point) for leg in legs), _ZERO)
-                         for point in kink_points(legs)), default=_ZERO)
-            amounts[key] = max(_ZERO, -worst)
+            rows = []
+            for leg in legs:
+                if (payoffs := units.get(leg.terms)) is None:
+                    payoffs = units[leg.terms] = {}
+                rows.append((leg.qty, payoffs, leg.terms))
+            worst = None
+            for point in kink_points(legs):
+                total = _ZERO  # as ``portfolio_payoff``'s sum, term by term in leg order
+                for qty, payoffs, terms in rows:
+                    if (unit := payoffs.get(point)) is None:
+                        unit = payoffs[point] = payoff_per_unit(terms, point)
+                    total += qty * unit
+                if worst is None or total < worst:  # the first of equal minima, as ``min``
+                    worst = total
+            amounts[key] = max(_ZERO, -(_ZERO if worst is None else worst))
     return amounts
 
 

@@ -97,6 +97,7 @@ class _Book:
     binding: set[str]  # client ids whose collateral can bind
     underwater: set[str]  # clients whose budget does not even cover their current lockups
     sides: dict[str, tuple[list[LotOrder], list[LotOrder]]] = field(default_factory=dict)  # ``_sides``
+    view: _OrderView | None = None  # ``_headroom``'s, made once
 
 
 def _lots(order: OrderSpec, contract: ContractSpec) -> int:
@@ -469,18 +470,25 @@ def _greedy(book: _Book, coupled: list[str], context: decimal.Context
 def _headroom(book: _Book) -> Headroom:
     clients = {c: (book.clients[c].budget, book.clients[c].positions) for c in book.binding}
     contracts = {s: (c.terms, c.lot, c.portfolio) for s, c in book.contracts.items()}
-    return Headroom(_OrderView(book), contracts, clients, barred=book.underwater)
+    if book.view is None:
+        book.view = _OrderView(book)
+    return Headroom(book.view, contracts, clients, barred=book.underwater)
 
 
-class _OrderView:
-    """order id -> (client, contract, side, limit price, lots), as ``Headroom`` reads an order."""
+class _OrderView(dict):
+    """order id -> (client, contract, side, limit price, lots), as ``Headroom`` reads an order: made on first
+    use and kept, one view per auction (the repairs, the fallback and the result look an order up several times
+    each). The threads that share it may both make an entry: the same one."""
 
     def __init__(self, book: _Book) -> None:
+        super().__init__()
         self.book = book
 
-    def __getitem__(self, order_id: str) -> tuple[str, str, str, Decimal, int]:
+    def __missing__(self, order_id: str) -> tuple[str, str, str, Decimal, int]:
         order = self.book.orders[order_id]
-        return order.client, order.contract, order.side, order.price, self.book.lot_orders[order_id].lots
+        view = self[order_id] = (order.client, order.contract, order.side, order.price,
+                                 self.book.lot_orders[order_id].lots)
+        return view
 
 
 def _unfit(book: _Book, head: Headroom, fills: dict[str, int], intervals: dict[str, tuple]) -> str | None:
@@ -598,18 +606,25 @@ def _prioritise(book: _Book, head: Headroom, symbol: str, fills: dict[str, int])
     moved = False
     for orders in _sides(book, symbol):
         first, last = 0, len(orders) - 1
+        capped = None  # (first, the taker's room within its cap): the same until a move or the next taker
         while first < last:
             taker, giver = orders[first], orders[last]
+            room = taker.lots - fills.get(taker.id, 0)
+            if room <= 0:  # the first orders are filled already
+                first += 1
+                continue
+            if capped is None or capped[0] != first:
+                capped = first, min(room, head.cap(taker.id))
+            given = fills.get(giver.id, 0)
+            if given <= 0 and capped[1] > 0:  # most steps: the taker has room, the last orders are not filled
+                last -= 1
+                continue
             same = book.orders[taker.id].client == book.orders[giver.id].client
             # One client's own orders: the lot leaves one as it enters the other (a client at its budget can
             # still move it: at one limit price its cost is the same), so only the pair's move is checked.
-            room = taker.lots - fills.get(taker.id, 0)
-            if room > 0 and not same:
-                room = min(room, head.cap(taker.id))
-            if room <= 0:
+            if not same and (room := capped[1]) <= 0:
                 first += 1
                 continue
-            given = fills.get(giver.id, 0)
             if given > 0 and not same:
                 given = min(given, head.cap(giver.id, -1))
             if given <= 0:
@@ -627,7 +642,7 @@ def _prioritise(book: _Book, head: Headroom, symbol: str, fills: dict[str, int])
             head.add(giver.id, -move)
             if not fills[giver.id]:
                 del fills[giver.id]
-            moved = True
+            moved, capped = True, None
     return moved
 
 

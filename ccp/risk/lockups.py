@@ -41,15 +41,23 @@ def lockups_required(portfolios: Mapping[K, Iterable[Leg]]) -> dict[K, Decimal]:
     return {key: quantize(amount, ROUND_UP) for key, amount in lockup_amounts(portfolios).items()}
 
 
+def lockups_read(portfolios: Iterable[Portfolio]) -> list[tuple]:
+    """Lock (``ccp.locks`` 7) the lockup rows of ``portfolios`` (and of the other combinations of their clients,
+    pairs and expiry dates): ``(client_id, pair_id, expiry_date, amount)``."""
+    portfolios = list(portfolios)
+    return lockup_rows_lock({k[0] for k in portfolios}, {k[1] for k in portfolios}, {k[2] for k in portfolios})
+
+
 def lockups_recompute(*, quantities: Mapping[tuple[int, int], Decimal], contracts: Mapping[int, Contract],
-                      touched: Iterable[Portfolio], now: datetime, behind: Behind | None = None
-                      ) -> dict[tuple[int, int], Decimal]:
+                      touched: Iterable[Portfolio], now: datetime, behind: Behind | None = None,
+                      locked: list[tuple] | None = None) -> dict[tuple[int, int], Decimal]:
     """Recompute the lockups of the ``touched`` portfolios from ``quantities`` ((client, contract) ->
     signed quantity after the change; it must hold every non-zero position of those portfolios, and
     ``contracts`` every contract of them) and write those that changed. Locks (``ccp.locks`` 7) the
     portfolios' lockup rows. Returns the change per (client, currency) for the fund locks' mirror.
     ``behind``: the caller's writer on a thread (``ccp.db.Behind``): the lock waits for it, the write goes
-    to it."""
+    to it. ``locked``: the rows, locked and read ahead by the caller (``lockups_read`` of at least the touched
+    portfolios)."""
     touched = sorted(set(touched))
     if not touched:
         return {}
@@ -60,9 +68,10 @@ def lockups_recompute(*, quantities: Mapping[tuple[int, int], Decimal], contract
         if quantity:
             legs[portfolio_of(client_id, contract)].append(Leg(contract.terms, quantity))
     wanted = lockups_required({key: legs.get(key, []) for key in touched})
-    if behind is not None:
-        behind.wait()
-    locked = lockup_rows_lock({k[0] for k in touched}, {k[1] for k in touched}, {k[2] for k in touched})
+    if locked is None:
+        if behind is not None:
+            behind.wait()
+        locked = lockups_read(touched)
     current = {(client_id, pair_id, expiry_date): amount for client_id, pair_id, expiry_date, amount in locked}
     delta: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
     rows = []

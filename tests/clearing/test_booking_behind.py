@@ -72,6 +72,24 @@ def test_the_threaded_booking_writes_the_rows_and_events_of_the_plain_one(monkey
                                                                        plain["others"])
 
 
+def test_with_every_fund_lock_held_the_threaded_booking_reads_positions_before_its_first_write(monkeypatch):
+    executions, cancels, held = market()
+    plain = book(executions, cancels, held, merged=True, lock_all=True)
+    steps: list[str] = []
+    read, run = booking.positions_read, Behind._run
+    monkeypatch.setattr(booking, "positions_read", lambda *a, **k: steps.append("read") or read(*a, **k))
+    monkeypatch.setattr(Behind, "_run", lambda self, work: steps.append("write") or run(self, work))
+    monkeypatch.setattr(booking, "BEHIND_ABOVE", 0)
+    threaded = book(executions, cancels, held, merged=True, lock_all=True)
+    # Read once, ahead of every write: the computing never waits for the thread's writes to read positions.
+    assert steps[0] == "read" and steps.count("read") == 1 and "write" in steps
+    assert threaded["rows"] == plain["rows"]
+    assert all(plain["rows"])
+    assert numbered_from_one(threaded["messages"]) == numbered_from_one(plain["messages"])
+    assert (threaded["levels"], threaded["filled"], threaded["own"], threaded["others"]) == (
+        plain["levels"], plain["filled"], plain["own"], plain["others"])
+
+
 def test_a_fund_lock_the_database_refuses_fails_the_threaded_booking_whole(monkeypatch, threads):
     executions, cancels, held = market()
     held = {key: D("1000000") for key in held}  # more order value than bob's collateral: refused

@@ -46,8 +46,10 @@ def rows():
             sorted(Lockup.objects.values_list("client_id", "amount")))
 
 
-def book(executions, cancels, held, *, merged: bool):
-    """Book in a transaction that is rolled back; returns the rows it wrote and what trades_clear returned."""
+def book(executions, cancels, held, *, merged: bool, lock_all: bool = False):
+    """Book in a transaction that is rolled back; returns the rows it wrote and what trades_clear returned.
+    ``lock_all``: the caller locks the fund locks of every order's client (as an auction's apply does), not only
+    those of ``held``."""
     out = {}
     try:
         with transaction.atomic():
@@ -60,7 +62,9 @@ def book(executions, cancels, held, *, merged: bool):
             kwargs = {"venue": Venue.BOOK, "venue_ref": "book-test", "executions": executions, "orders": orders,
                       "contracts": contracts, "cancels": cancels, "now": NOW, "envelope": {"type": "book"}}
             if merged:
-                locked = fund_locks_lock(keys=held)
+                keys = set(held) | ({(o.client_id, o.contract.collateral_id) for o in orders.values()} if lock_all
+                                    else set())
+                locked = fund_locks_lock(keys=keys)
                 cleared = trades_clear(**kwargs, order_value=held, locked=locked, publish=False)
                 others = cleared.others
             else:
