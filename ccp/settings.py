@@ -57,14 +57,15 @@ INSTALLED_APPS = [
     "ccp.prices",
 ]
 
+# The Admin* ones are Django's (and WhiteNoise's), passed by for the API's paths (ccp.negotiation).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "ccp.negotiation.AdminStaticMiddleware",
+    "ccp.negotiation.AdminSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "ccp.negotiation.AdminMessageMiddleware",  # Django's MessageMiddleware, skipped for the API
+    "ccp.negotiation.AdminAuthenticationMiddleware",
+    "ccp.negotiation.AdminMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "ccp.throttling.admin_login_throttle",
 ]
