@@ -204,7 +204,8 @@ def main() -> int:
     log(f"starting PostgreSQL :{args.pg_port} and Redis :{args.redis_port} in {stack.state_dir('bench')}")
     with stack.services("bench", args.pg_port, args.redis_port, fresh=True) as svc_env:
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ccp.settings", **svc_env, "PYTHONUNBUFFERED": "1",
-               "CCP_DEBUG": "0", "CCP_ORDER_WAIT_MS": "0", "CCP_THROTTLE_ORDERS": ""}
+               "CCP_DEBUG": "0", "CCP_ORDER_WAIT_MS": "0", "CCP_THROTTLE_ORDERS": "",
+               "CCP_DB_PER_THREAD": os.environ.get("CCP_DB_PER_THREAD", "1")}  # as python -m ccp.server
         step = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=300)
         if step.returncode:

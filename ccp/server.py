@@ -134,6 +134,8 @@ def main(argv: list[str]) -> None:
     import uvicorn
 
     args = parse_args(argv)
+    # each request thread keeps a database connection (ccp.settings; the worker processes inherit this)
+    os.environ.setdefault("CCP_DB_PER_THREAD", "1")
     uvicorn.run(
         args.application, host=args.bind, port=args.port, workers=args.workers,
         loop="uvloop", http="ccp.server:HttpProtocol", ws="websockets-sansio",
