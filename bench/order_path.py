@@ -157,8 +157,9 @@ def child(args) -> None:
         if profiles and name == args.profile:
             profiles.enable()
         w0, c0, pg0 = time.perf_counter(), time.process_time(), cpu_by_tree({"pg": [postmaster]})["pg"]
+        t0 = time.thread_time()
         loop.run_until_complete(run(requests))
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        wall, cpu, loop_cpu = time.perf_counter() - w0, time.process_time() - c0, time.thread_time() - t0
         pg = cpu_by_tree({"pg": [postmaster]})["pg"] - pg0
         if profiles and name == args.profile:
             profiles.disable()
@@ -167,6 +168,7 @@ def child(args) -> None:
         results[name] = {"requests": count, "orders": orders, "statuses": statuses.copy(),
                          "cpu_ms_per_order": cpu * 1000 / orders, "wall_ms_per_order": wall * 1000 / orders,
                          "pg_cpu_ms_per_order": pg * 1000 / orders,
+                         "loop_cpu_ms_per_order": loop_cpu * 1000 / orders,
                          "cpu_ms_per_request": cpu * 1000 / count}
         log(f"{name}: {json.dumps(results[name])}")
     out = {"results": results, "orders": Order.objects.count()}
@@ -202,7 +204,8 @@ def main() -> int:
     log(f"starting PostgreSQL :{args.pg_port} and Redis :{args.redis_port} in {stack.state_dir('bench')}")
     with stack.services("bench", args.pg_port, args.redis_port, fresh=True) as svc_env:
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ccp.settings", **svc_env, "PYTHONUNBUFFERED": "1",
-               "CCP_DEBUG": "0", "CCP_ORDER_WAIT_MS": "0", "CCP_THROTTLE_ORDERS": ""}
+               "CCP_DEBUG": "0", "CCP_ORDER_WAIT_MS": "0", "CCP_THROTTLE_ORDERS": "",
+               "CCP_DB_PER_THREAD": os.environ.get("CCP_DB_PER_THREAD", "1")}  # as python -m ccp.server
         step = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=300)
         if step.returncode:
@@ -217,10 +220,11 @@ def main() -> int:
     out = json.loads(line[len(RESULT_MARK):])
     print(f"the server's own work per order, in-process through ccp.asgi.application ({out['orders']} orders stored)")
     print(f"{'phase':<8}{'requests':>9}{'orders':>8}{'cpu ms/order':>14}{'cpu ms/request':>16}{'wall ms/order':>15}"
-          f"{'pg cpu ms/order':>17}  statuses")
+          f"{'pg cpu ms/order':>17}{'loop cpu ms/order':>19}  statuses")
     for name, r in out["results"].items():
         print(f"{name:<8}{r['requests']:>9}{r['orders']:>8}{r['cpu_ms_per_order']:>14.3f}{r['cpu_ms_per_request']:>16.3f}"
-              f"{r['wall_ms_per_order']:>15.3f}{r['pg_cpu_ms_per_order']:>17.3f}  {r['statuses']}")
+              f"{r['wall_ms_per_order']:>15.3f}{r['pg_cpu_ms_per_order']:>17.3f}{r['loop_cpu_ms_per_order']:>19.3f}"
+              f"  {r['statuses']}")
     if args.profile:
         print(run.stdout.split(line, 1)[1])
     return 0

@@ -54,9 +54,12 @@ class ProcessThreadHandler(ASGIHandler):
             awaited = getattr(response, "awaited_orders", None)
             if awaited is not None:
                 response = await self.results_awaited(response, *awaited, began=began)
-            await self.send_response(response, send)
             if response.streaming:
+                async with self.threads.thread_sensitive():  # Django iterates its body through asgiref
+                    await self.send_response(response, send)
                 await self.threads.run(response.close)
+            else:
+                await self.send_response(response, send)
         finally:
             body_file.close()
 

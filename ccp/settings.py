@@ -57,14 +57,15 @@ INSTALLED_APPS = [
     "ccp.prices",
 ]
 
+# The Admin* ones are Django's (and WhiteNoise's), passed by for the API's paths (ccp.negotiation).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "ccp.negotiation.AdminStaticMiddleware",
+    "ccp.negotiation.AdminSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "ccp.negotiation.AdminMessageMiddleware",  # Django's MessageMiddleware, skipped for the API
+    "ccp.negotiation.AdminAuthenticationMiddleware",
+    "ccp.negotiation.AdminMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "ccp.throttling.admin_login_throttle",
 ]
@@ -92,10 +93,17 @@ TEMPLATES = [
 # after PostgreSQL restarts a dead connection is replaced instead of failing requests and tasks.
 DATABASES = {"default": dj_database_url.config(default="postgres://ccp@127.0.0.1:15439/ccp",
                                                conn_health_checks=True)}
-# A connection pool per process: under ASGI every request runs in a new thread, so persistent
-# connections (CONN_MAX_AGE) would open a PostgreSQL session per request. Requests and tasks return
-# their connection to the pool when they end (celery_app.py for tasks).
-if env_bool("CCP_DB_POOL", True):
+# The server's processes (``python -m ccp.server`` sets CCP_DB_PER_THREAD=1 unless given): their request threads
+# are long-lived (ccp.server.RequestThreads), so each keeps its own connection from one request to the next,
+# checked before each request as the pool checks its connections (``ccp.postgres``), instead of taking one from
+# the pool and giving it back (about 5% of a single order's CPU).
+if env_bool("CCP_DB_PER_THREAD", False):
+    DATABASES["default"]["CONN_MAX_AGE"] = None
+    DATABASES["default"]["ENGINE"] = "ccp.postgres"
+# Elsewhere a connection pool per process: threads that come and go (asgiref's, Channels') would otherwise open
+# a PostgreSQL session each. Requests and tasks return their connection to the pool when they end
+# (celery_app.py for tasks).
+elif env_bool("CCP_DB_POOL", True):
     pool_size = int(os.environ.get("CCP_DB_POOL_SIZE", "20"))
     DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": pool_size, "timeout": 30}}
     DATABASES["default"]["ENGINE"] = "ccp.postgres"  # Django's, the pool checking with ccp.dbcheck

@@ -22,6 +22,7 @@ from ccp.clock import utcnow
 from ccp.orders import services
 from ccp.orders.models import Order
 from ccp.orders.services import order_validate
+from ccp.server import RequestThreads
 from tests.book.test_venue import continuous_future, match, send
 from tests.factories import ContractFactory, FundLockFactory
 
@@ -65,15 +66,21 @@ def asgi_request(method: str, path: str, body: bytes = b"", token: str | None = 
 
 @pytest.fixture
 def hand_overs(monkeypatch) -> list[str]:
-    """The names of the threads each hand-over to a thread pool goes to, while the test runs."""
+    """Where each hand-over to another thread goes while the test runs: "ccp-request" to a request's thread
+    (``RequestThreads.run``), a thread pool's name prefix to one (asgiref's, Django's)."""
     names: list[str] = []
-    submit = concurrent.futures.ThreadPoolExecutor.submit
+    submit, run = concurrent.futures.ThreadPoolExecutor.submit, RequestThreads.run
 
     def counted(self, *args, **kwargs):
         names.append(self._thread_name_prefix)
         return submit(self, *args, **kwargs)
 
+    async def counted_run(function, *args):
+        names.append("ccp-request")
+        return await run(function, *args)
+
     monkeypatch.setattr(concurrent.futures.ThreadPoolExecutor, "submit", counted)
+    monkeypatch.setattr(RequestThreads, "run", staticmethod(counted_run))
     return names
 
 
@@ -215,3 +222,13 @@ def test_a_batch_is_answered_from_the_signals_in_the_event_loop(settings, trader
     assert [(r["order"]["state"], r["order"]["order_value"]) for r in results[:2]] == [("accepted", "100")] * 2
     assert results[2]["error"]["code"] == "unknown_contract"
     assert hand_overs == ["ccp-request"]
+
+
+def test_a_streamed_answer_is_iterated_on_its_requests_thread(hand_overs):
+    from django.conf import settings
+
+    status, headers, body = asgi_request("GET", "/static/admin/css/base.css")
+    assert status == 200 and headers["content-type"].startswith("text/css")
+    assert body == (settings.STATIC_ROOT / "admin" / "css" / "base.css").read_bytes()
+    # Django reads a streamed body through asgiref: on the request's thread, not on a pool of asgiref's own
+    assert set(hand_overs) == {"ccp-request"}
