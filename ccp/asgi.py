@@ -145,7 +145,6 @@ websocket_urlpatterns = [
 ]
 
 
-
 async def lifespan(scope, receive, send) -> None:
     """A server process's start and stop (ASGI lifespan: ``ccp.server`` runs it). At start, before its first
     request: the URL patterns loaded (every view, serializer and URLconf module) and the collector settled
