@@ -39,7 +39,10 @@ Who takes what:
                       engine reason changes is locked with a second order statement, before the fund locks
   books_match         (ccp.book.services, a matcher run over one or more contracts of a queue) their pairs'
                       books (shared, by pair id) and their contract rows in one statement, their received
-                      orders in one, their clients' fund locks in one, then books through trades_clear once.
+                      orders in one, their clients' fund locks in one, then books through trades_clear once,
+                      which takes the makers' fund locks without waiting (``nowait``: a second fund lock
+                      statement; on ``FundLocksBusy`` the run is rolled back and run again with them in its
+                      first)
                       The resting orders a run meets are read, not locked: every writer of a contract's
                       orders holds the contract's row first
   trades_clear        (ccp.clearing.booking) its caller holds the contracts (3) and orders (4); it takes
@@ -55,8 +58,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
+import psycopg
 from django.core.exceptions import EmptyResultSet, FullResultSet
-from django.db import connection
+from django.db import OperationalError, connection
 from django.db.models import QuerySet
 
 from ccp.accounts.models import FundLock
@@ -197,11 +201,26 @@ def order_rows_lock(columns: str, order_ids: Collection[int]) -> list[tuple]:
         return cursor.fetchall()
 
 
-def fund_locks_lock(*, keys: Collection[tuple[int, int]] = (), client_ids: Collection[int] = ()
-                    ) -> dict[tuple[int, int], FundLock]:
+class FundLocksBusy(Exception):
+    """``fund_locks_lock(..., nowait=True)`` found one of the rows locked by another transaction: the caller's
+    transaction must end (which releases what it holds) and start again with ``keys`` locked among its first
+    fund locks."""
+
+    def __init__(self, keys: Collection[tuple[int, int]]):
+        super().__init__(f"fund locks held by another transaction: {sorted(keys)}")
+        self.keys = frozenset(keys)
+
+
+def fund_locks_lock(*, keys: Collection[tuple[int, int]] = (), client_ids: Collection[int] = (),
+                    nowait: bool = False) -> dict[tuple[int, int], FundLock]:
     """5. Fund lock rows by id: those of the (client, currency) ``keys`` and every one of ``client_ids``,
     by (client, currency), with their currency read (the currency row is shared by every client: read,
-    not locked). Missing fund locks are simply absent."""
+    not locked). Missing fund locks are simply absent.
+
+    ``nowait``: for a transaction that holds fund locks already (a second fund lock statement breaks the one
+    order: waiting here could close a cycle with a transaction that holds one of these and waits for one of
+    the caller's): never wait; when one row is locked elsewhere, raise ``FundLocksBusy`` (the caller's
+    transaction is then aborted: it starts again with these keys among its first fund locks)."""
     if not keys and not client_ids:
         return {}
     wanted = set(keys)
@@ -213,9 +232,15 @@ def fund_locks_lock(*, keys: Collection[tuple[int, int]] = (), client_ids: Colle
     if not client_ids:
         sql += " AND accounts_fundlock.currency_id = ANY(%s)"
         params.append(sorted({c for _, c in wanted}))
-    with connection.cursor() as cursor:
-        cursor.execute(sql + " ORDER BY accounts_fundlock.id FOR NO KEY UPDATE OF accounts_fundlock", params)
-        rows = cursor.fetchall()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql + " ORDER BY accounts_fundlock.id FOR NO KEY UPDATE OF accounts_fundlock"
+                           + (" NOWAIT" if nowait else ""), params)
+            rows = cursor.fetchall()
+    except OperationalError as exc:
+        if nowait and isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
+            raise FundLocksBusy(wanted) from exc
+        raise
     at, locked = len(fund_lock.attnames), {}
     for row in rows:
         f = fund_lock.instance(row[:at])

@@ -48,6 +48,7 @@ it, and holds its worst case (``order_value``: a market order's at its protectio
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 from collections import defaultdict
@@ -70,7 +71,7 @@ from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import mark_px
 from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, ids_reserve, times_loaded_in_c
 from ccp.errors import ApplicationError, Conflict, NotFound
-from ccp.locks import book_contracts_lock, book_lock, contract_lock, fund_locks_lock, order_lock
+from ccp.locks import FundLocksBusy, book_contracts_lock, book_lock, contract_lock, fund_locks_lock, order_lock
 from ccp.money import ZERO
 from ccp.orders.models import Order, OrderKind, OrderStateHistory, TimeInForce, Trigger, TriggerSource
 from ccp.orders.results import order_results_signal
@@ -109,6 +110,8 @@ class Book:
     # Engine ids that may wait on the mark or index (``_prices_matter``): a superset, pruned each batch.
     watching: set[str] = field(default_factory=set)
 
+
+logger = logging.getLogger(__name__)
 
 # This process's engines, by contract id: a cache of the database (see the module docstring).
 _BOOKS: dict[int, Book] = {}
@@ -268,6 +271,8 @@ class _Run:
     """What one matcher run shares across its contracts' batches: one transaction, one set of statements."""
 
     now: datetime
+    fund_keys: frozenset[tuple[int, int]] = frozenset()  # fund locks to take with the incoming orders' clients'
+    nowait: bool = False  # the booking takes other fund locks without waiting (``books_match``)
     touched: dict[int, Order] = field(default_factory=dict)  # orders changed outside trades_clear
     histories: list[dict] = field(default_factory=list)
     # Order value taken (or given back) per (client, currency) over the whole run: a client's orders on two
@@ -350,9 +355,40 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
     return sum(books_match(contract_id=contract_id, now=now, limit=limit).values())
 
 
-@transaction.atomic
+# A run's makers are known only once it has matched: their fund locks are taken after those of its incoming
+# orders' clients, without waiting (``FundLocksBusy``: waiting there could close a cycle with a transaction that
+# holds one of them and waits for one of the run's, say another queue's matcher or an auction's apply). A run
+# that finds one held elsewhere is rolled back (its engines are rebuilt) and run again with those fund locks
+# among its first, up to BUSY_ATTEMPTS times; the last attempt waits for them.
+BUSY_ATTEMPTS = 4
+# The fund locks this process's runs found held elsewhere, most recent last, at most BUSY_KEPT: each run takes
+# them among its first (a client met once is likely met again: its resting orders are on the run's books).
+BUSY_KEPT = 1024
+_BUSY: dict[tuple[int, int], None] = {}
+
+
 def books_match(*, contract_id: int, now: datetime, limit: int | None = None, queues: int | None = None
                 ) -> dict[int, int]:
+    """One matcher run (``_books_match``), run again when a maker's fund lock is held elsewhere (``BUSY_ATTEMPTS``);
+    returns how many orders and modifications each contract took."""
+    for attempt in range(1, BUSY_ATTEMPTS + 1):
+        try:
+            return _books_match(contract_id=contract_id, now=now, limit=limit, queues=queues,
+                                fund_keys=frozenset(_BUSY), nowait=attempt < BUSY_ATTEMPTS)
+        except FundLocksBusy as busy:
+            logger.info("matcher run of contract %s: %d fund locks held elsewhere (attempt %d of %d), run again "
+                        "with them among its first", contract_id, len(busy.keys), attempt, BUSY_ATTEMPTS)
+            for key in busy.keys:
+                _BUSY.pop(key, None)
+                _BUSY[key] = None
+            while len(_BUSY) > BUSY_KEPT:
+                del _BUSY[next(iter(_BUSY))]
+    raise AssertionError("unreachable: the last attempt waits for the fund locks")
+
+
+@transaction.atomic
+def _books_match(*, contract_id: int, now: datetime, limit: int | None, queues: int | None,
+                 fund_keys: frozenset[tuple[int, int]], nowait: bool) -> dict[int, int]:
     """One matcher run: match the next received orders and modifications of the contract and, with ``queues``
     (the matcher task's ``CCP_BOOK_QUEUES``), of every other continuous contract of its queue (id modulo
     ``queues``) with some waiting, at most ``limit`` (default ``CCP_BOOK_BATCH``) in all, in arrival order,
@@ -364,7 +400,10 @@ def books_match(*, contract_id: int, now: datetime, limit: int | None = None, qu
     Locks (``ccp.locks``): the contracts' books (shared) and rows in one statement, their received orders in
     one, the fund locks of their clients in one, then books through ``trades_clear`` once for all. Each
     contract keeps its own engine, book version and arrival order; the run is written as one (one order
-    update, one history insert, one booking, one fund lock update, one results signal, one publish)."""
+    update, one history insert, one booking, one fund lock update, one results signal, one publish).
+
+    Fund locks: the run's first fund lock statement takes its incoming orders' clients' and ``fund_keys``; with
+    ``nowait``, the booking takes any other (the makers') without waiting (``FundLocksBusy``)."""
     now = require_aware(now)
     limit = limit or settings.CCP_BOOK_BATCH
     contracts = book_contracts_lock(contract_id, queues=queues)  # the books (shared), then the contracts
@@ -381,7 +420,7 @@ def books_match(*, contract_id: int, now: datetime, limit: int | None = None, qu
     for order in incoming:
         order.contract = by_id[order.contract_id]
         mine[order.contract_id].append(order)
-    run, batches, taken = _Run(now), [], {}
+    run, batches, taken = _Run(now, fund_keys=fund_keys, nowait=nowait), [], {}
     for contract in contracts:
         if (batch := _batch_start(run, contract, mine.get(contract.pk, []), versions.get(contract.pk, 0),
                                   modifying)) is not None:
@@ -482,10 +521,11 @@ def _work_lock(contract_ids: list[int], limit: int) -> tuple[list[Order], dict[i
 
 
 def _batches_match(run: _Run, batches: list[_Batch]) -> None:
-    """Lock the fund locks of every incoming order's client (one statement), read the clients (one), then
-    match each contract's batch in turn."""
+    """Lock the fund locks of every incoming order's client and the run's ``fund_keys`` in its currencies (one
+    statement), read the clients (one), then match each contract's batch in turn."""
+    currencies = {b.contract.collateral_id for b in batches}
     run.fund_locks = fund_locks_lock(keys={(o.client_id, b.contract.collateral_id) for b in batches
-                                           for o in b.incoming})
+                                           for o in b.incoming} | {k for k in run.fund_keys if k[1] in currencies})
     _clients_read(run, [b.contract for b in batches], sorted({o.client_id for b in batches for o in b.incoming}))
     for batch in batches:  # each contract's as a run of it alone would (the run's holds counted)
         _position_tpsl_cancel(batch, batch.stale)  # before a price moves them
@@ -844,7 +884,8 @@ def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
                                executions=executions, orders=orders,
                                contracts={b.contract.pk: b.contract for b in batches}, cancels=cancels, now=now,
                                envelope={"type": "book"}, order_value=held, locked=run.fund_locks, publish=False,
-                               touched=touched, touched_fields=_TOUCHED_FIELDS, histories=run.histories)
+                               touched=touched, touched_fields=_TOUCHED_FIELDS, histories=run.histories,
+                               nowait=run.nowait)
         cleared_orders = set(cleared.filled) | {pk for pk, o in orders.items()
                                                  if pk in cancels and o.state == OrderState.CANCELLED}
         messages, fund_locks = _by_contract(cleared.messages, [b.contract.symbol for b in batches]), cleared.others

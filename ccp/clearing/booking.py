@@ -117,7 +117,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
                  envelope: Mapping[str, object], order_value: Mapping[tuple[int, int], Decimal] | None = None,
                  locked: Mapping[tuple[int, int], FundLock] | None = None, publish: bool = True,
                  touched: Sequence = (), touched_fields: Sequence[str] = (),
-                 histories: Sequence[dict] = ()) -> Cleared:
+                 histories: Sequence[dict] = (), nowait: bool = False) -> Cleared:
     """Book ``executions`` of ``venue``'s event ``venue_ref``, then cancel the orders in ``cancels``
     (order id -> reason) still on the book. ``orders`` holds every order of both (Order or OrderRow
     with ``contract`` set, locked by the caller), ``contracts`` their contracts (locked). Each client's
@@ -130,7 +130,10 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     caller to publish with its own, not published here; ``touched``, more orders the caller changed (their
     ``touched_fields``), and ``histories``, the caller's history rows: written with the booking's own, each
     order in one update with both sets of fields (an order both changed was written twice, every index entry
-    twice) and the caller's history rows first in one insert."""
+    twice) and the caller's history rows first in one insert; ``nowait``, for a caller that locked some fund
+    locks already (``locked``) and may meet others' (the continuous matcher, whose makers are known only once
+    it has matched): the fund locks it takes besides are taken without waiting (``fund_locks_lock``: raises
+    ``ccp.locks.FundLocksBusy``, and the caller starts again with them among its first)."""
     # The trades, the orders and their history are written on a thread (``ccp.db.Behind``) while the fills
     # and the events are worked out here, in the same transaction and statement order; a perpetual's fills
     # read their liquidation steps on the way, and a small batch costs less without a thread.
@@ -207,7 +210,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         missing |= insurance_fund_keys(liquidations, orders, contracts, now) - locked.keys()  # liquidation fees
         if missing:
             behind.wait()  # reads wait for the writes before them
-            locked.update(fund_locks_lock(keys=missing))
+            locked.update(fund_locks_lock(keys=missing, nowait=nowait))
         perps = perp_fills_book(fills=perp_fills, contracts=contracts, now=now)
         settle = cash_book(origin=_ORIGINS[venue], origin_ref=venue_ref,
                            lines={**{key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
@@ -226,7 +229,8 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         if perp_fills and (covered := shortfall_lines(fills=perp_fills, locked=locked, contracts=contracts, now=now,
                                                       deltas=(settle, order_deltas, lockup_delta, perps.margin))):
             fund_keys = {(c, contracts[k].collateral_id) for c, k in covered} - locked.keys()
-            locked.update(fund_locks_lock(keys=fund_keys) if fund_keys else {})  # the fund, last: rarely taken here
+            # The fund, last: rarely taken here.
+            locked.update(fund_locks_lock(keys=fund_keys, nowait=nowait) if fund_keys else {})
             for key, amount in cash_book(origin=CashMovementOrigin.INSURANCE, origin_ref=f"{venue_ref}:shortfall",
                                          lines=covered, contracts=contracts, now=now).items():
                 settle[key] = settle.get(key, ZERO) + amount
