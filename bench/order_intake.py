@@ -288,9 +288,73 @@ class Request:
     headers: dict[str, str]
 
 
+class RawClient:
+    """HTTP/1.1 keep-alive connections over asyncio streams, kept between requests (``opened`` counts those
+    it opened). The load generator shares the 2 cores with the system it measures: aiohttp spent about 0.19 ms
+    of CPU a request, this about a third of it. It sends the headers aiohttp sent (so the server's work is the
+    same) and reads answers with a Content-Length or chunked."""
+
+    HEADERS = "Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nUser-Agent: Python/3.11 aiohttp/3\r\n"
+
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+
+    async def request(self, req: Request) -> tuple[int, bytes]:
+        head = f"{req.method} {req.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.HEADERS}" + "".join(
+            f"{k}: {v}\r\n" for k, v in req.headers.items())
+        data = (head + f"Content-Length: {len(req.body)}\r\n\r\n").encode() + req.body if req.body is not None \
+            else (head + "\r\n").encode()
+        if self.idle:
+            reader, writer = self.idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            self.opened += 1
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                writer.write(data)
+                status, body, keep = await self._answer(reader)
+        except BaseException:
+            writer.close()
+            raise
+        if keep:
+            self.idle.append((reader, writer))
+        else:
+            writer.close()
+        return status, body
+
+    @staticmethod
+    async def _answer(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        headers = {}
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip().lower()
+        if b"content-length" in headers:
+            body = await reader.readexactly(int(headers[b"content-length"]))
+        elif headers.get(b"transfer-encoding") == b"chunked":
+            parts = []
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                parts.append((await reader.readexactly(size + 2))[:-2])
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
+                pass
+            body = b"".join(parts)
+        else:
+            raise ValueError(f"an answer with neither Content-Length nor chunked: {head[:200]!r}")
+        return status, body, headers.get(b"connection") != b"close"
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
 async def run_phase(session, base_url: str, phase: Phase, requests: list[Request], connections: int,
                     time_limit_s: float) -> Phase:
-    """Send ``requests`` over ``connections`` concurrent keep-alive connections, each sequentially."""
+    """Send ``requests`` over ``connections`` concurrent keep-alive connections, each sequentially (``session``: a
+    ``RawClient`` or an aiohttp session)."""
     import aiohttp
 
     queue = iter(requests)  # shared by the connection loops; safe: asyncio switches only at awaits
@@ -304,11 +368,15 @@ async def run_phase(session, base_url: str, phase: Phase, requests: list[Request
             phase.sent += 1
             t0 = time.perf_counter()
             try:
-                async with session.request(req.method, base_url + req.path, data=req.body,
-                                           headers=req.headers) as resp:
-                    body = await resp.read()
-                    status = resp.status
-            except (TimeoutError, aiohttp.ClientError) as exc:
+                if isinstance(session, RawClient):
+                    status, body = await session.request(req)
+                else:
+                    async with session.request(req.method, base_url + req.path, data=req.body,
+                                               headers=req.headers) as resp:
+                        body = await resp.read()
+                        status = resp.status
+            except (TimeoutError, aiohttp.ClientError, OSError, asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError, ValueError) as exc:
                 phase.errors[type(exc).__name__] += 1
                 continue
             latency = time.perf_counter() - t0
@@ -431,18 +499,20 @@ async def bench(args, env: dict[str, str], setup: dict, children: Children, cpu_
         return cpu_by_tree(cpu_roots)
 
     async def measured(phase: Phase, requests: list[Request], connections: int = args.connections) -> Phase:
-        before, opened_before = cpu_now(), opened["n"]
+        before, opened_before = cpu_now(), opened["n"] + (raw.opened if raw else 0)
         redis_before, pg_before = redis_connections_received(args.redis_port), await pg_sessions(db)
         await run_phase(session, base_url, phase, requests, connections, args.phase_timeout)
         after = cpu_now()
         phase.cpu = {k: max(0.0, after[k] - before[k]) for k in after}
-        phase.connections_opened = opened["n"] - opened_before
+        phase.connections_opened = opened["n"] + (raw.opened if raw else 0) - opened_before
         phase.redis_connections = redis_connections_received(args.redis_port) - redis_before
         phase.pg_sessions = await pg_sessions(db) - pg_before
         return phase
 
-    async with (aiohttp.ClientSession(connector=connector, timeout=timeout, trace_configs=[trace]) as session,
+    raw = RawClient(HOST, args.port, args.request_timeout) if args.client == "raw" else None
+    async with (aiohttp.ClientSession(connector=connector, timeout=timeout, trace_configs=[trace]) as aio,
                 await psycopg.AsyncConnection.connect(env["DATABASE_URL"], autocommit=True) as db):
+        session = raw or aio
         # --- baseline: the bare Django JSON endpoint
         log(f"ping: warm-up {args.warmup} requests")
         warm = await run_phase(session, base_url, Phase("ping warm-up", (200,)), [ping] * args.warmup,
@@ -489,6 +559,8 @@ async def bench(args, env: dict[str, str], setup: dict, children: Children, cpu_
         cpu_after = cpu_now()
         batch_e2e = Phase("batch end to end", (200,), elapsed=time.perf_counter() - t_before)
         batch_e2e.cpu = {k: max(0.0, cpu_after[k] - cpu_before[k]) for k in cpu_after}
+        if raw:
+            raw.close()
 
     report(args, setup, ping_phase, intake, states, drained, e2e, batch, batch_states, batch_drained, batch_e2e)
     problems = (ping_phase.ok != args.orders or intake.ok != args.orders or not drained
@@ -533,7 +605,7 @@ def report(args, setup, ping: Phase, intake: Phase, states: dict, drained: bool,
     print("orders: " + ("limit orders on continuous futures, matched by the book worker (one process)"
                         if args.continuous else "limit orders on auction contracts, validated by the orders worker"))
     print(f"served by python -m ccp.server (uvicorn) x{args.server_workers} processes, CCP_ORDER_WAIT_MS "
-          f"{args.order_wait_ms}; Celery prefork x{args.worker_concurrency}; PostgreSQL "
+          f"{args.order_wait_ms}; Celery prefork x{args.worker_concurrency}; client {args.client}; PostgreSQL "
           f"{'durable (fsync on)' if args.durable else 'fsync off (as bin/test)'}; settings "
           f"{os.environ.get('DJANGO_SETTINGS_MODULE', 'ccp.settings')}")
     print(f"{'':<34}{'sent':>7}{'ok':>7}{'bad':>6}{'req/s':>10}{'orders/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
@@ -586,6 +658,9 @@ def main() -> int:
                         help="wait at most this many s for the worker to validate the orders")
     parser.add_argument("--request-timeout", type=float, default=30, help="per-request timeout, s")
     parser.add_argument("--worker-concurrency", type=int, default=2, help="Celery prefork processes")
+    parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
+                        help="the load generator's HTTP client: raw asyncio streams (about a third of aiohttp's CPU a "
+                             "request) or aiohttp (the figures in BENCHMARKS.md before 2026-12-06 12:00 UTC)")
     parser.add_argument("--book-queues", type=int, default=1,
                         help="CCP_BOOK_QUEUES: the continuous contracts' matchers spread over this many queues, one "
                              "single-process worker each")
