@@ -51,6 +51,7 @@ import functools
 import logging
 import os
 import signal
+import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -361,10 +362,12 @@ def book_match(*, contract_id: int, now: datetime, limit: int | None = None) -> 
 # that finds one held elsewhere is rolled back (its engines are rebuilt) and run again with those fund locks
 # among its first, up to BUSY_ATTEMPTS times; the last attempt waits for them.
 BUSY_ATTEMPTS = 4
-# The fund locks this process's runs found held elsewhere, most recent last, at most BUSY_KEPT: each run takes
-# them among its first (a client met once is likely met again: its resting orders are on the run's books).
+# The fund locks this process's runs found held elsewhere, with when a run last found them so or met their
+# clients as makers (``time.monotonic``): each run takes those of the last BUSY_KEEP_S seconds among its first (a
+# client met once is likely met again while its orders rest on the run's books), at most BUSY_KEPT of them.
+BUSY_KEEP_S = 60.0
 BUSY_KEPT = 1024
-_BUSY: dict[tuple[int, int], None] = {}
+_BUSY: dict[tuple[int, int], float] = {}
 
 
 def books_match(*, contract_id: int, now: datetime, limit: int | None = None, queues: int | None = None
@@ -372,18 +375,29 @@ def books_match(*, contract_id: int, now: datetime, limit: int | None = None, qu
     """One matcher run (``_books_match``), run again when a maker's fund lock is held elsewhere (``BUSY_ATTEMPTS``);
     returns how many orders and modifications each contract took."""
     for attempt in range(1, BUSY_ATTEMPTS + 1):
+        since = time.monotonic() - BUSY_KEEP_S
+        while _BUSY and next(iter(_BUSY.values())) < since:  # the oldest first
+            del _BUSY[next(iter(_BUSY))]
         try:
             return _books_match(contract_id=contract_id, now=now, limit=limit, queues=queues,
                                 fund_keys=frozenset(_BUSY), nowait=attempt < BUSY_ATTEMPTS)
         except FundLocksBusy as busy:
             logger.info("matcher run of contract %s: %d fund locks held elsewhere (attempt %d of %d), run again "
                         "with them among its first", contract_id, len(busy.keys), attempt, BUSY_ATTEMPTS)
-            for key in busy.keys:
-                _BUSY.pop(key, None)
-                _BUSY[key] = None
-            while len(_BUSY) > BUSY_KEPT:
-                del _BUSY[next(iter(_BUSY))]
+            _busy_note(busy.keys)
     raise AssertionError("unreachable: the last attempt waits for the fund locks")
+
+
+def _busy_note(keys, *, known_only: bool = False) -> None:
+    """Note these fund locks in ``_BUSY`` as of now (``known_only``: only those in it already), the latest last,
+    the oldest dropped beyond BUSY_KEPT."""
+    at = time.monotonic()
+    for key in keys:
+        if not known_only or key in _BUSY:
+            _BUSY.pop(key, None)
+            _BUSY[key] = at
+    while len(_BUSY) > BUSY_KEPT:
+        del _BUSY[next(iter(_BUSY))]
 
 
 @transaction.atomic
@@ -431,6 +445,9 @@ def _books_match(*, contract_id: int, now: datetime, limit: int | None, queues: 
     _batches_match(run, batches)
     failpoint("matched")
     payloads = _run_write(run, batches)
+    if _BUSY:  # the makers met again stay among the first fund locks of the next runs
+        _busy_note({(client_id, b.contract.collateral_id) for b in batches for e in b.executions
+                    for client_id in (e.buy_client_id, e.sell_client_id)}, known_only=True)
     new_versions = books_touched(taken)
     for batch in batches:
         book = batch.book

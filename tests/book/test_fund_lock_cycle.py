@@ -111,3 +111,18 @@ def test_a_run_meeting_a_maker_whose_fund_lock_another_transaction_holds_never_c
     assert buy.state == "filled"
     assert list(Trade.objects.filter(contract=contract).values_list("quantity", flat=True)) == [D("2")]
     assert invariants_check().ok
+
+
+def test_fund_locks_found_held_are_taken_first_for_a_while_then_dropped(monkeypatch):
+    monkeypatch.setattr(services, "_BUSY", {})
+    monkeypatch.setattr(services, "BUSY_KEPT", 2)
+    services._busy_note([(1, 9)])
+    services._busy_note([(2, 9), (3, 9)])
+    assert list(services._BUSY) == [(2, 9), (3, 9)]  # the oldest dropped beyond BUSY_KEPT
+    services._busy_note([(2, 9), (4, 9)], known_only=True)  # a maker met again: kept; one never held: not noted
+    assert list(services._BUSY) == [(3, 9), (2, 9)]
+    assert books_match(contract_id=987654321, now=NOW) == {}
+    assert list(services._BUSY) == [(3, 9), (2, 9)]  # within BUSY_KEEP_S
+    monkeypatch.setattr(services, "BUSY_KEEP_S", -1.0)
+    assert books_match(contract_id=987654321, now=NOW) == {}
+    assert services._BUSY == {}
