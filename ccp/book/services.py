@@ -50,7 +50,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
@@ -61,7 +61,7 @@ from django.db import connection, transaction
 from ccp.accounts.services import balance_events, balances_publish, fund_locks_adjust
 from ccp.book import engine as ev
 from ccp.book.engine import Cancel, Engine, Leg, Modify, PlaceTrigger, Scale, SetPrice, Submit
-from ccp.book.versions import books_touched
+from ccp.book.versions import books_numbered, books_touched
 from ccp.clearing.booking import order_state_set, trades_clear
 from ccp.clearing.models import Trade, Venue
 from ccp.clearing.services import Execution
@@ -92,7 +92,7 @@ from ccp.perps.selectors import mark_fresh, tpsl_prefix
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.collateral import available
 from ccp.risk.models import Position
-from ccp.streams import client_stream_publish, client_stream_publish_many
+from ccp.streams import client_stream_publish, client_stream_publish_taken
 
 
 @dataclass
@@ -391,8 +391,7 @@ def books_match(*, contract_id: int, now: datetime, limit: int | None = None, qu
         return {}
     _batches_match(run, batches)
     failpoint("matched")
-    payloads = _run_write(run, batches)
-    new_versions = books_touched(taken)
+    payloads, new_versions = _run_write(run, batches)  # each batch's book version bumped
     for batch in batches:
         book = batch.book
         for engine_order_id, order in batch.by_engine_id.items():
@@ -816,14 +815,15 @@ def _reject(batch: _Batch, order: Order, reason: str) -> None:
     order.reject_reason = reason
 
 
-def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
+def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[int, int]]:
     """Write the orders the run changed and the collateral they hold, book the trades and cancels of all its
     contracts through the clearing core in one call (the order value the run took or gave back in the same
     fund lock update), then publish, in one numbering each: the private messages (the clearing core's, one
     ``book`` message per client and contract, then the orders and balances it did not send: a filled or
     cancelled order's final state is in its messages) and the levels orders joined or left. Private
-    messages are numbered last: that locks the clients' rows (``ccp.locks`` 8). Returns the representation
-    (``order_payload``) of each order it changed, by id."""
+    messages are numbered last, with the levels and the batches' book versions (``books_numbered``: one
+    statement, which locks the clients' rows, ``ccp.locks`` 8). Returns the representation
+    (``order_payload``) of each order it changed, by id, and the batches' new book versions."""
     now = run.now
     bulk_insert_rows(Order, run.created, with_pk=True)
     for order in run.created:
@@ -857,15 +857,23 @@ def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
                                        locked=run.fund_locks) if held else {}
     messages += [(order.client_id, {"type": "order", "order": order_payload(order)})
                  for order in touched if order.pk not in cleared_orders]
-    client_stream_publish_many([*messages, *balance_events(fund_locks.values())])
+    private = [*messages, *balance_events(fund_locks.values())]
     # The levels' totals and the best bid and offer from the engines, which now hold what the database does:
-    # the numbering statement reads no order (reading them scanned every resting order of the contracts).
+    # the numbering reads no order (reading them scanned every resting order of the contracts).
     books = {b.contract.pk: _book_levels(b.book, levels.get(b.contract.pk, ())) for b in batches}
-    books_levels_changed(levels=levels, books=books if all(c in books for c, lv in levels.items() if lv) else None)
+    known = all(c in books for c, lv in levels.items() if lv)
+    # One statement numbers it all: the books' versions, their level changes, the private messages.
+    versions, numbered, last = books_numbered(
+        contract_ids=[b.contract.pk for b in batches],
+        levels={c: len(set(lv)) for c, lv in levels.items() if lv} if known else {},
+        messages=Counter(client_id for client_id, _ in private))
+    if private:
+        client_stream_publish_taken(private, last)
+    books_levels_changed(levels=levels, books=books if known else None, numbered=numbered if known else None)
     # Every order the run changed has its final message here (those it booked in the clearing core's
     # envelope): the waiting requests get the same representation, built once (nothing changes them after).
     return {event["order"]["id"]: event["order"] for _, message in messages
-            for event in message.get("events", (message,)) if event.get("type") == "order"}
+            for event in message.get("events", (message,)) if event.get("type") == "order"}, versions
 
 
 def _book_levels(book: Book, levels) -> tuple[dict, dict]:
