@@ -71,6 +71,12 @@ def text_array(values: Iterable[str]) -> str:
     """Strings as an array literal, each quoted (``{"a","b"}``), for a parameter cast to ``text[]``: psycopg's
     list dumper converts element by element in Python (0.8 us each); an auction's apply sends hundreds of
     thousands."""
+    values = values if isinstance(values, list) else list(values)
+    if not values:
+        return "{}"
+    plain = "".join(values)
+    if '"' not in plain and "\\" not in plain:  # nothing to escape (choices, reasons): one join, no call per value
+        return '{"' + '","'.join(values) + '"}'
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
@@ -79,7 +85,8 @@ def number_array(values: Iterable[int | Decimal | None]) -> str:
     or integer array (ids: ``bigint[]``): what psycopg sends for each (``str``), without its list dumper's cost
     per element (0.6 us each, 0.12 us this way). Finite values only (a NaN or an infinity is no amount); a bool
     or a fraction in an integer array: PostgreSQL refuses it."""
-    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    # ``str`` of each at C speed; None's text ("None") is no number's, so it is replaced after the join.
+    return "{" + ",".join(map(str, values)).replace("None", "NULL") + "}"
 
 
 _INTEGERS, _DECIMALS = ({int}, {int, type(None)}), ({Decimal}, {Decimal, type(None)})
@@ -104,11 +111,18 @@ def _array_param(field: models.Field, values: list) -> list | str:
         return "{" + ",".join("NULL" if v is None else "t" if v else "f" for v in values) + "}" if (
             kinds <= {bool, _NONE}) else values
     if kind == "timestamptz":
-        aware = kinds <= {datetime, _NONE} and all(v is None or v.utcoffset() is not None for v in values)
-        return "{" + ",".join("NULL" if v is None else f'"{v.isoformat()}"' for v in values) + "}" if aware else values
-    if kinds in _INTEGERS or (kind == "numeric" and kinds in _DECIMALS
-                              and all(v is None or v.is_finite() for v in values)):
+        # Each distinct instant formatted once (a write's rows share one or a few: the booking's ``now``).
+        distinct = set(values)
+        if not (kinds <= {datetime, _NONE} and all(v is None or v.utcoffset() is not None for v in distinct)):
+            return values
+        texts = {v: "NULL" if v is None else f'"{v.isoformat()}"' for v in distinct}
+        return "{" + ",".join(map(texts.__getitem__, values)) + "}"
+    if kinds in _INTEGERS:
         return number_array(values)
+    if kind == "numeric" and kinds in _DECIMALS:
+        text = ",".join(map(str, values))
+        # Not finite: "NaN", "sNaN", "Infinity" (a finite decimal's text has digits, a sign, a point, an "E").
+        return values if "a" in text or "I" in text else "{" + text.replace("None", "NULL") + "}"
     return values
 
 
@@ -155,12 +169,17 @@ def unnest_source(fields: Sequence[models.Field], rows: Sequence[models.Model | 
     """``unnest(%s::type[], ...) AS v(columns)`` over ``rows``' values of ``fields``, and its parameters: one
     parameter per column whatever the number of rows (a VALUES list has one per value, which the driver
     splits and converts one by one), an array literal where the column's values allow (``_array_param``)."""
+    names = [f.attname for f in fields]
+    # One C-level getter of a row's values (a tuple), then one transposition into columns.
+    by_key, by_attribute = operator.itemgetter(*names), operator.attrgetter(*names)
+    if len(names) == 1:
+        by_key, by_attribute = (lambda row: (row[names[0]],)), (lambda row: (getattr(row, names[0]),))
     dicts = isinstance(rows[0], dict)
-    if any(isinstance(row, dict) != dicts for row in rows):  # instances and dicts mixed: all as dicts
-        rows, dicts = [row if isinstance(row, dict) else {f.attname: getattr(row, f.attname) for f in fields}
-                       for row in rows], True
-    columns = [_array_param(f, [row[f.attname] for row in rows] if dicts else [getattr(row, f.attname) for row in rows])
-               for f in fields]
+    if all(isinstance(row, dict) == dicts for row in rows):
+        values = map(by_key if dicts else by_attribute, rows)
+    else:  # instances and dicts mixed
+        values = (by_key(row) if isinstance(row, dict) else by_attribute(row) for row in rows)
+    columns = [_array_param(f, list(column)) for f, column in zip(fields, zip(*values, strict=True), strict=True)]
     arrays = ", ".join(f"%s::{_db_type(f)}[]" for f in fields)
     names = ", ".join(f'"{f.column}"' for f in fields)
     if ordinality:
@@ -178,18 +197,64 @@ def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model |
     are)."""
     if not objects:
         return
+    if len(objects) <= FEW_ROWS:
+        writes_send([bulk_update_write(model, objects, fields)])
+        return
     meta = model._meta
     columns = [meta.pk, *(meta.get_field(name) for name in fields)]
     assignments = ", ".join(f'"{c.column}" = v."{c.column}"' for c in columns[1:])
     where = f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"'
     with connection.cursor() as cursor:
-        if len(objects) <= FEW_ROWS:
-            source, params = unnest_source(columns, objects)
-            cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM {source} {where}', params)
-            return
         _stage(cursor, "ccp_bulk_update", columns, objects)
         cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM ccp_bulk_update AS v {where}')
         cursor.execute("DROP TABLE ccp_bulk_update")
+
+
+def bulk_update_write(model: type[models.Model], objects: Sequence[models.Model | dict],
+                      fields: Sequence[str]) -> tuple[str, list]:
+    """``bulk_update_rows``' statement for up to ``FEW_ROWS`` rows (at least one), not sent: (SQL, parameters),
+    for ``writes_send``."""
+    meta = model._meta
+    columns = [meta.pk, *(meta.get_field(name) for name in fields)]
+    assignments = ", ".join(f'"{c.column}" = v."{c.column}"' for c in columns[1:])
+    source, params = unnest_source(columns, objects)
+    return (f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM {source} '
+            f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"', params)
+
+
+def bulk_insert_write(model: type[models.Model], objects: Sequence[models.Model | dict], *,
+                      with_pk: bool = False) -> tuple[str, list]:
+    """``bulk_insert_rows``' INSERT from ``unnest_source`` (rows inserted, and numbered by the id sequence, in
+    their order) for up to ``FEW_ROWS`` rows (at least one), not sent: (SQL, parameters), for ``writes_send``."""
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
+    source, params = unnest_source(fields, objects, ordinality=True)
+    names = ", ".join(f'"{f.column}"' for f in fields)
+    return f'INSERT INTO "{meta.db_table}" ({names}) SELECT {names} FROM {source} ORDER BY v.n', params
+
+
+def writes_send(writes: Sequence[tuple[str, list]]) -> None:
+    """Writes that return nothing (``bulk_update_write``, ``bulk_insert_write``) in one statement, one round trip:
+    each but the last in the WITH clause of the last. They run on one snapshot and in no set order: each writes
+    rows none of the others reads or writes (orders updated and their history rows inserted: a foreign key's
+    check runs at the end of the statement, after both)."""
+    *first, (sql, params) = writes
+    if first:
+        sql = "WITH " + ", ".join(f"w{n} AS ({part})" for n, (part, _) in enumerate(first)) + " " + sql
+        params = [*(p for _, part_params in first for p in part_params), *params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def bulk_update_insert(model: type[models.Model], objects: Sequence[models.Model | dict], fields: Sequence[str],
+                       insert_model: type[models.Model], rows: Sequence[models.Model | dict]) -> None:
+    """``bulk_update_rows`` of ``objects``, then ``bulk_insert_rows`` of ``rows`` into ``insert_model``'s table (say
+    orders and their history rows): in one statement when both are few (``FEW_ROWS`` each), a round trip less."""
+    if objects and rows and len(objects) <= FEW_ROWS and len(rows) <= FEW_ROWS:
+        writes_send([bulk_update_write(model, objects, fields), bulk_insert_write(insert_model, rows)])
+        return
+    bulk_update_rows(model, objects, fields)
+    bulk_insert_rows(insert_model, rows)
 
 
 def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Sequence[str],
@@ -263,14 +328,12 @@ def bulk_insert_rows(model: type[models.Model], objects: Sequence[models.Model |
     (values go to PostgreSQL as they are). ``with_pk``: the rows carry their ids (``ids_reserve``)."""
     if not objects:
         return
+    if len(objects) <= FEW_INSERTS:
+        writes_send([bulk_insert_write(model, objects, with_pk=with_pk)])
+        return
     meta = model._meta
     fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
     with connection.cursor() as cursor:
-        if len(objects) <= FEW_INSERTS:
-            source, params = unnest_source(fields, objects, ordinality=True)
-            names = ", ".join(f'"{f.column}"' for f in fields)
-            cursor.execute(f'INSERT INTO "{meta.db_table}" ({names}) SELECT {names} FROM {source} ORDER BY v.n', params)
-            return
         _copy(cursor, meta.db_table, fields, objects)
 
 

@@ -68,7 +68,7 @@ from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import mark_px
-from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, ids_reserve, times_loaded_in_c
+from ccp.db import Columns, bulk_insert_rows, bulk_update_insert, ids_reserve, times_loaded_in_c
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_contracts_lock, book_lock, contract_lock, fund_locks_lock, order_lock
 from ccp.money import ZERO
@@ -851,8 +851,7 @@ def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[
         for contract_id, changed in cleared.levels.items():
             levels.setdefault(contract_id, set()).update(changed)
     else:
-        bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
-        bulk_insert_rows(OrderStateHistory, run.histories)
+        bulk_update_insert(Order, touched, list(_TOUCHED_FIELDS), OrderStateHistory, run.histories)
         fund_locks = fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now,
                                        locked=run.fund_locks) if held else {}
     messages += [(order.client_id, {"type": "order", "order": order_payload(order)})

@@ -41,7 +41,16 @@ from ccp.clearing.models import Venue
 from ccp.clearing.services import Execution, trades_book
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import premium_per_unit
-from ccp.db import FEW_ROWS, Behind, Columns, bulk_insert_rows, bulk_update_rows, bulk_upsert_rows, write_behind
+from ccp.db import (
+    FEW_ROWS,
+    Behind,
+    Columns,
+    bulk_insert_rows,
+    bulk_update_insert,
+    bulk_update_rows,
+    bulk_upsert_rows,
+    write_behind,
+)
 from ccp.locks import fund_locks_lock, position_rows_lock
 from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
@@ -101,14 +110,17 @@ def _average(order, price: Decimal, quantity: Decimal) -> Decimal | None:
 
 def _orders_write(changed: Sequence, touched: Sequence, touched_fields: Sequence[str], histories: list[dict]) -> None:
     """The booking's changed orders (``_ORDER_FILL_FIELDS``) and the caller's ``touched`` ones (``touched_fields``),
-    each order in one update when it is one object, then the history rows in one insert."""
+    each order in one update when it is one object, then the history rows in one insert (both in one statement
+    when they are few: ``bulk_update_insert``)."""
     written = {o.pk: o for o in touched}
     if all(written.setdefault(o.pk, o) is o for o in changed):  # one object per order: it holds all its fields
-        bulk_update_rows(Order, [written[pk] for pk in sorted(written)],
-                         [*_ORDER_FILL_FIELDS, *(name for name in touched_fields if name not in _ORDER_FILL_FIELDS)])
-    else:  # two copies of an order: each writes its own fields, the caller's first
-        bulk_update_rows(Order, touched, touched_fields)
-        bulk_update_rows(Order, changed, _ORDER_FILL_FIELDS)
+        bulk_update_insert(Order, [written[pk] for pk in sorted(written)],
+                           [*_ORDER_FILL_FIELDS, *(name for name in touched_fields if name not in _ORDER_FILL_FIELDS)],
+                           OrderStateHistory, histories)
+        return
+    # two copies of an order: each writes its own fields, the caller's first
+    bulk_update_rows(Order, touched, touched_fields)
+    bulk_update_rows(Order, changed, _ORDER_FILL_FIELDS)
     bulk_insert_rows(OrderStateHistory, histories)
 
 
