@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
@@ -210,38 +211,49 @@ def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model |
         cursor.execute("DROP TABLE ccp_bulk_update")
 
 
+class Write(NamedTuple):
+    """A statement that writes ``table`` and returns nothing, not sent yet (``writes_send``)."""
+
+    table: str
+    sql: str
+    params: list
+
+
 def bulk_update_write(model: type[models.Model], objects: Sequence[models.Model | dict],
-                      fields: Sequence[str]) -> tuple[str, list]:
-    """``bulk_update_rows``' statement for up to ``FEW_ROWS`` rows (at least one), not sent: (SQL, parameters),
-    for ``writes_send``."""
+                      fields: Sequence[str]) -> Write:
+    """``bulk_update_rows``' statement for up to ``FEW_ROWS`` rows (at least one), not sent."""
     meta = model._meta
     columns = [meta.pk, *(meta.get_field(name) for name in fields)]
     assignments = ", ".join(f'"{c.column}" = v."{c.column}"' for c in columns[1:])
     source, params = unnest_source(columns, objects)
-    return (f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM {source} '
-            f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"', params)
+    return Write(meta.db_table, f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM {source} '
+                                f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"', params)
 
 
 def bulk_insert_write(model: type[models.Model], objects: Sequence[models.Model | dict], *,
-                      with_pk: bool = False) -> tuple[str, list]:
+                      with_pk: bool = False) -> Write:
     """``bulk_insert_rows``' INSERT from ``unnest_source`` (rows inserted, and numbered by the id sequence, in
-    their order) for up to ``FEW_ROWS`` rows (at least one), not sent: (SQL, parameters), for ``writes_send``."""
+    their order) for up to ``FEW_ROWS`` rows (at least one), not sent."""
     meta = model._meta
     fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
     source, params = unnest_source(fields, objects, ordinality=True)
     names = ", ".join(f'"{f.column}"' for f in fields)
-    return f'INSERT INTO "{meta.db_table}" ({names}) SELECT {names} FROM {source} ORDER BY v.n', params
+    return Write(meta.db_table, f'INSERT INTO "{meta.db_table}" ({names}) SELECT {names} FROM {source} ORDER BY v.n',
+                 params)
 
 
-def writes_send(writes: Sequence[tuple[str, list]]) -> None:
-    """Writes that return nothing (``bulk_update_write``, ``bulk_insert_write``) in one statement, one round trip:
-    each but the last in the WITH clause of the last. They run on one snapshot and in no set order: each writes
-    rows none of the others reads or writes (orders updated and their history rows inserted: a foreign key's
-    check runs at the end of the statement, after both)."""
-    *first, (sql, params) = writes
+def writes_send(writes: Sequence[Write]) -> None:
+    """Writes in one statement, one round trip: each but the last in the WITH clause of the last. They run on
+    one snapshot and in no set order (an id sequence numbers their rows in any order): at most one per table,
+    each writing rows none of the others reads or writes, none waiting for a lock (orders the caller holds
+    updated, their history rows and trades inserted: a foreign key's check runs at the end of the statement,
+    after all of them)."""
+    assert len({w.table for w in writes}) == len(writes), "one write per table in a statement"
+    *first, last = writes
+    sql, params = last.sql, last.params
     if first:
-        sql = "WITH " + ", ".join(f"w{n} AS ({part})" for n, (part, _) in enumerate(first)) + " " + sql
-        params = [*(p for _, part_params in first for p in part_params), *params]
+        sql = "WITH " + ", ".join(f"w{n} AS ({w.sql})" for n, w in enumerate(first)) + " " + sql
+        params = [*(p for w in first for p in w.params), *params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
@@ -285,17 +297,16 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
         cursor.execute("DROP TABLE ccp_bulk_upsert")
 
 
-def upsert_values(model: type[models.Model], rows: Sequence[dict], *, key: Sequence[str],
-                  merge: Mapping[str, str]) -> None:
-    """Insert a handful of rows (dicts by attribute name, every concrete column but the primary key) in
-    one INSERT ... SELECT FROM ``unnest_source`` ... ON CONFLICT statement, in key order; where a row with the
-    same ``key`` (a unique constraint) exists, set each column named in ``merge`` to its SQL expression over
-    the stored row ``t`` and the new one ``EXCLUDED`` (columns quoted: ``GREATEST(t."high", EXCLUDED."high")``).
-    No temporary table, unlike ``bulk_upsert_rows``: for a few rows per transaction. One parameter per column
-    (a VALUES list had one per value, each converted by its field, and a statement text per number of rows,
-    each prepared and planned apart)."""
-    if not rows:
-        return
+def upsert_write(model: type[models.Model], rows: Sequence[dict], *, key: Sequence[str],
+                 merge: Mapping[str, str]) -> Write:
+    """Insert a handful of rows (dicts by attribute name, every concrete column but the primary key, at least
+    one) in one INSERT ... SELECT FROM ``unnest_source`` ... ON CONFLICT statement, in key order; where a row
+    with the same ``key`` (a unique constraint) exists, set each column named in ``merge`` to its SQL expression
+    over the stored row ``t`` and the new one ``EXCLUDED`` (columns quoted: ``GREATEST(t."high",
+    EXCLUDED."high")``): the statement, not sent (``writes_send``). No temporary table, unlike
+    ``bulk_upsert_rows``: for a few rows per transaction. One parameter per column (a VALUES list had one per
+    value, each converted by its field, and a statement text per number of rows, each prepared and planned
+    apart)."""
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
     column = {f.attname: f'"{f.column}"' for f in fields}
@@ -303,9 +314,8 @@ def upsert_values(model: type[models.Model], rows: Sequence[dict], *, key: Seque
     keys = ", ".join(column[name] for name in key)
     updates = ", ".join(f"{column[name]} = {expression}" for name, expression in merge.items())
     source, params = unnest_source(fields, rows)
-    with connection.cursor() as cursor:
-        cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM {source} ORDER BY {keys} '
-                       f"ON CONFLICT ({keys}) DO UPDATE SET {updates}", params)
+    return Write(meta.db_table, f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM {source} '
+                                f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {updates}", params)
 
 
 def ids_reserve(model: type[models.Model], count: int) -> list[int]:
@@ -448,6 +458,7 @@ class Behind:
 
     def __init__(self, *, threaded: bool = True) -> None:
         self._pending: list[Future] = []
+        self._writes: list[Write] = []  # ``write``s held (not threaded), sent together
         self._pool = self._wrapper = None
         self._failed = False
         if threaded:
@@ -458,9 +469,26 @@ class Behind:
     def run(self, work: Callable[[], object]) -> None:
         """Queue ``work`` (database writes through ``ccp.db`` or the ORM, on the caller's connection)."""
         if self._pool is None:
+            self._send()
             self._pending.append(_done(work()))
         else:
             self._pending.append(self._pool.submit(self._run, work))
+
+    def write(self, write: Write) -> None:
+        """Queue one ``Write``. Not threaded, it is held and sent with the writes queued after it, in one statement
+        (``writes_send``), when the caller next runs a work or waits, or queues a second write of its table: a
+        round trip for them all (a matcher's trades, candles, orders, history rows and cash movements)."""
+        if self._pool is not None:
+            self.run(functools.partial(writes_send, [write]))
+            return
+        if any(held.table == write.table for held in self._writes):
+            self._send()
+        self._writes.append(write)
+
+    def _send(self) -> None:
+        if self._writes:
+            writes, self._writes = self._writes, []
+            writes_send(writes)
 
     def _run(self, work: Callable[[], object]) -> object:
         if self._failed:
@@ -476,6 +504,7 @@ class Behind:
 
     def wait(self) -> list:
         """The queued works' results, in order, once all ran; the first error, if one failed."""
+        self._send()
         pending, self._pending = self._pending, []
         for future in pending:
             future.exception()  # every work ends before the caller goes on, failed or not
@@ -505,6 +534,14 @@ def write_behind(behind: Behind | None, work: Callable[[], object]) -> None:
         work()
     else:
         behind.run(work)
+
+
+def write_held(behind: Behind | None, write: Write) -> None:
+    """``write`` queued on the caller's ``behind`` (``Behind.write``), or sent at once without one."""
+    if behind is None:
+        writes_send([write])
+    else:
+        behind.write(write)
 
 
 def _done(rows: list[tuple]) -> Future:

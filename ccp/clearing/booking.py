@@ -42,14 +42,17 @@ from ccp.clearing.services import Execution, trades_book
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import premium_per_unit
 from ccp.db import (
+    FEW_INSERTS,
     FEW_ROWS,
     Behind,
     Columns,
     bulk_insert_rows,
-    bulk_update_insert,
+    bulk_insert_write,
     bulk_update_rows,
+    bulk_update_write,
     bulk_upsert_rows,
     write_behind,
+    write_held,
 )
 from ccp.locks import fund_locks_lock, position_rows_lock
 from ccp.money import ZERO, money_str, quantize
@@ -108,20 +111,27 @@ def _average(order, price: Decimal, quantity: Decimal) -> Decimal | None:
     return quantize((order.average_fill_price * order.filled_quantity + price * quantity) / total, ROUND_HALF_EVEN)
 
 
-def _orders_write(changed: Sequence, touched: Sequence, touched_fields: Sequence[str], histories: list[dict]) -> None:
-    """The booking's changed orders (``_ORDER_FILL_FIELDS``) and the caller's ``touched`` ones (``touched_fields``),
-    each order in one update when it is one object, then the history rows in one insert (both in one statement
-    when they are few: ``bulk_update_insert``)."""
+def _orders_write(changed: Sequence, touched: Sequence, touched_fields: Sequence[str], histories: list[dict],
+                  behind: Behind) -> None:
+    """Queue on ``behind`` the booking's changed orders (``_ORDER_FILL_FIELDS``) and the caller's ``touched`` ones
+    (``touched_fields``), each order in one update when it is one object, then the history rows in one insert:
+    as held writes (``Behind.write``: sent with the trades before them and the cash movements after them, in
+    one statement) when they are few."""
     written = {o.pk: o for o in touched}
     if all(written.setdefault(o.pk, o) is o for o in changed):  # one object per order: it holds all its fields
-        bulk_update_insert(Order, [written[pk] for pk in sorted(written)],
-                           [*_ORDER_FILL_FIELDS, *(name for name in touched_fields if name not in _ORDER_FILL_FIELDS)],
-                           OrderStateHistory, histories)
-        return
-    # two copies of an order: each writes its own fields, the caller's first
-    bulk_update_rows(Order, touched, touched_fields)
-    bulk_update_rows(Order, changed, _ORDER_FILL_FIELDS)
-    bulk_insert_rows(OrderStateHistory, histories)
+        objects = [written[pk] for pk in sorted(written)]
+        fields = [*_ORDER_FILL_FIELDS, *(name for name in touched_fields if name not in _ORDER_FILL_FIELDS)]
+        if len(objects) <= FEW_ROWS and len(histories) <= FEW_ROWS:
+            if objects:
+                behind.write(bulk_update_write(Order, objects, fields))
+            if histories:
+                behind.write(bulk_insert_write(OrderStateHistory, histories))
+            return
+        behind.run(functools.partial(bulk_update_rows, Order, objects, fields))
+    else:  # two copies of an order: each writes its own fields, the caller's first
+        behind.run(functools.partial(bulk_update_rows, Order, touched, touched_fields))
+        behind.run(functools.partial(bulk_update_rows, Order, changed, _ORDER_FILL_FIELDS))
+    behind.run(functools.partial(bulk_insert_rows, OrderStateHistory, histories))
 
 
 def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution], orders: Mapping[int, object],
@@ -208,7 +218,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         changed = [orders[pk] for pk in sorted(set(cleared.filled) | {pk for pk in cancels
                                                                        if orders[pk].state == OrderState.CANCELLED})]
         released = _order_values_release(changed, now)
-        behind.run(functools.partial(_orders_write, changed, touched, touched_fields, histories))
+        _orders_write(changed, touched, touched_fields, histories, behind)
         for order in changed:
             events[order.client_id].append({"type": "order", "order": order_payload(order)})
         moves = _premiums(traded, contracts)
@@ -225,6 +235,8 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
                            lines={**{key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
                                      for key, m in moves.items()}, **perps.lines},
                            contracts=contracts, now=now, behind=behind)
+        if perp_fills:  # the fees' and shortfalls' cash movements, sent at once, come after those held
+            behind.wait()
         if perps.fee_lines:
             for key, amount in cash_book(origin=CashMovementOrigin.LIQUIDATION_FEE, origin_ref=venue_ref,
                                          lines=perps.fee_lines, contracts=contracts, now=now).items():
@@ -315,7 +327,12 @@ def cash_book(*, origin: str, origin_ref: str, lines: Mapping[tuple[int, int], t
                      "contract_id": contract_id, "position_delta": quantity, "origin": origin,
                      "origin_ref": origin_ref, "created_at": now})
         settle[(client_id, contract.collateral_id)] += amount
-    write_behind(behind, lambda: bulk_insert_rows(CashMovement, rows))
+    if not rows:
+        return settle
+    if len(rows) <= FEW_INSERTS:  # a write ``behind`` may send with the booking's others
+        write_held(behind, bulk_insert_write(CashMovement, rows))
+    else:
+        write_behind(behind, lambda: bulk_insert_rows(CashMovement, rows))
     return settle
 
 
