@@ -100,10 +100,17 @@ def _array_param(field: models.Field, values: list) -> list | str:
     subclasses such as choices included, integers of an integer or numeric one, finite decimals of a numeric
     one, bools of a boolean one, aware datetimes of a timestamptz one: what psycopg would send, read as the
     same values), else the list for psycopg to dump (0.6 us a value)."""
+    return _array_literal(_array_kind(field), values)
+
+
+_ONLY_NONE = {_NONE}
+
+
+def _array_literal(kind: str | None, values: list) -> list | str:
+    """``_array_param`` of a column whose ``_array_kind`` is ``kind``."""
     kinds = set(map(type, values))
-    if kinds == {_NONE}:  # a column nobody sets (a new order's fill and trigger columns): NULL in any type
+    if kinds == _ONLY_NONE:  # a column nobody sets (a new order's fill and trigger columns): NULL in any type
         return "{" + ",".join(["NULL"] * len(values)) + "}"
-    kind = _array_kind(field)
     if kind is None:
         return values
     if kind == "text":
@@ -180,12 +187,27 @@ def unnest_source(fields: Sequence[models.Field], rows: Sequence[models.Model | 
         values = map(by_key if dicts else by_attribute, rows)
     else:  # instances and dicts mixed
         values = (by_key(row) if isinstance(row, dict) else by_attribute(row) for row in rows)
-    columns = [_array_param(f, list(column)) for f, column in zip(fields, zip(*values, strict=True), strict=True)]
-    arrays = ", ".join(f"%s::{_db_type(f)}[]" for f in fields)
-    names = ", ".join(f'"{f.column}"' for f in fields)
-    if ordinality:
-        return f"unnest({arrays}) WITH ORDINALITY AS v({names}, n)", columns
-    return f"unnest({arrays}) AS v({names})", columns
+    kinds, source, numbered = _unnest_shape(fields)
+    columns = [_array_literal(kind, list(column))
+               for kind, column in zip(kinds, zip(*values, strict=True), strict=True)]
+    return numbered if ordinality else source, columns
+
+
+# ``_unnest_shape`` by the fields' ids (a field's own hash is Python code, a tuple of ints' is not), with the fields
+# themselves kept in the value: none is collected, so no other object takes its id.
+_SHAPES: dict[tuple[int, ...], tuple[tuple, list, str, str]] = {}
+
+
+def _unnest_shape(fields: Sequence[models.Field]) -> tuple[list, str, str]:
+    """What ``unnest_source`` sends for these fields whatever the rows, worked out once: each column's
+    ``_array_kind``, and the source without and with ordinality."""
+    shape = _SHAPES.get(key := tuple(map(id, fields)))
+    if shape is None:
+        arrays = ", ".join(f"%s::{_db_type(f)}[]" for f in fields)
+        names = ", ".join(f'"{f.column}"' for f in fields)
+        shape = _SHAPES[key] = (tuple(fields), [_array_kind(f) for f in fields], f"unnest({arrays}) AS v({names})",
+                                f"unnest({arrays}) WITH ORDINALITY AS v({names}, n)")
+    return shape[1:]
 
 
 def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model | dict],
@@ -222,24 +244,37 @@ class Write(NamedTuple):
 def bulk_update_write(model: type[models.Model], objects: Sequence[models.Model | dict],
                       fields: Sequence[str]) -> Write:
     """``bulk_update_rows``' statement for up to ``FEW_ROWS`` rows (at least one), not sent."""
+    columns, table, sql = _update_shape(model, tuple(fields))
+    source, params = unnest_source(columns, objects)
+    return Write(table, sql.format(source=source), params)
+
+
+@functools.cache
+def _update_shape(model: type[models.Model], fields: tuple[str, ...]) -> tuple[list, str, str]:
+    """``bulk_update_write``'s columns (the primary key first), table and statement (``{source}`` left to fill)."""
     meta = model._meta
     columns = [meta.pk, *(meta.get_field(name) for name in fields)]
     assignments = ", ".join(f'"{c.column}" = v."{c.column}"' for c in columns[1:])
-    source, params = unnest_source(columns, objects)
-    return Write(meta.db_table, f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM {source} '
-                                f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"', params)
+    return columns, meta.db_table, (f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM {{source}} '
+                                    f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"')
 
 
 def bulk_insert_write(model: type[models.Model], objects: Sequence[models.Model | dict], *,
                       with_pk: bool = False) -> Write:
     """``bulk_insert_rows``' INSERT from ``unnest_source`` (rows inserted, and numbered by the id sequence, in
     their order) for up to ``FEW_ROWS`` rows (at least one), not sent."""
+    fields, table, sql = _insert_shape(model, with_pk)
+    source, params = unnest_source(fields, objects, ordinality=True)
+    return Write(table, sql.format(source=source), params)
+
+
+@functools.cache
+def _insert_shape(model: type[models.Model], with_pk: bool) -> tuple[list, str, str]:
+    """``bulk_insert_write``'s fields, table and statement (``{source}`` left to fill)."""
     meta = model._meta
     fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
-    source, params = unnest_source(fields, objects, ordinality=True)
     names = ", ".join(f'"{f.column}"' for f in fields)
-    return Write(meta.db_table, f'INSERT INTO "{meta.db_table}" ({names}) SELECT {names} FROM {source} ORDER BY v.n',
-                 params)
+    return fields, meta.db_table, f'INSERT INTO "{meta.db_table}" ({names}) SELECT {names} FROM {{source}} ORDER BY v.n'
 
 
 def writes_send(writes: Sequence[Write]) -> None:
