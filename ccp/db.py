@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
@@ -283,25 +283,23 @@ def writes_send(writes: Sequence[Write]) -> None:
     each writing rows none of the others reads or writes, none waiting for a lock (orders the caller holds
     updated, their history rows and trades inserted: a foreign key's check runs at the end of the statement,
     after all of them)."""
-    assert len({w.table for w in writes}) == len(writes), "one write per table in a statement"
     *first, last = writes
-    sql, params = last.sql, last.params
-    if first:
-        sql = "WITH " + ", ".join(f"w{n} AS ({w.sql})" for n, w in enumerate(first)) + " " + sql
-        params = [*(p for w in first for p in w.params), *params]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(*writes_with(first, last.sql, last.params, tables={last.table}))
 
 
-def bulk_update_insert(model: type[models.Model], objects: Sequence[models.Model | dict], fields: Sequence[str],
-                       insert_model: type[models.Model], rows: Sequence[models.Model | dict]) -> None:
-    """``bulk_update_rows`` of ``objects``, then ``bulk_insert_rows`` of ``rows`` into ``insert_model``'s table (say
-    orders and their history rows): in one statement when both are few (``FEW_ROWS`` each), a round trip less."""
-    if objects and rows and len(objects) <= FEW_ROWS and len(rows) <= FEW_ROWS:
-        writes_send([bulk_update_write(model, objects, fields), bulk_insert_write(insert_model, rows)])
-        return
-    bulk_update_rows(model, objects, fields)
-    bulk_insert_rows(insert_model, rows)
+def writes_with(writes: Sequence[Write], sql: str, params: list, *, tables: Collection[str] = ()
+                ) -> tuple[str, list]:
+    """(SQL, parameters) of a statement (positional parameters) with ``writes`` before it in its WITH clause, as
+    ``writes_send`` sends them: on its snapshot, in no set order with it (``tables``: those it writes)."""
+    names = [w.table for w in writes]
+    assert len({*names, *tables}) == len(names) + len(tables), "one write per table in a statement"
+    if not writes:
+        return sql, params
+    parts = ", ".join(f"w{n} AS ({w.sql})" for n, w in enumerate(writes))
+    sql = sql.lstrip()
+    sql = f"WITH {parts}, {sql[5:]}" if sql[:5].upper() == "WITH " else f"WITH {parts} {sql}"
+    return sql, [*(p for w in writes for p in w.params), *params]
 
 
 def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Sequence[str],
@@ -522,8 +520,13 @@ class Behind:
 
     def _send(self) -> None:
         if self._writes:
-            writes, self._writes = self._writes, []
-            writes_send(writes)
+            writes_send(self.held_take())
+
+    def held_take(self) -> list[Write]:
+        """The writes held (``write``), taken back: the caller sends them in its next statement (``writes_with``),
+        before it runs or reads anything else."""
+        writes, self._writes = self._writes, []
+        return writes
 
     def _run(self, work: Callable[[], object]) -> object:
         if self._failed:

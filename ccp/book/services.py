@@ -68,7 +68,17 @@ from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import mark_px
-from ccp.db import Columns, bulk_insert_rows, bulk_update_insert, ids_reserve, times_loaded_in_c
+from ccp.db import (
+    FEW_ROWS,
+    Behind,
+    Columns,
+    bulk_insert_rows,
+    bulk_insert_write,
+    bulk_update_rows,
+    bulk_update_write,
+    ids_reserve,
+    times_loaded_in_c,
+)
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import book_contracts_lock, book_lock, contract_lock, fund_locks_lock, order_lock
 from ccp.money import ZERO
@@ -833,6 +843,9 @@ def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[
         order.updated_at = now
     held = {key: value for key, value in run.held.items() if value}
     messages, levels, cleared_orders = [], {b.contract.pk: set(b.levels) for b in batches}, set()
+    # Not entered: the last writes it holds (the orders', their history's, the fund locks') go out with the
+    # numbering below, in one statement (``held_take``).
+    behind = Behind(threaded=False)
     executions = [e for b in batches for e in b.executions]  # each contract's in its engine's order
     cancels = {pk: reason for b in batches for pk, reason in b.cancels.items()}
     if executions or cancels:
@@ -844,16 +857,24 @@ def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[
                                executions=executions, orders=orders,
                                contracts={b.contract.pk: b.contract for b in batches}, cancels=cancels, now=now,
                                envelope={"type": "book"}, order_value=held, locked=run.fund_locks, publish=False,
-                               touched=touched, touched_fields=_TOUCHED_FIELDS, histories=run.histories)
+                               touched=touched, touched_fields=_TOUCHED_FIELDS, histories=run.histories,
+                               held=behind)
         cleared_orders = set(cleared.filled) | {pk for pk, o in orders.items()
                                                  if pk in cancels and o.state == OrderState.CANCELLED}
         messages, fund_locks = _by_contract(cleared.messages, [b.contract.symbol for b in batches]), cleared.others
         for contract_id, changed in cleared.levels.items():
             levels.setdefault(contract_id, set()).update(changed)
     else:
-        bulk_update_insert(Order, touched, list(_TOUCHED_FIELDS), OrderStateHistory, run.histories)
+        if len(touched) <= FEW_ROWS and len(run.histories) <= FEW_ROWS:
+            if touched:
+                behind.write(bulk_update_write(Order, touched, _TOUCHED_FIELDS))
+            if run.histories:
+                behind.write(bulk_insert_write(OrderStateHistory, run.histories))
+        else:
+            bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
+            bulk_insert_rows(OrderStateHistory, run.histories)
         fund_locks = fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now,
-                                       locked=run.fund_locks) if held else {}
+                                       locked=run.fund_locks, behind=behind) if held else {}
     messages += [(order.client_id, {"type": "order", "order": order_payload(order)})
                  for order in touched if order.pk not in cleared_orders]
     private = [*messages, *balance_events(fund_locks.values())]
@@ -861,11 +882,12 @@ def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[
     # the numbering reads no order (reading them scanned every resting order of the contracts).
     books = {b.contract.pk: _book_levels(b.book, levels.get(b.contract.pk, ())) for b in batches}
     known = all(c in books for c, lv in levels.items() if lv)
-    # One statement numbers it all: the books' versions, their level changes, the private messages.
+    # One statement numbers it all (the books' versions, their level changes, the private messages), with the
+    # writes held.
     versions, numbered, last = books_numbered(
         contract_ids=[b.contract.pk for b in batches],
         levels={c: len(set(lv)) for c, lv in levels.items() if lv} if known else {},
-        messages=Counter(client_id for client_id, _ in private))
+        messages=Counter(client_id for client_id, _ in private), writes=behind.held_take())
     if private:
         client_stream_publish_taken(private, last)
     books_levels_changed(levels=levels, books=books if known else None, numbered=numbered if known else None)

@@ -26,6 +26,7 @@ locks (5), the positions (6) and the lockups (7).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -139,7 +140,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
                  envelope: Mapping[str, object], order_value: Mapping[tuple[int, int], Decimal] | None = None,
                  locked: Mapping[tuple[int, int], FundLock] | None = None, publish: bool = True,
                  touched: Sequence = (), touched_fields: Sequence[str] = (),
-                 histories: Sequence[dict] = ()) -> Cleared:
+                 histories: Sequence[dict] = (), held: Behind | None = None) -> Cleared:
     """Book ``executions`` of ``venue``'s event ``venue_ref``, then cancel the orders in ``cancels``
     (order id -> reason) still on the book. ``orders`` holds every order of both (Order or OrderRow
     with ``contract`` set, locked by the caller), ``contracts`` their contracts (locked). Each client's
@@ -152,7 +153,9 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     caller to publish with its own, not published here; ``touched``, more orders the caller changed (their
     ``touched_fields``), and ``histories``, the caller's history rows: written with the booking's own, each
     order in one update with both sets of fields (an order both changed was written twice, every index entry
-    twice) and the caller's history rows first in one insert."""
+    twice) and the caller's history rows first in one insert; ``held``, the caller's ``Behind`` (not threaded)
+    for a booking without a thread: the writes it still holds at the end (the fund locks') are left in it, for
+    the caller to send with its next statement (``Behind.held_take``)."""
     # The trades, the orders and their history are written on a thread (``ccp.db.Behind``) while the fills
     # and the events are worked out here, in the same transaction and statement order; a perpetual's fills
     # read their liquidation steps on the way, and a small batch costs less without a thread.
@@ -165,7 +168,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     if threaded and {(o.client_id, o.contract.collateral_id) for o in orders.values()} <= set(locked or {}):
         ahead = positions_read({portfolio_of(client_id, contracts[e.contract_id]) for e in executions
                                 for client_id in (e.buy_client_id, e.sell_client_id)}, contracts)
-    with Behind(threaded=threaded) as behind:
+    with (Behind(threaded=threaded) if held is None or threaded else contextlib.nullcontext(held)) as behind:
         trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now,
                              symbols={contract_id: contract.symbol for contract_id, contract in contracts.items()},
                              behind=behind)
