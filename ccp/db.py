@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
@@ -71,6 +72,12 @@ def text_array(values: Iterable[str]) -> str:
     """Strings as an array literal, each quoted (``{"a","b"}``), for a parameter cast to ``text[]``: psycopg's
     list dumper converts element by element in Python (0.8 us each); an auction's apply sends hundreds of
     thousands."""
+    values = values if isinstance(values, list) else list(values)
+    if not values:
+        return "{}"
+    plain = "".join(values)
+    if '"' not in plain and "\\" not in plain:  # nothing to escape (choices, reasons): one join, no call per value
+        return '{"' + '","'.join(values) + '"}'
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
@@ -79,7 +86,8 @@ def number_array(values: Iterable[int | Decimal | None]) -> str:
     or integer array (ids: ``bigint[]``): what psycopg sends for each (``str``), without its list dumper's cost
     per element (0.6 us each, 0.12 us this way). Finite values only (a NaN or an infinity is no amount); a bool
     or a fraction in an integer array: PostgreSQL refuses it."""
-    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    # ``str`` of each at C speed; None's text ("None") is no number's, so it is replaced after the join.
+    return "{" + ",".join(map(str, values)).replace("None", "NULL") + "}"
 
 
 _INTEGERS, _DECIMALS = ({int}, {int, type(None)}), ({Decimal}, {Decimal, type(None)})
@@ -92,10 +100,17 @@ def _array_param(field: models.Field, values: list) -> list | str:
     subclasses such as choices included, integers of an integer or numeric one, finite decimals of a numeric
     one, bools of a boolean one, aware datetimes of a timestamptz one: what psycopg would send, read as the
     same values), else the list for psycopg to dump (0.6 us a value)."""
+    return _array_literal(_array_kind(field), values)
+
+
+_ONLY_NONE = {_NONE}
+
+
+def _array_literal(kind: str | None, values: list) -> list | str:
+    """``_array_param`` of a column whose ``_array_kind`` is ``kind``."""
     kinds = set(map(type, values))
-    if kinds == {_NONE}:  # a column nobody sets (a new order's fill and trigger columns): NULL in any type
+    if kinds == _ONLY_NONE:  # a column nobody sets (a new order's fill and trigger columns): NULL in any type
         return "{" + ",".join(["NULL"] * len(values)) + "}"
-    kind = _array_kind(field)
     if kind is None:
         return values
     if kind == "text":
@@ -104,11 +119,18 @@ def _array_param(field: models.Field, values: list) -> list | str:
         return "{" + ",".join("NULL" if v is None else "t" if v else "f" for v in values) + "}" if (
             kinds <= {bool, _NONE}) else values
     if kind == "timestamptz":
-        aware = kinds <= {datetime, _NONE} and all(v is None or v.utcoffset() is not None for v in values)
-        return "{" + ",".join("NULL" if v is None else f'"{v.isoformat()}"' for v in values) + "}" if aware else values
-    if kinds in _INTEGERS or (kind == "numeric" and kinds in _DECIMALS
-                              and all(v is None or v.is_finite() for v in values)):
+        # Each distinct instant formatted once (a write's rows share one or a few: the booking's ``now``).
+        distinct = set(values)
+        if not (kinds <= {datetime, _NONE} and all(v is None or v.utcoffset() is not None for v in distinct)):
+            return values
+        texts = {v: "NULL" if v is None else f'"{v.isoformat()}"' for v in distinct}
+        return "{" + ",".join(map(texts.__getitem__, values)) + "}"
+    if kinds in _INTEGERS:
         return number_array(values)
+    if kind == "numeric" and kinds in _DECIMALS:
+        text = ",".join(map(str, values))
+        # Not finite: "NaN", "sNaN", "Infinity" (a finite decimal's text has digits, a sign, a point, an "E").
+        return values if "a" in text or "I" in text else "{" + text.replace("None", "NULL") + "}"
     return values
 
 
@@ -155,17 +177,37 @@ def unnest_source(fields: Sequence[models.Field], rows: Sequence[models.Model | 
     """``unnest(%s::type[], ...) AS v(columns)`` over ``rows``' values of ``fields``, and its parameters: one
     parameter per column whatever the number of rows (a VALUES list has one per value, which the driver
     splits and converts one by one), an array literal where the column's values allow (``_array_param``)."""
+    names = [f.attname for f in fields]
+    # One C-level getter of a row's values (a tuple), then one transposition into columns.
+    by_key, by_attribute = operator.itemgetter(*names), operator.attrgetter(*names)
+    if len(names) == 1:
+        by_key, by_attribute = (lambda row: (row[names[0]],)), (lambda row: (getattr(row, names[0]),))
     dicts = isinstance(rows[0], dict)
-    if any(isinstance(row, dict) != dicts for row in rows):  # instances and dicts mixed: all as dicts
-        rows, dicts = [row if isinstance(row, dict) else {f.attname: getattr(row, f.attname) for f in fields}
-                       for row in rows], True
-    columns = [_array_param(f, [row[f.attname] for row in rows] if dicts else [getattr(row, f.attname) for row in rows])
-               for f in fields]
-    arrays = ", ".join(f"%s::{_db_type(f)}[]" for f in fields)
-    names = ", ".join(f'"{f.column}"' for f in fields)
-    if ordinality:
-        return f"unnest({arrays}) WITH ORDINALITY AS v({names}, n)", columns
-    return f"unnest({arrays}) AS v({names})", columns
+    if all(isinstance(row, dict) == dicts for row in rows):
+        values = map(by_key if dicts else by_attribute, rows)
+    else:  # instances and dicts mixed
+        values = (by_key(row) if isinstance(row, dict) else by_attribute(row) for row in rows)
+    kinds, source, numbered = _unnest_shape(fields)
+    columns = [_array_literal(kind, list(column))
+               for kind, column in zip(kinds, zip(*values, strict=True), strict=True)]
+    return numbered if ordinality else source, columns
+
+
+# ``_unnest_shape`` by the fields' ids (a field's own hash is Python code, a tuple of ints' is not), with the fields
+# themselves kept in the value: none is collected, so no other object takes its id.
+_SHAPES: dict[tuple[int, ...], tuple[tuple, list, str, str]] = {}
+
+
+def _unnest_shape(fields: Sequence[models.Field]) -> tuple[list, str, str]:
+    """What ``unnest_source`` sends for these fields whatever the rows, worked out once: each column's
+    ``_array_kind``, and the source without and with ordinality."""
+    shape = _SHAPES.get(key := tuple(map(id, fields)))
+    if shape is None:
+        arrays = ", ".join(f"%s::{_db_type(f)}[]" for f in fields)
+        names = ", ".join(f'"{f.column}"' for f in fields)
+        shape = _SHAPES[key] = (tuple(fields), [_array_kind(f) for f in fields], f"unnest({arrays}) AS v({names})",
+                                f"unnest({arrays}) WITH ORDINALITY AS v({names}, n)")
+    return shape[1:]
 
 
 def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model | dict],
@@ -178,18 +220,86 @@ def bulk_update_rows(model: type[models.Model], objects: Sequence[models.Model |
     are)."""
     if not objects:
         return
+    if len(objects) <= FEW_ROWS:
+        writes_send([bulk_update_write(model, objects, fields)])
+        return
     meta = model._meta
     columns = [meta.pk, *(meta.get_field(name) for name in fields)]
     assignments = ", ".join(f'"{c.column}" = v."{c.column}"' for c in columns[1:])
     where = f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"'
     with connection.cursor() as cursor:
-        if len(objects) <= FEW_ROWS:
-            source, params = unnest_source(columns, objects)
-            cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM {source} {where}', params)
-            return
         _stage(cursor, "ccp_bulk_update", columns, objects)
         cursor.execute(f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM ccp_bulk_update AS v {where}')
         cursor.execute("DROP TABLE ccp_bulk_update")
+
+
+class Write(NamedTuple):
+    """A statement that writes ``table`` and returns nothing, not sent yet (``writes_send``)."""
+
+    table: str
+    sql: str
+    params: list
+
+
+def bulk_update_write(model: type[models.Model], objects: Sequence[models.Model | dict],
+                      fields: Sequence[str]) -> Write:
+    """``bulk_update_rows``' statement for up to ``FEW_ROWS`` rows (at least one), not sent."""
+    columns, table, sql = _update_shape(model, tuple(fields))
+    source, params = unnest_source(columns, objects)
+    return Write(table, sql.format(source=source), params)
+
+
+@functools.cache
+def _update_shape(model: type[models.Model], fields: tuple[str, ...]) -> tuple[list, str, str]:
+    """``bulk_update_write``'s columns (the primary key first), table and statement (``{source}`` left to fill)."""
+    meta = model._meta
+    columns = [meta.pk, *(meta.get_field(name) for name in fields)]
+    assignments = ", ".join(f'"{c.column}" = v."{c.column}"' for c in columns[1:])
+    return columns, meta.db_table, (f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM {{source}} '
+                                    f'WHERE t."{meta.pk.column}" = v."{meta.pk.column}"')
+
+
+def bulk_insert_write(model: type[models.Model], objects: Sequence[models.Model | dict], *,
+                      with_pk: bool = False) -> Write:
+    """``bulk_insert_rows``' INSERT from ``unnest_source`` (rows inserted, and numbered by the id sequence, in
+    their order) for up to ``FEW_ROWS`` rows (at least one), not sent."""
+    fields, table, sql = _insert_shape(model, with_pk)
+    source, params = unnest_source(fields, objects, ordinality=True)
+    return Write(table, sql.format(source=source), params)
+
+
+@functools.cache
+def _insert_shape(model: type[models.Model], with_pk: bool) -> tuple[list, str, str]:
+    """``bulk_insert_write``'s fields, table and statement (``{source}`` left to fill)."""
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
+    names = ", ".join(f'"{f.column}"' for f in fields)
+    return fields, meta.db_table, f'INSERT INTO "{meta.db_table}" ({names}) SELECT {names} FROM {{source}} ORDER BY v.n'
+
+
+def writes_send(writes: Sequence[Write]) -> None:
+    """Writes in one statement, one round trip: each but the last in the WITH clause of the last. They run on
+    one snapshot and in no set order (an id sequence numbers their rows in any order): at most one per table,
+    each writing rows none of the others reads or writes, none waiting for a lock (orders the caller holds
+    updated, their history rows and trades inserted: a foreign key's check runs at the end of the statement,
+    after all of them)."""
+    *first, last = writes
+    with connection.cursor() as cursor:
+        cursor.execute(*writes_with(first, last.sql, last.params, tables={last.table}))
+
+
+def writes_with(writes: Sequence[Write], sql: str, params: list, *, tables: Collection[str] = ()
+                ) -> tuple[str, list]:
+    """(SQL, parameters) of a statement (positional parameters) with ``writes`` before it in its WITH clause, as
+    ``writes_send`` sends them: on its snapshot, in no set order with it (``tables``: those it writes)."""
+    names = [w.table for w in writes]
+    assert len({*names, *tables}) == len(names) + len(tables), "one write per table in a statement"
+    if not writes:
+        return sql, params
+    parts = ", ".join(f"w{n} AS ({w.sql})" for n, w in enumerate(writes))
+    sql = sql.lstrip()
+    sql = f"WITH {parts}, {sql[5:]}" if sql[:5].upper() == "WITH " else f"WITH {parts} {sql}"
+    return sql, [*(p for w in writes for p in w.params), *params]
 
 
 def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Sequence[str],
@@ -220,17 +330,16 @@ def bulk_upsert_rows(model: type[models.Model], rows: Sequence[dict], *, key: Se
         cursor.execute("DROP TABLE ccp_bulk_upsert")
 
 
-def upsert_values(model: type[models.Model], rows: Sequence[dict], *, key: Sequence[str],
-                  merge: Mapping[str, str]) -> None:
-    """Insert a handful of rows (dicts by attribute name, every concrete column but the primary key) in
-    one INSERT ... SELECT FROM ``unnest_source`` ... ON CONFLICT statement, in key order; where a row with the
-    same ``key`` (a unique constraint) exists, set each column named in ``merge`` to its SQL expression over
-    the stored row ``t`` and the new one ``EXCLUDED`` (columns quoted: ``GREATEST(t."high", EXCLUDED."high")``).
-    No temporary table, unlike ``bulk_upsert_rows``: for a few rows per transaction. One parameter per column
-    (a VALUES list had one per value, each converted by its field, and a statement text per number of rows,
-    each prepared and planned apart)."""
-    if not rows:
-        return
+def upsert_write(model: type[models.Model], rows: Sequence[dict], *, key: Sequence[str],
+                 merge: Mapping[str, str]) -> Write:
+    """Insert a handful of rows (dicts by attribute name, every concrete column but the primary key, at least
+    one) in one INSERT ... SELECT FROM ``unnest_source`` ... ON CONFLICT statement, in key order; where a row
+    with the same ``key`` (a unique constraint) exists, set each column named in ``merge`` to its SQL expression
+    over the stored row ``t`` and the new one ``EXCLUDED`` (columns quoted: ``GREATEST(t."high",
+    EXCLUDED."high")``): the statement, not sent (``writes_send``). No temporary table, unlike
+    ``bulk_upsert_rows``: for a few rows per transaction. One parameter per column (a VALUES list had one per
+    value, each converted by its field, and a statement text per number of rows, each prepared and planned
+    apart)."""
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
     column = {f.attname: f'"{f.column}"' for f in fields}
@@ -238,9 +347,8 @@ def upsert_values(model: type[models.Model], rows: Sequence[dict], *, key: Seque
     keys = ", ".join(column[name] for name in key)
     updates = ", ".join(f"{column[name]} = {expression}" for name, expression in merge.items())
     source, params = unnest_source(fields, rows)
-    with connection.cursor() as cursor:
-        cursor.execute(f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM {source} ORDER BY {keys} '
-                       f"ON CONFLICT ({keys}) DO UPDATE SET {updates}", params)
+    return Write(meta.db_table, f'INSERT INTO "{meta.db_table}" AS t ({names}) SELECT {names} FROM {source} '
+                                f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {updates}", params)
 
 
 def ids_reserve(model: type[models.Model], count: int) -> list[int]:
@@ -263,14 +371,12 @@ def bulk_insert_rows(model: type[models.Model], objects: Sequence[models.Model |
     (values go to PostgreSQL as they are). ``with_pk``: the rows carry their ids (``ids_reserve``)."""
     if not objects:
         return
+    if len(objects) <= FEW_INSERTS:
+        writes_send([bulk_insert_write(model, objects, with_pk=with_pk)])
+        return
     meta = model._meta
     fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
     with connection.cursor() as cursor:
-        if len(objects) <= FEW_INSERTS:
-            source, params = unnest_source(fields, objects, ordinality=True)
-            names = ", ".join(f'"{f.column}"' for f in fields)
-            cursor.execute(f'INSERT INTO "{meta.db_table}" ({names}) SELECT {names} FROM {source} ORDER BY v.n', params)
-            return
         _copy(cursor, meta.db_table, fields, objects)
 
 
@@ -385,6 +491,7 @@ class Behind:
 
     def __init__(self, *, threaded: bool = True) -> None:
         self._pending: list[Future] = []
+        self._writes: list[Write] = []  # ``write``s held (not threaded), sent together
         self._pool = self._wrapper = None
         self._failed = False
         if threaded:
@@ -395,9 +502,31 @@ class Behind:
     def run(self, work: Callable[[], object]) -> None:
         """Queue ``work`` (database writes through ``ccp.db`` or the ORM, on the caller's connection)."""
         if self._pool is None:
+            self._send()
             self._pending.append(_done(work()))
         else:
             self._pending.append(self._pool.submit(self._run, work))
+
+    def write(self, write: Write) -> None:
+        """Queue one ``Write``. Not threaded, it is held and sent with the writes queued after it, in one statement
+        (``writes_send``), when the caller next runs a work or waits, or queues a second write of its table: a
+        round trip for them all (a matcher's trades, candles, orders, history rows and cash movements)."""
+        if self._pool is not None:
+            self.run(functools.partial(writes_send, [write]))
+            return
+        if any(held.table == write.table for held in self._writes):
+            self._send()
+        self._writes.append(write)
+
+    def _send(self) -> None:
+        if self._writes:
+            writes_send(self.held_take())
+
+    def held_take(self) -> list[Write]:
+        """The writes held (``write``), taken back: the caller sends them in its next statement (``writes_with``),
+        before it runs or reads anything else."""
+        writes, self._writes = self._writes, []
+        return writes
 
     def _run(self, work: Callable[[], object]) -> object:
         if self._failed:
@@ -413,6 +542,7 @@ class Behind:
 
     def wait(self) -> list:
         """The queued works' results, in order, once all ran; the first error, if one failed."""
+        self._send()
         pending, self._pending = self._pending, []
         for future in pending:
             future.exception()  # every work ends before the caller goes on, failed or not
@@ -442,6 +572,14 @@ def write_behind(behind: Behind | None, work: Callable[[], object]) -> None:
         work()
     else:
         behind.run(work)
+
+
+def write_held(behind: Behind | None, write: Write) -> None:
+    """``write`` queued on the caller's ``behind`` (``Behind.write``), or sent at once without one."""
+    if behind is None:
+        writes_send([write])
+    else:
+        behind.write(write)
 
 
 def _done(rows: list[tuple]) -> Future:

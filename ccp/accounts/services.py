@@ -21,7 +21,7 @@ from eth_utils import is_address, is_checksum_address, to_checksum_address
 from ccp.accounts.models import ApiToken, Client, FundLock, SignInChallenge
 from ccp.accounts.siwe import SignInMessage, signer_recover
 from ccp.clock import iso_utc, require_aware
-from ccp.db import Behind, Columns, bulk_update_rows, write_behind
+from ccp.db import FEW_ROWS, Behind, Columns, bulk_update_rows, bulk_update_write, write_behind, write_held
 from ccp.errors import ApplicationError, Unauthorized
 from ccp.locks import fund_locks_lock
 from ccp.money import money_str
@@ -283,6 +283,7 @@ def fund_lock_credit(*, client: Client, currency, amount: Decimal, now: datetime
 
 
 Deltas = dict[tuple[int, int], Decimal]  # (client id, currency id) -> signed change
+_ADJUSTED = ("fundlock", "settle_value", "order_value", "lockup_value", "margin_value", "updated_at")
 
 
 def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value: Deltas, now: datetime,
@@ -308,8 +309,11 @@ def fund_locks_adjust(*, settle_value: Deltas, order_value: Deltas, lockup_value
         fund_lock.lockup_value += lockup_value.get(key, Decimal(0))
         fund_lock.margin_value += margin_value.get(key, Decimal(0))
         fund_lock.updated_at = now
-    write_behind(behind, functools.partial(bulk_update_rows, FundLock, [fund_locks[k] for k in sorted(keys)], [
-        "fundlock", "settle_value", "order_value", "lockup_value", "margin_value", "updated_at"]))
+    rows, fields = [fund_locks[k] for k in sorted(keys)], _ADJUSTED
+    if rows and len(rows) <= FEW_ROWS:  # a write ``behind`` may send with the caller's others (``Behind.write``)
+        write_held(behind, bulk_update_write(FundLock, rows, fields))
+    else:
+        write_behind(behind, functools.partial(bulk_update_rows, FundLock, rows, fields))
     return {key: fund_locks[key] for key in sorted(keys)}
 
 

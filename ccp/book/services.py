@@ -52,7 +52,7 @@ import logging
 import os
 import signal
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
@@ -63,14 +63,24 @@ from django.db import connection, transaction
 from ccp.accounts.services import balance_events, balances_publish, fund_locks_adjust
 from ccp.book import engine as ev
 from ccp.book.engine import Cancel, Engine, Leg, Modify, PlaceTrigger, Scale, SetPrice, Submit
-from ccp.book.versions import books_touched
+from ccp.book.versions import books_numbered, books_touched
 from ccp.clearing.booking import order_state_set, trades_clear
 from ccp.clearing.models import Trade, Venue
 from ccp.clearing.services import Execution
 from ccp.clock import require_aware
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import mark_px
-from ccp.db import Columns, bulk_insert_rows, bulk_update_rows, ids_reserve, times_loaded_in_c
+from ccp.db import (
+    FEW_ROWS,
+    Behind,
+    Columns,
+    bulk_insert_rows,
+    bulk_insert_write,
+    bulk_update_rows,
+    bulk_update_write,
+    ids_reserve,
+    times_loaded_in_c,
+)
 from ccp.errors import ApplicationError, Conflict, NotFound
 from ccp.locks import FundLocksBusy, book_contracts_lock, book_lock, contract_lock, fund_locks_lock, order_lock
 from ccp.money import ZERO
@@ -94,7 +104,7 @@ from ccp.perps.selectors import mark_fresh, tpsl_prefix
 from ccp.prices.selectors import index_by_pair
 from ccp.risk.collateral import available
 from ccp.risk.models import Position
-from ccp.streams import client_stream_publish, client_stream_publish_many
+from ccp.streams import client_stream_publish, client_stream_publish_taken
 
 
 @dataclass
@@ -444,11 +454,10 @@ def _books_match(*, contract_id: int, now: datetime, limit: int | None, queues: 
         return {}
     _batches_match(run, batches)
     failpoint("matched")
-    payloads = _run_write(run, batches)
+    payloads, new_versions = _run_write(run, batches)  # each batch's book version bumped
     if _BUSY:  # the makers met again stay among the first fund locks of the next runs
         _busy_note({(client_id, b.contract.collateral_id) for b in batches for e in b.executions
                     for client_id in (e.buy_client_id, e.sell_client_id)}, known_only=True)
-    new_versions = books_touched(taken)
     for batch in batches:
         book = batch.book
         for engine_order_id, order in batch.by_engine_id.items():
@@ -873,14 +882,15 @@ def _reject(batch: _Batch, order: Order, reason: str) -> None:
     order.reject_reason = reason
 
 
-def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
+def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[int, int]]:
     """Write the orders the run changed and the collateral they hold, book the trades and cancels of all its
     contracts through the clearing core in one call (the order value the run took or gave back in the same
     fund lock update), then publish, in one numbering each: the private messages (the clearing core's, one
     ``book`` message per client and contract, then the orders and balances it did not send: a filled or
     cancelled order's final state is in its messages) and the levels orders joined or left. Private
-    messages are numbered last: that locks the clients' rows (``ccp.locks`` 8). Returns the representation
-    (``order_payload``) of each order it changed, by id."""
+    messages are numbered last, with the levels and the batches' book versions (``books_numbered``: one
+    statement, which locks the clients' rows, ``ccp.locks`` 8). Returns the representation
+    (``order_payload``) of each order it changed, by id, and the batches' new book versions."""
     now = run.now
     bulk_insert_rows(Order, run.created, with_pk=True)
     for order in run.created:
@@ -890,6 +900,9 @@ def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
         order.updated_at = now
     held = {key: value for key, value in run.held.items() if value}
     messages, levels, cleared_orders = [], {b.contract.pk: set(b.levels) for b in batches}, set()
+    # Not entered: the last writes it holds (the orders', their history's, the fund locks') go out with the
+    # numbering below, in one statement (``held_take``).
+    behind = Behind(threaded=False)
     executions = [e for b in batches for e in b.executions]  # each contract's in its engine's order
     cancels = {pk: reason for b in batches for pk, reason in b.cancels.items()}
     if executions or cancels:
@@ -902,28 +915,43 @@ def _run_write(run: _Run, batches: list[_Batch]) -> dict[int, dict]:
                                contracts={b.contract.pk: b.contract for b in batches}, cancels=cancels, now=now,
                                envelope={"type": "book"}, order_value=held, locked=run.fund_locks, publish=False,
                                touched=touched, touched_fields=_TOUCHED_FIELDS, histories=run.histories,
-                               nowait=run.nowait)
+                               nowait=run.nowait, held=behind)
         cleared_orders = set(cleared.filled) | {pk for pk, o in orders.items()
                                                  if pk in cancels and o.state == OrderState.CANCELLED}
         messages, fund_locks = _by_contract(cleared.messages, [b.contract.symbol for b in batches]), cleared.others
         for contract_id, changed in cleared.levels.items():
             levels.setdefault(contract_id, set()).update(changed)
     else:
-        bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
-        bulk_insert_rows(OrderStateHistory, run.histories)
+        if len(touched) <= FEW_ROWS and len(run.histories) <= FEW_ROWS:
+            if touched:
+                behind.write(bulk_update_write(Order, touched, _TOUCHED_FIELDS))
+            if run.histories:
+                behind.write(bulk_insert_write(OrderStateHistory, run.histories))
+        else:
+            bulk_update_rows(Order, touched, list(_TOUCHED_FIELDS))
+            bulk_insert_rows(OrderStateHistory, run.histories)
         fund_locks = fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now,
-                                       locked=run.fund_locks) if held else {}
+                                       locked=run.fund_locks, behind=behind) if held else {}
     messages += [(order.client_id, {"type": "order", "order": order_payload(order)})
                  for order in touched if order.pk not in cleared_orders]
-    client_stream_publish_many([*messages, *balance_events(fund_locks.values())])
+    private = [*messages, *balance_events(fund_locks.values())]
     # The levels' totals and the best bid and offer from the engines, which now hold what the database does:
-    # the numbering statement reads no order (reading them scanned every resting order of the contracts).
+    # the numbering reads no order (reading them scanned every resting order of the contracts).
     books = {b.contract.pk: _book_levels(b.book, levels.get(b.contract.pk, ())) for b in batches}
-    books_levels_changed(levels=levels, books=books if all(c in books for c, lv in levels.items() if lv) else None)
+    known = all(c in books for c, lv in levels.items() if lv)
+    # One statement numbers it all (the books' versions, their level changes, the private messages), with the
+    # writes held.
+    versions, numbered, last = books_numbered(
+        contract_ids=[b.contract.pk for b in batches],
+        levels={c: len(set(lv)) for c, lv in levels.items() if lv} if known else {},
+        messages=Counter(client_id for client_id, _ in private), writes=behind.held_take())
+    if private:
+        client_stream_publish_taken(private, last)
+    books_levels_changed(levels=levels, books=books if known else None, numbered=numbered if known else None)
     # Every order the run changed has its final message here (those it booked in the clearing core's
     # envelope): the waiting requests get the same representation, built once (nothing changes them after).
     return {event["order"]["id"]: event["order"] for _, message in messages
-            for event in message.get("events", (message,)) if event.get("type") == "order"}
+            for event in message.get("events", (message,)) if event.get("type") == "order"}, versions
 
 
 def _book_levels(book: Book, levels) -> tuple[dict, dict]:

@@ -26,6 +26,7 @@ locks (5), the positions (6) and the lockups (7).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,7 +42,19 @@ from ccp.clearing.models import Venue
 from ccp.clearing.services import Execution, trades_book
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import premium_per_unit
-from ccp.db import FEW_ROWS, Behind, Columns, bulk_insert_rows, bulk_update_rows, bulk_upsert_rows, write_behind
+from ccp.db import (
+    FEW_INSERTS,
+    FEW_ROWS,
+    Behind,
+    Columns,
+    bulk_insert_rows,
+    bulk_insert_write,
+    bulk_update_rows,
+    bulk_update_write,
+    bulk_upsert_rows,
+    write_behind,
+    write_held,
+)
 from ccp.locks import fund_locks_lock, position_rows_lock
 from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
@@ -99,17 +112,27 @@ def _average(order, price: Decimal, quantity: Decimal) -> Decimal | None:
     return quantize((order.average_fill_price * order.filled_quantity + price * quantity) / total, ROUND_HALF_EVEN)
 
 
-def _orders_write(changed: Sequence, touched: Sequence, touched_fields: Sequence[str], histories: list[dict]) -> None:
-    """The booking's changed orders (``_ORDER_FILL_FIELDS``) and the caller's ``touched`` ones (``touched_fields``),
-    each order in one update when it is one object, then the history rows in one insert."""
+def _orders_write(changed: Sequence, touched: Sequence, touched_fields: Sequence[str], histories: list[dict],
+                  behind: Behind) -> None:
+    """Queue on ``behind`` the booking's changed orders (``_ORDER_FILL_FIELDS``) and the caller's ``touched`` ones
+    (``touched_fields``), each order in one update when it is one object, then the history rows in one insert:
+    as held writes (``Behind.write``: sent with the trades before them and the cash movements after them, in
+    one statement) when they are few."""
     written = {o.pk: o for o in touched}
     if all(written.setdefault(o.pk, o) is o for o in changed):  # one object per order: it holds all its fields
-        bulk_update_rows(Order, [written[pk] for pk in sorted(written)],
-                         [*_ORDER_FILL_FIELDS, *(name for name in touched_fields if name not in _ORDER_FILL_FIELDS)])
+        objects = [written[pk] for pk in sorted(written)]
+        fields = [*_ORDER_FILL_FIELDS, *(name for name in touched_fields if name not in _ORDER_FILL_FIELDS)]
+        if len(objects) <= FEW_ROWS and len(histories) <= FEW_ROWS:
+            if objects:
+                behind.write(bulk_update_write(Order, objects, fields))
+            if histories:
+                behind.write(bulk_insert_write(OrderStateHistory, histories))
+            return
+        behind.run(functools.partial(bulk_update_rows, Order, objects, fields))
     else:  # two copies of an order: each writes its own fields, the caller's first
-        bulk_update_rows(Order, touched, touched_fields)
-        bulk_update_rows(Order, changed, _ORDER_FILL_FIELDS)
-    bulk_insert_rows(OrderStateHistory, histories)
+        behind.run(functools.partial(bulk_update_rows, Order, touched, touched_fields))
+        behind.run(functools.partial(bulk_update_rows, Order, changed, _ORDER_FILL_FIELDS))
+    behind.run(functools.partial(bulk_insert_rows, OrderStateHistory, histories))
 
 
 def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution], orders: Mapping[int, object],
@@ -117,7 +140,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
                  envelope: Mapping[str, object], order_value: Mapping[tuple[int, int], Decimal] | None = None,
                  locked: Mapping[tuple[int, int], FundLock] | None = None, publish: bool = True,
                  touched: Sequence = (), touched_fields: Sequence[str] = (),
-                 histories: Sequence[dict] = (), nowait: bool = False) -> Cleared:
+                 histories: Sequence[dict] = (), nowait: bool = False, held: Behind | None = None) -> Cleared:
     """Book ``executions`` of ``venue``'s event ``venue_ref``, then cancel the orders in ``cancels``
     (order id -> reason) still on the book. ``orders`` holds every order of both (Order or OrderRow
     with ``contract`` set, locked by the caller), ``contracts`` their contracts (locked). Each client's
@@ -133,7 +156,9 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     twice) and the caller's history rows first in one insert; ``nowait``, for a caller that locked some fund
     locks already (``locked``) and may meet others' (the continuous matcher, whose makers are known only once
     it has matched): the fund locks it takes besides are taken without waiting (``fund_locks_lock``: raises
-    ``ccp.locks.FundLocksBusy``, and the caller starts again with them among its first)."""
+    ``ccp.locks.FundLocksBusy``, and the caller starts again with them among its first); ``held``, the caller's
+    ``Behind`` (not threaded) for a booking without a thread: the writes it still holds at the end (the fund
+    locks') are left in it, for the caller to send with its next statement (``Behind.held_take``)."""
     # The trades, the orders and their history are written on a thread (``ccp.db.Behind``) while the fills
     # and the events are worked out here, in the same transaction and statement order; a perpetual's fills
     # read their liquidation steps on the way, and a small batch costs less without a thread.
@@ -146,7 +171,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     if threaded and {(o.client_id, o.contract.collateral_id) for o in orders.values()} <= set(locked or {}):
         ahead = positions_read({portfolio_of(client_id, contracts[e.contract_id]) for e in executions
                                 for client_id in (e.buy_client_id, e.sell_client_id)}, contracts)
-    with Behind(threaded=threaded) as behind:
+    with (Behind(threaded=threaded) if held is None or threaded else contextlib.nullcontext(held)) as behind:
         trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now,
                              symbols={contract_id: contract.symbol for contract_id, contract in contracts.items()},
                              behind=behind)
@@ -199,7 +224,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         changed = [orders[pk] for pk in sorted(set(cleared.filled) | {pk for pk in cancels
                                                                        if orders[pk].state == OrderState.CANCELLED})]
         released = _order_values_release(changed, now)
-        behind.run(functools.partial(_orders_write, changed, touched, touched_fields, histories))
+        _orders_write(changed, touched, touched_fields, histories, behind)
         for order in changed:
             events[order.client_id].append({"type": "order", "order": order_payload(order)})
         moves = _premiums(traded, contracts)
@@ -216,6 +241,8 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
                            lines={**{key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
                                      for key, m in moves.items()}, **perps.lines},
                            contracts=contracts, now=now, behind=behind)
+        if perp_fills:  # the fees' and shortfalls' cash movements, sent at once, come after those held
+            behind.wait()
         if perps.fee_lines:
             for key, amount in cash_book(origin=CashMovementOrigin.LIQUIDATION_FEE, origin_ref=venue_ref,
                                          lines=perps.fee_lines, contracts=contracts, now=now).items():
@@ -307,7 +334,12 @@ def cash_book(*, origin: str, origin_ref: str, lines: Mapping[tuple[int, int], t
                      "contract_id": contract_id, "position_delta": quantity, "origin": origin,
                      "origin_ref": origin_ref, "created_at": now})
         settle[(client_id, contract.collateral_id)] += amount
-    write_behind(behind, lambda: bulk_insert_rows(CashMovement, rows))
+    if not rows:
+        return settle
+    if len(rows) <= FEW_INSERTS:  # a write ``behind`` may send with the booking's others
+        write_held(behind, bulk_insert_write(CashMovement, rows))
+    else:
+        write_behind(behind, lambda: bulk_insert_rows(CashMovement, rows))
     return settle
 
 

@@ -11,8 +11,8 @@ from django.db import connection, transaction
 
 from ccp.clearing.models import Trade, Venue
 from ccp.clock import require_aware
-from ccp.db import Behind, bulk_insert_rows, number_array, write_behind
-from ccp.marketdata.services import candles_record, trades_publish
+from ccp.db import FEW_INSERTS, Behind, bulk_insert_rows, bulk_insert_write, number_array, write_behind, write_held
+from ccp.marketdata.services import candles_record, candles_write, trades_publish
 
 
 class Execution(NamedTuple):
@@ -88,6 +88,11 @@ def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution]
                      "buy_order_id": e.buy_order_id, "buy_client_id": e.buy_client_id,
                      "sell_order_id": e.sell_order_id, "sell_client_id": e.sell_client_id,
                      "aggressor_side": e.aggressor_side, "executed_at": now})
-    write_behind(behind, lambda: (bulk_insert_rows(Trade, rows, with_pk=True), candles_record(trades=rows, now=now)))
+    if len(rows) <= FEW_INSERTS:  # two writes the caller's ``behind`` may send with its next ones
+        write_held(behind, bulk_insert_write(Trade, rows, with_pk=True))
+        write_held(behind, candles_write(trades=rows, now=now))
+    else:
+        write_behind(behind, lambda: (bulk_insert_rows(Trade, rows, with_pk=True),
+                                      candles_record(trades=rows, now=now)))
     trades_publish(trades=rows, symbols=symbols)
     return rows

@@ -11,7 +11,7 @@ from django.db import connection
 
 from ccp.clock import iso_utc, require_aware
 from ccp.contracts.models import Contract
-from ccp.db import upsert_values
+from ccp.db import Write, upsert_write, writes_send
 from ccp.marketdata.candles import bars_of
 from ccp.marketdata.models import Candle
 from ccp.money import money_str
@@ -40,13 +40,19 @@ def candles_record(*, trades: Sequence[Mapping], now: datetime) -> None:
     Runs inside ``trades_book``'s transaction, under its caller's contract locks (``ccp.locks`` 3), which
     serialise the candle rows of a contract; rows are written in key order. Not idempotent by itself:
     ``trades_book`` passes only trades it has just inserted, so each trade counts once."""
+    if trades:
+        writes_send([candles_write(trades=trades, now=now)])
+
+
+def candles_write(*, trades: Sequence[Mapping], now: datetime) -> Write:
+    """``candles_record``'s upsert of these trades (at least one), not sent (``ccp.db.writes_send``)."""
     now = require_aware(now)
     rows = [{"contract_id": contract_id, "interval": interval, "bucket_start": start, "open": bar.open,
              "high": bar.high, "low": bar.low, "close": bar.close, "volume": bar.volume,
              "trade_count": bar.trade_count, "first_sequence": bar.first_sequence,
              "last_sequence": bar.last_sequence, "updated_at": now}
             for (contract_id, interval, start), bar in bars_of(trades).items()]
-    upsert_values(Candle, rows, key=["contract_id", "interval", "bucket_start"], merge=_CANDLE_MERGE)
+    return upsert_write(Candle, rows, key=["contract_id", "interval", "bucket_start"], merge=_CANDLE_MERGE)
 
 
 def trades_publish(*, trades: Sequence[Mapping], symbols: Mapping[int, str] | None = None) -> None:

@@ -141,26 +141,31 @@ _LEVELS_CHANGED = """
 
 
 def books_levels_changed(*, levels: Mapping[int, Iterable[tuple[str, Decimal]]],
-                         books: Mapping[int, tuple[Mapping, Mapping]] | None = None) -> None:
+                         books: Mapping[int, tuple[Mapping, Mapping]] | None = None,
+                         numbered: Mapping[int, int] | None = None) -> None:
     """``book_levels_changed`` of several contracts (contract id -> its changed levels) in one statement
     (the levels numbered, their totals and the best bid and offer read), contracts in id order (an
     auction changes a whole pair's books). ``books``: contract id -> (each changed level's totals by (side,
     price): (quantity, orders), the best bid and offer as ``books_bbo`` gives them), when the caller knows
     them as the database has them (the continuous matcher's engines): then the statement only numbers the
-    levels, it reads no order."""
+    levels, it reads no order. ``numbered`` (with ``books``): each contract's new last book sequence when the
+    caller moved them itself by its count of distinct changed levels (``ccp.book.versions.books_numbered``):
+    then no statement at all."""
     changed = {contract_id: sorted(set(lv)) for contract_id, lv in sorted(levels.items()) if lv}
     if not changed:
         return
+    if books is not None:
+        if numbered is None:
+            with connection.cursor() as cursor:
+                cursor.execute(_LEVELS_NUMBERED, [list(changed), [len(v) for v in changed.values()]])
+                numbered = dict(cursor.fetchall())
+        totals = {(contract_id, side, price): total for contract_id in changed
+                  for (side, price), total in books[contract_id][0].items()}
+        bbo = {contract_id: books[contract_id][1] for contract_id in changed}
+        _levels_publish(changed, totals, numbered, bbo)
+        return
+    flat = [(contract_id, side, price) for contract_id, lv in changed.items() for side, price in lv]
     with connection.cursor() as cursor:
-        if books is not None:
-            cursor.execute(_LEVELS_NUMBERED, [list(changed), [len(v) for v in changed.values()]])
-            last = dict(cursor.fetchall())
-            totals = {(contract_id, side, price): total for contract_id in changed
-                      for (side, price), total in books[contract_id][0].items()}
-            bbo = {contract_id: books[contract_id][1] for contract_id in changed}
-            _levels_publish(changed, totals, last, bbo)
-            return
-        flat = [(contract_id, side, price) for contract_id, lv in changed.items() for side, price in lv]
         cursor.execute(_LEVELS_CHANGED, {
             "ids": list(changed), "counts": [len(v) for v in changed.values()], "states": sorted(BOOK_STATES),
             "buy": Side.BUY, "level_ids": [c for c, _, _ in flat], "sides": [s for _, s, _ in flat],

@@ -6,9 +6,11 @@ from decimal import Decimal as D
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from ccp.db import Behind, bulk_update_rows
+from ccp.db import Behind, bulk_insert_write, bulk_update_rows, bulk_update_write
 from ccp.risk.models import Position
+from ccp.settlement.models import CashMovement
 from tests.factories import ClientFactory, ContractFactory
 
 pytestmark = pytest.mark.django_db
@@ -93,3 +95,28 @@ def test_without_a_thread_each_write_runs_at_once(now):
     behind.run(lambda: bulk_update_rows(Position, [{"id": row.pk, "quantity": D("4")}], ["quantity"]))
     assert Position.objects.get(pk=row.pk).quantity == D("4")
     assert behind.wait() == [None]
+
+
+def test_held_writes_go_in_one_statement_before_the_next_work_and_keep_each_tables_order(now):
+    """Not threaded, ``Behind.write`` holds its writes and sends them as one statement when the caller runs a
+    work or waits; a second write of a table sends those held first, so each table's rows keep their order."""
+    row = position(now)
+    contract, client = row.contract, row.client
+
+    def cash(amount):
+        return {"client_id": client.pk, "currency_id": contract.collateral_id, "amount": D(amount),
+                "contract_id": contract.pk, "position_delta": D(0), "origin": "book", "origin_ref": f"test-{amount}",
+                "created_at": now}
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        with Behind(threaded=False) as behind:
+            behind.write(bulk_update_write(Position, [{"id": row.pk, "quantity": D("4")}], ["quantity"]))
+            behind.write(bulk_insert_write(CashMovement, [cash("1"), cash("2")]))
+            assert queries.captured_queries == []  # held
+            behind.write(bulk_insert_write(CashMovement, [cash("3")]))  # a second one of the table
+            assert len(queries.captured_queries) == 1  # the two first, in one statement
+            behind.run(lambda: None)
+            assert len(queries.captured_queries) == 2
+        assert Position.objects.get(pk=row.pk).quantity == D("4")
+    assert list(CashMovement.objects.filter(client=client).order_by("id").values_list("amount", flat=True)) == [
+        D("1"), D("2"), D("3")]
