@@ -295,15 +295,19 @@ def client_stream_sequence_take_sql(*, count: str) -> str:
             f"WHERE id = %s AND ({count}) > 0 RETURNING stream_sequence")
 
 
+# 8. Client rows, by id, locked in id order by the subquery (its sort runs below its row locks): add each count to
+# its client's stream sequence. Parameters: the ids (bigint[]), then the ids and their counts (bigint[] each).
+CLIENT_STREAM_SEQUENCES_SQL = """
+    UPDATE accounts_client AS c SET stream_sequence = c.stream_sequence + n.count
+    FROM (SELECT id FROM accounts_client WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE) AS l,
+         unnest(%s::bigint[], %s::bigint[]) AS n(id, count)
+    WHERE c.id = l.id AND c.id = n.id RETURNING c.id, c.stream_sequence"""
+
+
 def client_stream_sequences_take(counts: Mapping[int, int]) -> dict[int, int]:
     """8. Client rows, by id: add ``counts`` (client id -> messages) to each client's stream sequence in
     one statement; returns each client's new last number (its messages take the ``count`` before it)."""
     ids = sorted(counts)
     with connection.cursor() as cursor:
-        # The rows are locked in id order by the subquery (its sort runs below its row locks).
-        cursor.execute("UPDATE accounts_client AS c SET stream_sequence = c.stream_sequence + n.count "
-                       "FROM (SELECT id FROM accounts_client WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE) AS l, "
-                       "unnest(%s::bigint[], %s::bigint[]) AS n(id, count) "
-                       "WHERE c.id = l.id AND c.id = n.id RETURNING c.id, c.stream_sequence",
-                       [ids, ids, [counts[i] for i in ids]])
+        cursor.execute(CLIENT_STREAM_SEQUENCES_SQL, [ids, ids, [counts[i] for i in ids]])
         return dict(cursor.fetchall())

@@ -5,6 +5,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from django.db import connection
 
 from ccp.db import Write, number_array, writes_send, writes_with
+from ccp.locks import CLIENT_STREAM_SEQUENCES_SQL
 
 _BUMP = """
     INSERT INTO book_bookversion (contract_id, version) SELECT id, 1 FROM unnest(%s::bigint[]) AS c(id)
@@ -33,11 +34,7 @@ _NUMBERED = f"""
         UPDATE contracts_contract AS c SET book_sequence = c.book_sequence + n.count
         FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, count) WHERE c.id = n.id
         RETURNING c.id, c.book_sequence),
-    clients AS (
-        UPDATE accounts_client AS c SET stream_sequence = c.stream_sequence + n.count
-        FROM (SELECT id FROM accounts_client WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE) AS l,
-             unnest(%s::bigint[], %s::bigint[]) AS n(id, count)
-        WHERE c.id = l.id AND c.id = n.id RETURNING c.id, c.stream_sequence)
+    clients AS ({CLIENT_STREAM_SEQUENCES_SQL})
     SELECT 0, contract_id, version FROM versions
     UNION ALL SELECT 1, id, book_sequence FROM levels
     UNION ALL SELECT 2, id, stream_sequence FROM clients
