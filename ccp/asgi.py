@@ -1,6 +1,7 @@
 """ASGI entry point (served by ``python -m ccp.server``): HTTP (API, admin) and WebSocket streams."""
 
 import asyncio
+import json
 import os
 
 import django
@@ -88,17 +89,52 @@ class ProcessThreadHandler(ASGIHandler):
         wait_s = settings.CCP_ORDER_WAIT_MS / 1000
         if wait_s <= 0:
             return response
-        finished = await order_results_wait(order_ids, timeout_s=wait_s, began=began)
+        finished = await order_results_wait(order_ids, timeout_s=wait_s, began=began, as_sent=True)
         if not finished:
             return response
         direct = getattr(response, "awaited_render", None)
         if direct is not None and None not in finished.values() and isinstance(response.accepted_renderer,
                                                                                 JSONRenderer):
             # Every order came with the signal as the worker committed it: rendered here, no thread or query
-            data, status = direct(finished)
-            return _content_replaced(response, response.accepted_renderer.render(
-                data, response.accepted_media_type, response.renderer_context), status)
+            return _content_replaced(response, *awaited_content(response, direct, finished))
         return await self.threads.run(_rerendered, response, rerender, set(finished))
+
+
+class _Sent(bytes):
+    """JSON text to answer as it is."""
+
+
+def awaited_content(response, render, sent: dict[int, bytes]) -> tuple[bytes, int]:
+    """The content and status of ``render`` (a response's ``awaited_render``) given its orders as their signals
+    carried them (``sent``: each one's JSON as the worker encoded it), rendered by the response's JSON renderer.
+    The orders' JSON goes in as it is when that gives the same bytes: DRF's compact renderer without an indent,
+    and each order's JSON plain (ASCII without a \\u escape, which either ``ensure_ascii`` writes alike); else
+    decoded and rendered again. A single order's answer is then its JSON,
+    not decoded and encoded again (nor a batch's hundred)."""
+    renderer, media_type, context = response.accepted_renderer, response.accepted_media_type, response.renderer_context
+    if (type(renderer) is JSONRenderer and renderer.compact and renderer.get_indent(media_type, context) is None
+            and all(value.isascii() and b"\\u" not in value for value in sent.values())):
+        data, status = render({order_id: _Sent(value) for order_id, value in sent.items()})
+        return _spliced(data, lambda value: renderer.render(value, media_type, context)), status
+    data, status = render({order_id: json.loads(value) for order_id, value in sent.items()})
+    return renderer.render(data, media_type, context), status
+
+
+def _spliced(value, encode) -> bytes:
+    """``encode(value)`` (a compact JSON encoder's bytes) with each ``_Sent`` in it as it is: objects and arrays
+    are written here, as compact JSON writes them, other values by ``encode`` (or as it would write them)."""
+    kind = type(value)
+    if kind is _Sent:
+        return bytes(value)
+    if kind is int:
+        return str(value).encode()
+    if value is None:
+        return b"null"
+    if kind is dict and all(type(key) is str for key in value):
+        return b"{" + b",".join(encode(key) + b":" + _spliced(item, encode) for key, item in value.items()) + b"}"
+    if kind is list:
+        return b"[" + b",".join(_spliced(item, encode) for item in value) + b"]"
+    return encode(value)
 
 
 def _content_replaced(response, content: bytes, status: int):

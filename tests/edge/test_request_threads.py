@@ -13,6 +13,7 @@ from decimal import Decimal as D
 
 import pytest
 from django.db import connection
+from rest_framework.renderers import JSONRenderer
 
 from ccp.accounts.models import ApiToken
 from ccp.accounts.services import token_hash
@@ -171,6 +172,7 @@ def test_a_continuous_order_is_answered_as_the_matcher_committed_it(settings, tr
     order = json.loads(answer)
     assert (status, order["state"], order["filled_quantity"], order["average_fill_price"]) == (
         201, "filled", "1", "100")
+    assert answer == JSONRenderer().render(order)  # the signal's bytes, as rendering the order gives them
     assert hand_overs == ["ccp-request"]
     status, _, again = asgi_request("GET", f"/api/v1/orders/{order['id']}", token=token)
     detail = json.loads(again)
@@ -219,6 +221,7 @@ def test_a_batch_is_answered_from_the_signals_in_the_event_loop(settings, trader
         worker.join(15)
     results = json.loads(answer)["results"]
     assert status == 200 and [r["status"] for r in results] == [201, 201, 400]
+    assert answer == JSONRenderer().render({"results": results})  # the signals' bytes spliced in
     assert [(r["order"]["state"], r["order"]["order_value"]) for r in results[:2]] == [("accepted", "100")] * 2
     assert results[2]["error"]["code"] == "unknown_contract"
     assert hand_overs == ["ccp-request"]
