@@ -126,12 +126,15 @@ def _spliced(value, encode) -> bytes:
     kind = type(value)
     if kind is _Sent:
         return bytes(value)
+    if kind is str and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return b'"' + value.encode() + b'"'  # nothing to escape
     if kind is int:
         return str(value).encode()
     if value is None:
         return b"null"
     if kind is dict and all(type(key) is str for key in value):
-        return b"{" + b",".join(encode(key) + b":" + _spliced(item, encode) for key, item in value.items()) + b"}"
+        return b"{" + b",".join(_spliced(key, encode) + b":" + _spliced(item, encode)
+                                for key, item in value.items()) + b"}"
     if kind is list:
         return b"[" + b",".join(_spliced(item, encode) for item in value) + b"]"
     return encode(value)

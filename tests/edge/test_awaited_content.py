@@ -30,8 +30,9 @@ def single(order_id):
 
 def batch(order_ids):
     results = [{"status": 202, "order": {"id": order_id}} for order_id in order_ids]
+    extra = {"n": 1, "none": None, "ok": True, "list": [1, "a", "q\"b\\s\x7f", 1.5]}
     results.insert(1, {"status": 400, "error": {"code": "unknown_contract", "message": "No contract \u2028 «é».",
-                                                "extra": {"n": 1, "none": None, "ok": True, "list": [1, "a"]}}})
+                                                "extra": extra}})
     return lambda payloads: ({"results": [{"status": 201, "order": payloads[r["order"]["id"]]} if "order" in r else r
                                           for r in results]}, 200)
 
