@@ -310,11 +310,20 @@ class Columns:
         if not self.plain or pre_init.receivers or post_init.receivers:
             return self.model.from_db(connection.alias, self.attnames, row)
         # What from_db leaves, without Model.__init__'s signals and setattr per field (5.9 -> 1.7 us an order)
+        return self._built(row, adding=False, db=connection.alias)
+
+    def new(self, values: Sequence) -> Model:
+        """``Model(*values)``: a new instance (not stored) with every column's value, in column order."""
+        if not self.plain or pre_init.receivers or post_init.receivers:
+            return self.model(*values)
+        return self._built(values, adding=True, db=None)
+
+    def _built(self, values: Sequence, *, adding: bool, db: str | None) -> Model:
         instance = self.model.__new__(self.model)
         state = ModelState()
-        state.adding, state.db = False, connection.alias
+        state.adding, state.db = adding, db
         instance.__dict__["_state"] = state
-        instance.__dict__.update(zip(self.attnames, row, strict=True))
+        instance.__dict__.update(zip(self.attnames, values, strict=True))
         return instance
 
 

@@ -60,3 +60,17 @@ def test_an_init_receiver_sees_each_instance():
         post_init.disconnect(receiver, sender=Order)
     assert seen == [built]
     same_instance(built, Order.objects.get(pk=order.pk))
+
+
+def test_a_new_instance_is_the_one_model_init_gives():
+    order = ReceivedOrderFactory()
+    values = [getattr(order, f.attname) for f in Order._meta.concrete_fields]
+    values[0] = None  # not stored yet
+    built, init = Columns.of(Order).new(values), Order(*values)
+    assert {k: v for k, v in built.__dict__.items() if k != "_state"} == \
+        {k: v for k, v in init.__dict__.items() if k != "_state"}
+    assert list(built.__dict__) == list(init.__dict__)
+    assert (built._state.adding, built._state.db) == (init._state.adding, init._state.db) == (True, None)
+    built.client_order_id = "built-new"
+    built.save()  # stored as a new row, as Order(...).save() does
+    assert Order.objects.get(client_order_id="built-new").contract_id == order.contract_id
