@@ -235,3 +235,35 @@ def test_a_streamed_answer_is_iterated_on_its_requests_thread(hand_overs):
     assert body == (settings.STATIC_ROOT / "admin" / "css" / "base.css").read_bytes()
     # Django reads a streamed body through asgiref: on the request's thread, not on a pool of asgiref's own
     assert set(hand_overs) == {"ccp-request"}
+
+
+def test_a_path_without_arguments_is_resolved_once(trader, monkeypatch):
+    """The URL patterns are walked once for a path without arguments (its match kept by the process), at each
+    request for a path with one; each request still gets its own view and answer."""
+    from django.urls import URLResolver, get_resolver
+
+    from ccp.asgi import ProcessThreadHandler
+
+    token, contract = trader
+    walked: list[str] = []
+    resolve = URLResolver.resolve
+
+    def counted(self, path):
+        if self is get_resolver():
+            walked.append(path)
+        return resolve(self, path)
+
+    monkeypatch.setattr(ProcessThreadHandler, "_resolved", {})
+    monkeypatch.setattr(URLResolver, "resolve", counted)
+    answers = [asgi_request("GET", "/api/v1/orders", token=token) for _ in range(3)]
+    assert [status for status, _, _ in answers] == [200] * 3 and len({body for _, _, body in answers}) == 1
+    assert walked == ["/api/v1/orders"]
+    status, _, body = asgi_request("POST", "/api/v1/orders", json.dumps(
+        {"client_order_id": "resolved", "contract": contract.symbol, "side": "buy", "price": "100",
+         "quantity": "1"}).encode(), token)
+    assert status == 202
+    path = f"/api/v1/orders/{json.loads(body)['id']}"
+    for _ in range(2):
+        status, _, body = asgi_request("GET", path, token=token)
+        assert status == 200 and json.loads(body)["client_order_id"] == "resolved"
+    assert walked == ["/api/v1/orders", path, path]
