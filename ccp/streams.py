@@ -25,9 +25,9 @@ import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from redis.commands.core import CoreCommands
 
 from ccp.locks import client_stream_sequences_take
+from ccp.redisheld import Commands, round_trip
 
 logger = logging.getLogger(__name__)
 SYSTEM_GROUP = "system"
@@ -168,19 +168,19 @@ def stream_send_with(messages: list[tuple[str, dict[str, Any]]], commands: list[
     REDIS_URL: the caller publishes (``stream_messages_publish``) and sends its commands itself. Never raises: a
     failed publish is logged (as ``_publish_on_commit`` does), a failed command's result is its exception (all
     of them when the round trip failed). The round trip goes on a connection of this thread's own
-    (``_round_trip``)."""
+    (``ccp.redisheld``)."""
     assert not transaction.get_connection().in_atomic_block, "stream messages wait for the commit"
     publisher = _publisher(os.getpid())
     if publisher is None or _layer_address() != settings.REDIS_URL:
         return None
-    recorded = _Commands()
+    recorded = Commands()
     for channel, data in _serialized(publisher, messages):
         recorded.execute_command("PUBLISH", channel, data)
     published = len(recorded.stack)
     for command in commands:
         command(recorded)
     try:
-        results = _round_trip(publisher[0], recorded.stack)
+        results = round_trip(publisher[0], recorded.stack)
     except Exception as exc:  # a stream is best effort: never fail the caller's committed work
         logger.exception("stream publish failed")
         return [exc] * len(commands)
@@ -188,53 +188,6 @@ def stream_send_with(messages: list[tuple[str, dict[str, Any]]], commands: list[
     if failed is not None:
         logger.error("stream publish failed: %s", failed)
     return results[published:]
-
-
-class _Commands(CoreCommands):
-    """A client's commands recorded, not sent: (arguments, options) as its ``execute_command`` gets them."""
-
-    def __init__(self) -> None:
-        self.stack: list[tuple[tuple, dict]] = []
-
-    def execute_command(self, *args: Any, **options: Any) -> "_Commands":
-        self.stack.append((args, options))
-        return self
-
-
-_held = threading.local()  # each thread's own connection for _round_trip
-
-
-def _round_trip(client: redis.Redis, commands: list[tuple[tuple, dict]]) -> list:
-    """``commands`` (``_Commands.stack``) sent in one round trip on this thread's own connection to ``client``'s
-    Redis (made by its pool, with its settings, kept, not taken from the pool and given back: the pool's and a
-    pipeline's work around two commands cost about as much as the round trip): each one's result as ``client``
-    gives it (``parse_response``, as its pipeline does), or its error reply (a ResponseError, not raised). A
-    dropped connection (Redis restarted, an idle timeout) is made again and the commands sent once more, as a
-    pipeline does; a second failure, or any other, is raised, and the next call connects again."""
-    pool, held = getattr(_held, "connection", (None, None))
-    if pool is not client.connection_pool or held.pid != os.getpid():  # none yet, another client's, or pre-fork
-        pool = client.connection_pool
-        held = pool.make_connection()
-        _held.connection = pool, held
-    packed = held.pack_commands([args for args, _ in commands])
-    for last in (False, True):
-        try:
-            held.send_packed_command(packed)
-            results = []
-            for args, options in commands:
-                try:
-                    results.append(client.parse_response(held, args[0], **options))
-                except redis.ResponseError as exc:
-                    results.append(exc)
-            return results
-        except redis.ConnectionError:
-            held.disconnect()
-            if last:
-                raise
-        except BaseException:
-            held.disconnect()  # the next call connects again
-            raise
-    raise AssertionError("unreachable")
 
 
 def _layer_address() -> str | None:

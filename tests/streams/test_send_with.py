@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection
 
 from ccp import streams
+from ccp.redisheld import held_connection
 from ccp.streams import client_group, stream_send_with
 
 pytestmark = pytest.mark.django_db(transaction=True)  # outside a transaction, as a committed order's
@@ -54,12 +55,12 @@ def test_messages_then_commands_with_a_clients_results(store):
 
 def test_a_dropped_connection_is_made_again(store):
     assert stream_send_with([], [flag]) == [True]
-    _, held = streams._held.connection
+    held = held_connection(streams._publisher(os.getpid())[0])
     held.send_command("CLIENT", "ID")
     store.client_kill_filter(_id=held.read_response())  # Redis drops it (a restart, an idle timeout)
     store.delete("test:send-with:flag")
     assert stream_send_with([], [flag, flag]) == [True, None]
-    assert streams._held.connection[1] is held  # the same connection object, connected again
+    assert held_connection(streams._publisher(os.getpid())[0]) is held  # the same connection, connected again
 
 
 def test_an_unreachable_redis_fails_no_caller(monkeypatch, caplog):
