@@ -329,13 +329,15 @@ class Columns:
 
 def _plain_init(model: type[Model]) -> bool:
     """Whether ``model.from_db`` of a whole row only sets each column's attribute in the instance's ``__dict__``
-    (with its ModelState), as when neither it nor its ``__init__`` is overridden and each column's attribute is
-    Django's plain one (a foreign key's id: nothing cached on a new instance to drop); the init signals' receivers
-    are checked at each instance."""
+    (with its ModelState), as when neither it nor ``__init__`` is overridden (nor extended by a base class that
+    ``Model.__init__``'s ``super().__init__()`` reaches) and each column's attribute is Django's plain one (a
+    foreign key's id: nothing cached on a new instance to drop); the init signals' receivers are checked at each
+    instance."""
     def attribute(name: str):
         return next((klass.__dict__[name] for klass in model.__mro__ if name in klass.__dict__), None)
 
-    return (model.__init__ is Model.__init__ and model.from_db.__func__ is Model.from_db.__func__
+    return (all("__init__" not in klass.__dict__ for klass in model.__mro__ if klass not in (Model, object))
+            and model.from_db.__func__ is Model.from_db.__func__
             and all(type(attribute(f.attname)) in (DeferredAttribute, ForeignKeyDeferredAttribute)
                     for f in model._meta.concrete_fields))
 

@@ -74,3 +74,38 @@ def test_a_new_instance_is_the_one_model_init_gives():
     built.client_order_id = "built-new"
     built.save()  # stored as a new row, as Order(...).save() does
     assert Order.objects.get(client_order_id="built-new").contract_id == order.contract_id
+
+
+
+class _Noted:
+    """A base class whose __init__ Model.__init__ reaches (its super().__init__())."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.noted = True
+
+
+
+def test_a_model_whose_init_does_more_is_built_by_it():
+    from django.apps import apps
+
+    class NotedOrder(Order, _Noted):  # registered for this test only: no migration for it
+        class Meta:
+            proxy = True
+            app_label = "orders"
+
+    try:
+        order = ReceivedOrderFactory()
+        assert Columns.of(Order).plain and not Columns.of(NotedOrder).plain
+        built = read(NotedOrder, order.pk)
+        assert built.noted and built.client_order_id == order.client_order_id and not built._state.adding
+    finally:
+        del apps.all_models["orders"]["notedorder"]
+        apps.clear_cache()
+
+
+def test_no_model_is_left_registered():
+    from django.apps import apps
+
+    assert "notedorder" not in apps.all_models["orders"]
+    assert all(model.__name__ != "NotedOrder" for model in apps.get_models())
