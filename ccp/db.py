@@ -13,6 +13,10 @@ from typing import NamedTuple
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.models import Model
+from django.db.models.base import ModelState
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.query_utils import DeferredAttribute
+from django.db.models.signals import post_init, pre_init
 from psycopg.adapt import Dumper, PyFormat
 
 
@@ -393,6 +397,7 @@ class Columns:
         self.converters = [(i, [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)], col)
                            for i, col in enumerate(cols)]
         self.converters = [(i, found, col) for i, found, col in self.converters if found]
+        self.plain = _plain_init(model)
 
     @staticmethod
     @functools.cache
@@ -408,7 +413,39 @@ class Columns:
             for i, converters, col in self.converters:
                 for converter in converters:
                     row[i] = converter(row[i], col, connection)
-        return self.model.from_db(connection.alias, self.attnames, row)
+        if not self.plain or pre_init.receivers or post_init.receivers:
+            return self.model.from_db(connection.alias, self.attnames, row)
+        # What from_db leaves, without Model.__init__'s signals and setattr per field (5.9 -> 1.7 us an order)
+        return self._built(row, adding=False, db=connection.alias)
+
+    def new(self, values: Sequence) -> Model:
+        """``Model(*values)``: a new instance (not stored) with every column's value, in column order."""
+        if not self.plain or pre_init.receivers or post_init.receivers:
+            return self.model(*values)
+        return self._built(values, adding=True, db=None)
+
+    def _built(self, values: Sequence, *, adding: bool, db: str | None) -> Model:
+        instance = self.model.__new__(self.model)
+        state = ModelState()
+        state.adding, state.db = adding, db
+        instance.__dict__["_state"] = state
+        instance.__dict__.update(zip(self.attnames, values, strict=True))
+        return instance
+
+
+def _plain_init(model: type[Model]) -> bool:
+    """Whether ``model.from_db`` of a whole row only sets each column's attribute in the instance's ``__dict__``
+    (with its ModelState), as when neither it nor ``__init__`` is overridden (nor extended by a base class that
+    ``Model.__init__``'s ``super().__init__()`` reaches) and each column's attribute is Django's plain one (a
+    foreign key's id: nothing cached on a new instance to drop); the init signals' receivers are checked at each
+    instance."""
+    def attribute(name: str):
+        return next((klass.__dict__[name] for klass in model.__mro__ if name in klass.__dict__), None)
+
+    return (all("__init__" not in klass.__dict__ for klass in model.__mro__ if klass not in (Model, object))
+            and model.from_db.__func__ is Model.from_db.__func__
+            and all(type(attribute(f.attname)) in (DeferredAttribute, ForeignKeyDeferredAttribute)
+                    for f in model._meta.concrete_fields))
 
 
 class Beside:

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 
 from ccp.locks import client_stream_sequences_take
+from ccp.redisheld import Commands, round_trip
 
 logger = logging.getLogger(__name__)
 SYSTEM_GROUP = "system"
@@ -162,21 +163,24 @@ def _published(publisher: tuple[redis.Redis, str], messages: list[tuple[str, dic
 def stream_send_with(messages: list[tuple[str, dict[str, Any]]], commands: list[Callable[[Any], Any]]) -> list | None:
     """Outside a transaction (what they tell is committed): send stream messages (``client_stream_messages``) at
     once and, after them in the same round trip, Redis commands on REDIS_URL's database (each of ``commands``
-    adds one to the pipeline it is given): their results, in order. None, having sent nothing, when the
-    channel layer is not channels_redis' pub/sub layer on REDIS_URL: the caller publishes
-    (``stream_messages_publish``) and sends its commands itself. Never raises: a failed publish is logged (as
-    ``_publish_on_commit`` does), a failed command's result is its exception (all of them when the round trip
-    failed)."""
+    adds one to the client-like object it is given, as to a pipeline): their results, in order, as a client
+    gives them. None, having sent nothing, when the channel layer is not channels_redis' pub/sub layer on
+    REDIS_URL: the caller publishes (``stream_messages_publish``) and sends its commands itself. Never raises: a
+    failed publish is logged (as ``_publish_on_commit`` does), a failed command's result is its exception (all
+    of them when the round trip failed). The round trip goes on a connection of this thread's own
+    (``ccp.redisheld``)."""
     assert not transaction.get_connection().in_atomic_block, "stream messages wait for the commit"
     publisher = _publisher(os.getpid())
     if publisher is None or _layer_address() != settings.REDIS_URL:
         return None
+    recorded = Commands()
+    for channel, data in _serialized(publisher, messages):
+        recorded.execute_command("PUBLISH", channel, data)
+    published = len(recorded.stack)
+    for command in commands:
+        command(recorded)
     try:
-        pipe = _published(publisher, messages)
-        published = len(pipe)
-        for command in commands:
-            command(pipe)
-        results = pipe.execute(raise_on_error=False)
+        results = round_trip(publisher[0], recorded.stack)
     except Exception as exc:  # a stream is best effort: never fail the caller's committed work
         logger.exception("stream publish failed")
         return [exc] * len(commands)

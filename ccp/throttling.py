@@ -25,6 +25,7 @@ from rest_framework import exceptions
 from rest_framework.throttling import BaseThrottle
 
 from ccp.errors import error_body
+from ccp.redisheld import Commands, round_trip
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +82,14 @@ def hits(scope: str, identity: str, rate: Rate, cost: int, *, now: float | None 
     now = time.time() if now is None else now
     index, left_s = _window(rate, now)
     key = f"ccp:throttle:{scope}:{identity}:{rate.window_s}:{index}"
-    try:
-        pipe = _redis().pipeline()
-        pipe.incrby(key, cost)
-        pipe.expire(key, rate.window_s + 1, nx=True)
-        used = pipe.execute()[0]
+    commands = Commands()
+    commands.execute_command("MULTI").incrby(key, cost).expire(key, rate.window_s + 1, nx=True)
+    commands.execute_command("EXEC")
+    try:  # one transaction, as a pipeline sends it, on this thread's own connection (ccp.redisheld)
+        *_, done = round_trip(_redis(), commands.stack)
+        used = done if isinstance(done, Exception) else done[0]
+        if isinstance(used, Exception):  # the transaction's failure, or its INCRBY's
+            raise used
     except redis.RedisError as exc:
         logger.warning("throttle %s not checked, Redis unreachable: %s", scope, exc)
         return cost, left_s

@@ -89,11 +89,15 @@ def order_results_signal(order_ids: Iterable[int], orders: Iterable = (),
         from ccp.orders.serializers import order_payload
 
         built = payloads or {}
-        sent = {order.pk: json.dumps(built.get(order.pk) or order_payload(order), separators=(",", ":"))
-                for order in orders}
+        sent = {order.pk: result_json(built.get(order.pk) or order_payload(order)) for order in orders}
         results_send(ids, [sent.get(order_id, "1") for order_id in ids])
 
     transaction.on_commit(signal)
+
+
+def result_json(payload: dict) -> str:
+    """An order's representation as its signal carries it: compact JSON (ASCII: ``ensure_ascii``)."""
+    return json.dumps(payload, separators=(",", ":"))
 
 
 def results_send(order_ids: list[int], values: list[str]) -> None:
@@ -122,6 +126,11 @@ def _async_redis() -> redis.asyncio.Redis:
 def _result(value: bytes) -> dict | None:
     """A signal's value: the order as committed, or None (read it again)."""
     return json.loads(value) if value.startswith(b"{") else None
+
+
+def _committed(value: bytes) -> bytes | None:
+    """A signal's value: the order's JSON as the worker encoded it at the commit, or None (read it again)."""
+    return value if value.startswith(b"{") else None
 
 
 class _Wait:
@@ -260,11 +269,11 @@ def results_listener() -> ResultsListener:
     return listener
 
 
-async def order_results_wait(order_ids: Iterable[int], *, timeout_s: float,
-                             began: float | None = None) -> dict[int, dict | None]:
+async def order_results_wait(order_ids: Iterable[int], *, timeout_s: float, began: float | None = None,
+                             as_sent: bool = False) -> dict[int, dict | bytes | None]:
     """The orders among ``order_ids`` whose result was signalled within ``timeout_s`` (all of them,
     or those that made it before the deadline), each with its representation when the signal carried it
-    (else None: read it again).
+    (else None: read it again); ``as_sent``: that representation as the JSON the worker encoded, not decoded.
 
     ``began``: the loop time at which the request began, before its orders were stored. When the process's
     subscription covers it (``ResultsListener.covers``) the results come from the subscription, else (or when
@@ -273,16 +282,18 @@ async def order_results_wait(order_ids: Iterable[int], *, timeout_s: float,
     deadline = loop.time() + timeout_s
     order_ids = list(order_ids)
     listener = results_listener()
+    value_of = _committed if as_sent else _result
     if began is not None and listener.covers(began):
         taken, order_ids, held = await listener.wait(order_ids, timeout_s)
-        done = {order_id: _result(value) for order_id, value in taken.items()}
+        done = {order_id: value_of(value) for order_id, value in taken.items()}
         if held or not order_ids:
             return done
-        return done | await _lists_wait(order_ids, deadline)
-    return await _lists_wait(order_ids, deadline)
+        return done | await _lists_wait(order_ids, deadline, value_of)
+    return await _lists_wait(order_ids, deadline, value_of)
 
 
-async def _lists_wait(order_ids: Iterable[int], deadline: float) -> dict[int, dict | None]:
+async def _lists_wait(order_ids: Iterable[int], deadline: float,
+                      value_of: Callable[[bytes], dict | bytes | None] = _result) -> dict[int, dict | bytes | None]:
     """The wait on the orders' lists until ``deadline`` (loop time).
 
     A BLPOP pops one signal: after each, the other signals already there are popped in one round trip (an
@@ -290,10 +301,10 @@ async def _lists_wait(order_ids: Iterable[int], deadline: float) -> dict[int, di
     round trips, not one BLPOP of up to 100 keys per order (about 15 ms of the server's CPU per batch of 100)."""
     loop = asyncio.get_running_loop()
     waiting = {result_key(order_id): order_id for order_id in order_ids}
-    done: dict[int, dict | None] = {}
+    done: dict[int, dict | bytes | None] = {}
 
     def take(key: str, value: bytes) -> None:
-        done[waiting.pop(key)] = _result(value)
+        done[waiting.pop(key)] = value_of(value)
 
     try:
         client = _async_redis()

@@ -13,6 +13,7 @@ from decimal import Decimal as D
 
 import pytest
 from django.db import connection
+from rest_framework.renderers import JSONRenderer
 
 from ccp.accounts.models import ApiToken
 from ccp.accounts.services import token_hash
@@ -171,6 +172,7 @@ def test_a_continuous_order_is_answered_as_the_matcher_committed_it(settings, tr
     order = json.loads(answer)
     assert (status, order["state"], order["filled_quantity"], order["average_fill_price"]) == (
         201, "filled", "1", "100")
+    assert answer == JSONRenderer().render(order)  # the signal's bytes, as rendering the order gives them
     assert hand_overs == ["ccp-request"]
     status, _, again = asgi_request("GET", f"/api/v1/orders/{order['id']}", token=token)
     detail = json.loads(again)
@@ -219,6 +221,7 @@ def test_a_batch_is_answered_from_the_signals_in_the_event_loop(settings, trader
         worker.join(15)
     results = json.loads(answer)["results"]
     assert status == 200 and [r["status"] for r in results] == [201, 201, 400]
+    assert answer == JSONRenderer().render({"results": results})  # the signals' bytes spliced in
     assert [(r["order"]["state"], r["order"]["order_value"]) for r in results[:2]] == [("accepted", "100")] * 2
     assert results[2]["error"]["code"] == "unknown_contract"
     assert hand_overs == ["ccp-request"]
@@ -232,3 +235,35 @@ def test_a_streamed_answer_is_iterated_on_its_requests_thread(hand_overs):
     assert body == (settings.STATIC_ROOT / "admin" / "css" / "base.css").read_bytes()
     # Django reads a streamed body through asgiref: on the request's thread, not on a pool of asgiref's own
     assert set(hand_overs) == {"ccp-request"}
+
+
+def test_a_path_without_arguments_is_resolved_once(trader, monkeypatch):
+    """The URL patterns are walked once for a path without arguments (its match kept by the process), at each
+    request for a path with one; each request still gets its own view and answer."""
+    from django.urls import URLResolver, get_resolver
+
+    from ccp.asgi import ProcessThreadHandler
+
+    token, contract = trader
+    walked: list[str] = []
+    resolve = URLResolver.resolve
+
+    def counted(self, path):
+        if self is get_resolver():
+            walked.append(path)
+        return resolve(self, path)
+
+    monkeypatch.setattr(ProcessThreadHandler, "_resolved", {})
+    monkeypatch.setattr(URLResolver, "resolve", counted)
+    answers = [asgi_request("GET", "/api/v1/orders", token=token) for _ in range(3)]
+    assert [status for status, _, _ in answers] == [200] * 3 and len({body for _, _, body in answers}) == 1
+    assert walked == ["/api/v1/orders"]
+    status, _, body = asgi_request("POST", "/api/v1/orders", json.dumps(
+        {"client_order_id": "resolved", "contract": contract.symbol, "side": "buy", "price": "100",
+         "quantity": "1"}).encode(), token)
+    assert status == 202
+    path = f"/api/v1/orders/{json.loads(body)['id']}"
+    for _ in range(2):
+        status, _, body = asgi_request("GET", path, token=token)
+        assert status == 200 and json.loads(body)["client_order_id"] == "resolved"
+    assert walked == ["/api/v1/orders", path, path]
