@@ -7,7 +7,8 @@ Celery worker with two processes; the order entry throttle off, as a batch of 10
 client). Then, from this process:
 
 1. baseline: ``GET /api/v1/ping`` (a bare Django JsonResponse, no database), warm-up then
-   ``--orders`` requests over ``--connections`` concurrent keep-alive connections;
+   ``--orders`` requests over ``--connections`` concurrent keep-alive connections (``--client``: raw asyncio
+   streams, the default, or aiohttp);
 2. intake: ``POST /api/v1/orders`` with the same load shape (warm-up orders first, waited for until
    the worker validated them), spread over clients, contracts, sides and prices on the tick grid; each
    answer is 201 (validated within ``CCP_ORDER_WAIT_MS``) or 202 (received);
