@@ -3,9 +3,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import secrets
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from ccp.db import FEW_ROWS, Behind, Columns, bulk_update_rows, bulk_update_writ
 from ccp.errors import ApplicationError, Unauthorized
 from ccp.locks import fund_locks_lock
 from ccp.money import money_str
+from ccp.redisheld import round_trip
 from ccp.streams import client_stream_publish_many, token_revoked_publish
 
 logger = logging.getLogger(__name__)
@@ -176,27 +175,14 @@ def _epoch_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.CCP_THROTTLE_REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
-_epoch_thread = threading.local()
-
-
 def _epoch_get() -> bytes | None:
-    """GET of the revocation epoch on a connection of this thread's own (made by ``_epoch_redis``'s pool, with its
-    settings, not taken from it and given back: the pool's checks around a command cost as much as the GET)."""
-    held = getattr(_epoch_thread, "connection", None)
-    if held is None or held.pid != os.getpid():  # none yet, or made before a fork
-        held = _epoch_thread.connection = _epoch_redis().connection_pool.make_connection()
-    for last in (False, True):
-        try:
-            held.send_command("GET", _TOKEN_EPOCH_KEY)
-            return held.read_response()
-        except redis.ConnectionError:  # dropped (Redis restarted, an idle timeout): once more on a new one
-            held.disconnect()
-            if last:
-                raise
-        except BaseException:
-            held.disconnect()  # the next GET connects again
-            raise
-    raise AssertionError("unreachable")
+    """GET of the revocation epoch on a connection of this thread's own (``ccp.redisheld.round_trip``: made by
+    ``_epoch_redis``'s pool, with its settings, not taken from it and given back: the pool's checks around a command
+    cost as much as the GET; a dropped connection made again once)."""
+    (epoch,) = round_trip(_epoch_redis(), [(("GET", _TOKEN_EPOCH_KEY), {})])
+    if isinstance(epoch, redis.ResponseError):
+        raise epoch
+    return epoch
 
 
 def _tokens_epoch() -> bytes | None:

@@ -12,6 +12,7 @@ from ccp.accounts.models import ApiToken
 from ccp.accounts.services import api_token_authenticate, api_token_revoke, token_hash
 from ccp.clock import utcnow
 from ccp.errors import Unauthorized
+from ccp.redisheld import held_connection
 from tests.factories import ClientFactory
 
 pytestmark = pytest.mark.django_db
@@ -60,7 +61,7 @@ def test_a_dropped_epoch_connection_is_made_again(token, django_assert_num_queri
     """The revocation epoch is read on a connection of the request's thread: when Redis drops it, the next read
     connects again, and a cached token is still served from the cache."""
     api_token_authenticate(token=token, now=utcnow())
-    held = services._epoch_thread.connection
+    held = held_connection(services._epoch_redis())
     held.send_command("CLIENT", "ID")
     redis.Redis.from_url(settings.CCP_THROTTLE_REDIS_URL).client_kill_filter(_id=held.read_response())
     with django_assert_num_queries(0):
