@@ -1,4 +1,5 @@
 import contextlib
+import time
 
 import redis
 from celery import shared_task
@@ -35,14 +36,16 @@ def _queued_key(contract_id: int, *, prices: bool = False) -> str:
 
 
 def book_match_later(contract_id: int, *, prices: bool = False) -> None:
-    """Queue a matcher task for the contract's queue, unless one is queued and not started yet: a task's run
-    takes the received work of every continuous contract of its queue (``book_match_task``), so under load one
-    task takes many orders of all of them, not one task per order or per contract. The flag (Redis,
-    ``ccp:book-match-queued:book-<n>``) is cleared when the task starts, before it reads the orders, so an order
-    stored after that queues a new task; it expires after QUEUED_TTL_S (a task lost with the broker costs at
-    most that, then the stale-order sweep). ``prices``: a task for this contract itself (its stop and
-    take-profit orders wait on a price that moved: a run takes a contract with no received work only when its
-    task names it), flagged per contract. Redis unreachable: always queued."""
+    """Queue a matcher task for the contract's queue, unless one is queued, or running and holding the flag: a
+    task's run takes the received work of every continuous contract of its queue (``book_match_task``), so
+    under load one task takes many orders of all of them, not one task per order or per contract. The flag
+    (Redis, ``ccp:book-match-queued:book-<n>``) is held by the task while its runs find work and let go before
+    its last look at the orders, so an order stored after that queues a new task; it expires after
+    QUEUED_TTL_S (a task lost with the broker, or its worker killed while holding it, costs at most that: a
+    killed task is requeued, a lost one leaves its orders to the next order's task or the stale-order sweep).
+    ``prices``: a task for this contract itself (its stop and take-profit orders wait on a price that moved: a
+    run takes a contract with no received work only when its task names it), flagged per contract. Redis
+    unreachable: always queued."""
     try:
         if not book_match_flag(redis_client(), contract_id, prices=prices):
             return
@@ -81,19 +84,36 @@ def book_match_task(contract_id: int) -> int:
     ``CCP_BOOK_QUEUES``: one transaction for them all; one task per queue is queued at a time). On a
     perpetual a run matched, then liquidate the positions its trades left at or below their requirement
     (their orders queue this task again). Safe to run twice and concurrently: runs that share a contract
-    take it one at a time (ccp.book.services)."""
+    take it one at a time (ccp.book.services).
+
+    While its runs find work the task holds its queue's flag (``book_match_later``), so the orders stored
+    meanwhile queue no task of their own: its next run, straight after, takes them. A run that finds none
+    lets the flag go, then looks once more (an order stored while the flag was held, committed before it went,
+    is in that look; one stored after it queues a task). Under steady load the runs follow each other without
+    a task message, a Celery dispatch and a flag round trip between them."""
+    client = redis_client()
     with contextlib.suppress(redis.RedisError):
-        redis_client().delete(_queued_key(contract_id), _queued_key(contract_id, prices=True))
-    matched: dict[int, int] = {}
-    while taken := books_match(contract_id=contract_id, now=utcnow(), queues=settings.CCP_BOOK_QUEUES):
-        for matched_id, count in taken.items():
-            matched[matched_id] = matched.get(matched_id, 0) + count
-        if sum(taken.values()) < settings.CCP_BOOK_BATCH:
-            break
-    for matched_id in sorted(matched):
-        if matched[matched_id] and _is_perpetual(matched_id):
-            perpetual_liquidations_run(contract_id=matched_id, now=utcnow())
-    return sum(matched.values())
+        client.delete(_queued_key(contract_id, prices=True))
+    matched, holding, held_at = 0, True, None
+    while True:
+        if holding and (held_at is None or time.monotonic() - held_at > QUEUED_TTL_S / 2):
+            held_at = time.monotonic()
+            with contextlib.suppress(redis.RedisError):  # the flag's time from now, refreshed as runs go on
+                client.set(_queued_key(contract_id), 1, ex=QUEUED_TTL_S)
+        taken = books_match(contract_id=contract_id, now=utcnow(), queues=settings.CCP_BOOK_QUEUES)
+        for matched_id in sorted(taken):
+            if taken[matched_id] and _is_perpetual(matched_id):
+                perpetual_liquidations_run(contract_id=matched_id, now=utcnow())
+        count = sum(taken.values())  # a run named by a price move may take its contract with no order: 0
+        matched += count
+        if count:
+            holding = True
+        elif holding:
+            holding, held_at = False, None
+            with contextlib.suppress(redis.RedisError):
+                client.delete(_queued_key(contract_id))
+        else:
+            return matched
 
 
 _PERPETUALS: dict[int, bool] = {}  # a contract's kind never changes
