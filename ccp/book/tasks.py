@@ -22,8 +22,11 @@ def book_queue(contract_id: int) -> str:
     return f"book-{contract_id % settings.CCP_BOOK_QUEUES}"
 
 
-# A book queue whose matcher task is queued and not started yet: set when queued, cleared when it starts.
+# A book queue whose matcher task is queued, or running and finding work: set when queued, held while it runs.
 QUEUED_TTL_S = 5
+# A matcher task that still finds work after this long queues its successor and ends, so that the tasks queued
+# behind it (a price move naming another contract of the queue) get their turn.
+RUNS_FOR_S = 1.0
 
 
 def _queued_key(contract_id: int, *, prices: bool = False) -> str:
@@ -90,30 +93,39 @@ def book_match_task(contract_id: int) -> int:
     meanwhile queue no task of their own: its next run, straight after, takes them. A run that finds none
     lets the flag go, then looks once more (an order stored while the flag was held, committed before it went,
     is in that look; one stored after it queues a task). Under steady load the runs follow each other without
-    a task message, a Celery dispatch and a flag round trip between them."""
-    client = redis_client()
+    a task message, a Celery dispatch and a flag round trip between them. After RUNS_FOR_S of runs that still
+    find work, the task queues its successor (the flag still held: no order queues another) and ends."""
+    client, flag = redis_client(), _queued_key(contract_id)
     with contextlib.suppress(redis.RedisError):
         client.delete(_queued_key(contract_id, prices=True))
-    matched, holding, held_at = 0, True, None
+    matched, holding, held_at, ends = 0, True, None, time.monotonic() + RUNS_FOR_S
     while True:
         if holding and (held_at is None or time.monotonic() - held_at > QUEUED_TTL_S / 2):
-            held_at = time.monotonic()
-            with contextlib.suppress(redis.RedisError):  # the flag's time from now, refreshed as runs go on
-                client.set(_queued_key(contract_id), 1, ex=QUEUED_TTL_S)
+            held_at = _flag_hold(client, flag)  # its time from now, refreshed as the runs go on
         taken = books_match(contract_id=contract_id, now=utcnow(), queues=settings.CCP_BOOK_QUEUES)
         for matched_id in sorted(taken):
             if taken[matched_id] and _is_perpetual(matched_id):
                 perpetual_liquidations_run(contract_id=matched_id, now=utcnow())
         count = sum(taken.values())  # a run named by a price move may take its contract with no order: 0
         matched += count
+        if count and time.monotonic() > ends:  # a successor, behind the tasks queued meanwhile
+            _flag_hold(client, flag)  # held, so that no order queues another
+            book_match_send(contract_id)
+            return matched
         if count:
             holding = True
         elif holding:
             holding, held_at = False, None
             with contextlib.suppress(redis.RedisError):
-                client.delete(_queued_key(contract_id))
+                client.delete(flag)
         else:
             return matched
+
+
+def _flag_hold(client, flag: str) -> float:
+    with contextlib.suppress(redis.RedisError):
+        client.set(flag, 1, ex=QUEUED_TTL_S)
+    return time.monotonic()
 
 
 _PERPETUALS: dict[int, bool] = {}  # a contract's kind never changes

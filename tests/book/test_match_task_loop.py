@@ -74,3 +74,17 @@ def test_an_order_stored_while_an_empty_run_held_the_flag_is_taken_by_the_look_a
     assert seen == [(0, True), (1, False), (0, True), (0, False)]
     assert flag_and_queued() == (False, 0)
     assert Order.objects.get(contract=contract).state == "accepted"
+
+
+def test_a_task_still_finding_work_after_its_time_queues_its_successor_and_ends(market, monkeypatch):
+    """A price move's task queued behind a busy matcher gets its turn: after RUNS_FOR_S the task ends with a
+    successor queued behind it, the flag still held (the orders stored meanwhile queue no third task)."""
+    contract, (a, b), runs, flag_and_queued = market
+    monkeypatch.setattr(tasks, "RUNS_FOR_S", 0.0)
+    enter(a, contract, "bid", "buy", later=False)
+    seen = runs(lambda: enter(b, contract, "ask", "sell", later=True))
+
+    assert book_match_task.run(contract.pk) == 1
+    assert seen == [(1, True)]
+    assert flag_and_queued() == (True, 1)  # the successor; the flag held for it
+    assert Order.objects.get(contract=contract, client_order_id="ask").state == "received"  # the successor's
