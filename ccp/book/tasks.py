@@ -94,7 +94,8 @@ def book_match_task(contract_id: int) -> int:
     lets the flag go, then looks once more (an order stored while the flag was held, committed before it went,
     is in that look; one stored after it queues a task). Under steady load the runs follow each other without
     a task message, a Celery dispatch and a flag round trip between them. After RUNS_FOR_S of runs that still
-    find work, the task queues its successor (the flag still held: no order queues another) and ends."""
+    find work, the task queues its successor (the flag still held: no order queues another) and ends. A run
+    that fails lets the flag go before the task fails."""
     client, flag = redis_client(), _queued_key(contract_id)
     with contextlib.suppress(redis.RedisError):
         client.delete(_queued_key(contract_id, prices=True))
@@ -102,10 +103,15 @@ def book_match_task(contract_id: int) -> int:
     while True:
         if holding and (held_at is None or time.monotonic() - held_at > QUEUED_TTL_S / 2):
             held_at = _flag_hold(client, flag)  # its time from now, refreshed as the runs go on
-        taken = books_match(contract_id=contract_id, now=utcnow(), queues=settings.CCP_BOOK_QUEUES)
-        for matched_id in sorted(taken):
-            if taken[matched_id] and _is_perpetual(matched_id):
-                perpetual_liquidations_run(contract_id=matched_id, now=utcnow())
+        try:
+            taken = books_match(contract_id=contract_id, now=utcnow(), queues=settings.CCP_BOOK_QUEUES)
+            for matched_id in sorted(taken):
+                if taken[matched_id] and _is_perpetual(matched_id):
+                    perpetual_liquidations_run(contract_id=matched_id, now=utcnow())
+        except Exception:
+            with contextlib.suppress(redis.RedisError):  # let go: the next order stored queues a task at once
+                client.delete(flag)
+            raise
         count = sum(taken.values())  # a run named by a price move may take its contract with no order: 0
         matched += count
         if count and time.monotonic() > ends:  # a successor, behind the tasks queued meanwhile

@@ -88,3 +88,16 @@ def test_a_task_still_finding_work_after_its_time_queues_its_successor_and_ends(
     assert seen == [(1, True)]
     assert flag_and_queued() == (True, 1)  # the successor; the flag held for it
     assert Order.objects.get(contract=contract, client_order_id="ask").state == "received"  # the successor's
+
+
+def test_a_failed_run_lets_the_flag_go(market, monkeypatch):
+    contract, (a, _), runs, flag_and_queued = market
+    enter(a, contract, "bid", "buy", later=False)
+
+    def fail(**_kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(tasks, "books_match", fail)
+    with pytest.raises(RuntimeError):
+        book_match_task.run(contract.pk)
+    assert flag_and_queued() == (False, 0)  # the next order stored queues a task at once
