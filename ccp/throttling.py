@@ -197,11 +197,12 @@ def client_count(request) -> Callable[[int], Count] | None:
     IsAuthenticated: a function that, given the authenticated client's id, makes the request's ``Count`` (kept on
     the request as ``ccp_counted`` for the throttle); None for any other request."""
     view = request.parser_context.get("view") if request.method == "POST" else None
-    if view is None:
+    kind = type(view)
+    if view is None or kind.get_throttles.__qualname__ != "APIView.get_throttles" or \
+            kind.get_permissions.__qualname__ != "APIView.get_permissions":  # its classes: what DRF checks
         return None
-    throttles, permissions = view.get_throttles(), view.get_permissions()
-    if len(throttles) != 1 or not isinstance(throttles[0], ClientThrottle) or len(permissions) != 1 or \
-            type(permissions[0]) is not IsAuthenticated:
+    throttles, permissions = view.throttle_classes, view.permission_classes
+    if len(throttles) != 1 or not issubclass(throttles[0], ClientThrottle) or list(permissions) != [IsAuthenticated]:
         return None
     scope, rate = throttles[0].scope, rate_of(throttles[0].setting)
     if rate is None:
