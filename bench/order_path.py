@@ -187,6 +187,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--profile", choices=("single", "batch"), help="cProfile of that phase's measured requests")
+    parser.add_argument("--throttle-orders", default="", metavar="RATE",
+                        help="CCP_THROTTLE_ORDERS, e.g. 1000000/s: the order entry throttle counted but never refusing")
     parser.add_argument("--profile-lines", type=int, default=70)
     parser.add_argument("--pg-port", type=int, default=25961)
     parser.add_argument("--redis-port", type=int, default=26961)
@@ -204,7 +206,7 @@ def main() -> int:
     log(f"starting PostgreSQL :{args.pg_port} and Redis :{args.redis_port} in {stack.state_dir('bench')}")
     with stack.services("bench", args.pg_port, args.redis_port, fresh=True) as svc_env:
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ccp.settings", **svc_env, "PYTHONUNBUFFERED": "1",
-               "CCP_DEBUG": "0", "CCP_ORDER_WAIT_MS": "0", "CCP_THROTTLE_ORDERS": "",
+               "CCP_DEBUG": "0", "CCP_ORDER_WAIT_MS": "0", "CCP_THROTTLE_ORDERS": args.throttle_orders,
                "CCP_DB_PER_THREAD": os.environ.get("CCP_DB_PER_THREAD", "1")}  # as python -m ccp.server
         step = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=300)

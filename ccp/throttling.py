@@ -3,8 +3,10 @@
 A rate is ``"<count>/<window>"`` with the window ``s``, ``min``, ``h`` or ``d``, optionally with a
 multiple (``"10/5min"``); an empty rate turns that throttle off. A refused request gets 429
 ``throttled`` with ``Retry-After`` (seconds until its window ends). Counting is one atomic Redis
-round trip (INCR, then EXPIRE on the window's first hit). When Redis cannot be reached the request is
-let through and a warning logged: a throttle must not take the clearing house down with it.
+round trip (INCR, then EXPIRE on the window's first hit); a client's order entry or withdrawal count rides
+with the API token's revocation epoch read when its token is served from the process's cache
+(``ClientThrottle``). When Redis cannot be reached the request is let through and a warning logged: a
+throttle must not take the clearing house down with it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -22,6 +25,7 @@ from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
 from django.http import JsonResponse
 from rest_framework import exceptions
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.throttling import BaseThrottle
 
 from ccp.errors import error_body
@@ -60,6 +64,10 @@ def _window(rate: Rate, now: float) -> tuple[int, float]:
     return index, (index + 1) * rate.window_s - now
 
 
+def _key(scope: str, identity: str, rate: Rate, index: int) -> str:
+    return f"ccp:throttle:{scope}:{identity}:{rate.window_s}:{index}"
+
+
 def hit(scope: str, identity: str, rate: Rate, *, now: float | None = None, count: bool = True) -> float | None:
     """Count one request of ``identity`` (or only look, with ``count=False``); the seconds to wait
     when it is over ``rate``, None when it may go on."""
@@ -69,7 +77,7 @@ def hit(scope: str, identity: str, rate: Rate, *, now: float | None = None, coun
     now = time.time() if now is None else now
     index, left_s = _window(rate, now)
     try:
-        used = int(_redis().get(f"ccp:throttle:{scope}:{identity}:{rate.window_s}:{index}") or 0) + 1
+        used = int(_redis().get(_key(scope, identity, rate, index)) or 0) + 1
     except redis.RedisError as exc:
         logger.warning("throttle %s not checked, Redis unreachable: %s", scope, exc)
         return None
@@ -81,7 +89,7 @@ def hits(scope: str, identity: str, rate: Rate, cost: int, *, now: float | None 
     first ones, are within ``rate``, and the seconds until the window ends."""
     now = time.time() if now is None else now
     index, left_s = _window(rate, now)
-    key = f"ccp:throttle:{scope}:{identity}:{rate.window_s}:{index}"
+    key = _key(scope, identity, rate, index)
     commands = Commands()
     commands.execute_command("MULTI").incrby(key, cost).expire(key, rate.window_s + 1, nx=True)
     commands.execute_command("EXEC")
@@ -93,11 +101,41 @@ def hits(scope: str, identity: str, rate: Rate, cost: int, *, now: float | None 
     except redis.RedisError as exc:
         logger.warning("throttle %s not checked, Redis unreachable: %s", scope, exc)
         return cost, left_s
-    return max(0, min(cost, rate.count - (used - cost))), left_s
+    return _within(rate, cost, used), left_s
+
+
+def _within(rate: Rate, cost: int, used: int) -> int:
+    """How many of ``cost`` requests just counted, the first ones, are within ``rate`` (``used``: the count now)."""
+    return max(0, min(cost, rate.count - (used - cost)))
+
+
+@dataclass
+class Count:
+    """One request of a client throttle's counter, to be counted in another Redis round trip (the API token's
+    epoch read: ``ccp.accounts.services.api_token_authenticate``): the key and expiry ``hits`` would use."""
+
+    scope: str
+    identity: str
+    rate: Rate
+    key: str
+    expire_s: int
+    left_s: float
+    used: int | None = None  # the counter with this request, once counted; None: not counted
+
+    @classmethod
+    def of(cls, scope: str, identity: str, rate: Rate, *, now: float | None = None) -> Count:
+        index, left_s = _window(rate, time.time() if now is None else now)
+        return cls(scope, identity, rate, _key(scope, identity, rate, index), rate.window_s + 1, left_s)
 
 
 def rate_of(setting: str) -> Rate | None:
-    return Rate.parse(getattr(settings, setting))
+    return _rate(getattr(settings, setting))
+
+
+@cache
+def _rate(text: str) -> Rate | None:
+    """``Rate.parse``, once per text: a client throttle reads its rate twice a request."""
+    return Rate.parse(text)
 
 
 def client_ip(request) -> str:
@@ -139,11 +177,54 @@ def throttle(scope: str, setting: str, identity: str) -> None:
         raise exceptions.Throttled(wait)
 
 
-class OrderEntryThrottle(WindowThrottle):
-    """Order entry and cancels, per client."""
+class ClientThrottle(WindowThrottle):
+    """POST requests per client (``scope``, its rate in the setting ``setting``). Counted with the API token's
+    revocation epoch, in its round trip, when the view has this throttle alone and asks only that the client
+    is signed in (``client_count``: nothing can refuse such a request between its authentication and its
+    throttle); else counted here."""
+
+    scope: str
+    setting: str
 
     def counters(self, request, view):
-        return [("orders", "CCP_THROTTLE_ORDERS", str(request.user.pk))] if request.method == "POST" else []
+        return [(self.scope, self.setting, str(request.user.pk))] if request.method == "POST" else []
+
+    def allow_request(self, request, view) -> bool:
+        counted = getattr(request, "ccp_counted", None)
+        if counted is None or counted.used is None or (counted.scope, counted.identity, counted.rate) != (
+                self.scope, str(request.user.pk), rate_of(self.setting)):
+            return super().allow_request(request, view)
+        self.wait_s = None if _within(counted.rate, 1, counted.used) else counted.left_s
+        return self.wait_s is None
+
+
+def client_count(request) -> Callable[[int], Count] | None:
+    """For a POST to a view whose one throttle is a ``ClientThrottle`` (its rate on) and whose one permission is
+    IsAuthenticated: a function that, given the authenticated client's id, makes the request's ``Count`` (kept on
+    the request as ``ccp_counted`` for the throttle); None for any other request."""
+    view = request.parser_context.get("view") if request.method == "POST" else None
+    kind = type(view)
+    if view is None or kind.get_throttles.__qualname__ != "APIView.get_throttles" or \
+            kind.get_permissions.__qualname__ != "APIView.get_permissions":  # its classes: what DRF checks
+        return None
+    throttles, permissions = view.throttle_classes, view.permission_classes
+    if len(throttles) != 1 or not issubclass(throttles[0], ClientThrottle) or list(permissions) != [IsAuthenticated]:
+        return None
+    scope, rate = throttles[0].scope, rate_of(throttles[0].setting)
+    if rate is None:
+        return None
+
+    def count(client_id: int) -> Count:
+        request.ccp_counted = Count.of(scope, str(client_id), rate)
+        return request.ccp_counted
+
+    return count
+
+
+class OrderEntryThrottle(ClientThrottle):
+    """Order entry and cancels, per client."""
+
+    scope, setting = "orders", "CCP_THROTTLE_ORDERS"
 
 
 def order_entries_allowed(client_id: int, orders: int) -> tuple[int, float]:
@@ -153,11 +234,10 @@ def order_entries_allowed(client_id: int, orders: int) -> tuple[int, float]:
     return (orders, 0.0) if rate is None else hits("orders", str(client_id), rate, orders)
 
 
-class WithdrawalThrottle(WindowThrottle):
+class WithdrawalThrottle(ClientThrottle):
     """Withdrawal requests, per client."""
 
-    def counters(self, request, view):
-        return [("withdrawals", "CCP_THROTTLE_WITHDRAWALS", str(request.user.pk))] if request.method == "POST" else []
+    scope, setting = "withdrawals", "CCP_THROTTLE_WITHDRAWALS"
 
 
 # The admin login: attempts per IP address, failures per user name (a lockout that holds whichever

@@ -4,6 +4,7 @@ from rest_framework.authentication import BaseAuthentication
 from ccp.accounts.services import api_token_authenticate
 from ccp.clock import utcnow
 from ccp.errors import Unauthorized
+from ccp.throttling import client_count
 
 
 def bearer_token(header: bytes) -> str | None:
@@ -30,7 +31,7 @@ class ApiTokenAuthentication(BaseAuthentication):
         token = bearer_token(_authorization(request))
         if token is None:
             return None
-        api_token = api_token_authenticate(token=token, now=utcnow())
+        api_token = api_token_authenticate(token=token, now=utcnow(), count=client_count(request))
         return api_token.client, api_token
 
     def authenticate_header(self, request) -> str:

@@ -5,10 +5,11 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import redis
 from django.conf import settings
@@ -25,6 +26,9 @@ from ccp.locks import fund_locks_lock
 from ccp.money import money_str
 from ccp.redisheld import round_trip
 from ccp.streams import client_stream_publish_many, token_revoked_publish
+
+if TYPE_CHECKING:
+    from ccp.throttling import Count
 
 logger = logging.getLogger(__name__)
 
@@ -146,13 +150,15 @@ def signin_records_sweep(*, now: datetime, batch: int = 5000, max_batches: int =
     return done
 
 
-def api_token_authenticate(*, token: str, now: datetime) -> ApiToken:
+def api_token_authenticate(*, token: str, now: datetime, count: Callable[[int], Count] | None = None) -> ApiToken:
     """The live token for this bearer string, its client read with it (``_api_token_cached``); Unauthorized
-    ``token_invalid`` / ``token_expired`` otherwise."""
-    api_token = _api_token_cached(token_hash(token))
+    ``token_invalid`` / ``token_expired`` otherwise. ``count`` (``ccp.throttling.client_count``): the client's
+    request counter, counted in the revocation epoch's read (one Redis round trip) when the token is served from
+    this process's cache, so only once it is known to be live and unexpired (its ``used`` set then)."""
+    api_token = _api_token_cached(token_hash(token), now=require_aware(now), count=count)
     if api_token is None or api_token.revoked_at is not None:
         raise Unauthorized("Unknown or revoked API token.", code="token_invalid")
-    if require_aware(now) >= api_token.expires_at:
+    if now >= api_token.expires_at:
         raise Unauthorized("This API token has expired: sign in again.", code="token_expired")
     return api_token
 
@@ -175,20 +181,43 @@ def _epoch_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.CCP_THROTTLE_REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
-def _epoch_get() -> bytes | None:
+# The epoch, and a request counter counted only if the epoch is the one given (KEYS: the epoch, the counter; ARGV:
+# the epoch expected, the count, the counter's expiry): {the counter now} when it is, else the epoch as it is.
+_EPOCH_THEN_COUNT = b"""
+local epoch = redis.call('GET', KEYS[1])
+if epoch ~= ARGV[1] then return epoch end
+local used = redis.call('INCRBY', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3], 'NX')
+return {used}
+"""
+_EPOCH_THEN_COUNT_SHA = hashlib.sha1(_EPOCH_THEN_COUNT).hexdigest()
+
+
+def _epoch_get(expected: bytes | None = None, count: Count | None = None) -> bytes | None:
     """GET of the revocation epoch on a connection of this thread's own (``ccp.redisheld.round_trip``: made by
     ``_epoch_redis``'s pool, with its settings, not taken from it and given back: the pool's checks around a command
-    cost as much as the GET; a dropped connection made again once)."""
-    (epoch,) = round_trip(_epoch_redis(), [(("GET", _TOKEN_EPOCH_KEY), {})])
+    cost as much as the GET; a dropped connection made again once). With ``count``: counted in the same round trip
+    (``_EPOCH_THEN_COUNT``, its ``used`` set) if the epoch is ``expected``, not counted otherwise. The counters
+    live in this Redis too (CCP_THROTTLE_REDIS_URL)."""
+    if count is None:
+        (epoch,) = round_trip(_epoch_redis(), [(("GET", _TOKEN_EPOCH_KEY), {})])
+    else:
+        args = (2, _TOKEN_EPOCH_KEY, count.key, expected, 1, count.expire_s)
+        (epoch,) = round_trip(_epoch_redis(), [(("EVALSHA", _EPOCH_THEN_COUNT_SHA, *args), {})])
+        if isinstance(epoch, redis.exceptions.NoScriptError):  # the first time on this Redis (or after a restart)
+            (epoch,) = round_trip(_epoch_redis(), [(("EVAL", _EPOCH_THEN_COUNT, *args), {})])
+        if isinstance(epoch, list):
+            count.used, epoch = epoch[0], expected
     if isinstance(epoch, redis.ResponseError):
         raise epoch
     return epoch
 
 
-def _tokens_epoch() -> bytes | None:
-    """The revocation epoch (one is set if Redis has none, say after a restart); None without Redis."""
+def _tokens_epoch(expected: bytes | None = None, count: Count | None = None) -> bytes | None:
+    """The revocation epoch (one is set if Redis has none, say after a restart); None without Redis. ``count``:
+    as ``_epoch_get``."""
     try:
-        epoch = _epoch_get()
+        epoch = _epoch_get(expected, count)
         if epoch is None:
             _epoch_redis().set(_TOKEN_EPOCH_KEY, secrets.token_hex(8), nx=True)
             epoch = _epoch_redis().get(_TOKEN_EPOCH_KEY)
@@ -206,13 +235,20 @@ def _tokens_epoch_move() -> None:
         logger.warning("API token epoch not moved, Redis unreachable: %s", exc)
 
 
-def _api_token_cached(key_hash: str) -> ApiToken | None:
+def _api_token_cached(key_hash: str, *, now: datetime,
+                      count: Callable[[int], Count] | None = None) -> ApiToken | None:
     """``_api_token_read``, from this process's cache while the entry is under TOKEN_CACHE_S old and the
-    revocation epoch has not moved (one Redis read instead of the database's; fresh instances each time)."""
-    epoch = _tokens_epoch()
+    revocation epoch has not moved (one Redis read instead of the database's; fresh instances each time). ``count``:
+    as ``api_token_authenticate``, for an entry served unexpired at ``now``."""
     hit = _tokens.get(key_hash)
-    if epoch is not None and hit is not None and hit[1] == epoch and time.monotonic() - hit[0] < TOKEN_CACHE_S:
-        return _api_token_instance(hit[2])
+    if hit is not None and time.monotonic() - hit[0] < TOKEN_CACHE_S:
+        api_token = _api_token_instance(hit[2])
+        counted = count(api_token.client_id) if count is not None and now < api_token.expires_at else None
+        epoch = _tokens_epoch(hit[1], counted)
+        if epoch is not None and epoch == hit[1]:
+            return api_token
+    else:
+        epoch = _tokens_epoch()
     read_at = time.monotonic()
     row = _api_token_row(key_hash)
     api_token = None if row is None else _api_token_instance(row)
