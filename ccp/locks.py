@@ -57,7 +57,8 @@ Who takes what:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 import psycopg
 from django.core.exceptions import EmptyResultSet, FullResultSet
@@ -249,8 +250,16 @@ def fund_locks_lock(*, keys: Collection[tuple[int, int]] = (), client_ids: Colle
     transaction is then aborted: it starts again with these keys among its first fund locks)."""
     if not keys and not client_ids:
         return {}
-    try:
+    with fund_locks_busy(keys, nowait=nowait):
         return fund_locks_sent(keys=keys, client_ids=client_ids, nowait=nowait).result()
+
+
+@contextmanager
+def fund_locks_busy(keys: Collection[tuple[int, int]], *, nowait: bool) -> Iterator[None]:
+    """With ``nowait``: a ``fund_locks_sent(keys=keys, nowait=True)`` in the block (or in a ``ccp.db.one_round_trip``
+    it holds) that found one of the rows locked elsewhere raises ``FundLocksBusy``."""
+    try:
+        yield
     except OperationalError as exc:
         if nowait and isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
             raise FundLocksBusy(keys) from exc
@@ -291,19 +300,23 @@ def positions_lock(positions: QuerySet[Position]) -> list[Position]:
     return list(positions.select_for_update(no_key=True).order_by("client_id", "contract_id"))
 
 
-def position_rows_lock(client_ids: Collection[int], contract_ids: Collection[int]) -> list[tuple]:
-    """6. The positions of these clients in these contracts, by (client, contract), as plain rows
-    ``(client_id, contract_id, quantity, cost, realised_pnl)``: a booking reads thousands."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT client_id, contract_id, quantity, cost, realised_pnl FROM risk_position "
-                       "WHERE client_id = ANY(%s) AND contract_id = ANY(%s) ORDER BY client_id, contract_id "
-                       "FOR NO KEY UPDATE", [sorted(client_ids), sorted(contract_ids)])
-        return cursor.fetchall()
+def series_position_rows_sent(client_ids: Collection[int], series: Collection[tuple[int, object]]) -> Sent:
+    """6. The positions of these clients in every contract of these (pair id, expiry date) series, by (client,
+    contract), as plain rows ``(client_id, contract_id, quantity, cost, realised_pnl)`` (a booking reads
+    thousands), sent (``ccp.db.Sent``: in ``ccp.db.one_round_trip`` with others): the contracts need not be read
+    first."""
+    pairs, expiries = zip(*sorted(series, key=str), strict=True) if series else ((), ())
+    return Sent("SELECT client_id, contract_id, quantity, cost, realised_pnl FROM risk_position "
+                "WHERE client_id = ANY(%s) AND contract_id IN (SELECT c.id FROM contracts_contract AS c "
+                "JOIN unnest(%s::bigint[], %s::date[]) AS s(pair_id, expiry_date) "
+                "ON c.pair_id = s.pair_id AND c.expiry_date = s.expiry_date) "
+                "ORDER BY client_id, contract_id FOR NO KEY UPDATE OF risk_position",
+                [sorted(client_ids), list(pairs), list(expiries)])
 
 
 def perp_position_rows_lock(client_ids: Collection[int], contract_ids: Collection[int]) -> list[tuple]:
-    """6. ``position_rows_lock`` for perpetuals, with the margin: ``(client_id, contract_id, quantity, cost,
-    realised_pnl, margin_mode, margin)``."""
+    """6. The positions of these clients in these perpetuals, by (client, contract), with the margin:
+    ``(client_id, contract_id, quantity, cost, realised_pnl, margin_mode, margin)``."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT client_id, contract_id, quantity, cost, realised_pnl, margin_mode, margin "
                        "FROM risk_position WHERE client_id = ANY(%s) AND contract_id = ANY(%s) "
@@ -314,12 +327,15 @@ def perp_position_rows_lock(client_ids: Collection[int], contract_ids: Collectio
 def lockup_rows_lock(client_ids: Collection[int], pair_ids: Collection[int], expiry_dates: Collection) -> list[tuple]:
     """7. The lockup rows of these clients, pairs and expiry dates, by (client, pair, expiry date), as plain
     rows ``(client_id, pair_id, expiry_date, amount)``: an auction's apply reads thousands."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT client_id, pair_id, expiry_date, amount FROM risk_lockup WHERE client_id = ANY(%s) "
-                       "AND pair_id = ANY(%s) AND expiry_date = ANY(%s::date[]) "
-                       "ORDER BY client_id, pair_id, expiry_date FOR NO KEY UPDATE",
-                       [sorted(client_ids), sorted(pair_ids), sorted(expiry_dates)])
-        return cursor.fetchall()
+    return lockup_rows_sent(client_ids, pair_ids, expiry_dates).result()
+
+
+def lockup_rows_sent(client_ids: Collection[int], pair_ids: Collection[int], expiry_dates: Collection) -> Sent:
+    """``lockup_rows_lock``'s statement sent (``ccp.db.Sent``: in ``ccp.db.one_round_trip`` with others)."""
+    return Sent("SELECT client_id, pair_id, expiry_date, amount FROM risk_lockup WHERE client_id = ANY(%s) "
+                "AND pair_id = ANY(%s) AND expiry_date = ANY(%s::date[]) "
+                "ORDER BY client_id, pair_id, expiry_date FOR NO KEY UPDATE",
+                [sorted(client_ids), sorted(pair_ids), sorted(expiry_dates)])
 
 
 def client_stream_sequence_take_sql(*, count: str) -> str:

@@ -964,10 +964,14 @@ def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[
     known = all(c in books for c, lv in levels.items() if lv)
     # One statement numbers it all (the books' versions, their level changes, the private messages), with the
     # writes held.
-    versions, numbered, last = books_numbered(
-        contract_ids=[b.contract.pk for b in batches],
-        levels={c: len(set(lv)) for c, lv in levels.items() if lv} if known else {},
-        messages=Counter(client_id for client_id, _ in private), writes=behind.held_take())
+    # The writes held before the last ones (the positions' and lockups' upserts, each a statement) go in its round
+    # trip.
+    with one_round_trip():
+        sent = books_numbered(
+            contract_ids=[b.contract.pk for b in batches],
+            levels={c: len(set(lv)) for c, lv in levels.items() if lv} if known else {},
+            messages=Counter(client_id for client_id, _ in private), writes=behind.held_take())
+    versions, numbered, last = ({}, {}, {}) if sent is None else sent.result()
     if private:
         client_stream_publish_taken(private, last)
     books_levels_changed(levels=levels, books=books if known else None, numbered=numbered if known else None)
