@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -618,10 +619,14 @@ class Behind:
     def _send(self) -> None:
         """The writes held, in one round trip (``one_round_trip``: the caller's when it is in one)."""
         statements, self._writes, self._closed = self._writes, [], False
-        if statements:
-            with one_round_trip():
-                for writes in statements:
-                    writes_send(writes)
+        with one_round_trip() if len(statements) > 1 else contextlib.nullcontext():
+            for writes in statements:
+                writes_send(writes)
+
+    def held_apart(self) -> bool:
+        """Whether ``held_take`` will send statements (the caller's next statement is then best sent in a
+        ``one_round_trip`` with them: for one statement alone, pipeline mode costs more than it saves)."""
+        return len(self._writes) > 1 or (bool(self._writes) and self._closed)
 
     def held_take(self) -> list[Write]:
         """The last writes held (``write``), taken back: the caller sends them in its next statement (``writes_with``),

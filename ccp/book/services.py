@@ -47,6 +47,7 @@ it, and holds its worst case (``order_value``: a market order's at its protectio
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -568,7 +569,7 @@ def _batches_match(run: _Run, batches: list[_Batch]) -> None:
     keys = {(o.client_id, b.contract.collateral_id) for b in batches
             for o in b.incoming} | {k for k in run.fund_keys if k[1] in currencies}
     contracts, client_ids = [b.contract for b in batches], sorted({o.client_id for b in batches for o in b.incoming})
-    with one_round_trip():
+    with one_round_trip() if keys and client_ids else contextlib.nullcontext():
         fund_locks = fund_locks_sent(keys=keys) if keys else None
         clients = _clients_sent(contracts, client_ids) if client_ids else None
     run.fund_locks = fund_locks.result() if fund_locks else {}
@@ -966,7 +967,7 @@ def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[
     # writes held.
     # The writes held before the last ones (the positions' and lockups' upserts, each a statement) go in its round
     # trip.
-    with one_round_trip():
+    with one_round_trip() if behind.held_apart() else contextlib.nullcontext():
         sent = books_numbered(
             contract_ids=[b.contract.pk for b in batches],
             levels={c: len(set(lv)) for c, lv in levels.items() if lv} if known else {},

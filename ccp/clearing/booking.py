@@ -179,11 +179,11 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         keys = {(client_id, contracts[e.contract_id].collateral_id) for e in executions
                 for client_id in (e.buy_client_id, e.sell_client_id)}
         keys |= {(orders[pk].client_id, orders[pk].contract.collateral_id) for pk in cancels}
-        keys -= locked.keys()
-        with fund_locks_busy(keys, nowait=True), one_round_trip():
-            makers = fund_locks_sent(keys=keys, nowait=True) if keys else None
-            fresh = trades_fresh_sent(venue=venue, venue_ref=venue_ref, executions=executions)
-        locked.update(makers.result() if makers else {})
+        if keys := keys - locked.keys():
+            with fund_locks_busy(keys, nowait=True), one_round_trip():
+                makers = fund_locks_sent(keys=keys, nowait=True)
+                fresh = trades_fresh_sent(venue=venue, venue_ref=venue_ref, executions=executions)
+            locked.update(makers.result())
     with (Behind(threaded=threaded) if held is None or threaded else contextlib.nullcontext(held)) as behind:
         trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now,
                              symbols={contract_id: contract.symbol for contract_id, contract in contracts.items()},
