@@ -481,8 +481,8 @@ def one_round_trip() -> Iterator[None]:
 
 
 class Sent:
-    """One statement sent on the caller's connection (in ``one_round_trip``: queued), its rows given to ``parse``
-    when asked for (``result``). ``times_in_c``: ``times_loaded_in_c``."""
+    """One statement that returns rows, sent on the caller's connection (in ``one_round_trip``: queued), its rows
+    given to ``parse`` when asked for (``result``). ``times_in_c``: ``times_loaded_in_c``."""
 
     def __init__(self, sql: str, params: Sequence | Mapping, parse: Callable[[list[tuple]], object] = list, *,
                  times_in_c: bool = False) -> None:
@@ -493,8 +493,8 @@ class Sent:
         self._cursor.execute(sql, params)
 
     def result(self):
-        with self._cursor as cursor:
-            return self._parse(cursor.fetchall() if cursor.description else [])
+        with self._cursor as cursor:  # a statement that returns rows (psycopg builds ``description`` at each read)
+            return self._parse(cursor.fetchall())
 
 
 class Beside:

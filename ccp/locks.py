@@ -307,11 +307,11 @@ def series_position_rows_sent(client_ids: Collection[int], series: Collection[tu
     first."""
     pairs, expiries = zip(*sorted(series, key=str), strict=True) if series else ((), ())
     return Sent("SELECT client_id, contract_id, quantity, cost, realised_pnl FROM risk_position "
-                "WHERE client_id = ANY(%s) AND contract_id IN (SELECT c.id FROM contracts_contract AS c "
+                "WHERE client_id = ANY(%s::bigint[]) AND contract_id IN (SELECT c.id FROM contracts_contract AS c "
                 "JOIN unnest(%s::bigint[], %s::date[]) AS s(pair_id, expiry_date) "
                 "ON c.pair_id = s.pair_id AND c.expiry_date = s.expiry_date) "
                 "ORDER BY client_id, contract_id FOR NO KEY UPDATE OF risk_position",
-                [sorted(client_ids), list(pairs), list(expiries)])
+                [number_array(sorted(client_ids)), number_array(pairs), list(expiries)])
 
 
 def perp_position_rows_lock(client_ids: Collection[int], contract_ids: Collection[int]) -> list[tuple]:
