@@ -141,8 +141,8 @@ def book_contracts_lock(contract_id: int, *, queues: int | None = None) -> list[
 
 
 def book_contracts_sent(contract_id: int, *, queues: int | None = None) -> Sent:
-    """``book_contracts_lock``'s statement sent (``ccp.db.Sent``: in ``ccp.db.one_round_trip``, with the
-    transaction's BEGIN and the statement after it), its ``result`` the contracts. It also notes their ids for
+    """``book_contracts_lock``'s statement sent (``ccp.db.Sent``: in ``ccp.db.one_round_trip`` with the statement
+    after it), its ``result`` the contracts. It also notes their ids for
     the rest of the transaction (``RUN_CONTRACTS``, all of them once all are locked): the next statement, sent
     with it, names them so before this one has answered."""
     others = _RUN_OTHERS if queues else ""

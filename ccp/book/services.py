@@ -441,7 +441,7 @@ def _books_match(*, contract_id: int, now: datetime, limit: int | None, queues: 
     ``nowait``, the booking takes any other (the makers') without waiting (``FundLocksBusy``)."""
     now = require_aware(now)
     limit = limit or settings.CCP_BOOK_BATCH
-    # The books (shared), then the contracts; then their orders: two statements in one round trip, with BEGIN.
+    # The books (shared), then the contracts; then their orders: two statements in one round trip.
     with one_round_trip():
         contracts_sent, work_sent = book_contracts_sent(contract_id, queues=queues), _work_sent(limit)
     contracts = contracts_sent.result()
