@@ -58,7 +58,7 @@ def test_an_error_in_the_round_trip_is_djangos_and_stops_the_statements_after_it
 
 def _round_trips(run) -> tuple[int, int]:
     """(round trips, statements) of ``run`` on the wire: a round trip ends with a Sync, or is a simple Query
-    (psycopg's COMMIT)."""
+    (psycopg's COMMIT); a statement is an Execute (a prepared one is sent without its Parse) or a Query."""
     connection.ensure_connection()
     pgconn = connection.connection.pgconn
     with tempfile.NamedTemporaryFile("w+") as trace:
@@ -69,7 +69,7 @@ def _round_trips(run) -> tuple[int, int]:
             pgconn.untrace()
         messages = [line.split("\t")[3] for line in Path(trace.name).read_text().splitlines()
                     if line.count("\t") >= 3 and line.split("\t")[1] == "F"]
-    return messages.count("Sync") + messages.count("Query"), messages.count("Parse") + messages.count("Query")
+    return messages.count("Sync") + messages.count("Query"), messages.count("Execute") + messages.count("Query")
 
 
 def _limit(client, contract, side, coid):
