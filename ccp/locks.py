@@ -39,7 +39,8 @@ Who takes what:
                       engine reason changes is locked with a second order statement, before the fund locks
   books_match         (ccp.book.services, a matcher run over one or more contracts of a queue) their pairs'
                       books (shared, by pair id) and their contract rows in one statement, their received
-                      orders in one, their clients' fund locks in one, then books through trades_clear once,
+                      orders in one (sent with it: ``ccp.db.one_round_trip``, each its own statement), their
+                      clients' fund locks in one (sent with the clients' read), then books through trades_clear once,
                       which takes the makers' fund locks without waiting (``nowait``: a second fund lock
                       statement; on ``FundLocksBusy`` the run is rolled back and run again with them in its
                       first)
@@ -56,7 +57,8 @@ Who takes what:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 import psycopg
 from django.core.exceptions import EmptyResultSet, FullResultSet
@@ -65,7 +67,7 @@ from django.db.models import QuerySet
 
 from ccp.accounts.models import FundLock
 from ccp.contracts.models import Contract, Currency, Pair, TradingMode
-from ccp.db import Columns, number_array, times_loaded_in_c
+from ccp.db import Columns, Sent, number_array, times_loaded_in_c
 from ccp.matching.models import Auction
 from ccp.orders.models import Order
 from ccp.orders.states import OrderState
@@ -102,7 +104,7 @@ def contracts_lock(contracts: QuerySet[Contract]) -> dict[int, Contract]:
 def contract_lock(contract_id: int) -> Contract:
     """3. One contract row (its pair and currencies read with it, not locked). Raises
     ``Contract.DoesNotExist`` when there is none."""
-    locked = _contracts_with_pairs("WHERE contracts_contract.id = %s", [contract_id])
+    locked = _contracts_with_pairs("WHERE contracts_contract.id = %s", [contract_id]).result()
     if not locked:
         raise Contract.DoesNotExist(f"Contract matching id {contract_id} does not exist.")
     return locked[0]
@@ -135,34 +137,59 @@ def book_contracts_lock(contract_id: int, *, queues: int | None = None) -> list[
     with received orders or modifications waiting. Their pairs' books (1, shared: ``book_lock``) are taken
     first, in pair id order, then the contract rows (3). The row locks are taken on the rows the join with the
     book locks returns, so after them whatever the plan. No contract: an empty list."""
+    return book_contracts_sent(contract_id, queues=queues).result()
+
+
+def book_contracts_sent(contract_id: int, *, queues: int | None = None) -> Sent:
+    """``book_contracts_lock``'s statement sent (``ccp.db.Sent``: in ``ccp.db.one_round_trip`` with the statement
+    after it), its ``result`` the contracts. It also notes their ids for
+    the rest of the transaction (``RUN_CONTRACTS``, all of them once all are locked): the next statement, sent
+    with it, names them so before this one has answered."""
     others = _RUN_OTHERS if queues else ""
     params = {"contract": contract_id, "queues": queues, "continuous": TradingMode.CONTINUOUS,
               "received": OrderState.RECEIVED}
     return _contracts_with_pairs("WHERE contracts_contract.id IN (SELECT id FROM run)", params,
-                                 prefix=_RUN.format(others=others, book=_BOOK_LOCK), join="book, ")
+                                 prefix=_RUN.format(others=others, book=_BOOK_LOCK), join="book, ", noted=True)
 
 
-def _contracts_with_pairs(where: str, params, *, prefix: str = "", join: str = "") -> list[Contract]:
-    """Contract rows locked by id (``ccp.locks`` 3) with their pair and currencies read, not locked."""
+# The contracts a matcher run locked (``book_contracts_sent``), as an SQL array for the statements after it.
+RUN_CONTRACTS = "string_to_array(current_setting('ccp.run_contracts'), ',')::bigint[]"
+# Noted once every row is locked (the aggregate reads them all), always (one row, even with no contract).
+_RUN_NOTED = """, locked AS MATERIALIZED ({select})
+    SELECT locked.* FROM (SELECT set_config('ccp.run_contracts', coalesce(string_agg(l.run_contract_id::text, ','),
+                                                                        ''), true)
+                          FROM locked AS l(run_contract_id)) AS noted
+    LEFT JOIN locked ON TRUE ORDER BY 1"""
+
+
+def _contracts_with_pairs(where: str, params, *, prefix: str = "", join: str = "", noted: bool = False) -> Sent:
+    """Contract rows locked by id (``ccp.locks`` 3) with their pair and currencies read, not locked: the
+    statement sent, its ``result`` the contracts. ``noted``: their ids noted as ``RUN_CONTRACTS`` (``prefix``
+    then opens a WITH clause)."""
     contract, pair, base, quote = Columns.of(Contract), Columns.of(Pair), Columns.of(Currency), Columns.of(Currency)
-    with connection.cursor() as cursor:  # the locked table unaliased: OF names it as ccp.locks' order does
-        cursor.execute(f"{prefix}SELECT {contract.select('contracts_contract')}, {pair.select('p')}, "
-                       f"{base.select('b')}, {quote.select('q')} FROM {join}contracts_contract "
-                       "JOIN contracts_pair AS p ON p.id = contracts_contract.pair_id "
-                       "JOIN contracts_currency AS b ON b.id = p.base_id "
-                       "JOIN contracts_currency AS q ON q.id = p.quote_id "
-                       f"{where} ORDER BY contracts_contract.id FOR NO KEY UPDATE OF contracts_contract", params)
-        rows = cursor.fetchall()
-    out = []
-    for row in rows:
-        at = len(contract.attnames)
-        locked, pair_row = contract.instance(row[:at]), pair.instance(row[at:at + len(pair.attnames)])
-        at += len(pair.attnames)
-        _PAIR_BASE.set_cached_value(pair_row, base.instance(row[at:at + len(base.attnames)]))
-        _PAIR_QUOTE.set_cached_value(pair_row, quote.instance(row[at + len(base.attnames):]))
-        _CONTRACT_PAIR.set_cached_value(locked, pair_row)
-        out.append(locked)
-    return out
+
+    def parse(rows: list[tuple]) -> list[Contract]:
+        out = []
+        for row in rows:
+            if row[0] is None:
+                continue  # ``noted``: no contract
+            at = len(contract.attnames)
+            locked, pair_row = contract.instance(row[:at]), pair.instance(row[at:at + len(pair.attnames)])
+            at += len(pair.attnames)
+            _PAIR_BASE.set_cached_value(pair_row, base.instance(row[at:at + len(base.attnames)]))
+            _PAIR_QUOTE.set_cached_value(pair_row, quote.instance(row[at + len(base.attnames):]))
+            _CONTRACT_PAIR.set_cached_value(locked, pair_row)
+            out.append(locked)
+        return out
+
+    # the locked table unaliased: OF names it as ccp.locks' order does
+    select = (f"SELECT {contract.select('contracts_contract')}, {pair.select('p')}, "
+              f"{base.select('b')}, {quote.select('q')} FROM {join}contracts_contract "
+              "JOIN contracts_pair AS p ON p.id = contracts_contract.pair_id "
+              "JOIN contracts_currency AS b ON b.id = p.base_id "
+              "JOIN contracts_currency AS q ON q.id = p.quote_id "
+              f"{where} ORDER BY contracts_contract.id FOR NO KEY UPDATE OF contracts_contract")
+    return Sent(f"{prefix}{_RUN_NOTED.format(select=select)}" if noted else f"{prefix}{select}", params, parse)
 
 
 def orders_lock(orders: QuerySet[Order]) -> list[Order]:
@@ -223,31 +250,49 @@ def fund_locks_lock(*, keys: Collection[tuple[int, int]] = (), client_ids: Colle
     transaction is then aborted: it starts again with these keys among its first fund locks)."""
     if not keys and not client_ids:
         return {}
-    wanted = set(keys)
+    with fund_locks_busy(keys, nowait=nowait):
+        return fund_locks_sent(keys=keys, client_ids=client_ids, nowait=nowait).result()
+
+
+@contextmanager
+def fund_locks_busy(keys: Collection[tuple[int, int]], *, nowait: bool) -> Iterator[None]:
+    """With ``nowait``: a ``fund_locks_sent(keys=keys, nowait=True)`` in the block (or in a ``ccp.db.one_round_trip``
+    it holds) that found one of the rows locked elsewhere raises ``FundLocksBusy``."""
+    try:
+        yield
+    except OperationalError as exc:
+        if nowait and isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
+            raise FundLocksBusy(keys) from exc
+        raise
+
+
+def fund_locks_sent(*, keys: Collection[tuple[int, int]] = (), client_ids: Collection[int] = (),
+                    nowait: bool = False) -> Sent:
+    """``fund_locks_lock``'s statement sent (``ccp.db.Sent``: in ``ccp.db.one_round_trip`` with others), its
+    ``result`` the fund locks by (client, currency). At least one key or client. ``nowait``: the lock error is
+    Django's ``OperationalError`` (``fund_locks_lock`` turns it into ``FundLocksBusy``)."""
+    wanted, clients = set(keys), set(client_ids)
     fund_lock, currency = Columns.of(FundLock), Columns.of(Currency)
     sql = (f"SELECT {fund_lock.select('accounts_fundlock')}, {currency.select('c')} FROM accounts_fundlock "
            "JOIN contracts_currency AS c ON c.id = accounts_fundlock.currency_id "
            "WHERE accounts_fundlock.client_id = ANY(%s)")
-    params = [sorted({c for c, _ in wanted} | set(client_ids))]
-    if not client_ids:
+    params = [sorted({c for c, _ in wanted} | clients)]
+    if not clients:
         sql += " AND accounts_fundlock.currency_id = ANY(%s)"
         params.append(sorted({c for _, c in wanted}))
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql + " ORDER BY accounts_fundlock.id FOR NO KEY UPDATE OF accounts_fundlock"
-                           + (" NOWAIT" if nowait else ""), params)
-            rows = cursor.fetchall()
-    except OperationalError as exc:
-        if nowait and isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
-            raise FundLocksBusy(wanted) from exc
-        raise
-    at, locked = len(fund_lock.attnames), {}
-    for row in rows:
-        f = fund_lock.instance(row[:at])
-        if f.client_id in client_ids or (f.client_id, f.currency_id) in wanted:
-            _FUND_LOCK_CURRENCY.set_cached_value(f, currency.instance(row[at:]))
-            locked[(f.client_id, f.currency_id)] = f
-    return locked
+    at = len(fund_lock.attnames)
+
+    def parse(rows: list[tuple]) -> dict[tuple[int, int], FundLock]:
+        locked = {}
+        for row in rows:
+            f = fund_lock.instance(row[:at])
+            if f.client_id in clients or (f.client_id, f.currency_id) in wanted:
+                _FUND_LOCK_CURRENCY.set_cached_value(f, currency.instance(row[at:]))
+                locked[(f.client_id, f.currency_id)] = f
+        return locked
+
+    return Sent(sql + " ORDER BY accounts_fundlock.id FOR NO KEY UPDATE OF accounts_fundlock"
+                + (" NOWAIT" if nowait else ""), params, parse)
 
 
 def positions_lock(positions: QuerySet[Position]) -> list[Position]:
@@ -255,19 +300,23 @@ def positions_lock(positions: QuerySet[Position]) -> list[Position]:
     return list(positions.select_for_update(no_key=True).order_by("client_id", "contract_id"))
 
 
-def position_rows_lock(client_ids: Collection[int], contract_ids: Collection[int]) -> list[tuple]:
-    """6. The positions of these clients in these contracts, by (client, contract), as plain rows
-    ``(client_id, contract_id, quantity, cost, realised_pnl)``: a booking reads thousands."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT client_id, contract_id, quantity, cost, realised_pnl FROM risk_position "
-                       "WHERE client_id = ANY(%s) AND contract_id = ANY(%s) ORDER BY client_id, contract_id "
-                       "FOR NO KEY UPDATE", [sorted(client_ids), sorted(contract_ids)])
-        return cursor.fetchall()
+def series_position_rows_sent(client_ids: Collection[int], series: Collection[tuple[int, object]]) -> Sent:
+    """6. The positions of these clients in every contract of these (pair id, expiry date) series, by (client,
+    contract), as plain rows ``(client_id, contract_id, quantity, cost, realised_pnl)`` (a booking reads
+    thousands), sent (``ccp.db.Sent``: in ``ccp.db.one_round_trip`` with others): the contracts need not be read
+    first."""
+    pairs, expiries = zip(*sorted(series, key=str), strict=True) if series else ((), ())
+    return Sent("SELECT client_id, contract_id, quantity, cost, realised_pnl FROM risk_position "
+                "WHERE client_id = ANY(%s::bigint[]) AND contract_id IN (SELECT c.id FROM contracts_contract AS c "
+                "JOIN unnest(%s::bigint[], %s::date[]) AS s(pair_id, expiry_date) "
+                "ON c.pair_id = s.pair_id AND c.expiry_date = s.expiry_date) "
+                "ORDER BY client_id, contract_id FOR NO KEY UPDATE OF risk_position",
+                [number_array(sorted(client_ids)), number_array(pairs), list(expiries)])
 
 
 def perp_position_rows_lock(client_ids: Collection[int], contract_ids: Collection[int]) -> list[tuple]:
-    """6. ``position_rows_lock`` for perpetuals, with the margin: ``(client_id, contract_id, quantity, cost,
-    realised_pnl, margin_mode, margin)``."""
+    """6. The positions of these clients in these perpetuals, by (client, contract), with the margin:
+    ``(client_id, contract_id, quantity, cost, realised_pnl, margin_mode, margin)``."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT client_id, contract_id, quantity, cost, realised_pnl, margin_mode, margin "
                        "FROM risk_position WHERE client_id = ANY(%s) AND contract_id = ANY(%s) "
@@ -278,12 +327,15 @@ def perp_position_rows_lock(client_ids: Collection[int], contract_ids: Collectio
 def lockup_rows_lock(client_ids: Collection[int], pair_ids: Collection[int], expiry_dates: Collection) -> list[tuple]:
     """7. The lockup rows of these clients, pairs and expiry dates, by (client, pair, expiry date), as plain
     rows ``(client_id, pair_id, expiry_date, amount)``: an auction's apply reads thousands."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT client_id, pair_id, expiry_date, amount FROM risk_lockup WHERE client_id = ANY(%s) "
-                       "AND pair_id = ANY(%s) AND expiry_date = ANY(%s::date[]) "
-                       "ORDER BY client_id, pair_id, expiry_date FOR NO KEY UPDATE",
-                       [sorted(client_ids), sorted(pair_ids), sorted(expiry_dates)])
-        return cursor.fetchall()
+    return lockup_rows_sent(client_ids, pair_ids, expiry_dates).result()
+
+
+def lockup_rows_sent(client_ids: Collection[int], pair_ids: Collection[int], expiry_dates: Collection) -> Sent:
+    """``lockup_rows_lock``'s statement sent (``ccp.db.Sent``: in ``ccp.db.one_round_trip`` with others)."""
+    return Sent("SELECT client_id, pair_id, expiry_date, amount FROM risk_lockup WHERE client_id = ANY(%s) "
+                "AND pair_id = ANY(%s) AND expiry_date = ANY(%s::date[]) "
+                "ORDER BY client_id, pair_id, expiry_date FOR NO KEY UPDATE",
+                [sorted(client_ids), sorted(pair_ids), sorted(expiry_dates)])
 
 
 def client_stream_sequence_take_sql(*, count: str) -> str:

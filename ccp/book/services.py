@@ -47,6 +47,7 @@ it, and holds its worst case (``order_value``: a market order's at its protectio
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -74,15 +75,25 @@ from ccp.db import (
     FEW_ROWS,
     Behind,
     Columns,
+    Sent,
     bulk_insert_rows,
     bulk_insert_write,
     bulk_update_rows,
     bulk_update_write,
     ids_reserve,
+    one_round_trip,
     times_loaded_in_c,
 )
 from ccp.errors import ApplicationError, Conflict, NotFound
-from ccp.locks import FundLocksBusy, book_contracts_lock, book_lock, contract_lock, fund_locks_lock, order_lock
+from ccp.locks import (
+    RUN_CONTRACTS,
+    FundLocksBusy,
+    book_contracts_sent,
+    book_lock,
+    contract_lock,
+    fund_locks_sent,
+    order_lock,
+)
 from ccp.money import ZERO
 from ccp.orders.models import Order, OrderKind, OrderStateHistory, TimeInForce, Trigger, TriggerSource
 from ccp.orders.results import order_results_signal
@@ -430,14 +441,17 @@ def _books_match(*, contract_id: int, now: datetime, limit: int | None, queues: 
     ``nowait``, the booking takes any other (the makers') without waiting (``FundLocksBusy``)."""
     now = require_aware(now)
     limit = limit or settings.CCP_BOOK_BATCH
-    contracts = book_contracts_lock(contract_id, queues=queues)  # the books (shared), then the contracts
+    # The books (shared), then the contracts; then their orders: two statements in one round trip.
+    with one_round_trip():
+        contracts_sent, work_sent = book_contracts_sent(contract_id, queues=queues), _work_sent(limit)
+    contracts = contracts_sent.result()
+    incoming, versions, modifying = work_sent.result()
     if not contracts:
         return {}
     by_id = {c.pk: c for c in contracts}
     # Arrival order: new orders by their time of entry, modifications by theirs (then by id), over all the
     # run's contracts; the first ``limit`` of each read and locked in one statement, then the first ``limit``
     # of both kept.
-    incoming, versions, modifying = _work_lock(list(by_id), limit)
     incoming = sorted(incoming, key=lambda o: (o.modify_requested_at or o.created_at, o.pk))[:limit]
     ids = [o.pk for o in incoming]
     mine: dict[int, list[Order]] = defaultdict(list)
@@ -518,41 +532,48 @@ def _batch_start(run: _Run, contract: Contract, incoming: list[Order], version: 
 _WORK_LOCK = """
     WITH work AS MATERIALIZED (
         SELECT {columns} FROM orders_order WHERE orders_order.id IN (
-            (SELECT id FROM orders_order WHERE contract_id = ANY(%(contracts)s) AND state = %(received)s
+            (SELECT id FROM orders_order WHERE contract_id = ANY({contracts}) AND state = %(received)s
              ORDER BY created_at, id LIMIT %(limit)s)
             UNION ALL
-            (SELECT id FROM orders_order WHERE contract_id = ANY(%(contracts)s) AND modify_requested_at IS NOT NULL
+            (SELECT id FROM orders_order WHERE contract_id = ANY({contracts}) AND modify_requested_at IS NOT NULL
              ORDER BY modify_requested_at, id LIMIT %(limit)s))
         ORDER BY orders_order.id FOR NO KEY UPDATE OF orders_order)
-    SELECT ARRAY(SELECT ARRAY[contract_id, version] FROM book_bookversion WHERE contract_id = ANY(%(contracts)s)),
-           ARRAY(SELECT id FROM orders_order WHERE contract_id = ANY(%(contracts)s)
+    SELECT ARRAY(SELECT ARRAY[contract_id, version] FROM book_bookversion WHERE contract_id = ANY({contracts})),
+           ARRAY(SELECT id FROM orders_order WHERE contract_id = ANY({contracts})
                  AND modify_requested_at IS NOT NULL),
            work.*
     FROM (SELECT) AS one LEFT JOIN work ON TRUE
 """
 
 
-def _work_lock(contract_ids: list[int], limit: int) -> tuple[list[Order], dict[int, int], list[int]]:
+def _work_sent(limit: int) -> Sent:
     """The run's orders (``_WORK_LOCK``, locked in id order), the books' versions by contract and the orders
-    with a modification waiting, in one statement. The caller holds the contracts' rows, as every writer of
-    the versions and of the contracts' orders does: the statement's snapshot sees what they committed."""
+    with a modification waiting, in one statement, of the contracts the run's first statement locked
+    (``book_contracts_sent``, ``RUN_CONTRACTS``): sent with it, in one round trip, it runs once they are locked
+    (as every writer of the versions and of the contracts' orders holds them), on its own snapshot, which sees
+    what those writers committed."""
     columns = Columns.of(Order)
-    with connection.cursor() as cursor:
-        times_loaded_in_c(cursor)  # five times a row
-        cursor.execute(_WORK_LOCK.format(columns=columns.select("orders_order")),
-                       {"contracts": contract_ids, "received": OrderState.RECEIVED, "limit": limit})
-        rows = cursor.fetchall()
-    versions, modifying = dict(rows[0][0]), rows[0][1]
-    return [columns.instance(row[2:]) for row in rows if row[2] is not None], versions, modifying
+
+    def parse(rows: list[tuple]) -> tuple[list[Order], dict[int, int], list[int]]:
+        return [columns.instance(row[2:]) for row in rows if row[2] is not None], dict(rows[0][0]), rows[0][1]
+
+    return Sent(_WORK_LOCK.format(columns=columns.select("orders_order"), contracts=RUN_CONTRACTS),
+                {"received": OrderState.RECEIVED, "limit": limit}, parse, times_in_c=True)  # five times a row
 
 
 def _batches_match(run: _Run, batches: list[_Batch]) -> None:
-    """Lock the fund locks of every incoming order's client and the run's ``fund_keys`` in its currencies (one
-    statement), read the clients (one), then match each contract's batch in turn."""
+    """Lock the fund locks of every incoming order's client and the run's ``fund_keys`` in its currencies, and
+    read the clients (``_clients_sent``): two statements in one round trip, the read after the locks; then
+    match each contract's batch in turn."""
     currencies = {b.contract.collateral_id for b in batches}
-    run.fund_locks = fund_locks_lock(keys={(o.client_id, b.contract.collateral_id) for b in batches
-                                           for o in b.incoming} | {k for k in run.fund_keys if k[1] in currencies})
-    _clients_read(run, [b.contract for b in batches], sorted({o.client_id for b in batches for o in b.incoming}))
+    keys = {(o.client_id, b.contract.collateral_id) for b in batches
+            for o in b.incoming} | {k for k in run.fund_keys if k[1] in currencies}
+    contracts, client_ids = [b.contract for b in batches], sorted({o.client_id for b in batches for o in b.incoming})
+    with one_round_trip() if keys and client_ids else contextlib.nullcontext():
+        fund_locks = fund_locks_sent(keys=keys) if keys else None
+        clients = _clients_sent(contracts, client_ids) if client_ids else None
+    run.fund_locks = fund_locks.result() if fund_locks else {}
+    _clients_read(run, clients)
     for batch in batches:  # each contract's as a run of it alone would (the run's holds counted)
         _position_tpsl_cancel(batch, batch.stale)  # before a price moves them
         for command in batch.moved:
@@ -623,21 +644,24 @@ _POSITIONS_READ = """
 """
 
 
-def _clients_read(run: _Run, contracts: list[Contract], client_ids: list[int]) -> None:
-    """The run's open orders, unrealised cross losses and positions in its perpetuals of
-    these clients, into ``run`` (those without any left out)."""
-    if not client_ids:
-        return
+def _clients_sent(contracts: list[Contract], client_ids: list[int]) -> Sent:
+    """The statement reading these clients' open orders, unrealised cross losses and positions in the run's
+    perpetuals, sent (read after the fund locks are taken, as its reads always were)."""
     sql, params = _OPEN_READ, [client_ids, sorted(HOLDING_STATES)]
     for currency_id in sorted({c.collateral_id for c in contracts}):
         sql, params = sql + _LOSSES_READ, [*params, currency_id, client_ids, currency_id, CROSS]
     if perpetuals := sorted(c.pk for c in contracts if c.is_perpetual):
         sql, params = sql + _POSITIONS_READ, [*params, perpetuals, client_ids]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    return Sent(sql, params)
+
+
+def _clients_read(run: _Run, clients: Sent | None) -> None:
+    """The run's clients' open orders, unrealised cross losses and positions in its perpetuals (``_clients_sent``;
+    None: no client), into ``run`` (those without any left out)."""
+    if clients is None:
+        return
     losses: dict[int, list] = defaultdict(list)
-    for kind, client_id, other_id, value, cost, margin in rows:
+    for kind, client_id, other_id, value, cost, margin in clients.result():
         if kind == "open":
             run.open_counts[client_id] = int(value)
         elif kind == "position":
@@ -941,10 +965,14 @@ def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[
     known = all(c in books for c, lv in levels.items() if lv)
     # One statement numbers it all (the books' versions, their level changes, the private messages), with the
     # writes held.
-    versions, numbered, last = books_numbered(
-        contract_ids=[b.contract.pk for b in batches],
-        levels={c: len(set(lv)) for c, lv in levels.items() if lv} if known else {},
-        messages=Counter(client_id for client_id, _ in private), writes=behind.held_take())
+    # The writes held before the last ones (the positions' and lockups' upserts, each a statement) go in its round
+    # trip.
+    with one_round_trip() if behind.held_apart() else contextlib.nullcontext():
+        sent = books_numbered(
+            contract_ids=[b.contract.pk for b in batches],
+            levels={c: len(set(lv)) for c, lv in levels.items() if lv} if known else {},
+            messages=Counter(client_id for client_id, _ in private), writes=behind.held_take())
+    versions, numbered, last = ({}, {}, {}) if sent is None else sent.result()
     if private:
         client_stream_publish_taken(private, last)
     books_levels_changed(levels=levels, books=books if known else None, numbered=numbered if known else None)

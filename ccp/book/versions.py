@@ -4,7 +4,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from django.db import connection
 
-from ccp.db import Write, number_array, writes_send, writes_with
+from ccp.db import Sent, Write, number_array, writes_send, writes_with
 from ccp.locks import CLIENT_STREAM_SEQUENCES_SQL
 
 _BUMP = """
@@ -42,30 +42,34 @@ _NUMBERED = f"""
 
 
 def books_numbered(*, contract_ids: Iterable[int], levels: Mapping[int, int], messages: Mapping[int, int],
-                   writes: Sequence[Write] = ()) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
-    """In one statement (a matcher run's last): ``books_touched`` of ``contract_ids``; the book sequences of
-    ``levels``' contracts (contract id -> its changed levels) moved by their counts, as
-    ``ccp.orders.services.books_levels_changed`` numbers them; the private stream numbers of ``messages``'
-    clients (client id -> messages) taken, as ``ccp.locks.client_stream_sequences_take`` takes them. Returns
-    (the new versions, each contract's new last book sequence, each client's new last stream number). The
-    caller holds the contracts' rows (``ccp.locks`` 3); the clients' rows are locked here (8), last. ``writes``:
-    the caller's writes to send in the same statement (``ccp.db.writes_with``), of rows it holds."""
+                   writes: Sequence[Write] = ()) -> Sent | None:
+    """In one statement (a matcher run's last), sent (``ccp.db.Sent``: in a ``ccp.db.one_round_trip`` with the
+    writes held before it): ``books_touched`` of ``contract_ids``; the book sequences of ``levels``' contracts
+    (contract id -> its changed levels) moved by their counts, as ``ccp.orders.services.books_levels_changed``
+    numbers them; the private stream numbers of ``messages``' clients (client id -> messages) taken, as
+    ``ccp.locks.client_stream_sequences_take`` takes them. Its ``result``: (the new versions, each contract's new
+    last book sequence, each client's new last stream number); None when there is nothing to number (``writes``
+    are sent then). The caller holds the contracts' rows (``ccp.locks`` 3); the clients' rows are locked here
+    (8), last. ``writes``: the caller's writes to send in the same statement (``ccp.db.writes_with``), of rows
+    it holds."""
     ids, level_ids, clients = sorted(set(contract_ids)), sorted(levels), sorted(messages)
-    found: tuple[dict[int, int], dict[int, int], dict[int, int]] = ({}, {}, {})
     if not ids and not level_ids and not clients:
         if writes:
             writes_send(writes)
-        return found
+        return None
     clients_text = number_array(clients)
     statement = writes_with(writes, _NUMBERED, [
         number_array(ids), number_array(level_ids), number_array(levels[i] for i in level_ids), clients_text,
         clients_text, number_array(messages[i] for i in clients)],
         tables={"book_bookversion", "contracts_contract", "accounts_client"})
-    with connection.cursor() as cursor:
-        cursor.execute(*statement)
-        for kind, key, number in cursor.fetchall():
+
+    def parse(rows: list[tuple]) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
+        found: tuple[dict[int, int], dict[int, int], dict[int, int]] = ({}, {}, {})
+        for kind, key, number in rows:
             found[kind][key] = number
-    return found
+        return found
+
+    return Sent(*statement, parse)
 
 
 def book_version(contract_id: int) -> int:

@@ -34,12 +34,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from django.db import connection
-
 from ccp.accounts.models import FundLock
 from ccp.accounts.services import balance_events, fund_locks_adjust
 from ccp.clearing.models import Venue
-from ccp.clearing.services import Execution, trades_book
+from ccp.clearing.services import Execution, trades_book, trades_fresh_sent
 from ccp.contracts.models import Contract, TradingMode
 from ccp.contracts.payoffs import premium_per_unit
 from ccp.db import (
@@ -47,15 +45,17 @@ from ccp.db import (
     FEW_ROWS,
     Behind,
     Columns,
+    Sent,
     bulk_insert_rows,
     bulk_insert_write,
     bulk_update_rows,
     bulk_update_write,
-    bulk_upsert_rows,
+    one_round_trip,
+    upsert_behind,
     write_behind,
     write_held,
 )
-from ccp.locks import fund_locks_lock, position_rows_lock
+from ccp.locks import fund_locks_busy, fund_locks_lock, fund_locks_sent, series_position_rows_sent
 from ccp.money import ZERO, money_str, quantize
 from ccp.orders.models import Order, OrderStateHistory
 from ccp.orders.rules import order_held, order_value
@@ -63,7 +63,7 @@ from ccp.orders.serializers import order_payload
 from ccp.orders.services import books_levels_changed
 from ccp.orders.states import BOOK_STATES, OrderState, transition_allowed
 from ccp.perps.booking import insurance_fund_keys, liquidation_orders, perp_fills_book, shortfall_lines
-from ccp.risk.lockups import Portfolio, lockups_read, lockups_recompute, portfolio_of
+from ccp.risk.lockups import Portfolio, lockups_recompute, lockups_sent, portfolio_of
 from ccp.risk.models import Position
 from ccp.risk.positions import FLAT, PositionState, entry_price, position_move
 from ccp.settlement.models import CashMovement, CashMovementOrigin
@@ -171,10 +171,23 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     if threaded and {(o.client_id, o.contract.collateral_id) for o in orders.values()} <= set(locked or {}):
         ahead = positions_read({portfolio_of(client_id, contracts[e.contract_id]) for e in executions
                                 for client_id in (e.buy_client_id, e.sell_client_id)}, contracts)
+    locked = dict(locked or {})
+    fresh = None
+    if nowait and not threaded and executions:
+        # The makers' fund locks (those of every order the executions and cancels name, a superset of those the
+        # booking changes) in the round trip of the booking's first read: one round trip less for a matcher.
+        keys = {(client_id, contracts[e.contract_id].collateral_id) for e in executions
+                for client_id in (e.buy_client_id, e.sell_client_id)}
+        keys |= {(orders[pk].client_id, orders[pk].contract.collateral_id) for pk in cancels}
+        if keys := keys - locked.keys():
+            with fund_locks_busy(keys, nowait=True), one_round_trip():
+                makers = fund_locks_sent(keys=keys, nowait=True)
+                fresh = trades_fresh_sent(venue=venue, venue_ref=venue_ref, executions=executions)
+            locked.update(makers.result())
     with (Behind(threaded=threaded) if held is None or threaded else contextlib.nullcontext(held)) as behind:
         trades = trades_book(venue=venue, venue_ref=venue_ref, executions=executions, now=now,
                              symbols={contract_id: contract.symbol for contract_id, contract in contracts.items()},
-                             behind=behind)
+                             behind=behind, fresh=fresh)
         cleared = Cleared(trades)
 
         # 2. orders: fills (per order and price, in trade order), then cancels
@@ -230,12 +243,15 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         moves = _premiums(traded, contracts)
 
         # 3-6. cash, positions, lockups, fund locks
-        locked = dict(locked or {})
         missing = {(o.client_id, o.contract.collateral_id) for o in changed} - locked.keys()
         missing |= insurance_fund_keys(liquidations, orders, contracts, now) - locked.keys()  # liquidation fees
-        if missing:
-            behind.wait()  # reads wait for the writes before them
-            locked.update(fund_locks_lock(keys=missing, nowait=nowait))
+        if missing:  # reads wait for the writes before them: those held go out in the same round trip
+            if behind.threaded:
+                behind.wait()
+            with fund_locks_busy(missing, nowait=nowait), one_round_trip():
+                behind.wait()
+                makers = fund_locks_sent(keys=missing, nowait=nowait)
+            locked.update(makers.result())
         perps = perp_fills_book(fills=perp_fills, contracts=contracts, now=now)
         settle = cash_book(origin=_ORIGINS[venue], origin_ref=venue_ref,
                            lines={**{key: (sum((c for _, c in m), ZERO), sum((q for q, _ in m), ZERO))
@@ -356,17 +372,15 @@ def _premiums(traded, contracts) -> dict[tuple[int, int], list[tuple[Decimal, De
     return {key: changes for key, changes in moves.items() if changes}
 
 
-def _series_contracts(series: set[tuple[int, object]]) -> list[Contract]:
+def _series_contracts_sent(series: set[tuple[int, object]]) -> Sent:
     """Every contract of these (pair, expiry date) series, in one plain statement (a matcher's batch books
-    one: compiling the queryset cost more than reading the rows)."""
+    one: compiling the queryset cost more than reading the rows), sent (``ccp.db.Sent``)."""
     columns = Columns.of(Contract)
     pairs, expiries = zip(*sorted(series, key=str), strict=True)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {columns.select('c')} FROM {Contract._meta.db_table} AS c "
-                       "JOIN unnest(%s::bigint[], %s::date[]) AS s(pair_id, expiry_date) "
-                       "ON c.pair_id = s.pair_id AND c.expiry_date = s.expiry_date",
-                       [list(pairs), list(expiries)])
-        return [columns.instance(row) for row in cursor.fetchall()]
+    return Sent(f"SELECT {columns.select('c')} FROM {Contract._meta.db_table} AS c "
+                "JOIN unnest(%s::bigint[], %s::date[]) AS s(pair_id, expiry_date) "
+                "ON c.pair_id = s.pair_id AND c.expiry_date = s.expiry_date",
+                [list(pairs), list(expiries)], lambda rows: [columns.instance(row) for row in rows])
 
 
 @dataclass
@@ -379,15 +393,24 @@ class PositionsRead:
     lockups: list[tuple]
 
 
-def positions_read(portfolios: Iterable[Portfolio], contracts: Mapping[int, Contract]) -> PositionsRead:
+def positions_read(portfolios: Iterable[Portfolio], contracts: Mapping[int, Contract], *,
+                   behind: Behind | None = None) -> PositionsRead:
     """Lock (``ccp.locks`` 6, 7) and read what ``positions_book`` needs of ``portfolios`` (a superset of those it
     will touch is fine: it keeps only theirs), ahead of it: a booking that writes on a thread reads them before
-    it queues its first write, and never waits for those writes to read."""
+    it queues its first write, and never waits for those writes to read. Three statements in one round trip
+    (``ccp.db.one_round_trip``), after ``behind``'s writes (a thread's waited for; those held sent first in it)."""
     portfolios = set(portfolios)
     series = {(pair_id, expiry_date) for _, pair_id, expiry_date in portfolios}
-    every = {c.pk: contracts.get(c.pk, c) for c in _series_contracts(series)}
-    positions = position_rows_lock({c for c, _, _ in portfolios}, every)
-    return PositionsRead(every, positions, lockups_read(portfolios))
+    if behind is not None and behind.threaded:
+        behind.wait()
+    with one_round_trip():
+        if behind is not None:
+            behind.wait()
+        every_sent = _series_contracts_sent(series)
+        positions = series_position_rows_sent({c for c, _, _ in portfolios}, series)
+        lockups = lockups_sent(portfolios)
+    every = {c.pk: contracts.get(c.pk, c) for c in every_sent.result()}
+    return PositionsRead(every, positions.result(), lockups.result())
 
 
 def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contracts: Mapping[int, Contract],
@@ -406,9 +429,7 @@ def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contract
         return {}, []
     if read is None:
         # Every position of the touched portfolios: the lockups net them all.
-        if behind is not None:
-            behind.wait()
-        read = positions_read(touched, contracts)
+        read = positions_read(touched, contracts, behind=behind)
     every = read.contracts
     states: dict[tuple[int, int], PositionState] = {}
     for client_id, contract_id, quantity, cost, realised in read.positions:
@@ -425,8 +446,8 @@ def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contract
                      "entry_price": entry_price(terms, state), "realised_pnl": state.realised_pnl,
                      "margin_mode": "", "margin": ZERO, "liquidation_px": None, "call_px": None,
                      "liquidation_key": None, "call_key": None, "margin_called_at": None, "updated_at": now})
-    upsert = functools.partial(bulk_upsert_rows, Position, rows, key=["client_id", "contract_id"],
-                               replace=["quantity", "cost", "entry_price", "realised_pnl", "updated_at"])
-    write_behind(behind, upsert)
+    upsert_behind(behind, Position, rows, key=["client_id", "contract_id"],
+                  replace=["quantity", "cost", "entry_price", "realised_pnl", "updated_at"])
     return lockups_recompute(quantities={k: s.quantity for k, s in states.items()}, contracts=every,
                              touched=touched, now=now, behind=behind, locked=read.lockups), rows
+

@@ -7,11 +7,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from ccp.clearing.models import Trade, Venue
 from ccp.clock import require_aware
-from ccp.db import FEW_INSERTS, Behind, bulk_insert_rows, bulk_insert_write, number_array, write_behind, write_held
+from ccp.db import (
+    FEW_INSERTS,
+    Behind,
+    Sent,
+    bulk_insert_rows,
+    bulk_insert_write,
+    number_array,
+    write_behind,
+    write_held,
+)
 from ccp.marketdata.services import candles_record, candles_write, trades_publish
 
 
@@ -49,11 +58,20 @@ _FRESH = """
 """
 
 
+def trades_fresh_sent(*, venue: Venue, venue_ref: str, executions: Sequence[Execution]) -> Sent:
+    """``trades_book``'s first statement (``_FRESH``) sent (``ccp.db.Sent``), for ``trades_book``'s ``fresh``."""
+    return Sent(_FRESH, {"buys": number_array(e.buy_order_id for e in executions),
+                         "sells": number_array(e.sell_order_id for e in executions),
+                         "contracts": number_array(e.contract_id for e in executions),
+                         "venue": venue, "venue_ref": venue_ref})
+
+
 # No savepoint of its own inside its caller's transaction: its events then go out with the caller's in
 # one batch after the commit (an auction's 30,000 public trades), and a failure fails the caller anyway.
 @transaction.atomic(savepoint=False)
 def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution], now: datetime,
-                symbols: Mapping[int, str] | None = None, behind: Behind | None = None) -> list[dict]:
+                symbols: Mapping[int, str] | None = None, behind: Behind | None = None,
+                fresh: Sent | None = None) -> list[dict]:
     """Book ``executions`` as trades of ``venue``'s event ``venue_ref``, each contract's numbered on
     from its last sequence in the given order. Returns the booked rows (dicts by attribute name, with
     ``id`` and ``sequence``), in the given order.
@@ -64,16 +82,13 @@ def trades_book(*, venue: Venue, venue_ref: str, executions: Sequence[Execution]
     The booked trades go into the candles and, after commit, to the public trade stream
     (``ccp.marketdata``); the caller publishes the rest. ``symbols``: contract id -> symbol of the contracts
     the caller holds (their stream events name them: not read again). ``behind``: the caller's writer on a
-    thread (``ccp.db.Behind``), which then writes the rows and the candles while the caller goes on."""
+    thread (``ccp.db.Behind``), which then writes the rows and the candles while the caller goes on. ``fresh``:
+    its first statement, sent by the caller (``trades_fresh_sent`` of the same executions: in a
+    ``ccp.db.one_round_trip`` with its own)."""
     now = require_aware(now)
     if not executions:
         return []
-    with connection.cursor() as cursor:
-        cursor.execute(_FRESH, {"buys": number_array(e.buy_order_id for e in executions),
-                                "sells": number_array(e.sell_order_id for e in executions),
-                                "contracts": number_array(e.contract_id for e in executions),
-                                "venue": venue, "venue_ref": venue_ref})
-        found = cursor.fetchall()
+    found = (fresh or trades_fresh_sent(venue=venue, venue_ref=venue_ref, executions=executions)).result()
     if not found:
         return []
     found.sort()

@@ -14,7 +14,6 @@ invariant checker (``ccp.system.invariants``) recomputes every lockup with ``loc
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
@@ -23,8 +22,8 @@ from typing import TypeVar
 
 from ccp.contracts.models import Contract
 from ccp.contracts.payoffs import Leg, lockup_amounts
-from ccp.db import Behind, bulk_upsert_rows, write_behind
-from ccp.locks import lockup_rows_lock
+from ccp.db import Behind, Sent, upsert_behind
+from ccp.locks import lockup_rows_sent
 from ccp.money import ZERO, quantize
 from ccp.risk.models import Lockup
 
@@ -44,8 +43,13 @@ def lockups_required(portfolios: Mapping[K, Iterable[Leg]]) -> dict[K, Decimal]:
 def lockups_read(portfolios: Iterable[Portfolio]) -> list[tuple]:
     """Lock (``ccp.locks`` 7) the lockup rows of ``portfolios`` (and of the other combinations of their clients,
     pairs and expiry dates): ``(client_id, pair_id, expiry_date, amount)``."""
+    return lockups_sent(portfolios).result()
+
+
+def lockups_sent(portfolios: Iterable[Portfolio]) -> Sent:
+    """``lockups_read``'s statement sent (``ccp.db.Sent``: in ``ccp.db.one_round_trip`` with others)."""
     portfolios = list(portfolios)
-    return lockup_rows_lock({k[0] for k in portfolios}, {k[1] for k in portfolios}, {k[2] for k in portfolios})
+    return lockup_rows_sent({k[0] for k in portfolios}, {k[1] for k in portfolios}, {k[2] for k in portfolios})
 
 
 def lockups_recompute(*, quantities: Mapping[tuple[int, int], Decimal], contracts: Mapping[int, Contract],
@@ -82,7 +86,5 @@ def lockups_recompute(*, quantities: Mapping[tuple[int, int], Decimal], contract
             rows.append({"client_id": client_id, "pair_id": pair_id, "expiry_date": expiry_date,
                          "currency_id": currency[(pair_id, expiry_date)], "amount": amount, "updated_at": now})
             delta[(client_id, currency[(pair_id, expiry_date)])] += amount - (before or ZERO)
-    upsert = functools.partial(bulk_upsert_rows, Lockup, rows, key=["client_id", "pair_id", "expiry_date"],
-                               replace=["amount", "updated_at"])
-    write_behind(behind, upsert)
+    upsert_behind(behind, Lockup, rows, key=["client_id", "pair_id", "expiry_date"], replace=["amount", "updated_at"])
     return dict(delta)

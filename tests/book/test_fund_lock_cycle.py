@@ -51,12 +51,12 @@ def test_a_run_meeting_a_maker_whose_fund_lock_another_transaction_holds_never_c
     holding, go, attempts = threading.Event(), threading.Event(), []
     clients_read = services._clients_read
 
-    def paused(run, contracts, client_ids):
+    def paused(run, *args):
         attempts.append(sorted(key[0] for key in run.fund_locks))
         if len(attempts) == 1:
             holding.set()
             assert go.wait(10)
-        return clients_read(run, contracts, client_ids)
+        return clients_read(run, *args)
 
     monkeypatch.setattr(services, "_clients_read", paused)
     results, failures = [], []
