@@ -114,7 +114,9 @@ def book_match_task(contract_id: int) -> int:
             raise
         count = sum(taken.values())  # a run named by a price move may take its contract with no order: 0
         matched += count
-        if count and time.monotonic() > ends:  # a successor, behind the tasks queued meanwhile
+        # a successor, behind the tasks queued meanwhile (eager tasks, CCP_CELERY_EAGER: no queue to wait in, and
+        # the successor would run inside this one)
+        if count and time.monotonic() > ends and not book_match_task.app.conf.task_always_eager:
             _flag_hold(client, flag)  # held, so that no order queues another
             book_match_send(contract_id)
             return matched
