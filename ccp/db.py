@@ -481,6 +481,18 @@ def one_round_trip() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def one_round_trip_after(behind: Behind | None) -> Iterator[None]:
+    """``one_round_trip`` for statements that must come after ``behind``'s writes: a thread's are waited for
+    before it (psycopg's pipeline cannot start while the thread uses the connection), those held go first in it."""
+    if behind is not None and behind.threaded:
+        behind.wait()
+    with one_round_trip():
+        if behind is not None:
+            behind.wait()
+        yield
+
+
 class Sent:
     """One statement that returns rows, sent on the caller's connection (in ``one_round_trip``: queued), its rows
     given to ``parse`` when asked for (``result``). ``times_in_c``: ``times_loaded_in_c``."""

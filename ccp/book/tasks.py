@@ -109,8 +109,7 @@ def book_match_task(contract_id: int) -> int:
                 if taken[matched_id] and _is_perpetual(matched_id):
                     perpetual_liquidations_run(contract_id=matched_id, now=utcnow())
         except Exception:
-            with contextlib.suppress(redis.RedisError):  # let go: the next order stored queues a task at once
-                client.delete(flag)
+            _flag_let_go(client, flag)  # the next order stored queues a task at once
             raise
         count = sum(taken.values())  # a run named by a price move may take its contract with no order: 0
         matched += count
@@ -124,8 +123,7 @@ def book_match_task(contract_id: int) -> int:
             holding = True
         elif holding:
             holding, held_at = False, None
-            with contextlib.suppress(redis.RedisError):
-                client.delete(flag)
+            _flag_let_go(client, flag)
         else:
             return matched
 
@@ -134,6 +132,11 @@ def _flag_hold(client, flag: str) -> float:
     with contextlib.suppress(redis.RedisError):
         client.set(flag, 1, ex=QUEUED_TTL_S)
     return time.monotonic()
+
+
+def _flag_let_go(client, flag: str) -> None:
+    with contextlib.suppress(redis.RedisError):
+        client.delete(flag)
 
 
 _PERPETUALS: dict[int, bool] = {}  # a contract's kind never changes

@@ -51,6 +51,7 @@ from ccp.db import (
     bulk_update_rows,
     bulk_update_write,
     one_round_trip,
+    one_round_trip_after,
     upsert_behind,
     write_behind,
     write_held,
@@ -246,10 +247,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
         missing = {(o.client_id, o.contract.collateral_id) for o in changed} - locked.keys()
         missing |= insurance_fund_keys(liquidations, orders, contracts, now) - locked.keys()  # liquidation fees
         if missing:  # reads wait for the writes before them: those held go out in the same round trip
-            if behind.threaded:
-                behind.wait()
-            with fund_locks_busy(missing, nowait=nowait), one_round_trip():
-                behind.wait()
+            with fund_locks_busy(missing, nowait=nowait), one_round_trip_after(behind):
                 makers = fund_locks_sent(keys=missing, nowait=nowait)
             locked.update(makers.result())
         perps = perp_fills_book(fills=perp_fills, contracts=contracts, now=now)
@@ -401,11 +399,7 @@ def positions_read(portfolios: Iterable[Portfolio], contracts: Mapping[int, Cont
     (``ccp.db.one_round_trip``), after ``behind``'s writes (a thread's waited for; those held sent first in it)."""
     portfolios = set(portfolios)
     series = {(pair_id, expiry_date) for _, pair_id, expiry_date in portfolios}
-    if behind is not None and behind.threaded:
-        behind.wait()
-    with one_round_trip():
-        if behind is not None:
-            behind.wait()
+    with one_round_trip_after(behind):
         every_sent = _series_contracts_sent(series)
         positions = series_position_rows_sent({c for c, _, _ in portfolios}, series)
         lockups = lockups_sent(portfolios)
