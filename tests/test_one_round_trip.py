@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
 
+from ccp.book import services as book_services
 from ccp.book.services import book_match
 from ccp.db import Sent, one_round_trip
 from ccp.orders.services import OrderRequest, order_submit
@@ -19,6 +20,7 @@ from tests.conftest import NOW
 from tests.factories import FundLockFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
+book_services_result_json = book_services.result_json
 
 
 def _params() -> dict:
@@ -92,3 +94,26 @@ def test_a_matcher_run_with_a_trade_takes_seven_round_trips():
     # booking's read; the booking's writes with the positions' and lockups' reads; the upserts with the last
     # statement; COMMIT
     assert (trips, statements) == (7, 15)
+
+
+def test_a_matcher_run_builds_its_orders_answers_while_postgresql_books_its_trade(monkeypatch):
+    # given a resting sell (its run rebuilt the engine), then a crossing buy of another client
+    (contract,) = continuous(0)
+    maker = FundLockFactory(currency=contract.collateral, fundlock=D("5000"))
+    taker = FundLockFactory(currency=contract.collateral, fundlock=D("5000"))
+    _limit(maker.client, contract, "sell", "rest")
+    assert book_match(contract_id=contract.pk, now=NOW) == 1
+    _limit(taker.client, contract, "buy", "take")
+    built = []
+
+    def result_json(payload):
+        pgconn = connection.connection.pgconn
+        built.append((payload["client_order_id"], pgconn.pipeline_status != 0, pgconn.flush()))
+        return book_services_result_json(payload)
+
+    monkeypatch.setattr(book_services, "result_json", result_json)
+    # when the matcher books the trade
+    assert book_match(contract_id=contract.pk, now=NOW) == 1
+    # then the taker's answer was built inside the booking's round trip, with its statements all sent (nothing
+    # left in libpq's buffer): PostgreSQL writes the trade and reads the positions while the process builds it
+    assert built == [("take", True, 0)]

@@ -54,6 +54,7 @@ import os
 import signal
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
@@ -96,7 +97,7 @@ from ccp.locks import (
 )
 from ccp.money import ZERO
 from ccp.orders.models import Order, OrderKind, OrderStateHistory, TimeInForce, Trigger, TriggerSource
-from ccp.orders.results import order_results_signal
+from ccp.orders.results import order_results_signal, result_json
 from ccp.orders.rules import REASONS, order_held, order_value
 from ccp.orders.serializers import order_payload
 from ccp.orders.services import (
@@ -306,6 +307,7 @@ class _Run:
     positions: dict[int, dict[int, tuple]] = field(default_factory=dict)  # perpetual -> client -> position
     created: list[Order] = field(default_factory=list)  # legs armed for the first time, inserted at the write
     spare_ids: list[int] = field(default_factory=list)  # order ids reserved for them
+    texts: dict[int, str] = field(default_factory=dict)  # the incoming orders' results as signalled (result_json)
 
 
 @dataclass
@@ -482,7 +484,7 @@ def _books_match(*, contract_id: int, now: datetime, limit: int | None, queues: 
         book.version = new_versions[batch.contract.pk]
         transaction.on_commit(functools.partial(_BOOKS.__setitem__, batch.contract.pk, book))
     taken_ids = {o.pk for batch in batches for o in batch.incoming}
-    order_results_signal([pk for pk in ids if pk in taken_ids], incoming, payloads)
+    order_results_signal([pk for pk in ids if pk in taken_ids], incoming, payloads, run.texts)
     transaction.on_commit(lambda: failpoint("committed"))
     failpoint("written")
     return taken
@@ -929,6 +931,17 @@ def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[
     behind = Behind(threaded=False)
     executions = [e for b in batches for e in b.executions]  # each contract's in its engine's order
     cancels = {pk: reason for b in batches for pk, reason in b.cancels.items()}
+    payloads: dict[int, dict] = {}  # the representations of the orders the booking leaves as they are
+
+    def meanwhile(built: Mapping[int, dict]) -> None:
+        # While PostgreSQL books the trades (the orders are final): their representations and the incoming
+        # orders' results as the waiting requests get them.
+        payloads.update((order.pk, order_payload(order)) for order in touched if order.pk not in built)
+        for batch in batches:
+            for order in batch.incoming:
+                if (payload := built.get(order.pk) or payloads.get(order.pk)) is not None:
+                    run.texts[order.pk] = result_json(payload)
+
     if executions or cancels:
         orders = {o.pk: o for b in batches for o in b.by_engine_id.values()}
         first = batches[0]
@@ -939,7 +952,7 @@ def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[
                                contracts={b.contract.pk: b.contract for b in batches}, cancels=cancels, now=now,
                                envelope={"type": "book"}, order_value=held, locked=run.fund_locks, publish=False,
                                touched=touched, touched_fields=_TOUCHED_FIELDS, histories=run.histories,
-                               nowait=run.nowait, held=behind)
+                               nowait=run.nowait, held=behind, meanwhile=meanwhile)
         cleared_orders = set(cleared.filled) | {pk for pk, o in orders.items()
                                                  if pk in cancels and o.state == OrderState.CANCELLED}
         messages, fund_locks = _by_contract(cleared.messages, [b.contract.symbol for b in batches]), cleared.others
@@ -956,7 +969,7 @@ def _run_write(run: _Run, batches: list[_Batch]) -> tuple[dict[int, dict], dict[
             bulk_insert_rows(OrderStateHistory, run.histories)
         fund_locks = fund_locks_adjust(settle_value={}, order_value=held, lockup_value={}, now=now,
                                        locked=run.fund_locks, behind=behind) if held else {}
-    messages += [(order.client_id, {"type": "order", "order": order_payload(order)})
+    messages += [(order.client_id, {"type": "order", "order": payloads.get(order.pk) or order_payload(order)})
                  for order in touched if order.pk not in cleared_orders]
     private = [*messages, *balance_events(fund_locks.values())]
     # The levels' totals and the best bid and offer from the engines, which now hold what the database does:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -141,7 +141,8 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
                  envelope: Mapping[str, object], order_value: Mapping[tuple[int, int], Decimal] | None = None,
                  locked: Mapping[tuple[int, int], FundLock] | None = None, publish: bool = True,
                  touched: Sequence = (), touched_fields: Sequence[str] = (),
-                 histories: Sequence[dict] = (), nowait: bool = False, held: Behind | None = None) -> Cleared:
+                 histories: Sequence[dict] = (), nowait: bool = False, held: Behind | None = None,
+                 meanwhile: Callable[[Mapping[int, dict]], object] | None = None) -> Cleared:
     """Book ``executions`` of ``venue``'s event ``venue_ref``, then cancel the orders in ``cancels``
     (order id -> reason) still on the book. ``orders`` holds every order of both (Order or OrderRow
     with ``contract`` set, locked by the caller), ``contracts`` their contracts (locked). Each client's
@@ -159,7 +160,10 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
     it has matched): the fund locks it takes besides are taken without waiting (``fund_locks_lock``: raises
     ``ccp.locks.FundLocksBusy``, and the caller starts again with them among its first); ``held``, the caller's
     ``Behind`` (not threaded) for a booking without a thread: the writes it still holds at the end (the fund
-    locks') are left in it, for the caller to send with its next statement (``Behind.held_take``)."""
+    locks') are left in it, for the caller to send with its next statement (``Behind.held_take``); ``meanwhile``,
+    the caller's work that needs no row the booking writes or reads, given the representation (``order_payload``)
+    of each order the booking changed, by id: called once, while PostgreSQL runs the booking's writes and its
+    positions' reads (``positions_book``), after the booking's own such work (its orders' events)."""
     # The trades, the orders and their history are written on a thread (``ccp.db.Behind``) while the fills
     # and the events are worked out here, in the same transaction and statement order; a perpetual's fills
     # read their liquidation steps on the way, and a small batch costs less without a thread.
@@ -239,9 +243,15 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
                                                                        if orders[pk].state == OrderState.CANCELLED})]
         released = _order_values_release(changed, now)
         _orders_write(changed, touched, touched_fields, histories, behind)
-        for order in changed:
-            events[order.client_id].append({"type": "order", "order": order_payload(order)})
         moves = _premiums(traded, contracts)
+
+        def order_events() -> None:  # the orders are final: their events, while PostgreSQL writes them
+            built = {}
+            for order in changed:
+                built[order.pk] = payload = order_payload(order)
+                events[order.client_id].append({"type": "order", "order": payload})
+            if meanwhile is not None:
+                meanwhile(built)
 
         # 3-6. cash, positions, lockups, fund locks
         missing = {(o.client_id, o.contract.collateral_id) for o in changed} - locked.keys()
@@ -262,7 +272,7 @@ def trades_clear(*, venue: Venue, venue_ref: str, executions: Sequence[Execution
                                          lines=perps.fee_lines, contracts=contracts, now=now).items():
                 settle[key] = settle.get(key, ZERO) + amount
         lockup_delta, positions = positions_book(moves=moves, contracts=contracts, now=now, behind=behind,
-                                                 read=ahead)
+                                                 read=ahead, meanwhile=order_events)
         positions = positions + perps.rows  # a new list: the rows given to the upsert may not be written yet
         order_deltas = {k: -v for k, v in released.items()}
         for key, value in (order_value or {}).items():
@@ -392,24 +402,29 @@ class PositionsRead:
 
 
 def positions_read(portfolios: Iterable[Portfolio], contracts: Mapping[int, Contract], *,
-                   behind: Behind | None = None) -> PositionsRead:
+                   behind: Behind | None = None, meanwhile: Callable[[], object] | None = None) -> PositionsRead:
     """Lock (``ccp.locks`` 6, 7) and read what ``positions_book`` needs of ``portfolios`` (a superset of those it
     will touch is fine: it keeps only theirs), ahead of it: a booking that writes on a thread reads them before
     it queues its first write, and never waits for those writes to read. Three statements in one round trip
-    (``ccp.db.one_round_trip``), after ``behind``'s writes (a thread's waited for; those held sent first in it)."""
+    (``ccp.db.one_round_trip``), after ``behind``'s writes (a thread's waited for; those held sent first in it).
+    ``meanwhile``: the caller's work that needs none of them, done once they are sent, while PostgreSQL runs them
+    (a matcher run's held writes take it several ms: the process would only wait)."""
     portfolios = set(portfolios)
     series = {(pair_id, expiry_date) for _, pair_id, expiry_date in portfolios}
     with one_round_trip_after(behind):
         every_sent = _series_contracts_sent(series)
         positions = series_position_rows_sent({c for c, _, _ in portfolios}, series)
         lockups = lockups_sent(portfolios)
+        if meanwhile is not None:
+            meanwhile()
     every = {c.pk: contracts.get(c.pk, c) for c in every_sent.result()}
     return PositionsRead(every, positions.result(), lockups.result())
 
 
 def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contracts: Mapping[int, Contract],
                    now: datetime, portfolios: Iterable[Portfolio] = (), behind: Behind | None = None,
-                   read: PositionsRead | None = None) -> tuple[dict[tuple[int, int], Decimal], list[dict]]:
+                   read: PositionsRead | None = None, meanwhile: Callable[[], object] | None = None
+                   ) -> tuple[dict[tuple[int, int], Decimal], list[dict]]:
     """Apply position changes and recompute the lockups of the portfolios they touch (and of
     ``portfolios``); return the lockups' change per (client, currency) and the changed positions' rows
     (dicts by attribute name). ``moves``: (client, contract)
@@ -417,13 +432,16 @@ def positions_book(*, moves: Mapping[tuple[int, int], Sequence[tuple]], contract
     expiry's payoff). Locks (``ccp.locks``) the positions of the touched portfolios (6), then their
     lockups (7). ``behind``: the caller's writer on a thread (``ccp.db.Behind``): the reads here wait for
     it, the writes go to it. ``read``: those rows, read ahead by the caller (``positions_read`` of at least
-    the touched portfolios): nothing is read here then."""
+    the touched portfolios): nothing is read here then. ``meanwhile``: called once, in the reads' round trip
+    (``positions_read``) when there is one, else first."""
     touched = {portfolio_of(client_id, contracts[contract_id]) for client_id, contract_id in moves} | set(portfolios)
+    if meanwhile is not None and (read is not None or not touched):
+        meanwhile()
     if not touched:
         return {}, []
     if read is None:
         # Every position of the touched portfolios: the lockups net them all.
-        read = positions_read(touched, contracts, behind=behind)
+        read = positions_read(touched, contracts, behind=behind, meanwhile=meanwhile)
     every = read.contracts
     states: dict[tuple[int, int], PositionState] = {}
     for client_id, contract_id, quantity, cost, realised in read.positions:

@@ -73,13 +73,14 @@ def _signal_script():
 
 
 def order_results_signal(order_ids: Iterable[int], orders: Iterable = (),
-                         payloads: Mapping[int, dict] | None = None) -> None:
+                         payloads: Mapping[int, dict] | None = None, texts: Mapping[int, str] | None = None) -> None:
     """Tell the waiting requests, once the caller's transaction commits, that these orders have their
     result (validated: accepted or rejected); ``orders`` (Order objects among them, their contract set) go
     with their representation as they are at the commit (``order_payload``), the others with "look again".
     ``payloads``: some of those representations by order id, when the caller built them already (for its
-    stream messages) from the orders as they are at the commit: not built again. Never fails the
-    caller: a missed signal costs a wait."""
+    stream messages) from the orders as they are at the commit: not built again; ``texts``: some of those
+    representations as the signal carries them (``result_json``), built already. Never fails the caller: a
+    missed signal costs a wait."""
     ids = list(order_ids)
     if not ids:
         return
@@ -88,8 +89,9 @@ def order_results_signal(order_ids: Iterable[int], orders: Iterable = (),
     def signal() -> None:
         from ccp.orders.serializers import order_payload
 
-        built = payloads or {}
-        sent = {order.pk: result_json(built.get(order.pk) or order_payload(order)) for order in orders}
+        built, done = payloads or {}, texts or {}
+        sent = {order.pk: done.get(order.pk) or result_json(built.get(order.pk) or order_payload(order))
+                for order in orders}
         results_send(ids, [sent.get(order_id, "1") for order_id in ids])
 
     transaction.on_commit(signal)
