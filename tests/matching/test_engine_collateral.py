@@ -173,3 +173,31 @@ def test_a_bound_client_s_own_earlier_order_fills_first_at_one_price():
     name, repaired, welfare, _ = _finish(prepared, ["C100"], "test", {"2": 2, "3": 2}, {})
     assert repaired == {"1": 2, "3": 2} and welfare == 0
     assert fills(clear(given)) == {"1": D(2), "3": D(2)}
+
+
+def test_a_giver_its_own_client_s_first_order_cannot_take_from_gives_to_the_next_order_ahead():
+    """A (collateral 20) bids 30 (order 1) and 20 (order 3), B bids 20 (order 2), one call is offered at 10. A
+    cannot afford its 30 bid, so one of the two bids at 20 fills: B's, the earlier. An answer that fills A's is
+    repaired: A's 30 bid cannot take A's lot (it costs 10 more), and B's bid, next in priority, takes it."""
+    given = auction(order(1, "A", "buy", 30, 1), order(2, "B", "buy", 20, 1), order(3, "A", "buy", 20, 1),
+                    order(4, "S", "sell", 10, 1), budgets={"A": 20})
+    name, repaired, welfare, _ = _finish(_prepare(given), ["C100"], "test", {"3": 1, "4": 1}, {})
+    assert repaired == {"2": 1, "4": 1} and welfare == 10
+
+
+def test_a_bound_client_s_own_earlier_order_takes_its_lot_behind_a_better_bid_it_cannot_afford():
+    """A (collateral 10) bids 20 (order 1) and 10 twice (orders 2, 3): it affords one lot at 10. An answer that
+    fills order 3 is repaired to order 2, though order 1, ahead of both, can take neither."""
+    given = auction(order(1, "A", "buy", 20, 1), order(2, "A", "buy", 10, 1), order(3, "A", "buy", 10, 1),
+                    order(4, "S", "sell", 10, 1), budgets={"A": 10})
+    name, repaired, welfare, _ = _finish(_prepare(given), ["C100"], "test", {"3": 1, "4": 1}, {})
+    assert repaired == {"2": 1, "4": 1}
+
+
+def test_a_taker_no_other_client_can_give_to_takes_from_its_own_client_s_later_order():
+    """A (collateral 10) bids 10 twice (orders 1, 2), B bids 10 (order 3), two calls are offered at 10. With
+    order 2 filled A affords no more, so B's filled order cannot give order 1 a lot; A's own order 2 can."""
+    given = auction(order(1, "A", "buy", 10, 1), order(2, "A", "buy", 10, 1), order(3, "B", "buy", 10, 1),
+                    order(4, "S", "sell", 10, 2), budgets={"A": 10})
+    name, repaired, welfare, _ = _finish(_prepare(given), ["C100"], "test", {"2": 1, "3": 1, "4": 2}, {})
+    assert repaired == {"1": 1, "3": 1, "4": 2}
