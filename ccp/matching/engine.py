@@ -732,11 +732,18 @@ def _finish(book: _Book, symbols: list[str], name: str, fills: dict[str, int], t
     if problem := _unfit(book, head, fills, intervals):
         terminations[f"{name}_rejected"] = problem
         return name, None, Decimal(0), None
-    for symbol in symbols:
-        # A contract's walk and priority moves fill its own orders only: its interval is still the one above.
-        _walk(book, head, symbol, fills, intervals.get(symbol, (None, None)))
-        if _prioritise(book, head, symbol, fills):
-            _walk(book, head, symbol, fills)
+    # A fill or a move changes its clients' collateral, which may open a fill or a move on a contract repaired
+    # before (or on this one, after its last walk): rounds over every contract until one changes nothing. Each
+    # only adds lots (so many at most) or moves them ahead in priority: they end.
+    done: dict[str, int] | None = None
+    while fills != done:
+        first_round, done = done is None, dict(fills)
+        for symbol in symbols:
+            # In the first round a contract's walk and priority moves fill its own orders only: its interval is
+            # still the one above.
+            _walk(book, head, symbol, fills, intervals.get(symbol, (None, None)) if first_round else None)
+            if _prioritise(book, head, symbol, fills):
+                _walk(book, head, symbol, fills)
     return name, fills, _uncross_welfare(book, fills), head
 
 

@@ -201,3 +201,16 @@ def test_a_taker_no_other_client_can_give_to_takes_from_its_own_client_s_later_o
                     order(4, "S", "sell", 10, 2), budgets={"A": 10})
     name, repaired, welfare, _ = _finish(_prepare(given), ["C100"], "test", {"2": 1, "3": 1, "4": 2}, {})
     assert repaired == {"1": 1, "3": 1, "4": 2}
+
+
+def test_a_move_on_one_contract_opens_a_move_on_a_contract_repaired_before():
+    """Two calls in two portfolios, X repaired before Y. A (collateral 15) bids 10 on each, after B on Y and
+    before C on X. In the answer A's Y bid and C's X bid fill: A, at 10 of 15, cannot take C's lot on X. Y's
+    repair gives B (ahead) A's lot there; then A can, and takes C's lot on X."""
+    x, y = (ContractSpec(s, CALL.terms, D(1), D(1), p) for s, p in (("X", "P1"), ("Y", "P2")))
+    given = AuctionInput((x, y), tuple(ClientSpec(c, D(15) if c == "A" else RICH) for c in "ABCS"), (
+        OrderSpec("1", "A", "X", "buy", D(10), D(1), 1), OrderSpec("2", "C", "X", "buy", D(10), D(1), 5),
+        OrderSpec("3", "S", "X", "sell", D(10), D(1), 6), OrderSpec("4", "B", "Y", "buy", D(10), D(1), 2),
+        OrderSpec("5", "A", "Y", "buy", D(10), D(1), 7), OrderSpec("6", "S", "Y", "sell", D(10), D(1), 8)))
+    name, repaired, welfare, _ = _finish(_prepare(given), ["X", "Y"], "test", {"2": 1, "3": 1, "5": 1, "6": 1}, {})
+    assert repaired == {"1": 1, "3": 1, "4": 1, "6": 1}
