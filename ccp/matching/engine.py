@@ -546,22 +546,23 @@ def _sides(book: _Book, symbol: str) -> tuple[list[LotOrder], list[LotOrder]]:
 
 
 def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int],
-          interval: tuple[Decimal | None, Decimal | None] | None = None) -> None:
+          interval: tuple[Decimal | None, Decimal | None] | None = None) -> bool:
     """Fill what is left of a contract's crossing orders in price-time priority (the uncross rule), within
     each client's collateral and keeping one uniform price possible: every fill added keeps the highest
     filled sell limit at or below the lowest filled buy limit. Stops at the first pair that no longer
     crosses or would leave no uniform price (the next pairs would not either). From no fills at all it
     is the simple clearing with collateral: each bound client's order filled by what its collateral still
     allows (``Headroom.cap``), skipped at 0. In place; ``interval``: the contract's ``_interval`` when the
-    caller has it."""
+    caller has it. Whether it added any lot."""
     buys, sells = _sides(book, symbol)
+    added = False
     low, high = interval or _interval(book, symbol, fills)
     i = j = 0
     buy_left = sell_left = None  # what the current buy (sell) may still take: open lots within its cap
     while i < len(buys) and j < len(sells):
         buy, sell = buys[i], sells[j]
         if buy.price < sell.price or (low is not None and buy.price < low) or (high is not None and sell.price > high):
-            return
+            return added
         if buy_left is None:
             buy_left = _open_within_cap(head, buy, fills)
         if buy_left <= 0:
@@ -585,11 +586,13 @@ def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int],
         for order in (buy, sell):
             fills[order.id] = fills.get(order.id, 0) + take
             head.add(order.id, take)
+        added = True
         # Along one order's fill the allowed lots are an interval from 0: its cap falls by what it took,
         # unless the same client's other order moved too.
         buy_left, sell_left = (None, None) if same else (buy_left - take, sell_left - take)
         low = sell.price if low is None else max(low, sell.price)
         high = buy.price if high is None else min(high, buy.price)
+    return added
 
 
 def _open_within_cap(head: Headroom, order: LotOrder, fills: dict[str, int]) -> int:
@@ -732,18 +735,12 @@ def _finish(book: _Book, symbols: list[str], name: str, fills: dict[str, int], t
     if problem := _unfit(book, head, fills, intervals):
         terminations[f"{name}_rejected"] = problem
         return name, None, Decimal(0), None
-    # A fill or a move changes its clients' collateral, which may open a fill or a move on a contract repaired
-    # before (or on this one, after its last walk): rounds over every contract until one changes nothing. Each
-    # only adds lots (so many at most) or moves them ahead in priority: they end.
-    done: dict[str, int] | None = None
-    while fills != done:
-        first_round, done = done is None, dict(fills)
-        for symbol in symbols:
-            # In the first round a contract's walk and priority moves fill its own orders only: its interval is
-            # still the one above.
-            _walk(book, head, symbol, fills, intervals.get(symbol, (None, None)) if first_round else None)
-            if _prioritise(book, head, symbol, fills):
-                _walk(book, head, symbol, fills)
+    for symbol in symbols:
+        # A contract's walk and priority moves fill its own orders only: its interval is still the one above.
+        _walk(book, head, symbol, fills, intervals.get(symbol, (None, None)))
+        # A walk's fills change their clients' collateral, which may open a priority move: until neither changes.
+        while _prioritise(book, head, symbol, fills) and _walk(book, head, symbol, fills):
+            pass
     return name, fills, _uncross_welfare(book, fills), head
 
 
