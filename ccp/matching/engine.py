@@ -47,7 +47,7 @@ import math
 import operator
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
@@ -546,22 +546,23 @@ def _sides(book: _Book, symbol: str) -> tuple[list[LotOrder], list[LotOrder]]:
 
 
 def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int],
-          interval: tuple[Decimal | None, Decimal | None] | None = None) -> None:
+          interval: tuple[Decimal | None, Decimal | None] | None = None) -> bool:
     """Fill what is left of a contract's crossing orders in price-time priority (the uncross rule), within
     each client's collateral and keeping one uniform price possible: every fill added keeps the highest
     filled sell limit at or below the lowest filled buy limit. Stops at the first pair that no longer
     crosses or would leave no uniform price (the next pairs would not either). From no fills at all it
     is the simple clearing with collateral: each bound client's order filled by what its collateral still
     allows (``Headroom.cap``), skipped at 0. In place; ``interval``: the contract's ``_interval`` when the
-    caller has it."""
+    caller has it. Whether it added any lot."""
     buys, sells = _sides(book, symbol)
+    added = False
     low, high = interval or _interval(book, symbol, fills)
     i = j = 0
     buy_left = sell_left = None  # what the current buy (sell) may still take: open lots within its cap
     while i < len(buys) and j < len(sells):
         buy, sell = buys[i], sells[j]
         if buy.price < sell.price or (low is not None and buy.price < low) or (high is not None and sell.price > high):
-            return
+            return added
         if buy_left is None:
             buy_left = _open_within_cap(head, buy, fills)
         if buy_left <= 0:
@@ -585,11 +586,13 @@ def _walk(book: _Book, head: Headroom, symbol: str, fills: dict[str, int],
         for order in (buy, sell):
             fills[order.id] = fills.get(order.id, 0) + take
             head.add(order.id, take)
+        added = True
         # Along one order's fill the allowed lots are an interval from 0: its cap falls by what it took,
         # unless the same client's other order moved too.
         buy_left, sell_left = (None, None) if same else (buy_left - take, sell_left - take)
         low = sell.price if low is None else max(low, sell.price)
         high = buy.price if high is None else min(high, buy.price)
+    return added
 
 
 def _open_within_cap(head: Headroom, order: LotOrder, fills: dict[str, int]) -> int:
@@ -602,47 +605,108 @@ def _prioritise(book: _Book, head: Headroom, symbol: str, fills: dict[str, int])
     """Price-time priority among the filled: on each side of a contract, lots move from the last filled
     order (worst price, then latest) to the first order with room (best price, then earliest) while both
     clients' collateral allows. Welfare never falls (the taker's limit is at least as good), the volume
-    per side stays, and the prices every fill allows only widen. In place; whether anything moved."""
+    per side stays, and the prices every fill allows only widen. A move changes two clients' collateral,
+    which may open a move a sweep passed by (on either side): the sides are swept again until a sweep of
+    each moves nothing, and such a sweep leaves no pair that could move (``_priority_sweep``). In place;
+    whether anything moved."""
+    sides = _sides(book, symbol)
     moved = False
-    for orders in _sides(book, symbol):
-        first, last = 0, len(orders) - 1
-        capped = None  # (first, the taker's room within its cap): the same until a move or the next taker
-        while first < last:
-            taker, giver = orders[first], orders[last]
-            room = taker.lots - fills.get(taker.id, 0)
-            if room <= 0:  # the first orders are filled already
-                first += 1
-                continue
-            if capped is None or capped[0] != first:
-                capped = first, min(room, head.cap(taker.id))
-            given = fills.get(giver.id, 0)
-            if given <= 0 and capped[1] > 0:  # most steps: the taker has room, the last orders are not filled
-                last -= 1
-                continue
-            same = book.orders[taker.id].client == book.orders[giver.id].client
-            # One client's own orders: the lot leaves one as it enters the other (a client at its budget can
-            # still move it: at one limit price its cost is the same), so only the pair's move is checked.
-            if not same and (room := capped[1]) <= 0:
-                first += 1
-                continue
-            if given > 0 and not same:
-                given = min(given, head.cap(giver.id, -1))
-            if given <= 0:
-                last -= 1
-                continue
-            move = min(room, given)
-            if same:
-                move = head.largest([(taker.id, 1), (giver.id, -1)], move)
-                if move == 0:
-                    last -= 1
+    clean = [False, False]  # whether a sweep of that side moved nothing since the last move anywhere
+    k = 0
+    while not (clean[0] and clean[1]):
+        if not clean[k]:
+            if _priority_sweep(book, head, sides[k], fills):
+                moved = True
+                clean = [False, False]
+            else:
+                clean[k] = True
+        k = 1 - k
+    return moved
+
+
+def _priority_sweep(book: _Book, head: Headroom, orders: list[LotOrder], fills: dict[str, int]) -> bool:
+    """One sweep of ``_prioritise`` over one side (``orders`` in priority order): the first order with room
+    takes from the last filled one. An order set aside for the other clients' orders (the taker cannot
+    afford a lot more, the giver cannot give one up) is first tried with its own client's orders across
+    the two pointers, and a giver its own client's taker cannot take from (a better limit costs more) with
+    the other takers: so a sweep that moves nothing has tried every pair. Whether anything moved."""
+    moved = False
+    own: dict[str, list[int]] | None = None  # client -> the indices of its orders on this side, when needed
+
+    def client(order: LotOrder) -> str:
+        return book.orders[order.id].client
+
+    def mine(order: LotOrder) -> list[int]:
+        nonlocal own
+        if own is None:
+            own = defaultdict(list)
+            for index, other in enumerate(orders):
+                own[client(other)].append(index)
+        return own[client(order)]
+
+    def first_move(pairs: Iterable[tuple[LotOrder, LotOrder]]) -> tuple[LotOrder, LotOrder, int] | None:
+        for taker, giver in pairs:
+            if lots := movable(taker, giver):
+                return taker, giver, lots
+        return None
+
+    def movable(taker: LotOrder, giver: LotOrder) -> int:
+        most = min(taker.lots - fills.get(taker.id, 0), fills.get(giver.id, 0))
+        if most <= 0:
+            return 0
+        if client(taker) == client(giver):
+            # One client's own orders: the lot leaves one as it enters the other (at one limit price its cost
+            # is the same, so a client at its budget can still move it): only the pair's move is checked.
+            changes = [(taker.id, 1), (giver.id, -1)]
+            return head.largest(changes, most) if head.largest(changes, 1) else 0
+        return min(most, head.cap(taker.id), head.cap(giver.id, -1))
+
+    def move(taker: LotOrder, giver: LotOrder, lots: int) -> None:
+        fills[taker.id] = fills.get(taker.id, 0) + lots
+        fills[giver.id] -= lots
+        head.add(taker.id, lots)
+        head.add(giver.id, -lots)
+        if not fills[giver.id]:
+            del fills[giver.id]
+
+    first, last = 0, len(orders) - 1
+    capped = None  # (first, the taker's room within its cap): the same until a move or the next taker
+    while first < last:
+        taker, giver = orders[first], orders[last]
+        room = taker.lots - fills.get(taker.id, 0)
+        if room <= 0:  # the first orders are filled already
+            first += 1
+            continue
+        if capped is None or capped[0] != first:
+            capped = first, min(room, head.cap(taker.id))
+        given = fills.get(giver.id, 0)
+        if given <= 0 and capped[1] > 0:  # most steps: the taker has room, the last orders are not filled
+            last -= 1
+            continue
+        found = None  # (taker, giver, lots)
+        if client(taker) != client(giver):
+            if capped[1] <= 0:
+                # No other client's lot: the taker's own later orders may still give it one.
+                found = first_move((taker, orders[i]) for i in reversed(mine(taker)) if first < i <= last)
+                if found is None:
+                    first += 1
                     continue
-            fills[taker.id] = fills.get(taker.id, 0) + move
-            fills[giver.id] -= move
-            head.add(taker.id, move)
-            head.add(giver.id, -move)
-            if not fills[giver.id]:
-                del fills[giver.id]
-            moved, capped = True, None
+            elif (lots := min(capped[1], given, head.cap(giver.id, -1))) > 0:
+                found = taker, giver, lots
+            else:
+                # The giver can give no other client a lot: its own client's earlier orders may take one.
+                found = first_move((orders[i], giver) for i in mine(giver) if first <= i < last)
+        elif given > 0 and (found := first_move([(taker, giver)])) is None:
+            # Its own client's first order cannot take it (a better limit costs more): the next takers may, other
+            # clients' only if the giver can give a lot up.
+            later = range(first + 1, last) if head.cap(giver.id, -1) > 0 else (
+                i for i in mine(giver) if first < i < last)
+            found = first_move((orders[i], giver) for i in later)
+        if found is None:
+            last -= 1
+            continue
+        move(*found)
+        moved, capped = True, None
     return moved
 
 
@@ -674,8 +738,9 @@ def _finish(book: _Book, symbols: list[str], name: str, fills: dict[str, int], t
     for symbol in symbols:
         # A contract's walk and priority moves fill its own orders only: its interval is still the one above.
         _walk(book, head, symbol, fills, intervals.get(symbol, (None, None)))
-        if _prioritise(book, head, symbol, fills):
-            _walk(book, head, symbol, fills)
+        # A walk's fills change their clients' collateral, which may open a priority move: until neither changes.
+        while _prioritise(book, head, symbol, fills) and _walk(book, head, symbol, fills):
+            pass
     return name, fills, _uncross_welfare(book, fills), head
 
 

@@ -106,6 +106,21 @@ def test_fok_fills_whole_or_is_rejected_without_side_effects():
     assert trades(events) == [("y", "a", 100, 2), ("y", "b", 101, 2)]
 
 
+def test_fok_across_levels_with_an_own_order_in_the_way():
+    """The incoming order's self-trade prevention decides: cancel_resting takes the own order out and fills over
+    three levels; with cancel_incoming the order cannot fill whole, so it is rejected and the own order stays."""
+    def levels():
+        return book(sell("a", 2, 100, "s1"), sell("mine", 1, 101, "me"), sell("c", 2, 102, "s2"))
+
+    engine = levels()
+    assert reasons(engine.apply(buy("x", 4, 102, "me", tif="fok"))) == [("x", "fok_not_fillable")]
+    assert set(engine.orders) == {"a", "mine", "c"}
+    engine = levels()
+    events = engine.apply(buy("x", 4, 102, "me", tif="fok", stp="cancel_resting"))
+    assert trades(events) == [("x", "a", 100, 2), ("x", "c", 102, 2)]
+    assert reasons(events) == [("mine", "self_trade_cancelled")] and engine.orders == {}
+
+
 def test_post_only_is_rejected_when_it_would_take_and_rests_otherwise():
     engine = book(sell("a", 2, 100))
     assert reasons(engine.apply(buy("x", 1, 100, tif="post_only"))) == [("x", "post_only_would_take")]

@@ -4,6 +4,8 @@ only affordable lots, never below the simple clearing, the repair, and why each 
 from dataclasses import replace
 from decimal import Decimal as D
 
+import pytest
+
 from bench.auction_book import book
 from ccp.contracts.payoffs import ContractKind, Terms
 from ccp.matching.auction import (
@@ -173,3 +175,46 @@ def test_a_bound_client_s_own_earlier_order_fills_first_at_one_price():
     name, repaired, welfare, _ = _finish(prepared, ["C100"], "test", {"2": 2, "3": 2}, {})
     assert repaired == {"1": 2, "3": 2} and welfare == 0
     assert fills(clear(given)) == {"1": D(2), "3": D(2)}
+
+
+def test_a_giver_its_own_client_s_first_order_cannot_take_from_gives_to_the_next_order_ahead():
+    """A (collateral 20) bids 30 (order 1) and 20 (order 3), B bids 20 (order 2), one call is offered at 10. A
+    cannot afford its 30 bid, so one of the two bids at 20 fills: B's, the earlier. An answer that fills A's is
+    repaired: A's 30 bid cannot take A's lot (it costs 10 more), and B's bid, next in priority, takes it."""
+    given = auction(order(1, "A", "buy", 30, 1), order(2, "B", "buy", 20, 1), order(3, "A", "buy", 20, 1),
+                    order(4, "S", "sell", 10, 1), budgets={"A": 20})
+    name, repaired, welfare, _ = _finish(_prepare(given), ["C100"], "test", {"3": 1, "4": 1}, {})
+    assert repaired == {"2": 1, "4": 1} and welfare == 10
+
+
+def test_a_bound_client_s_own_earlier_order_takes_its_lot_behind_a_better_bid_it_cannot_afford():
+    """A (collateral 10) bids 20 (order 1) and 10 twice (orders 2, 3): it affords one lot at 10. An answer that
+    fills order 3 is repaired to order 2, though order 1, ahead of both, can take neither."""
+    given = auction(order(1, "A", "buy", 20, 1), order(2, "A", "buy", 10, 1), order(3, "A", "buy", 10, 1),
+                    order(4, "S", "sell", 10, 1), budgets={"A": 10})
+    name, repaired, welfare, _ = _finish(_prepare(given), ["C100"], "test", {"3": 1, "4": 1}, {})
+    assert repaired == {"2": 1, "4": 1}
+
+
+def test_a_taker_no_other_client_can_give_to_takes_from_its_own_client_s_later_order():
+    """A (collateral 10) bids 10 twice (orders 1, 2), B bids 10 (order 3), two calls are offered at 10. With
+    order 2 filled A affords no more, so B's filled order cannot give order 1 a lot; A's own order 2 can."""
+    given = auction(order(1, "A", "buy", 10, 1), order(2, "A", "buy", 10, 1), order(3, "B", "buy", 10, 1),
+                    order(4, "S", "sell", 10, 2), budgets={"A": 10})
+    name, repaired, welfare, _ = _finish(_prepare(given), ["C100"], "test", {"2": 1, "3": 1, "4": 2}, {})
+    assert repaired == {"1": 1, "3": 1, "4": 2}
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: each contract is repaired once, in symbol order; settling "
+                   "every contract again until none changes cost about 0.4 s of CPU per 100k-order auction")
+def test_a_move_on_one_contract_opens_a_move_on_a_contract_repaired_before():
+    """Two calls in two portfolios, X repaired before Y. A (collateral 15) bids 10 on each, after B on Y and
+    before C on X. In the answer A's Y bid and C's X bid fill: A, at 10 of 15, cannot take C's lot on X. Y's
+    repair gives B (ahead) A's lot there; then A can, and takes C's lot on X."""
+    x, y = (ContractSpec(s, CALL.terms, D(1), D(1), p) for s, p in (("X", "P1"), ("Y", "P2")))
+    given = AuctionInput((x, y), tuple(ClientSpec(c, D(15) if c == "A" else RICH) for c in "ABCS"), (
+        OrderSpec("1", "A", "X", "buy", D(10), D(1), 1), OrderSpec("2", "C", "X", "buy", D(10), D(1), 5),
+        OrderSpec("3", "S", "X", "sell", D(10), D(1), 6), OrderSpec("4", "B", "Y", "buy", D(10), D(1), 2),
+        OrderSpec("5", "A", "Y", "buy", D(10), D(1), 7), OrderSpec("6", "S", "Y", "sell", D(10), D(1), 8)))
+    name, repaired, welfare, _ = _finish(_prepare(given), ["X", "Y"], "test", {"2": 1, "3": 1, "5": 1, "6": 1}, {})
+    assert repaired == {"1": 1, "3": 1, "4": 1, "6": 1}
