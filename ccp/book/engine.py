@@ -575,7 +575,7 @@ class Engine:
         px = o.px if c.price is None else c.price
         qty = o.qty if c.qty is None else c.qty
         s = o.side
-        if px != o.px and o.tif == "post_only":
+        if px != o.px and o.tif == "post_only" and qty > o.filled:  # at or below the filled: nothing re-enters
             keys = self._keys[-s]
             if keys and keys[0] <= s * px:
                 ev.append(Rejected(c.order_id, POST_ONLY_WOULD_TAKE))

@@ -127,7 +127,7 @@ class Reference:
             return self.ev.append(E.Rejected(c.order_id, E.INVALID_QUANTITY))
         px = o.px if c.price is None else c.price
         qty = o.qty if c.qty is None else c.qty
-        if px != o.px and o.tif == "post_only":
+        if px != o.px and o.tif == "post_only" and qty > o.filled:  # the README: at or below filled cancels
             moved = copy.copy(o)
             moved.px = px
             if self.crosses(moved):

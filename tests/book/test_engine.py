@@ -169,6 +169,18 @@ def test_modify_at_or_below_filled_cancels_the_rest():
     assert of(events, Cancelled)[0].remaining == 3 and "a" not in engine.orders
 
 
+def test_a_post_only_modify_at_or_below_filled_cancels_the_rest_whatever_its_new_price():
+    # given a post-only sell of 5 that 2 filled, and a bid resting at 99
+    engine = book(sell("p", 5, 100, tif="post_only"))
+    engine.apply(buy("x", 2, 100))
+    engine.apply(buy("y", 1, 99, user="b2"))
+    # when its owner modifies it to 2 (what has filled) at 99, a price that would take
+    events = engine.apply(Modify("p", "s", price=99, qty=2))
+    # then nothing re-enters: the rest is cancelled (the README's rule), not refused as post-only
+    assert reasons(events) == [("p", "modified_below_filled")]
+    assert of(events, Cancelled)[0].remaining == 3 and "p" not in engine.orders and not trades(events)
+
+
 def test_modify_to_a_crossing_price_trades_and_post_only_modify_is_refused():
     engine = book(sell("a", 2, 101), buy("b", 2, 99, user="b1"), buy("p", 1, 98, user="b2", tif="post_only"))
     assert trades(engine.apply(Modify("b", "b1", price=101))) == [("b", "a", 101, 2)]
