@@ -11,6 +11,7 @@ from typing import Any
 
 from django import db
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
 from psycopg_pool import PoolTimeout
@@ -62,7 +63,9 @@ STATUS_CODES: dict[int, tuple[str, str]] = {
     403: ("permission_denied", "Not allowed."),
     404: ("not_found", "No such resource."),
     405: ("method_not_allowed", "Method not allowed."),
+    406: ("not_acceptable", "Could not satisfy the request Accept header."),
     413: ("body_too_large", "The request body is too large."),
+    415: ("unsupported_media_type", "Unsupported media type in the request."),
     429: ("throttled", "Too many requests."),
     500: ("internal_error", "Internal error; the request may not have been applied."),
     503: ("unavailable", "The clearing house cannot reach its database; retry shortly."),
@@ -135,6 +138,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = drf.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf.PermissionDenied()
+    elif isinstance(exc, SuspiciousOperation):
+        # Django refusing to read the request (more query parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS): a 400, as
+        # Django answers it outside DRF's views
+        exc = drf.ParseError(f"The request could not be read: {exc}")
     if isinstance(exc, drf.APIException):
         code = next((c for cls, c in _DRF_CODES if isinstance(exc, cls)), "invalid_request")
         if isinstance(exc, drf.ValidationError):

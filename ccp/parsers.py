@@ -53,6 +53,25 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+# The escape of a UTF-16 surrogate (\ud800 to \udfff): only a body with one can decode to a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value) -> bool:
+    """A string (or key) in ``value`` holds a lone UTF-16 surrogate: text no UTF-8 encodes."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(key) or _lone_surrogate(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(item) for item in value)
+    return False
+
+
 class JsonParser(parsers.JSONParser):
     """DRF's JSON parser with the edge's limits: the body (already capped by ``ccp.edge``) must be
     UTF-8 JSON nesting at most ``CCP_JSON_MAX_DEPTH`` levels; anything else is a 400."""
@@ -64,6 +83,11 @@ class JsonParser(parsers.JSONParser):
             raise ApplicationError(f"JSON nested {depth} levels deep; at most {settings.CCP_JSON_MAX_DEPTH} are read.",
                                    code="nesting_too_deep", extra={"max_depth": settings.CCP_JSON_MAX_DEPTH})
         try:
-            return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+            data = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise ParseError(f"Not UTF-8 JSON: {exc}") from exc
+        # A lone surrogate escape ("\ud800") is JSON but not text: nothing can store it, and a field that names
+        # its input in its refusal (a choice) could not be answered in UTF-8.
+        if _SURROGATE_ESCAPE.search(body) and _lone_surrogate(data):
+            raise ParseError("Not UTF-8 JSON: a lone UTF-16 surrogate escape.")
+        return data

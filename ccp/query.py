@@ -1,4 +1,4 @@
-"""Query strings: only the parameters an operation documents, in their ranges; anything else is a 400.
+"""Query strings: only the parameters an operation documents, each once, in their ranges; anything else is a 400.
 
 A misspelt filter (``?stat=filled``) would otherwise be ignored and return every order; lists take
 ``?limit=&offset=`` with a maximum page."""
@@ -14,10 +14,16 @@ PAGE_PARAMS = ("limit", "offset")
 
 
 def query_check(request, *allowed: str) -> None:
-    """Refuse (``invalid_input``) query parameters other than ``allowed``."""
-    unknown = sorted(set(request.query_params) - set(allowed))
-    if unknown:
-        raise ValidationError({name: ["Unknown query parameter."] for name in unknown})
+    """Refuse (``invalid_input``) query parameters other than ``allowed``, and one given more than once (read, its
+    last value alone would count: ``?state=open&state=filled`` is not both)."""
+    params = request.query_params
+    if not params:
+        return
+    errors = {name: ["Unknown query parameter."] for name in set(params) - set(allowed)}
+    errors.update((name, ["Given more than once."]) for name, values in params.lists()
+                  if len(values) > 1 and name not in errors)
+    if errors:
+        raise ValidationError(dict(sorted(errors.items())))
 
 
 def query_filters(request, serializer_class: type[serializers.Serializer], *, paginated: bool = True) -> dict:

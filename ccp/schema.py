@@ -29,6 +29,7 @@ _ERRORS = {
     "401": "missing, unknown or expired token (not_authenticated, token_invalid, token_expired)",
     "404": "not found, or not yours (not_found, order_not_found)",
     "405": "method not allowed (method_not_allowed)",
+    "406": "an Accept header application/json does not satisfy (not_acceptable)",
     "413": "request body over the limit (body_too_large)",
     "415": "a body that is not application/json (unsupported_media_type)",
     "429": "over a throttle (throttled): retry after the Retry-After header's seconds",

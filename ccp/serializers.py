@@ -24,8 +24,11 @@ def parse_number(text: str, *, signed: bool = False) -> Decimal:
     if not _NUMBER.fullmatch(text):
         raise ValueError(f"Not a plain decimal string: up to {INTEGER_DIGITS} digits 0-9, optionally a '.' and up "
                          f"to {DECIMAL_PLACES} digits, e.g. \"12.5\".")
-    if text.startswith("-") and not signed:
-        raise ValueError("Must not be negative.")
+    if text.startswith("-"):
+        if not signed:
+            raise ValueError("Must not be negative.")
+        if not text.strip("-0."):
+            raise ValueError("No negative zero: send 0.")
     return Decimal(text)
 
 

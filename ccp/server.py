@@ -18,6 +18,7 @@ The limits, as with daphne before:
   Content-Length over 2^64: 413);
 - a WebSocket message or frame over ``CCP_WS_MAX_MESSAGE_BYTES`` (default 64 KiB) closes that
   stream with 1009: the streams take no messages.
+- a WebSocket handshake websockets refuses is answered in the error shape (``WebSocketProtocol``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import email.utils
+import http
 import json
 import os
 import queue
@@ -37,8 +40,11 @@ from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
+from websockets.http11 import Response
 
-from ccp.errors import error_body
+from ccp.errors import STATUS_CODES, error_body
 
 WS_MAX_MESSAGE_BYTES = int(os.environ.get("CCP_WS_MAX_MESSAGE_BYTES", str(64 * 1024)))
 
@@ -63,6 +69,33 @@ class HttpProtocol(HttpToolsProtocol):
         self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                              b"connection: close\r\n\r\n%s" % (status, len(body), body))
         self.transport.close()
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol (websockets' sans-I/O one), with each handshake it refuses answered in the API's
+    error shape rather than websockets' text/plain: a bad Sec-WebSocket-Key or version 400 ``malformed_request``, a
+    request line over 8 KiB 414 and header lines too long or too many 431 (``malformed_request`` too). Those two were
+    not answered at all: websockets queues its refusal before any request event, and uvicorn sends what websockets
+    queued only on one, so the connection hung with the answer unsent."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn.reject = self._reject  # every refusal of the handshake, websockets' own and uvicorn's
+
+    def _reject(self, status: int, text: str) -> Response:
+        status = http.HTTPStatus(status)
+        code = STATUS_CODES.get(status.value, ("internal_error" if status >= 500 else "malformed_request",))[0]
+        body = json.dumps(error_body(code, text.strip() or status.phrase)).encode()
+        return Response(status.value, status.phrase, Headers([
+            ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
+            ("Content-Length", str(len(body))), ("Content-Type", "application/json")]), body)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None and not self.transport.is_closing():
+            # refused before a request was read whole (too long, or not HTTP): send what websockets queued, close
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
 
 
 class RequestThread(Executor):
@@ -195,7 +228,7 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("CCP_DB_PER_THREAD", "1")
     uvicorn.run(
         args.application, host=args.bind, port=args.port, workers=args.workers,
-        loop="uvloop", http="ccp.server:HttpProtocol", ws="websockets-sansio",
+        loop="uvloop", http="ccp.server:HttpProtocol", ws="ccp.server:WebSocketProtocol",
         ws_max_size=WS_MAX_MESSAGE_BYTES,
         # No permessage-deflate: compressing each small stream event once per connection (its own zlib
         # context each) was the largest cost of a book change sent to 1,000 subscribers.

@@ -21,7 +21,8 @@ api_v1 = [
     path("", include("ccp.settlement.urls")),
     path("", include("ccp.prices.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # GET only: its page renders from a template only GET names, so an OPTIONS (DRF's metadata) was a 500
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema", http_method_names=["get", "head"]), name="docs"),
 ]
 
 urlpatterns = [

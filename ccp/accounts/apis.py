@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -31,7 +31,9 @@ class NonceApi(APIView):
         message = serializers.CharField()
         expires_at = serializers.DateTimeField()
 
-    @extend_schema(request=NonceRequestSerializer, responses={201: NonceResponseSerializer})
+    @extend_schema(request=NonceRequestSerializer, responses={
+        201: NonceResponseSerializer,
+        403: OpenApiResponse(description="signin_address_not_registered: no deposit from this address yet")})
     def post(self, request):
         data = self.NonceRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -57,7 +59,11 @@ class TokenApi(APIView):
         expires_at = serializers.DateTimeField()
         address = serializers.CharField()
 
-    @extend_schema(request=TokenRequestSerializer, responses={201: TokenResponseSerializer})
+    @extend_schema(request=TokenRequestSerializer, responses={
+        201: TokenResponseSerializer,
+        401: OpenApiResponse(description="signin_nonce_unknown, signin_nonce_used, signin_nonce_expired, "
+                                         "signin_wrong_domain, signin_message_altered, signin_wrong_signer"),
+        403: OpenApiResponse(description="signin_address_not_registered: no deposit from this address yet")})
     def post(self, request):
         data = self.TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -1,6 +1,6 @@
 from dataclasses import asdict
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -44,7 +44,8 @@ class PositionEstimateApi(APIView):
     (404), ``contract_not_perpetual``, ``margin_invalid``, ``leverage_invalid`` (``extra.max``),
     ``margin_too_small``, ``index_stale`` (409: no fresh index, nothing opens)."""
 
-    @extend_schema(request=OpenRequestSerializer, responses={200: OpenEstimateSerializer})
+    @extend_schema(request=OpenRequestSerializer, responses={
+        200: OpenEstimateSerializer, 409: OpenApiResponse(description="index_stale: no fresh index, nothing opens")})
     def post(self, request):
         terms = OpenRequestSerializer(data=request.data)
         terms.is_valid(raise_exception=True)

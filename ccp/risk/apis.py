@@ -147,7 +147,8 @@ class PositionsApi(generics.ListAPIView):
     @extend_schema(request=OpenSerializer, responses={
         201: OpenApiResponse(description="{order, position}: filled (or rejected) within the wait"),
         202: OpenApiResponse(description="{order, position: null}: received, the matcher follows"),
-        200: OpenApiResponse(description="the same client_order_id sent again")})
+        200: OpenApiResponse(description="the same client_order_id sent again"),
+        409: OpenApiResponse(description="index_stale, nothing_fillable, client_order_id_reused")})
     def post(self, request):
         terms = self.OpenSerializer(data=request.data)
         terms.is_valid(raise_exception=True)
@@ -198,7 +199,8 @@ def _order_answer(client, order: Order, created: bool) -> Response:
 _ORDER_ANSWERS = {
     201: OpenApiResponse(description="{order, position}: filled (or cancelled, rejected) within the wait"),
     202: OpenApiResponse(description="{order, position: null}: received, the matcher follows"),
-    200: OpenApiResponse(description="the same client_order_id sent again")}
+    200: OpenApiResponse(description="the same client_order_id sent again"),
+    409: OpenApiResponse(description="position_flat, index_stale, nothing_fillable, client_order_id_reused")}
 
 
 class PerpPositionCloseApi(APIView):
@@ -248,7 +250,10 @@ class PositionMarginApi(APIView):
         position = PositionSerializer()
         available = MoneyField(help_text="your available collateral in the perpetual's currency now")
 
-    @extend_schema(request=PositionMarginSerializer, responses={200: PositionMarginAnswerSerializer})
+    @extend_schema(request=PositionMarginSerializer, responses={
+        200: PositionMarginAnswerSerializer,
+        409: OpenApiResponse(description="position_flat, position_not_isolated, insufficient_collateral, index_stale, "
+                                         "margin_remove_too_large")})
     def post(self, request):
         terms = self.PositionMarginSerializer(data=request.data)
         terms.is_valid(raise_exception=True)
@@ -292,7 +297,8 @@ class PositionTpSlApi(APIView):
     @extend_schema(request=PositionTpSlSerializer, responses={
         201: OpenApiResponse(PositionTpSlAnswerSerializer, description="armed within the wait"),
         202: OpenApiResponse(PositionTpSlAnswerSerializer, description="received: the matcher arms them"),
-        200: OpenApiResponse(PositionTpSlAnswerSerializer, description="neither sent: both cancelled")})
+        200: OpenApiResponse(PositionTpSlAnswerSerializer, description="neither sent: both cancelled"),
+        409: OpenApiResponse(description="position_flat, index_stale")})
     def post(self, request):
         terms = self.PositionTpSlSerializer(data=request.data)
         terms.is_valid(raise_exception=True)

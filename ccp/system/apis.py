@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -52,6 +54,9 @@ class HealthApi(APIView):
                          "prices_stale_pairs": stale})
 
 
+@csrf_exempt  # no cookie, no state: a POST got Django's CSRF refusal (403) instead of 405
+@require_safe
 def ping(request):
-    """Bare Django JSON view: liveness without the database, and the intake benchmark's baseline."""
+    """Bare Django JSON view: liveness without the database, and the intake benchmark's baseline. GET (and HEAD)
+    only: other methods get 405 ``method_not_allowed``."""
     return JsonResponse({"status": "ok"})

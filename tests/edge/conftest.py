@@ -100,3 +100,11 @@ def error_of(body: bytes) -> dict:
     assert set(parsed) == {"code", "message", "extra"}, parsed
     assert isinstance(parsed["code"], str) and isinstance(parsed["message"], str) and isinstance(parsed["extra"], dict)
     return parsed
+
+
+def served_schema() -> dict:
+    """The OpenAPI document /api/v1/schema/ serves, as JSON."""
+    from drf_spectacular.generators import SchemaGenerator
+    from drf_spectacular.renderers import OpenApiJsonRenderer
+
+    return json.loads(OpenApiJsonRenderer().render(SchemaGenerator().get_schema(request=None, public=True)))

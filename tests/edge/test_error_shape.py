@@ -45,6 +45,27 @@ def test_the_served_app_answers_errors_in_the_shape(served, method, path):
     error_of(body)
 
 
+@pytest.mark.parametrize(("method", "path"), [("OPTIONS", "/api/v1/docs/"), ("POST", "/api/v1/docs/"),
+                                              ("POST", "/api/v1/ping"), ("DELETE", "/api/v1/ping"),
+                                              ("TRACE", "/api/v1/ping")])
+def test_pages_for_get_only_refuse_other_methods_with_405(served, method, path):
+    # OPTIONS on the docs page was a 500 (its template is named by GET only); a POST to ping met Django's CSRF
+    # check (403 permission_denied), a TRACE was answered 200
+    status, headers, body = served.request(method, path)
+    assert status == 405 and error_of(body)["code"] == "method_not_allowed"
+    assert served.request("GET", path)[0] == 200
+
+
+@pytest.mark.parametrize("path", ["/api/v1/contracts", "/api/v1/schema/"])
+@pytest.mark.parametrize("accept", ["text/html", "application/xml", "image/png"])
+def test_an_accept_header_json_cannot_satisfy_is_406(served, path, accept):
+    # the schema renders its refusal in YAML: the edge gave it the shape, with code invalid_request
+    status, _, body = served.request("GET", path, headers={"Accept": accept})
+    assert status == 406 and error_of(body)["code"] == "not_acceptable"
+    for satisfied in ["application/json", "application/*", "*/*"]:
+        assert served.request("GET", path, headers={"Accept": satisfied})[0] == 200
+
+
 def test_a_refused_stream_completes_the_handshake_and_closes_with_its_code(served):
     assert served.ws_exchange("/ws/v1/private") == ([], 4401)
     assert served.ws_exchange("/ws/v1/private?token=nonsense") == ([], 4401)

@@ -2,7 +2,6 @@
 (schemathesis, a fixed seed, bounded examples). Every response: no server error, a status the schema
 documents, a body valid against the schema, and an error in the one shape."""
 
-import json
 from datetime import timedelta
 from decimal import Decimal as D
 
@@ -17,7 +16,7 @@ from ccp.clock import utcnow
 from ccp.risk.models import Position
 from ccp.settlement.models import CashMovement
 from tests.conftest import NOW
-from tests.edge.conftest import error_of
+from tests.edge.conftest import error_of, served_schema
 from tests.factories import ContractFactory, FundLockFactory, ReceivedOrderFactory
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -49,14 +48,6 @@ def trader_token() -> str:
     ApiToken.objects.create(key_hash=token_hash(token), prefix=token[:8], client=fund.client, created_at=now,
                             expires_at=now + timedelta(days=1))
     return token
-
-
-def served_schema() -> dict:
-    """The OpenAPI document /api/v1/schema/ serves, as JSON."""
-    from drf_spectacular.generators import SchemaGenerator
-    from drf_spectacular.renderers import OpenApiJsonRenderer
-
-    return json.loads(OpenApiJsonRenderer().render(SchemaGenerator().get_schema(request=None, public=True)))
 
 
 schema = schemathesis.openapi.from_dict(served_schema())

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ccp.orders.models import Order
 from ccp.serializers import parse_number
-from tests.factories import ContractFactory, FundLockFactory
+from tests.factories import ClientFactory, ContractFactory, FundLockFactory
 
 LENIENT = ["1_0", "١٠٠", "1E+5", "1e5", "-0", "+1", " 1", "1 ", "1.", ".5", "0x10", "1,5", "NaN", "Infinity",
            "", "１００", "1\n", "-1", "0E-1000000", "1" * 21, "0." + "0" * 19, "1." + "1" * 19]
@@ -30,6 +30,23 @@ def test_plain_decimals_within_the_storage_digits_are_read_exactly(text, value):
 
 def test_signed_fields_take_a_minus():
     assert parse_number("-12.5", signed=True) == Decimal("-12.5")
+    assert parse_number("-0.000000000000000001", signed=True) == Decimal("-1E-18")
+    assert parse_number("-10", signed=True) == Decimal(-10)
+
+
+@pytest.mark.parametrize("text", ["-0", "-0.0", "-00", "-000.000000000000000000"])
+def test_a_negative_zero_is_refused_in_signed_fields_too(text):
+    with pytest.raises(ValueError):
+        parse_number(text, signed=True)
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_a_negative_zero_margin_with_invalid_number(api_as):
+    # it was read as 0 and refused later, with amount_invalid (or unknown_contract first), not as the README says
+    response = api_as(ClientFactory()).post("/api/v1/positions/margin", {"contract": "BTC-USDC-PERP", "amount": "-0"},
+                                            format="json")
+    assert response.status_code == 400 and response.json()["code"] == "invalid_number"
+    assert "amount" in response.json()["extra"]["fields"]
 
 
 @given(st.decimals(min_value=Decimal(0), max_value=Decimal("9" * 20), places=18, allow_nan=False))
