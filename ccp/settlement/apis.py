@@ -123,7 +123,8 @@ class FaucetApi(APIView):
         200: FaucetSerializer,
         404: OpenApiResponse(description="not_found: the faucet is off (not a demo)"),
         409: OpenApiResponse(description="chain_not_configured: no chain, FundLock or operator key"),
-        429: OpenApiResponse(description="throttled")})
+        429: OpenApiResponse(description="throttled"),
+        503: OpenApiResponse(description="chain_unavailable: the chain node does not answer")})
     def post(self, request):
         query_check(request)
         if not settings.CCP_DEMO_FAUCET:
@@ -136,6 +137,10 @@ class FaucetApi(APIView):
         if fund_lock_deployed() is None or not settings.CCP_CHAIN_OPERATOR_KEY:
             raise ApplicationError("The demo chain is not configured.", code="chain_not_configured",
                                    http_status=status.HTTP_409_CONFLICT)
-        gift = faucet_send(address=address, w3=web3_for(settings.CCP_CHAIN_URL),
-                           operator=operator_account(settings.CCP_CHAIN_OPERATOR_KEY))
+        try:
+            gift = faucet_send(address=address, w3=web3_for(settings.CCP_CHAIN_URL),
+                               operator=operator_account(settings.CCP_CHAIN_OPERATOR_KEY))
+        except OSError as exc:  # the node refused, dropped or timed out a call (requests' errors are OSErrors)
+            raise ApplicationError("The chain node does not answer; retry shortly.", code="chain_unavailable",
+                                   http_status=status.HTTP_503_SERVICE_UNAVAILABLE) from exc
         return Response(FaucetSerializer({**gift.__dict__, "gas_wei": str(gift.gas_wei)}).data)

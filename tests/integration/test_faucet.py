@@ -87,3 +87,14 @@ def test_a_bad_address_is_refused_and_mints_nothing(faucet):
     response = ask("0x12")
     assert response.status_code == 400 and response.json()["code"] == "invalid_input"
     assert not OperatorNonce.objects.exists()
+
+
+def test_a_chain_node_that_does_not_answer_is_a_503_and_takes_no_nonce(faucet, settings):
+    """Given the faucet configured but its node gone (nothing listens on the port); when a wallet asks; then a 503
+    chain_unavailable in the error shape, and the operator's nonce row is as it was."""
+    before = list(OperatorNonce.objects.values_list("address", "next_nonce"))
+    settings.CCP_CHAIN_URL = "http://127.0.0.1:1"
+    response = ask(Account.create().address)
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "chain_unavailable"
+    assert list(OperatorNonce.objects.values_list("address", "next_nonce")) == before
