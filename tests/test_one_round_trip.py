@@ -79,14 +79,21 @@ def _limit(client, contract, side, coid):
         client_order_id=coid, contract=contract, side=side, kind="limit", price=D("100"), quantity=D("2")))
 
 
-def test_a_matcher_run_with_a_trade_takes_seven_round_trips():
-    # given a resting sell (its run rebuilt the engine), then a crossing buy of another client
+def _crossing_buy_waiting():
+    """A continuous contract with a resting sell (its run rebuilt the engine) and another client's crossing buy
+    waiting for the matcher; returns the contract."""
     (contract,) = continuous(0)
     maker = FundLockFactory(currency=contract.collateral, fundlock=D("5000"))
     taker = FundLockFactory(currency=contract.collateral, fundlock=D("5000"))
     _limit(maker.client, contract, "sell", "rest")
     assert book_match(contract_id=contract.pk, now=NOW) == 1
     _limit(taker.client, contract, "buy", "take")
+    return contract
+
+
+def test_a_matcher_run_with_a_trade_takes_seven_round_trips():
+    # given a resting sell (its run rebuilt the engine), then a crossing buy of another client
+    contract = _crossing_buy_waiting()
     # when the matcher books the trade
     trips, statements = _round_trips(lambda: book_match(contract_id=contract.pk, now=NOW))
     # then its 15 statements (BEGIN and COMMIT included) took 7 round trips (16 before one_round_trip): BEGIN;
@@ -98,12 +105,7 @@ def test_a_matcher_run_with_a_trade_takes_seven_round_trips():
 
 def test_a_matcher_run_builds_its_orders_answers_while_postgresql_books_its_trade(monkeypatch):
     # given a resting sell (its run rebuilt the engine), then a crossing buy of another client
-    (contract,) = continuous(0)
-    maker = FundLockFactory(currency=contract.collateral, fundlock=D("5000"))
-    taker = FundLockFactory(currency=contract.collateral, fundlock=D("5000"))
-    _limit(maker.client, contract, "sell", "rest")
-    assert book_match(contract_id=contract.pk, now=NOW) == 1
-    _limit(taker.client, contract, "buy", "take")
+    contract = _crossing_buy_waiting()
     built = []
 
     def result_json(payload):
